@@ -1,0 +1,2 @@
+/* placeholder: addr is being written */
+typedef int mxd_placeholder_addr;

@@ -1,0 +1,2 @@
+/* placeholder: conf is being written */
+typedef int mxd_placeholder_conf;

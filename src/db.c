@@ -1,0 +1,2 @@
+/* placeholder: db is being written */
+typedef int mxd_placeholder_db;

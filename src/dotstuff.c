@@ -1,0 +1,2 @@
+/* placeholder: dotstuff is being written */
+typedef int mxd_placeholder_dotstuff;

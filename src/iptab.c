@@ -1,0 +1,2 @@
+/* placeholder: iptab is being written */
+typedef int mxd_placeholder_iptab;

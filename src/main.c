@@ -1,0 +1,2 @@
+/* placeholder: main is being written */
+typedef int mxd_placeholder_main;

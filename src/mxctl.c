@@ -1,0 +1,2 @@
+/* placeholder: mxctl is being written */
+typedef int mxd_placeholder_mxctl;

@@ -1,0 +1,2 @@
+/* placeholder: spool is being written */
+typedef int mxd_placeholder_spool;

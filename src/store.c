@@ -1,0 +1,2 @@
+/* placeholder: store is being written */
+typedef int mxd_placeholder_store;

@@ -1,0 +1,115 @@
+/* util: owns nothing. Any thread. Allocation failure and broken invariants
+ * end the process through mxd_panic(); durability comes from
+ * commit-before-250, not from surviving OOM. */
+#include "util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+mxd_panic(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("err - mxd panic ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    abort();
+}
+
+void *
+xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+
+    if (p == NULL)
+        mxd_panic("out of memory (%zu bytes)", n);
+    return p;
+}
+
+void *
+xcalloc(size_t nmemb, size_t size)
+{
+    void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
+
+    if (p == NULL)
+        mxd_panic("out of memory (%zu x %zu bytes)", nmemb, size);
+    return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+
+    if (q == NULL)
+        mxd_panic("out of memory (%zu bytes)", n);
+    return q;
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+    char *p = xmalloc(n + 1);
+
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+    return xstrndup(s, strlen(s));
+}
+
+char *
+xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    char *p;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        mxd_panic("xasprintf: bad format");
+    p = xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+char
+ascii_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : c;
+}
+
+int
+ascii_ncasecmp(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)ascii_lower(a[i]);
+        unsigned char y = (unsigned char)ascii_lower(b[i]);
+
+        if (x != y)
+            return x < y ? -1 : 1;
+        if (x == '\0')
+            return 0;
+    }
+    return 0;
+}
+
+int
+ascii_casecmp(const char *a, const char *b)
+{
+    return ascii_ncasecmp(a, b, (size_t)-1);
+}
