@@ -1,2 +1,180 @@
-/* placeholder: main is being written */
-typedef int mxd_placeholder_main;
+/* main: wires mxd together: parses the command line, loads the config,
+ * opens the store, prepares the spool, starts the SMTP server and runs the
+ * loop until SIGTERM/SIGINT has drained everything. Owns the process-wide
+ * objects (loop, conf, store, server) and the signal handles. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "conf.h"
+#include "log.h"
+#include "smtp_net.h"
+#include "spool.h"
+#include "store.h"
+
+#define MXD_DEFAULT_CONF "/etc/mxd/mxd.conf"
+#ifndef MXD_VERSION
+#define MXD_VERSION "0.1.0"
+#endif
+
+struct mxd {
+    uv_loop_t *loop;
+    struct conf *conf;
+    struct store *store;
+    struct smtp_server *server;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    bool stopping;
+};
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: mxd [-c FILE] [--check] [--version]\n"
+               "  -c, --config FILE  configuration file (default " MXD_DEFAULT_CONF ")\n"
+               "  --check            validate the configuration and exit (0 valid, 1 not)\n"
+               "  --version          print the version and exit\n");
+}
+
+static void
+on_store_closed(void *arg)
+{
+    struct mxd *m = arg;
+
+    m->store = NULL;
+    log_msg(LOG_INFO, NULL, "mxd", "stopped");
+    uv_close((uv_handle_t *)&m->sig_term, NULL);
+    uv_close((uv_handle_t *)&m->sig_int, NULL);
+    uv_close((uv_handle_t *)&m->sig_hup, NULL);
+}
+
+static void
+on_server_stopped(void *arg)
+{
+    struct mxd *m = arg;
+
+    m->server = NULL;
+    store_close(m->store, on_store_closed, m);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct mxd *m = h->data;
+
+    if (signum == SIGHUP) {
+        log_msg(LOG_WARN, NULL, "mxd", "SIGHUP ignored: reload is not implemented yet");
+        return;
+    }
+    if (m->stopping)
+        return;
+    m->stopping = true;
+    log_msg(LOG_INFO, NULL, "mxd", "stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
+    smtp_server_shutdown(m->server, on_server_stopped, m);
+}
+
+static int
+mxd_start(struct mxd *m)
+{
+    char *err = NULL;
+    char *spool = NULL;
+    int rc;
+
+    rc = store_open(m->loop, m->conf->database, &m->store, &err);
+    if (rc != 0)
+        goto fail;
+    spool = spool_dir_for(m->conf->database);
+    rc = spool_dir_prepare(spool, &err);
+    if (rc == 0)
+        rc = smtp_server_start(m->loop, m->conf, m->store, spool, &m->server, &err);
+    free(spool);
+    if (rc != 0)
+        goto fail;
+    uv_signal_init(m->loop, &m->sig_term);
+    uv_signal_init(m->loop, &m->sig_int);
+    uv_signal_init(m->loop, &m->sig_hup);
+    m->sig_term.data = m->sig_int.data = m->sig_hup.data = m;
+    uv_signal_start(&m->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&m->sig_int, on_signal, SIGINT);
+    uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+    log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
+            m->conf->hostname, m->conf->database);
+    return 0;
+fail:
+    log_msg(LOG_ERR, NULL, "mxd", "start failed: %s", err ? err : "unknown error");
+    free(err);
+    if (m->store != NULL) {
+        store_close(m->store, NULL, NULL);
+        uv_run(m->loop, UV_RUN_DEFAULT);
+        m->store = NULL;
+    }
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct mxd m = {0};
+    const char *path = MXD_DEFAULT_CONF;
+    bool check = false;
+    char *errors = NULL;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'V':
+            printf("mxd %s\n", MXD_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (conf_load(path, &m.conf, &errors) != 0) {
+        fprintf(stderr, "%s", errors ? errors : "mxd: cannot load configuration\n");
+        if (errors && errors[0] && errors[strlen(errors) - 1] != '\n')
+            fputc('\n', stderr);
+        free(errors);
+        return 1;
+    }
+    if (check) {
+        printf("%s: configuration is valid\n", path);
+        conf_free(m.conf);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    m.loop = uv_default_loop();
+    if (mxd_start(&m) != 0) {
+        conf_free(m.conf);
+        return 1;
+    }
+    uv_run(m.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(m.loop) != 0)
+        log_msg(LOG_WARN, NULL, "mxd", "loop closed with handles still open");
+    conf_free(m.conf);
+    return 0;
+}

@@ -1,2 +1,418 @@
-/* placeholder: smtp_proto is being written */
-typedef int mxd_placeholder_smtp_proto;
+/* smtp_proto: owns one session's input buffer, its transaction (sender,
+ * recipients, body counters) and the reply being built. Any single thread,
+ * pure: no I/O, clock, randomness or policy; the caller answers MAIL, RCPT
+ * and end-of-body events with smtp_proto_answer(). Each command is checked
+ * (legal now? well-formed?) before anything changes. Errors are replies,
+ * never return codes; broken invariants panic. It does not decide which
+ * domains or users are ours, and it does not store anything. */
+#include "smtp_proto.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dotstuff.h"
+#include "smtp_proto_impl.h"
+
+#define SMTP_EV_NAME(name) #name,
+static const char *const smtp_ev_names[] = {SMTP_EVENTS(SMTP_EV_NAME)};
+#undef SMTP_EV_NAME
+
+const char *
+smtp_ev_name(enum smtp_ev ev)
+{
+    return smtp_ev_names[ev];
+}
+
+/* Appends one reply; several may queue up for one event (an error and the
+ * 421 that follows it when the error budget is spent). */
+void
+smtp_proto__reply(struct smtp_proto *p, const char *verb, int code, const char *fmt, ...)
+{
+    char text[SMTP_REPLY_MAX];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    n = snprintf(p->reply + p->reply_len, sizeof(p->reply) - p->reply_len, "%d %s\r\n", code, text);
+    if (n < 0 || (size_t)n >= sizeof(p->reply) - p->reply_len)
+        mxd_panic("smtp_proto: reply too long");
+    if (p->reply_len == 0) {
+        p->reply_code = code;
+        p->reply_verb = verb;
+    }
+    p->reply_len += (size_t)n;
+    if (code == 500 || code == 501 || code == 502 || code == 503 || code == 555) {
+        /* Stop talking to a client that only sends garbage (as Postfix's
+         * smtpd_hard_error_limit does). */
+        if (++p->errors >= SMTP_ERROR_MAX && p->phase != PH_CLOSED) {
+            n = snprintf(p->reply + p->reply_len, sizeof(p->reply) - p->reply_len,
+                         "421 4.7.0 %s Error: too many errors\r\n", p->cfg.hostname);
+            if (n > 0 && (size_t)n < sizeof(p->reply) - p->reply_len)
+                p->reply_len += (size_t)n;
+            p->phase = PH_CLOSED;
+            p->pend_close = true;
+        }
+    }
+}
+
+struct smtp_proto *
+smtp_proto_new(const struct smtp_proto_cfg *cfg)
+{
+    struct smtp_proto *p = xcalloc(1, sizeof(*p));
+
+    p->cfg = *cfg;
+    p->phase = PH_CMD;
+    smtp_proto__reply(p, "-", 220, "%s ESMTP mxd", cfg->hostname);
+    return p;
+}
+
+void
+smtp_proto__txn_reset(struct smtp_proto *p)
+{
+    if (p->body_begun)
+        p->pend_abort = true;
+    free(p->txn.rcpts);
+    memset(&p->txn, 0, sizeof(p->txn));
+    p->rcpt_cap = 0;
+    p->txn_active = false;
+    p->body_begun = p->bdat_used = p->body_bare = p->body_big = false;
+}
+
+void
+smtp_proto_free(struct smtp_proto *p)
+{
+    if (p == NULL)
+        return;
+    free(p->txn.rcpts);
+    free(p);
+}
+
+char *
+smtp_proto_rbuf(struct smtp_proto *p, size_t *avail)
+{
+    if (p->rpos > 0) {
+        memmove(p->buf, p->buf + p->rpos, p->wpos - p->rpos);
+        p->wpos -= p->rpos;
+        p->rpos = 0;
+    }
+    *avail = sizeof(p->buf) - p->wpos;
+    return p->buf + p->wpos;
+}
+
+void
+smtp_proto_feed(struct smtp_proto *p, size_t n)
+{
+    if (n > sizeof(p->buf) - p->wpos)
+        mxd_panic("smtp_proto_feed: %zu octets overflow the buffer", n);
+    p->wpos += n;
+}
+
+size_t
+smtp_proto_feed_copy(struct smtp_proto *p, const char *data, size_t len)
+{
+    size_t avail;
+    char *dst = smtp_proto_rbuf(p, &avail);
+
+    if (len > avail)
+        len = avail;
+    memcpy(dst, data, len);
+    smtp_proto_feed(p, len);
+    return len;
+}
+
+const struct smtp_txn *
+smtp_proto_txn(const struct smtp_proto *p)
+{
+    return &p->txn;
+}
+
+const char *
+smtp_proto_helo(const struct smtp_proto *p)
+{
+    return p->helo;
+}
+
+bool
+smtp_proto_esmtp(const struct smtp_proto *p)
+{
+    return p->esmtp;
+}
+
+bool
+smtp_proto_in_body(const struct smtp_proto *p)
+{
+    return p->phase == PH_DATA || p->phase == PH_BDAT;
+}
+
+bool
+smtp_proto_idle(const struct smtp_proto *p)
+{
+    return p->phase == PH_CMD && p->owed == OWE_NONE && !p->body_begun;
+}
+
+bool
+smtp_proto_buffered(const struct smtp_proto *p)
+{
+    return p->rpos < p->wpos;
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+static bool
+drain_pending(struct smtp_proto *p, struct smtp_event *ev)
+{
+    if (p->pend_abort) {
+        p->pend_abort = false;
+        ev->type = SMTP_EV_TXN_ABORT;
+    } else if (p->pend_helo) {
+        p->pend_helo = false;
+        ev->type = SMTP_EV_HELO;
+        ev->data = p->helo;
+        ev->len = strlen(p->helo);
+    } else if (p->pend_begin) {
+        p->pend_begin = false;
+        ev->type = SMTP_EV_BODY_BEGIN;
+    } else if (p->reply_len > 0) {
+        ev->type = SMTP_EV_REPLY;
+        ev->data = p->reply;
+        ev->len = p->reply_len;
+        ev->code = p->reply_code;
+        ev->verb = p->reply_verb;
+        p->reply_len = 0; /* the text stays valid until the next reply() */
+    } else if (p->pend_close) {
+        ev->type = SMTP_EV_CLOSE;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static enum smtp_step
+step_line(struct smtp_proto *p, struct smtp_event *ev)
+{
+    char *start = p->buf + p->rpos;
+    size_t avail = p->wpos - p->rpos;
+    char *lf = memchr(start, '\n', avail);
+    size_t n;
+
+    if (p->skip_line) {
+        p->rpos = lf ? (size_t)(lf - p->buf) + 1 : p->wpos;
+        p->skip_line = lf == NULL;
+        return p->skip_line ? STEP_NEED : STEP_AGAIN;
+    }
+    if (lf == NULL || (size_t)(lf - start) + 1 > SMTP_LINE_MAX) {
+        if (avail < SMTP_LINE_MAX && lf == NULL)
+            return STEP_NEED;
+        smtp_proto__reply(p, "-", 500, "5.5.2 Error: line too long (limit %d octets)",
+                          SMTP_LINE_MAX);
+        p->rpos = lf ? (size_t)(lf - p->buf) + 1 : p->wpos;
+        p->skip_line = lf == NULL;
+        return STEP_AGAIN;
+    }
+    n = (size_t)(lf - start);
+    p->rpos += n + 1;
+    if (n == 0 || start[n - 1] != '\r') {
+        /* RFC 5321 2.3.8: lines end with CRLF only. */
+        smtp_proto__reply(p, "-", 500, "5.5.2 Error: bare LF in command (RFC 5321 2.3.8)");
+        return STEP_AGAIN;
+    }
+    n--;
+    if (memchr(start, '\r', n) != NULL || memchr(start, '\0', n) != NULL) {
+        smtp_proto__reply(p, "-", 500, "5.5.2 Error: bare CR or NUL in command");
+        return STEP_AGAIN;
+    }
+    return smtp_proto__dispatch(p, start, n, ev);
+}
+
+/* Content is complete: refuse it, or ask the caller to store it. */
+static enum smtp_step
+body_finish(struct smtp_proto *p, const char *verb, struct smtp_event *ev)
+{
+    p->phase = PH_CMD;
+    if (p->body_bare) {
+        smtp_proto__txn_reset(p);
+        smtp_proto__reply(p, verb, 550,
+                          "5.5.2 Error: bare CR or LF in message content; lines must end with CRLF "
+                          "(RFC 5321 2.3.8)");
+        return STEP_AGAIN;
+    }
+    if (p->body_big) {
+        smtp_proto__txn_reset(p);
+        smtp_proto__reply(p, verb, 552,
+                          "5.3.4 Error: message size exceeds fixed limit of %llu octets",
+                          (unsigned long long)p->cfg.max_message_size);
+        return STEP_AGAIN;
+    }
+    p->owed = OWE_BODY;
+    ev->type = SMTP_EV_BODY_END;
+    return STEP_EVENT;
+}
+
+/* Counts content octets; returns true when they may be handed out. */
+static bool
+body_account(struct smtp_proto *p, size_t n)
+{
+    p->txn.body_size += n;
+    if (p->txn.body_size > p->cfg.max_message_size)
+        p->body_big = true;
+    return !p->body_big && !p->body_bare && n > 0;
+}
+
+static enum smtp_step
+step_data(struct smtp_proto *p, struct smtp_event *ev)
+{
+    size_t used;
+    const char *out;
+    size_t outlen;
+    enum dotstuff_result r;
+
+    r = dotstuff_next(&p->ds, p->buf + p->rpos, p->wpos - p->rpos, &used, &out, &outlen);
+    p->rpos += used;
+    p->body_bare = p->ds.bare;
+    switch (r) {
+    case DOTSTUFF_NEED:
+        return STEP_NEED;
+    case DOTSTUFF_SPAN:
+        if (!body_account(p, outlen))
+            return STEP_AGAIN;
+        ev->type = SMTP_EV_BODY;
+        ev->data = out;
+        ev->len = outlen;
+        return STEP_EVENT;
+    case DOTSTUFF_END:
+        break;
+    }
+    return body_finish(p, "DATA", ev);
+}
+
+/* RFC 3030: the octets of a chunk are not dot-stuffed, but the message
+ * must still use CRLF line endings (we do not offer BINARYMIME), or it
+ * could not be relayed with DATA later without changing it. */
+static void
+bdat_scan(struct smtp_proto *p, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((p->bdat_prev_cr && s[i] != '\n') || (!p->bdat_prev_cr && s[i] == '\n'))
+            p->body_bare = true;
+        p->bdat_prev_cr = s[i] == '\r';
+    }
+}
+
+static enum smtp_step
+bdat_chunk_done(struct smtp_proto *p, struct smtp_event *ev)
+{
+    p->phase = PH_CMD;
+    if (p->bdat_discard) {
+        smtp_proto__reply(p, "BDAT", p->discard_code, "%s", p->discard_text);
+        return STEP_AGAIN;
+    }
+    if (p->bdat_last && p->bdat_prev_cr)
+        p->body_bare = true;
+    if (p->bdat_last || p->body_bare || p->body_big)
+        return body_finish(p, "BDAT", ev);
+    smtp_proto__reply(p, "BDAT", 250, "2.0.0 Ok: %llu octets received",
+                      (unsigned long long)p->txn.body_size);
+    return STEP_AGAIN;
+}
+
+static enum smtp_step
+step_bdat(struct smtp_proto *p, struct smtp_event *ev)
+{
+    size_t avail = p->wpos - p->rpos;
+    size_t take;
+    const char *s = p->buf + p->rpos;
+
+    if (p->bdat_left == 0)
+        return bdat_chunk_done(p, ev);
+    if (avail == 0)
+        return STEP_NEED;
+    take = avail < p->bdat_left ? avail : (size_t)p->bdat_left;
+    p->rpos += take;
+    p->bdat_left -= take;
+    if (p->bdat_discard)
+        return STEP_AGAIN;
+    bdat_scan(p, s, take);
+    if (!body_account(p, take))
+        return STEP_AGAIN;
+    ev->type = SMTP_EV_BODY;
+    ev->data = s;
+    ev->len = take;
+    return STEP_EVENT;
+}
+
+enum smtp_ev
+smtp_proto_next(struct smtp_proto *p, struct smtp_event *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    for (;;) {
+        enum smtp_step r;
+
+        if (drain_pending(p, ev))
+            return ev->type;
+        if (p->owed != OWE_NONE) {
+            ev->type = SMTP_EV_WAIT;
+            return ev->type;
+        }
+        switch (p->phase) {
+        case PH_DATA:
+            r = step_data(p, ev);
+            break;
+        case PH_BDAT:
+            r = step_bdat(p, ev);
+            break;
+        case PH_CLOSED:
+            mxd_panic("smtp_proto: closed without a pending close");
+        case PH_CMD:
+        default:
+            r = step_line(p, ev);
+            break;
+        }
+        if (r == STEP_EVENT)
+            return ev->type;
+        if (r == STEP_NEED) {
+            ev->type = SMTP_EV_NEED_INPUT;
+            return ev->type;
+        }
+    }
+}
+
+void
+smtp_proto_answer(struct smtp_proto *p, int code, const char *text)
+{
+    bool ok = code >= 200 && code < 300;
+
+    switch (p->owed) {
+    case OWE_NONE:
+        mxd_panic("smtp_proto_answer: no answer is owed");
+    case OWE_MAIL:
+        smtp_proto__reply(p, "MAIL", code, "%s", text);
+        if (ok) {
+            p->txn_active = true;
+            p->txn.sender = p->pend_addr;
+            p->txn.smtputf8 = p->pend_utf8;
+            p->txn.body_8bit = p->pend_8bit;
+            p->txn.size_param = p->pend_size;
+        }
+        break;
+    case OWE_RCPT:
+        smtp_proto__reply(p, "RCPT", code, "%s", text);
+        if (ok) {
+            if (p->txn.nrcpts == p->rcpt_cap) {
+                p->rcpt_cap = p->rcpt_cap ? p->rcpt_cap * 2 : 4;
+                p->txn.rcpts = xrealloc(p->txn.rcpts, p->rcpt_cap * sizeof(*p->txn.rcpts));
+            }
+            p->txn.rcpts[p->txn.nrcpts++] = p->pend_addr;
+        }
+        break;
+    case OWE_BODY:
+        smtp_proto__reply(p, p->bdat_used ? "BDAT" : "DATA", code, "%s", text);
+        p->body_begun = false; /* the caller is done with the content */
+        smtp_proto__txn_reset(p);
+        break;
+    }
+    p->owed = OWE_NONE;
+}

@@ -7,14 +7,14 @@
 
 /* Negative error codes; libuv's UV_E* values may be passed through too. */
 enum mxd_err {
-    MXD_OK       = 0,
-    MXD_EINVAL   = -1001, /* bad argument or input */
-    MXD_ENOENT   = -1002, /* no such item */
-    MXD_ESTORE   = -1003, /* the store could not commit or read */
-    MXD_ETOOBIG  = -1004, /* over a configured limit */
-    MXD_EIO      = -1005, /* file or socket I/O failed */
-    MXD_ESCHEMA  = -1006, /* database schema unknown or newer than ours */
-    MXD_ECONFIG  = -1007, /* configuration error */
+    MXD_OK = 0,
+    MXD_EINVAL = -1001,   /* bad argument or input */
+    MXD_ENOENT = -1002,   /* no such item */
+    MXD_ESTORE = -1003,   /* the store could not commit or read */
+    MXD_ETOOBIG = -1004,  /* over a configured limit */
+    MXD_EIO = -1005,      /* file or socket I/O failed */
+    MXD_ESCHEMA = -1006,  /* database schema unknown or newer than ours */
+    MXD_ECONFIG = -1007,  /* configuration error */
     MXD_ECLOSING = -1008, /* the service is shutting down */
 };
 

@@ -1,0 +1,40 @@
+/* smtp_net: the libuv side of the SMTP server: listeners, sessions,
+ * timeouts, limits; moves bytes between sockets and smtp_proto. */
+#ifndef MXD_SMTP_NET_H
+#define MXD_SMTP_NET_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "conf.h"
+#include "store.h"
+#include "util.h"
+
+struct smtp_server;
+
+/*
+ * Binds every conf->listen address and starts accepting. conf and store are
+ * borrowed and must outlive the server. spool_dir must exist. On failure
+ * returns a UV_E* or MXD_E* code and *err (caller frees) names the address.
+ */
+int smtp_server_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
+                      const char *spool_dir, struct smtp_server **out, char **err) MXD_WUR;
+
+/*
+ * Graceful stop (SIGTERM): closes the listeners, lets commits in flight
+ * finish and answers them, sends 421 to every other session and closes it.
+ * When the last session is gone, frees the server and calls cb.
+ */
+void smtp_server_shutdown(struct smtp_server *srv, void (*cb)(void *arg), void *arg);
+
+struct smtp_server_stats {
+    uint64_t connections_total;
+    uint64_t connections_open;
+    uint64_t messages_accepted;
+    uint64_t bytes_accepted;
+};
+
+void smtp_server_get_stats(const struct smtp_server *srv, struct smtp_server_stats *out);
+
+#endif

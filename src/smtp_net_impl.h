@@ -1,0 +1,47 @@
+/* smtp_net internals shared by smtp_net.c (listeners, server) and
+ * smtp_session.c (one connection). Not for other modules. */
+#ifndef MXD_SMTP_NET_IMPL_H
+#define MXD_SMTP_NET_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "qid.h"
+#include "smtp_net.h"
+#include "smtp_proto.h"
+
+struct smtp_session;
+struct smtp_listener;
+
+struct smtp_server {
+    /* read-only after start */
+    uv_loop_t *loop;
+    const struct conf *conf;
+    struct store *store;
+    char *spool_dir;
+    struct smtp_proto_cfg pcfg;
+    /* private */
+    struct smtp_listener *listeners;
+    size_t nlisteners;
+    unsigned listeners_open;
+    struct iptab *ips;
+    struct qid_gen qids;
+    struct smtp_session *sessions; /* doubly linked, for shutdown */
+    size_t nsessions;
+    bool closing;
+    void (*shutdown_cb)(void *arg);
+    void *shutdown_arg;
+    struct smtp_server_stats stats;
+};
+
+/* A new connection is waiting on lstream: accept it and run its session. */
+void smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream);
+/* SIGTERM: 421 and close every session that owes nothing; the others
+ * follow once their commit or lookup has been answered. */
+void smtp_session_shutdown_all(struct smtp_server *srv);
+/* A session was freed. */
+void smtp_net__session_gone(struct smtp_server *srv);
+
+#endif

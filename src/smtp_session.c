@@ -1,0 +1,701 @@
+/* smtp_session: owns one client connection: its uv_tcp_t and uv_timer_t,
+ * its smtp_proto, the two output buffers (one being written, one filling)
+ * and the body being received (a memory buffer, then a spool file). Loop
+ * thread only. A session is freed only when both handles are closed and
+ * no store job or spool write refers to it any more (`pending`), so a
+ * completion never finds freed memory. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "iptab.h"
+#include "log.h"
+#include "smtp_net_impl.h"
+#include "spool.h"
+#include "store.h"
+
+#define BODY_MEM_INIT (16 * 1024)
+#define BODY_MEM_MAX  (128 * 1024) /* beyond this a body goes to a spool file */
+#define OUT_HIGH      (64 * 1024)  /* stop reading commands while replies pile up */
+
+struct outbuf {
+    char *data;
+    size_t len, cap;
+};
+
+struct spool_job {
+    uv_work_t req;
+    struct smtp_session *s;
+    char *path; /* borrowed from the session */
+    char *data; /* owned */
+    size_t len;
+    int rc;
+};
+
+struct smtp_session {
+    struct smtp_session *prev, *next;
+    struct smtp_server *srv;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    struct smtp_proto *proto; /* NULL for a connection refused at accept */
+    struct sockaddr_storage peer;
+    char ip[INET6_ADDRSTRLEN];
+    char qid[QID_LEN + 1];
+    uint64_t started_ms;
+    unsigned handles_open;
+    unsigned pending; /* store jobs and spool writes that will call back */
+    bool reading, eof, closing, in_pump, spool_busy, spool_failed;
+    struct outbuf out, wout; /* filling, being written */
+    /* the body of the transaction in progress */
+    char *body;
+    size_t body_len, body_cap;
+    char *spool_path;
+    uint64_t spool_len;
+    /* counters for the disconnect line */
+    unsigned nmsgs, nrejects;
+};
+
+static void session_pump(struct smtp_session *s);
+static void session_close(struct smtp_session *s);
+
+static uint64_t
+now_ms(const struct smtp_session *s)
+{
+    return uv_now(s->srv->loop);
+}
+
+static const char *
+esc(char *buf, size_t size, const char *text)
+{
+    return log_esc(buf, size, text, strlen(text));
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void
+out_append(struct outbuf *o, const char *data, size_t len)
+{
+    if (o->len + len > o->cap) {
+        o->cap = o->cap ? o->cap : 512;
+        while (o->cap < o->len + len)
+            o->cap *= 2;
+        o->data = xrealloc(o->data, o->cap);
+    }
+    memcpy(o->data + o->len, data, len);
+    o->len += len;
+}
+
+static void out_flush(struct smtp_session *s);
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    struct smtp_session *s = req->data;
+
+    s->wout.len = 0;
+    if (status < 0 && !s->closing) {
+        log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "write failed client=%s reason=%s",
+                s->ip, uv_strerror(status));
+        session_close(s);
+        return;
+    }
+    if (s->out.len > 0) {
+        out_flush(s);
+    } else if (s->closing) {
+        session_close(s); /* now the last reply is out */
+    } else if (s->proto != NULL) {
+        session_pump(s); /* we may have paused for output */
+    }
+}
+
+static void
+out_flush(struct smtp_session *s)
+{
+    struct outbuf tmp;
+    uv_buf_t b;
+    int rc;
+
+    if (s->wout.len > 0 || s->out.len == 0 || s->handles_open < 2 ||
+        uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    tmp = s->wout;
+    s->wout = s->out;
+    s->out = tmp;
+    s->out.len = 0;
+    b = uv_buf_init(s->wout.data, (unsigned)s->wout.len);
+    s->wreq.data = s;
+    rc = uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, on_write);
+    if (rc != 0) {
+        s->wout.len = 0;
+        s->out.len = 0;
+        session_close(s);
+    }
+}
+
+/* Replies we make up ourselves (limits, timeouts, shutdown). */
+static void
+say(struct smtp_session *s, const char *line)
+{
+    out_append(&s->out, line, strlen(line));
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+static void
+unlink_cb(uv_fs_t *req)
+{
+    uv_fs_req_cleanup(req);
+    free(req);
+}
+
+/* Drops the body being received; a spool file is removed in the background. */
+static void
+body_drop(struct smtp_session *s)
+{
+    s->body_len = 0;
+    s->spool_len = 0;
+    s->spool_failed = false;
+    if (s->spool_path != NULL) {
+        uv_fs_t *req = xmalloc(sizeof(*req));
+
+        if (uv_fs_unlink(s->srv->loop, req, s->spool_path, unlink_cb) != 0)
+            free(req);
+        free(s->spool_path);
+        s->spool_path = NULL;
+    }
+}
+
+static void
+session_free(struct smtp_session *s)
+{
+    struct smtp_server *srv = s->srv;
+    char dur[32];
+
+    if (s->proto != NULL) {
+        snprintf(dur, sizeof(dur), "%.3f", (double)(now_ms(s) - s->started_ms) / 1000.0);
+        log_msg(LOG_INFO, NULL, "smtp", "disconnect client=%s messages=%u rejects=%u duration=%s",
+                s->ip, s->nmsgs, s->nrejects, dur);
+    }
+    body_drop(s);
+    iptab_dec(srv->ips, (const struct sockaddr *)&s->peer);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    smtp_proto_free(s->proto);
+    free(s->body);
+    free(s->out.data);
+    free(s->wout.data);
+    free(s);
+    smtp_net__session_gone(srv);
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct smtp_session *s = h->data;
+
+    if (--s->handles_open == 0 && s->pending == 0)
+        session_free(s);
+}
+
+/* Closes once the replies already queued are written. Idempotent. */
+static void
+session_close(struct smtp_session *s)
+{
+    s->closing = true;
+    if (s->reading) {
+        uv_read_stop((uv_stream_t *)&s->tcp);
+        s->reading = false;
+    }
+    uv_timer_stop(&s->timer);
+    if (s->wout.len > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
+        return; /* on_write comes back here */
+    if (s->out.len > 0) {
+        out_flush(s);
+        if (s->wout.len > 0)
+            return;
+    }
+    uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+}
+
+/* A store job or spool write has called back. Returns true when the
+ * session is gone or going, and the caller must not touch the protocol. */
+static bool
+session_release(struct smtp_session *s)
+{
+    s->pending--;
+    if (s->handles_open == 0) {
+        if (s->pending == 0)
+            session_free(s);
+        return true;
+    }
+    return s->closing;
+}
+
+/* ---- input and timeouts ------------------------------------------------ */
+
+static void
+on_timeout(uv_timer_t *t)
+{
+    struct smtp_session *s = t->data;
+    char line[300];
+
+    log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "timeout client=%s phase=%s", s->ip,
+            smtp_proto_in_body(s->proto) ? "data" : "command");
+    snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n",
+             s->srv->conf->hostname);
+    say(s, line);
+    body_drop(s);
+    session_close(s);
+}
+
+/* Command timeout runs from the start of each command (a client cannot
+ * keep it alive by trickling bytes); the data timeout is idle time between
+ * reads (RFC 5321 4.5.3.2). */
+static void
+timer_arm(struct smtp_session *s)
+{
+    const struct conf *c = s->srv->conf;
+
+    if (smtp_proto_in_body(s->proto))
+        uv_timer_start(&s->timer, on_timeout, c->data_timeout_ms, 0);
+    else if (!smtp_proto_buffered(s->proto) || !uv_is_active((uv_handle_t *)&s->timer))
+        uv_timer_start(&s->timer, on_timeout, c->command_timeout_ms, 0);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct smtp_session *s = h->data;
+    size_t avail;
+
+    (void)hint;
+    buf->base = smtp_proto_rbuf(s->proto, &avail);
+    buf->len = avail;
+}
+
+static void
+on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct smtp_session *s = stream->data;
+
+    (void)buf;
+    if (nread > 0) {
+        smtp_proto_feed(s->proto, (size_t)nread);
+    } else if (nread == UV_ENOBUFS) {
+        /* Input buffer full while we wait (store, spool, output):
+         * stop reading; session_pump starts again. */
+        uv_read_stop(stream);
+        s->reading = false;
+    } else if (nread < 0) {
+        s->eof = true;
+        uv_read_stop(stream);
+        s->reading = false;
+    }
+    session_pump(s);
+}
+
+static void
+reading_start(struct smtp_session *s)
+{
+    if (!s->reading && !s->eof && !s->closing) {
+        if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0)
+            s->reading = true;
+    }
+}
+
+/* ---- recipients -------------------------------------------------------- */
+
+static void
+on_rcpt_lookup(void *arg, int status)
+{
+    struct smtp_session *s = arg;
+
+    if (session_release(s))
+        return;
+    if (status == 0) {
+        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
+    } else if (status == MXD_ENOENT) {
+        smtp_proto_answer(s->proto, 550, "5.1.1 Recipient address rejected: User unknown");
+    } else {
+        smtp_proto_answer(s->proto, 451, "4.3.0 Error: temporary lookup failure, try again later");
+    }
+    session_pump(s);
+}
+
+/* RCPT policy: is the domain ours, and is the user known? RFC 5321 4.5.1:
+ * <postmaster> without a domain is always accepted. */
+static void
+on_rcpt(struct smtp_session *s, const struct addr *a)
+{
+    const struct conf *c = s->srv->conf;
+    const struct conf_domain *d = NULL;
+
+    if (a->is_postmaster) {
+        if (c->ndomains > 0) {
+            smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
+            return;
+        }
+    } else if (!a->domain_literal) {
+        d = conf_domain_find(c, a->domain_lc, strlen(a->domain_lc));
+    }
+    if (d == NULL) {
+        /* Not ours: never a relay, whatever the local part says. */
+        smtp_proto_answer(s->proto, 550, "5.7.1 Error: relay access denied");
+        return;
+    }
+    if (d->recipients != CONF_RCPTS_TABLE) {
+        /* any; lmtp/primary callahead comes with delivery (later issues) */
+        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
+        return;
+    }
+    s->pending++;
+    store_rcpt_lookup_async(s->srv->store, a->mailbox, a->domain_lc, on_rcpt_lookup, s);
+}
+
+/* ---- body -------------------------------------------------------------- */
+
+static void
+spool_work(uv_work_t *req)
+{
+    struct spool_job *j = req->data;
+
+    j->rc = spool_append(j->path, j->data, j->len);
+}
+
+static void
+spool_done(uv_work_t *req, int status)
+{
+    struct spool_job *j = req->data;
+    struct smtp_session *s = j->s;
+
+    if (status != 0 || j->rc != 0)
+        s->spool_failed = true;
+    s->spool_busy = false;
+    free(j->data);
+    free(j);
+    if (session_release(s))
+        return;
+    if (s->spool_failed)
+        log_msg(LOG_ERR, s->qid, "smtp", "spool write failed path=%s", s->spool_path);
+    session_pump(s);
+}
+
+/* Hands the memory buffer to a threadpool write; the pump pauses until it
+ * is done, so a session holds at most two buffers. */
+static void
+body_spool(struct smtp_session *s)
+{
+    struct spool_job *j = xcalloc(1, sizeof(*j));
+
+    if (s->spool_path == NULL)
+        s->spool_path = xasprintf("%s/%s", s->srv->spool_dir, s->qid);
+    j->s = s;
+    j->path = s->spool_path;
+    j->data = s->body;
+    j->len = s->body_len;
+    j->req.data = j;
+    s->spool_len += s->body_len;
+    s->body = NULL;
+    s->body_len = s->body_cap = 0;
+    if (uv_queue_work(s->srv->loop, &j->req, spool_work, spool_done) != 0) {
+        s->spool_failed = true;
+        free(j->data);
+        free(j);
+        return;
+    }
+    s->pending++;
+    s->spool_busy = true;
+}
+
+static void
+body_append(struct smtp_session *s, const char *data, size_t len)
+{
+    if (s->spool_failed)
+        return;
+    if (s->body_len + len > BODY_MEM_MAX && s->body_len > 0)
+        body_spool(s);
+    if (s->body_len + len > s->body_cap) {
+        size_t cap = s->body_cap ? s->body_cap : BODY_MEM_INIT;
+
+        while (cap < s->body_len + len)
+            cap *= 2;
+        s->body = xrealloc(s->body, cap);
+        s->body_cap = cap;
+    }
+    memcpy(s->body + s->body_len, data, len);
+    s->body_len += len;
+}
+
+/* ---- commit ------------------------------------------------------------ */
+
+static void
+on_committed(void *arg, int status, int64_t msg_id)
+{
+    struct smtp_session *s = arg;
+    const struct smtp_txn *t = smtp_proto_txn(s->proto);
+    char from[600];
+    char reply[64];
+
+    (void)msg_id;
+    if (status == 0) {
+        s->nmsgs++;
+        s->srv->stats.messages_accepted++;
+        s->srv->stats.bytes_accepted += t->body_size;
+        log_msg(LOG_INFO, s->qid, "smtp", "queued from=<%s> size=%llu nrcpt=%zu client=%s",
+                esc(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size,
+                t->nrcpts, s->ip);
+    } else {
+        log_msg(LOG_ERR, s->qid, "smtp", "not queued reason=%s client=%s",
+                status == MXD_ECLOSING ? "shutting-down" : "store-error", s->ip);
+    }
+    if (session_release(s))
+        return;
+    if (status == 0) {
+        snprintf(reply, sizeof(reply), "2.0.0 Ok: queued as %s", s->qid);
+        smtp_proto_answer(s->proto, 250, reply);
+    } else {
+        smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
+    }
+    s->qid[0] = '\0';
+    session_pump(s);
+}
+
+static struct store_msg *
+commit_build(struct smtp_session *s)
+{
+    const struct smtp_txn *t = smtp_proto_txn(s->proto);
+    const struct conf *c = s->srv->conf;
+    struct store_msg *m = xcalloc(1, sizeof(*m));
+    char hdr[2048];
+    size_t hl;
+
+    memcpy(m->qid, s->qid, sizeof(s->qid));
+    m->received = (int64_t)time(NULL);
+    m->client_addr = xstrdup(s->ip);
+    m->helo = xstrdup(smtp_proto_helo(s->proto));
+    m->sender = xstrdup(t->sender.mailbox);
+    m->smtputf8 = t->smtputf8;
+    m->body_8bit = t->body_8bit;
+    m->rcpts = xcalloc(t->nrcpts, sizeof(*m->rcpts));
+    m->nrcpts = t->nrcpts;
+    for (size_t i = 0; i < t->nrcpts; i++) {
+        const struct addr *a = &t->rcpts[i];
+
+        if (a->is_postmaster) { /* to the first domain we serve */
+            m->rcpts[i].address = xasprintf("%s@%s", a->mailbox, c->domains[0].name);
+            m->rcpts[i].domain = xstrdup(c->domains[0].name);
+        } else {
+            m->rcpts[i].address = xstrdup(a->mailbox);
+            m->rcpts[i].domain = xstrdup(a->domain_lc);
+        }
+    }
+    hl = smtp_proto_received(s->proto, s->ip, s->qid, (time_t)m->received, hdr, sizeof(hdr));
+    m->header = xstrndup(hdr, hl);
+    m->header_len = hl;
+    m->spool_path = s->spool_path;
+    m->spool_len = s->spool_len;
+    m->body = s->body;
+    m->body_len = s->body_len;
+    s->spool_path = NULL;
+    s->body = NULL;
+    s->body_len = s->body_cap = 0;
+    s->spool_len = 0;
+    return m;
+}
+
+static void
+body_commit(struct smtp_session *s)
+{
+    if (s->spool_failed) {
+        body_drop(s);
+        smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
+        return;
+    }
+    s->pending++;
+    store_commit_async(s->srv->store, commit_build(s), on_committed, s);
+}
+
+static void
+on_mail(struct smtp_session *s)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    qid_next(&s->srv->qids, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, s->qid);
+    smtp_proto_answer(s->proto, 250, "2.1.0 Ok");
+}
+
+/* ---- the pump: protocol events to actions ------------------------------ */
+
+static void
+log_reject(struct smtp_session *s, const struct smtp_event *ev)
+{
+    char text[300];
+    size_t n = ev->len;
+
+    s->nrejects++;
+    while (n > 0 && (ev->data[n - 1] == '\r' || ev->data[n - 1] == '\n'))
+        n--;
+    log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "reject client=%s cmd=%s reply=%s", s->ip,
+            ev->verb, log_esc(text, sizeof(text), ev->data, n));
+}
+
+/* Shutting down: a session that owes nothing gets 421 and goes. */
+static bool
+session_shutdown_now(struct smtp_session *s)
+{
+    char line[300];
+
+    if (!s->srv->closing || s->pending > 0 || s->closing)
+        return false;
+    snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down\r\n", s->srv->conf->hostname);
+    say(s, line);
+    body_drop(s);
+    session_close(s);
+    return true;
+}
+
+/* Handles one event; returns false when the pump must stop. */
+static bool
+session_event(struct smtp_session *s, const struct smtp_event *ev)
+{
+    switch (ev->type) {
+    case SMTP_EV_NEED_INPUT:
+        if (session_shutdown_now(s))
+            return false;
+        if (s->eof) {
+            session_close(s);
+            return false;
+        }
+        reading_start(s);
+        timer_arm(s);
+        return false;
+    case SMTP_EV_WAIT:
+        uv_timer_stop(&s->timer); /* we owe the answer, not the client */
+        return false;
+    case SMTP_EV_REPLY:
+        out_append(&s->out, ev->data, ev->len);
+        if (ev->code >= 400)
+            log_reject(s, ev);
+        return true;
+    case SMTP_EV_MAIL:
+        on_mail(s);
+        return true;
+    case SMTP_EV_RCPT:
+        on_rcpt(s, ev->addr);
+        return true;
+    case SMTP_EV_BODY_BEGIN:
+    case SMTP_EV_TXN_ABORT:
+        body_drop(s);
+        return true;
+    case SMTP_EV_BODY:
+        body_append(s, ev->data, ev->len);
+        return true;
+    case SMTP_EV_BODY_END:
+        body_commit(s);
+        return true;
+    case SMTP_EV_CLOSE:
+        session_close(s);
+        return false;
+    case SMTP_EV_HELO:
+        return true;
+    }
+    return true;
+}
+
+static void
+session_pump(struct smtp_session *s)
+{
+    struct smtp_event ev;
+
+    if (s->in_pump || s->closing)
+        return;
+    s->in_pump = true;
+    while (!s->closing && !s->spool_busy && s->out.len < OUT_HIGH) {
+        if (!session_event(s, (smtp_proto_next(s->proto, &ev), &ev)))
+            break;
+    }
+    s->in_pump = false;
+    if (!s->closing)
+        out_flush(s);
+}
+
+/* ---- accept and shutdown ----------------------------------------------- */
+
+static void
+session_refuse(struct smtp_session *s, const char *why)
+{
+    char line[300];
+
+    log_msg(LOG_INFO, NULL, "smtp", "refused client=%s reason=%s", s->ip, why);
+    snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many connections%s\r\n",
+             s->srv->conf->hostname, strcmp(why, "per-ip-limit") == 0 ? " from your address" : "");
+    say(s, line);
+    session_close(s);
+}
+
+void
+smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
+{
+    struct smtp_session *s = xcalloc(1, sizeof(*s));
+    int len = sizeof(s->peer);
+    unsigned per_ip;
+
+    s->srv = srv;
+    uv_tcp_init(srv->loop, &s->tcp);
+    uv_timer_init(srv->loop, &s->timer);
+    s->tcp.data = s->timer.data = s;
+    s->handles_open = 2;
+    s->started_ms = now_ms(s);
+    s->next = srv->sessions;
+    if (srv->sessions != NULL)
+        srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    srv->stats.connections_total++;
+    srv->stats.connections_open++;
+    if (uv_accept(lstream, (uv_stream_t *)&s->tcp) != 0 ||
+        uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len) != 0) {
+        s->peer.ss_family = AF_UNSPEC;
+        iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
+        session_close(s);
+        return;
+    }
+    if (s->peer.ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)&s->peer, s->ip, sizeof(s->ip));
+    else
+        uv_ip4_name((const struct sockaddr_in *)&s->peer, s->ip, sizeof(s->ip));
+    per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
+    if (srv->nsessions > srv->conf->max_connections) {
+        session_refuse(s, "max-connections");
+    } else if (per_ip > srv->conf->max_connections_per_ip) {
+        session_refuse(s, "per-ip-limit");
+    } else {
+        uv_tcp_nodelay(&s->tcp, 1);
+        s->proto = smtp_proto_new(&srv->pcfg);
+        session_pump(s);
+    }
+}
+
+void
+smtp_session_shutdown_all(struct smtp_server *srv)
+{
+    struct smtp_session *s = srv->sessions;
+
+    while (s != NULL) {
+        struct smtp_session *next = s->next;
+
+        if (s->proto != NULL)
+            session_shutdown_now(s);
+        s = next;
+    }
+}
