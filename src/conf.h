@@ -40,9 +40,9 @@ enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
 struct conf_domain {
     char *name; /* lower case ASCII */
     enum conf_mode mode;
-    struct conf_endpoint lmtp; /* text == NULL when unset */
-    unsigned lmtp_concurrency; /* default 8 */
-    enum conf_rcpts recipients; /* default any */
+    struct conf_endpoint lmtp;     /* text == NULL when unset */
+    unsigned lmtp_concurrency;     /* default 8 */
+    enum conf_rcpts recipients;    /* default any */
     struct conf_endpoint *primary; /* backup mode; NULL/0 when primary_mx */
     size_t nprimary;
     bool primary_mx;     /* primary = mx */
@@ -98,14 +98,12 @@ struct conf {
 int conf_load(const char *path, struct conf **out, char **errors) MXD_WUR;
 
 /* Same as conf_load for text held in memory; name stands in for the path. */
-int conf_parse_string(const char *text, const char *name, struct conf **out,
-                      char **errors) MXD_WUR;
+int conf_parse_string(const char *text, const char *name, struct conf **out, char **errors) MXD_WUR;
 
 void conf_free(struct conf *conf);
 
 /* The domain section for domain[0..len) (ASCII case-insensitive), or NULL. */
-const struct conf_domain *conf_domain_find(const struct conf *conf, const char *domain,
-                                           size_t len);
+const struct conf_domain *conf_domain_find(const struct conf *conf, const char *domain, size_t len);
 
 /* "50m" -> 52428800; suffixes k, m, g (binary multiples). 0 or -MXD_EINVAL. */
 int conf_parse_size(const char *s, uint64_t *out) MXD_WUR;

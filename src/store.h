@@ -19,12 +19,12 @@ struct store_rcpt {
 /* One accepted message. Every pointer is owned by the struct. */
 struct store_msg {
     char qid[24];
-    int64_t received; /* unix seconds */
+    int64_t received;  /* unix seconds */
     char *client_addr; /* numeric IP, "192.0.2.1" or "2001:db8::1" */
     char *helo;
-    char *sender;      /* "" for the null sender <> */
-    bool smtputf8;     /* MAIL ... SMTPUTF8 */
-    bool body_8bit;    /* BODY=8BITMIME */
+    char *sender;   /* "" for the null sender <> */
+    bool smtputf8;  /* MAIL ... SMTPUTF8 */
+    bool body_8bit; /* BODY=8BITMIME */
     struct store_rcpt *rcpts;
     size_t nrcpts;
     char *header; /* trace header(s) prepended to the stored body; may be NULL */
@@ -75,10 +75,10 @@ void store_rcpt_lookup_async(struct store *st, const char *address, const char *
 void store_close(struct store *st, store_closed_cb cb, void *arg);
 
 struct store_stats {
-    uint64_t commits;      /* messages committed */
-    uint64_t failures;     /* messages whose commit failed */
-    uint64_t batches;      /* transactions committed */
-    uint64_t max_batch;    /* most messages in one transaction */
+    uint64_t commits;   /* messages committed */
+    uint64_t failures;  /* messages whose commit failed */
+    uint64_t batches;   /* transactions committed */
+    uint64_t max_batch; /* most messages in one transaction */
 };
 
 /* Counters since store_open (loop thread). */
