@@ -29,7 +29,7 @@ struct outbuf {
 struct spool_job {
     uv_work_t req;
     struct smtp_session *s;
-    char *path; /* borrowed from the session */
+    char *path; /* owned copy: the session may drop its own */
     char *data; /* owned */
     size_t len;
     int rc;
@@ -97,9 +97,11 @@ on_write(uv_write_t *req, int status)
     struct smtp_session *s = req->data;
 
     s->wout.len = 0;
-    if (status < 0 && !s->closing) {
-        log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "write failed client=%s reason=%s",
-                s->ip, uv_strerror(status));
+    if (status < 0) {
+        if (!s->closing)
+            log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp",
+                    "write failed client=%s reason=%s", s->ip, uv_strerror(status));
+        s->out.len = 0;
         session_close(s);
         return;
     }
@@ -253,8 +255,7 @@ on_timeout(uv_timer_t *t)
     snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n",
              s->srv->conf->hostname);
     say(s, line);
-    body_drop(s);
-    session_close(s);
+    session_close(s); /* session_free drops the body, after any spool write */
 }
 
 /* Command timeout runs from the start of each command (a client cannot
@@ -381,6 +382,7 @@ spool_done(uv_work_t *req, int status)
         s->spool_failed = true;
     s->spool_busy = false;
     free(j->data);
+    free(j->path);
     free(j);
     if (session_release(s))
         return;
@@ -399,7 +401,7 @@ body_spool(struct smtp_session *s)
     if (s->spool_path == NULL)
         s->spool_path = xasprintf("%s/%s", s->srv->spool_dir, s->qid);
     j->s = s;
-    j->path = s->spool_path;
+    j->path = xstrdup(s->spool_path);
     j->data = s->body;
     j->len = s->body_len;
     j->req.data = j;
@@ -409,6 +411,7 @@ body_spool(struct smtp_session *s)
     if (uv_queue_work(s->srv->loop, &j->req, spool_work, spool_done) != 0) {
         s->spool_failed = true;
         free(j->data);
+        free(j->path);
         free(j);
         return;
     }
@@ -559,7 +562,6 @@ session_shutdown_now(struct smtp_session *s)
         return false;
     snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down\r\n", s->srv->conf->hostname);
     say(s, line);
-    body_drop(s);
     session_close(s);
     return true;
 }
