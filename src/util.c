@@ -71,16 +71,19 @@ xstrdup(const char *s)
 char *
 xasprintf(const char *fmt, ...)
 {
+    char small[256];
     va_list ap;
-    char probe[1];
     int n;
     char *p;
 
+    /* Formats once into a stack buffer; only long results format twice. */
     va_start(ap, fmt);
-    n = vsnprintf(probe, sizeof(probe), fmt, ap);
+    n = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
     if (n < 0)
         mxd_panic("xasprintf: bad format");
+    if ((size_t)n < sizeof(small))
+        return xstrndup(small, (size_t)n);
     p = xmalloc((size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(p, (size_t)n + 1, fmt, ap);
