@@ -2,6 +2,8 @@
  * opens the store, prepares the spool, starts the SMTP server and runs the
  * loop until SIGTERM/SIGINT has drained everything. Owns the process-wide
  * objects (loop, conf, store, server) and the signal handles. */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -167,6 +169,7 @@ main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    umask(027); /* the queue holds message bodies: not world-readable */
     m.loop = uv_default_loop();
     if (mxd_start(&m) != 0) {
         conf_free(m.conf);

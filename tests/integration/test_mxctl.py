@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""mxctl against a fresh database in a temporary directory (always via -d).
+
+Run: MXCTL=build/src/mxctl python3 tests/integration/test_mxctl.py
+Messages are inserted with Python's sqlite3 after mxctl created the schema,
+the way mxd's store would have written them.
+"""
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+import unittest
+
+MXCTL = os.environ.get("MXCTL", "")
+
+
+class MxctlTest(unittest.TestCase):
+    def setUp(self):
+        if not MXCTL or not os.access(MXCTL, os.X_OK):
+            self.fail("set MXCTL to the mxctl binary")
+        self.tmp = tempfile.mkdtemp(prefix="test_mxctl.")
+        self.db = os.path.join(self.tmp, "sub", "queue.db")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def mxctl(self, *args, db=True):
+        argv = [MXCTL] + (["-d", self.db] if db else []) + list(args)
+        return subprocess.run(argv, capture_output=True, timeout=30)
+
+    def ok(self, *args):
+        p = self.mxctl(*args)
+        self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace"))
+        return p.stdout
+
+    def insert_message(self, qid, body, sender="sender@example.net", received=None,
+                       rcpts=(("rcpt@example.com", "queued", 0, 0, None),)):
+        """rcpts: (address, state, attempts, next_attempt offset from now, last_reply)."""
+        now = int(time.time())
+        received = now - 125 if received is None else received
+        con = sqlite3.connect(self.db)
+        with con:
+            cur = con.execute(
+                "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, "
+                "body_8bit, size, body) VALUES (?, ?, '192.0.2.7', 'client.example.net', ?, "
+                "0, 1, ?, ?)", (qid, received, sender, len(body), body))
+            for addr, state, attempts, nxt, reply in rcpts:
+                con.execute(
+                    "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, "
+                    "next_attempt, last_reply) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (cur.lastrowid, addr, addr.rsplit("@", 1)[1].lower(), state, attempts,
+                     now + nxt, reply))
+        con.close()
+
+    # ---- recipients ------------------------------------------------------
+
+    def test_recipient_add_list_del(self):
+        self.assertEqual(self.ok("recipient", "list"), b"")
+        self.ok("recipient", "add", "zed@example.com", "@Example.org", "alice@example.com")
+        # An existing entry (in any case) is not an error.
+        self.ok("recipient", "add", "ALICE@example.com")
+        self.assertEqual(self.ok("recipient", "list").decode().splitlines(),
+                         ["@Example.org", "alice@example.com", "zed@example.com"])
+        # One missing: exit 1, but the others are deleted.
+        p = self.mxctl("recipient", "del", "zed@example.com", "nobody@example.com")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"nobody@example.com", p.stderr)
+        self.assertEqual(self.ok("recipient", "list").decode().splitlines(),
+                         ["@Example.org", "alice@example.com"])
+        # Deletion is case-insensitive like the lookup.
+        self.ok("recipient", "del", "@example.ORG")
+        self.assertEqual(self.ok("recipient", "list"), b"alice@example.com\n")
+
+    def test_recipient_usage_errors(self):
+        for args in (["recipient"], ["recipient", "add"], ["recipient", "del"],
+                     ["recipient", "frob", "a@b"], ["recipient", "list", "extra"],
+                     ["recipient", "add", "no-at-sign"], ["recipient", "add", "a b@c"],
+                     ["recipient", "add", "a@"], ["recipient", "add", "tab\t@x"],
+                     ["recipient", "add", "good@example.com", "bad"]):
+            p = self.mxctl(*args)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(b"usage:", p.stderr, args)
+        # Validation happens before anything is written.
+        self.assertEqual(self.ok("recipient", "list"), b"")
+
+    def test_recipient_seen_by_sqlite(self):
+        self.ok("recipient", "add", "@catchall.example")
+        con = sqlite3.connect(self.db)
+        row = con.execute("SELECT 1 FROM recipients WHERE address = ? OR address = '@' || ?",
+                          ("x@CATCHALL.example", "CATCHALL.example")).fetchone()
+        con.close()
+        self.assertEqual(row, (1,))
+
+    # ---- usage -----------------------------------------------------------
+
+    def test_usage(self):
+        for args in ([], ["frobnicate"], ["-x", "queue"], ["-d"], ["queue", "extra"],
+                     ["show"], ["show", "a", "b"]):
+            p = self.mxctl(*args, db=False) if args[:1] == ["-d"] else self.mxctl(*args)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(b"usage:", p.stderr, args)
+        p = self.mxctl("-h")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn(b"usage:", p.stdout)
+
+    def test_json_not_yet(self):
+        p = self.mxctl("queue", "--json")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"--json not supported yet", p.stderr)
+
+    def test_unreadable_config(self):
+        p = self.mxctl("-c", os.path.join(self.tmp, "missing.conf"), "queue", db=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertNotEqual(p.stderr, b"")
+
+    # ---- queue and show --------------------------------------------------
+
+    def test_schema_created(self):
+        self.ok("queue")
+        con = sqlite3.connect(self.db)
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+        con.close()
+        self.assertGreaterEqual(version, 1)
+        self.assertEqual(mode, "wal")
+
+    def test_queue_empty(self):
+        self.assertEqual(self.ok("queue"), b"queue is empty\n")
+
+    def test_show_unknown(self):
+        self.ok("queue")
+        p = self.mxctl("show", "NOSUCHID")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"NOSUCHID", p.stderr)
+        self.assertEqual(p.stdout, b"")
+
+    def test_queue_lists_messages(self):
+        self.ok("queue")
+        self.insert_message("01QUEUEA", b"Subject: a\r\n\r\nhello\r\n", rcpts=(
+            ("one@example.com", "queued", 0, -5, None),
+            ("two@example.com", "deferred", 2, 600, "451 4.2.0 mailbox busy"),
+        ))
+        self.insert_message("01QUEUEB", b"x" * 1000, sender="",
+                            received=int(time.time()) - 3 * 86400,
+                            rcpts=(("held@example.org", "held", 1, 0, None),))
+        lines = self.ok("queue").decode().splitlines()
+        self.assertEqual(lines[0].split(), ["QUEUE-ID", "AGE", "SIZE", "SENDER"])
+        # Oldest first; then each recipient, indented.
+        self.assertEqual(lines[1].split(), ["01QUEUEB", "3d", "1000", "<>"])
+        self.assertTrue(lines[2].startswith("    <held@example.org> held attempts=1 next=-"))
+        self.assertEqual(lines[3].split(), ["01QUEUEA", "2m", "21", "<sender@example.net>"])
+        self.assertEqual(lines[4], "    <one@example.com> queued attempts=0 next=now last=-")
+        self.assertTrue(lines[5].startswith("    <two@example.com> deferred attempts=2 next=in "),
+                        lines[5])
+        self.assertTrue(lines[5].endswith(' last="451 4.2.0 mailbox busy"'), lines[5])
+        self.assertEqual(len(lines), 6)
+
+    def test_show_message(self):
+        self.ok("queue")
+        rnd = random.Random(7)
+        # Larger than mxctl's 64 KiB chunk, with NULs, bare CR/LF and 8-bit bytes.
+        body = (b"Received: from client.example.net\r\n\r\n" +
+                bytes(rnd.getrandbits(8) for _ in range(300 * 1024)) + b"\x00end\r\n")
+        self.insert_message("01SHOWME", body, rcpts=(
+            ("a@example.com", "queued", 0, 0, None),
+            ("b@example.com", "delivered", 1, 0, "250 2.0.0 ok"),
+        ))
+        out = self.ok("show", "01SHOWME")
+        head, sep, rest = out.partition(b"\n\n")
+        self.assertEqual(sep, b"\n\n")
+        self.assertEqual(rest, body)
+        env = head.decode().splitlines()
+        self.assertIn("qid: 01SHOWME", env)
+        self.assertIn("client: 192.0.2.7", env)
+        self.assertIn("helo: client.example.net", env)
+        self.assertIn("sender: <sender@example.net>", env)
+        self.assertIn("size: %d" % len(body), env)
+        self.assertIn("options: BODY=8BITMIME", env)
+        self.assertTrue(any(line.startswith("received: ") and line.endswith("Z") for line in env))
+        self.assertTrue(any(line.startswith("recipient: <a@example.com> queued") for line in env))
+        self.assertTrue(any(line.startswith("recipient: <b@example.com> delivered")
+                            and line.endswith('last="250 2.0.0 ok"') for line in env))
+
+    def test_show_escapes_envelope(self):
+        self.ok("queue")
+        con = sqlite3.connect(self.db)
+        with con:
+            cur = con.execute(
+                "INSERT INTO messages (qid, received, client_addr, helo, sender, size, body) "
+                "VALUES ('01ESC', 0, '192.0.2.1', ?, 'a@b', 1, x'41')", ("evil\x1b[2J",))
+            con.execute("INSERT INTO message_rcpts (message_id, address, domain, next_attempt) "
+                        "VALUES (?, 'c@d', 'd', 0)", (cur.lastrowid,))
+        con.close()
+        out = self.ok("show", "01ESC")
+        self.assertNotIn(b"\x1b", out)
+        self.assertIn(b"helo: evil\\x1b[2J\n", out)
+        self.assertTrue(out.endswith(b"\n\nA"))
+
+
+if __name__ == "__main__":
+    unittest.main()
