@@ -99,8 +99,8 @@ on_write(uv_write_t *req, int status)
     s->wout.len = 0;
     if (status < 0) {
         if (!s->closing)
-            log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp",
-                    "write failed client=%s reason=%s", s->ip, uv_strerror(status));
+            log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "write failed client=%s reason=%s",
+                    s->ip, uv_strerror(status));
         s->out.len = 0;
         session_close(s);
         return;
