@@ -191,38 +191,76 @@ drain_pending(struct smtp_proto *p, struct smtp_event *ev)
     return true;
 }
 
+/* Offset of the LF of the first CRLF in s[0..n), or n when there is none.
+ * prev_cr: the octet before s[0] was a CR. */
+static size_t
+find_crlf(const char *s, size_t n, bool prev_cr)
+{
+    size_t i = 0;
+    const char *lf;
+
+    if (n > 0 && s[0] == '\n' && prev_cr)
+        return 0;
+    while ((lf = memchr(s + i, '\n', n - i)) != NULL) {
+        size_t pos = (size_t)(lf - s);
+
+        if (pos > 0 && s[pos - 1] == '\r')
+            return pos;
+        i = pos + 1;
+    }
+    return n;
+}
+
+/* Discards the rest of an over-long line, up to its CRLF. */
+static enum smtp_step
+skip_line(struct smtp_proto *p)
+{
+    size_t avail = p->wpos - p->rpos;
+    size_t end = find_crlf(p->buf + p->rpos, avail, p->skip_cr);
+
+    if (end == avail) {
+        p->skip_cr = avail > 0 ? p->buf[p->wpos - 1] == '\r' : p->skip_cr;
+        p->rpos = p->wpos;
+        return STEP_NEED;
+    }
+    p->rpos += end + 1;
+    p->skip_line = p->skip_cr = false;
+    return STEP_AGAIN;
+}
+
+/* RFC 5321 2.3.8: only CRLF ends a command line; a bare CR or LF inside
+ * one (or a NUL) refuses the whole line, so nothing after a bare LF can
+ * act as a command. */
 static enum smtp_step
 step_line(struct smtp_proto *p, struct smtp_event *ev)
 {
     char *start = p->buf + p->rpos;
     size_t avail = p->wpos - p->rpos;
-    char *lf = memchr(start, '\n', avail);
+    size_t end;
     size_t n;
 
-    if (p->skip_line) {
-        p->rpos = lf ? (size_t)(lf - p->buf) + 1 : p->wpos;
-        p->skip_line = lf == NULL;
-        return p->skip_line ? STEP_NEED : STEP_AGAIN;
-    }
-    if (lf == NULL || (size_t)(lf - start) + 1 > SMTP_LINE_MAX) {
-        if (avail < SMTP_LINE_MAX && lf == NULL)
+    if (p->skip_line)
+        return skip_line(p);
+    end = find_crlf(start, avail, false);
+    if (end == avail || end + 1 > SMTP_LINE_MAX) {
+        if (end == avail && avail < SMTP_LINE_MAX)
             return STEP_NEED;
         smtp_proto__reply(p, "-", 500, "5.5.2 Error: line too long (limit %d octets)",
                           SMTP_LINE_MAX);
-        p->rpos = lf ? (size_t)(lf - p->buf) + 1 : p->wpos;
-        p->skip_line = lf == NULL;
+        p->skip_line = true;
+        p->skip_cr = false;
         return STEP_AGAIN;
     }
-    n = (size_t)(lf - start);
-    p->rpos += n + 1;
-    if (n == 0 || start[n - 1] != '\r') {
-        /* RFC 5321 2.3.8: lines end with CRLF only. */
-        smtp_proto__reply(p, "-", 500, "5.5.2 Error: bare LF in command (RFC 5321 2.3.8)");
+    p->rpos += end + 1;
+    n = end - 1; /* without the CRLF */
+    if (memchr(start, '\r', n) != NULL || memchr(start, '\n', n) != NULL) {
+        smtp_proto__reply(p, "-", 500,
+                          "5.5.2 Error: bare CR or LF in command; lines end with CRLF "
+                          "(RFC 5321 2.3.8)");
         return STEP_AGAIN;
     }
-    n--;
-    if (memchr(start, '\r', n) != NULL || memchr(start, '\0', n) != NULL) {
-        smtp_proto__reply(p, "-", 500, "5.5.2 Error: bare CR or NUL in command");
+    if (memchr(start, '\0', n) != NULL) {
+        smtp_proto__reply(p, "-", 500, "5.5.2 Error: NUL in command");
         return STEP_AGAIN;
     }
     return smtp_proto__dispatch(p, start, n, ev);

@@ -17,6 +17,7 @@ struct smtp_proto {
     enum smtp_owed owed;
     size_t rpos, wpos;
     bool skip_line; /* discarding the rest of an over-long line */
+    bool skip_cr;   /* ... and its last octet so far was a CR */
     bool esmtp;
     char helo[256];
     unsigned errors;
