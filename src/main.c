@@ -58,8 +58,13 @@ static void
 on_server_stopped(void *arg)
 {
     struct mxd *m = arg;
+    struct store_stats st;
 
     m->server = NULL;
+    store_get_stats(m->store, &st);
+    log_msg(LOG_INFO, NULL, "store", "stats commits=%llu failures=%llu batches=%llu max_batch=%llu",
+            (unsigned long long)st.commits, (unsigned long long)st.failures,
+            (unsigned long long)st.batches, (unsigned long long)st.max_batch);
     store_close(m->store, on_store_closed, m);
 }
 
