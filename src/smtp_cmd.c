@@ -282,6 +282,7 @@ cmd_rcpt(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
         R(p, "RCPT", 503, "5.5.1 Error: need MAIL command");
         return STEP_AGAIN;
     }
+    p->rcpt_seen = true;
     rc = path_arg(arg, len, "TO:", false, &p->pend_addr, &rest, &rlen);
     if (rc != 0) {
         path_error(p, "RCPT", rc, false);
@@ -315,7 +316,11 @@ txn_ready(const struct smtp_proto *p, int *code, const char **text)
     if (!p->txn_active) {
         *code = 503;
         *text = "5.5.1 Error: need MAIL command";
+    } else if (!p->rcpt_seen) {
+        *code = 503;
+        *text = "5.5.1 Error: need RCPT command";
     } else if (p->txn.nrcpts == 0) {
+        /* RFC 5321 3.3: every RCPT was refused. */
         *code = 554;
         *text = "5.5.1 Error: no valid recipients";
     } else {

@@ -78,7 +78,7 @@ smtp_proto__txn_reset(struct smtp_proto *p)
     free(p->txn.rcpts);
     memset(&p->txn, 0, sizeof(p->txn));
     p->rcpt_cap = 0;
-    p->txn_active = false;
+    p->txn_active = p->rcpt_seen = false;
     p->body_begun = p->bdat_used = p->body_bare = p->body_big = false;
 }
 

@@ -24,6 +24,7 @@ struct smtp_proto {
     /* transaction */
     struct smtp_txn txn;
     bool txn_active; /* MAIL accepted */
+    bool rcpt_seen;  /* a RCPT command was given in this transaction */
     size_t rcpt_cap;
     bool body_begun, bdat_used, body_bare, body_big;
     struct dotstuff ds;

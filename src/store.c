@@ -116,6 +116,7 @@ struct store {
     uv_async_t async;
     uv_thread_t writer_tid, reader_tid;
     bool closing;
+    bool writer_told; /* the writer was told to stop (after the reader closed) */
     store_closed_cb closed_cb;
     void *closed_arg;
     struct store_stats stats; /* as of the last delivery */
@@ -683,6 +684,12 @@ store_async_cb(uv_async_t *h)
     uv_mutex_lock(&st->done_mu);
     nexited = st->nexited;
     uv_mutex_unlock(&st->done_mu);
+    if (st->closing && nexited == 1 && !st->writer_told) {
+        /* The reader has closed; the writer closes last, so its close
+         * checkpoints the WAL and removes it. */
+        st->writer_told = true;
+        queue_push(&st->wq, NULL);
+    }
     if (st->closing && nexited == 2 && !uv_is_closing((uv_handle_t *)&st->async)) {
         /* Both threads have posted their last word: these joins are short. */
         uv_thread_join(&st->writer_tid);
@@ -786,9 +793,8 @@ store_close(struct store *st, store_closed_cb cb, void *arg)
     st->closing = true;
     st->closed_cb = cb;
     st->closed_arg = arg;
-    /* The threads drain their queues, close their connections and post;
-     * store_async_cb then joins them and closes the handle. */
-    queue_push(&st->wq, NULL);
+    /* The reader drains and closes, then the writer (store_async_cb tells
+     * it); store_async_cb joins both and closes the handle. */
     queue_push(&st->rq, NULL);
 }
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package that building mxd and running its whole
+# test suite need. Non-interactive; run as root (or via sudo).
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        exec sudo -E bash "$0" "$@"
+    fi
+    echo "deps.sh: must run as root" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+    # build
+    meson ninja-build pkg-config gcc
+    libuv1-dev libgnutls28-dev libsqlite3-dev libspf2-dev libcmocka-dev libinih-dev
+    # tests and tools
+    python3 sqlite3 swaks postfix gnutls-bin clang-format
+)
+
+apt-get update
+# Postfix asks how it should be configured; the tests run private instances.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get install -y "${packages[@]}"

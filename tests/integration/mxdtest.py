@@ -1,0 +1,790 @@
+"""mxdtest: shared harness for the mxd integration tests.
+
+Starts the real mxd (path in $MXD) on a free loopback port with a private
+config and database under a temporary directory, talks SMTP to it over raw
+sockets, smtplib or swaks, and reads what it stored straight from SQLite
+(read-only, while mxd runs: the database is in WAL mode).
+
+Everything is bounded in time (socket and subprocess timeouts) and every
+process a test starts is stopped by its PID, even when the test fails.
+Set MXD_KEEP_TMP=1 to keep the temporary directories for inspection.
+"""
+
+import email.utils
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HOSTNAME = "mx.test.invalid"
+CRLF = b"\r\n"
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+    "SUMMARY: UndefinedBehaviorSanitizer",
+    "ThreadSanitizer",
+)
+
+
+# --------------------------------------------------------------------------
+# Environment
+
+
+def _env_path(name):
+    val = os.environ.get(name)
+    if not val:
+        raise AssertionError(f"${name} is not set (run through meson test, or set it)")
+    return os.path.abspath(val)
+
+
+def mxd_path():
+    path = _env_path("MXD")
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"MXD={path} is not an executable file")
+    return path
+
+
+def mxctl_path():
+    path = _env_path("MXCTL")
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"MXCTL={path} is not an executable file")
+    return path
+
+
+def source_root():
+    root = os.environ.get("MXD_SOURCE_ROOT")
+    if root:
+        return os.path.abspath(root)
+    return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def require_tool(name, candidates=()):
+    """Full path of a required external tool; a missing tool fails the test."""
+    for cand in list(candidates) + [name]:
+        if os.path.isabs(cand) and os.access(cand, os.X_OK):
+            return cand
+        found = shutil.which(cand)
+        if found:
+            return found
+    raise AssertionError(f"required tool {name!r} is not installed (run tests/deps.sh)")
+
+
+def free_port(host="127.0.0.1"):
+    """A port that was free a moment ago on host (bind port 0, read it back)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# Configuration
+
+
+def default_server(tmpdir, port):
+    return {
+        "hostname": HOSTNAME,
+        "listen": f"127.0.0.1:{port}",
+        "database": os.path.join(tmpdir, "queue.db"),
+        "max_message_size": "50m",
+        "max_recipients": "100",
+        "max_connections": "10000",
+        "max_connections_per_ip": "20",
+        "command_timeout": "5m",
+        "data_timeout": "10m",
+    }
+
+
+DEFAULT_DOMAINS = {"example.test": {"mode": "local", "recipients": "any"}}
+
+
+def config_text(server, domains, extra=""):
+    """INI text for a [server] dict and {domain: {key: value}} sections."""
+    out = ["; written by tests/integration/mxdtest.py", "[server]"]
+    for key, val in server.items():
+        if val is not None:
+            out.append(f"{key} = {val}")
+    for name, keys in domains.items():
+        out.append("")
+        out.append(f"[domain {name}]")
+        for key, val in keys.items():
+            out.append(f"{key} = {val}")
+    text = "\n".join(out) + "\n"
+    if extra:
+        text += "\n" + extra
+    return text
+
+
+def size_octets(text):
+    """'50m' -> 52428800 (binary multiples, as mxd documents)."""
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower()
+    if text and text[-1] in mult:
+        return int(text[:-1]) * mult[text[-1]]
+    return int(text)
+
+
+# --------------------------------------------------------------------------
+# The daemon
+
+
+class Mxd:
+    """One mxd process with its own config file, database and stderr log."""
+
+    def __init__(self, tmpdir, server=None, domains=None, port=None, name="mxd", extra="",
+                 env=None):
+        self.tmpdir = tmpdir
+        self.env = env  # extra environment variables for mxd
+        self.name = name
+        self.port = port or free_port()
+        self.server = default_server(tmpdir, self.port)
+        self.server.update(server or {})
+        self.domains = dict(DEFAULT_DOMAINS if domains is None else domains)
+        self.extra = extra
+        self.conf_path = os.path.join(tmpdir, f"{name}.conf")
+        self.db_path = self.server["database"]
+        self.proc = None
+        self.log_path = None
+        self._log = None
+        self._starts = 0
+        self.write_config()
+
+    # -- config
+
+    def write_config(self):
+        with open(self.conf_path, "w", encoding="utf-8") as f:
+            f.write(config_text(self.server, self.domains, self.extra))
+
+    def set_port(self, port=None):
+        """Moves the listener to a new port (rewrites the config)."""
+        self.port = port or free_port()
+        self.server["listen"] = f"127.0.0.1:{self.port}"
+        self.write_config()
+
+    # -- life cycle
+
+    def start(self, timeout=20):
+        """Starts mxd and waits until it answers with a 220 banner."""
+        assert self.proc is None, "mxd already running"
+        self._starts += 1
+        self.log_path = os.path.join(self.tmpdir, f"{self.name}.{self._starts}.stderr")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [mxd_path(), "-c", self.conf_path],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            cwd=self.tmpdir,
+            env={**os.environ, **(self.env or {})},
+        )
+        deadline = time.monotonic() + timeout
+        last_err = None
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._reap()
+                raise AssertionError(
+                    f"mxd exited with status {rc} during start-up; stderr:\n{self.stderr()}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                    s.settimeout(5)
+                    data = b""
+                    while not data.endswith(b"\n"):
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if data.startswith(b"220"):
+                        s.sendall(b"QUIT\r\n")
+                        try:
+                            s.recv(4096)
+                        except OSError:
+                            pass
+                        return self
+                    last_err = f"unexpected greeting {data!r}"
+            except OSError as e:
+                last_err = repr(e)
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(
+            f"mxd did not accept on 127.0.0.1:{self.port} within {timeout}s ({last_err}); "
+            f"stderr:\n{self.stderr()}"
+        )
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def signal(self, sig):
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        """Waits for exit; returns the status or None on timeout (still running)."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._reap()
+        return rc
+
+    def stop(self, timeout=20, check=True):
+        """SIGTERM, wait; on timeout SIGKILL. With check, a non-zero exit status,
+        a timeout or a sanitizer report in stderr raises AssertionError."""
+        if self.proc is None:
+            return None
+        proc = self.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait(timeout=30)
+            timed_out = True
+        self._reap()
+        if check:
+            if timed_out:
+                raise AssertionError(
+                    f"mxd did not exit within {timeout}s of SIGTERM; stderr:\n{self.stderr()}"
+                )
+            if rc != 0:
+                raise AssertionError(
+                    f"mxd exited with status {rc} after SIGTERM; stderr:\n{self.stderr()}"
+                )
+            self.check_sanitizers()
+        return rc
+
+    def rss_kib(self):
+        """Resident set size of the running mxd, in KiB."""
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc/PID/status")
+
+    def kill(self):
+        """SIGKILL (no clean-up chance for mxd) and reap."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        rc = self.proc.wait(timeout=30)
+        self._reap()
+        return rc
+
+    def _reap(self):
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    # -- logs
+
+    def stderr(self, limit=20000):
+        """The current (latest) run's stderr, possibly truncated at the front."""
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8", "replace")
+        if len(text) > limit:
+            text = "[...]\n" + text[-limit:]
+        return text
+
+    def all_stderr(self):
+        out = []
+        for i in range(1, self._starts + 1):
+            p = os.path.join(self.tmpdir, f"{self.name}.{i}.stderr")
+            if os.path.exists(p):
+                with open(p, "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace"))
+        return "\n".join(out)
+
+    def check_sanitizers(self):
+        text = self.all_stderr()
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                idx = text.index(marker)
+                raise AssertionError(
+                    f"sanitizer report in mxd stderr:\n{text[max(0, idx - 2000) : idx + 6000]}"
+                )
+
+    # -- clients and database
+
+    def client(self, timeout=10, banner=True):
+        c = SmtpClient(self.port, timeout=timeout)
+        if banner:
+            r = c.reply()
+            if r.code != 220:
+                c.close()
+                raise AssertionError(f"expected 220 banner, got {r}")
+            c.banner = r
+        return c
+
+    def db(self):
+        return db_connect(self.db_path)
+
+    @property
+    def spool_dir(self):
+        """Where mxd spools large bodies: spool/ next to the database."""
+        return os.path.join(os.path.dirname(self.db_path), "spool")
+
+    def spool_files(self):
+        try:
+            return sorted(os.listdir(self.spool_dir))
+        except FileNotFoundError:
+            return []
+
+    def mxctl(self, *args, timeout=30):
+        return subprocess.run(
+            [mxctl_path(), "-c", self.conf_path, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd=self.tmpdir,
+        )
+
+
+# --------------------------------------------------------------------------
+# Raw SMTP client
+
+
+class Reply:
+    """One (possibly multi-line) SMTP reply."""
+
+    ENH = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+
+    def __init__(self, code, lines, raw):
+        self.code = code
+        self.lines = lines  # text after "NNN-" / "NNN " on each line
+        self.raw = raw
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+    @property
+    def enh(self):
+        m = self.ENH.match(self.lines[0]) if self.lines else None
+        return m.group(0) if m else None
+
+    @property
+    def qid(self):
+        m = re.search(r"queued as (\S+)", self.lines[-1])
+        return m.group(1) if m else None
+
+    def __repr__(self):
+        return f"Reply({self.raw!r})"
+
+    def __str__(self):
+        return self.raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", " | ")
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class SmtpClient:
+    """A byte-exact SMTP client: send whatever bytes, parse replies strictly
+    (CRLF line ends, consistent codes on continuation lines)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10):
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+        self.banner = None
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.sock.sendall(data)
+
+    def _fill(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def _line(self, deadline):
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout(f"no complete reply line; buffered {self.buf!r}")
+            if self.eof or not self._fill(left):
+                raise ConnectionClosed(f"connection closed; buffered {self.buf!r}")
+        idx = self.buf.index(b"\n")
+        line, self.buf = self.buf[: idx + 1], self.buf[idx + 1 :]
+        if not line.endswith(b"\r\n"):
+            raise AssertionError(f"reply line not terminated by CRLF: {line!r}")
+        return line
+
+    def reply(self, timeout=None):
+        """Reads one complete reply. Raises ConnectionClosed on EOF and
+        socket.timeout when none arrives in time."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        raw = b""
+        lines = []
+        code = None
+        while True:
+            line = self._line(deadline)
+            raw += line
+            m = re.match(rb"^([2-5][0-9][0-9])([ -]?)(.*)\r\n$", line, re.S)
+            if not m:
+                raise AssertionError(f"malformed reply line {line!r} (reply so far {raw!r})")
+            c = int(m.group(1))
+            if code is None:
+                code = c
+            elif c != code:
+                raise AssertionError(f"reply code changes inside a multi-line reply: {raw!r}")
+            lines.append(m.group(3).decode("utf-8", "replace"))
+            if m.group(2) != b"-":
+                return Reply(code, lines, raw)
+
+    def replies(self, n, timeout=None):
+        return [self.reply(timeout) for _ in range(n)]
+
+    def cmd(self, line, timeout=None):
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        self.send(line + CRLF)
+        return self.reply(timeout)
+
+    def ehlo(self, name="client.test"):
+        r = self.cmd(f"EHLO {name}")
+        if r.code != 250:
+            raise AssertionError(f"EHLO refused: {r}")
+        return r
+
+    def wait_closed(self, timeout=5):
+        """True when the server closes the connection within timeout; any
+        bytes that arrive meanwhile are kept in self.buf."""
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self._fill(left)
+            except socket.timeout:
+                return False
+            except OSError:
+                self.eof = True
+        return True
+
+    def no_more_data(self, wait=0.5):
+        """True when nothing (not even EOF) arrives within wait seconds."""
+        if self.buf:
+            return False
+        try:
+            self.sock.settimeout(wait)
+            chunk = self.sock.recv(65536, socket.MSG_PEEK)
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+        return False  # data or EOF arrived
+
+    def send_message(self, mail_from, rcpts, content, mail_params="", ehlo=True):
+        """Runs one non-pipelined DATA transaction; content is the raw data
+        (already dot-stuffed, CRLF), without the final ".\r\n". Returns
+        the final Reply; raises AssertionError at the first refusal."""
+        if ehlo:
+            self.ehlo()
+        r = self.cmd(f"MAIL FROM:<{mail_from}>{(' ' + mail_params) if mail_params else ''}")
+        if r.code != 250:
+            raise AssertionError(f"MAIL refused: {r}")
+        for rcpt in rcpts:
+            r = self.cmd(f"RCPT TO:<{rcpt}>")
+            if r.code != 250:
+                raise AssertionError(f"RCPT <{rcpt}> refused: {r}")
+        r = self.cmd("DATA")
+        if r.code != 354:
+            raise AssertionError(f"DATA refused: {r}")
+        self.send(content + b".\r\n")
+        return self.reply()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def dot_stuff(content):
+    """RFC 5321 4.5.2 transparency for CRLF content ending in CRLF (or empty)."""
+    assert content == b"" or content.endswith(CRLF)
+    if content.startswith(b"."):
+        content = b"." + content
+    return content.replace(b"\r\n.", b"\r\n..")
+
+
+# --------------------------------------------------------------------------
+# Database
+
+
+def db_connect(path):
+    """A read-only connection (mxd may be running and writing)."""
+    if not os.path.exists(path):
+        raise AssertionError(f"database {path} does not exist")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=15)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def _with_db(path, fn):
+    con = db_connect(path)
+    try:
+        return fn(con)
+    finally:
+        con.close()
+
+
+def message_by_qid(path, qid):
+    """{'row': messages row as dict, 'rcpts': [rows as dicts]} or None."""
+
+    def q(con):
+        row = con.execute("SELECT * FROM messages WHERE qid = ?", (qid,)).fetchone()
+        if row is None:
+            return None
+        rcpts = con.execute(
+            "SELECT * FROM message_rcpts WHERE message_id = ? ORDER BY id", (row["id"],)
+        ).fetchall()
+        return {"row": dict(row), "rcpts": [dict(r) for r in rcpts]}
+
+    return _with_db(path, q)
+
+
+def messages_containing(path, marker):
+    """qids of stored messages whose body contains marker (bytes)."""
+    if isinstance(marker, str):
+        marker = marker.encode("utf-8")
+    return _with_db(
+        path,
+        lambda con: [
+            r[0]
+            for r in con.execute(
+                "SELECT qid FROM messages WHERE instr(body, ?) > 0", (sqlite3.Binary(marker),)
+            )
+        ],
+    )
+
+
+def message_count(path, where="1", args=()):
+    return _with_db(
+        path, lambda con: con.execute(f"SELECT count(*) FROM messages WHERE {where}", args).fetchone()[0]
+    )
+
+
+def integrity_check(path):
+    return _with_db(path, lambda con: [r[0] for r in con.execute("PRAGMA integrity_check")])
+
+
+def split_received(body):
+    """Splits a stored body into (Received header incl. its folded
+    continuation lines, rest). Raises AssertionError when the body does not
+    start with a well-formed Received header."""
+    if isinstance(body, memoryview):
+        body = bytes(body)
+    if not body.startswith(b"Received:"):
+        raise AssertionError(f"stored body does not start with 'Received:': {body[:200]!r}")
+    pos = 0
+    while True:
+        end = body.find(b"\n", pos)
+        if end < 0:
+            raise AssertionError(f"unterminated Received header: {body[:500]!r}")
+        if body[end - 1 : end] != b"\r":
+            raise AssertionError(f"Received header line without CRLF: {body[pos:end + 1]!r}")
+        pos = end + 1
+        if body[pos : pos + 1] not in (b" ", b"\t"):
+            break
+    return body[:pos], body[pos:]
+
+
+def unfold(header):
+    return re.sub(rb"\r\n(?=[ \t])", b"", header).rstrip(b"\r\n").decode("utf-8", "replace")
+
+
+def check_received(header, qid, with_proto="ESMTP", hostname=HOSTNAME):
+    """Asserts the Received header names us, the protocol and the queue id.
+    Returns the unfolded header text."""
+    text = unfold(header)
+    problems = []
+    if not re.search(rf"\bby {re.escape(hostname)}\b", text):
+        problems.append(f"no 'by {hostname}'")
+    protos = with_proto if isinstance(with_proto, (tuple, list)) else (with_proto,)
+    alt = "|".join(re.escape(p) for p in protos)
+    if not re.search(rf"\bwith (?:{alt})(?=[\s;]|$)", text):
+        problems.append(f"no 'with {' or '.join(protos)}'")
+    if not re.search(rf"\bid <?{re.escape(qid)}>?(?=[\s;]|$)", text):
+        problems.append(f"no 'id {qid}'")
+    if problems:
+        raise AssertionError(f"Received header {text!r}: " + ", ".join(problems))
+    return text
+
+
+def received_date(text):
+    """The date-time after the last ';' of an unfolded Received header
+    (RFC 5321 4.4), parsed; raises AssertionError if missing or invalid."""
+    if ";" not in text:
+        raise AssertionError(f"Received header has no '; date-time': {text!r}")
+    stamp = text.rsplit(";", 1)[1].strip()
+    try:
+        return email.utils.parsedate_to_datetime(stamp)
+    except (TypeError, ValueError) as e:
+        raise AssertionError(f"Received date {stamp!r} does not parse: {e}")
+
+
+def stored_content(path, qid, with_proto="ESMTP"):
+    """(message dict, content after the Received header) for qid."""
+    msg = message_by_qid(path, qid)
+    if msg is None:
+        raise AssertionError(f"qid {qid} not in the database")
+    hdr, rest = split_received(msg["row"]["body"])
+    check_received(hdr, qid, with_proto)
+    return msg, rest
+
+
+# --------------------------------------------------------------------------
+# External clients
+
+
+def swaks(port, *args, timeout=60):
+    """Runs swaks against mxd; returns the CompletedProcess (text output)."""
+    exe = require_tool("swaks")
+    return subprocess.run(
+        [exe, "--server", f"127.0.0.1:{port}", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def swaks_qids(output):
+    if isinstance(output, bytes):
+        output = output.decode("utf-8", "replace")
+    return re.findall(r"<-\s+250[ -].*?queued as (\S+)", output)
+
+
+# --------------------------------------------------------------------------
+# Test case base
+
+
+def make_tmpdir(add_cleanup, prefix):
+    """A fresh temporary directory removed by add_cleanup (a unittest
+    addCleanup/addClassCleanup), or kept and named when MXD_KEEP_TMP=1."""
+    tmpdir = tempfile.mkdtemp(prefix=f"mxdtest-{prefix}-")
+    if os.environ.get("MXD_KEEP_TMP"):
+        print(f"[mxdtest] keeping {tmpdir}", file=sys.stderr)
+    else:
+        add_cleanup(shutil.rmtree, tmpdir, True)
+    return tmpdir
+
+
+class MxdTestCase(unittest.TestCase):
+    """One mxd per test class, started in setUpClass, stopped (and checked
+    for a clean exit) in the class clean-up. Subclasses set SERVER / DOMAINS."""
+
+    SERVER = {}
+    DOMAINS = None
+    EXTRA = ""
+    ENV = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.mxd = Mxd(cls.tmpdir, server=dict(cls.SERVER), domains=cls.DOMAINS, extra=cls.EXTRA,
+                      env=cls.ENV)
+        cls.addClassCleanup(cls._stop_mxd)
+        cls.mxd.start()
+
+    @classmethod
+    def _stop_mxd(cls):
+        if cls.mxd.running():
+            cls.mxd.stop(check=True)
+        else:
+            cls.mxd.check_sanitizers()
+
+    def setUp(self):
+        if not self.mxd.running():
+            self.fail(f"mxd is not running (died earlier?); stderr:\n{self.mxd.stderr()}")
+
+    def client(self, timeout=10, banner=True):
+        c = self.mxd.client(timeout=timeout, banner=banner)
+        self.addCleanup(c.close)
+        return c
+
+    def marker(self):
+        """A unique token to find this test's messages in the database."""
+        return f"mxdtest-{self.id().rsplit('.', 1)[-1]}-{os.urandom(6).hex()}"
+
+    def assertReply(self, reply, code, enh=None, msg=None):
+        where = f" ({msg})" if msg else ""
+        self.assertEqual(reply.code, code, f"expected {code} {enh or ''}, got: {reply}{where}")
+        if enh is not None:
+            self.assertEqual(reply.enh, enh, f"expected {code} {enh}, got: {reply}{where}")
+
+    def assertStored(self, qid, content, with_proto="ESMTP"):
+        """The message qid is stored and its body is Received + content."""
+        self.assertIsNotNone(qid, "no queue id in the 250 reply")
+        msg, rest = stored_content(self.mxd.db_path, qid, with_proto)
+        if rest != content:
+            self.fail(
+                f"stored content of {qid} differs: stored {len(rest)} octets, sent {len(content)};"
+                f" first difference at {first_diff(rest, content)}:"
+                f" stored {rest[:300]!r}... sent {content[:300]!r}..."
+            )
+        return msg
+
+    def assertSpoolEmpty(self, timeout=3):
+        """No spool file outlives its transaction (committed or refused)."""
+        deadline = time.monotonic() + timeout
+        while self.mxd.spool_files() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.mxd.spool_files(), [], f"files left in {self.mxd.spool_dir}")
+
+    def assertNothingStored(self, marker):
+        qids = messages_containing(self.mxd.db_path, marker)
+        self.assertEqual(qids, [], f"messages containing {marker!r} were stored")
+
+
+def first_diff(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def main():
+    unittest.main(verbosity=2)

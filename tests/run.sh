@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The one command that installs, builds and tests mxd:
+#   1. tests/deps.sh (skip with MXD_SKIP_DEPS=1)
+#   2. a fresh default build in build-test, `meson test`
+#   3. a fresh address+undefined sanitizer build in build-asan, `meson test`
+#   4. clang-format --dry-run -Werror over the C sources (counted as one test)
+# Prints a summary per build and, last, "N passed, N failed, N skipped"
+# over everything; exits non-zero if any test or any build failed.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if [ "${MXD_SKIP_DEPS:-0}" != 1 ]; then
+    if ! bash tests/deps.sh; then
+        echo "run.sh: installing dependencies failed" >&2
+        exit 1
+    fi
+fi
+
+summaries=()
+total_pass=0
+total_fail=0
+total_skip=0
+
+# count BUILD_DIR LABEL: adds the results in BUILD_DIR's testlog.json.
+count() {
+    local dir=$1 label=$2 log="$1/meson-logs/testlog.json" counts
+    if [ ! -f "$log" ]; then
+        summaries+=("$label: no test results (build or setup failed)")
+        total_fail=$((total_fail + 1))
+        return
+    fi
+    counts=$(python3 - "$log" <<'PY'
+import json, sys
+ok = fail = skip = 0
+failed = []
+with open(sys.argv[1], encoding="utf-8") as f:
+    for line in f:
+        line = line.strip()
+        if not line:
+            continue
+        t = json.loads(line)
+        res = t.get("result")
+        if res in ("OK", "EXPECTEDFAIL"):
+            ok += 1
+        elif res == "SKIP":
+            skip += 1
+        else:
+            fail += 1
+            failed.append(f"{t.get('name')}={res}")
+print(ok, fail, skip, " ".join(failed))
+PY
+    )
+    local ok fail skip failed
+    read -r ok fail skip failed <<<"$counts"
+    ok=${ok:-0} fail=${fail:-1} skip=${skip:-0}
+    total_pass=$((total_pass + ok))
+    total_fail=$((total_fail + fail))
+    total_skip=$((total_skip + skip))
+    summaries+=("$label: $ok passed, $fail failed, $skip skipped${failed:+ (failed: $failed)}")
+}
+
+# build_and_test DIR LABEL [meson setup options...]
+build_and_test() {
+    local dir=$1 label=$2
+    shift 2
+    rm -rf "$dir"
+    echo "==== $label: meson setup $dir $*"
+    if ! meson setup "$dir" "$@"; then
+        summaries+=("$label: meson setup FAILED")
+        total_fail=$((total_fail + 1))
+        return
+    fi
+    echo "==== $label: build"
+    if ! ninja -C "$dir"; then
+        summaries+=("$label: build FAILED")
+        total_fail=$((total_fail + 1))
+        return
+    fi
+    echo "==== $label: meson test"
+    meson test -C "$dir" --print-errorlogs
+    count "$dir" "$label"
+}
+
+build_and_test build-test "default build"
+
+# Sanitizer options apply to this build's test runs only.
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    build_and_test build-asan "sanitizer build" -Db_sanitize=address,undefined -Db_lundef=false
+
+echo "==== clang-format --dry-run -Werror"
+shopt -s nullglob
+fmt_files=(src/*.c src/*.h tests/unit/*.c)
+shopt -u nullglob
+if [ ${#fmt_files[@]} -eq 0 ]; then
+    summaries+=("clang-format: FAILED (no source files found)")
+    total_fail=$((total_fail + 1))
+elif clang-format --dry-run -Werror "${fmt_files[@]}"; then
+    summaries+=("clang-format: passed (${#fmt_files[@]} files)")
+    total_pass=$((total_pass + 1))
+else
+    summaries+=("clang-format: FAILED")
+    total_fail=$((total_fail + 1))
+fi
+
+echo
+echo "==== summary ($root)"
+for s in "${summaries[@]}"; do
+    echo "$s"
+done
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
+[ "$total_fail" -eq 0 ]
