@@ -84,4 +84,103 @@ struct store_stats {
 /* Counters since store_open (loop thread). */
 void store_get_stats(const struct store *st, struct store_stats *out);
 
+/* ---- delivery and operator actions ------------------------------------ */
+
+/* Recipient states, as stored in message_rcpts.state. */
+#define STORE_RCPT_STATES(X) X(QUEUED, "queued") X(DEFERRED, "deferred") X(HELD, "held") \
+    X(DELIVERED, "delivered") X(BOUNCED, "bounced")
+#define STORE_RCPT_ENUM(e, s) STORE_RCPT_##e,
+enum store_rcpt_state { STORE_RCPT_STATES(STORE_RCPT_ENUM) };
+#undef STORE_RCPT_ENUM
+const char *store_rcpt_state_name(enum store_rcpt_state s);
+
+/* A recipient due for delivery. */
+struct store_drcpt {
+    int64_t id; /* message_rcpts.id */
+    char *address;
+    char *domain;
+    unsigned attempts;
+};
+
+/* A message with (some of) its due recipients; a list, oldest first. */
+struct store_dmsg {
+    struct store_dmsg *next;
+    int64_t id; /* messages.id */
+    char qid[24];
+    int64_t received;
+    char *sender; /* "" for <> */
+    uint64_t size;
+    bool smtputf8;
+    bool body_8bit;
+    struct store_drcpt *rcpts;
+    size_t nrcpts;
+};
+
+void store_dmsg_free_list(struct store_dmsg *list);
+
+/* list: owned by the callback. next_due: earliest next_attempt > now of any
+ * queued/deferred recipient, 0 when there is none. */
+typedef void (*store_due_cb)(void *arg, int status, struct store_dmsg *list, int64_t next_due);
+
+/*
+ * Finds recipients in state queued or deferred with next_attempt <= now,
+ * oldest next_attempt first, at most limit of them, leaving out the ids in
+ * skip[0..nskip) (deliveries in flight; copied), grouped by message. Uses
+ * the message_rcpts_due index. Reader thread; cb on the loop thread.
+ */
+void store_due_async(struct store *st, int64_t now, size_t limit, const int64_t *skip,
+                     size_t nskip, store_due_cb cb, void *arg);
+
+/* data[0..len) is valid only during the callback; total is the body size. */
+typedef void (*store_body_cb)(void *arg, int status, const char *data, size_t len,
+                              uint64_t total);
+
+/* Reads up to max octets of message msg_id's stored body (our Received:
+ * header included) from offset. Reader thread; cb on the loop thread.
+ * MXD_ENOENT when the message is gone. */
+void store_body_read_async(struct store *st, int64_t msg_id, uint64_t offset, size_t max,
+                           store_body_cb cb, void *arg);
+
+/* The result of one delivery attempt for one recipient. */
+struct store_outcome {
+    int64_t rcpt_id;
+    int64_t msg_id;
+    enum store_rcpt_state state; /* DELIVERED, DEFERRED or BOUNCED */
+    int64_t next_attempt;        /* DEFERRED: when to try again */
+    char *last_reply;            /* owned: "250 2.0.0 ...", "451 4.4.1 connect failed ..." */
+    char *remote_mta;            /* owned, may be NULL: who answered */
+};
+
+/* status: 0 or MXD_E*. */
+typedef void (*store_done_cb)(void *arg, int status);
+
+/*
+ * Records outcomes (each attempts + 1, state, next_attempt, last_reply) in
+ * one transaction. In the same transaction: a message whose recipients are
+ * now all delivered or bounced is deleted; for the bounced recipients of a
+ * message whose sender is not <>, one DSN per message (dsn_compose, with
+ * the original headers) is inserted as a new queued message from <> to the
+ * original sender. Takes ownership of list[0..n) and the array. Writer
+ * thread; cb on the loop thread (may be NULL).
+ */
+void store_outcomes_async(struct store *st, struct store_outcome *list, size_t n,
+                          store_done_cb cb, void *arg);
+
+enum store_op {
+    STORE_OP_FLUSH,   /* arg: domain or NULL/"" for all: queued/deferred -> due now */
+    STORE_OP_HOLD,    /* arg: qid: queued/deferred recipients -> held */
+    STORE_OP_RELEASE, /* arg: qid: held -> queued, due now */
+    STORE_OP_DELETE,  /* arg: qid: the message and its recipients are removed, no DSN */
+    STORE_OP_BOUNCE,  /* arg: qid: every recipient not final -> bounced (5.0.0), with a DSN */
+};
+
+/* Operator actions. status: 0, MXD_ENOENT (no such qid, or FLUSH matched
+ * nothing is still 0), MXD_ESTORE. Writer thread; cb on the loop thread. */
+void store_op_async(struct store *st, enum store_op op, const char *arg, store_done_cb cb,
+                    void *cbarg);
+
+/* Our hostname for the DSNs the store writes (Reporting-MTA, From:
+ * MAILER-DAEMON@hostname). Call once after store_open. Copied. */
+void store_set_hostname(struct store *st, const char *hostname);
+
 #endif

@@ -1,0 +1,82 @@
+/* lmtp_proto: the LMTP client state machine (RFC 2033; pure: replies in,
+ * bytes to send and per-recipient outcomes out; no I/O, clock or store). */
+#ifndef MXD_LMTP_PROTO_H
+#define MXD_LMTP_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reply.h"
+#include "util.h"
+
+/* One message to deliver in one LMTP transaction. Strings are borrowed
+ * until LMTP_EV_TXN_DONE. */
+struct lmtp_txn {
+    const char *sender;             /* "" for <> */
+    const char *const *rcpts;       /* mailbox "local@domain", no <> */
+    size_t nrcpts;
+    uint64_t size;                  /* body octets, for SIZE= */
+    bool body_8bit;                 /* BODY=8BITMIME */
+    bool smtputf8;                  /* SMTPUTF8 */
+};
+
+#define LMTP_EVENTS(X)                                                                             \
+    X(NONE)      /* nothing to do until more input (or a txn, or body) arrives */                  \
+    X(SEND)      /* send data[0..len) to the server */                                             \
+    X(READY)     /* session idle after LHLO/a txn: start a txn or quit */                          \
+    X(BODY)      /* the body is wanted: call lmtp_proto_body() with the next chunk */              \
+    X(RCPT)      /* final outcome for rcpts[index]: code, text (summary) */                        \
+    X(TXN_DONE)  /* every recipient of the txn has had its RCPT event */                           \
+    X(FAILED)    /* the session is unusable (garbage, 421, ...): text says why; close it.          \
+                    Every recipient of an open txn has had a RCPT event (4xx) first */             \
+    X(CLOSED)    /* QUIT answered (or sent): close the connection */
+
+#define LMTP_EV_ENUM(name) LMTP_EV_##name,
+enum lmtp_ev { LMTP_EVENTS(LMTP_EV_ENUM) };
+#undef LMTP_EV_ENUM
+
+const char *lmtp_ev_name(enum lmtp_ev ev);
+
+struct lmtp_event {
+    enum lmtp_ev type;
+    const char *data; /* SEND: bytes, valid until the next lmtp_proto call */
+    size_t len;
+    size_t index;     /* RCPT */
+    int code;         /* RCPT: 2xx delivered, 4xx defer, 5xx fail */
+    const char *text; /* RCPT, FAILED: NUL-terminated summary ("550 5.1.1 User unknown") */
+};
+
+struct lmtp_proto;
+
+/* A session that greets with LHLO lhlo_name once the server's 220 is
+ * fed. Caller frees. */
+struct lmtp_proto *lmtp_proto_new(const char *lhlo_name);
+void lmtp_proto_free(struct lmtp_proto *p);
+
+/* Feeds server bytes; returns how many were taken (all, unless an event
+ * must be pulled first). */
+size_t lmtp_proto_feed(struct lmtp_proto *p, const char *data, size_t len);
+
+/* Pulls the next event. */
+enum lmtp_ev lmtp_proto_next(struct lmtp_proto *p, struct lmtp_event *ev);
+
+/* Starts a transaction; only after LMTP_EV_READY. t is borrowed until
+ * TXN_DONE. Recipients the server cannot take (SMTPUTF8 needed but not
+ * offered, size over the server's SIZE) get a 5xx RCPT event without being
+ * sent. */
+void lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t);
+
+/* The next piece of the body after LMTP_EV_BODY (raw message octets, not
+ * dot-stuffed; the proto stuffs them and adds the final CRLF . CRLF).
+ * last: this is the final piece (len may be 0). */
+void lmtp_proto_body(struct lmtp_proto *p, const char *data, size_t len, bool last);
+
+/* Sends QUIT when idle (after READY); then LMTP_EV_CLOSED. */
+void lmtp_proto_quit(struct lmtp_proto *p);
+
+/* The glue's timeout or connection loss: every recipient of an open txn
+ * gets a 4xx RCPT event ("451 4.4.1 ..." with reason), then FAILED. */
+void lmtp_proto_abort(struct lmtp_proto *p, const char *reason);
+
+#endif
