@@ -9,7 +9,7 @@
 
 struct control;
 struct store;
-struct sched;
+struct deliver;
 struct smtp_server;
 
 /*
@@ -22,7 +22,7 @@ struct smtp_server;
  * "code":2. After flush and release the scheduler is kicked. Borrowed
  * objects must outlive the control. On failure *err (caller frees).
  */
-int control_start(uv_loop_t *loop, const char *path, struct store *store, struct sched *sched,
+int control_start(uv_loop_t *loop, const char *path, struct store *store, struct deliver *deliver,
                   struct smtp_server *server, struct control **out, char **err) MXD_WUR;
 
 /* Closes the socket (and unlinks it), drops open requests, then cb. */

@@ -16,9 +16,9 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
     # build
     meson ninja-build pkg-config gcc
-    libuv1-dev libgnutls28-dev libsqlite3-dev libspf2-dev libcmocka-dev libinih-dev
+    libuv1-dev libgnutls28-dev libsqlite3-dev libspf2-dev libcmocka-dev libinih-dev libjansson-dev
     # tests and tools
-    python3 sqlite3 swaks postfix gnutls-bin clang-format
+    python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
 )
 
 apt-get update

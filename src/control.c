@@ -1,0 +1,2 @@
+/* placeholder: control is being written */
+typedef int mxd_placeholder_control;

@@ -1,0 +1,2 @@
+/* placeholder: deliver is being written */
+typedef int mxd_placeholder_deliver;

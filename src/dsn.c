@@ -1,0 +1,2 @@
+/* placeholder: dsn is being written */
+typedef int mxd_placeholder_dsn;

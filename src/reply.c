@@ -1,0 +1,2 @@
+/* placeholder: reply is being written */
+typedef int mxd_placeholder_reply;
