@@ -16,7 +16,7 @@ struct deliver;
 /* Starts the scheduler (it looks for due work at once: start-up resumes
  * whatever was queued or in flight). conf and store are borrowed. */
 int deliver_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
-                struct deliver **out) MXD_WUR;
+                  struct deliver **out) MXD_WUR;
 
 /* New work may be due (a message was committed, an operator flushed):
  * look again soon. Cheap; calls coalesce. */
@@ -30,7 +30,7 @@ struct deliver_stats {
     uint64_t delivered;
     uint64_t deferred;
     uint64_t bounced;
-    uint64_t sessions; /* LMTP connections made */
+    uint64_t sessions;  /* LMTP connections made */
     uint64_t in_flight; /* recipients being delivered now */
 };
 
@@ -40,6 +40,6 @@ void deliver_get_stats(const struct deliver *s, struct deliver_stats *out);
  * failure: retry_min doubled per earlier attempt, capped at retry_max, plus
  * up to 10% jitter from rand01 (0..1). Pure. */
 uint64_t deliver_backoff(unsigned attempts, uint64_t retry_min_s, uint64_t retry_max_s,
-                       double rand01);
+                         double rand01);
 
 #endif

@@ -10,9 +10,10 @@
 #include "util.h"
 
 struct dsn_rcpt {
-    const char *address;   /* final recipient, "local@domain" */
-    const char *status;    /* enhanced status "5.1.1" or "4.4.7" */
-    const char *diagnostic; /* the remote reply or our reason, one line, e.g. "550 5.1.1 User unknown" */
+    const char *address; /* final recipient, "local@domain" */
+    const char *status;  /* enhanced status "5.1.1" or "4.4.7" */
+    const char
+        *diagnostic; /* the remote reply or our reason, one line, e.g. "550 5.1.1 User unknown" */
     const char *remote_mta; /* host that answered, or NULL */
 };
 
@@ -25,9 +26,9 @@ struct dsn_input {
     time_t now;
     const struct dsn_rcpt *rcpts;
     size_t nrcpts;
-    const char *headers;       /* original message headers (up to the blank line) */
+    const char *headers; /* original message headers (up to the blank line) */
     size_t headers_len;
-    bool smtputf8;             /* the original needed SMTPUTF8 (RFC 6533 types then) */
+    bool smtputf8; /* the original needed SMTPUTF8 (RFC 6533 types then) */
 };
 
 /*

@@ -1,2 +1,413 @@
-/* placeholder: lmtp_net is being written */
-typedef int mxd_placeholder_lmtp_net;
+/* lmtp_net: owns one LMTP client connection: its stream handle (TCP or
+ * unix socket), its timer, the name lookup and connect requests, its
+ * lmtp_proto and the body read in flight. Loop thread only. It moves bytes
+ * between the socket and lmtp_proto, feeds the body from the store in
+ * chunks (the next chunk is read only once the previous one is written, so
+ * memory per connection stays bounded), and enforces the connect, reply
+ * and idle timeouts. It makes no delivery decisions: outcomes go to the
+ * owner's callbacks. The connection is freed only when its handles are
+ * closed and no store read refers to it. */
+#include "lmtp_net.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define LMTP_READ_BUF   16384
+#define LMTP_BODY_CHUNK (64 * 1024)
+#define LMTP_WRITE_HIGH (256 * 1024) /* don't read more body while this much is unsent */
+
+struct lmtp_conn {
+    uv_loop_t *loop;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t timer;
+    uv_getaddrinfo_t gai;
+    uv_connect_t creq;
+    struct lmtp_proto *proto;
+    struct store *store;
+    const struct conf_endpoint *ep;
+    struct lmtp_timeouts to;
+    const struct lmtp_conn_cbs *cbs;
+    void *arg;
+    int64_t msg_id;
+    uint64_t body_off;
+    size_t write_bytes;
+    unsigned handles_open;
+    unsigned pending; /* name lookup, store reads */
+    bool stream_inited, connected, ever_ready, in_txn, want_body, body_reading, closing, in_pump;
+    char reason[300];
+    char rbuf[LMTP_READ_BUF];
+};
+
+struct lmtp_write {
+    uv_write_t req;
+    struct lmtp_conn *c;
+    size_t len;
+    char data[];
+};
+
+static void conn_pump(struct lmtp_conn *c);
+static void conn_shutdown(struct lmtp_conn *c, const char *reason);
+
+static void
+conn_maybe_free(struct lmtp_conn *c)
+{
+    if (c->handles_open > 0 || c->pending > 0)
+        return;
+    c->cbs->closed(c->arg, c, c->reason[0] ? c->reason : NULL, c->ever_ready);
+    lmtp_proto_free(c->proto);
+    free(c);
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct lmtp_conn *c = h->data;
+
+    c->handles_open--;
+    conn_maybe_free(c);
+}
+
+/* Closes the handles; `reason` NULL means a clean QUIT. */
+static void
+conn_shutdown(struct lmtp_conn *c, const char *reason)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (reason != NULL && c->reason[0] == '\0')
+        snprintf(c->reason, sizeof(c->reason), "%s", reason);
+    uv_timer_stop(&c->timer);
+    if (!uv_is_closing((uv_handle_t *)&c->timer))
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->stream_inited && !uv_is_closing((uv_handle_t *)&c->h))
+        uv_close((uv_handle_t *)&c->h, on_handle_closed);
+    conn_maybe_free(c);
+}
+
+/* The connection failed: open recipients get 4xx outcomes, then it goes. */
+static void
+conn_fail(struct lmtp_conn *c, const char *reason)
+{
+    if (c->closing)
+        return;
+    lmtp_proto_abort(c->proto, reason);
+    conn_pump(c);
+    conn_shutdown(c, reason); /* in case the proto had nothing to say */
+}
+
+static void
+on_timeout(uv_timer_t *t)
+{
+    struct lmtp_conn *c = t->data;
+    char why[200];
+
+    if (c->ever_ready && !c->in_txn) {
+        lmtp_conn_close(c); /* idle long enough */
+        return;
+    }
+    snprintf(why, sizeof(why), "timeout %s %s", c->connected ? "waiting for" : "connecting to",
+             c->ep->text);
+    conn_fail(c, why);
+}
+
+static void
+timer_arm(struct lmtp_conn *c)
+{
+    uint64_t ms;
+
+    if (c->closing)
+        return;
+    if (!c->connected)
+        ms = c->to.connect_ms;
+    else if (c->ever_ready && !c->in_txn)
+        ms = c->to.idle_ms;
+    else
+        ms = c->to.reply_ms;
+    uv_timer_start(&c->timer, on_timeout, ms, 0);
+}
+
+/* ---- body -------------------------------------------------------------- */
+
+static void body_request(struct lmtp_conn *c);
+
+static void
+on_body(void *arg, int status, const char *data, size_t len, uint64_t total)
+{
+    struct lmtp_conn *c = arg;
+
+    c->pending--;
+    c->body_reading = false;
+    if (c->closing) {
+        conn_maybe_free(c);
+        return;
+    }
+    if (status != 0) {
+        conn_fail(c, "cannot read the message from the queue");
+        return;
+    }
+    c->body_off += len;
+    c->want_body = false;
+    /* The proto copies (stuffs) the octets before this returns. */
+    lmtp_proto_body(c->proto, data, len, c->body_off >= total);
+    conn_pump(c);
+}
+
+static void
+body_request(struct lmtp_conn *c)
+{
+    if (!c->want_body || c->body_reading || c->closing || c->write_bytes > LMTP_WRITE_HIGH)
+        return;
+    c->body_reading = true;
+    c->pending++;
+    store_body_read_async(c->store, c->msg_id, c->body_off, LMTP_BODY_CHUNK, on_body, c);
+}
+
+/* ---- I/O --------------------------------------------------------------- */
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    struct lmtp_write *w = (struct lmtp_write *)req;
+    struct lmtp_conn *c = w->c;
+
+    c->write_bytes -= w->len;
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_fail(c, "write to the LMTP server failed");
+        return;
+    }
+    body_request(c);
+}
+
+static void
+conn_write(struct lmtp_conn *c, const char *data, size_t len)
+{
+    struct lmtp_write *w = xmalloc(sizeof(*w) + len);
+    uv_buf_t b;
+
+    w->c = c;
+    w->len = len;
+    memcpy(w->data, data, len);
+    b = uv_buf_init(w->data, (unsigned)len);
+    c->write_bytes += len;
+    if (uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, on_write) != 0) {
+        c->write_bytes -= len;
+        free(w);
+        conn_fail(c, "write to the LMTP server failed");
+    }
+}
+
+/* Turns protocol events into actions; returns false to stop. */
+static bool
+conn_event(struct lmtp_conn *c, const struct lmtp_event *ev)
+{
+    switch (ev->type) {
+    case LMTP_EV_NONE:
+        return false;
+    case LMTP_EV_SEND:
+        conn_write(c, ev->data, ev->len);
+        return !c->closing;
+    case LMTP_EV_READY:
+        c->ever_ready = true;
+        c->in_txn = false;
+        c->cbs->ready(c->arg, c);
+        return !c->closing;
+    case LMTP_EV_BODY:
+        c->want_body = true;
+        body_request(c);
+        return true;
+    case LMTP_EV_RCPT:
+        c->cbs->rcpt(c->arg, c, ev->index, ev->code, ev->text);
+        return true;
+    case LMTP_EV_TXN_DONE:
+        c->in_txn = false;
+        c->cbs->txn_done(c->arg, c);
+        return !c->closing;
+    case LMTP_EV_FAILED:
+        conn_shutdown(c, ev->text ? ev->text : "LMTP session failed");
+        return false;
+    case LMTP_EV_CLOSED:
+        conn_shutdown(c, NULL);
+        return false;
+    }
+    return false;
+}
+
+static void
+conn_pump(struct lmtp_conn *c)
+{
+    struct lmtp_event ev;
+
+    if (c->in_pump)
+        return;
+    c->in_pump = true;
+    while (!c->closing && conn_event(c, (lmtp_proto_next(c->proto, &ev), &ev)))
+        ;
+    c->in_pump = false;
+    timer_arm(c);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct lmtp_conn *c = h->data;
+
+    (void)hint;
+    buf->base = c->rbuf;
+    buf->len = sizeof(c->rbuf);
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct lmtp_conn *c = s->data;
+    size_t off = 0;
+    unsigned stalls = 0;
+
+    if (c->closing)
+        return;
+    if (nread < 0) {
+        conn_fail(c, nread == UV_EOF ? "connection closed by the LMTP server"
+                                     : "read from the LMTP server failed");
+        return;
+    }
+    while (off < (size_t)nread && !c->closing) {
+        size_t took = lmtp_proto_feed(c->proto, buf->base + off, (size_t)nread - off);
+
+        off += took;
+        conn_pump(c);
+        if (took == 0 && ++stalls > 1) {
+            /* It took nothing even after its events were pulled. */
+            conn_fail(c, "LMTP client protocol stalled");
+            return;
+        }
+    }
+}
+
+/* ---- connecting -------------------------------------------------------- */
+
+static void
+on_connect(uv_connect_t *req, int status)
+{
+    struct lmtp_conn *c = req->data;
+    char why[300];
+
+    if (c->closing)
+        return;
+    if (status < 0) {
+        snprintf(why, sizeof(why), "connect to %s failed: %s", c->ep->text, uv_strerror(status));
+        conn_shutdown(c, why);
+        return;
+    }
+    c->connected = true;
+    if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+        conn_shutdown(c, "cannot read from the LMTP connection");
+        return;
+    }
+    timer_arm(c);
+}
+
+static void
+on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct lmtp_conn *c = req->data;
+    char why[300];
+    int rc;
+
+    c->pending--;
+    if (c->closing) {
+        uv_freeaddrinfo(res);
+        conn_maybe_free(c);
+        return;
+    }
+    if (status < 0 || res == NULL) {
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", c->ep->text, uv_strerror(status));
+        uv_freeaddrinfo(res);
+        conn_shutdown(c, why);
+        return;
+    }
+    uv_tcp_init(c->loop, &c->h.tcp);
+    c->h.tcp.data = c;
+    c->stream_inited = true;
+    c->handles_open++;
+    c->creq.data = c;
+    rc = uv_tcp_connect(&c->creq, &c->h.tcp, res->ai_addr, on_connect);
+    uv_freeaddrinfo(res);
+    if (rc != 0) {
+        snprintf(why, sizeof(why), "connect to %s failed: %s", c->ep->text, uv_strerror(rc));
+        conn_shutdown(c, why);
+    }
+}
+
+struct lmtp_conn *
+lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, const char *lhlo_name,
+               struct store *store, const struct lmtp_timeouts *to, const struct lmtp_conn_cbs *cbs,
+               void *arg)
+{
+    struct lmtp_conn *c = xcalloc(1, sizeof(*c));
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    char port[8];
+    int rc;
+
+    c->loop = loop;
+    c->ep = ep;
+    c->store = store;
+    c->to = *to;
+    c->cbs = cbs;
+    c->arg = arg;
+    c->proto = lmtp_proto_new(lhlo_name);
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 1;
+    timer_arm(c);
+    if (ep->is_unix) {
+        uv_pipe_init(loop, &c->h.pipe, 0);
+        c->h.pipe.data = c;
+        c->stream_inited = true;
+        c->handles_open++;
+        c->creq.data = c;
+        uv_pipe_connect(&c->creq, &c->h.pipe, ep->path, on_connect);
+        return c;
+    }
+    snprintf(port, sizeof(port), "%u", (unsigned)ep->port);
+    c->gai.data = c;
+    c->pending++;
+    rc = uv_getaddrinfo(loop, &c->gai, on_resolved, ep->host, port, &hints);
+    if (rc != 0) {
+        c->pending--;
+        conn_shutdown(c, "cannot start the name lookup");
+    }
+    return c;
+}
+
+void
+lmtp_conn_deliver(struct lmtp_conn *c, const struct lmtp_txn *t, int64_t msg_id)
+{
+    c->msg_id = msg_id;
+    c->body_off = 0;
+    c->want_body = false;
+    c->in_txn = true;
+    lmtp_proto_start(c->proto, t);
+    conn_pump(c);
+}
+
+void
+lmtp_conn_close(struct lmtp_conn *c)
+{
+    if (c->closing)
+        return;
+    if (c->ever_ready && !c->in_txn) {
+        lmtp_proto_quit(c->proto);
+        conn_pump(c);
+        return;
+    }
+    conn_fail(c, "delivery stopped");
+}

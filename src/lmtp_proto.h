@@ -13,24 +13,26 @@
 /* One message to deliver in one LMTP transaction. Strings are borrowed
  * until LMTP_EV_TXN_DONE. */
 struct lmtp_txn {
-    const char *sender;             /* "" for <> */
-    const char *const *rcpts;       /* mailbox "local@domain", no <> */
+    const char *sender;       /* "" for <> */
+    const char *const *rcpts; /* mailbox "local@domain", no <> */
     size_t nrcpts;
-    uint64_t size;                  /* body octets, for SIZE= */
-    bool body_8bit;                 /* BODY=8BITMIME */
-    bool smtputf8;                  /* SMTPUTF8 */
+    uint64_t size;    /* body octets, for SIZE= */
+    bool body_8bit;   /* BODY=8BITMIME */
+    bool smtputf8;    /* SMTPUTF8 */
+    bool verify_only; /* callahead: MAIL, RCPT, then RSET instead of DATA;
+                         each RCPT reply is the recipient's outcome */
 };
 
 #define LMTP_EVENTS(X)                                                                             \
-    X(NONE)      /* nothing to do until more input (or a txn, or body) arrives */                  \
-    X(SEND)      /* send data[0..len) to the server */                                             \
-    X(READY)     /* session idle after LHLO/a txn: start a txn or quit */                          \
-    X(BODY)      /* the body is wanted: call lmtp_proto_body() with the next chunk */              \
-    X(RCPT)      /* final outcome for rcpts[index]: code, text (summary) */                        \
-    X(TXN_DONE)  /* every recipient of the txn has had its RCPT event */                           \
-    X(FAILED)    /* the session is unusable (garbage, 421, ...): text says why; close it.          \
-                    Every recipient of an open txn has had a RCPT event (4xx) first */             \
-    X(CLOSED)    /* QUIT answered (or sent): close the connection */
+    X(NONE)     /* nothing to do until more input (or a txn, or body) arrives */                   \
+    X(SEND)     /* send data[0..len) to the server */                                              \
+    X(READY)    /* session idle after LHLO/a txn: start a txn or quit */                           \
+    X(BODY)     /* the body is wanted: call lmtp_proto_body() with the next chunk */               \
+    X(RCPT)     /* final outcome for rcpts[index]: code, text (summary) */                         \
+    X(TXN_DONE) /* every recipient of the txn has had its RCPT event */                            \
+    X(FAILED)   /* the session is unusable (garbage, 421, ...): text says why; close it.           \
+                   Every recipient of an open txn has had a RCPT event (4xx) first */              \
+    X(CLOSED)   /* QUIT answered (or sent): close the connection */
 
 #define LMTP_EV_ENUM(name) LMTP_EV_##name,
 enum lmtp_ev { LMTP_EVENTS(LMTP_EV_ENUM) };

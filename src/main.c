@@ -13,7 +13,10 @@
 
 #include <uv.h>
 
+#include "callahead.h"
 #include "conf.h"
+#include "control.h"
+#include "deliver.h"
 #include "log.h"
 #include "smtp_net.h"
 #include "spool.h"
@@ -29,6 +32,9 @@ struct mxd {
     struct conf *conf;
     struct store *store;
     struct smtp_server *server;
+    struct deliver *deliver;
+    struct callahead *callahead;
+    struct control *control;
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;
 };
@@ -54,18 +60,75 @@ on_store_closed(void *arg)
     uv_close((uv_handle_t *)&m->sig_hup, NULL);
 }
 
+static void on_server_stopped(void *arg);
+static void on_deliver_stopped(void *arg);
+static void on_callahead_stopped(void *arg);
+
+/* Shutdown order: the control socket (it uses everything else), SMTP
+ * (commits in flight answered), deliveries (outcomes recorded), callahead,
+ * then the store. Each stage starts the next; absent ones are skipped. */
+static void
+stop_next(struct mxd *m)
+{
+    struct store_stats st;
+
+    if (m->control != NULL) {
+        struct control *c = m->control;
+
+        m->control = NULL;
+        control_stop(c, on_server_stopped, m); /* continue the chain below */
+    } else if (m->server != NULL) {
+        struct smtp_server *srv = m->server;
+
+        m->server = NULL;
+        smtp_server_shutdown(srv, on_server_stopped, m);
+    } else if (m->deliver != NULL) {
+        struct deliver *d = m->deliver;
+
+        m->deliver = NULL;
+        deliver_stop(d, on_deliver_stopped, m);
+    } else if (m->callahead != NULL) {
+        struct callahead *ca = m->callahead;
+
+        m->callahead = NULL;
+        callahead_stop(ca, on_callahead_stopped, m);
+    } else if (m->store != NULL) {
+        store_get_stats(m->store, &st);
+        log_msg(LOG_INFO, NULL, "store",
+                "stats commits=%llu failures=%llu batches=%llu max_batch=%llu",
+                (unsigned long long)st.commits, (unsigned long long)st.failures,
+                (unsigned long long)st.batches, (unsigned long long)st.max_batch);
+        store_close(m->store, on_store_closed, m);
+    } else {
+        on_store_closed(m);
+    }
+}
+
 static void
 on_server_stopped(void *arg)
 {
-    struct mxd *m = arg;
-    struct store_stats st;
+    stop_next(arg);
+}
 
-    m->server = NULL;
-    store_get_stats(m->store, &st);
-    log_msg(LOG_INFO, NULL, "store", "stats commits=%llu failures=%llu batches=%llu max_batch=%llu",
-            (unsigned long long)st.commits, (unsigned long long)st.failures,
-            (unsigned long long)st.batches, (unsigned long long)st.max_batch);
-    store_close(m->store, on_store_closed, m);
+static void
+on_deliver_stopped(void *arg)
+{
+    stop_next(arg);
+}
+
+static void
+on_callahead_stopped(void *arg)
+{
+    stop_next(arg);
+}
+
+static void
+on_kick(void *arg)
+{
+    struct mxd *m = arg;
+
+    if (m->deliver != NULL)
+        deliver_kick(m->deliver);
 }
 
 static void
@@ -81,7 +144,7 @@ on_signal(uv_signal_t *h, int signum)
         return;
     m->stopping = true;
     log_msg(LOG_INFO, NULL, "mxd", "stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
-    smtp_server_shutdown(m->server, on_server_stopped, m);
+    stop_next(m);
 }
 
 static int
@@ -91,16 +154,6 @@ mxd_start(struct mxd *m)
     char *spool = NULL;
     int rc;
 
-    rc = store_open(m->loop, m->conf->database, &m->store, &err);
-    if (rc != 0)
-        goto fail;
-    spool = spool_dir_for(m->conf->database);
-    rc = spool_dir_prepare(spool, &err);
-    if (rc == 0)
-        rc = smtp_server_start(m->loop, m->conf, m->store, spool, &m->server, &err);
-    free(spool);
-    if (rc != 0)
-        goto fail;
     uv_signal_init(m->loop, &m->sig_term);
     uv_signal_init(m->loop, &m->sig_int);
     uv_signal_init(m->loop, &m->sig_hup);
@@ -108,17 +161,38 @@ mxd_start(struct mxd *m)
     uv_signal_start(&m->sig_term, on_signal, SIGTERM);
     uv_signal_start(&m->sig_int, on_signal, SIGINT);
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+    rc = store_open(m->loop, m->conf->database, &m->store, &err);
+    if (rc != 0)
+        goto fail;
+    store_set_hostname(m->store, m->conf->hostname);
+    spool = spool_dir_for(m->conf->database);
+    rc = spool_dir_prepare(spool, &err);
+    if (rc == 0)
+        rc = deliver_start(m->loop, m->conf, m->store, &m->deliver);
+    if (rc == 0)
+        rc = smtp_server_start(m->loop, m->conf, m->store, spool, &m->server, &err);
+    free(spool);
+    if (rc != 0)
+        goto fail;
+    smtp_server_on_queued(m->server, on_kick, m);
+    m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
+    smtp_server_set_callahead(m->server, m->callahead);
+    if (m->conf->control_socket != NULL) {
+        rc = control_start(m->loop, m->conf->control_socket, m->store, m->deliver, m->server,
+                           &m->control, &err);
+        if (rc != 0)
+            goto fail;
+    }
     log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
             m->conf->hostname, m->conf->database);
     return 0;
 fail:
     log_msg(LOG_ERR, NULL, "mxd", "start failed: %s", err ? err : "unknown error");
     free(err);
-    if (m->store != NULL) {
-        store_close(m->store, NULL, NULL);
-        uv_run(m->loop, UV_RUN_DEFAULT);
-        m->store = NULL;
-    }
+    /* Unwind what was started, through the same chain as SIGTERM. */
+    m->stopping = true;
+    stop_next(m);
+    uv_run(m->loop, UV_RUN_DEFAULT);
     return rc;
 }
 

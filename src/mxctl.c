@@ -2,15 +2,17 @@
  * mxctl: the operator's tool. Owns one connection to queue.db (db_open, so it
  * also creates or migrates the database) for the life of one command, and
  * stdout. Single-threaded and blocking: it is not part of the daemon.
+ * Read-only commands and the recipients table use the database directly;
+ * queue state changes (flush, hold, release, delete, bounce) and stats go to
+ * the running mxd over its control socket (mxctl_json.c, as does --json).
  *
  * Errors: exit 0 on success; 1 on a refused operation (unknown queue id,
  * recipient not in the table) and on failures (configuration, database,
- * writing stdout); 2 on usage errors, usage on stderr.
+ * daemon unreachable, writing stdout); 2 on usage errors, usage on stderr.
  *
- * Does not: talk to the running mxd (commands that change queue state go
- * over the control socket, later), print JSON yet, or hold a transaction
- * longer than one command. Peer-supplied text (HELO, addresses, replies) is
- * printed with control characters escaped; `show` writes the body raw.
+ * Does not: change queue state itself, or hold a transaction longer than one
+ * command. Peer-supplied text (HELO, addresses, replies) is printed with
+ * control characters escaped; `show` writes the body raw.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -24,27 +26,40 @@
 
 #include "conf.h"
 #include "db.h"
+#include "mxctl_json.h"
 #include "util.h"
 
-#define MXCTL_CONF    "/etc/mxd/mxd.conf"
-#define MXCTL_OK      0
-#define MXCTL_REFUSED 1
-#define MXCTL_USAGE   2
-#define MXCTL_CHUNK   (64 * 1024)
+#define MXCTL_CONF  "/etc/mxd/mxd.conf"
+#define MXCTL_CHUNK (64 * 1024)
+
+/* What a command's run() gets besides its arguments. */
+struct mxctl_ctx {
+    bool json;
+    const char *verb;    /* the command's name */
+    const char *control; /* the control socket's path (daemon commands) */
+};
 
 static void
 usage(FILE *f)
 {
-    fputs("usage: mxctl [-c FILE] [-d DATABASE] COMMAND [ARG...]\n"
+    fputs("usage: mxctl [-c FILE] [-d DATABASE] COMMAND [ARG...] [--json]\n"
           "commands:\n"
           "  queue                      list queued messages and their recipients\n"
           "  show QUEUE-ID              print a message's envelope, a blank line, the message\n"
+          "  flush [DOMAIN]             retry deferred mail now (all, or DOMAIN's)\n"
+          "  hold QUEUE-ID              stop delivering a message until released\n"
+          "  release QUEUE-ID           deliver a held message again, now\n"
+          "  delete QUEUE-ID            drop a message, without a bounce\n"
+          "  bounce QUEUE-ID            fail a message's recipients and bounce it to the sender\n"
+          "  stats                      counters of the running mxd and queue totals\n"
           "  recipient add ADDRESS...   accept mail for ADDRESS (local@domain or @domain)\n"
           "  recipient del ADDRESS...   remove ADDRESS from the recipients table\n"
           "  recipient list             print the recipients table\n"
           "options:\n"
           "  -c FILE      configuration file (default " MXCTL_CONF ")\n"
-          "  -d DATABASE  use this database; the configuration is then not read\n",
+          "  -d DATABASE  use this database instead of the configuration's\n"
+          "  --json       print queue, show, stats and recipient list as JSON\n"
+          "flush to stats go to the running mxd through [server] control_socket.\n",
           f);
 }
 
@@ -202,10 +217,10 @@ fail:
 }
 
 static int
-recipient_run(sqlite3 *db, int argc, char **argv)
+recipient_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
 {
     if (strcmp(argv[0], "list") == 0)
-        return recipient_list(db);
+        return ctx->json ? mxctl_json_recipients(db) : recipient_list(db);
     return recipient_change(db, strcmp(argv[0], "add") == 0, argc - 1, argv + 1);
 }
 
@@ -251,15 +266,11 @@ print_rcpts(sqlite3 *db, sqlite3_stmt *s, int64_t id, int64_t now, const char *p
 static int
 queue_check(int argc, char **argv)
 {
-    if (argc == 1 && strcmp(argv[0], "--json") == 0) {
-        fputs("mxctl: --json not supported yet\n", stderr);
-        return MXCTL_USAGE;
-    }
     return argc == 0 ? MXCTL_OK : usage_error("queue: unexpected argument '%s'", argv[0]);
 }
 
 static int
-queue_run(sqlite3 *db, int argc, char **argv)
+queue_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
 {
     const char *sql = "SELECT id, qid, received, size, sender FROM messages ORDER BY received, id";
     sqlite3_stmt *m = NULL, *r = NULL;
@@ -268,6 +279,8 @@ queue_run(sqlite3 *db, int argc, char **argv)
     char age[32];
 
     (void)argc, (void)argv;
+    if (ctx->json)
+        return mxctl_json_queue(db);
     /* One read transaction: a consistent snapshot while mxd keeps writing. */
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
@@ -299,10 +312,7 @@ done:
 static int
 show_check(int argc, char **argv)
 {
-    if (argc == 2 && strcmp(argv[1], "--json") == 0) {
-        fputs("mxctl: --json not supported yet\n", stderr);
-        return MXCTL_USAGE;
-    }
+    (void)argv;
     return argc == 1 ? MXCTL_OK : usage_error("show: want one queue id");
 }
 
@@ -356,7 +366,7 @@ print_body(sqlite3 *db, int64_t id)
 }
 
 static int
-show_run(sqlite3 *db, int argc, char **argv)
+show_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
 {
     const char *sql = "SELECT qid, received, client_addr, helo, sender, smtputf8, body_8bit, "
                       "size, id FROM messages WHERE qid = ?1";
@@ -364,6 +374,8 @@ show_run(sqlite3 *db, int argc, char **argv)
     int rc = MXCTL_OK, step;
 
     (void)argc;
+    if (ctx->json)
+        return mxctl_json_show(db, argv[0]);
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, rcpt_sql, -1, &r, NULL) != SQLITE_OK) {
@@ -389,60 +401,138 @@ done:
     return rc;
 }
 
+/* ---- commands for the daemon ------------------------------------------ */
+
+/* A queue id or domain as the control protocol carries it: printable ASCII,
+ * no spaces. */
+static bool
+word_valid(const char *w)
+{
+    if (*w == '\0')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)w; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static int
+flush_check(int argc, char **argv)
+{
+    if (argc > 1)
+        return usage_error("flush: at most one domain");
+    if (argc == 1 && !word_valid(argv[0]))
+        return usage_error("flush: invalid domain '%s'", argv[0]);
+    return MXCTL_OK;
+}
+
+static int
+qid_check(int argc, char **argv)
+{
+    if (argc != 1)
+        return usage_error("want one queue id");
+    if (!word_valid(argv[0]))
+        return usage_error("invalid queue id '%s'", argv[0]);
+    return MXCTL_OK;
+}
+
+static int
+none_check(int argc, char **argv)
+{
+    return argc == 0 ? MXCTL_OK : usage_error("unexpected argument '%s'", argv[0]);
+}
+
+/* flush, hold, release, delete, bounce: the command's name is the verb. */
+static int
+op_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    (void)db;
+    return mxctl_ctl_op(ctx->control, ctx->verb, argc > 0 ? argv[0] : NULL);
+}
+
+static int
+stats_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    return mxctl_ctl_stats(ctx->control, db, ctx->json);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 struct mxctl_cmd {
     const char *name;
     int (*check)(int argc, char **argv); /* arguments, before the database opens */
-    int (*run)(sqlite3 *db, int argc, char **argv);
+    int (*run)(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv);
+    bool db;     /* opens the database */
+    bool daemon; /* talks to mxd over the control socket */
 };
 
 static const struct mxctl_cmd mxctl_cmds[] = {
-    {"queue", queue_check, queue_run},
-    {"show", show_check, show_run},
-    {"recipient", recipient_check, recipient_run},
+    {"queue", queue_check, queue_run, true, false},
+    {"show", show_check, show_run, true, false},
+    {"recipient", recipient_check, recipient_run, true, false},
+    {"flush", flush_check, op_run, false, true},
+    {"hold", qid_check, op_run, false, true},
+    {"release", qid_check, op_run, false, true},
+    {"delete", qid_check, op_run, false, true},
+    {"bounce", qid_check, op_run, false, true},
+    {"stats", none_check, stats_run, true, true},
 };
 
-/* The database path: -d, or the configuration's. Caller frees. */
-static char *
-database_path(const char *conf_path, const char *db_path)
+/* The database path (-d, or the configuration's) and, for daemon commands,
+ * the control socket's. Both owned by the caller. MXCTL_OK or said why. */
+static int
+paths(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, char **db_out,
+      char **ctl_out)
 {
     struct conf *conf = NULL;
     char *errors = NULL;
-    char *path;
 
-    if (db_path != NULL)
-        return xstrdup(db_path);
+    if (!cmd->daemon && (db_path != NULL || !cmd->db)) {
+        *db_out = db_path != NULL ? xstrdup(db_path) : NULL;
+        return MXCTL_OK;
+    }
     if (conf_load(conf_path, &conf, &errors) != 0) {
         fprintf(stderr, "%s", errors ? errors : "mxctl: cannot read the configuration\n");
         free(errors);
-        return NULL;
+        return MXCTL_REFUSED;
     }
-    path = xstrdup(conf->database);
+    if (cmd->daemon && conf->control_socket == NULL) {
+        fprintf(stderr, "mxctl: control_socket is not set in %s\n", conf_path);
+        conf_free(conf);
+        return MXCTL_REFUSED;
+    }
+    *db_out = cmd->db ? xstrdup(db_path != NULL ? db_path : conf->database) : NULL;
+    *ctl_out = cmd->daemon ? xstrdup(conf->control_socket) : NULL;
     conf_free(conf);
-    return path;
+    return MXCTL_OK;
 }
 
 static int
-run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, int argc, char **argv)
+run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, bool json, int argc,
+    char **argv)
 {
-    char *path = NULL, *err = NULL;
+    char *path = NULL, *ctl = NULL, *err = NULL;
+    struct mxctl_ctx ctx = {.json = json, .verb = cmd->name};
     sqlite3 *db = NULL;
     int rc = cmd->check(argc, argv);
 
+    if (rc == MXCTL_OK)
+        rc = paths(cmd, conf_path, db_path, &path, &ctl);
     if (rc != MXCTL_OK)
         return rc;
-    if ((path = database_path(conf_path, db_path)) == NULL)
-        return MXCTL_REFUSED;
-    if (db_open(path, &db, &err) != 0) {
+    ctx.control = ctl;
+    if (path != NULL && db_open(path, &db, &err) != 0) {
         fprintf(stderr, "mxctl: %s\n", err);
         free(err);
-        free(path);
-        return MXCTL_REFUSED;
+        rc = MXCTL_REFUSED;
     }
-    rc = cmd->run(db, argc, argv);
+    if (rc == MXCTL_OK)
+        rc = cmd->run(&ctx, db, argc, argv);
     sqlite3_close(db);
     free(path);
+    free(ctl);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         perror("mxctl: stdout");
         rc = MXCTL_REFUSED;
@@ -450,10 +540,29 @@ run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, int
     return rc;
 }
 
+/* Takes every "--json" out of argv (it may come anywhere); true if any. */
+static bool
+take_json(int *argc, char **argv)
+{
+    int n = 1;
+    bool json = false;
+
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else
+            argv[n++] = argv[i];
+    }
+    *argc = n;
+    argv[n] = NULL;
+    return json;
+}
+
 int
 main(int argc, char **argv)
 {
     const char *conf_path = MXCTL_CONF, *db_path = NULL;
+    bool json = take_json(&argc, argv);
     int i;
 
     for (i = 1; i < argc && argv[i][0] == '-'; i++) {
@@ -478,7 +587,7 @@ main(int argc, char **argv)
         return usage_error("no command given");
     for (size_t c = 0; c < sizeof(mxctl_cmds) / sizeof(mxctl_cmds[0]); c++) {
         if (strcmp(argv[i], mxctl_cmds[c].name) == 0)
-            return run(&mxctl_cmds[c], conf_path, db_path, argc - i - 1, argv + i + 1);
+            return run(&mxctl_cmds[c], conf_path, db_path, json, argc - i - 1, argv + i + 1);
     }
     return usage_error("unknown command '%s'", argv[i]);
 }

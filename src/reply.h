@@ -13,8 +13,8 @@
 
 struct reply {
     /* public, read-only after REPLY_DONE */
-    int code;      /* 200..599 (1xx and other garbage is an error) */
-    char enh[16];  /* enhanced status "x.y.z" from the first line, or "" */
+    int code;     /* 200..599 (1xx and other garbage is an error) */
+    char enh[16]; /* enhanced status "x.y.z" from the first line, or "" */
     /* the text of every line without code, separator, enhanced code and
      * CRLF, lines joined with '\n'; truncated at REPLY_TEXT_MAX - 1 */
     char text[REPLY_TEXT_MAX];
@@ -47,8 +47,8 @@ void reply_parser_init(struct reply_parser *rp);
  * After REPLY_DONE the parser is ready for the next reply. out is written
  * only on REPLY_DONE (it may be scratch until then).
  */
-enum reply_result reply_parse(struct reply_parser *rp, const char *in, size_t len,
-                              size_t *consumed, struct reply *out);
+enum reply_result reply_parse(struct reply_parser *rp, const char *in, size_t len, size_t *consumed,
+                              struct reply *out);
 
 /* For EHLO/LHLO replies: true when some line's first word is keyword
  * (ASCII case-insensitive); *param (may be NULL) points at the rest of that

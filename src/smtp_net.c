@@ -151,6 +151,19 @@ smtp_server_shutdown(struct smtp_server *srv, void (*cb)(void *arg), void *arg)
 }
 
 void
+smtp_server_on_queued(struct smtp_server *srv, void (*cb)(void *arg), void *arg)
+{
+    srv->on_queued = cb;
+    srv->on_queued_arg = arg;
+}
+
+void
+smtp_server_set_callahead(struct smtp_server *srv, struct callahead *ca)
+{
+    srv->callahead = ca;
+}
+
+void
 smtp_server_get_stats(const struct smtp_server *srv, struct smtp_server_stats *out)
 {
     *out = srv->stats;

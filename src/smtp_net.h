@@ -28,6 +28,14 @@ int smtp_server_start(uv_loop_t *loop, const struct conf *conf, struct store *st
  */
 void smtp_server_shutdown(struct smtp_server *srv, void (*cb)(void *arg), void *arg);
 
+/* cb runs on the loop thread after each message is committed (the
+ * scheduler's kick). */
+void smtp_server_on_queued(struct smtp_server *srv, void (*cb)(void *arg), void *arg);
+
+struct callahead;
+/* Recipient verification for domains with `recipients = lmtp` (borrowed). */
+void smtp_server_set_callahead(struct smtp_server *srv, struct callahead *ca);
+
 struct smtp_server_stats {
     uint64_t connections_total;
     uint64_t connections_open;

@@ -34,6 +34,9 @@ struct smtp_server {
     void (*shutdown_cb)(void *arg);
     void *shutdown_arg;
     struct smtp_server_stats stats;
+    struct callahead *callahead;
+    void (*on_queued)(void *arg);
+    void *on_queued_arg;
 };
 
 /* A new connection is waiting on lstream: accept it and run its session. */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "callahead.h"
 #include "iptab.h"
 #include "log.h"
 #include "smtp_net_impl.h"
@@ -332,6 +333,23 @@ on_rcpt_lookup(void *arg, int status)
     session_pump(s);
 }
 
+static void
+on_callahead(void *arg, int result)
+{
+    struct smtp_session *s = arg;
+
+    if (session_release(s))
+        return;
+    if (result == 0)
+        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
+    else if (result == MXD_ENOENT)
+        smtp_proto_answer(s->proto, 550, "5.1.1 Recipient address rejected: User unknown");
+    else
+        smtp_proto_answer(s->proto, 450,
+                          "4.1.1 Recipient address verification failed, try again later");
+    session_pump(s);
+}
+
 /* RCPT policy: is the domain ours, and is the user known? RFC 5321 4.5.1:
  * <postmaster> without a domain is always accepted. */
 static void
@@ -353,13 +371,16 @@ on_rcpt(struct smtp_session *s, const struct addr *a)
         smtp_proto_answer(s->proto, 550, "5.7.1 Error: relay access denied");
         return;
     }
-    if (d->recipients != CONF_RCPTS_TABLE) {
-        /* any; lmtp/primary callahead comes with delivery (later issues) */
+    if (d->recipients == CONF_RCPTS_TABLE) {
+        s->pending++;
+        store_rcpt_lookup_async(s->srv->store, a->mailbox, a->domain_lc, on_rcpt_lookup, s);
+    } else if (d->recipients == CONF_RCPTS_LMTP && s->srv->callahead != NULL) {
+        s->pending++;
+        callahead_check(s->srv->callahead, d, a->mailbox, on_callahead, s);
+    } else {
+        /* any; `primary` callahead comes with backup forwarding */
         smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
-        return;
     }
-    s->pending++;
-    store_rcpt_lookup_async(s->srv->store, a->mailbox, a->domain_lc, on_rcpt_lookup, s);
 }
 
 /* ---- body -------------------------------------------------------------- */
@@ -456,6 +477,8 @@ on_committed(void *arg, int status, int64_t msg_id)
         log_msg(LOG_INFO, s->qid, "smtp", "queued from=<%s> size=%llu nrcpt=%zu client=%s",
                 esc(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size,
                 t->nrcpts, s->ip);
+        if (s->srv->on_queued != NULL)
+            s->srv->on_queued(s->srv->on_queued_arg);
     } else {
         log_msg(LOG_ERR, s->qid, "smtp", "not queued reason=%s client=%s",
                 status == MXD_ECLOSING ? "shutting-down" : "store-error", s->ip);

@@ -3,16 +3,17 @@
  * (inserts messages and recipients, group commit) and the reader (recipient
  * lookups); the job queues to them, the done list back and the uv_async_t
  * that wakes the loop for it; and each message handed over, spool file
- * included (unlinked when done).
+ * included (unlinked when done). store_deliver.c adds delivery and operator
+ * jobs to the same threads and transactions (store_impl.h).
  * Threads: store_* entry points on the loop thread only; writer_* and
  * reader_* on their thread, the only one touching its connection once
  * store_open returns. Shared: the queues and the done list, each under a mutex.
  * Errors: store_open returns 0 or MXD_E*. Every job gets exactly one callback,
  * on the loop thread: 0, MXD_ENOENT (lookup: absent), MXD_EINVAL (malformed
  * message), MXD_ESTORE (SQLite or spool I/O) or MXD_ECLOSING (after
- * store_close). A failed message leaves no row: each has a SAVEPOINT inside
+ * store_close). A failed job leaves no row: each has a SAVEPOINT inside
  * the batch's transaction, and a failed COMMIT fails the whole batch.
- * Does not: update or delete queued messages (the scheduler does), retry
+ * Does not: decide what to deliver or when (the scheduler does), retry
  * (the client does, after our 451), write spool files (spool.c).
  */
 #include "store.h"
@@ -30,107 +31,17 @@
 
 #include "db.h"
 #include "log.h"
+#include "store_impl.h"
 
-/* Spool reads and blob writes go by this much. */
-#define STORE_CHUNK (64 * 1024)
-
-/* id, label for error messages, SQL: the writer's statements, then the
- * reader's. recipients.address is COLLATE NOCASE, so the lookup compares
- * case-insensitively and uses the primary key for both terms. */
-#define STORE_SQL(X)                                                                               \
-    X(W_BEGIN, "begin", "BEGIN IMMEDIATE")                                                         \
-    X(W_COMMIT, "commit", "COMMIT")                                                                \
-    X(W_ROLLBACK, "rollback", "ROLLBACK")                                                          \
-    X(W_SAVEPOINT, "savepoint", "SAVEPOINT msg")                                                   \
-    X(W_RELEASE, "release", "RELEASE msg")                                                         \
-    X(W_ROLLBACK_TO, "rollback to savepoint", "ROLLBACK TO msg")                                   \
-    X(W_INSERT_MSG, "insert message",                                                              \
-      "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
-      "size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")                                   \
-    X(W_INSERT_RCPT, "insert recipient",                                                           \
-      "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt) "    \
-      "VALUES (?1, ?2, ?3, 'queued', 0, ?4)")                                                      \
-    X(R_LOOKUP, "lookup",                                                                          \
-      "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1")
-
-#define STORE_STMT_ENUM(id, label, sql) STORE_##id,
 #define STORE_STMT_TEXT(id, label, sql) {label, sql},
 
-enum store_stmt { STORE_SQL(STORE_STMT_ENUM) STORE_NSTMT };
-
-static const struct {
-    const char *label;
-    const char *sql;
-} store_sql[] = {STORE_SQL(STORE_STMT_TEXT)};
-
-/* A connection and its prepared statements [first, end), kept till closed. */
-struct store_conn {
-    sqlite3 *db;
-    enum store_stmt first, end;
-    sqlite3_stmt *stmt[STORE_NSTMT];
-};
+const struct store__sql store__sql[STORE_NSTMT] = {STORE_SQL(STORE_STMT_TEXT)};
 
 /* A batch of hundreds of messages must fit in the writer's page cache:
  * spilling dirty pages mid-transaction cost 2-3x in throughput at 1000
  * concurrent commits in our benchmark. The WAL shrinks back after a batch of
  * big messages grew it. */
 #define STORE_WRITER_PRAGMAS "PRAGMA cache_size = -32768; PRAGMA journal_size_limit = 67108864"
-
-enum store_job_kind { STORE_JOB_COMMIT, STORE_JOB_LOOKUP };
-
-/* One request. Belongs to the loop until pushed, then to the worker thread,
- * then to the loop again from the done list until its callback ran. */
-struct store_job {
-    struct store_job *next;
-    enum store_job_kind kind;
-    int status;
-    int64_t msg_id;
-    union {
-        store_commit_cb commit;
-        store_lookup_cb lookup;
-    } cb;
-    void *arg;
-    struct store_msg *msg; /* commit: owned until the batch is done */
-    size_t domain_off;     /* lookup: the domain is at text + domain_off */
-    char text[];           /* lookup: address NUL domain NUL */
-};
-
-struct store_queue {
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    struct store_job *head;
-    struct store_job **tail;
-    bool stop; /* drain, then exit */
-};
-
-/* Writer thread's private state. */
-struct store_writer {
-    struct store_conn c;
-    unsigned char *buf; /* STORE_CHUNK octets */
-    char reason[256];   /* first error of the current message or transaction */
-    struct store_stats stats;
-};
-
-struct store {
-    /* private, loop thread */
-    uv_async_t async;
-    uv_thread_t writer_tid, reader_tid;
-    bool closing;
-    bool writer_told; /* the writer was told to stop (after the reader closed) */
-    store_closed_cb closed_cb;
-    void *closed_arg;
-    struct store_stats stats; /* as of the last delivery */
-    /* private, writer thread once started */
-    struct store_writer w;
-    /* private, reader thread once started */
-    struct store_conn r;
-    /* shared, each under its own mutex */
-    struct store_queue wq, rq;
-    uv_mutex_t done_mu;
-    struct store_job *done_head, **done_tail;
-    struct store_stats done_stats;
-    unsigned nexited; /* threads that have closed their connection */
-};
 
 void
 store_msg_free(struct store_msg *msg)
@@ -149,6 +60,23 @@ store_msg_free(struct store_msg *msg)
     free(msg->spool_path);
     free(msg->body);
     free(msg);
+}
+
+void
+store_dmsg_free_list(struct store_dmsg *list)
+{
+    while (list != NULL) {
+        struct store_dmsg *next = list->next;
+
+        for (size_t i = 0; i < list->nrcpts; i++) {
+            free(list->rcpts[i].address);
+            free(list->rcpts[i].domain);
+        }
+        free(list->rcpts);
+        free(list->sender);
+        free(list);
+        list = next;
+    }
 }
 
 static const char *
@@ -265,9 +193,9 @@ conn_open(struct store_conn *c, const char *path, enum store_stmt first, enum st
         goto fail;
     }
     for (int i = first; i < (int)end; i++) {
-        if (sqlite3_prepare_v3(c->db, store_sql[i].sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[i],
+        if (sqlite3_prepare_v3(c->db, store__sql[i].sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[i],
                                NULL) != SQLITE_OK) {
-            *err = xasprintf("database %s: cannot prepare %s: %s", path, store_sql[i].label,
+            *err = xasprintf("database %s: cannot prepare %s: %s", path, store__sql[i].label,
                              sqlite3_errmsg(c->db));
             goto fail;
         }
@@ -278,13 +206,10 @@ fail:
     return MXD_ESTORE;
 }
 
-static void writer_reason(struct store_writer *w, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
 /* Records why the current message or transaction failed; the first reason
  * wins, so cleanup errors do not hide the cause. */
-static void
-writer_reason(struct store_writer *w, const char *fmt, ...)
+void
+store__writer_reason(struct store_writer *w, const char *fmt, ...)
 {
     va_list ap;
 
@@ -296,8 +221,8 @@ writer_reason(struct store_writer *w, const char *fmt, ...)
 }
 
 /* Steps a statement that returns no row: 0, or MXD_ESTORE with the reason. */
-static int
-writer_exec(struct store_writer *w, enum store_stmt i)
+int
+store__writer_exec(struct store_writer *w, enum store_stmt i)
 {
     sqlite3_stmt *s = w->c.stmt[i];
 
@@ -305,7 +230,7 @@ writer_exec(struct store_writer *w, enum store_stmt i)
         sqlite3_reset(s);
         return 0;
     }
-    writer_reason(w, "%s: %s", store_sql[i].label, sqlite3_errmsg(w->c.db));
+    store__writer_reason(w, "%s: %s", store__sql[i].label, sqlite3_errmsg(w->c.db));
     sqlite3_reset(s);
     return MXD_ESTORE;
 }
@@ -334,7 +259,7 @@ writer_blob_put(struct store_writer *w, sqlite3_blob *blob, int *off, const void
         int len = n < STORE_CHUNK ? (int)n : STORE_CHUNK;
 
         if (sqlite3_blob_write(blob, b, len, *off) != SQLITE_OK) {
-            writer_reason(w, "body write: %s", sqlite3_errmsg(w->c.db));
+            store__writer_reason(w, "body write: %s", sqlite3_errmsg(w->c.db));
             return MXD_ESTORE;
         }
         b += len;
@@ -354,7 +279,7 @@ writer_blob_spool(struct store_writer *w, sqlite3_blob *blob, int *off, const st
     if (left == 0)
         return 0;
     if ((fd = open(m->spool_path, O_RDONLY | O_CLOEXEC)) < 0) {
-        writer_reason(w, "spool %s: %s", m->spool_path, strerror(errno));
+        store__writer_reason(w, "spool %s: %s", m->spool_path, strerror(errno));
         return MXD_ESTORE;
     }
     while (rc == 0 && left > 0) {
@@ -363,8 +288,8 @@ writer_blob_spool(struct store_writer *w, sqlite3_blob *blob, int *off, const st
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            writer_reason(w, "spool %s: %s", m->spool_path,
-                          n == 0 ? "shorter than announced" : strerror(errno));
+            store__writer_reason(w, "spool %s: %s", m->spool_path,
+                                 n == 0 ? "shorter than announced" : strerror(errno));
             rc = MXD_ESTORE;
             break;
         }
@@ -385,7 +310,7 @@ writer_blob_body(struct store_writer *w, const struct store_msg *m, int64_t id)
     int rc;
 
     if (sqlite3_blob_open(w->c.db, "main", "messages", "body", id, 1, &blob) != SQLITE_OK) {
-        writer_reason(w, "body open: %s", sqlite3_errmsg(w->c.db));
+        store__writer_reason(w, "body open: %s", sqlite3_errmsg(w->c.db));
         return MXD_ESTORE;
     }
     rc = writer_blob_put(w, blob, &off, m->header, m->header_len);
@@ -394,7 +319,7 @@ writer_blob_body(struct store_writer *w, const struct store_msg *m, int64_t id)
     if (rc == 0)
         rc = writer_blob_put(w, blob, &off, m->body, m->body_len);
     if (sqlite3_blob_close(blob) != SQLITE_OK && rc == 0) {
-        writer_reason(w, "body close: %s", sqlite3_errmsg(w->c.db));
+        store__writer_reason(w, "body close: %s", sqlite3_errmsg(w->c.db));
         rc = MXD_ESTORE;
     }
     return rc;
@@ -411,8 +336,8 @@ writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *t
 
     if (m->header_len > limit || m->spool_len > limit || m->body_len > limit ||
         (*total = m->header_len + m->spool_len + m->body_len) > limit) {
-        writer_reason(w, "message too big for the database (limit %llu)",
-                      (unsigned long long)limit);
+        store__writer_reason(w, "message too big for the database (limit %llu)",
+                             (unsigned long long)limit);
         return MXD_ESTORE;
     }
 
@@ -425,10 +350,10 @@ writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *t
     sqlite3_bind_int(s, 7, m->body_8bit);
     sqlite3_bind_int64(s, 8, (sqlite3_int64)*total);
     if ((rc = sqlite3_bind_zeroblob64(s, 9, *total)) != SQLITE_OK) {
-        writer_reason(w, "bind body: %s", sqlite3_errstr(rc));
+        store__writer_reason(w, "bind body: %s", sqlite3_errstr(rc));
         return MXD_ESTORE;
     }
-    if ((rc = writer_exec(w, STORE_W_INSERT_MSG)) != 0)
+    if ((rc = store__writer_exec(w, STORE_W_INSERT_MSG)) != 0)
         return rc;
     *id = sqlite3_last_insert_rowid(w->c.db);
     return 0;
@@ -445,7 +370,7 @@ writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t i
     for (size_t i = 0; i < m->nrcpts; i++) {
         sqlite3_bind_text(s, 2, m->rcpts[i].address, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 3, m->rcpts[i].domain, -1, SQLITE_STATIC);
-        if ((rc = writer_exec(w, STORE_W_INSERT_RCPT)) != 0)
+        if ((rc = store__writer_exec(w, STORE_W_INSERT_RCPT)) != 0)
             return rc;
     }
     return 0;
@@ -464,9 +389,10 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
     return writer_insert_rcpts(w, m, *id);
 }
 
-/* One message inside its own savepoint. On failure its rows are rolled back
- * and *broken says whether the batch's transaction is gone too (SQLite
- * rolls a whole transaction back on some I/O and disk-full errors). */
+/* One job (a message, or store_deliver.c's outcomes or operator action)
+ * inside its own savepoint. On failure its rows are rolled back and *broken
+ * says whether the batch's transaction is gone too (SQLite rolls a whole
+ * transaction back on some I/O and disk-full errors). */
 static int
 writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
 {
@@ -474,21 +400,24 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
 
     *broken = false;
     w->reason[0] = '\0';
-    if (!writer_msg_valid(j->msg)) {
-        writer_reason(w, "malformed message");
+    if (j->kind == STORE_JOB_COMMIT && !writer_msg_valid(j->msg)) {
+        store__writer_reason(w, "malformed message");
         return MXD_EINVAL;
     }
-    if (writer_exec(w, STORE_W_SAVEPOINT) != 0) {
+    if (store__writer_exec(w, STORE_W_SAVEPOINT) != 0) {
         *broken = true;
         return MXD_ESTORE;
     }
-    rc = writer_insert(w, j->msg, &j->msg_id);
-    if (rc == 0 && (rc = writer_exec(w, STORE_W_RELEASE)) == 0)
+    if (j->kind == STORE_JOB_COMMIT)
+        rc = writer_insert(w, j->msg, &j->msg_id);
+    else
+        rc = store__writer_run(w, j);
+    if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
         return 0;
-    if (sqlite3_get_autocommit(w->c.db) || writer_exec(w, STORE_W_ROLLBACK_TO) != 0 ||
-        writer_exec(w, STORE_W_RELEASE) != 0)
+    if (sqlite3_get_autocommit(w->c.db) || store__writer_exec(w, STORE_W_ROLLBACK_TO) != 0 ||
+        store__writer_exec(w, STORE_W_RELEASE) != 0)
         *broken = true;
-    return MXD_ESTORE;
+    return rc;
 }
 
 /* Fails the jobs in [from, to) that had not failed yet. */
@@ -501,8 +430,11 @@ writer_fail_range(struct store_job *from, struct store_job *to, int status, cons
         if (j->status != 0)
             continue;
         j->status = status;
-        log_msg(LOG_ERR, job_qid(j), "store", "commit failed reason=%s",
-                log_esc(esc, sizeof(esc), reason, strlen(reason)));
+        if (j->kind == STORE_JOB_COMMIT)
+            log_msg(LOG_ERR, job_qid(j), "store", "commit failed reason=%s",
+                    log_esc(esc, sizeof(esc), reason, strlen(reason)));
+        else
+            store__writer_failed(j, reason);
     }
 }
 
@@ -513,14 +445,14 @@ writer_commit(struct store_writer *w, struct store_job *first)
     uint64_t n = 0;
 
     w->reason[0] = '\0';
-    if (writer_exec(w, STORE_W_COMMIT) != 0) {
+    if (store__writer_exec(w, STORE_W_COMMIT) != 0) {
         if (!sqlite3_get_autocommit(w->c.db))
-            (void)writer_exec(w, STORE_W_ROLLBACK);
+            (void)store__writer_exec(w, STORE_W_ROLLBACK);
         writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
         return;
     }
     for (struct store_job *j = first; j != NULL; j = j->next)
-        n += j->status == 0;
+        n += j->kind == STORE_JOB_COMMIT && j->status == 0;
     if (n > 0) {
         w->stats.batches++;
         if (n > w->stats.max_batch)
@@ -540,7 +472,7 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
         bool broken = false;
 
         w->reason[0] = '\0';
-        if (writer_exec(w, STORE_W_BEGIN) != 0) {
+        if (store__writer_exec(w, STORE_W_BEGIN) != 0) {
             writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
             return;
         }
@@ -555,7 +487,7 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
             return;
         }
         if (!sqlite3_get_autocommit(w->c.db))
-            (void)writer_exec(w, STORE_W_ROLLBACK);
+            (void)store__writer_exec(w, STORE_W_ROLLBACK);
         writer_fail_range(first, j, MXD_ESTORE, "transaction rolled back after an earlier error");
         first = j;
     }
@@ -566,6 +498,10 @@ static void
 writer_finish(struct store_writer *w, struct store_job *jobs)
 {
     for (struct store_job *j = jobs; j != NULL; j = j->next) {
+        if (j->kind != STORE_JOB_COMMIT) {
+            store__writer_done(j);
+            continue;
+        }
         unlink_spool(j);
         store_msg_free(j->msg);
         j->msg = NULL;
@@ -583,6 +519,9 @@ writer_main(void *arg)
     struct store_job *jobs;
 
     while ((jobs = queue_take(&st->wq)) != NULL) {
+        uv_mutex_lock(&st->wq.mu);
+        memcpy(st->w.hostname, st->hostname, sizeof(st->w.hostname));
+        uv_mutex_unlock(&st->wq.mu);
         writer_batch(&st->w, jobs);
         writer_finish(&st->w, jobs);
         store_post(st, jobs, &st->w.stats, false);
@@ -615,8 +554,12 @@ reader_main(void *arg)
     struct store_job *jobs;
 
     while ((jobs = queue_take(&st->rq)) != NULL) {
-        for (struct store_job *j = jobs; j != NULL; j = j->next)
-            j->status = reader_lookup(&st->r, j->text, j->text + j->domain_off);
+        for (struct store_job *j = jobs; j != NULL; j = j->next) {
+            if (j->kind == STORE_JOB_LOOKUP)
+                j->status = reader_lookup(&st->r, j->text, j->text + j->domain_off);
+            else
+                j->status = store__reader_run(&st->r, j);
+        }
         store_post(st, jobs, NULL, false);
     }
     conn_close(&st->r);
@@ -637,7 +580,7 @@ store_free(struct store *st)
 
 /* Runs the callbacks of the finished jobs; returns how many there were. */
 static size_t
-store_deliver(struct store *st)
+store_run_done(struct store *st)
 {
     struct store_job *jobs, *next;
     size_t n = 0;
@@ -650,10 +593,15 @@ store_deliver(struct store *st)
     uv_mutex_unlock(&st->done_mu);
     for (; jobs != NULL; jobs = next, n++) {
         next = jobs->next;
-        if (jobs->kind == STORE_JOB_COMMIT && jobs->cb.commit != NULL)
-            jobs->cb.commit(jobs->arg, jobs->status, jobs->status == 0 ? jobs->msg_id : 0);
-        else if (jobs->kind == STORE_JOB_LOOKUP && jobs->cb.lookup != NULL)
-            jobs->cb.lookup(jobs->arg, jobs->status);
+        if (jobs->kind == STORE_JOB_COMMIT) {
+            if (jobs->cb.commit != NULL)
+                jobs->cb.commit(jobs->arg, jobs->status, jobs->status == 0 ? jobs->msg_id : 0);
+        } else if (jobs->kind == STORE_JOB_LOOKUP) {
+            if (jobs->cb.lookup != NULL)
+                jobs->cb.lookup(jobs->arg, jobs->status);
+        } else {
+            store__complete(jobs);
+        }
         free(jobs);
     }
     return n;
@@ -667,7 +615,7 @@ store_handle_closed_cb(uv_handle_t *h)
     void *arg = st->closed_arg;
 
     /* Jobs refused with MXD_ECLOSING since the handle started closing. */
-    while (store_deliver(st) > 0)
+    while (store_run_done(st) > 0)
         continue;
     if (cb != NULL)
         cb(arg);
@@ -680,7 +628,7 @@ store_async_cb(uv_async_t *h)
     struct store *st = h->data;
     unsigned nexited;
 
-    store_deliver(st);
+    store_run_done(st);
     uv_mutex_lock(&st->done_mu);
     nexited = st->nexited;
     uv_mutex_unlock(&st->done_mu);
@@ -698,10 +646,14 @@ store_async_cb(uv_async_t *h)
     }
 }
 
-/* After store_close: no thread will see this job; it fails on the loop. */
-static void
-store_refuse(struct store *st, struct store_job *j)
+void
+store__submit(struct store *st, struct store_job *j, bool to_writer)
 {
+    if (!st->closing) {
+        queue_push(to_writer ? &st->wq : &st->rq, j);
+        return;
+    }
+    /* No thread will see this job; it fails on the loop. */
     j->status = MXD_ECLOSING;
     unlink_spool(j);
     store_msg_free(j->msg);
@@ -724,6 +676,8 @@ store_open(uv_loop_t *loop, const char *path, struct store **out, char **err)
         mxd_panic("store: cannot create a mutex");
     st->done_tail = &st->done_head;
     st->w.buf = xmalloc(STORE_CHUNK);
+    qid_init(&st->w.qids);
+    snprintf(st->hostname, sizeof(st->hostname), "localhost");
     if ((rc = conn_open(&st->w.c, path, STORE_W_BEGIN, STORE_R_LOOKUP, STORE_WRITER_PRAGMAS,
                         err)) != 0 ||
         (rc = conn_open(&st->r, path, STORE_R_LOOKUP, STORE_NSTMT, NULL, err)) != 0)
@@ -755,10 +709,7 @@ store_commit_async(struct store *st, struct store_msg *msg, store_commit_cb cb, 
     j->msg = msg;
     j->cb.commit = cb;
     j->arg = arg;
-    if (st->closing)
-        store_refuse(st, j);
-    else
-        queue_push(&st->wq, j);
+    store__submit(st, j, true);
 }
 
 void
@@ -779,10 +730,7 @@ store_rcpt_lookup_async(struct store *st, const char *address, const char *domai
     j->kind = STORE_JOB_LOOKUP;
     j->cb.lookup = cb;
     j->arg = arg;
-    if (st->closing)
-        store_refuse(st, j);
-    else
-        queue_push(&st->rq, j);
+    store__submit(st, j, false);
 }
 
 void
@@ -798,8 +746,29 @@ store_close(struct store *st, store_closed_cb cb, void *arg)
     queue_push(&st->rq, NULL);
 }
 
+#define STORE_RCPT_NAME(e, s) s,
+static const char *const store_rcpt_names[] = {STORE_RCPT_STATES(STORE_RCPT_NAME)};
+
+const char *
+store_rcpt_state_name(enum store_rcpt_state s)
+{
+    return (unsigned)s < sizeof(store_rcpt_names) / sizeof(store_rcpt_names[0])
+               ? store_rcpt_names[s]
+               : "unknown";
+}
+
 void
 store_get_stats(const struct store *st, struct store_stats *out)
 {
     *out = st->stats;
+}
+
+void
+store_set_hostname(struct store *st, const char *hostname)
+{
+    /* The writer copies it with each batch it takes. */
+    uv_mutex_lock(&st->wq.mu);
+    snprintf(st->hostname, sizeof(st->hostname), "%s",
+             hostname != NULL && hostname[0] != '\0' ? hostname : "localhost");
+    uv_mutex_unlock(&st->wq.mu);
 }

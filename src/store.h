@@ -87,8 +87,9 @@ void store_get_stats(const struct store *st, struct store_stats *out);
 /* ---- delivery and operator actions ------------------------------------ */
 
 /* Recipient states, as stored in message_rcpts.state. */
-#define STORE_RCPT_STATES(X) X(QUEUED, "queued") X(DEFERRED, "deferred") X(HELD, "held") \
-    X(DELIVERED, "delivered") X(BOUNCED, "bounced")
+#define STORE_RCPT_STATES(X)                                                                       \
+    X(QUEUED, "queued")                                                                            \
+    X(DEFERRED, "deferred") X(HELD, "held") X(DELIVERED, "delivered") X(BOUNCED, "bounced")
 #define STORE_RCPT_ENUM(e, s) STORE_RCPT_##e,
 enum store_rcpt_state { STORE_RCPT_STATES(STORE_RCPT_ENUM) };
 #undef STORE_RCPT_ENUM
@@ -128,12 +129,11 @@ typedef void (*store_due_cb)(void *arg, int status, struct store_dmsg *list, int
  * skip[0..nskip) (deliveries in flight; copied), grouped by message. Uses
  * the message_rcpts_due index. Reader thread; cb on the loop thread.
  */
-void store_due_async(struct store *st, int64_t now, size_t limit, const int64_t *skip,
-                     size_t nskip, store_due_cb cb, void *arg);
+void store_due_async(struct store *st, int64_t now, size_t limit, const int64_t *skip, size_t nskip,
+                     store_due_cb cb, void *arg);
 
 /* data[0..len) is valid only during the callback; total is the body size. */
-typedef void (*store_body_cb)(void *arg, int status, const char *data, size_t len,
-                              uint64_t total);
+typedef void (*store_body_cb)(void *arg, int status, const char *data, size_t len, uint64_t total);
 
 /* Reads up to max octets of message msg_id's stored body (our Received:
  * header included) from offset. Reader thread; cb on the loop thread.
@@ -163,8 +163,8 @@ typedef void (*store_done_cb)(void *arg, int status);
  * original sender. Takes ownership of list[0..n) and the array. Writer
  * thread; cb on the loop thread (may be NULL).
  */
-void store_outcomes_async(struct store *st, struct store_outcome *list, size_t n,
-                          store_done_cb cb, void *arg);
+void store_outcomes_async(struct store *st, struct store_outcome *list, size_t n, store_done_cb cb,
+                          void *arg);
 
 enum store_op {
     STORE_OP_FLUSH,   /* arg: domain or NULL/"" for all: queued/deferred -> due now */

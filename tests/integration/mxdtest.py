@@ -140,12 +140,18 @@ class Mxd:
     """One mxd process with its own config file, database and stderr log."""
 
     def __init__(self, tmpdir, server=None, domains=None, port=None, name="mxd", extra="",
-                 env=None):
+                 env=None, control=False):
         self.tmpdir = tmpdir
         self.env = env  # extra environment variables for mxd
         self.name = name
         self.port = port or free_port()
         self.server = default_server(tmpdir, self.port)
+        # control: give mxd a control socket (tmpdir/control.sock for "mxd").
+        self.control_path = None
+        if control:
+            sock = "control.sock" if name == "mxd" else f"{name}.control.sock"
+            self.control_path = os.path.join(tmpdir, sock)
+            self.server["control_socket"] = self.control_path
         self.server.update(server or {})
         self.domains = dict(DEFAULT_DOMAINS if domains is None else domains)
         self.extra = extra
@@ -720,12 +726,13 @@ class MxdTestCase(unittest.TestCase):
     DOMAINS = None
     EXTRA = ""
     ENV = None
+    CONTROL = False  # True: [server] control_socket = TMPDIR/control.sock
 
     @classmethod
     def setUpClass(cls):
         cls.tmpdir = make_tmpdir(cls.addClassCleanup, cls.__name__)
         cls.mxd = Mxd(cls.tmpdir, server=dict(cls.SERVER), domains=cls.DOMAINS, extra=cls.EXTRA,
-                      env=cls.ENV)
+                      env=cls.ENV, control=cls.CONTROL)
         cls.addClassCleanup(cls._stop_mxd)
         cls.mxd.start()
 

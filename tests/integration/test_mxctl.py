@@ -5,9 +5,12 @@ Run: MXCTL=build/src/mxctl python3 tests/integration/test_mxctl.py
 Messages are inserted with Python's sqlite3 after mxctl created the schema,
 the way mxd's store would have written them.
 """
+import base64
+import json
 import os
 import random
 import shutil
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -106,10 +109,14 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0)
         self.assertIn(b"usage:", p.stdout)
 
-    def test_json_not_yet(self):
-        p = self.mxctl("queue", "--json")
-        self.assertEqual(p.returncode, 2)
-        self.assertIn(b"--json not supported yet", p.stderr)
+    def test_usage_daemon_commands(self):
+        # Checked before the configuration is read or the daemon asked.
+        for args in (["hold"], ["hold", "a", "b"], ["release"], ["delete"], ["bounce"],
+                     ["hold", "bad id"], ["hold", "nl\nid"], ["flush", "a", "b"],
+                     ["stats", "extra"]):
+            p = self.mxctl(*args)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(b"usage:", p.stderr, args)
 
     def test_unreadable_config(self):
         p = self.mxctl("-c", os.path.join(self.tmp, "missing.conf"), "queue", db=False)
@@ -198,6 +205,138 @@ class MxctlTest(unittest.TestCase):
         self.assertNotIn(b"\x1b", out)
         self.assertIn(b"helo: evil\\x1b[2J\n", out)
         self.assertTrue(out.endswith(b"\n\nA"))
+
+
+    # ---- --json ----------------------------------------------------------
+
+    def json_ok(self, *args):
+        out = self.ok(*args)
+        self.assertTrue(out.endswith(b"\n"), out[-100:])
+        return json.loads(out)
+
+    def test_json_recipient_list(self):
+        self.assertEqual(self.json_ok("recipient", "list", "--json"), {"recipients": []})
+        self.ok("recipient", "add", "b@example.com", "@example.org")
+        # --json may come anywhere on the command line.
+        for args in (["--json", "recipient", "list"], ["recipient", "--json", "list"],
+                     ["recipient", "list", "--json"]):
+            self.assertEqual(self.json_ok(*args),
+                             {"recipients": ["@example.org", "b@example.com"]}, args)
+        # Commands without output accept it too.
+        self.ok("recipient", "add", "c@example.com", "--json")
+
+    def test_json_queue(self):
+        self.assertEqual(self.json_ok("queue", "--json"), {"messages": []})
+        now = int(time.time())
+        self.insert_message("01QUEUEA", b"Subject: a\r\n\r\nhello\r\n", rcpts=(
+            ("one@Example.com", "queued", 0, -5, None),
+            ("two@example.com", "deferred", 2, 600, "451 4.2.0 mailbox busy"),
+        ))
+        self.insert_message("01QUEUEB", b"x" * 1000, sender="", received=now - 3 * 86400,
+                            rcpts=(("held@example.org", "held", 1, 0, "451 4.4.1 \"q\" \\ x"),))
+        got = self.json_ok("--json", "queue")
+        msgs = got["messages"]
+        self.assertEqual([m["qid"] for m in msgs], ["01QUEUEB", "01QUEUEA"])
+        b, a = msgs
+        self.assertEqual(b["sender"], "")
+        self.assertEqual(b["size"], 1000)
+        self.assertEqual(b["received"], now - 3 * 86400)
+        self.assertAlmostEqual(b["age"], 3 * 86400, delta=30)
+        self.assertEqual(b["rcpts"], [{
+            "address": "held@example.org", "domain": "example.org", "state": "held",
+            "attempts": 1, "next_attempt": None, "last_reply": "451 4.4.1 \"q\" \\ x"}])
+        self.assertEqual(a["sender"], "sender@example.net")
+        self.assertEqual(a["size"], 21)
+        self.assertAlmostEqual(a["age"], 125, delta=30)
+        one, two = a["rcpts"]
+        self.assertEqual((one["address"], one["domain"], one["state"], one["attempts"],
+                          one["last_reply"]), ("one@Example.com", "example.com", "queued", 0, None))
+        self.assertAlmostEqual(one["next_attempt"], now - 5, delta=30)
+        self.assertEqual((two["state"], two["attempts"], two["last_reply"]),
+                         ("deferred", 2, "451 4.2.0 mailbox busy"))
+        self.assertAlmostEqual(two["next_attempt"], now + 600, delta=30)
+
+    def test_json_show_utf8(self):
+        self.ok("queue")
+        body = "Received: x\r\nSubject: caf\u00e9 \u2603\r\n\r\nnul\x00 \"quote\" \\\r\n".encode()
+        self.insert_message("01JSON", body, rcpts=(
+            ("a@example.com", "queued", 0, 0, None),
+            ("b@example.com", "delivered", 1, 0, "250 2.0.0 ok"),
+        ))
+        got = self.json_ok("show", "01JSON", "--json")
+        self.assertEqual(got["qid"], "01JSON")
+        self.assertEqual(got["client"], "192.0.2.7")
+        self.assertEqual(got["helo"], "client.example.net")
+        self.assertEqual(got["sender"], "sender@example.net")
+        self.assertEqual(got["size"], len(body))
+        self.assertIsInstance(got["received"], int)
+        self.assertEqual(got["body"].encode(), body)
+        self.assertNotIn("body_base64", got)
+        self.assertEqual([(r["address"], r["state"], r["last_reply"]) for r in got["rcpts"]],
+                         [("a@example.com", "queued", None),
+                          ("b@example.com", "delivered", "250 2.0.0 ok")])
+
+    def test_json_show_binary(self):
+        self.ok("queue")
+        rnd = random.Random(11)
+        body = b"Received: x\r\n\r\n" + bytes(rnd.getrandbits(8) for _ in range(70000)) + b"\xff"
+        self.insert_message("01BIN", body)
+        con = sqlite3.connect(self.db)
+        with con:  # peer-supplied envelope text that is not UTF-8
+            con.execute("UPDATE messages SET helo = CAST(? AS TEXT) WHERE qid = '01BIN'",
+                        (b"h\xffl\xc3o\xe2\x82",))
+        con.close()
+        got = self.json_ok("--json", "show", "01BIN")
+        self.assertNotIn("body", got)
+        self.assertEqual(base64.b64decode(got["body_base64"], validate=True), body)
+        self.assertEqual(got["helo"], "h\ufffdl\ufffdo\ufffd\ufffd")
+
+    def test_json_show_unknown(self):
+        self.ok("queue")
+        p = self.mxctl("show", "NOSUCHID", "--json")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"NOSUCHID", p.stderr)
+        self.assertEqual(p.stdout, b"")
+
+    # ---- the control socket ------------------------------------------------
+
+    def write_conf(self, control_socket=None):
+        path = os.path.join(self.tmp, "mxd.conf")
+        with open(path, "w") as f:
+            f.write("[server]\nhostname = mx.test.invalid\nlisten = 127.0.0.1:2525\n"
+                    f"database = {self.db}\n")
+            if control_socket:
+                f.write(f"control_socket = {control_socket}\n")
+            f.write("\n[domain example.test]\nmode = local\n")
+        return path
+
+    def test_control_socket_not_set(self):
+        conf = self.write_conf()
+        for args in (["stats"], ["hold", "01ABC"], ["flush"], ["release", "01ABC"],
+                     ["delete", "01ABC"], ["bounce", "01ABC"], ["flush", "example.test"]):
+            p = self.mxctl("-c", conf, *args, db=False)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertEqual(p.stderr.decode(),
+                             f"mxctl: control_socket is not set in {conf}\n", args)
+            self.assertEqual(p.stdout, b"")
+
+    def test_daemon_not_running(self):
+        sock = os.path.join(self.tmp, "control.sock")
+        conf = self.write_conf(sock)
+        for args in (["stats"], ["stats", "--json"], ["hold", "01ABC"], ["flush"]):
+            p = self.mxctl("-c", conf, *args, db=False)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertEqual(p.stderr.decode(), f"mxctl: cannot reach mxd at {sock} "
+                             "(is it running?): No such file or directory\n", args)
+            self.assertEqual(p.stdout, b"")
+        # A stale socket file left by a daemon that died.
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(sock)
+        s.close()
+        p = self.mxctl("-c", conf, "release", "01ABC", db=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stderr.decode(), f"mxctl: cannot reach mxd at {sock} "
+                         "(is it running?): Connection refused\n")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class SmtpSource(MxdTestCase):
             nr = con.execute(
                 "SELECT count(*) FROM message_rcpts r JOIN messages m ON m.id = r.message_id"
                 " WHERE m.sender = ? AND r.address = ? AND r.domain = 'example.test'"
-                " AND r.state = 'queued'", (SENDER, RCPT)).fetchone()[0]
+                " AND r.state IN ('queued', 'deferred')", (SENDER, RCPT)).fetchone()[0]
             small = con.execute("SELECT count(*) FROM messages WHERE sender = ? AND"
                                 " length(body) < ?", (SENDER, LENGTH)).fetchone()[0]
             sample = con.execute("SELECT qid, body FROM messages WHERE sender = ? LIMIT 5",

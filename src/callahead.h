@@ -1,0 +1,32 @@
+/* callahead: recipient verification against a domain's LMTP server
+ * (`recipients = lmtp`), with a cache of positive and negative answers. */
+#ifndef MXD_CALLAHEAD_H
+#define MXD_CALLAHEAD_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "conf.h"
+#include "store.h"
+#include "util.h"
+
+struct callahead;
+
+/* result: 0 the server takes the address, MXD_ENOENT it refused it (5xx),
+ * MXD_EIO it could not be asked or answered 4xx (answer 450 4.1.1). */
+typedef void (*callahead_cb)(void *arg, int result);
+
+struct callahead *callahead_new(uv_loop_t *loop, struct store *store, const char *lhlo_name);
+
+/* Asks (or answers from the cache) whether d's LMTP server accepts
+ * address; cb runs on the loop thread, never before this returns. d and
+ * address are borrowed for the call only. */
+void callahead_check(struct callahead *ca, const struct conf_domain *d, const char *address,
+                     callahead_cb cb, void *arg);
+
+/* Closes open checks (their callbacks run with MXD_EIO) and frees ca when
+ * they are gone; then cb. */
+void callahead_stop(struct callahead *ca, void (*cb)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,53 @@
+/* lmtp_net: one LMTP client connection on the loop (unix socket or TCP),
+ * driving lmtp_proto and streaming message bodies from the store. */
+#ifndef MXD_LMTP_NET_H
+#define MXD_LMTP_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "conf.h"
+#include "lmtp_proto.h"
+#include "store.h"
+
+struct lmtp_conn;
+
+struct lmtp_conn_cbs {
+    /* Idle (after LHLO or a transaction): call lmtp_conn_deliver or
+     * lmtp_conn_close. */
+    void (*ready)(void *arg, struct lmtp_conn *c);
+    /* Final outcome for recipient index of the current transaction. */
+    void (*rcpt)(void *arg, struct lmtp_conn *c, size_t index, int code, const char *text);
+    /* Every recipient of the transaction has had its outcome. */
+    void (*txn_done)(void *arg, struct lmtp_conn *c);
+    /* The connection is gone and c is freed after this returns. reason is
+     * NULL after a clean QUIT. ever_ready: the server got as far as LHLO. */
+    void (*closed)(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready);
+};
+
+struct lmtp_timeouts {
+    uint64_t connect_ms;
+    uint64_t reply_ms; /* waiting for any reply */
+    uint64_t idle_ms;  /* an idle connection is closed after this */
+};
+
+/* Connects to ep (borrowed, must outlive the connection) and says LHLO
+ * lhlo_name. cbs and arg are borrowed. Never NULL. */
+struct lmtp_conn *lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep,
+                                 const char *lhlo_name, struct store *store,
+                                 const struct lmtp_timeouts *to, const struct lmtp_conn_cbs *cbs,
+                                 void *arg);
+
+/* Starts a transaction on an idle connection; the body of message msg_id
+ * is read from the store. t (and its strings) are borrowed until
+ * txn_done. */
+void lmtp_conn_deliver(struct lmtp_conn *c, const struct lmtp_txn *t, int64_t msg_id);
+
+/* QUIT when idle; otherwise aborts the open transaction (its recipients
+ * get 4xx outcomes). closed follows. */
+void lmtp_conn_close(struct lmtp_conn *c);
+
+#endif

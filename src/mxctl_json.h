@@ -1,0 +1,32 @@
+/* mxctl_json: the jansson side of mxctl: --json renderings of what mxctl
+ * reads from the database, and the control-socket client (whose protocol is
+ * JSON). Shared by mxctl.c and mxctl_json.c only. */
+#ifndef MXD_MXCTL_JSON_H
+#define MXD_MXCTL_JSON_H
+
+#include <stdbool.h>
+
+#include <sqlite3.h>
+
+/* Exit statuses. */
+#define MXCTL_OK      0
+#define MXCTL_REFUSED 1 /* refused operation, unknown id, or failure */
+#define MXCTL_USAGE   2
+
+/* Print {"messages":[...]}, {"qid":...} (MXCTL_REFUSED and a message on
+ * stderr for an unknown qid) and {"recipients":[...]} as one line on stdout.
+ * Each reads in one transaction. Return an exit status. */
+int mxctl_json_queue(sqlite3 *db);
+int mxctl_json_show(sqlite3 *db, const char *qid);
+int mxctl_json_recipients(sqlite3 *db);
+
+/* Sends "verb[ arg]\n" to mxd's control socket at path and checks the reply:
+ * MXCTL_OK, or the reason on stderr and MXCTL_REFUSED (unreachable, refused,
+ * a malformed reply) or MXCTL_USAGE (the daemon called it a bad request). */
+int mxctl_ctl_op(const char *path, const char *verb, const char *arg);
+
+/* `stats`: the daemon's counters plus queue totals read from db (may be
+ * NULL: no totals), as JSON or as "name value" lines. Exit status. */
+int mxctl_ctl_stats(const char *path, sqlite3 *db, bool json);
+
+#endif
