@@ -13,8 +13,10 @@
 #include "lmtp_net.h"
 #include "log.h"
 
-#define CALLAHEAD_TTL_OK  3600
+#define CALLAHEAD_TTL_OK  3600 /* recipients = lmtp */
 #define CALLAHEAD_TTL_NO  600
+#define PRIMARY_TTL_OK    (7 * 86400) /* recipients = primary: the backup must keep */
+#define PRIMARY_TTL_NO    3600        /* accepting while the primary is down */
 #define CALLAHEAD_MAX     50000
 #define CALLAHEAD_BUCKETS 4096
 
@@ -36,6 +38,7 @@ struct ca_check {
     struct lmtp_txn txn;
     int code;
     bool asked;
+    bool primary; /* asking a backup domain's primary (SMTP) */
 };
 
 struct callahead {
@@ -85,31 +88,44 @@ ca_clear(struct callahead *ca)
     ca->nentries = 0;
 }
 
-/* The cached answer: 1 ok, 0 refused, -1 unknown or expired. */
+/* The cached answer: 1 ok, 0 refused, -1 unknown (or expired, unless
+ * stale_ok). */
 static int
-ca_lookup(struct callahead *ca, const char *address)
+ca_lookup(struct callahead *ca, const char *address, bool stale_ok)
 {
     uint64_t now = uv_now(ca->loop);
 
     for (struct ca_entry *e = ca->buckets[ca_hash(address)]; e != NULL; e = e->next)
-        if (ascii_casecmp(e->address, address) == 0 && e->expires_ms > now)
+        if (ascii_casecmp(e->address, address) == 0 && (stale_ok || e->expires_ms > now))
             return e->ok;
     return -1;
 }
 
 static void
-ca_store(struct callahead *ca, const char *address, bool ok)
+ca_store(struct callahead *ca, const char *address, bool ok, bool primary)
 {
     size_t len = strlen(address);
     struct ca_entry *e;
     uint32_t h = ca_hash(address);
+    uint64_t ttl = primary ? (ok ? PRIMARY_TTL_OK : PRIMARY_TTL_NO)
+                           : (ok ? CALLAHEAD_TTL_OK : CALLAHEAD_TTL_NO);
 
     if (ca->nentries >= CALLAHEAD_MAX)
         ca_clear(ca);
+    /* A newer answer replaces an older one. */
+    for (struct ca_entry **pp = &ca->buckets[h]; *pp != NULL; pp = &(*pp)->next) {
+        if (ascii_casecmp((*pp)->address, address) == 0) {
+            e = *pp;
+            *pp = e->next;
+            free(e);
+            ca->nentries--;
+            break;
+        }
+    }
     e = xmalloc(sizeof(*e) + len + 1);
     memcpy(e->address, address, len + 1);
     e->ok = ok;
-    e->expires_ms = uv_now(ca->loop) + 1000ull * (ok ? CALLAHEAD_TTL_OK : CALLAHEAD_TTL_NO);
+    e->expires_ms = uv_now(ca->loop) + 1000ull * ttl;
     e->next = ca->buckets[h];
     ca->buckets[h] = e;
     ca->nentries++;
@@ -143,6 +159,15 @@ ca_answer_later(struct callahead *ca, callahead_cb cb, void *arg, int result)
     p->next = ca->ready;
     ca->ready = p;
     uv_timer_start(&ca->defer, on_defer, 0, 0);
+}
+
+/* The primary cannot be asked: a backup MX must keep accepting, so the
+ * last answer we had decides, however old, and an address never seen is
+ * accepted (the primary refuses it later, with a DSN). */
+static int
+primary_fallback(struct callahead *ca, const char *address)
+{
+    return ca_lookup(ca, address, true) == 0 ? MXD_ENOENT : 0;
 }
 
 /* Last step of callahead_stop: answers still queued are given, then ca
@@ -204,14 +229,14 @@ check_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready
     (void)ever_ready;
     if (k->code >= 200 && k->code < 300) {
         result = 0;
-        ca_store(ca, k->address, true);
+        ca_store(ca, k->address, true, k->primary);
     } else if (k->code >= 500) {
         result = MXD_ENOENT;
-        ca_store(ca, k->address, false);
+        ca_store(ca, k->address, false, k->primary);
     } else {
-        result = MXD_EIO;
         log_msg(LOG_WARN, NULL, "callahead", "no answer to=<%s> reason=\"%s\"", k->address,
                 reason ? reason : "temporary failure");
+        result = k->primary ? primary_fallback(ca, k->address) : MXD_EIO;
     }
     if (k->prev != NULL)
         k->prev->next = k->next;
@@ -254,17 +279,26 @@ void
 callahead_check(struct callahead *ca, const struct conf_domain *d, const char *address,
                 callahead_cb cb, void *arg)
 {
-    int cached = ca_lookup(ca, address);
+    bool primary = d->recipients == CONF_RCPTS_PRIMARY;
+    const struct conf_endpoint *ep = primary ? (d->nprimary > 0 ? &d->primary[0] : NULL)
+                                             : (d->lmtp.text != NULL ? &d->lmtp : NULL);
+    int cached = ca_lookup(ca, address, false);
     struct ca_check *k;
 
-    if (cached >= 0 || ca->stopping || d->lmtp.text == NULL) {
-        ca_answer_later(ca, cb, arg, cached == 1 ? 0 : cached == 0 ? MXD_ENOENT : MXD_EIO);
+    if (cached >= 0 || ca->stopping || ep == NULL) {
+        int r = cached == 1 ? 0 : cached == 0 ? MXD_ENOENT : MXD_EIO;
+
+        /* primary = mx has no fixed host to ask: the cache or accept. */
+        if (cached < 0 && primary)
+            r = primary_fallback(ca, address);
+        ca_answer_later(ca, cb, arg, r);
         return;
     }
     k = xcalloc(1, sizeof(*k));
     k->ca = ca;
     k->cb = cb;
     k->arg = arg;
+    k->primary = primary;
     k->address = xstrdup(address);
     k->rcpts[0] = k->address;
     k->txn.sender = "";
@@ -276,8 +310,9 @@ callahead_check(struct callahead *ca, const struct conf_domain *d, const char *a
     if (ca->checks != NULL)
         ca->checks->prev = k;
     ca->checks = k;
-    /* d->lmtp lives in the conf, which outlives every check. */
-    k->conn = lmtp_conn_open(ca->loop, &d->lmtp, ca->lhlo, ca->store, &ca->to, &check_cbs, k);
+    /* ep lives in the conf, which outlives every check. */
+    k->conn = lmtp_conn_open(ca->loop, ep, primary ? LMTP_CONN_SMTP : LMTP_CONN_LMTP, ca->lhlo,
+                             ca->store, &ca->to, &check_cbs, k);
 }
 
 void

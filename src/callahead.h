@@ -1,5 +1,6 @@
 /* callahead: recipient verification against a domain's LMTP server
- * (`recipients = lmtp`), with a cache of positive and negative answers. */
+ * (`recipients = lmtp`) or a backup domain's primary (`recipients =
+ * primary`, over SMTP), with a cache of positive and negative answers. */
 #ifndef MXD_CALLAHEAD_H
 #define MXD_CALLAHEAD_H
 
@@ -14,7 +15,10 @@
 struct callahead;
 
 /* result: 0 the server takes the address, MXD_ENOENT it refused it (5xx),
- * MXD_EIO it could not be asked or answered 4xx (answer 450 4.1.1). */
+ * MXD_EIO it could not be asked or answered 4xx (answer 450 4.1.1). For a
+ * primary that cannot be asked, the last answer decides, and an address
+ * never seen is accepted (0): a backup MX accepts while the primary is
+ * down. */
 typedef void (*callahead_cb)(void *arg, int result);
 
 struct callahead *callahead_new(uv_loop_t *loop, struct store *store, const char *lhlo_name);

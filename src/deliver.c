@@ -15,75 +15,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "dsn.h"
-#include "lmtp_net.h"
+#include "deliver_impl.h"
 #include "log.h"
 
 #define DELIVER_MAX_INFLIGHT 2000 /* recipients picked and not yet recorded */
 #define DELIVER_PICK_MAX     500  /* recipients per store query */
 #define DELIVER_STOP_GRACE   5000 /* ms deliveries in flight get at stop */
 
-struct dest;
-
-struct djob {
-    struct djob *next;
-    struct deliver *d;
-    struct dest *dest; /* NULL: decided without a connection */
-    int64_t msg_id;
-    char qid[24];
-    int64_t received;
-    char *sender;
-    size_t nrcpts;
-    int64_t *rcpt_ids;
-    char **addrs;
-    unsigned *attempts;
-    int *codes;   /* 0 until the outcome is known */
-    char **texts; /* reply summaries */
-    struct lmtp_txn txn;
-    const struct conf_domain *domain;
-};
-
-struct dconn {
-    struct dconn *next;
-    struct dest *dest;
-    struct lmtp_conn *c;
-    struct djob *job;
-    bool idle; /* ready for a job (LMTP session established) */
-};
-
-struct dest {
-    struct dest *next;
-    struct deliver *d;
-    const struct conf_endpoint *ep;
-    unsigned max_conns;
-    unsigned nconns;
-    struct dconn *conns;
-    struct djob *head, **tail; /* waiting for a connection */
-};
-
-struct deliver {
-    uv_loop_t *loop;
-    const struct conf *conf;
-    struct store *store;
-    uv_timer_t timer, stop_timer;
-    struct dest *dests;
-    int64_t *inflight;
-    size_t ninflight;
-    unsigned pending_writes; /* store_outcomes_async in flight */
-    bool picking, again, stopping;
-    void (*stop_cb)(void *arg);
-    void *stop_arg;
-    unsigned handles_open;
-    struct lmtp_timeouts to;
-    struct deliver_stats stats;
-};
-
 static void deliver_pick(struct deliver *d);
-static void dest_run(struct dest *dest, struct deliver *d);
-static void stop_check(struct deliver *d);
 
-static int64_t
-now_s(void)
+int64_t
+deliver__now(void)
 {
     return (int64_t)time(NULL);
 }
@@ -123,6 +65,7 @@ job_free(struct djob *j)
     free(j->codes);
     free(j->texts);
     free(j->sender);
+    free(j->relay);
     free(j);
 }
 
@@ -159,8 +102,8 @@ job_add_rcpt(struct djob *j, const struct store_drcpt *r)
     j->txn.nrcpts = j->nrcpts;
 }
 
-static void
-job_set(struct djob *j, size_t i, int code, const char *text)
+void
+deliver__job_set(struct djob *j, size_t i, int code, const char *text)
 {
     if (j->codes[i] != 0)
         return;
@@ -169,21 +112,60 @@ job_set(struct djob *j, size_t i, int code, const char *text)
 }
 
 static void
-on_recorded(void *arg, int status)
+job_release(struct djob *j)
 {
-    struct djob *j = arg;
     struct deliver *d = j->d;
 
-    if (status != 0)
-        log_msg(LOG_ERR, j->qid, "deliver", "cannot record outcomes: will retry later");
     for (size_t i = 0; i < j->nrcpts; i++)
         inflight_del(d, j->rcpt_ids[i]);
     job_free(j);
     d->pending_writes--;
     if (d->stopping)
-        stop_check(d);
+        deliver__stop_check(d);
     else
         deliver_kick(d); /* room for more, and perhaps a DSN to send */
+}
+
+static void
+on_retry_closed(uv_handle_t *h)
+{
+    job_release(h->data);
+}
+
+static void
+on_record_retry(uv_timer_t *t)
+{
+    struct djob *j = t->data;
+
+    j->d->pending_writes--;
+    deliver__job_finish(j); /* the outcomes are rebuilt from codes and texts */
+}
+
+/* The outcomes are in the store: the recipients may be picked again. If
+ * recording failed they stay in flight and we try again in a while, so a
+ * broken store never turns into a redelivery loop. */
+static void
+on_recorded(void *arg, int status)
+{
+    struct djob *j = arg;
+    struct deliver *d = j->d;
+
+    if (status != 0 && !d->stopping) {
+        log_msg(LOG_ERR, j->qid, "deliver", "cannot record outcomes: retrying in 10s");
+        if (!j->retry_inited) {
+            uv_timer_init(d->loop, &j->retry);
+            j->retry.data = j;
+            j->retry_inited = true;
+        }
+        uv_timer_start(&j->retry, on_record_retry, 10000, 0);
+        return; /* still counted in pending_writes */
+    }
+    if (status != 0)
+        log_msg(LOG_ERR, j->qid, "deliver", "cannot record outcomes at stop: will redeliver");
+    if (j->retry_inited)
+        uv_close((uv_handle_t *)&j->retry, on_retry_closed);
+    else
+        job_release(j);
 }
 
 static uint64_t
@@ -207,7 +189,7 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
 
     o->rcpt_id = j->rcpt_ids[i];
     o->msg_id = j->msg_id;
-    o->remote_mta = j->dest ? xstrdup(j->dest->ep->text) : NULL;
+    o->remote_mta = j->relay ? xstrdup(j->relay) : NULL;
     if (code >= 200 && code < 300) {
         o->state = STORE_RCPT_DELIVERED;
         o->last_reply = xstrdup(text);
@@ -224,26 +206,30 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
         result = "expired";
         j->d->stats.bounced++;
     } else {
-        o->state = STORE_RCPT_DEFERRED;
+        /* A backup domain's mail waits for its primary: "held". */
+        o->state = j->dest != NULL && j->dest->dom != NULL ? STORE_RCPT_HELD : STORE_RCPT_DEFERRED;
         o->next_attempt = now + (int64_t)deliver_backoff(j->attempts[i] + 1, c->retry_min_s,
                                                          c->retry_max_s, (double)rand() / RAND_MAX);
         o->last_reply = xstrdup(text);
-        result = "deferred";
+        result = o->state == STORE_RCPT_HELD ? "held" : "deferred";
         j->d->stats.deferred++;
     }
     log_msg(LOG_INFO, j->qid, "deliver", "%s to=<%s> relay=%s attempts=%u reply=%s", result,
-            j->addrs[i], j->dest ? j->dest->ep->text : "none", j->attempts[i] + 1,
-            log_esc(esc, sizeof(esc), o->last_reply, strlen(o->last_reply)));
+            j->addrs[i],
+            j->relay  ? j->relay
+            : j->dest ? j->dest->key
+                      : "none",
+            j->attempts[i] + 1, log_esc(esc, sizeof(esc), o->last_reply, strlen(o->last_reply)));
 }
 
 /* Every recipient has an outcome (or gets a temporary one now): record
  * them; the recipients leave the in-flight set once that has committed. */
-static void
-job_finish(struct djob *j)
+void
+deliver__job_finish(struct djob *j)
 {
     struct deliver *d = j->d;
     struct store_outcome *o = xcalloc(j->nrcpts, sizeof(*o));
-    int64_t now = now_s();
+    int64_t now = deliver__now();
 
     for (size_t i = 0; i < j->nrcpts; i++)
         outcome_fill(j, i, now, &o[i]);
@@ -252,218 +238,22 @@ job_finish(struct djob *j)
 }
 
 /* Gives every recipient without an outcome this one, then finishes. */
-static void
-job_fail(struct djob *j, int code, const char *text)
+void
+deliver__job_fail(struct djob *j, int code, const char *text)
 {
     for (size_t i = 0; i < j->nrcpts; i++)
-        job_set(j, i, code, text);
-    job_finish(j);
+        deliver__job_set(j, i, code, text);
+    deliver__job_finish(j);
 }
 
 /* A job that never reached a connection (stopping): forget it; its
  * recipients stay due in the store. */
-static void
-job_drop(struct djob *j)
+void
+deliver__job_drop(struct djob *j)
 {
     for (size_t i = 0; i < j->nrcpts; i++)
         inflight_del(j->d, j->rcpt_ids[i]);
     job_free(j);
-}
-
-/* ---- connections ------------------------------------------------------- */
-
-static void
-dest_push(struct dest *dest, struct djob *j)
-{
-    j->next = NULL;
-    *dest->tail = j;
-    dest->tail = &j->next;
-}
-
-static struct djob *
-dest_pop(struct dest *dest)
-{
-    struct djob *j = dest->head;
-
-    if (j != NULL) {
-        dest->head = j->next;
-        if (dest->head == NULL)
-            dest->tail = &dest->head;
-        j->next = NULL;
-    }
-    return j;
-}
-
-static void
-conn_ready(void *arg, struct lmtp_conn *c)
-{
-    struct dconn *dc = arg;
-    struct djob *j;
-
-    if (dc->job != NULL)
-        return;
-    if (dc->dest->d->stopping) {
-        lmtp_conn_close(c);
-        return;
-    }
-    j = dest_pop(dc->dest);
-    dc->idle = j == NULL;
-    if (j == NULL)
-        return; /* idle: the idle timeout closes it, or dest_run gives it a job */
-    dc->job = j;
-    lmtp_conn_deliver(c, &j->txn, j->msg_id);
-}
-
-static void
-conn_rcpt(void *arg, struct lmtp_conn *c, size_t index, int code, const char *text)
-{
-    struct dconn *dc = arg;
-
-    (void)c;
-    if (dc->job != NULL && index < dc->job->nrcpts)
-        job_set(dc->job, index, code, text);
-}
-
-static void
-conn_txn_done(void *arg, struct lmtp_conn *c)
-{
-    struct dconn *dc = arg;
-    struct djob *j = dc->job;
-
-    (void)c;
-    dc->job = NULL;
-    if (j != NULL)
-        job_finish(j);
-}
-
-static void
-conn_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready)
-{
-    struct dconn *dc = arg;
-    struct dest *dest = dc->dest;
-    struct deliver *d = dest->d;
-    struct dconn **pp = &dest->conns;
-    char text[400];
-
-    (void)c;
-    while (*pp != dc)
-        pp = &(*pp)->next;
-    *pp = dc->next;
-    dest->nconns--;
-    snprintf(text, sizeof(text), "451 4.4.1 %s", reason ? reason : "connection closed");
-    if (dc->job != NULL)
-        job_fail(dc->job, 451, text);
-    free(dc);
-    if (!ever_ready && reason != NULL) {
-        /* The server is unreachable: everything waiting for it is deferred
-         * now rather than retried in a tight loop. */
-        struct djob *j;
-
-        log_msg(LOG_WARN, NULL, "deliver", "destination unavailable relay=%s reason=\"%s\"",
-                dest->ep->text, reason);
-        while ((j = dest_pop(dest)) != NULL)
-            job_fail(j, 451, text);
-    }
-    if (d->stopping)
-        stop_check(d);
-    else
-        dest_run(dest, d);
-}
-
-static const struct lmtp_conn_cbs deliver_conn_cbs = {
-    .ready = conn_ready,
-    .rcpt = conn_rcpt,
-    .txn_done = conn_txn_done,
-    .closed = conn_closed,
-};
-
-/* Hands waiting jobs to idle connections and opens new ones while jobs
- * wait and the pool has room; a connecting one takes a job when ready. */
-static void
-dest_run(struct dest *dest, struct deliver *d)
-{
-    size_t waiting = 0;
-    size_t connecting = 0;
-
-    for (struct dconn *dc = dest->conns; dc != NULL && dest->head != NULL; dc = dc->next) {
-        if (dc->idle) {
-            dc->idle = false;
-            dc->job = dest_pop(dest);
-            lmtp_conn_deliver(dc->c, &dc->job->txn, dc->job->msg_id);
-        }
-    }
-    for (struct djob *j = dest->head; j != NULL; j = j->next)
-        waiting++;
-    for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
-        connecting += dc->job == NULL && !dc->idle;
-    while (waiting > connecting && dest->nconns < dest->max_conns) {
-        struct dconn *dc = xcalloc(1, sizeof(*dc));
-
-        dc->dest = dest;
-        dc->next = dest->conns;
-        dest->conns = dc;
-        dest->nconns++;
-        d->stats.sessions++;
-        connecting++;
-        dc->c = lmtp_conn_open(d->loop, dest->ep, d->conf->hostname, d->store, &d->to,
-                               &deliver_conn_cbs, dc);
-    }
-}
-
-static struct dest *
-dest_get(struct deliver *d, const struct conf_domain *dom)
-{
-    struct dest *dest;
-
-    for (dest = d->dests; dest != NULL; dest = dest->next)
-        if (strcmp(dest->ep->text, dom->lmtp.text) == 0)
-            return dest;
-    dest = xcalloc(1, sizeof(*dest));
-    dest->d = d;
-    dest->ep = &dom->lmtp;
-    dest->max_conns = dom->lmtp_concurrency ? dom->lmtp_concurrency : 1;
-    dest->tail = &dest->head;
-    dest->next = d->dests;
-    d->dests = dest;
-    return dest;
-}
-
-/* ---- picking and routing ----------------------------------------------- */
-
-/* Where a recipient of this message goes: a destination, or (code, text)
- * an outcome decided here. */
-static struct dest *
-route(struct deliver *d, const struct store_dmsg *m, const struct store_drcpt *r,
-      const struct conf_domain **domp, int *code, const char **text)
-{
-    const struct conf_domain *dom = conf_domain_find(d->conf, r->domain, strlen(r->domain));
-
-    *domp = dom;
-    if (dom == NULL && dsn_suppressed(m->sender) && d->conf->bounce_relay.text == NULL) {
-        /* A DSN to a sender outside our domains and nowhere to send it. */
-        log_msg(LOG_WARN, m->qid, "deliver",
-                "discard to=<%s> reason=\"DSN to a remote sender and no [queue] bounce_relay\"",
-                r->address);
-        *code = 550;
-        *text = "550 5.4.4 DSN discarded: no bounce_relay configured for remote senders";
-        return NULL;
-    }
-    if (dom == NULL) {
-        *code = 451;
-        *text = "451 4.4.0 no route: the domain is not (or no longer) configured";
-        return NULL;
-    }
-    if (dom->mode == CONF_MODE_BACKUP) {
-        *code = 451;
-        *text = "451 4.4.0 backup-MX forwarding is not available yet";
-        return NULL;
-    }
-    if (dom->lmtp.text == NULL) {
-        *code = 451;
-        *text = "451 4.3.5 no lmtp server configured for the domain";
-        return NULL;
-    }
-    return dest_get(d, dom);
 }
 
 /* Splits one message's due recipients into one job per destination. */
@@ -478,7 +268,7 @@ plan_message(struct deliver *d, const struct store_dmsg *m)
         const struct conf_domain *dom;
         int code = 0;
         const char *text = NULL;
-        struct dest *dest = route(d, m, &m->rcpts[i], &dom, &code, &text);
+        struct dest *dest = deliver__route(d, m, &m->rcpts[i], &dom, &code, &text);
         size_t k;
 
         inflight_add(d, m->rcpts[i].id);
@@ -494,17 +284,17 @@ plan_message(struct deliver *d, const struct store_dmsg *m)
         }
         job_add_rcpt(jobs[k], &m->rcpts[i]);
         if (dest == NULL)
-            job_set(jobs[k], jobs[k]->nrcpts - 1, code, text);
+            deliver__job_set(jobs[k], jobs[k]->nrcpts - 1, code, text);
     }
     for (size_t k = 0; k < njobs; k++) {
         if (dests[k] == NULL)
-            job_finish(jobs[k]);
+            deliver__job_finish(jobs[k]);
         else
-            dest_push(dests[k], jobs[k]);
+            deliver__dest_push(dests[k], jobs[k]);
     }
     for (size_t k = 0; k < njobs; k++)
         if (dests[k] != NULL)
-            dest_run(dests[k], d);
+            deliver__dest_run(dests[k], d);
     free(jobs);
     free(dests);
 }
@@ -520,12 +310,12 @@ on_due(void *arg, int status, struct store_dmsg *list, int64_t next_due)
 {
     struct deliver *d = arg;
     size_t n = 0;
-    int64_t now = now_s();
+    int64_t now = deliver__now();
 
     d->picking = false;
     if (d->stopping) {
         store_dmsg_free_list(list);
-        stop_check(d);
+        deliver__stop_check(d);
         return;
     }
     if (status != 0)
@@ -563,7 +353,7 @@ deliver_pick(struct deliver *d)
     if (limit > DELIVER_PICK_MAX)
         limit = DELIVER_PICK_MAX;
     d->picking = true;
-    store_due_async(d->store, now_s(), limit, d->inflight, d->ninflight, on_due, d);
+    store_due_async(d->store, deliver__now(), limit, d->inflight, d->ninflight, on_due, d);
 }
 
 /* ---- public ------------------------------------------------------------ */
@@ -611,27 +401,20 @@ on_deliver_handle_closed(uv_handle_t *h)
 
     if (--d->handles_open > 0)
         return;
-    while (d->dests != NULL) {
-        struct dest *next = d->dests->next;
-
-        free(d->dests);
-        d->dests = next;
-    }
+    deliver__dests_free(d);
     free(d->inflight);
     free(d);
     if (cb != NULL)
         cb(arg);
 }
 
-/* Done when nothing is picked, connected or being recorded. */
-static void
-stop_check(struct deliver *d)
+/* Done when nothing is picked, connected, looked up or being recorded. */
+void
+deliver__stop_check(struct deliver *d)
 {
-    if (d->picking || d->pending_writes > 0 || uv_is_closing((uv_handle_t *)&d->timer))
+    if (d->picking || d->pending_writes > 0 || uv_is_closing((uv_handle_t *)&d->timer) ||
+        !deliver__dests_idle(d))
         return;
-    for (struct dest *dest = d->dests; dest != NULL; dest = dest->next)
-        if (dest->nconns > 0)
-            return;
     uv_close((uv_handle_t *)&d->timer, on_deliver_handle_closed);
     uv_close((uv_handle_t *)&d->stop_timer, on_deliver_handle_closed);
 }
@@ -639,11 +422,7 @@ stop_check(struct deliver *d)
 static void
 on_stop_grace(uv_timer_t *t)
 {
-    struct deliver *d = t->data;
-
-    for (struct dest *dest = d->dests; dest != NULL; dest = dest->next)
-        for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
-            lmtp_conn_close(dc->c);
+    deliver__dests_abort(t->data);
 }
 
 void
@@ -653,15 +432,35 @@ deliver_stop(struct deliver *d, void (*cb)(void *arg), void *arg)
     d->stop_cb = cb;
     d->stop_arg = arg;
     uv_timer_stop(&d->timer);
-    for (struct dest *dest = d->dests; dest != NULL; dest = dest->next) {
-        struct djob *j;
-
-        while ((j = dest_pop(dest)) != NULL)
-            job_drop(j);
-        for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
-            if (dc->job == NULL)
-                lmtp_conn_close(dc->c);
-    }
+    deliver__dests_stop(d);
     uv_timer_start(&d->stop_timer, on_stop_grace, DELIVER_STOP_GRACE, 0);
-    stop_check(d);
+    deliver__stop_check(d);
+}
+
+static void
+on_domain_flushed(void *arg, int status)
+{
+    struct deliver *d = arg;
+
+    d->pending_other--;
+    if (status != 0)
+        log_msg(LOG_ERR, NULL, "deliver", "cannot release held mail: will retry");
+    if (d->stopping)
+        deliver__stop_check(d);
+    else
+        deliver_kick(d);
+}
+
+void
+deliver_flush_domain(struct deliver *d, const char *domain)
+{
+    deliver__kick_domain(d, domain);
+}
+
+/* The primary of a backup domain is back: its held mail is due now. */
+void
+deliver__kick_domain(struct deliver *d, const char *domain)
+{
+    d->pending_other++;
+    store_op_async(d->store, STORE_OP_FLUSH, domain, on_domain_flushed, d);
 }

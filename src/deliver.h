@@ -22,6 +22,10 @@ int deliver_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
  * look again soon. Cheap; calls coalesce. */
 void deliver_kick(struct deliver *s);
 
+/* Makes the held and deferred mail of one domain due now (ETRN, the
+ * primary watcher), then kicks. */
+void deliver_flush_domain(struct deliver *s, const char *domain);
+
 /* Stops picking, lets deliveries in flight finish or abort them, records
  * their outcomes, then calls cb. */
 void deliver_stop(struct deliver *s, void (*cb)(void *arg), void *arg);

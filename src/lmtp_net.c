@@ -348,9 +348,9 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 }
 
 struct lmtp_conn *
-lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, const char *lhlo_name,
-               struct store *store, const struct lmtp_timeouts *to, const struct lmtp_conn_cbs *cbs,
-               void *arg)
+lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, enum lmtp_conn_proto proto,
+               const char *name, struct store *store, const struct lmtp_timeouts *to,
+               const struct lmtp_conn_cbs *cbs, void *arg)
 {
     struct lmtp_conn *c = xcalloc(1, sizeof(*c));
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -363,7 +363,7 @@ lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, const char *lhlo
     c->to = *to;
     c->cbs = cbs;
     c->arg = arg;
-    c->proto = lmtp_proto_new(lhlo_name);
+    c->proto = proto == LMTP_CONN_SMTP ? lmtp_proto_new_smtp(name) : lmtp_proto_new(name);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     c->handles_open = 1;

@@ -34,10 +34,15 @@ struct lmtp_timeouts {
     uint64_t idle_ms;  /* an idle connection is closed after this */
 };
 
-/* Connects to ep (borrowed, must outlive the connection) and says LHLO
- * lhlo_name. cbs and arg are borrowed. Never NULL. */
+enum lmtp_conn_proto {
+    LMTP_CONN_LMTP, /* LHLO, one reply per recipient after the data */
+    LMTP_CONN_SMTP, /* EHLO/HELO, one reply for the message (forwarding) */
+};
+
+/* Connects to ep (borrowed, must outlive the connection) and greets with
+ * name (LHLO, or EHLO for SMTP). cbs and arg are borrowed. Never NULL. */
 struct lmtp_conn *lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep,
-                                 const char *lhlo_name, struct store *store,
+                                 enum lmtp_conn_proto proto, const char *name, struct store *store,
                                  const struct lmtp_timeouts *to, const struct lmtp_conn_cbs *cbs,
                                  void *arg);
 

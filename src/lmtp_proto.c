@@ -1,26 +1,32 @@
-/* lmtp_proto: the LMTP client state machine (RFC 2033). Owns the struct
- * lmtp_proto, its reply parser, the output buffer that SEND events point
- * into and a per-transaction recipient state array. Loop thread (or any
- * single thread), pure: no I/O, clock, store or libuv.
+/* lmtp_proto: the LMTP client state machine (RFC 2033), which also speaks
+ * SMTP (RFC 5321) as the client that forwards to a primary MX. Owns the
+ * struct lmtp_proto, its reply parser, the output buffer that SEND events
+ * point into and a per-transaction recipient state array. Loop thread (or
+ * any single thread), pure: no I/O, clock, store or libuv. This file has
+ * the events, the output and the transaction; lmtp_proto_smtp.c has what
+ * differs between the modes (greeting, refusals, body framing).
  *
- * Flow: 220 greeting -> LHLO -> 250 capabilities -> READY; per message
- * MAIL, RCPT..., DATA (one SEND with PIPELINING, else one command per
- * reply), BODY events asking for the body chunk by chunk (dot-stuffed
- * here), then one reply per accepted recipient after the final dot
- * (RFC 2033 4.2) -> RCPT events, TXN_DONE, READY. A verify_only txn
- * (callahead) sends RSET instead of DATA and each RCPT reply is the
- * outcome. QUIT -> CLOSED; asked for after TXN_DONE but before READY, it
- * waits until the server has answered the rest.
+ * Flow: 220 greeting -> LHLO (SMTP: EHLO, HELO after a 5xx) -> 250
+ * capabilities -> READY; per message MAIL, RCPT..., DATA (one SEND with
+ * PIPELINING, else one command per reply), BODY events asking for the body
+ * chunk by chunk (dot-stuffed), then one reply per accepted recipient
+ * after the final dot (RFC 2033 4.2) -> RCPT events, TXN_DONE, READY. In
+ * SMTP mode one reply after the data is every accepted recipient's, and
+ * with CHUNKING the body goes as BDAT <size> LAST once a RCPT was
+ * accepted. A verify_only txn (callahead) sends RSET instead of DATA and
+ * each RCPT reply is the outcome. QUIT -> CLOSED; asked for after TXN_DONE
+ * but before READY, it waits until the server has answered the rest.
  *
  * Error contract: nothing returns an error. A broken server (garbage,
- * 421, a reply when none is due) or lmtp_proto_abort() ends the session:
- * every recipient of the open transaction without an outcome gets a 451
- * RCPT event, then TXN_DONE, then FAILED; after that input is ignored.
- * Misuse by the caller (a second start, body outside the body) panics.
+ * 421, a reply when none is due), a body of the wrong size (SMTP) or
+ * lmtp_proto_abort() ends the session: every recipient of the open
+ * transaction without an outcome gets a 451 RCPT event, then TXN_DONE,
+ * then FAILED; after that input is ignored. Misuse by the caller (a second
+ * start, body outside the body) panics.
  *
  * It does not open, time or close connections, read the body, retry, or
  * decide what a reply code means for the queue: the glue and scheduler
- * do. It does not speak BDAT/CHUNKING. */
+ * do. */
 #include "lmtp_proto.h"
 
 #include <inttypes.h>
@@ -30,99 +36,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LMTP_OUT_INIT  (2 * 65536 + 64) /* a 64 KiB chunk, fully stuffed */
-#define LMTP_TEXT_MAX  1280             /* event texts: a summary plus a reason */
-#define LMTP_QUEUE_MAX 8                /* events queued by one call */
-#define LMTP_BCAST     SIZE_MAX         /* RCPT queue entry: every marked rcpt */
+#include "lmtp_proto_impl.h"
 
 #define LMTP_EV_NAME(name) [LMTP_EV_##name] = #name,
 static const char *const lmtp_ev_names[] = {LMTP_EVENTS(LMTP_EV_NAME)};
 #undef LMTP_EV_NAME
 
-/* Session states, named by what the session waits for. */
-#define LMTP_STATES(X)                                                                             \
-    X(GREETING, "greeting")                                                                        \
-    X(LHLO, "LHLO reply")                                                                          \
-    X(READY, "nothing (idle)")                                                                     \
-    X(TXN, "MAIL/RCPT/DATA reply")                                                                 \
-    X(BODY, "the body from mxd")                                                                   \
-    X(DOT, "replies after end of data")                                                            \
-    X(RSET, "RSET reply")                                                                          \
-    X(QUIT, "QUIT reply")                                                                          \
-    X(FAILED, "nothing (failed)")                                                                  \
-    X(CLOSED, "nothing (closed)")
-
-#define LMTP_ST_ENUM(name, what) LMTP_ST_##name,
-enum lmtp_st { LMTP_STATES(LMTP_ST_ENUM) };
-#undef LMTP_ST_ENUM
-
 #define LMTP_ST_WHAT(name, what) [LMTP_ST_##name] = what,
 static const char *const lmtp_st_what[] = {LMTP_STATES(LMTP_ST_WHAT)};
 #undef LMTP_ST_WHAT
 
-/* Per-recipient state in the open transaction. */
-enum {
-    RS_PENDING,  /* no reply yet (or not sent yet) */
-    RS_ACCEPTED, /* RCPT got 2xx: its outcome comes after the dot */
-    RS_MARKED,   /* outcome decided, RCPT event queued as a broadcast */
-    RS_DONE,     /* RCPT event emitted or queued */
-};
-
-struct lmtp_qent {
-    enum lmtp_ev type;
-    size_t index; /* RCPT: recipient, or LMTP_BCAST */
-    int code;
-    const char *text;
-};
-
-struct lmtp_proto {
-    /* private */
-    char *lhlo_name;
-    enum lmtp_st st;
-    struct reply_parser rp;
-    struct reply rep;
-    char sum[LMTP_TEXT_MAX]; /* summary of rep */
-
-    /* server capabilities (LHLO reply) */
-    bool pipelining, eightbit, smtputf8, size_offered;
-    uint64_t size_max; /* 0: no limit given */
-
-    /* open transaction */
-    const struct lmtp_txn *txn; /* NULL once TXN_DONE is queued */
-    uint8_t *rstate;            /* RS_* per recipient */
-    size_t nrcpts, naccepted, noutcome;
-    size_t reply_idx;  /* TXN: 0 MAIL, 1..n RCPT, n+1 DATA */
-    size_t bcast_next; /* next index a broadcast looks at */
-    size_t dot_next;   /* next index an after-dot reply may be for */
-    bool mail_failed;
-    bool verify;       /* verify_only: RSET instead of DATA */
-    bool quit_pending; /* QUIT asked for while finishing a transaction */
-
-    /* body */
-    bool body_bol;  /* at the start of a line: a '.' gets doubled */
-    bool body_crlf; /* what was sent so far ends with CRLF (or is empty) */
-    char body_prev; /* last body octet */
-
-    /* output: bytes for one SEND event */
-    char *out;
-    size_t out_len, out_cap;
-    bool out_queued; /* a SEND entry for out is in the queue */
-    bool out_handed; /* out was handed out: reset at the next call */
-
-    /* events, oldest first */
-    struct lmtp_qent q[LMTP_QUEUE_MAX];
-    size_t qlen;
-    char txt_one[LMTP_TEXT_MAX];  /* a single RCPT event */
-    char txt_all[LMTP_TEXT_MAX];  /* a broadcast */
-    char txt_fail[LMTP_TEXT_MAX]; /* FAILED */
-};
-
-/* snprintf for event texts: truncation is intended. */
-static void textf(char *buf, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-textf(char *buf, size_t size, const char *fmt, ...)
+void
+lmtp_proto__textf(char *buf, size_t size, const char *fmt, ...)
 {
     va_list ap;
 
@@ -139,8 +64,9 @@ lmtp_ev_name(enum lmtp_ev ev)
     return lmtp_ev_names[ev];
 }
 
-static void
-q_push(struct lmtp_proto *p, enum lmtp_ev type, size_t index, int code, const char *text)
+void
+lmtp_proto__q_push(struct lmtp_proto *p, enum lmtp_ev type, size_t index, int code,
+                   const char *text)
 {
     if (p->qlen == LMTP_QUEUE_MAX)
         mxd_panic("lmtp_proto: event queue overflow");
@@ -174,10 +100,9 @@ q_purge(struct lmtp_proto *p)
     }
 }
 
-/* Called first by every entry point: the last SEND's bytes are no longer
- * needed once the caller is back. */
-static void
-out_release(struct lmtp_proto *p)
+/* The last SEND's bytes are no longer needed once the caller is back. */
+void
+lmtp_proto__out_release(struct lmtp_proto *p)
 {
     if (p->out_handed) {
         p->out_handed = false;
@@ -185,8 +110,8 @@ out_release(struct lmtp_proto *p)
     }
 }
 
-static void
-out_reserve(struct lmtp_proto *p, size_t n)
+void
+lmtp_proto__out_reserve(struct lmtp_proto *p, size_t n)
 {
     if (n > SIZE_MAX / 2 - p->out_len)
         mxd_panic("lmtp_proto: output size overflow");
@@ -197,39 +122,52 @@ out_reserve(struct lmtp_proto *p, size_t n)
     p->out = xrealloc(p->out, p->out_cap);
 }
 
-static void
-out_mark(struct lmtp_proto *p)
+void
+lmtp_proto__out_mark(struct lmtp_proto *p)
 {
     if (!p->out_queued && p->out_len > 0) {
         p->out_queued = true;
-        q_push(p, LMTP_EV_SEND, 0, 0, NULL);
+        lmtp_proto__q_push(p, LMTP_EV_SEND, 0, 0, NULL);
     }
 }
 
-static void
-out_put(struct lmtp_proto *p, const char *s)
+void
+lmtp_proto__out_put(struct lmtp_proto *p, const char *s)
 {
     size_t n = strlen(s);
 
-    out_reserve(p, n);
+    lmtp_proto__out_reserve(p, n);
     memcpy(p->out + p->out_len, s, n);
     p->out_len += n;
-    out_mark(p);
+    lmtp_proto__out_mark(p);
 }
 
-struct lmtp_proto *
-lmtp_proto_new(const char *lhlo_name)
+static struct lmtp_proto *
+proto_new(const char *hello_name, bool smtp)
 {
     struct lmtp_proto *p = xcalloc(1, sizeof(*p));
 
-    if (lhlo_name == NULL || lhlo_name[0] == '\0' || strpbrk(lhlo_name, "\r\n") != NULL)
-        mxd_panic("lmtp_proto_new: bad LHLO name");
-    p->lhlo_name = xstrdup(lhlo_name);
+    if (hello_name == NULL || hello_name[0] == '\0' || strpbrk(hello_name, "\r\n") != NULL)
+        mxd_panic("lmtp_proto_new: bad LHLO/EHLO name");
+    p->hello_name = xstrdup(hello_name);
+    p->smtp = smtp;
     p->st = LMTP_ST_GREETING;
     reply_parser_init(&p->rp);
     p->out_cap = LMTP_OUT_INIT;
     p->out = xmalloc(p->out_cap);
     return p;
+}
+
+struct lmtp_proto *
+lmtp_proto_new(const char *lhlo_name)
+{
+    return proto_new(lhlo_name, false);
+}
+
+struct lmtp_proto *
+lmtp_proto_new_smtp(const char *ehlo_name)
+{
+    return proto_new(ehlo_name, true);
 }
 
 void
@@ -239,8 +177,14 @@ lmtp_proto_free(struct lmtp_proto *p)
         return;
     free(p->rstate);
     free(p->out);
-    free(p->lhlo_name);
+    free(p->hello_name);
     free(p);
+}
+
+const char *
+lmtp_proto__peer(const struct lmtp_proto *p)
+{
+    return p->smtp ? "SMTP server" : "LMTP server";
 }
 
 /* Queues TXN_DONE once every recipient has its outcome; the caller's
@@ -250,7 +194,7 @@ txn_check_done(struct lmtp_proto *p)
 {
     if (p->txn != NULL && p->noutcome == p->nrcpts) {
         p->txn = NULL;
-        q_push(p, LMTP_EV_TXN_DONE, 0, 0, NULL);
+        lmtp_proto__q_push(p, LMTP_EV_TXN_DONE, 0, 0, NULL);
     }
 }
 
@@ -264,8 +208,8 @@ broadcast(struct lmtp_proto *p, int code, const char *text)
     if (p->txn == NULL)
         return;
     for (size_t i = 0; i < p->nrcpts; i++) {
-        if (p->rstate[i] == RS_PENDING || p->rstate[i] == RS_ACCEPTED) {
-            p->rstate[i] = RS_MARKED;
+        if (p->rstate[i] == LMTP_RS_PENDING || p->rstate[i] == LMTP_RS_ACCEPTED) {
+            p->rstate[i] = LMTP_RS_MARKED;
             n++;
         }
     }
@@ -273,87 +217,55 @@ broadcast(struct lmtp_proto *p, int code, const char *text)
         return;
     p->noutcome += n;
     p->bcast_next = 0;
-    textf(p->txt_all, sizeof(p->txt_all), "%s", text);
-    q_push(p, LMTP_EV_RCPT, LMTP_BCAST, code, p->txt_all);
+    lmtp_proto__textf(p->txt_all, sizeof(p->txt_all), "%s", text);
+    lmtp_proto__q_push(p, LMTP_EV_RCPT, LMTP_BCAST, code, p->txt_all);
 }
 
 /* One recipient's outcome from a reply: p->sum. */
 static void
 rcpt_outcome(struct lmtp_proto *p, size_t i, int code)
 {
-    p->rstate[i] = RS_DONE;
+    p->rstate[i] = LMTP_RS_DONE;
     p->noutcome++;
-    textf(p->txt_one, sizeof(p->txt_one), "%s", p->sum);
-    q_push(p, LMTP_EV_RCPT, i, code, p->txt_one);
+    lmtp_proto__textf(p->txt_one, sizeof(p->txt_one), "%s", p->sum);
+    lmtp_proto__q_push(p, LMTP_EV_RCPT, i, code, p->txt_one);
 }
 
-/* Ends the session: 451 enh reason for the open transaction, then FAILED. */
-static void
-fail(struct lmtp_proto *p, const char *enh, const char *reason)
+void
+lmtp_proto__fail(struct lmtp_proto *p, const char *enh, const char *reason)
 {
     char text[LMTP_TEXT_MAX];
 
     q_purge(p);
-    textf(p->txt_fail, sizeof(p->txt_fail), "%s", reason);
-    textf(text, sizeof(text), "451 %s %s", enh, reason);
+    lmtp_proto__textf(p->txt_fail, sizeof(p->txt_fail), "%s", reason);
+    lmtp_proto__textf(text, sizeof(text), "451 %s %s", enh, reason);
     broadcast(p, 451, text);
     txn_check_done(p);
     p->st = LMTP_ST_FAILED;
-    q_push(p, LMTP_EV_FAILED, 0, 0, p->txt_fail);
+    lmtp_proto__q_push(p, LMTP_EV_FAILED, 0, 0, p->txt_fail);
 }
 
-/* fail() because of the reply in p->rep. */
-static void
-fail_reply(struct lmtp_proto *p, const char *why)
+void
+lmtp_proto__fail_reply(struct lmtp_proto *p, const char *fmt, ...)
 {
+    char why[LMTP_TEXT_MAX];
     char reason[LMTP_TEXT_MAX];
+    va_list ap;
 
-    textf(reason, sizeof(reason), "%s (awaiting %s): %s", why, lmtp_st_what[p->st], p->sum);
-    fail(p, "4.4.2", reason);
-}
-
-/* RFC 5321 4.1.2: a path must not carry control characters; ours were
- * checked on receipt, so this only guards the command stream. */
-static bool
-path_ok(const char *s)
-{
-    for (; *s != '\0'; s++) {
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return false;
-    }
-    return true;
-}
-
-/* Why the transaction cannot be sent at all (text, with *code), or NULL. */
-static const char *
-txn_refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *code)
-{
-    bool paths_ok = path_ok(t->sender);
-
-    for (size_t i = 0; i < t->nrcpts && paths_ok; i++)
-        paths_ok = path_ok(t->rcpts[i]);
-    *code = 451;
-    if (p->st != LMTP_ST_READY)
-        return "451 4.4.2 LMTP session not ready";
-    if (!paths_ok)
-        return "451 4.3.0 address with control characters, not sent over LMTP";
-    *code = 550;
-    /* RFC 6531 3.4: no SMTPUTF8 transaction to a server without it */
-    if (t->smtputf8 && !p->smtputf8)
-        return "550 5.6.7 SMTPUTF8 required but not offered by the LMTP server";
-    /* RFC 1870 6.1: a message over the declared SIZE would be refused */
-    *code = 552;
-    if (p->size_offered && p->size_max > 0 && t->size > p->size_max)
-        return "552 5.3.4 Message size exceeds the LMTP server's SIZE limit";
-    return NULL;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    lmtp_proto__textf(reason, sizeof(reason), "%s (awaiting %s): %s", why, lmtp_st_what[p->st],
+                      p->sum);
+    lmtp_proto__fail(p, "4.4.2", reason);
 }
 
 static void
 send_rcpt(struct lmtp_proto *p, size_t i)
 {
-    out_put(p, "RCPT TO:<");
-    out_put(p, p->txn->rcpts[i]);
-    out_put(p, ">\r\n");
+    lmtp_proto__out_put(p, "RCPT TO:<");
+    lmtp_proto__out_put(p, p->txn->rcpts[i]);
+    lmtp_proto__out_put(p, ">\r\n");
 }
 
 static void
@@ -361,38 +273,38 @@ send_mail(struct lmtp_proto *p, const struct lmtp_txn *t)
 {
     char num[32];
 
-    out_put(p, "MAIL FROM:<");
-    out_put(p, t->sender);
-    out_put(p, ">");
+    lmtp_proto__out_put(p, "MAIL FROM:<");
+    lmtp_proto__out_put(p, t->sender);
+    lmtp_proto__out_put(p, ">");
     if (p->size_offered) {
         snprintf(num, sizeof(num), " SIZE=%" PRIu64, t->size);
-        out_put(p, num);
+        lmtp_proto__out_put(p, num);
     }
     if (t->body_8bit && p->eightbit)
-        out_put(p, " BODY=8BITMIME");
+        lmtp_proto__out_put(p, " BODY=8BITMIME");
     if (t->smtputf8)
-        out_put(p, " SMTPUTF8");
-    out_put(p, "\r\n");
+        lmtp_proto__out_put(p, " SMTPUTF8");
+    lmtp_proto__out_put(p, "\r\n");
 }
 
 static void
 send_rset(struct lmtp_proto *p)
 {
-    out_put(p, "RSET\r\n");
+    lmtp_proto__out_put(p, "RSET\r\n");
     p->st = LMTP_ST_RSET;
 }
 
 /* The transaction is over and the server has answered everything. */
-static void
-become_ready(struct lmtp_proto *p)
+void
+lmtp_proto__become_ready(struct lmtp_proto *p)
 {
     if (p->quit_pending) {
-        out_put(p, "QUIT\r\n");
+        lmtp_proto__out_put(p, "QUIT\r\n");
         p->st = LMTP_ST_QUIT;
         return;
     }
     p->st = LMTP_ST_READY;
-    q_push(p, LMTP_EV_READY, 0, 0, NULL);
+    lmtp_proto__q_push(p, LMTP_EV_READY, 0, 0, NULL);
 }
 
 void
@@ -401,7 +313,7 @@ lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t)
     const char *refusal;
     int code;
 
-    out_release(p);
+    lmtp_proto__out_release(p);
     if (p->txn != NULL || p->qlen > 0)
         mxd_panic("lmtp_proto_start: previous transaction or events pending");
     free(p->rstate);
@@ -411,69 +323,28 @@ lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t)
     p->naccepted = p->noutcome = p->reply_idx = p->dot_next = 0;
     p->mail_failed = false;
     p->verify = t->verify_only;
-    refusal = txn_refusal(p, t, &code);
+    p->bdat = p->smtp && p->chunking && !p->verify;
+    refusal = lmtp_proto__refusal(p, t, &code);
     if (refusal != NULL || t->nrcpts == 0) {
         if (refusal != NULL)
             broadcast(p, code, refusal);
         txn_check_done(p);
         if (p->st == LMTP_ST_READY)
-            q_push(p, LMTP_EV_READY, 0, 0, NULL);
+            lmtp_proto__q_push(p, LMTP_EV_READY, 0, 0, NULL);
         return;
     }
     p->st = LMTP_ST_TXN;
     send_mail(p, t);
     if (!p->pipelining)
         return;
-    /* RFC 2920 3.1: MAIL, RCPT and DATA (or RSET) may all go in one group */
+    /* RFC 2920 3.1: MAIL, RCPT and DATA (or RSET) may all go in one group.
+     * BDAT is not in it: it waits for the RCPT replies (see on_rcpt). */
     for (size_t i = 0; i < t->nrcpts; i++)
         send_rcpt(p, i);
-    out_put(p, p->verify ? "RSET\r\n" : "DATA\r\n");
-}
-
-/* SIZE's parameter, 0 when absent or unusable (RFC 1870 4: no limit). */
-static uint64_t
-size_param(const char *s, size_t len)
-{
-    uint64_t n = 0;
-
-    for (size_t i = 0; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
-        if (n > (UINT64_MAX - 9) / 10)
-            return 0;
-        n = n * 10 + (uint64_t)(s[i] - '0');
-    }
-    return n;
-}
-
-static void
-on_greeting(struct lmtp_proto *p)
-{
-    if (p->rep.code != 220) {
-        fail_reply(p, "LMTP server refused the session");
-        return;
-    }
-    out_put(p, "LHLO ");
-    out_put(p, p->lhlo_name);
-    out_put(p, "\r\n");
-    p->st = LMTP_ST_LHLO;
-}
-
-static void
-on_lhlo(struct lmtp_proto *p)
-{
-    const char *param = NULL;
-    size_t plen = 0;
-
-    if (p->rep.code != 250) {
-        fail_reply(p, "LMTP server refused LHLO");
-        return;
-    }
-    p->pipelining = reply_has_keyword(&p->rep, "PIPELINING", NULL, NULL);
-    p->eightbit = reply_has_keyword(&p->rep, "8BITMIME", NULL, NULL);
-    p->smtputf8 = reply_has_keyword(&p->rep, "SMTPUTF8", NULL, NULL);
-    p->size_offered = reply_has_keyword(&p->rep, "SIZE", &param, &plen);
-    p->size_max = p->size_offered ? size_param(param, plen) : 0;
-    p->st = LMTP_ST_READY;
-    q_push(p, LMTP_EV_READY, 0, 0, NULL);
+    if (p->verify)
+        lmtp_proto__out_put(p, "RSET\r\n");
+    else if (!p->bdat)
+        lmtp_proto__out_put(p, "DATA\r\n");
 }
 
 static void
@@ -496,43 +367,43 @@ on_mail(struct lmtp_proto *p, int cls)
 static void
 on_rcpt(struct lmtp_proto *p, size_t i, int cls)
 {
+    bool last = i + 1 == p->nrcpts;
+
     if (p->mail_failed) {
         /* RFC 2920 3.1: replies to the rest of a failed group */
     } else if (cls == 2 && !p->verify) {
-        p->rstate[i] = RS_ACCEPTED;
+        p->rstate[i] = LMTP_RS_ACCEPTED;
         p->naccepted++;
     } else {
         rcpt_outcome(p, i, p->rep.code);
     }
     txn_check_done(p);
-    if (p->pipelining) {
-        if (p->verify && i + 1 == p->nrcpts)
+    if (p->pipelining && !(p->bdat && last)) {
+        if (p->verify && last)
             p->st = LMTP_ST_RSET; /* its RSET is next in the group */
         return;
     }
-    if (i + 1 < p->nrcpts)
+    if (!last)
         send_rcpt(p, i + 1);
-    else if (p->naccepted > 0)
-        out_put(p, "DATA\r\n");
-    else
+    else if (p->naccepted == 0)
         send_rset(p);
+    else if (p->bdat)
+        lmtp_proto__bdat_begin(p);
+    else
+        lmtp_proto__out_put(p, "DATA\r\n");
 }
 
 static void
 on_data(struct lmtp_proto *p, int cls)
 {
     if (p->rep.code == 354 && p->naccepted > 0 && !p->mail_failed) {
-        p->st = LMTP_ST_BODY;
-        p->body_bol = true;
-        p->body_crlf = true;
-        p->body_prev = '\n';
-        q_push(p, LMTP_EV_BODY, 0, 0, NULL);
+        lmtp_proto__body_begin(p);
         return;
     }
     if (cls != 4 && cls != 5) {
         /* 354 without an accepted recipient (RFC 2033 4.2: it must be
          * 503) or a 2xx: what comes after the dot is unknowable. */
-        fail_reply(p, "LMTP server gave an impossible reply to DATA");
+        lmtp_proto__fail_reply(p, "%s gave an impossible reply to DATA", lmtp_proto__peer(p));
         return;
     }
     broadcast(p, p->rep.code, p->sum); /* the accepted recipients, if any */
@@ -547,7 +418,7 @@ on_txn_reply(struct lmtp_proto *p)
     int cls = p->rep.code / 100;
 
     if (idx <= p->nrcpts && cls == 3) {
-        fail_reply(p, "LMTP server gave an impossible reply");
+        lmtp_proto__fail_reply(p, "%s gave an impossible reply", lmtp_proto__peer(p));
         return;
     }
     if (idx == 0)
@@ -558,26 +429,31 @@ on_txn_reply(struct lmtp_proto *p)
         on_data(p, cls);
 }
 
-/* RFC 2033 4.2: after the dot, one reply per accepted recipient, in RCPT
- * order. */
+/* LMTP (RFC 2033 4.2): after the dot, one reply per accepted recipient,
+ * in RCPT order. SMTP (RFC 5321 4.1.1.4, RFC 3030 2): one reply, the
+ * outcome of every accepted recipient. */
 static void
 on_dot_reply(struct lmtp_proto *p)
 {
     size_t i = p->dot_next;
 
     if (p->rep.code / 100 == 3) {
-        fail_reply(p, "LMTP server gave an impossible reply");
+        lmtp_proto__fail_reply(p, "%s gave an impossible reply", lmtp_proto__peer(p));
         return;
     }
-    while (i < p->nrcpts && p->rstate[i] != RS_ACCEPTED)
-        i++;
-    if (i == p->nrcpts)
-        mxd_panic("lmtp_proto: after-dot reply without a recipient");
-    p->dot_next = i + 1;
-    rcpt_outcome(p, i, p->rep.code);
+    if (p->smtp) {
+        broadcast(p, p->rep.code, p->sum);
+    } else {
+        while (i < p->nrcpts && p->rstate[i] != LMTP_RS_ACCEPTED)
+            i++;
+        if (i == p->nrcpts)
+            mxd_panic("lmtp_proto: after-dot reply without a recipient");
+        p->dot_next = i + 1;
+        rcpt_outcome(p, i, p->rep.code);
+    }
     txn_check_done(p);
     if (p->txn == NULL)
-        become_ready(p);
+        lmtp_proto__become_ready(p);
 }
 
 static void
@@ -586,19 +462,23 @@ on_reply(struct lmtp_proto *p)
     reply_summary(&p->rep, p->sum, sizeof(p->sum));
     if (p->st == LMTP_ST_QUIT) {
         p->st = LMTP_ST_CLOSED;
-        q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
+        lmtp_proto__q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
         return;
     }
     if (p->rep.code == 421) {
-        fail_reply(p, "LMTP server is closing the session");
+        lmtp_proto__fail_reply(p, "%s is closing the session", lmtp_proto__peer(p));
         return;
     }
     switch (p->st) {
     case LMTP_ST_GREETING:
-        on_greeting(p);
+        lmtp_proto__on_greeting(p);
         break;
     case LMTP_ST_LHLO:
-        on_lhlo(p);
+    case LMTP_ST_EHLO:
+        lmtp_proto__on_hello(p);
+        break;
+    case LMTP_ST_HELO:
+        lmtp_proto__on_helo(p);
         break;
     case LMTP_ST_TXN:
         on_txn_reply(p);
@@ -607,10 +487,10 @@ on_reply(struct lmtp_proto *p)
         on_dot_reply(p);
         break;
     case LMTP_ST_RSET:
-        become_ready(p);
+        lmtp_proto__become_ready(p);
         break;
     default:
-        fail_reply(p, "unexpected reply from LMTP server");
+        lmtp_proto__fail_reply(p, "unexpected reply from %s", lmtp_proto__peer(p));
         break;
     }
 }
@@ -620,7 +500,7 @@ lmtp_proto_feed(struct lmtp_proto *p, const char *data, size_t len)
 {
     size_t used = 0;
 
-    out_release(p);
+    lmtp_proto__out_release(p);
     if (p->st == LMTP_ST_FAILED || p->st == LMTP_ST_CLOSED)
         return len;
     while (used < len && p->qlen == 0) {
@@ -632,13 +512,13 @@ lmtp_proto_feed(struct lmtp_proto *p, const char *data, size_t len)
             on_reply(p);
         } else if (r == REPLY_ERROR && p->st == LMTP_ST_QUIT) {
             p->st = LMTP_ST_CLOSED;
-            q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
+            lmtp_proto__q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
         } else if (r == REPLY_ERROR) {
             char reason[LMTP_TEXT_MAX];
 
-            textf(reason, sizeof(reason), "garbage from LMTP server (awaiting %s)",
-                  lmtp_st_what[p->st]);
-            fail(p, "4.4.2", reason);
+            lmtp_proto__textf(reason, sizeof(reason), "garbage from %s (awaiting %s)",
+                              lmtp_proto__peer(p), lmtp_st_what[p->st]);
+            lmtp_proto__fail(p, "4.4.2", reason);
         }
     }
     return used;
@@ -650,8 +530,8 @@ static bool
 bcast_next(struct lmtp_proto *p, const struct lmtp_qent *q, struct lmtp_event *ev)
 {
     for (size_t i = p->bcast_next; i < p->nrcpts; i++) {
-        if (p->rstate[i] == RS_MARKED) {
-            p->rstate[i] = RS_DONE;
+        if (p->rstate[i] == LMTP_RS_MARKED) {
+            p->rstate[i] = LMTP_RS_DONE;
             p->bcast_next = i + 1;
             ev->type = LMTP_EV_RCPT;
             ev->index = i;
@@ -666,7 +546,7 @@ bcast_next(struct lmtp_proto *p, const struct lmtp_qent *q, struct lmtp_event *e
 enum lmtp_ev
 lmtp_proto_next(struct lmtp_proto *p, struct lmtp_event *ev)
 {
-    out_release(p);
+    lmtp_proto__out_release(p);
     *ev = (struct lmtp_event){.type = LMTP_EV_NONE};
     while (p->qlen > 0) {
         const struct lmtp_qent *q = &p->q[0];
@@ -693,70 +573,25 @@ lmtp_proto_next(struct lmtp_proto *p, struct lmtp_event *ev)
     return LMTP_EV_NONE;
 }
 
-/* Dot-stuffs data into the output buffer (RFC 5321 4.5.2). A line starts
- * after any LF, not only CRLF: a server that takes LF as a line end (as
- * Dovecot does) must not see an unstuffed "\n.\r\n" as the end. */
-static void
-body_stuff(struct lmtp_proto *p, const char *data, size_t len)
-{
-    char *o;
-    bool bol = p->body_bol;
-
-    out_reserve(p, 2 * len);
-    o = p->out + p->out_len;
-    for (size_t i = 0; i < len; i++) {
-        if (bol && data[i] == '.')
-            *o++ = '.';
-        *o++ = data[i];
-        bol = data[i] == '\n';
-    }
-    p->out_len = (size_t)(o - p->out);
-    p->body_bol = bol;
-    if (len > 0) {
-        char before = len > 1 ? data[len - 2] : p->body_prev;
-
-        p->body_crlf = data[len - 1] == '\n' && before == '\r';
-        p->body_prev = data[len - 1];
-    }
-    out_mark(p);
-}
-
-void
-lmtp_proto_body(struct lmtp_proto *p, const char *data, size_t len, bool last)
-{
-    out_release(p);
-    if (p->st == LMTP_ST_FAILED || p->st == LMTP_ST_CLOSED)
-        return;
-    if (p->st != LMTP_ST_BODY)
-        mxd_panic("lmtp_proto_body: no body wanted now");
-    body_stuff(p, data, len);
-    if (!last) {
-        q_push(p, LMTP_EV_BODY, 0, 0, NULL);
-        return;
-    }
-    if (!p->body_crlf)
-        out_put(p, "\r\n");
-    out_put(p, ".\r\n");
-    p->st = LMTP_ST_DOT;
-    p->dot_next = 0;
-}
-
 void
 lmtp_proto_quit(struct lmtp_proto *p)
 {
-    out_release(p);
-    if (p->st == LMTP_ST_FAILED || p->st == LMTP_ST_CLOSED || p->st == LMTP_ST_QUIT)
+    enum lmtp_st st = p->st;
+
+    lmtp_proto__out_release(p);
+    if (st == LMTP_ST_FAILED || st == LMTP_ST_CLOSED || st == LMTP_ST_QUIT)
         return;
-    if (p->st == LMTP_ST_READY && p->txn == NULL) {
-        out_put(p, "QUIT\r\n");
+    if (st == LMTP_ST_READY && p->txn == NULL) {
+        lmtp_proto__out_put(p, "QUIT\r\n");
         p->st = LMTP_ST_QUIT;
-    } else if ((p->st == LMTP_ST_TXN || p->st == LMTP_ST_RSET) && p->txn == NULL) {
+    } else if ((st == LMTP_ST_TXN || st == LMTP_ST_RSET) && p->txn == NULL) {
         /* every outcome is known; QUIT once the server has caught up */
         p->quit_pending = true;
-    } else if (p->st == LMTP_ST_GREETING || p->st == LMTP_ST_LHLO) {
+    } else if (st == LMTP_ST_GREETING || st == LMTP_ST_LHLO || st == LMTP_ST_EHLO ||
+               st == LMTP_ST_HELO) {
         p->st = LMTP_ST_CLOSED;
         q_purge(p);
-        q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
+        lmtp_proto__q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
     } else {
         lmtp_proto_abort(p, "session closed by mxd during a transaction");
     }
@@ -765,15 +600,15 @@ lmtp_proto_quit(struct lmtp_proto *p)
 void
 lmtp_proto_abort(struct lmtp_proto *p, const char *reason)
 {
-    out_release(p);
+    lmtp_proto__out_release(p);
     if (p->st == LMTP_ST_FAILED || p->st == LMTP_ST_CLOSED)
         return;
     if (p->st == LMTP_ST_QUIT) {
         /* the connection went away after QUIT: that is what we wanted */
         p->st = LMTP_ST_CLOSED;
         q_purge(p);
-        q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
+        lmtp_proto__q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);
         return;
     }
-    fail(p, "4.4.1", reason);
+    lmtp_proto__fail(p, "4.4.1", reason);
 }

@@ -1,5 +1,7 @@
-/* lmtp_proto: the LMTP client state machine (RFC 2033; pure: replies in,
- * bytes to send and per-recipient outcomes out; no I/O, clock or store). */
+/* lmtp_proto: the LMTP client state machine (RFC 2033), also the SMTP
+ * client (RFC 5321) that forwards to a primary MX (lmtp_proto_new_smtp);
+ * pure: replies in, bytes to send and per-recipient outcomes out; no I/O,
+ * clock or store. */
 #ifndef MXD_LMTP_PROTO_H
 #define MXD_LMTP_PROTO_H
 
@@ -10,13 +12,13 @@
 #include "reply.h"
 #include "util.h"
 
-/* One message to deliver in one LMTP transaction. Strings are borrowed
- * until LMTP_EV_TXN_DONE. */
+/* One message to deliver in one LMTP (or SMTP) transaction. Strings are
+ * borrowed until LMTP_EV_TXN_DONE. */
 struct lmtp_txn {
     const char *sender;       /* "" for <> */
     const char *const *rcpts; /* mailbox "local@domain", no <> */
     size_t nrcpts;
-    uint64_t size;    /* body octets, for SIZE= */
+    uint64_t size;    /* body octets, for SIZE= (SMTP: exact, also BDAT's) */
     bool body_8bit;   /* BODY=8BITMIME */
     bool smtputf8;    /* SMTPUTF8 */
     bool verify_only; /* callahead: MAIL, RCPT, then RSET instead of DATA;
@@ -54,6 +56,25 @@ struct lmtp_proto;
 /* A session that greets with LHLO lhlo_name once the server's 220 is
  * fed. Caller frees. */
 struct lmtp_proto *lmtp_proto_new(const char *lhlo_name);
+
+/* A session that speaks SMTP instead, as a client forwarding mail to (or
+ * probing, or calling ahead to) another MX. Caller frees. Events and calls
+ * are the same; what differs from LMTP:
+ * - EHLO ehlo_name; a 5xx to it falls back to HELO, then no extensions.
+ * - After the data there is one reply, and it is the outcome of every
+ *   recipient accepted at RCPT: each gets a RCPT event with it.
+ * - With CHUNKING the body goes as "BDAT <txn.size> LAST" and the raw
+ *   octets (no stuffing, no terminator). BDAT is sent only once the RCPT
+ *   replies include a 2xx (with PIPELINING, MAIL and RCPTs are one group
+ *   and BDAT follows their replies), so a refused message costs no body.
+ * - The body given to lmtp_proto_body() must be exactly txn.size octets
+ *   (with DATA too): short or long, the session fails (451 4.3.0 to every
+ *   open recipient, then FAILED).
+ * - Over the server's SIZE: 552 5.3.4 for every recipient. A message that
+ *   needs 8BITMIME or SMTPUTF8 the server lacks: 451 4.6.0 / 451 4.6.7
+ *   for every recipient (deferred, never downgraded). Nothing is sent.
+ * - verify_only works the same (MAIL, RCPT..., RSET). */
+struct lmtp_proto *lmtp_proto_new_smtp(const char *ehlo_name);
 void lmtp_proto_free(struct lmtp_proto *p);
 
 /* Feeds server bytes; returns how many were taken (all, unless an event
@@ -66,12 +87,13 @@ enum lmtp_ev lmtp_proto_next(struct lmtp_proto *p, struct lmtp_event *ev);
 /* Starts a transaction; only after LMTP_EV_READY. t is borrowed until
  * TXN_DONE. Recipients the server cannot take (SMTPUTF8 needed but not
  * offered, size over the server's SIZE) get a 5xx RCPT event without being
- * sent. */
+ * sent (SMTP mode: see lmtp_proto_new_smtp). */
 void lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t);
 
 /* The next piece of the body after LMTP_EV_BODY (raw message octets, not
- * dot-stuffed; the proto stuffs them and adds the final CRLF . CRLF).
- * last: this is the final piece (len may be 0). */
+ * dot-stuffed; the proto stuffs them and adds the final CRLF . CRLF, or
+ * passes them through after BDAT). last: this is the final piece (len may
+ * be 0). */
 void lmtp_proto_body(struct lmtp_proto *p, const char *data, size_t len, bool last);
 
 /* Sends QUIT when idle (after READY); then LMTP_EV_CLOSED. */

@@ -122,6 +122,29 @@ on_callahead_stopped(void *arg)
     stop_next(arg);
 }
 
+/* ETRN: flush the backup domains named (or below it, for "@domain"). */
+static size_t
+on_etrn(void *arg, const char *node, bool subdomains)
+{
+    struct mxd *m = arg;
+    size_t n = 0;
+    size_t nl = strlen(node);
+
+    for (size_t i = 0; i < m->conf->ndomains && m->deliver != NULL; i++) {
+        const struct conf_domain *d = &m->conf->domains[i];
+        size_t dl = strlen(d->name);
+        bool match = ascii_casecmp(d->name, node) == 0 ||
+                     (subdomains && dl > nl && d->name[dl - nl - 1] == '.' &&
+                      ascii_casecmp(d->name + dl - nl, node) == 0);
+
+        if (match && d->mode == CONF_MODE_BACKUP) {
+            deliver_flush_domain(m->deliver, d->name);
+            n++;
+        }
+    }
+    return n;
+}
+
 static void
 on_kick(void *arg)
 {
@@ -175,6 +198,7 @@ mxd_start(struct mxd *m)
     if (rc != 0)
         goto fail;
     smtp_server_on_queued(m->server, on_kick, m);
+    smtp_server_on_etrn(m->server, on_etrn, m);
     m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
     smtp_server_set_callahead(m->server, m->callahead);
     if (m->conf->control_socket != NULL) {

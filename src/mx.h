@@ -23,7 +23,7 @@ struct mx_host {
  * was among the records. 0 kept means: mail for this domain loops back to
  * us, defer it.
  */
-size_t mx_select(struct mx_host *hosts, size_t n, const char *self,
-                 unsigned (*rand_fn)(void *arg), void *rand_arg, bool *self_listed);
+size_t mx_select(struct mx_host *hosts, size_t n, const char *self, unsigned (*rand_fn)(void *arg),
+                 void *rand_arg, bool *self_listed);
 
 #endif

@@ -81,7 +81,7 @@ cmd_helo_common(struct smtp_proto *p, const char *verb, const char *arg, size_t 
     /* RFC 5321 4.1.1.1: multi-line reply, one extension a line. */
     snprintf(buf, sizeof(buf),
              "%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-             "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING",
+             "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-ETRN\r\n250 CHUNKING",
              p->cfg.hostname, (unsigned long long)p->cfg.max_message_size);
     off = p->reply_len;
     R(p, verb, 250, "-%s", buf);
@@ -457,6 +457,33 @@ cmd_help(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
     return STEP_AGAIN;
 }
 
+/* RFC 1985: ETRN node, "@domain" (and subdomains) or "#queue"; the
+ * caller decides who may and which nodes exist. */
+static enum smtp_step
+cmd_etrn(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *ev)
+{
+    if (p->helo[0] == '\0') {
+        R(p, "ETRN", 503, "5.5.1 Error: send HELO/EHLO first");
+        return STEP_AGAIN;
+    }
+    if (p->txn_active) {
+        R(p, "ETRN", 503, "5.5.1 Error: ETRN is not allowed during a mail transaction");
+        return STEP_AGAIN;
+    }
+    if (len == 0 || len >= sizeof(p->etrn) || memchr(arg, ' ', len) != NULL ||
+        !addr_utf8_valid(arg, len)) {
+        R(p, "ETRN", 501, "5.5.4 Syntax: ETRN node");
+        return STEP_AGAIN;
+    }
+    memcpy(p->etrn, arg, len);
+    p->etrn[len] = '\0';
+    p->owed = OWE_ETRN;
+    ev->type = SMTP_EV_ETRN;
+    ev->data = p->etrn;
+    ev->len = len;
+    return STEP_EVENT;
+}
+
 /* Known SMTP commands we do not offer (RFC 5321 4.2.4: 502). */
 static enum smtp_step
 cmd_unimplemented(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *ev)
@@ -475,7 +502,7 @@ static const struct smtp_cmd smtp_cmds[] = {
     {"RSET", cmd_rset},          {"NOOP", cmd_noop},
     {"QUIT", cmd_quit},          {"VRFY", cmd_vrfy},
     {"HELP", cmd_help},          {"EXPN", cmd_unimplemented},
-    {"ETRN", cmd_unimplemented}, {"STARTTLS", cmd_unimplemented},
+    {"ETRN", cmd_etrn},          {"STARTTLS", cmd_unimplemented},
     {"AUTH", cmd_unimplemented}, {"TURN", cmd_unimplemented},
     {"SEND", cmd_unimplemented}, {"SOML", cmd_unimplemented},
     {"SAML", cmd_unimplemented},

@@ -164,6 +164,14 @@ smtp_server_set_callahead(struct smtp_server *srv, struct callahead *ca)
 }
 
 void
+smtp_server_on_etrn(struct smtp_server *srv,
+                    size_t (*cb)(void *arg, const char *domain, bool subdomains), void *arg)
+{
+    srv->on_etrn = cb;
+    srv->on_etrn_arg = arg;
+}
+
+void
 smtp_server_get_stats(const struct smtp_server *srv, struct smtp_server_stats *out)
 {
     *out = srv->stats;

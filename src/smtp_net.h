@@ -3,6 +3,8 @@
 #ifndef MXD_SMTP_NET_H
 #define MXD_SMTP_NET_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -35,6 +37,12 @@ void smtp_server_on_queued(struct smtp_server *srv, void (*cb)(void *arg), void 
 struct callahead;
 /* Recipient verification for domains with `recipients = lmtp` (borrowed). */
 void smtp_server_set_callahead(struct smtp_server *srv, struct callahead *ca);
+
+/* ETRN (RFC 1985) from an allowed client: cb(arg, domain, subdomains)
+ * starts delivery of the mail held for domain (and its subdomains when
+ * the client sent "@domain") and returns how many of our domains matched. */
+void smtp_server_on_etrn(struct smtp_server *srv,
+                         size_t (*cb)(void *arg, const char *domain, bool subdomains), void *arg);
 
 struct smtp_server_stats {
     uint64_t connections_total;

@@ -35,6 +35,8 @@ struct smtp_server {
     void *shutdown_arg;
     struct smtp_server_stats stats;
     struct callahead *callahead;
+    size_t (*on_etrn)(void *arg, const char *domain, bool subdomains);
+    void *on_etrn_arg;
     void (*on_queued)(void *arg);
     void *on_queued_arg;
 };

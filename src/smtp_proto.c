@@ -446,6 +446,9 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text)
             p->txn.rcpts[p->txn.nrcpts++] = p->pend_addr;
         }
         break;
+    case OWE_ETRN:
+        smtp_proto__reply(p, "ETRN", code, "%s", text);
+        break;
     case OWE_BODY:
         smtp_proto__reply(p, p->bdat_used ? "BDAT" : "DATA", code, "%s", text);
         p->body_begun = false; /* the caller is done with the content */

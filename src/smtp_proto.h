@@ -33,6 +33,7 @@ struct smtp_proto_cfg {
     X(BODY)       /* data[0..len) is the next piece of message content */                          \
     X(BODY_END)   /* content complete and acceptable: store it; answer owed */                     \
     X(TXN_ABORT)  /* content collected so far is to be dropped */                                  \
+    X(ETRN)       /* ETRN data[0..len) (RFC 1985 node, "@" or "#" forms as sent); answer owed */   \
     X(CLOSE)      /* send what was replied, then close the connection */
 
 #define SMTP_EV_ENUM(name) SMTP_EV_##name,

@@ -7,7 +7,7 @@
 #include "smtp_proto.h"
 
 enum smtp_phase { PH_CMD, PH_DATA, PH_BDAT, PH_CLOSED };
-enum smtp_owed { OWE_NONE, OWE_MAIL, OWE_RCPT, OWE_BODY };
+enum smtp_owed { OWE_NONE, OWE_MAIL, OWE_RCPT, OWE_BODY, OWE_ETRN };
 enum smtp_step { STEP_AGAIN, STEP_EVENT, STEP_NEED };
 
 struct smtp_proto {
@@ -20,6 +20,7 @@ struct smtp_proto {
     bool skip_cr;   /* ... and its last octet so far was a CR */
     bool esmtp;
     char helo[256];
+    char etrn[256]; /* the ETRN argument waiting for its answer */
     unsigned errors;
     /* transaction */
     struct smtp_txn txn;

@@ -374,11 +374,11 @@ on_rcpt(struct smtp_session *s, const struct addr *a)
     if (d->recipients == CONF_RCPTS_TABLE) {
         s->pending++;
         store_rcpt_lookup_async(s->srv->store, a->mailbox, a->domain_lc, on_rcpt_lookup, s);
-    } else if (d->recipients == CONF_RCPTS_LMTP && s->srv->callahead != NULL) {
+    } else if ((d->recipients == CONF_RCPTS_LMTP || d->recipients == CONF_RCPTS_PRIMARY) &&
+               s->srv->callahead != NULL) {
         s->pending++;
         callahead_check(s->srv->callahead, d, a->mailbox, on_callahead, s);
     } else {
-        /* any; `primary` callahead comes with backup forwarding */
         smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
     }
 }
@@ -560,6 +560,36 @@ on_mail(struct smtp_session *s)
     smtp_proto_answer(s->proto, 250, "2.1.0 Ok");
 }
 
+/* RFC 1985: 250 when delivery for the node was started, 458 when this
+ * client may not ask (or asks for a queue name), 459 for a node that is
+ * not one of our backup domains. */
+static void
+on_etrn(struct smtp_session *s, const char *node)
+{
+    const struct conf *c = s->srv->conf;
+    bool sub = node[0] == '@';
+    char text[400];
+    size_t n;
+
+    if (!conf_cidr_match(c->etrn_clients, c->netrn_clients, (const struct sockaddr *)&s->peer) ||
+        node[0] == '#' || s->srv->on_etrn == NULL) {
+        snprintf(text, sizeof(text), "4.7.1 Unable to queue messages for node %.255s%s", node,
+                 node[0] == '#' ? ": queue names are not supported" : "");
+        smtp_proto_answer(s->proto, 458, text);
+        return;
+    }
+    n = s->srv->on_etrn(s->srv->on_etrn_arg, node + sub, sub);
+    if (n == 0) {
+        snprintf(text, sizeof(text), "4.1.2 Node %.255s not allowed: not a backup domain here",
+                 node);
+        smtp_proto_answer(s->proto, 459, text);
+        return;
+    }
+    log_msg(LOG_INFO, NULL, "smtp", "etrn client=%s node=%.255s domains=%zu", s->ip, node, n);
+    snprintf(text, sizeof(text), "2.0.0 Queuing for node %.255s started", node);
+    smtp_proto_answer(s->proto, 250, text);
+}
+
 /* ---- the pump: protocol events to actions ------------------------------ */
 
 static void
@@ -631,6 +661,9 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
     case SMTP_EV_CLOSE:
         session_close(s);
         return false;
+    case SMTP_EV_ETRN:
+        on_etrn(s, ev->data);
+        return true;
     case SMTP_EV_HELO:
         return true;
     }

@@ -145,7 +145,8 @@ void store_body_read_async(struct store *st, int64_t msg_id, uint64_t offset, si
 struct store_outcome {
     int64_t rcpt_id;
     int64_t msg_id;
-    enum store_rcpt_state state; /* DELIVERED, DEFERRED or BOUNCED */
+    enum store_rcpt_state state; /* DELIVERED, DEFERRED, HELD (backup: waits for the primary)
+                                    or BOUNCED */
     int64_t next_attempt;        /* DEFERRED: when to try again */
     char *last_reply;            /* owned: "250 2.0.0 ...", "451 4.4.1 connect failed ..." */
     char *remote_mta;            /* owned, may be NULL: who answered */

@@ -542,7 +542,7 @@ writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *m
 
     sqlite3_bind_int64(s, 1, o->rcpt_id);
     sqlite3_bind_text(s, 2, store_rcpt_state_name(o->state), -1, SQLITE_STATIC);
-    if (o->state == STORE_RCPT_DEFERRED)
+    if (o->state == STORE_RCPT_DEFERRED || o->state == STORE_RCPT_HELD)
         sqlite3_bind_int64(s, 3, o->next_attempt);
     else
         sqlite3_bind_null(s, 3);
@@ -597,7 +597,8 @@ writer_outcomes(struct store_writer *w, struct store__djob *d)
     for (size_t i = 0; i < d->n; i++) {
         enum store_rcpt_state st = d->outcomes[i].state;
 
-        if (st != STORE_RCPT_DELIVERED && st != STORE_RCPT_DEFERRED && st != STORE_RCPT_BOUNCED) {
+        if (st != STORE_RCPT_DELIVERED && st != STORE_RCPT_DEFERRED && st != STORE_RCPT_BOUNCED &&
+            st != STORE_RCPT_HELD) {
             store__writer_reason(w, "outcome %zu: bad state %d", i, (int)st);
             return MXD_EINVAL;
         }

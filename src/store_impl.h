@@ -21,9 +21,10 @@
  * reader's from R_LOOKUP on. recipients.address is COLLATE NOCASE, so the
  * lookup compares case-insensitively and uses the primary key for both
  * terms. Every query on due recipients repeats the partial index's
- * `state IN ('queued', 'deferred')` word for word so that SQLite uses
- * message_rcpts_due. An outcome never moves a final recipient, and a
- * deferral leaves a held one held. */
+ * `state IN ('queued', 'deferred', 'held')` word for word so that SQLite
+ * uses message_rcpts_due (schema 002); an operator's hold is next_attempt
+ * = INT64_MAX, never due, and a flush leaves it alone. An outcome never moves a final recipient,
+ * and a deferral leaves a held one held. */
 #define STORE_SQL(X)                                                                               \
     X(W_BEGIN, "begin", "BEGIN IMMEDIATE")                                                         \
     X(W_COMMIT, "commit", "COMMIT")                                                                \
@@ -39,7 +40,9 @@
       "VALUES (?1, ?2, ?3, 'queued', 0, ?4)")                                                      \
     X(W_OUTCOME, "record outcome",                                                                 \
       "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND ?2 = 'deferred' THEN 'held' " \
-      "ELSE ?2 END, attempts = attempts + 1, next_attempt = coalesce(?3, next_attempt), "          \
+      "ELSE ?2 END, attempts = attempts + 1, next_attempt = CASE WHEN state = 'held' AND "         \
+      "next_attempt = 9223372036854775807 AND ?2 IN ('deferred', 'held') THEN next_attempt "       \
+      "ELSE coalesce(?3, next_attempt) END, "                                                      \
       "last_reply = ?4 WHERE id = ?1 AND state IN ('queued', 'deferred', 'held') "                 \
       "RETURNING message_id, address")                                                             \
     X(W_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)                                             \
@@ -49,11 +52,12 @@
       "state IN ('queued', 'deferred', 'held'))")                                                  \
     X(W_DELETE_MSG, "delete message", "DELETE FROM messages WHERE id = ?1")                        \
     X(W_FLUSH, "flush",                                                                            \
-      "UPDATE message_rcpts SET next_attempt = ?1 WHERE state IN ('queued', 'deferred') AND "      \
-      "next_attempt > ?1 AND (?2 IS NULL OR domain = ?2)")                                         \
+      "UPDATE message_rcpts SET next_attempt = ?1 WHERE state IN ('queued', 'deferred', 'held') "  \
+      "AND next_attempt > ?1 AND next_attempt < 9223372036854775807 "                              \
+      "AND (?2 IS NULL OR domain = ?2)")                                                           \
     X(W_HOLD, "hold",                                                                              \
-      "UPDATE message_rcpts SET state = 'held' WHERE message_id = ?1 AND "                         \
-      "state IN ('queued', 'deferred')")                                                           \
+      "UPDATE message_rcpts SET state = 'held', next_attempt = 9223372036854775807 "               \
+      "WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held')")                         \
     X(W_UNHOLD, "release",                                                                         \
       "UPDATE message_rcpts SET state = 'queued', next_attempt = ?2 WHERE message_id = ?1 AND "    \
       "state = 'held'")                                                                            \
@@ -66,11 +70,12 @@
     X(R_COMMIT, "commit", "COMMIT")                                                                \
     X(R_DUE, "due recipients",                                                                     \
       "SELECT id, message_id, address, domain, attempts FROM message_rcpts "                       \
-      "WHERE state IN ('queued', 'deferred') AND next_attempt <= ?1 "                              \
+      "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 "                      \
       "ORDER BY next_attempt, id LIMIT ?2")                                                        \
     X(R_NEXT_DUE, "next due",                                                                      \
       "SELECT MIN(next_attempt) FROM message_rcpts "                                               \
-      "WHERE state IN ('queued', 'deferred') AND next_attempt > ?1")                               \
+      "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt > ?1 "                       \
+      "AND next_attempt < 9223372036854775807")                                                    \
     X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)
 
 #define STORE_STMT_ENUM(id, label, sql) STORE_##id,

@@ -19,6 +19,7 @@ packages=(
     libuv1-dev libgnutls28-dev libsqlite3-dev libspf2-dev libcmocka-dev libinih-dev libjansson-dev
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
+    dnsmasq-base python3-aiosmtpd
 )
 
 apt-get update

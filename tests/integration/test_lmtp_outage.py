@@ -130,5 +130,52 @@ class OutageFlushOnly(OutageBase):
         self.check_once(plan)
 
 
+class TempFailAfterData(OutageBase):
+    """Dovecot up, one recipient over quota with quota_full_tempfail = yes:
+    452 4.2.2 after DATA. That recipient is deferred and retried alone (the
+    other one of the same message is not delivered twice); once the quota
+    is lifted (Dovecot re-reads its passwd-file) it is delivered."""
+
+    START_DOVECOT = True
+    DOVECOT_USERS = {"tf@example.test": "userdb_quota_rule=*:storage=1",
+                     "ok@example.test": ""}
+    DOVECOT_KW = {"quota": True, "extra_conf": "quota_full_tempfail = yes\n"}
+
+    def test_4xx_after_data_defers(self):
+        token = f"tf-{os.urandom(4).hex()}"
+        rcpts = ["ok@example.test", "tf@example.test"]
+        content = make_message(SENDER, rcpts, "tempfail", ["z" * 900] * 4,
+                               [f"X-Token: {token}"])
+        qid = self.send(SENDER, rcpts, content)
+        self.wait_files(1, "ok@example.test", timeout=20)
+        last = []
+
+        def deferred():
+            nonlocal last
+            last = self.queue_entries()
+            return [e for e in last if rcpt_address(e) == "tf@example.test"
+                    and e.get("state") == "deferred" and int(e.get("attempts") or 0) >= 2]
+
+        got = wait_for(deferred, 20, poll=0.3)
+        if not got:
+            self.fail(f"tf@example.test not deferred twice: {last!r}{self.diag()}")
+        self.assertRegex(got[0].get("last_reply") or "", r"^452 4\.2\.2 .*Quota",
+                         f"last_reply {got[0]!r}")
+        self.assertEqual({rcpt_address(e): e.get("state") for e in last},
+                         {"ok@example.test": "delivered", "tf@example.test": "deferred"},
+                         f"the queue shows the delivered and the deferred recipient: {last!r}")
+        self.assertEqual(got[0]["message"].get("qid"), qid)
+        self.assertEqual(self.dov.count("tf@example.test"), 0)
+        # Lift the quota; the next retry (retry_max = 2s) delivers. (An
+        # explicit rule: without one Dovecot keeps the old limit it wrote
+        # into the maildirsize file.)
+        self.dov.users["tf@example.test"] = "userdb_quota_rule=*:storage=100M"
+        self.dov.write_config()
+        self.wait_files(1, "tf@example.test", timeout=20)
+        self.wait_queue_empty(timeout=20)
+        time.sleep(1)
+        self.check_once([(qid, token, rcpts)])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

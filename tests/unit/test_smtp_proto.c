@@ -88,6 +88,12 @@ run_event(struct smtp_proto *p, const struct smtp_event *ev, struct run *r)
     case SMTP_EV_TXN_ABORT:
         r->aborts++;
         break;
+    case SMTP_EV_ETRN:
+        if (strcmp(ev->data, "unknown.test") == 0)
+            smtp_proto_answer(p, 459, "4.1.2 Node unknown.test not allowed");
+        else
+            smtp_proto_answer(p, 250, "2.0.0 Queuing started");
+        break;
     case SMTP_EV_CLOSE:
         r->closed = true;
         break;
@@ -273,6 +279,11 @@ static const struct proto_case proto_cases[] = {
      "220 250 250 250 250 250 250 250 250", "y", 1, false},
     {"ehlo resets txn", TXN EHLO RCPTOK, "220 250 250 250 250 503", NULL, 0, false},
     {"quit ignores rest", "QUIT\r\nNOOP\r\n", "220 221", NULL, 0, true},
+    {"etrn", EHLO "ETRN example.org\r\nETRN @example.org\r\nETRN unknown.test\r\n",
+     "220 250 250 250 459", NULL, 0, false},
+    {"etrn before helo", "ETRN example.org\r\n", "220 503", NULL, 0, false},
+    {"etrn in txn", EHLO MAILOK "ETRN example.org\r\n", "220 250 250 503", NULL, 0, false},
+    {"etrn syntax", EHLO "ETRN\r\nETRN a b\r\n", "220 250 501 501", NULL, 0, false},
     {"too many errors",
      "A\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r"
      "\n"
@@ -323,6 +334,7 @@ test_proto_ehlo_keywords(void **state)
     assert_non_null(strstr(r.replies, "250-8BITMIME\r\n"));
     assert_non_null(strstr(r.replies, "250-ENHANCEDSTATUSCODES\r\n"));
     assert_non_null(strstr(r.replies, "250-SMTPUTF8\r\n"));
+    assert_non_null(strstr(r.replies, "250-ETRN\r\n"));
     assert_non_null(strstr(r.replies, "250 CHUNKING\r\n"));
     assert_non_null(strstr(r.replies, "220 mx.test ESMTP"));
 }

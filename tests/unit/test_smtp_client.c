@@ -1,0 +1,476 @@
+/* Unit tests for lmtp_proto in SMTP mode (lmtp_proto_new_smtp): the client
+ * that forwards to a primary MX, against a scripted server
+ * (lmtp_script.h). Reply texts are as Postfix 3.7 sends them. */
+#include "lmtp_script.h"
+
+enum { GREET_FULL, GREET_DATA, GREET_CHUNK, GREET_SIZE, GREET_HELO, QUIT_OK };
+
+enum { S3, S3_8BIT, S1, S_EMPTY, S_UTF8, S_BIG, S_BIG_8BIT, S_VERIFY };
+
+/* A body with lines that start with a dot; given in two pieces. */
+#define MSG_A        ".dot first\r\nSubject: t\r\n"
+#define MSG_B        "\r\n..two\r\n.\r\nend\r\n"
+#define MSG          MSG_A MSG_B
+#define MSG_LEN      41
+#define STUFFED_BODY "..dot first\r\nSubject: t\r\n\r\n...two\r\n..\r\nend\r\n"
+#define STUFFED      STUFFED_BODY ".\r\n"
+
+_Static_assert(sizeof(MSG) - 1 == MSG_LEN, "MSG_LEN");
+
+static const char *const rcpts3[] = {"a@example.test", "nobody@example.test", "b@example.test"};
+static const char *const rcpts1[] = {"a@example.test"};
+
+static const struct lmtp_txn txns[] = {
+    [S3] = {"s@x.test", rcpts3, 3, MSG_LEN, false, false, false},
+    [S3_8BIT] = {"s@x.test", rcpts3, 3, MSG_LEN, true, false, false},
+    [S1] = {"", rcpts1, 1, MSG_LEN, false, false, false},
+    [S_EMPTY] = {"", rcpts1, 1, 0, false, false, false},
+    [S_UTF8] = {"s@x.test", rcpts3, 3, MSG_LEN, false, true, false},
+    [S_BIG] = {"s@x.test", rcpts1, 1, 5000, false, false, false},
+    [S_BIG_8BIT] = {"s@x.test", rcpts1, 1, 5000, true, true, false},
+    [S_VERIFY] = {"", rcpts3, 3, 0, false, false, true},
+};
+
+static struct lmtp_proto *
+script_new(void)
+{
+    return lmtp_proto_new_smtp("mx.test");
+}
+
+static const struct lmtp_txn *
+script_txn(size_t n)
+{
+    return &txns[n];
+}
+
+/* Postfix's EHLO reply with CHUNKING; the same without it; CHUNKING
+ * without PIPELINING; SIZE without 8BITMIME and SMTPUTF8. */
+#define CAPS_FULL                                                                                  \
+    "250-primary.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-ETRN\r\n"                          \
+    "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
+#define CAPS_DATA                                                                                  \
+    "250-primary.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+#define CAPS_CHUNK "250-primary.test\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
+#define CAPS_SIZE  "250-primary.test\r\n250-SIZE 1000\r\n250 ENHANCEDSTATUSCODES\r\n"
+
+#define GREETING "220 primary.test ESMTP Postfix (Debian/GNU)\r\n"
+
+static const struct step greet_full[] = {
+    {SRV, GREETING, 0}, {SENT, "EHLO mx.test\r\n", 0},
+    {EV, "SEND\n", 0},  {SRV, CAPS_FULL, 0},
+    {EV, "READY\n", 0}, {END, NULL, 0},
+};
+
+static const struct step greet_data[] = {
+    {SRV, GREETING, 0}, {SENT, "EHLO mx.test\r\n", 0},
+    {EV, "SEND\n", 0},  {SRV, CAPS_DATA, 0},
+    {EV, "READY\n", 0}, {END, NULL, 0},
+};
+
+static const struct step greet_chunk[] = {
+    {SRV, GREETING, 0}, {SENT, "EHLO mx.test\r\n", 0},
+    {EV, "SEND\n", 0},  {SRV, CAPS_CHUNK, 0},
+    {EV, "READY\n", 0}, {END, NULL, 0},
+};
+
+static const struct step greet_size[] = {
+    {SRV, GREETING, 0}, {SENT, "EHLO mx.test\r\n", 0},
+    {EV, "SEND\n", 0},  {SRV, CAPS_SIZE, 0},
+    {EV, "READY\n", 0}, {END, NULL, 0},
+};
+
+/* RFC 5321 3.2: a server without extensions refuses EHLO; HELO works. */
+static const struct step greet_helo[] = {
+    {SRV, "220 old.test SMTP\r\n", 0},
+    {SENT, "EHLO mx.test\r\n", 0},
+    {SRV, "502 5.5.2 Error: command not recognized\r\n", 0},
+    {SENT, "HELO mx.test\r\n", 0},
+    {SRV, "250 old.test\r\n", 0},
+    {EV, "SEND\nSEND\nREADY\n", 0},
+    {END, NULL, 0},
+};
+
+static const struct step quit_ok[] = {
+    {QUIT, NULL, 0},     {SENT, "QUIT\r\n", 0}, {EV, "SEND\n", 0}, {SRV, "221 2.0.0 Bye\r\n", 0},
+    {EV, "CLOSED\n", 0}, {END, NULL, 0},
+};
+
+static const struct step *
+sub_script(size_t n)
+{
+    static const struct step *const subs[] = {
+        [GREET_FULL] = greet_full, [GREET_DATA] = greet_data, [GREET_CHUNK] = greet_chunk,
+        [GREET_SIZE] = greet_size, [GREET_HELO] = greet_helo, [QUIT_OK] = quit_ok,
+    };
+
+    return subs[n];
+}
+
+#define RCPT3                                                                                      \
+    "RCPT TO:<a@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<b@example.test>\r\n"
+#define OK_MAIL "250 2.1.0 Ok"
+#define OK_RCPT "250 2.1.5 Ok"
+#define UNKNOWN                                                                                    \
+    "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown in local "          \
+    "recipient table"
+#define GREY    "450 4.2.0 <b@example.test>: Recipient address rejected: Greylisted"
+#define GO      "354 End data with <CR><LF>.<CR><LF>"
+#define QUEUED  "250 2.0.0 Ok: queued as 4ZxYq10Lz7z9rs"
+#define WRITE   "451 4.3.0 Error: queue file write error"
+#define NO_8BIT "451 451 4.6.0 message needs 8BITMIME but the primary does not offer it"
+#define NO_UTF8 "451 451 4.6.7 message needs SMTPUTF8 but the primary does not offer it"
+#define TOO_BIG "552 552 5.3.4 message size exceeds the primary's SIZE limit"
+
+/* CHUNKING and PIPELINING: MAIL and RCPTs in one group, BDAT once a RCPT
+ * is accepted, the raw body (no stuffing, no dot); the one reply is the
+ * outcome of the recipient accepted at RCPT: 550 / 250 / 450. */
+static const struct step sc_bdat_pipe[] = {
+    {RUN, NULL, GREET_FULL},
+    {START, NULL, S3_8BIT},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=41 BODY=8BITMIME\r\n" RCPT3, 0},
+    {EV, "SEND\n", 0},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n" UNKNOWN "\r\n" GREY "\r\n", 0},
+    {SENT, "BDAT 41 LAST\r\n", 0},
+    {EV, "RCPT 1 550 " UNKNOWN "\nRCPT 2 450 " GREY "\nSEND\nBODY\n", 0},
+    {BODY, MSG_A, 0},
+    {LAST, MSG_B, 0},
+    {SENT, MSG, 0},
+    {EV, "SEND\nBODY\nSEND\n", 0},
+    {SRV, QUEUED "\r\n", 0},
+    {EV, "RCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* PIPELINING without CHUNKING: DATA in the group, dot-stuffed body; the
+ * reply after the dot goes to every accepted recipient (451 to both),
+ * then 250 / 550 / 450 in a second transaction. */
+static const struct step sc_data_pipe[] = {
+    {RUN, NULL, GREET_DATA},
+    {START, NULL, S3},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=41\r\n" RCPT3 "DATA\r\n", 0},
+    {EV, "SEND\n", 0},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n" UNKNOWN "\r\n" OK_RCPT "\r\n" GO "\r\n", 0},
+    {EV, "RCPT 1 550 " UNKNOWN "\nBODY\n", 0},
+    {BODY, MSG_A, 0},
+    {LAST, MSG_B, 0},
+    {SENT, STUFFED, 0},
+    {EV, "SEND\nBODY\nSEND\n", 0},
+    {SRV, WRITE "\r\n", 0},
+    {EV, "RCPT 0 451 " WRITE "\nRCPT 2 451 " WRITE "\nTXN_DONE\nREADY\n", 0},
+    {START, NULL, S3},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n" UNKNOWN "\r\n" GREY "\r\n" GO "\r\n", 0},
+    {LAST, MSG, 0},
+    {SRV, QUEUED "\r\n", 0},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=41\r\n" RCPT3 "DATA\r\n" STUFFED, 0},
+    {EV,
+     "SEND\nRCPT 1 550 " UNKNOWN "\nRCPT 2 450 " GREY "\nBODY\nSEND\nRCPT 0 250 " QUEUED
+     "\nTXN_DONE\nREADY\n",
+     0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* HELO after 502 to EHLO: no extensions, one command per reply, DATA; a
+ * message that needs 8BITMIME is then deferred without sending a thing. */
+static const struct step sc_helo_fallback[] = {
+    {RUN, NULL, GREET_HELO},
+    {START, NULL, S1},
+    {SENT, "MAIL FROM:<>\r\n", 0},
+    {SRV, OK_MAIL "\r\n", 0},
+    {SENT, "RCPT TO:<a@example.test>\r\n", 0},
+    {SRV, OK_RCPT "\r\n", 0},
+    {SENT, "DATA\r\n", 0},
+    {SRV, GO "\r\n", 0},
+    {EV, "SEND\nSEND\nSEND\nBODY\n", 0},
+    {LAST, MSG, 0},
+    {SENT, STUFFED, 0},
+    {SRV, QUEUED "\r\n", 0},
+    {EV, "SEND\nRCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n", 0},
+    {START, NULL, S3_8BIT},
+    {EV, "RCPT 0 " NO_8BIT "\nRCPT 1 " NO_8BIT "\nRCPT 2 " NO_8BIT "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+static const struct step sc_helo_refused[] = {
+    {SRV, GREETING, 0},
+    {SENT, "EHLO mx.test\r\n", 0},
+    {SRV, "500 5.5.1 Command unrecognized\r\n", 0},
+    {SENT, "HELO mx.test\r\n", 0},
+    {SRV, "554 5.7.1 Go away\r\n", 0},
+    {EV,
+     "SEND\nSEND\nFAILED SMTP server refused EHLO and HELO (awaiting HELO reply): 554 5.7.1 Go "
+     "away\n",
+     0},
+    {END, NULL, 0},
+};
+
+/* A 4xx to EHLO is not "no extensions": the session fails. */
+static const struct step sc_ehlo_temp[] = {
+    {SRV, GREETING, 0},
+    {SENT, "EHLO mx.test\r\n", 0},
+    {SRV, "451 4.3.0 Try again later\r\n", 0},
+    {EV, "SEND\nFAILED SMTP server refused EHLO (awaiting EHLO reply): 451 4.3.0 Try again later\n",
+     0},
+    {END, NULL, 0},
+};
+
+static const struct step sc_ehlo_421[] = {
+    {SRV, GREETING, 0},
+    {SENT, "EHLO mx.test\r\n", 0},
+    {SRV, "421 4.3.2 Service shutting down\r\n", 0},
+    {EV,
+     "SEND\nFAILED SMTP server is closing the session (awaiting EHLO reply): 421 4.3.2 Service "
+     "shutting down\n",
+     0},
+    {END, NULL, 0},
+};
+
+/* The primary watcher's probe: greeting, EHLO, QUIT; and a QUIT asked for
+ * before the EHLO reply. */
+static const struct step sc_probe[] = {
+    {RUN, NULL, GREET_FULL},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+static const struct step sc_quit_in_ehlo[] = {
+    {SRV, GREETING, 0},        {SENT, "EHLO mx.test\r\n", 0}, {QUIT, NULL, 0},
+    {EV, "SEND\nCLOSED\n", 0}, {SRV, CAPS_FULL, 0},           {END, NULL, 0},
+};
+
+/* SIZE and missing extensions: decided before anything is sent. Over
+ * SIZE is permanent and wins over the temporary ones. */
+static const struct step sc_size_exceeded[] = {
+    {RUN, NULL, GREET_FULL}, {START, NULL, S_BIG}, {EV, "RCPT 0 " TOO_BIG "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},    {END, NULL, 0},
+};
+
+static const struct step sc_missing_ext[] = {
+    {RUN, NULL, GREET_SIZE},
+    {START, NULL, S_BIG_8BIT},
+    {EV, "RCPT 0 " TOO_BIG "\nTXN_DONE\nREADY\n", 0},
+    {START, NULL, S3_8BIT},
+    {EV, "RCPT 0 " NO_8BIT "\nRCPT 1 " NO_8BIT "\nRCPT 2 " NO_8BIT "\nTXN_DONE\nREADY\n", 0},
+    {START, NULL, S_UTF8},
+    {EV, "RCPT 0 " NO_UTF8 "\nRCPT 1 " NO_UTF8 "\nRCPT 2 " NO_UTF8 "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* Callahead to the primary: MAIL FROM:<>, RCPTs, RSET, never BDAT or
+ * DATA; each RCPT reply is the outcome. Pipelined, then one by one. */
+static const struct step sc_verify_pipe[] = {
+    {RUN, NULL, GREET_FULL},
+    {START, NULL, S_VERIFY},
+    {SENT, "MAIL FROM:<> SIZE=0\r\n" RCPT3 "RSET\r\n", 0},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n" UNKNOWN "\r\n" GREY "\r\n250 2.0.0 Ok\r\n", 0},
+    {EV,
+     "SEND\nRCPT 0 250 " OK_RCPT "\nRCPT 1 550 " UNKNOWN "\nRCPT 2 450 " GREY "\nTXN_DONE\nREADY\n",
+     0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+static const struct step sc_verify_plain[] = {
+    {RUN, NULL, GREET_CHUNK},
+    {START, NULL, S_VERIFY},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n", 0},
+    {SRV, UNKNOWN "\r\n", 0},
+    {SRV, GREY "\r\n", 0},
+    {SENT, "MAIL FROM:<>\r\n" RCPT3 "RSET\r\n", 0},
+    {SRV, "250 2.0.0 Ok\r\n", 0},
+    {EV,
+     "SEND\nSEND\nRCPT 0 250 " OK_RCPT "\nSEND\nRCPT 1 550 " UNKNOWN "\nSEND\nRCPT 2 450 " GREY
+     "\nTXN_DONE\nSEND\nREADY\n",
+     0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* CHUNKING without PIPELINING: BDAT after the RCPT reply; empty pieces;
+ * an empty body is "BDAT 0 LAST" alone (RFC 3030 2). */
+static const struct step sc_bdat_plain[] = {
+    {RUN, NULL, GREET_CHUNK},
+    {START, NULL, S1},
+    {SRV, OK_MAIL "\r\n", 0},
+    {SRV, OK_RCPT "\r\n", 0},
+    {SENT, "MAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nBDAT 41 LAST\r\n", 0},
+    {EV, "SEND\nSEND\nSEND\nBODY\n", 0},
+    {BODY, MSG_A, 0},
+    {BODY, "", 0},
+    {LAST, MSG_B, 0},
+    {SENT, MSG, 0},
+    {SRV, QUEUED "\r\n", 0},
+    {EV, "SEND\nBODY\nBODY\nSEND\nRCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n", 0},
+    {START, NULL, S_EMPTY},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n", 0},
+    {LAST, "", 0},
+    {SRV, QUEUED "\r\n", 0},
+    {SENT, "MAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nBDAT 0 LAST\r\n", 0},
+    {EV, "SEND\nSEND\nSEND\nBODY\nRCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* No recipient accepted: no BDAT, RSET; MAIL refused in the group: the
+ * 503s to the RCPTs are eaten, then RSET. */
+#define NOMAIL "503 5.5.1 Error: need MAIL command"
+#define NOROOM "452 4.3.1 Insufficient system storage"
+
+static const struct step sc_bdat_none_accepted[] = {
+    {RUN, NULL, GREET_FULL},
+    {START, NULL, S3},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=41\r\n" RCPT3, 0},
+    {SRV, OK_MAIL "\r\n550 5.1.1 a\r\n" UNKNOWN "\r\n" GREY "\r\n", 0},
+    {SENT, "RSET\r\n", 0},
+    {EV,
+     "SEND\nRCPT 0 550 550 5.1.1 a\nRCPT 1 550 " UNKNOWN "\nRCPT 2 450 " GREY "\nTXN_DONE\nSEND\n",
+     0},
+    {SRV, "250 2.0.0 Ok\r\n", 0},
+    {EV, "READY\n", 0},
+    {START, NULL, S3},
+    {SRV, NOROOM "\r\n" NOMAIL "\r\n" NOMAIL "\r\n" NOMAIL "\r\n250 2.0.0 Ok\r\n", 0},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=41\r\n" RCPT3 "RSET\r\n", 0},
+    {EV,
+     "SEND\nRCPT 0 452 " NOROOM "\nRCPT 1 452 " NOROOM "\nRCPT 2 452 " NOROOM
+     "\nTXN_DONE\nSEND\nREADY\n",
+     0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* The reply to BDAT LAST refuses the message: every accepted recipient. */
+#define SPAM "554 5.7.1 Message rejected as spam"
+
+static const struct step sc_bdat_refused[] = {
+    {RUN, NULL, GREET_FULL},
+    {START, NULL, S3},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n" OK_RCPT "\r\n" GREY "\r\n", 0},
+    {LAST, MSG, 0},
+    {SRV, SPAM "\r\n", 0},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=41\r\n" RCPT3 "BDAT 41 LAST\r\n" MSG, 0},
+    {EV,
+     "SEND\nRCPT 2 450 " GREY "\nSEND\nBODY\nSEND\nRCPT 0 554 " SPAM "\nRCPT 1 554 " SPAM
+     "\nTXN_DONE\nREADY\n",
+     0},
+    {END, NULL, 0},
+};
+
+/* The glue's body is not txn.size octets: short at the end (BDAT), long
+ * in the middle (DATA). The session fails; later calls do nothing. */
+#define MISMATCH "message body does not match its size of 41 octets"
+
+static const struct step sc_size_mismatch_short[] = {
+    {RUN, NULL, GREET_FULL},
+    {START, NULL, S1},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n", 0},
+    {BODY, MSG_A, 0},
+    {LAST, "short", 0},
+    {LAST, "ignored", 0},
+    {SENT, "MAIL FROM:<> SIZE=41\r\nRCPT TO:<a@example.test>\r\nBDAT 41 LAST\r\n" MSG_A, 0},
+    {EV,
+     "SEND\nSEND\nBODY\nSEND\nBODY\nRCPT 0 451 451 4.3.0 " MISMATCH "\nTXN_DONE\nFAILED " MISMATCH
+     "\n",
+     0},
+    {END, NULL, 0},
+};
+
+static const struct step sc_size_mismatch_long[] = {
+    {RUN, NULL, GREET_DATA},
+    {START, NULL, S1},
+    {SRV, OK_MAIL "\r\n" OK_RCPT "\r\n" GO "\r\n", 0},
+    {BODY, MSG, 0},
+    {BODY, "x", 0},
+    {SENT, "MAIL FROM:<> SIZE=41\r\nRCPT TO:<a@example.test>\r\nDATA\r\n" STUFFED_BODY, 0},
+    {EV,
+     "SEND\nBODY\nSEND\nBODY\nRCPT 0 451 451 4.3.0 " MISMATCH "\nTXN_DONE\nFAILED " MISMATCH "\n",
+     0},
+    {LAST, "", 0},
+    {END, NULL, 0},
+};
+
+/* Bytes sent for txn S1 when the body is given one octet at a time (and
+ * the replies fed one octet at a time): identical to one piece. */
+static void
+body_octets(const char *caps, const char *go, const char *want)
+{
+    struct ctx c = {.step = 1};
+
+    c.sent = malloc(SENT_MAX + 1);
+    assert_non_null(c.sent);
+    c.p = lmtp_proto_new_smtp("mx.test");
+    srv(&c, GREETING);
+    srv(&c, caps);
+    lmtp_proto_start(c.p, &txns[S1]);
+    drain(&c);
+    srv(&c, go);
+    for (size_t i = 0; i < MSG_LEN; i++) {
+        lmtp_proto_body(c.p, &MSG[i], 1, i + 1 == MSG_LEN);
+        drain(&c);
+    }
+    expect_sent(&c, want);
+    c.elen = 0;
+    srv(&c, QUEUED "\r\n");
+    expect_ev(&c, "RCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n");
+    lmtp_proto_free(c.p);
+    free(c.sent);
+}
+
+static void
+test_smtp_body_octets(void **state)
+{
+    (void)state;
+    body_octets(CAPS_FULL, OK_MAIL "\r\n" OK_RCPT "\r\n",
+                "EHLO mx.test\r\nMAIL FROM:<> SIZE=41\r\nRCPT TO:<a@example.test>\r\n"
+                "BDAT 41 LAST\r\n" MSG);
+    body_octets(
+        CAPS_DATA, OK_MAIL "\r\n" OK_RCPT "\r\n" GO "\r\n",
+        "EHLO mx.test\r\nMAIL FROM:<> SIZE=41\r\nRCPT TO:<a@example.test>\r\nDATA\r\n" STUFFED);
+}
+
+/* The session is not ready before EHLO is answered: the text says SMTP. */
+static void
+test_smtp_not_ready(void **state)
+{
+    struct lmtp_proto *p = lmtp_proto_new_smtp("mx.test");
+    struct lmtp_event e;
+
+    (void)state;
+    lmtp_proto_start(p, &txns[S1]);
+    assert_int_equal(lmtp_proto_next(p, &e), LMTP_EV_RCPT);
+    assert_int_equal(e.code, 451);
+    assert_string_equal(e.text, "451 4.4.2 SMTP session not ready");
+    assert_int_equal(lmtp_proto_next(p, &e), LMTP_EV_TXN_DONE);
+    assert_int_equal(lmtp_proto_next(p, &e), LMTP_EV_NONE);
+    lmtp_proto_free(p);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        SCENARIO(bdat_pipe),
+        SCENARIO(data_pipe),
+        SCENARIO(helo_fallback),
+        SCENARIO(helo_refused),
+        SCENARIO(ehlo_temp),
+        SCENARIO(ehlo_421),
+        SCENARIO(probe),
+        SCENARIO(quit_in_ehlo),
+        SCENARIO(size_exceeded),
+        SCENARIO(missing_ext),
+        SCENARIO(verify_pipe),
+        SCENARIO(verify_plain),
+        SCENARIO(bdat_plain),
+        SCENARIO(bdat_none_accepted),
+        SCENARIO(bdat_refused),
+        SCENARIO(size_mismatch_short),
+        SCENARIO(size_mismatch_long),
+        cmocka_unit_test(test_smtp_body_octets),
+        cmocka_unit_test(test_smtp_not_ready),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
