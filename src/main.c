@@ -21,6 +21,7 @@
 #include "smtp_net.h"
 #include "spool.h"
 #include "store.h"
+#include "tls.h"
 
 #define MXD_DEFAULT_CONF "/etc/mxd/mxd.conf"
 #ifndef MXD_VERSION
@@ -35,6 +36,7 @@ struct mxd {
     struct deliver *deliver;
     struct callahead *callahead;
     struct control *control;
+    struct tls_creds *tls;
     uv_signal_t sig_term, sig_int, sig_hup;
     bool stopping;
 };
@@ -197,6 +199,13 @@ mxd_start(struct mxd *m)
     free(spool);
     if (rc != 0)
         goto fail;
+    if (m->conf->tls_certificate != NULL) {
+        rc = tls_creds_load(m->conf->tls_certificate, m->conf->tls_key, m->conf->tls_priority,
+                            &m->tls, &err);
+        if (rc != 0)
+            goto fail;
+        smtp_server_set_tls(m->server, m->tls);
+    }
     smtp_server_on_queued(m->server, on_kick, m);
     smtp_server_on_etrn(m->server, on_etrn, m);
     m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
@@ -266,6 +275,21 @@ main(int argc, char **argv)
         free(errors);
         return 1;
     }
+    if (check && m.conf->tls_certificate != NULL) {
+        char *err = NULL;
+        char *warn = NULL;
+
+        if (tls_creds_check(m.conf->tls_certificate, m.conf->tls_key, m.conf->tls_priority, &err,
+                            &warn) != 0) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            free(err);
+            conf_free(m.conf);
+            return 1;
+        }
+        if (warn != NULL)
+            fprintf(stderr, "%s: warning: %s\n", path, warn);
+        free(warn);
+    }
     if (check) {
         printf("%s: configuration is valid\n", path);
         conf_free(m.conf);
@@ -281,6 +305,7 @@ main(int argc, char **argv)
     uv_run(m.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(m.loop) != 0)
         log_msg(LOG_WARN, NULL, "mxd", "loop closed with handles still open");
+    tls_creds_free(m.tls);
     conf_free(m.conf);
     return 0;
 }

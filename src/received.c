@@ -47,24 +47,28 @@ smtp_proto_received(const struct smtp_proto *p, const char *client_ip, const cha
     char date[64];
     char for_clause[ADDR_PATH_MAX + 16] = "";
     const char *with;
+    char tls[112] = "";
     int n;
 
     received_clean(helo, sizeof(helo), smtp_proto_helo(p), t->smtputf8);
     received_date(date, sizeof(date), now);
+    /* RFC 3848 (ESMTPS), RFC 6531 4.3 (UTF8SMTP, UTF8SMTPS) */
     if (!smtp_proto_esmtp(p))
-        with = "SMTP";
+        with = p->tls ? "ESMTPS" : "SMTP";
     else if (t->smtputf8)
-        with = "UTF8SMTP"; /* RFC 6531 4.3 */
+        with = p->tls ? "UTF8SMTPS" : "UTF8SMTP";
     else
-        with = "ESMTP";
+        with = p->tls ? "ESMTPS" : "ESMTP";
+    if (p->tls)
+        snprintf(tls, sizeof(tls), " (%s)", p->tls_desc);
     /* Name the recipient only when there is one: listing them all would
      * disclose Bcc recipients to each other. */
     if (t->nrcpts == 1)
         snprintf(for_clause, sizeof(for_clause), "\r\n\tfor <%s>", t->rcpts[0].mailbox);
     n = snprintf(buf, size,
-                 "Received: from %s (%s%s%s)\r\n\tby %s (mxd) with %s id %s%s;\r\n\t%s\r\n", helo,
+                 "Received: from %s (%s%s%s)\r\n\tby %s (mxd) with %s%s id %s%s;\r\n\t%s\r\n", helo,
                  strchr(client_ip, ':') ? "[IPv6:" : "[", client_ip, "]", p->cfg.hostname, with,
-                 qid, for_clause, date);
+                 tls, qid, for_clause, date);
     if (n < 0 || (size_t)n >= size)
         return 0;
     return (size_t)n;

@@ -81,8 +81,9 @@ cmd_helo_common(struct smtp_proto *p, const char *verb, const char *arg, size_t 
     /* RFC 5321 4.1.1.1: multi-line reply, one extension a line. */
     snprintf(buf, sizeof(buf),
              "%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-             "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-ETRN\r\n250 CHUNKING",
-             p->cfg.hostname, (unsigned long long)p->cfg.max_message_size);
+             "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-ETRN\r\n%s250 CHUNKING",
+             p->cfg.hostname, (unsigned long long)p->cfg.max_message_size,
+             p->cfg.tls_offer && !p->tls ? "250-STARTTLS\r\n" : "");
     off = p->reply_len;
     R(p, verb, 250, "-%s", buf);
     /* "250 -host" -> "250-host": the first line continues. */
@@ -484,6 +485,36 @@ cmd_etrn(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
     return STEP_EVENT;
 }
 
+/* RFC 3207. Whatever the client sent after STARTTLS before the handshake
+ * is thrown away (CVE-2011-0411: plaintext injected behind STARTTLS must
+ * not run as if it came over TLS), and the session starts over: the
+ * client must EHLO again. */
+static enum smtp_step
+cmd_starttls(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *ev)
+{
+    (void)arg;
+    (void)ev;
+    if (!p->cfg.tls_offer) {
+        R(p, "STARTTLS", 502, "5.5.1 Error: command not implemented");
+        return STEP_AGAIN;
+    }
+    if (p->tls) {
+        R(p, "STARTTLS", 503, "5.5.1 Error: TLS already active");
+        return STEP_AGAIN;
+    }
+    if (len > 0) {
+        R(p, "STARTTLS", 501, "5.5.4 Syntax: STARTTLS");
+        return STEP_AGAIN;
+    }
+    R(p, "STARTTLS", 220, "2.0.0 Ready to start TLS");
+    p->rpos = p->wpos;
+    smtp_proto__txn_reset(p);
+    p->helo[0] = '\0';
+    p->esmtp = false;
+    p->pend_starttls = true;
+    return STEP_AGAIN;
+}
+
 /* Known SMTP commands we do not offer (RFC 5321 4.2.4: 502). */
 static enum smtp_step
 cmd_unimplemented(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *ev)
@@ -496,15 +527,12 @@ cmd_unimplemented(struct smtp_proto *p, const char *arg, size_t len, struct smtp
 }
 
 static const struct smtp_cmd smtp_cmds[] = {
-    {"EHLO", cmd_ehlo},          {"HELO", cmd_helo},
-    {"MAIL", cmd_mail},          {"RCPT", cmd_rcpt},
-    {"DATA", cmd_data},          {"BDAT", cmd_bdat},
-    {"RSET", cmd_rset},          {"NOOP", cmd_noop},
-    {"QUIT", cmd_quit},          {"VRFY", cmd_vrfy},
-    {"HELP", cmd_help},          {"EXPN", cmd_unimplemented},
-    {"ETRN", cmd_etrn},          {"STARTTLS", cmd_unimplemented},
-    {"AUTH", cmd_unimplemented}, {"TURN", cmd_unimplemented},
-    {"SEND", cmd_unimplemented}, {"SOML", cmd_unimplemented},
+    {"EHLO", cmd_ehlo},          {"HELO", cmd_helo},          {"MAIL", cmd_mail},
+    {"RCPT", cmd_rcpt},          {"DATA", cmd_data},          {"BDAT", cmd_bdat},
+    {"RSET", cmd_rset},          {"NOOP", cmd_noop},          {"QUIT", cmd_quit},
+    {"VRFY", cmd_vrfy},          {"HELP", cmd_help},          {"EXPN", cmd_unimplemented},
+    {"ETRN", cmd_etrn},          {"STARTTLS", cmd_starttls},  {"AUTH", cmd_unimplemented},
+    {"TURN", cmd_unimplemented}, {"SEND", cmd_unimplemented}, {"SOML", cmd_unimplemented},
     {"SAML", cmd_unimplemented},
 };
 

@@ -158,6 +158,13 @@ smtp_server_on_queued(struct smtp_server *srv, void (*cb)(void *arg), void *arg)
 }
 
 void
+smtp_server_set_tls(struct smtp_server *srv, struct tls_creds *creds)
+{
+    srv->tls = creds;
+    srv->pcfg.tls_offer = creds != NULL;
+}
+
+void
 smtp_server_set_callahead(struct smtp_server *srv, struct callahead *ca)
 {
     srv->callahead = ca;

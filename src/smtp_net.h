@@ -34,6 +34,10 @@ void smtp_server_shutdown(struct smtp_server *srv, void (*cb)(void *arg), void *
  * scheduler's kick). */
 void smtp_server_on_queued(struct smtp_server *srv, void (*cb)(void *arg), void *arg);
 
+struct tls_creds;
+/* Offer STARTTLS with these credentials (borrowed) to new sessions. */
+void smtp_server_set_tls(struct smtp_server *srv, struct tls_creds *creds);
+
 struct callahead;
 /* Recipient verification for domains with `recipients = lmtp` (borrowed). */
 void smtp_server_set_callahead(struct smtp_server *srv, struct callahead *ca);

@@ -35,6 +35,7 @@ struct smtp_server {
     void *shutdown_arg;
     struct smtp_server_stats stats;
     struct callahead *callahead;
+    struct tls_creds *tls; /* STARTTLS offered when set */
     size_t (*on_etrn)(void *arg, const char *domain, bool subdomains);
     void *on_etrn_arg;
     void (*on_queued)(void *arg);

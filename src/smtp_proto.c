@@ -160,6 +160,19 @@ smtp_proto_buffered(const struct smtp_proto *p)
     return p->rpos < p->wpos;
 }
 
+void
+smtp_proto_tls_started(struct smtp_proto *p, const char *desc)
+{
+    p->tls = true;
+    snprintf(p->tls_desc, sizeof(p->tls_desc), "%s", desc);
+}
+
+bool
+smtp_proto_tls(const struct smtp_proto *p)
+{
+    return p->tls;
+}
+
 /* ---- input ------------------------------------------------------------- */
 
 static bool
@@ -183,6 +196,9 @@ drain_pending(struct smtp_proto *p, struct smtp_event *ev)
         ev->code = p->reply_code;
         ev->verb = p->reply_verb;
         p->reply_len = 0; /* the text stays valid until the next reply() */
+    } else if (p->pend_starttls) {
+        p->pend_starttls = false;
+        ev->type = SMTP_EV_STARTTLS;
     } else if (p->pend_close) {
         ev->type = SMTP_EV_CLOSE;
     } else {

@@ -20,6 +20,7 @@ struct smtp_proto_cfg {
     const char *hostname;      /* banner, EHLO, Received; borrowed for the proto's life */
     uint64_t max_message_size; /* octets of content; SIZE advertises it */
     unsigned max_recipients;   /* per transaction */
+    bool tls_offer;            /* advertise STARTTLS (certificate and key configured) */
 };
 
 #define SMTP_EVENTS(X)                                                                             \
@@ -34,6 +35,7 @@ struct smtp_proto_cfg {
     X(BODY_END)   /* content complete and acceptable: store it; answer owed */                     \
     X(TXN_ABORT)  /* content collected so far is to be dropped */                                  \
     X(ETRN)       /* ETRN data[0..len) (RFC 1985 node, "@" or "#" forms as sent); answer owed */   \
+    X(STARTTLS)   /* after the 220: start the TLS handshake; input read so far was dropped */      \
     X(CLOSE)      /* send what was replied, then close the connection */
 
 #define SMTP_EV_ENUM(name) SMTP_EV_##name,
@@ -91,6 +93,11 @@ bool smtp_proto_esmtp(const struct smtp_proto *p);       /* EHLO, not HELO */
 bool smtp_proto_in_body(const struct smtp_proto *p);     /* reading DATA or BDAT octets */
 bool smtp_proto_idle(const struct smtp_proto *p);        /* between commands, no answer owed */
 bool smtp_proto_buffered(const struct smtp_proto *p);    /* unread input is waiting */
+
+/* The TLS handshake after STARTTLS succeeded; desc ("TLS1.3 AES-256-GCM")
+ * goes into Received:. The client must EHLO again (RFC 3207 4.2). */
+void smtp_proto_tls_started(struct smtp_proto *p, const char *desc);
+bool smtp_proto_tls(const struct smtp_proto *p);
 
 /*
  * Writes the Received: header for the current transaction (RFC 5321 4.4,

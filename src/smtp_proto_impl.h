@@ -38,7 +38,9 @@ struct smtp_proto {
     bool pend_utf8, pend_8bit;
     uint64_t pend_size;
     /* what next() hands out before reading more input, in this order */
-    bool pend_abort, pend_helo, pend_begin, pend_close;
+    bool pend_abort, pend_helo, pend_begin, pend_close, pend_starttls;
+    bool tls;
+    char tls_desc[96];
     char reply[SMTP_REPLY_MAX];
     size_t reply_len;
     int reply_code;

@@ -15,53 +15,9 @@
 #include "iptab.h"
 #include "log.h"
 #include "smtp_net_impl.h"
+#include "smtp_session_impl.h"
 #include "spool.h"
 #include "store.h"
-
-#define BODY_MEM_INIT (16 * 1024)
-#define BODY_MEM_MAX  (128 * 1024) /* beyond this a body goes to a spool file */
-#define OUT_HIGH      (64 * 1024)  /* stop reading commands while replies pile up */
-
-struct outbuf {
-    char *data;
-    size_t len, cap;
-};
-
-struct spool_job {
-    uv_work_t req;
-    struct smtp_session *s;
-    char *path; /* owned copy: the session may drop its own */
-    char *data; /* owned */
-    size_t len;
-    int rc;
-};
-
-struct smtp_session {
-    struct smtp_session *prev, *next;
-    struct smtp_server *srv;
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_write_t wreq;
-    struct smtp_proto *proto; /* NULL for a connection refused at accept */
-    struct sockaddr_storage peer;
-    char ip[INET6_ADDRSTRLEN];
-    char qid[QID_LEN + 1];
-    uint64_t started_ms;
-    unsigned handles_open;
-    unsigned pending; /* store jobs and spool writes that will call back */
-    bool reading, eof, closing, in_pump, spool_busy, spool_failed;
-    struct outbuf out, wout; /* filling, being written */
-    /* the body of the transaction in progress */
-    char *body;
-    size_t body_len, body_cap;
-    char *spool_path;
-    uint64_t spool_len;
-    /* counters for the disconnect line */
-    unsigned nmsgs, nrejects;
-};
-
-static void session_pump(struct smtp_session *s);
-static void session_close(struct smtp_session *s);
 
 static uint64_t
 now_ms(const struct smtp_session *s)
@@ -103,15 +59,17 @@ on_write(uv_write_t *req, int status)
             log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "write failed client=%s reason=%s",
                     s->ip, uv_strerror(status));
         s->out.len = 0;
-        session_close(s);
+        smtp_session__close(s);
         return;
     }
     if (s->out.len > 0) {
         out_flush(s);
+    } else if (s->tls_plain_pending) {
+        smtp_session__tls_plain_done(s); /* the 220 is out: TLS may begin */
     } else if (s->closing) {
-        session_close(s); /* now the last reply is out */
+        smtp_session__close(s); /* now the last reply is out */
     } else if (s->proto != NULL) {
-        session_pump(s); /* we may have paused for output */
+        smtp_session__pump(s); /* we may have paused for output */
     }
 }
 
@@ -122,6 +80,10 @@ out_flush(struct smtp_session *s)
     uv_buf_t b;
     int rc;
 
+    if (s->tls != NULL && !s->tls_plain_pending) {
+        smtp_session__tls_flush(s);
+        return;
+    }
     if (s->wout.len > 0 || s->out.len == 0 || s->handles_open < 2 ||
         uv_is_closing((uv_handle_t *)&s->tcp))
         return;
@@ -135,7 +97,7 @@ out_flush(struct smtp_session *s)
     if (rc != 0) {
         s->wout.len = 0;
         s->out.len = 0;
-        session_close(s);
+        smtp_session__close(s);
     }
 }
 
@@ -192,6 +154,8 @@ session_free(struct smtp_session *s)
     if (s->next != NULL)
         s->next->prev = s->prev;
     smtp_proto_free(s->proto);
+    tls_conn_free(s->tls);
+    free(s->cbuf);
     free(s->body);
     free(s->out.data);
     free(s->wout.data);
@@ -209,8 +173,8 @@ on_handle_closed(uv_handle_t *h)
 }
 
 /* Closes once the replies already queued are written. Idempotent. */
-static void
-session_close(struct smtp_session *s)
+void
+smtp_session__close(struct smtp_session *s)
 {
     s->closing = true;
     if (s->reading) {
@@ -218,11 +182,11 @@ session_close(struct smtp_session *s)
         s->reading = false;
     }
     uv_timer_stop(&s->timer);
-    if (s->wout.len > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
+    if (s->wout.len > 0 || s->tls_wbytes > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
         return; /* on_write comes back here */
     if (s->out.len > 0) {
         out_flush(s);
-        if (s->wout.len > 0)
+        if (s->wout.len > 0 || s->tls_wbytes > 0)
             return;
     }
     uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
@@ -256,7 +220,7 @@ on_timeout(uv_timer_t *t)
     snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n",
              s->srv->conf->hostname);
     say(s, line);
-    session_close(s); /* session_free drops the body, after any spool write */
+    smtp_session__close(s); /* session_free drops the body, after any spool write */
 }
 
 /* Command timeout runs from the start of each command (a client cannot
@@ -280,6 +244,11 @@ on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     size_t avail;
 
     (void)hint;
+    if (s->tls != NULL) {
+        buf->base = s->cbuf;
+        buf->len = SESSION_CBUF;
+        return;
+    }
     buf->base = smtp_proto_rbuf(s->proto, &avail);
     buf->len = avail;
 }
@@ -289,7 +258,10 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct smtp_session *s = stream->data;
 
-    (void)buf;
+    if (nread > 0 && s->tls != NULL) {
+        smtp_session__tls_input(s, buf->base, (size_t)nread);
+        return;
+    }
     if (nread > 0) {
         smtp_proto_feed(s->proto, (size_t)nread);
     } else if (nread == UV_ENOBUFS) {
@@ -302,7 +274,7 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(stream);
         s->reading = false;
     }
-    session_pump(s);
+    smtp_session__pump(s);
 }
 
 static void
@@ -330,7 +302,7 @@ on_rcpt_lookup(void *arg, int status)
     } else {
         smtp_proto_answer(s->proto, 451, "4.3.0 Error: temporary lookup failure, try again later");
     }
-    session_pump(s);
+    smtp_session__pump(s);
 }
 
 static void
@@ -347,7 +319,7 @@ on_callahead(void *arg, int result)
     else
         smtp_proto_answer(s->proto, 450,
                           "4.1.1 Recipient address verification failed, try again later");
-    session_pump(s);
+    smtp_session__pump(s);
 }
 
 /* RCPT policy: is the domain ours, and is the user known? RFC 5321 4.5.1:
@@ -409,7 +381,7 @@ spool_done(uv_work_t *req, int status)
         return;
     if (s->spool_failed)
         log_msg(LOG_ERR, s->qid, "smtp", "spool write failed path=%s", s->spool_path);
-    session_pump(s);
+    smtp_session__pump(s);
 }
 
 /* Hands the memory buffer to a threadpool write; the pump pauses until it
@@ -474,9 +446,10 @@ on_committed(void *arg, int status, int64_t msg_id)
         s->nmsgs++;
         s->srv->stats.messages_accepted++;
         s->srv->stats.bytes_accepted += t->body_size;
-        log_msg(LOG_INFO, s->qid, "smtp", "queued from=<%s> size=%llu nrcpt=%zu client=%s",
-                esc(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size,
-                t->nrcpts, s->ip);
+        log_msg(
+            LOG_INFO, s->qid, "smtp", "queued from=<%s> size=%llu nrcpt=%zu client=%s tls=%s%s%s",
+            esc(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size, t->nrcpts,
+            s->ip, s->tls ? "\"" : "no", s->tls ? s->tls_desc : "", s->tls ? "\"" : "");
         if (s->srv->on_queued != NULL)
             s->srv->on_queued(s->srv->on_queued_arg);
     } else {
@@ -492,7 +465,7 @@ on_committed(void *arg, int status, int64_t msg_id)
         smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
     }
     s->qid[0] = '\0';
-    session_pump(s);
+    smtp_session__pump(s);
 }
 
 static struct store_msg *
@@ -615,7 +588,7 @@ session_shutdown_now(struct smtp_session *s)
         return false;
     snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down\r\n", s->srv->conf->hostname);
     say(s, line);
-    session_close(s);
+    smtp_session__close(s);
     return true;
 }
 
@@ -628,7 +601,7 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
         if (session_shutdown_now(s))
             return false;
         if (s->eof) {
-            session_close(s);
+            smtp_session__close(s);
             return false;
         }
         reading_start(s);
@@ -659,19 +632,22 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
         body_commit(s);
         return true;
     case SMTP_EV_CLOSE:
-        session_close(s);
+        smtp_session__close(s);
         return false;
     case SMTP_EV_ETRN:
         on_etrn(s, ev->data);
         return true;
+    case SMTP_EV_STARTTLS:
+        smtp_session__tls_start(s);
+        return false; /* the protocol resumes after the handshake */
     case SMTP_EV_HELO:
         return true;
     }
     return true;
 }
 
-static void
-session_pump(struct smtp_session *s)
+void
+smtp_session__pump(struct smtp_session *s)
 {
     struct smtp_event ev;
 
@@ -685,6 +661,10 @@ session_pump(struct smtp_session *s)
     s->in_pump = false;
     if (!s->closing)
         out_flush(s);
+    /* Records GnuTLS decrypted while the input buffer was full. */
+    if (s->tls != NULL && !s->tls_handshaking && !s->closing && !s->spool_busy &&
+        tls_conn_pending(s->tls) && !smtp_proto_buffered(s->proto))
+        smtp_session__tls_input(s, NULL, 0);
 }
 
 /* ---- accept and shutdown ----------------------------------------------- */
@@ -698,7 +678,7 @@ session_refuse(struct smtp_session *s, const char *why)
     snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many connections%s\r\n",
              s->srv->conf->hostname, strcmp(why, "per-ip-limit") == 0 ? " from your address" : "");
     say(s, line);
-    session_close(s);
+    smtp_session__close(s);
 }
 
 void
@@ -725,7 +705,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
         uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len) != 0) {
         s->peer.ss_family = AF_UNSPEC;
         iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
-        session_close(s);
+        smtp_session__close(s);
         return;
     }
     if (s->peer.ss_family == AF_INET6)
@@ -740,7 +720,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     } else {
         uv_tcp_nodelay(&s->tcp, 1);
         s->proto = smtp_proto_new(&srv->pcfg);
-        session_pump(s);
+        smtp_session__pump(s);
     }
 }
 

@@ -20,7 +20,7 @@ struct run {
     size_t rlen;
     char body[4096];
     size_t blen;
-    int body_ends, aborts, begins;
+    int body_ends, aborts, begins, starttls;
     size_t nrcpts_at_end;
     bool closed;
 };
@@ -96,6 +96,10 @@ run_event(struct smtp_proto *p, const struct smtp_event *ev, struct run *r)
         break;
     case SMTP_EV_CLOSE:
         r->closed = true;
+        break;
+    case SMTP_EV_STARTTLS:
+        r->starttls++;
+        smtp_proto_tls_started(p, "TLS1.3 TEST");
         break;
     case SMTP_EV_HELO:
     case SMTP_EV_NEED_INPUT:
@@ -320,6 +324,62 @@ test_proto_table(void **state)
     }
 }
 
+/* RFC 3207 and CVE-2011-0411: plaintext pipelined behind STARTTLS is
+ * dropped, the session starts over, STARTTLS twice is 503. */
+static void
+test_proto_starttls(void **state)
+{
+    struct smtp_proto_cfg cfg = test_cfg;
+    struct run r;
+    const char *in = EHLO "STARTTLS\r\nMAIL FROM:<evil@x.test>\r\nRSET\r\n";
+    const char *in2 = EHLO "STARTTLS x\r\n";
+
+    (void)state;
+    run_script(&test_cfg, "STARTTLS\r\n", 10, 0, &r);
+    assert_string_equal(r.codes, "220 502");
+    assert_int_equal(r.starttls, 0);
+    cfg.tls_offer = true;
+    run_script(&cfg, EHLO, strlen(EHLO), 0, &r);
+    r.replies[r.rlen] = '\0';
+    assert_non_null(strstr(r.replies, "250-STARTTLS\r\n"));
+    /* Fed whole, the injected lines arrive with STARTTLS and are dropped. */
+    run_script(&cfg, in, strlen(in), 0, &r);
+    assert_string_equal(r.codes, "220 250 220");
+    assert_int_equal(r.starttls, 1);
+    run_script(&cfg, in2, strlen(in2), 0, &r);
+    assert_string_equal(r.codes, "220 250 501");
+}
+
+static void
+test_proto_after_tls(void **state)
+{
+    struct smtp_proto_cfg cfg = test_cfg;
+    struct smtp_proto *p;
+    struct smtp_event ev;
+    const char *a = EHLO "STARTTLS\r\n";
+    const char *b = MAILOK EHLO "STARTTLS\r\n" MAILOK;
+    struct run r;
+
+    (void)state;
+    cfg.tls_offer = true;
+    p = smtp_proto_new(&cfg);
+    memset(&r, 0, sizeof(r));
+    run_drain(p, &r);
+    smtp_proto_feed_copy(p, a, strlen(a));
+    run_drain(p, &r);
+    assert_int_equal(r.starttls, 1);
+    assert_true(smtp_proto_tls(p));
+    assert_string_equal(smtp_proto_helo(p), "");
+    smtp_proto_feed_copy(p, b, strlen(b));
+    run_drain(p, &r);
+    /* MAIL before the new EHLO: 503; EHLO no longer offers STARTTLS. */
+    assert_string_equal(r.codes, "220 250 220 503 250 503 250");
+    r.replies[r.rlen] = '\0';
+    assert_null(strstr(strstr(r.replies, "220 2.0.0"), "STARTTLS\r\n"));
+    (void)ev;
+    smtp_proto_free(p);
+}
+
 static void
 test_proto_ehlo_keywords(void **state)
 {
@@ -457,6 +517,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_proto_table),          cmocka_unit_test(test_proto_ehlo_keywords),
+        cmocka_unit_test(test_proto_starttls),       cmocka_unit_test(test_proto_after_tls),
         cmocka_unit_test(test_proto_duplicate_rcpt), cmocka_unit_test(test_proto_wait),
         cmocka_unit_test(test_proto_received),       cmocka_unit_test(test_proto_big_body_streams),
     };

@@ -1,0 +1,81 @@
+/* smtp_session internals shared by smtp_session.c (the connection, the
+ * protocol pump, bodies, commits) and smtp_tls.c (STARTTLS). Not for other
+ * modules. */
+#ifndef MXD_SMTP_SESSION_IMPL_H
+#define MXD_SMTP_SESSION_IMPL_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "qid.h"
+#include "smtp_net_impl.h"
+#include "tls.h"
+
+#define SESSION_CBUF  (16 * 1024) /* ciphertext read buffer (TLS) */
+#define BODY_MEM_INIT (16 * 1024)
+#define BODY_MEM_MAX  (128 * 1024) /* beyond this a body goes to a spool file */
+#define OUT_HIGH      (64 * 1024)  /* stop reading commands while replies pile up */
+
+struct outbuf {
+    char *data;
+    size_t len, cap;
+};
+
+struct spool_job {
+    uv_work_t req;
+    struct smtp_session *s;
+    char *path; /* owned copy: the session may drop its own */
+    char *data; /* owned */
+    size_t len;
+    int rc;
+};
+
+struct smtp_session {
+    struct smtp_session *prev, *next;
+    struct smtp_server *srv;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    struct smtp_proto *proto; /* NULL for a connection refused at accept */
+    struct sockaddr_storage peer;
+    char ip[INET6_ADDRSTRLEN];
+    char qid[QID_LEN + 1];
+    uint64_t started_ms;
+    unsigned handles_open;
+    unsigned pending; /* store jobs and spool writes that will call back */
+    bool reading, eof, closing, in_pump, spool_busy, spool_failed;
+    struct outbuf out, wout; /* filling, being written */
+    /* the body of the transaction in progress */
+    char *body;
+    size_t body_len, body_cap;
+    char *spool_path;
+    uint64_t spool_len;
+    /* counters for the disconnect line */
+    unsigned nmsgs, nrejects;
+    /* STARTTLS (smtp_tls.c) */
+    struct tls_conn *tls;
+    char *cbuf;             /* ciphertext read buffer */
+    bool tls_handshaking;   /* until the handshake is done */
+    bool tls_plain_pending; /* the plaintext 220 is still being written */
+    size_t tls_wbytes;      /* ciphertext queued in uv_write */
+    char tls_desc[96];
+};
+
+void smtp_session__pump(struct smtp_session *s);
+/* Closes once the replies already queued are written. Idempotent. */
+void smtp_session__close(struct smtp_session *s);
+
+/* STARTTLS was answered 220: everything read from now on is TLS. */
+void smtp_session__tls_start(struct smtp_session *s);
+/* Ciphertext arrived. */
+void smtp_session__tls_input(struct smtp_session *s, const char *data, size_t len);
+/* Encrypts and writes the replies waiting in s->out. */
+void smtp_session__tls_flush(struct smtp_session *s);
+/* The plaintext writes (the 220) are done: the handshake may proceed. */
+void smtp_session__tls_plain_done(struct smtp_session *s);
+
+#endif

@@ -1,0 +1,151 @@
+/* smtp_tls: STARTTLS for an SMTP session (RFC 3207): owns the session's
+ * tls_conn, its ciphertext read buffer and the ciphertext writes in
+ * flight. Loop thread only. After the plaintext "220 Ready" has been
+ * written, every octet read is ciphertext for the handshake and then for
+ * records; decrypted octets go into smtp_proto's input buffer exactly as
+ * plaintext would. A failed handshake closes the connection with the
+ * GnuTLS reason in the log. The protocol layer has already dropped any
+ * plaintext pipelined behind STARTTLS (CVE-2011-0411). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "smtp_session_impl.h"
+
+#define TLS_WRITE_HIGH (256 * 1024) /* stop the pump while this much is unsent */
+
+struct tls_write {
+    uv_write_t req;
+    struct smtp_session *s;
+    size_t len;
+    char data[];
+};
+
+static void
+on_tls_write(uv_write_t *req, int status)
+{
+    struct tls_write *w = (struct tls_write *)req;
+    struct smtp_session *s = w->s;
+
+    s->tls_wbytes -= w->len;
+    free(w);
+    if (status < 0 && !s->closing) {
+        smtp_session__close(s);
+        return;
+    }
+    if (s->closing) {
+        if (s->tls_wbytes == 0)
+            smtp_session__close(s);
+        return;
+    }
+    if (s->tls_wbytes < TLS_WRITE_HIGH / 2 && !s->tls_handshaking)
+        smtp_session__pump(s); /* we may have paused for output */
+}
+
+/* GnuTLS push: queue the ciphertext on the stream. */
+static void
+tls_push(void *arg, const char *data, size_t len)
+{
+    struct smtp_session *s = arg;
+    struct tls_write *w;
+    uv_buf_t b;
+
+    if (uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    w = xmalloc(sizeof(*w) + len);
+    w->s = s;
+    w->len = len;
+    memcpy(w->data, data, len);
+    b = uv_buf_init(w->data, (unsigned)len);
+    s->tls_wbytes += len;
+    if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_tls_write) != 0) {
+        s->tls_wbytes -= len;
+        free(w);
+    }
+}
+
+void
+smtp_session__tls_start(struct smtp_session *s)
+{
+    s->tls = tls_conn_new(s->srv->tls, tls_push, s);
+    s->cbuf = xmalloc(SESSION_CBUF);
+    s->tls_handshaking = true;
+    s->tls_plain_pending = true;
+    if (s->wout.len == 0 && s->out.len == 0)
+        s->tls_plain_pending = false; /* nothing to wait for (cannot happen: the 220) */
+}
+
+void
+smtp_session__tls_plain_done(struct smtp_session *s)
+{
+    s->tls_plain_pending = false;
+    smtp_session__tls_input(s, NULL, 0);
+}
+
+/* Drives the handshake; true once it is done. */
+static bool
+tls_handshake(struct smtp_session *s)
+{
+    char esc[200];
+    const char *why;
+    int rc = tls_conn_handshake(s->tls);
+
+    if (rc == 1)
+        return false;
+    if (rc < 0) {
+        why = tls_conn_error(s->tls);
+        log_msg(LOG_INFO, NULL, "smtp", "tls handshake failed client=%s reason=%s", s->ip,
+                log_esc(esc, sizeof(esc), why, strlen(why)));
+        s->out.len = 0;
+        smtp_session__close(s);
+        return false;
+    }
+    s->tls_handshaking = false;
+    tls_conn_describe(s->tls, s->tls_desc, sizeof(s->tls_desc));
+    smtp_proto_tls_started(s->proto, s->tls_desc);
+    log_msg(LOG_INFO, NULL, "smtp", "tls established client=%s tls=\"%s\"", s->ip, s->tls_desc);
+    return true;
+}
+
+void
+smtp_session__tls_input(struct smtp_session *s, const char *data, size_t len)
+{
+    if (len > 0)
+        tls_conn_feed(s->tls, data, len);
+    if (s->closing || s->tls_plain_pending)
+        return;
+    if (s->tls_handshaking && !tls_handshake(s))
+        return;
+    for (;;) {
+        size_t avail;
+        char *dst = smtp_proto_rbuf(s->proto, &avail);
+        ssize_t n;
+
+        if (avail == 0)
+            break; /* the pump makes room; pending records wait in GnuTLS */
+        n = tls_conn_read(s->tls, dst, avail);
+        if (n > 0) {
+            smtp_proto_feed(s->proto, (size_t)n);
+            continue;
+        }
+        if (n < 0)
+            s->eof = true;
+        break;
+    }
+    smtp_session__pump(s);
+    if (!s->closing && tls_conn_pending(s->tls) && smtp_proto_buffered(s->proto) == false)
+        smtp_session__tls_input(s, NULL, 0);
+}
+
+void
+smtp_session__tls_flush(struct smtp_session *s)
+{
+    if (s->tls_handshaking || s->out.len == 0 || uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    if (tls_conn_write(s->tls, s->out.data, s->out.len) != 0) {
+        s->out.len = 0;
+        smtp_session__close(s);
+        return;
+    }
+    s->out.len = 0;
+}

@@ -1,0 +1,263 @@
+/* tls: owns the GnuTLS credentials and priority cache (struct tls_creds,
+ * loaded at start-up) and one gnutls_session_t per TLS connection with its
+ * inbound ciphertext buffer. Loop thread only. The session never touches
+ * a socket: ciphertext comes in through tls_conn_feed and goes out through
+ * the push callback, so the handshake and every record are non-blocking
+ * (GNUTLS_NONBLOCK, EAGAIN from the pull function when the buffer is
+ * empty). Errors carry gnutls_strerror's text. It does not verify client
+ * certificates and does not do the outbound (client) side yet. */
+#include "tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+
+struct tls_creds {
+    gnutls_certificate_credentials_t xcred;
+    gnutls_priority_t prio;
+};
+
+struct tls_conn {
+    gnutls_session_t s;
+    tls_push_cb push;
+    void *arg;
+    char *in;
+    size_t in_len, in_off, in_cap;
+    int last_err;
+};
+
+static int
+creds_fail(char **err, const char *what, const char *file, int rc)
+{
+    *err = xasprintf("%s %s: %s", what, file ? file : "", gnutls_strerror(rc));
+    return MXD_ECONFIG;
+}
+
+int
+tls_creds_load(const char *cert, const char *key, const char *priority, struct tls_creds **out,
+               char **err)
+{
+    struct tls_creds *c = xcalloc(1, sizeof(*c));
+    const char *errpos = NULL;
+    int rc;
+
+    *out = NULL;
+    rc = gnutls_certificate_allocate_credentials(&c->xcred);
+    if (rc < 0) {
+        free(c);
+        return creds_fail(err, "tls: cannot allocate credentials", NULL, rc);
+    }
+    /* GnuTLS checks that the key belongs to the certificate. */
+    rc = gnutls_certificate_set_x509_key_file(c->xcred, cert, key, GNUTLS_X509_FMT_PEM);
+    if (rc < 0) {
+        creds_fail(err, "tls: cannot load certificate/key", cert, rc);
+        goto fail;
+    }
+    rc = gnutls_priority_init(&c->prio, priority, &errpos);
+    if (rc < 0) {
+        *err = xasprintf("tls: bad priority string near \"%s\": %s", errpos ? errpos : "",
+                         gnutls_strerror(rc));
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    gnutls_certificate_free_credentials(c->xcred);
+    free(c);
+    return MXD_ECONFIG;
+}
+
+void
+tls_creds_free(struct tls_creds *c)
+{
+    if (c == NULL)
+        return;
+    gnutls_priority_deinit(c->prio);
+    gnutls_certificate_free_credentials(c->xcred);
+    free(c);
+}
+
+/* The validity period of the first certificate in the PEM file. */
+static char *
+cert_time_warning(const char *cert)
+{
+    gnutls_datum_t pem = {NULL, 0};
+    gnutls_x509_crt_t crt = NULL;
+    char *warn = NULL;
+    time_t now = time(NULL);
+
+    if (gnutls_load_file(cert, &pem) < 0)
+        return NULL;
+    if (gnutls_x509_crt_init(&crt) == 0 &&
+        gnutls_x509_crt_import(crt, &pem, GNUTLS_X509_FMT_PEM) == 0) {
+        if (gnutls_x509_crt_get_expiration_time(crt) < now)
+            warn = xasprintf("tls: certificate %s has expired", cert);
+        else if (gnutls_x509_crt_get_activation_time(crt) > now)
+            warn = xasprintf("tls: certificate %s is not valid yet", cert);
+    }
+    gnutls_x509_crt_deinit(crt);
+    gnutls_free(pem.data);
+    return warn;
+}
+
+int
+tls_creds_check(const char *cert, const char *key, const char *priority, char **err, char **warn)
+{
+    struct tls_creds *c = NULL;
+    int rc = tls_creds_load(cert, key, priority, &c, err);
+
+    *warn = NULL;
+    if (rc != 0)
+        return rc;
+    tls_creds_free(c);
+    *warn = cert_time_warning(cert);
+    return 0;
+}
+
+static ssize_t
+tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
+{
+    struct tls_conn *t = ptr;
+    size_t n = t->in_len - t->in_off;
+
+    if (n == 0) {
+        gnutls_transport_set_errno(t->s, EAGAIN);
+        return -1;
+    }
+    if (n > len)
+        n = len;
+    memcpy(buf, t->in + t->in_off, n);
+    t->in_off += n;
+    if (t->in_off == t->in_len)
+        t->in_off = t->in_len = 0;
+    return (ssize_t)n;
+}
+
+static ssize_t
+tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
+{
+    struct tls_conn *t = ptr;
+
+    t->push(t->arg, data, len);
+    return (ssize_t)len;
+}
+
+struct tls_conn *
+tls_conn_new(struct tls_creds *c, tls_push_cb push, void *arg)
+{
+    struct tls_conn *t = xcalloc(1, sizeof(*t));
+
+    if (gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NONBLOCK) < 0)
+        mxd_panic("gnutls_init failed");
+    gnutls_priority_set(t->s, c->prio);
+    gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, c->xcred);
+    gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_IGNORE);
+    gnutls_transport_set_ptr(t->s, t);
+    gnutls_transport_set_pull_function(t->s, tls_pull);
+    gnutls_transport_set_push_function(t->s, tls_push);
+    t->push = push;
+    t->arg = arg;
+    return t;
+}
+
+void
+tls_conn_free(struct tls_conn *t)
+{
+    if (t == NULL)
+        return;
+    gnutls_deinit(t->s);
+    free(t->in);
+    free(t);
+}
+
+void
+tls_conn_feed(struct tls_conn *t, const char *data, size_t len)
+{
+    if (t->in_off > 0 && t->in_off == t->in_len)
+        t->in_off = t->in_len = 0;
+    if (t->in_len + len > t->in_cap) {
+        if (t->in_off > 0) {
+            memmove(t->in, t->in + t->in_off, t->in_len - t->in_off);
+            t->in_len -= t->in_off;
+            t->in_off = 0;
+        }
+        if (t->in_len + len > t->in_cap) {
+            t->in_cap = t->in_len + len;
+            t->in = xrealloc(t->in, t->in_cap);
+        }
+    }
+    memcpy(t->in + t->in_len, data, len);
+    t->in_len += len;
+}
+
+int
+tls_conn_handshake(struct tls_conn *t)
+{
+    int rc = gnutls_handshake(t->s);
+
+    if (rc == GNUTLS_E_SUCCESS)
+        return 0;
+    if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(rc))
+        return 1;
+    t->last_err = rc;
+    return MXD_EIO;
+}
+
+ssize_t
+tls_conn_read(struct tls_conn *t, char *buf, size_t len)
+{
+    ssize_t n = gnutls_record_recv(t->s, buf, len);
+
+    if (n > 0)
+        return n;
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+        return 0;
+    if (n < 0 && !gnutls_error_is_fatal((int)n))
+        return 0; /* e.g. a rehandshake request or an alert warning */
+    t->last_err = n == 0 ? 0 : (int)n;
+    return -1;
+}
+
+bool
+tls_conn_pending(const struct tls_conn *t)
+{
+    return gnutls_record_check_pending(t->s) > 0;
+}
+
+int
+tls_conn_write(struct tls_conn *t, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = gnutls_record_send(t->s, data, len);
+
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+            continue; /* our push never blocks; this does not repeat */
+        if (n < 0) {
+            t->last_err = (int)n;
+            return MXD_EIO;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+const char *
+tls_conn_error(const struct tls_conn *t)
+{
+    return t->last_err ? gnutls_strerror(t->last_err) : "connection closed";
+}
+
+void
+tls_conn_describe(const struct tls_conn *t, char *buf, size_t size)
+{
+    const char *v = gnutls_protocol_get_name(gnutls_protocol_get_version(t->s));
+    const char *c = gnutls_cipher_get_name(gnutls_cipher_get(t->s));
+
+    snprintf(buf, size, "%s %s", v ? v : "TLS", c ? c : "unknown-cipher");
+}
