@@ -156,13 +156,38 @@ on_kick(void *arg)
         deliver_kick(m->deliver);
 }
 
+/* SIGHUP: new certificate and key for new sessions; open sessions keep
+ * theirs. A bad pair is refused and the old one stays. (Reloading the rest
+ * of the configuration is not built yet.) */
+static void
+reload_tls(struct mxd *m)
+{
+    struct tls_creds *c = NULL;
+    char *err = NULL;
+
+    if (m->tls == NULL || m->server == NULL) {
+        log_msg(LOG_WARN, NULL, "mxd", "SIGHUP: nothing to reload (no [tls] certificate)");
+        return;
+    }
+    if (tls_creds_load(m->conf->tls_certificate, m->conf->tls_key, m->conf->tls_priority, &c,
+                       &err) != 0) {
+        log_msg(LOG_ERR, NULL, "mxd", "reload failed, keeping the old certificate: %s", err);
+        free(err);
+        return;
+    }
+    smtp_server_set_tls(m->server, c);
+    tls_creds_free(m->tls);
+    m->tls = c;
+    log_msg(LOG_INFO, NULL, "mxd", "reload tls certificate=%s", m->conf->tls_certificate);
+}
+
 static void
 on_signal(uv_signal_t *h, int signum)
 {
     struct mxd *m = h->data;
 
     if (signum == SIGHUP) {
-        log_msg(LOG_WARN, NULL, "mxd", "SIGHUP ignored: reload is not implemented yet");
+        reload_tls(m);
         return;
     }
     if (m->stopping)

@@ -182,6 +182,9 @@ smtp_session__close(struct smtp_session *s)
         s->reading = false;
     }
     uv_timer_stop(&s->timer);
+    if (s->out.len > 0)
+        out_flush(s); /* over TLS, before the close_notify */
+    smtp_session__tls_bye(s);
     if (s->wout.len > 0 || s->tls_wbytes > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
         return; /* on_write comes back here */
     if (s->out.len > 0) {
@@ -270,6 +273,9 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(stream);
         s->reading = false;
     } else if (nread < 0) {
+        if (s->tls != NULL)
+            smtp_session__tls_eof(s, nread == UV_EOF ? "connection closed by the client"
+                                                     : uv_strerror((int)nread));
         s->eof = true;
         uv_read_stop(stream);
         s->reading = false;
@@ -661,10 +667,11 @@ smtp_session__pump(struct smtp_session *s)
     s->in_pump = false;
     if (!s->closing)
         out_flush(s);
-    /* Records GnuTLS decrypted while the input buffer was full. */
-    if (s->tls != NULL && !s->tls_handshaking && !s->closing && !s->spool_busy &&
-        tls_conn_pending(s->tls) && !smtp_proto_buffered(s->proto))
-        smtp_session__tls_input(s, NULL, 0);
+    /* TLS input that arrived while the protocol's buffer was full is not
+     * on the socket any more: move it now, and run again if it helped. */
+    if (s->tls != NULL && !s->tls_handshaking && !s->tls_plain_pending && !s->closing &&
+        !s->spool_busy && tls_conn_pending(s->tls) && smtp_session__tls_drain(s))
+        smtp_session__pump(s);
 }
 
 /* ---- accept and shutdown ----------------------------------------------- */

@@ -61,6 +61,7 @@ struct smtp_session {
     char *cbuf;             /* ciphertext read buffer */
     bool tls_handshaking;   /* until the handshake is done */
     bool tls_plain_pending; /* the plaintext 220 is still being written */
+    bool tls_bye;           /* close_notify sent */
     size_t tls_wbytes;      /* ciphertext queued in uv_write */
     char tls_desc[96];
 };
@@ -73,8 +74,15 @@ void smtp_session__close(struct smtp_session *s);
 void smtp_session__tls_start(struct smtp_session *s);
 /* Ciphertext arrived. */
 void smtp_session__tls_input(struct smtp_session *s, const char *data, size_t len);
+/* Moves decrypted input into the protocol's buffer while it has room;
+ * true when anything was fed (or the peer's end was seen). */
+bool smtp_session__tls_drain(struct smtp_session *s);
 /* Encrypts and writes the replies waiting in s->out. */
 void smtp_session__tls_flush(struct smtp_session *s);
+/* Closing: send close_notify once (after the handshake). */
+void smtp_session__tls_bye(struct smtp_session *s);
+/* The peer closed or the read failed during the handshake: log it. */
+void smtp_session__tls_eof(struct smtp_session *s, const char *why);
 /* The plaintext writes (the 220) are done: the handshake may proceed. */
 void smtp_session__tls_plain_done(struct smtp_session *s);
 

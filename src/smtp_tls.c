@@ -107,6 +107,33 @@ tls_handshake(struct smtp_session *s)
     return true;
 }
 
+bool
+smtp_session__tls_drain(struct smtp_session *s)
+{
+    bool progress = false;
+
+    for (;;) {
+        size_t avail;
+        char *dst = smtp_proto_rbuf(s->proto, &avail);
+        ssize_t n;
+
+        if (avail == 0)
+            break; /* the pump makes room; the rest waits in the TLS buffers */
+        n = tls_conn_read(s->tls, dst, avail);
+        if (n > 0) {
+            smtp_proto_feed(s->proto, (size_t)n);
+            progress = true;
+            continue;
+        }
+        if (n < 0 && !s->eof) {
+            s->eof = true;
+            progress = true;
+        }
+        break;
+    }
+    return progress;
+}
+
 void
 smtp_session__tls_input(struct smtp_session *s, const char *data, size_t len)
 {
@@ -116,25 +143,8 @@ smtp_session__tls_input(struct smtp_session *s, const char *data, size_t len)
         return;
     if (s->tls_handshaking && !tls_handshake(s))
         return;
-    for (;;) {
-        size_t avail;
-        char *dst = smtp_proto_rbuf(s->proto, &avail);
-        ssize_t n;
-
-        if (avail == 0)
-            break; /* the pump makes room; pending records wait in GnuTLS */
-        n = tls_conn_read(s->tls, dst, avail);
-        if (n > 0) {
-            smtp_proto_feed(s->proto, (size_t)n);
-            continue;
-        }
-        if (n < 0)
-            s->eof = true;
-        break;
-    }
+    smtp_session__tls_drain(s);
     smtp_session__pump(s);
-    if (!s->closing && tls_conn_pending(s->tls) && smtp_proto_buffered(s->proto) == false)
-        smtp_session__tls_input(s, NULL, 0);
 }
 
 void
@@ -148,4 +158,20 @@ smtp_session__tls_flush(struct smtp_session *s)
         return;
     }
     s->out.len = 0;
+}
+
+void
+smtp_session__tls_bye(struct smtp_session *s)
+{
+    if (s->tls == NULL || s->tls_handshaking || s->tls_bye || uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    s->tls_bye = true;
+    tls_conn_bye(s->tls);
+}
+
+void
+smtp_session__tls_eof(struct smtp_session *s, const char *why)
+{
+    if (s->tls_handshaking)
+        log_msg(LOG_INFO, NULL, "smtp", "tls handshake failed client=%s reason=\"%s\"", s->ip, why);
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -20,10 +21,12 @@
 struct tls_creds {
     gnutls_certificate_credentials_t xcred;
     gnutls_priority_t prio;
+    unsigned refs; /* the owner's, plus one per session using them */
 };
 
 struct tls_conn {
     gnutls_session_t s;
+    struct tls_creds *creds;
     tls_push_cb push;
     void *arg;
     char *in;
@@ -52,10 +55,18 @@ tls_creds_load(const char *cert, const char *key, const char *priority, struct t
         free(c);
         return creds_fail(err, "tls: cannot allocate credentials", NULL, rc);
     }
+    if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
+        const char *bad = access(cert, R_OK) != 0 ? cert : key;
+
+        *err = xasprintf("tls: cannot read %s %s: %s", bad == cert ? "certificate" : "key", bad,
+                         strerror(errno));
+        goto fail;
+    }
     /* GnuTLS checks that the key belongs to the certificate. */
     rc = gnutls_certificate_set_x509_key_file(c->xcred, cert, key, GNUTLS_X509_FMT_PEM);
     if (rc < 0) {
-        creds_fail(err, "tls: cannot load certificate/key", cert, rc);
+        *err = xasprintf("tls: cannot load certificate %s with key %s: %s", cert, key,
+                         gnutls_strerror(rc));
         goto fail;
     }
     rc = gnutls_priority_init(&c->prio, priority, &errpos);
@@ -64,6 +75,7 @@ tls_creds_load(const char *cert, const char *key, const char *priority, struct t
                          gnutls_strerror(rc));
         goto fail;
     }
+    c->refs = 1;
     *out = c;
     return 0;
 fail:
@@ -75,7 +87,8 @@ fail:
 void
 tls_creds_free(struct tls_creds *c)
 {
-    if (c == NULL)
+    /* Sessions keep the credentials they started with (SIGHUP reload). */
+    if (c == NULL || --c->refs > 0)
         return;
     gnutls_priority_deinit(c->prio);
     gnutls_certificate_free_credentials(c->xcred);
@@ -162,6 +175,8 @@ tls_conn_new(struct tls_creds *c, tls_push_cb push, void *arg)
     gnutls_transport_set_push_function(t->s, tls_push);
     t->push = push;
     t->arg = arg;
+    t->creds = c;
+    c->refs++;
     return t;
 }
 
@@ -171,6 +186,7 @@ tls_conn_free(struct tls_conn *t)
     if (t == NULL)
         return;
     gnutls_deinit(t->s);
+    tls_creds_free(t->creds);
     free(t->in);
     free(t);
 }
@@ -226,7 +242,9 @@ tls_conn_read(struct tls_conn *t, char *buf, size_t len)
 bool
 tls_conn_pending(const struct tls_conn *t)
 {
-    return gnutls_record_check_pending(t->s) > 0;
+    /* Decrypted octets in GnuTLS, or ciphertext we were fed and it has
+     * not pulled yet: either may hold whole records. */
+    return gnutls_record_check_pending(t->s) > 0 || t->in_len > t->in_off;
 }
 
 int
@@ -245,6 +263,13 @@ tls_conn_write(struct tls_conn *t, const char *data, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+void
+tls_conn_bye(struct tls_conn *t)
+{
+    /* SHUT_WR: send our alert, do not wait for the peer's. */
+    (void)gnutls_bye(t->s, GNUTLS_SHUT_WR);
 }
 
 const char *

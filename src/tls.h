@@ -17,6 +17,7 @@ struct tls_conn;
  * priority string. On failure *err (caller frees). */
 int tls_creds_load(const char *cert, const char *key, const char *priority, struct tls_creds **out,
                    char **err) MXD_WUR;
+/* Drops the caller's reference; sessions still using c keep it alive. */
 void tls_creds_free(struct tls_creds *c);
 
 /* For mxd --check: as tls_creds_load, plus *warn (caller frees, may stay
@@ -42,11 +43,15 @@ int tls_conn_handshake(struct tls_conn *t);
  * peer closed or the session failed. */
 ssize_t tls_conn_read(struct tls_conn *t, char *buf, size_t len);
 
-/* True when decrypted data is waiting (read again before feeding more). */
+/* True when decrypted data or unprocessed ciphertext is waiting (read
+ * again before waiting for the socket). */
 bool tls_conn_pending(const struct tls_conn *t);
 
 /* Encrypts and pushes all of data. 0 or < 0. */
 int tls_conn_write(struct tls_conn *t, const char *data, size_t len) MXD_WUR;
+
+/* Sends close_notify (RFC 8446 6.1) through the push callback. */
+void tls_conn_bye(struct tls_conn *t);
 
 const char *tls_conn_error(const struct tls_conn *t);
 
