@@ -13,6 +13,7 @@
 #include "smtp_session_impl.h"
 
 #define TLS_WRITE_HIGH (256 * 1024) /* stop the pump while this much is unsent */
+#define TLS_READ_HIGH  (64 * 1024)  /* stop reading while this much waits undecrypted */
 
 struct tls_write {
     uv_write_t req;
@@ -30,6 +31,9 @@ on_tls_write(uv_write_t *req, int status)
     s->tls_wbytes -= w->len;
     free(w);
     if (status < 0 && !s->closing) {
+        /* A client that gives up on our certificate may reset the
+         * connection while our handshake flight is still being written. */
+        smtp_session__tls_eof(s, uv_strerror(status));
         smtp_session__close(s);
         return;
     }
@@ -139,6 +143,12 @@ smtp_session__tls_input(struct smtp_session *s, const char *data, size_t len)
 {
     if (len > 0)
         tls_conn_feed(s->tls, data, len);
+    if (tls_conn_buffered(s->tls) > TLS_READ_HIGH && s->reading) {
+        /* The protocol is not consuming (waiting on the store): stop
+         * reading, as for plaintext; NEED_INPUT starts it again. */
+        uv_read_stop((uv_stream_t *)&s->tcp);
+        s->reading = false;
+    }
     if (s->closing || s->tls_plain_pending)
         return;
     if (s->tls_handshaking && !tls_handshake(s))

@@ -218,7 +218,10 @@ tls_conn_handshake(struct tls_conn *t)
 
     if (rc == GNUTLS_E_SUCCESS)
         return 0;
-    if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(rc))
+    /* An alert from the client during the handshake ends it, even one sent
+     * at warning level (a client that does not trust us gives up). */
+    if (rc != GNUTLS_E_WARNING_ALERT_RECEIVED &&
+        (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(rc)))
         return 1;
     t->last_err = rc;
     return MXD_EIO;
@@ -263,6 +266,12 @@ tls_conn_write(struct tls_conn *t, const char *data, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+size_t
+tls_conn_buffered(const struct tls_conn *t)
+{
+    return t->in_len - t->in_off;
 }
 
 void

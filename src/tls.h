@@ -50,6 +50,9 @@ bool tls_conn_pending(const struct tls_conn *t);
 /* Encrypts and pushes all of data. 0 or < 0. */
 int tls_conn_write(struct tls_conn *t, const char *data, size_t len) MXD_WUR;
 
+/* Ciphertext fed and not yet processed, in octets. */
+size_t tls_conn_buffered(const struct tls_conn *t);
+
 /* Sends close_notify (RFC 8446 6.1) through the push callback. */
 void tls_conn_bye(struct tls_conn *t);
 
