@@ -12,20 +12,13 @@
 
 #include "lmtp_net.h"
 #include "log.h"
+#include "vcache.h"
 
-#define CALLAHEAD_TTL_OK  3600 /* recipients = lmtp */
-#define CALLAHEAD_TTL_NO  600
-#define PRIMARY_TTL_OK    (7 * 86400) /* recipients = primary: the backup must keep */
-#define PRIMARY_TTL_NO    3600        /* accepting while the primary is down */
-#define CALLAHEAD_MAX     50000
-#define CALLAHEAD_BUCKETS 4096
-
-struct ca_entry {
-    struct ca_entry *next;
-    uint64_t expires_ms;
-    bool ok;
-    char address[];
-};
+#define CALLAHEAD_TTL_OK 3600 /* recipients = lmtp */
+#define CALLAHEAD_TTL_NO 600
+#define PRIMARY_TTL_OK   (7 * 86400) /* recipients = primary: the backup must keep */
+#define PRIMARY_TTL_NO   3600        /* accepting while the primary is down */
+#define CALLAHEAD_MAX    50000
 
 struct ca_check {
     struct ca_check *prev, *next;
@@ -46,8 +39,7 @@ struct callahead {
     struct store *store;
     char *lhlo;
     struct lmtp_timeouts to;
-    struct ca_entry *buckets[CALLAHEAD_BUCKETS];
-    size_t nentries;
+    struct vcache *cache;
     unsigned nchecks;
     struct ca_check *checks;
     bool stopping;
@@ -64,71 +56,21 @@ struct ca_pending {
     int result;
 };
 
-static uint32_t
-ca_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-
-    for (; *s; s++)
-        h = (h ^ (unsigned char)ascii_lower(*s)) * 16777619u;
-    return h % CALLAHEAD_BUCKETS;
-}
-
-static void
-ca_clear(struct callahead *ca)
-{
-    for (size_t i = 0; i < CALLAHEAD_BUCKETS; i++) {
-        while (ca->buckets[i] != NULL) {
-            struct ca_entry *e = ca->buckets[i];
-
-            ca->buckets[i] = e->next;
-            free(e);
-        }
-    }
-    ca->nentries = 0;
-}
-
 /* The cached answer: 1 ok, 0 refused, -1 unknown (or expired, unless
  * stale_ok). */
 static int
 ca_lookup(struct callahead *ca, const char *address, bool stale_ok)
 {
-    uint64_t now = uv_now(ca->loop);
-
-    for (struct ca_entry *e = ca->buckets[ca_hash(address)]; e != NULL; e = e->next)
-        if (ascii_casecmp(e->address, address) == 0 && (stale_ok || e->expires_ms > now))
-            return e->ok;
-    return -1;
+    return vcache_get(ca->cache, address, uv_now(ca->loop), stale_ok);
 }
 
 static void
 ca_store(struct callahead *ca, const char *address, bool ok, bool primary)
 {
-    size_t len = strlen(address);
-    struct ca_entry *e;
-    uint32_t h = ca_hash(address);
     uint64_t ttl = primary ? (ok ? PRIMARY_TTL_OK : PRIMARY_TTL_NO)
                            : (ok ? CALLAHEAD_TTL_OK : CALLAHEAD_TTL_NO);
 
-    if (ca->nentries >= CALLAHEAD_MAX)
-        ca_clear(ca);
-    /* A newer answer replaces an older one. */
-    for (struct ca_entry **pp = &ca->buckets[h]; *pp != NULL; pp = &(*pp)->next) {
-        if (ascii_casecmp((*pp)->address, address) == 0) {
-            e = *pp;
-            *pp = e->next;
-            free(e);
-            ca->nentries--;
-            break;
-        }
-    }
-    e = xmalloc(sizeof(*e) + len + 1);
-    memcpy(e->address, address, len + 1);
-    e->ok = ok;
-    e->expires_ms = uv_now(ca->loop) + 1000ull * ttl;
-    e->next = ca->buckets[h];
-    ca->buckets[h] = e;
-    ca->nentries++;
+    vcache_put(ca->cache, address, ok, uv_now(ca->loop), ttl * 1000);
 }
 
 static void
@@ -180,7 +122,7 @@ on_defer_closed(uv_handle_t *h)
     void *arg = ca->stop_arg;
 
     on_defer(&ca->defer);
-    ca_clear(ca);
+    vcache_free(ca->cache);
     free(ca->lhlo);
     free(ca);
     if (cb != NULL)
@@ -267,6 +209,7 @@ callahead_new(uv_loop_t *loop, struct store *store, const char *lhlo_name)
     ca->loop = loop;
     ca->store = store;
     ca->lhlo = xstrdup(lhlo_name);
+    ca->cache = vcache_new(CALLAHEAD_MAX);
     ca->to.connect_ms = 10 * 1000;
     ca->to.reply_ms = 30 * 1000;
     ca->to.idle_ms = 1000;
