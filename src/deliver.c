@@ -185,6 +185,7 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
     int code = j->codes[i] ? j->codes[i] : 451;
     const char *text = j->texts[i] ? j->texts[i] : "451 4.4.2 no answer";
     const char *result;
+    uint64_t *stat;
     char esc[600];
 
     o->rcpt_id = j->rcpt_ids[i];
@@ -194,17 +195,17 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
         o->state = STORE_RCPT_DELIVERED;
         o->last_reply = xstrdup(text);
         result = "delivered";
-        j->d->stats.delivered++;
+        stat = &j->d->stats.delivered;
     } else if (code >= 500) {
         o->state = STORE_RCPT_BOUNCED;
         o->last_reply = xstrdup(text);
         result = "bounced";
-        j->d->stats.bounced++;
+        stat = &j->d->stats.bounced;
     } else if (now - j->received >= (int64_t)job_lifetime(j)) {
         o->state = STORE_RCPT_BOUNCED;
         o->last_reply = xasprintf("451 4.4.7 message expired in the queue; last error: %s", text);
         result = "expired";
-        j->d->stats.bounced++;
+        stat = &j->d->stats.bounced;
     } else {
         /* A backup domain's mail waits for its primary: "held". */
         o->state = j->dest != NULL && j->dest->dom != NULL ? STORE_RCPT_HELD : STORE_RCPT_DEFERRED;
@@ -212,8 +213,11 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
                                                          c->retry_max_s, (double)rand() / RAND_MAX);
         o->last_reply = xstrdup(text);
         result = o->state == STORE_RCPT_HELD ? "held" : "deferred";
-        j->d->stats.deferred++;
+        stat = &j->d->stats.deferred;
     }
+    if (j->retry_inited)
+        return; /* a retry of the recording: counted and logged the first time */
+    (*stat)++;
     log_msg(LOG_INFO, j->qid, "deliver", "%s to=<%s> relay=%s attempts=%u reply=%s", result,
             j->addrs[i],
             j->relay  ? j->relay

@@ -74,9 +74,8 @@ smtp_session__tls_start(struct smtp_session *s)
     s->tls = tls_conn_new(s->srv->tls, tls_push, s);
     s->cbuf = xmalloc(SESSION_CBUF);
     s->tls_handshaking = true;
-    s->tls_plain_pending = true;
-    if (s->wout.len == 0 && s->out.len == 0)
-        s->tls_plain_pending = false; /* nothing to wait for (cannot happen: the 220) */
+    /* The plaintext 220 must be on the wire before any TLS record. */
+    s->tls_plain_pending = s->wout.len > 0 || s->out.len > 0;
 }
 
 void
