@@ -255,7 +255,7 @@ callahead_check(struct callahead *ca, const struct conf_domain *d, const char *a
     ca->checks = k;
     /* ep lives in the conf, which outlives every check. */
     k->conn = lmtp_conn_open(ca->loop, ep, primary ? LMTP_CONN_SMTP : LMTP_CONN_LMTP, ca->lhlo,
-                             ca->store, &ca->to, &check_cbs, k);
+                             ca->store, &ca->to, NULL, &check_cbs, k);
 }
 
 void

@@ -373,6 +373,11 @@ deliver_start(uv_loop_t *loop, const struct conf *conf, struct store *store, str
     d->to.connect_ms = 30 * 1000;
     d->to.reply_ms = 5 * 60 * 1000; /* RFC 5321 4.5.3.2 is 10 min for the final dot */
     d->to.idle_ms = 5 * 1000;
+    if (deliver__tls_load(d) != 0) {
+        deliver__dests_free(d);
+        free(d);
+        return MXD_ECONFIG;
+    }
     uv_timer_init(loop, &d->timer);
     uv_timer_init(loop, &d->stop_timer);
     d->timer.data = d->stop_timer.data = d;

@@ -109,6 +109,19 @@ conn_txn_done(void *arg, struct lmtp_conn *c)
         deliver__job_finish(j);
 }
 
+/* The reply recorded for a connection's failure: the reason's own
+ * enhanced status code when it starts with one ("4.7.4 TLS required..."),
+ * else 4.4.1 (no answer from host). */
+static void
+defer_text(char *buf, size_t size, const char *reason)
+{
+    if (reason[0] == '4' && reason[1] == '.' && strchr(reason, ' ') != NULL &&
+        strspn(reason, "0123456789.") == (size_t)(strchr(reason, ' ') - reason))
+        snprintf(buf, size, "451 %s", reason);
+    else
+        snprintf(buf, size, "451 4.4.1 %s", reason);
+}
+
 /* A connection that never got through: try the next endpoint, or, when
  * every one failed, defer (or hold) what waits and watch the primary. */
 static void
@@ -123,7 +136,7 @@ dest_unreachable(struct dest *dest, struct dconn *dc, const char *reason)
     dest->ep_idx = 0;
     if (dest->mx)
         dest->resolved_ms = 0; /* look the MX hosts up again next time */
-    snprintf(text, sizeof(text), "451 4.4.1 %s", reason);
+    defer_text(text, sizeof(text), reason);
     log_msg(LOG_WARN, NULL, "deliver", "destination unavailable relay=%s reason=\"%s\"", dest->key,
             reason);
     dest_fail_waiting(dest, 451, text);
@@ -145,7 +158,7 @@ conn_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready)
         pp = &(*pp)->next;
     *pp = dc->next;
     dest->nconns--;
-    snprintf(text, sizeof(text), "451 4.4.1 %s", reason ? reason : "connection closed");
+    defer_text(text, sizeof(text), reason ? reason : "connection closed");
     if (dc->job != NULL)
         deliver__job_fail(dc->job, 451, text);
     if (dc->probe && !ever_ready) {
@@ -161,12 +174,41 @@ conn_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready)
         deliver__dest_run(dest, d);
 }
 
+/* Keeps the newest TLS session per destination, for its endpoint. */
+static void
+conn_tls_session(void *arg, struct lmtp_conn *c, void *data, size_t len)
+{
+    struct dconn *dc = arg;
+    struct dest *dest = dc->dest;
+
+    (void)c;
+    free(dest->tls_sess);
+    dest->tls_sess = data;
+    dest->tls_sess_len = len;
+    dest->tls_sess_ep = dc->ep;
+}
+
 static const struct lmtp_conn_cbs deliver_conn_cbs = {
     .ready = conn_ready,
     .rcpt = conn_rcpt,
     .txn_done = conn_txn_done,
     .closed = conn_closed,
+    .tls_session = conn_tls_session,
 };
+
+/* STARTTLS settings for a connection to dest->eps[ep] (NULL: none). */
+static const struct lmtp_conn_tls *
+conn_tls(struct dest *dest, size_t ep)
+{
+    struct lmtp_conn_tls *t = &dest->tls;
+
+    if (!dest->tls_on)
+        return NULL;
+    t->name = dest->owned_names != NULL ? dest->owned_names[ep] : dest->eps[ep].host;
+    t->resume = dest->tls_sess != NULL && dest->tls_sess_ep == ep ? dest->tls_sess : NULL;
+    t->resume_len = t->resume != NULL ? dest->tls_sess_len : 0;
+    return t;
+}
 
 static struct dconn *
 conn_open(struct dest *dest, bool probe)
@@ -182,7 +224,7 @@ conn_open(struct dest *dest, bool probe)
     dest->nconns++;
     d->stats.sessions++;
     dc->c = lmtp_conn_open(d->loop, &dest->eps[dc->ep], dest->proto, d->conf->hostname, d->store,
-                           &d->to, &deliver_conn_cbs, dc);
+                           &d->to, conn_tls(dest, dc->ep), &deliver_conn_cbs, dc);
     return dc;
 }
 
@@ -194,9 +236,14 @@ dest_free_owned(struct dest *dest)
     for (size_t i = 0; dest->owned_eps != NULL && i < dest->neps; i++) {
         free(dest->owned_eps[i].text);
         free(dest->owned_eps[i].host);
+        free(dest->owned_names[i]);
     }
     free(dest->owned_eps);
+    free(dest->owned_names);
     dest->owned_eps = NULL;
+    dest->owned_names = NULL;
+    free(dest->tls_sess); /* the endpoints change */
+    dest->tls_sess = NULL;
 }
 
 /* Tests cannot bind port 25: MXD_TEST_SMTP_PORT replaces it for MX targets. */
@@ -219,6 +266,7 @@ dest_set_targets(struct dest *dest, const struct dns_mx_result *res)
     for (size_t i = 0; i < res->ntargets; i++)
         n += res->targets[i].naddrs;
     dest->owned_eps = xcalloc(n ? n : 1, sizeof(*dest->owned_eps));
+    dest->owned_names = xcalloc(n ? n : 1, sizeof(*dest->owned_names));
     n = 0;
     for (size_t i = 0; i < res->ntargets; i++) {
         const struct dns_target *t = &res->targets[i];
@@ -234,6 +282,7 @@ dest_set_targets(struct dest *dest, const struct dns_mx_result *res)
                 uv_ip4_name((const struct sockaddr_in *)(const void *)sa, ip, sizeof(ip));
             ep->host = xstrdup(ip);
             ep->port = port;
+            dest->owned_names[n - 1] = xstrdup(t->mx.name);
             ep->text = xasprintf("%s[%s]:%u", t->mx.name, ip, (unsigned)port);
         }
     }
@@ -351,6 +400,53 @@ dest_new(struct deliver *d, char *key, enum lmtp_conn_proto proto, unsigned max_
     return dest;
 }
 
+/* The domain's `tls` (opportunistic for the bounce relay, dom NULL). */
+static void
+dest_tls_init(struct dest *dest, const struct conf_domain *dom)
+{
+    struct deliver *d = dest->d;
+    enum conf_tls mode = dom != NULL ? dom->tls : CONF_TLS_OPPORTUNISTIC;
+
+    dest->tls_on = true;
+    dest->tls.required = mode != CONF_TLS_OPPORTUNISTIC;
+    dest->tls.verify = mode == CONF_TLS_VERIFY;
+    dest->tls.creds = dest->tls.verify ? d->tls_dom[(size_t)(dom - d->conf->domains)] : d->tls_any;
+}
+
+int
+deliver__tls_load(struct deliver *d)
+{
+    const struct conf *conf = d->conf;
+    char *err = NULL;
+    int rc = tls_client_creds_load(false, NULL, conf->tls_priority, &d->tls_any, &err);
+
+    d->tls_dom = xcalloc(conf->ndomains ? conf->ndomains : 1, sizeof(*d->tls_dom));
+    for (size_t i = 0; rc == 0 && i < conf->ndomains; i++) {
+        const struct conf_domain *dom = &conf->domains[i];
+
+        if (dom->tls != CONF_TLS_VERIFY)
+            continue;
+        /* domains with the same trust anchors share them */
+        for (size_t k = 0; k < i && d->tls_dom[i] == NULL; k++) {
+            const char *ca = conf->domains[k].ca_file;
+
+            if (d->tls_dom[k] != NULL &&
+                (ca == dom->ca_file || (ca && dom->ca_file && strcmp(ca, dom->ca_file) == 0))) {
+                d->tls_dom[i] = d->tls_dom[k];
+                tls_creds_ref(d->tls_dom[i]);
+            }
+        }
+        if (d->tls_dom[i] == NULL)
+            rc =
+                tls_client_creds_load(true, dom->ca_file, conf->tls_priority, &d->tls_dom[i], &err);
+    }
+    if (rc != 0) {
+        log_msg(LOG_ERR, NULL, "deliver", "tls error=\"%s\"", err);
+        free(err);
+    }
+    return rc;
+}
+
 /* LMTP: one destination per server, shared by the domains using it. */
 static struct dest *
 dest_lmtp(struct deliver *d, const struct conf_domain *dom)
@@ -365,6 +461,7 @@ dest_lmtp(struct deliver *d, const struct conf_domain *dom)
     dest = dest_new(d, key, LMTP_CONN_LMTP, dom->lmtp_concurrency);
     dest->eps = &dom->lmtp;
     dest->neps = 1;
+    dest_tls_init(dest, dom); /* TCP only: lmtp_net ignores it for unix sockets */
     return dest;
 }
 
@@ -384,6 +481,7 @@ dest_backup(struct deliver *d, const struct conf_domain *dom)
     dest->mx = dom->primary_mx;
     dest->eps = dom->primary;
     dest->neps = dom->nprimary;
+    dest_tls_init(dest, dom);
     return dest;
 }
 
@@ -400,6 +498,7 @@ dest_relay(struct deliver *d)
     dest = dest_new(d, key, LMTP_CONN_SMTP, 2);
     dest->eps = &d->conf->bounce_relay;
     dest->neps = 1;
+    dest_tls_init(dest, NULL);
     return dest;
 }
 
@@ -531,8 +630,15 @@ deliver__dests_free(struct deliver *d)
         struct dest *next = d->dests->next;
 
         dest_free_owned(d->dests);
+        free(d->dests->tls_sess);
         free(d->dests->key);
         free(d->dests);
         d->dests = next;
     }
+    for (size_t i = 0; d->tls_dom != NULL && i < d->conf->ndomains; i++)
+        tls_creds_free(d->tls_dom[i]);
+    free(d->tls_dom);
+    d->tls_dom = NULL;
+    tls_creds_free(d->tls_any);
+    d->tls_any = NULL;
 }

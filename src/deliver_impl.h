@@ -57,6 +57,12 @@ struct dest {
     size_t neps;
     size_t ep_idx;                   /* the one new connections use */
     struct conf_endpoint *owned_eps; /* MX targets (eps points here) */
+    char **owned_names;              /* their MX host names, for TLS */
+    /* STARTTLS: how, with what; a session to resume with eps[tls_sess_ep] */
+    struct lmtp_conn_tls tls;
+    bool tls_on;
+    void *tls_sess;
+    size_t tls_sess_len, tls_sess_ep;
     bool mx, resolving;
     uint64_t resolved_ms; /* when owned_eps were looked up (0: never) */
     unsigned max_conns;
@@ -85,6 +91,10 @@ struct deliver {
     unsigned handles_open;
     struct lmtp_timeouts to;
     struct deliver_stats stats;
+    /* STARTTLS client credentials: without trust anchors, and per domain
+     * with tls = verify (NULL otherwise), indexed like conf->domains */
+    struct tls_creds *tls_any;
+    struct tls_creds **tls_dom;
 };
 
 int64_t deliver__now(void);
@@ -110,5 +120,8 @@ bool deliver__dests_idle(struct deliver *d);
 void deliver__dests_stop(struct deliver *d);
 void deliver__dests_abort(struct deliver *d);
 void deliver__dests_free(struct deliver *d);
+/* Loads the STARTTLS client credentials; MXD_ECONFIG (logged) when a
+ * domain's ca_file (or the system trust store) cannot be read. */
+int deliver__tls_load(struct deliver *d) MXD_WUR;
 
 #endif

@@ -4,9 +4,11 @@
  * between the socket and lmtp_proto, feeds the body from the store in
  * chunks (the next chunk is read only once the previous one is written, so
  * memory per connection stays bounded), and enforces the connect, reply
- * and idle timeouts. It makes no delivery decisions: outcomes go to the
- * owner's callbacks. The connection is freed only when its handles are
- * closed and no store read refers to it. */
+ * and idle timeouts. With STARTTLS it owns the client TLS session too:
+ * after the server's 220 the octets it sent behind that reply are dropped,
+ * and every octet after that goes through TLS. It makes no delivery
+ * decisions: outcomes go to the owner's callbacks. The connection is freed
+ * only when its handles are closed and no store read refers to it. */
 #include "lmtp_net.h"
 
 #include <stdio.h>
@@ -28,7 +30,18 @@ struct lmtp_conn {
     uv_timer_t timer;
     uv_getaddrinfo_t gai;
     uv_connect_t creq;
+    struct sockaddr_storage addr; /* TCP: where we connected, for a plain retry */
     struct lmtp_proto *proto;
+    enum lmtp_conn_proto mode;
+    char *hello;
+    /* STARTTLS */
+    bool tls_want, tls_required, tls_verify, tls_up, tls_saved, reconnecting;
+    struct tls_creds *tls_creds;
+    char *tls_name;
+    void *tls_resume;
+    size_t tls_resume_len;
+    struct tls_conn *tls;
+    char tls_desc[96];
     struct store *store;
     const struct conf_endpoint *ep;
     struct lmtp_timeouts to;
@@ -61,7 +74,41 @@ conn_maybe_free(struct lmtp_conn *c)
         return;
     c->cbs->closed(c->arg, c, c->reason[0] ? c->reason : NULL, c->ever_ready);
     lmtp_proto_free(c->proto);
+    tls_conn_free(c->tls);
+    tls_creds_free(c->tls_creds);
+    free(c->tls_name);
+    free(c->tls_resume);
+    free(c->hello);
     free(c);
+}
+
+static void conn_connect(struct lmtp_conn *c);
+
+/* A fresh session: at the start, and for the plain-text retry. */
+static void
+proto_create(struct lmtp_conn *c)
+{
+    c->proto = c->mode == LMTP_CONN_SMTP ? lmtp_proto_new_smtp(c->hello) : lmtp_proto_new(c->hello);
+    if (c->tls_want)
+        lmtp_proto_set_starttls(c->proto, c->tls_required);
+}
+
+/* The stream is closed; after a failed opportunistic handshake, the same
+ * server is tried again in plain text on a new connection. */
+static void
+on_stream_closed(uv_handle_t *h)
+{
+    struct lmtp_conn *c = h->data;
+
+    if (c->reconnecting && !c->closing) {
+        c->reconnecting = false;
+        c->connected = false;
+        c->handles_open--;
+        conn_connect(c);
+        return;
+    }
+    c->handles_open--;
+    conn_maybe_free(c);
 }
 
 static void
@@ -86,7 +133,7 @@ conn_shutdown(struct lmtp_conn *c, const char *reason)
     if (!uv_is_closing((uv_handle_t *)&c->timer))
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     if (c->stream_inited && !uv_is_closing((uv_handle_t *)&c->h))
-        uv_close((uv_handle_t *)&c->h, on_handle_closed);
+        uv_close((uv_handle_t *)&c->h, on_stream_closed);
     conn_maybe_free(c);
 }
 
@@ -188,7 +235,7 @@ on_write(uv_write_t *req, int status)
 }
 
 static void
-conn_write(struct lmtp_conn *c, const char *data, size_t len)
+raw_write(struct lmtp_conn *c, const char *data, size_t len)
 {
     struct lmtp_write *w = xmalloc(sizeof(*w) + len);
     uv_buf_t b;
@@ -205,6 +252,106 @@ conn_write(struct lmtp_conn *c, const char *data, size_t len)
     }
 }
 
+static void
+tls_push(void *arg, const char *data, size_t len)
+{
+    struct lmtp_conn *c = arg;
+
+    if (!c->closing && !c->reconnecting)
+        raw_write(c, data, len);
+}
+
+static void
+conn_write(struct lmtp_conn *c, const char *data, size_t len)
+{
+    char why[300];
+
+    if (!c->tls_up) {
+        raw_write(c, data, len);
+        return;
+    }
+    if (tls_conn_write(c->tls, data, len) != 0) {
+        snprintf(why, sizeof(why), "TLS write to %s failed: %s", c->ep->text,
+                 tls_conn_error(c->tls));
+        conn_fail(c, why);
+    }
+}
+
+/* ---- STARTTLS ---------------------------------------------------------- */
+
+/* A failed handshake: opportunistic TLS tries once more without it, on a
+ * new connection (RFC 3207 leaves the session unusable). */
+static void
+tls_failed(struct lmtp_conn *c)
+{
+    char why[400];
+
+    snprintf(why, sizeof(why), "4.7.5 TLS handshake with %s failed: %s", c->ep->text,
+             tls_conn_error(c->tls));
+    if (c->tls_required || c->ep->is_unix) {
+        log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\"", c->ep->text,
+                tls_conn_error(c->tls));
+        conn_fail(c, why);
+        return;
+    }
+    log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\" retry=plain", c->ep->text,
+            tls_conn_error(c->tls));
+    tls_conn_free(c->tls);
+    c->tls = NULL;
+    c->tls_want = false;
+    c->reconnecting = true;
+    lmtp_proto_free(c->proto);
+    proto_create(c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->h, on_stream_closed);
+}
+
+/* Advances the handshake; true once it is done and the session greets
+ * again. */
+static bool
+tls_step(struct lmtp_conn *c)
+{
+    int rc = tls_conn_handshake(c->tls);
+
+    if (rc == 1)
+        return false;
+    if (rc < 0) {
+        tls_failed(c);
+        return false;
+    }
+    c->tls_up = true;
+    tls_conn_describe(c->tls, c->tls_desc, sizeof(c->tls_desc));
+    log_msg(LOG_INFO, NULL, "lmtp", "tls established server=%s tls=\"%s\" verified=%s resumed=%s",
+            c->ep->text, c->tls_desc, c->tls_verify ? "yes" : "no",
+            tls_conn_resumed(c->tls) ? "yes" : "no");
+    lmtp_proto_tls_up(c->proto);
+    conn_pump(c);
+    return !c->closing;
+}
+
+static void
+tls_begin(struct lmtp_conn *c)
+{
+    c->tls = tls_conn_new_client(c->tls_creds, c->tls_name, c->tls_verify, c->tls_resume,
+                                 c->tls_resume_len, tls_push, c);
+    (void)tls_step(c); /* sends the ClientHello */
+}
+
+/* Once per connection, when the server has given us something to resume
+ * with. */
+static void
+tls_save_session(struct lmtp_conn *c)
+{
+    void *data = NULL;
+    size_t len = 0;
+
+    if (!c->tls_up || c->tls_saved || c->cbs->tls_session == NULL ||
+        tls_conn_session_data(c->tls, &data, &len) != 0)
+        return;
+    c->tls_saved = true;
+    c->cbs->tls_session(c->arg, c, data, len);
+}
+
 /* Turns protocol events into actions; returns false to stop. */
 static bool
 conn_event(struct lmtp_conn *c, const struct lmtp_event *ev)
@@ -215,7 +362,12 @@ conn_event(struct lmtp_conn *c, const struct lmtp_event *ev)
     case LMTP_EV_SEND:
         conn_write(c, ev->data, ev->len);
         return !c->closing;
+    case LMTP_EV_STARTTLS:
+        tls_begin(c);
+        return false;
     case LMTP_EV_READY:
+        tls_save_session(c);
+
         c->ever_ready = true;
         c->in_txn = false;
         c->cbs->ready(c->arg, c);
@@ -235,6 +387,8 @@ conn_event(struct lmtp_conn *c, const struct lmtp_event *ev)
         conn_shutdown(c, ev->text ? ev->text : "LMTP session failed");
         return false;
     case LMTP_EV_CLOSED:
+        if (c->tls_up)
+            tls_conn_bye(c->tls);
         conn_shutdown(c, NULL);
         return false;
     }
@@ -249,7 +403,7 @@ conn_pump(struct lmtp_conn *c)
     if (c->in_pump)
         return;
     c->in_pump = true;
-    while (!c->closing && conn_event(c, (lmtp_proto_next(c->proto, &ev), &ev)))
+    while (!c->closing && !c->reconnecting && conn_event(c, (lmtp_proto_next(c->proto, &ev), &ev)))
         ;
     c->in_pump = false;
     timer_arm(c);
@@ -265,31 +419,87 @@ on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = sizeof(c->rbuf);
 }
 
+/* Server octets in plain text (before STARTTLS, or decrypted). */
 static void
-on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+proto_input(struct lmtp_conn *c, const char *data, size_t len)
 {
-    struct lmtp_conn *c = s->data;
     size_t off = 0;
     unsigned stalls = 0;
 
-    if (c->closing)
-        return;
-    if (nread < 0) {
-        conn_fail(c, nread == UV_EOF ? "connection closed by the LMTP server"
-                                     : "read from the LMTP server failed");
-        return;
-    }
-    while (off < (size_t)nread && !c->closing) {
-        size_t took = lmtp_proto_feed(c->proto, buf->base + off, (size_t)nread - off);
+    while (off < len && !c->closing && !c->reconnecting) {
+        size_t took = lmtp_proto_feed(c->proto, data + off, len - off);
 
         off += took;
         conn_pump(c);
+        if (c->tls != NULL && !c->tls_up) {
+            /* The 220 to STARTTLS was the last plain-text octet that
+             * counts; anything behind it is an injection attempt. */
+            if (off < len)
+                log_msg(LOG_WARN, NULL, "lmtp",
+                        "tls discarded server=%s octets=%zu after STARTTLS 220", c->ep->text,
+                        len - off);
+            return;
+        }
         if (took == 0 && ++stalls > 1) {
             /* It took nothing even after its events were pulled. */
             conn_fail(c, "LMTP client protocol stalled");
             return;
         }
     }
+}
+
+/* Ciphertext: the handshake, then the decrypted octets. rbuf was copied
+ * into the TLS session, so it takes the plain text. */
+static void
+tls_input(struct lmtp_conn *c, const char *data, size_t len)
+{
+    char why[400];
+    unsigned idle = 0;
+
+    tls_conn_feed(c->tls, data, len);
+    if (!c->tls_up && !tls_step(c))
+        return;
+    while (!c->closing && !c->reconnecting) {
+        ssize_t n = tls_conn_read(c->tls, c->rbuf, sizeof(c->rbuf));
+
+        /* A record with no application data (a session ticket) gives 0
+         * while whole records may still wait behind it; a partial record
+         * keeps giving 0, so the waiting is bounded. */
+        if (n == 0 && (!tls_conn_pending(c->tls) || ++idle > 64))
+            return;
+        if (n == 0)
+            continue;
+        if (n < 0) {
+            snprintf(why, sizeof(why), "TLS session with %s ended: %s", c->ep->text,
+                     tls_conn_error(c->tls));
+            conn_fail(c, why);
+            return;
+        }
+        proto_input(c, c->rbuf, (size_t)n);
+    }
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct lmtp_conn *c = s->data;
+
+    if (c->closing || c->reconnecting)
+        return;
+    if (nread < 0) {
+        if (c->tls != NULL && !c->tls_up) {
+            c->tls_resume_len = 0; /* do not offer that session again */
+            tls_failed(c);
+            return;
+        }
+        conn_fail(c, nread == UV_EOF ? "connection closed by the LMTP server"
+                                     : "read from the LMTP server failed");
+        return;
+    }
+    if (c->tls != NULL)
+        tls_input(c, buf->base, (size_t)nread);
+    else
+        proto_input(c, buf->base, (size_t)nread);
 }
 
 /* ---- connecting -------------------------------------------------------- */
@@ -320,7 +530,6 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct lmtp_conn *c = req->data;
     char why[300];
-    int rc;
 
     c->pending--;
     if (c->closing) {
@@ -328,29 +537,61 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         conn_maybe_free(c);
         return;
     }
-    if (status < 0 || res == NULL) {
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", c->ep->text, uv_strerror(status));
+    if (status < 0 || res == NULL || res->ai_addrlen > sizeof(c->addr)) {
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", c->ep->text,
+                 uv_strerror(status < 0 ? status : UV_EAI_NONAME));
         uv_freeaddrinfo(res);
         conn_shutdown(c, why);
         return;
     }
+    memcpy(&c->addr, res->ai_addr, res->ai_addrlen);
+    uv_freeaddrinfo(res);
+    conn_connect(c);
+}
+
+/* A new session on a new TCP connection to c->addr (also the plain-text
+ * retry after a failed opportunistic handshake). */
+static void
+conn_connect(struct lmtp_conn *c)
+{
+    char why[300];
+    int rc;
+
     uv_tcp_init(c->loop, &c->h.tcp);
     c->h.tcp.data = c;
     c->stream_inited = true;
     c->handles_open++;
     c->creq.data = c;
-    rc = uv_tcp_connect(&c->creq, &c->h.tcp, res->ai_addr, on_connect);
-    uv_freeaddrinfo(res);
+    timer_arm(c);
+    rc = uv_tcp_connect(&c->creq, &c->h.tcp, (const struct sockaddr *)&c->addr, on_connect);
     if (rc != 0) {
         snprintf(why, sizeof(why), "connect to %s failed: %s", c->ep->text, uv_strerror(rc));
         conn_shutdown(c, why);
     }
 }
 
+static void
+conn_tls_init(struct lmtp_conn *c, const struct lmtp_conn_tls *tls)
+{
+    if (tls == NULL || c->ep->is_unix || tls->creds == NULL)
+        return;
+    c->tls_want = true;
+    c->tls_required = tls->required;
+    c->tls_verify = tls->verify;
+    c->tls_creds = tls->creds;
+    tls_creds_ref(tls->creds);
+    c->tls_name = tls->name ? xstrdup(tls->name) : NULL;
+    if (tls->resume != NULL && tls->resume_len > 0) {
+        c->tls_resume = xmalloc(tls->resume_len);
+        memcpy(c->tls_resume, tls->resume, tls->resume_len);
+        c->tls_resume_len = tls->resume_len;
+    }
+}
+
 struct lmtp_conn *
 lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, enum lmtp_conn_proto proto,
                const char *name, struct store *store, const struct lmtp_timeouts *to,
-               const struct lmtp_conn_cbs *cbs, void *arg)
+               const struct lmtp_conn_tls *tls, const struct lmtp_conn_cbs *cbs, void *arg)
 {
     struct lmtp_conn *c = xcalloc(1, sizeof(*c));
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -363,7 +604,10 @@ lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, enum lmtp_conn_p
     c->to = *to;
     c->cbs = cbs;
     c->arg = arg;
-    c->proto = proto == LMTP_CONN_SMTP ? lmtp_proto_new_smtp(name) : lmtp_proto_new(name);
+    c->mode = proto;
+    c->hello = xstrdup(name);
+    conn_tls_init(c, tls);
+    proto_create(c);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     c->handles_open = 1;
@@ -397,6 +641,12 @@ lmtp_conn_deliver(struct lmtp_conn *c, const struct lmtp_txn *t, int64_t msg_id)
     c->in_txn = true;
     lmtp_proto_start(c->proto, t);
     conn_pump(c);
+}
+
+const char *
+lmtp_conn_tls_desc(const struct lmtp_conn *c)
+{
+    return c->tls_up ? c->tls_desc : NULL;
 }
 
 void

@@ -12,6 +12,7 @@
 #include "conf.h"
 #include "lmtp_proto.h"
 #include "store.h"
+#include "tls.h"
 
 struct lmtp_conn;
 
@@ -26,6 +27,19 @@ struct lmtp_conn_cbs {
     /* The connection is gone and c is freed after this returns. reason is
      * NULL after a clean QUIT. ever_ready: the server got as far as LHLO. */
     void (*closed)(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready);
+    /* Optional: session data (owned, free()) to resume TLS with this
+     * server on the next connection (lmtp_conn_tls.resume). */
+    void (*tls_session)(void *arg, struct lmtp_conn *c, void *data, size_t len);
+};
+
+/* STARTTLS towards the server (RFC 3207), for TCP endpoints. */
+struct lmtp_conn_tls {
+    bool required;           /* no TLS (not offered, refused, failed): fail, never plain */
+    bool verify;             /* check the chain against creds and the name */
+    struct tls_creds *creds; /* borrowed; the session keeps a reference */
+    const char *name;        /* SNI and the name to verify; copied */
+    const void *resume;      /* session data to resume, or NULL; copied */
+    size_t resume_len;
 };
 
 struct lmtp_timeouts {
@@ -40,11 +54,17 @@ enum lmtp_conn_proto {
 };
 
 /* Connects to ep (borrowed, must outlive the connection) and greets with
- * name (LHLO, or EHLO for SMTP). cbs and arg are borrowed. Never NULL. */
+ * name (LHLO, or EHLO for SMTP). cbs and arg are borrowed. tls (may be
+ * NULL: plain text only; ignored for unix sockets) asks for STARTTLS; when
+ * it is not required and the handshake fails, the connection is made
+ * again once, in plain text (never on the same connection). Never NULL. */
 struct lmtp_conn *lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep,
                                  enum lmtp_conn_proto proto, const char *name, struct store *store,
-                                 const struct lmtp_timeouts *to, const struct lmtp_conn_cbs *cbs,
-                                 void *arg);
+                                 const struct lmtp_timeouts *to, const struct lmtp_conn_tls *tls,
+                                 const struct lmtp_conn_cbs *cbs, void *arg);
+
+/* "TLS1.3 AES-256-GCM" once STARTTLS is up, else NULL. */
+const char *lmtp_conn_tls_desc(const struct lmtp_conn *c);
 
 /* Starts a transaction on an idle connection; the body of message msg_id
  * is read from the store. t (and its strings) are borrowed until

@@ -480,6 +480,9 @@ on_reply(struct lmtp_proto *p)
     case LMTP_ST_HELO:
         lmtp_proto__on_helo(p);
         break;
+    case LMTP_ST_STARTTLS:
+        lmtp_proto__on_starttls(p);
+        break;
     case LMTP_ST_TXN:
         on_txn_reply(p);
         break;
@@ -588,7 +591,7 @@ lmtp_proto_quit(struct lmtp_proto *p)
         /* every outcome is known; QUIT once the server has caught up */
         p->quit_pending = true;
     } else if (st == LMTP_ST_GREETING || st == LMTP_ST_LHLO || st == LMTP_ST_EHLO ||
-               st == LMTP_ST_HELO) {
+               st == LMTP_ST_HELO || st == LMTP_ST_STARTTLS || st == LMTP_ST_TLS) {
         p->st = LMTP_ST_CLOSED;
         q_purge(p);
         lmtp_proto__q_push(p, LMTP_EV_CLOSED, 0, 0, NULL);

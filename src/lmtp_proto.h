@@ -30,6 +30,8 @@ struct lmtp_txn {
     X(SEND)     /* send data[0..len) to the server */                                              \
     X(READY)    /* session idle after LHLO/a txn: start a txn or quit */                           \
     X(BODY)     /* the body is wanted: call lmtp_proto_body() with the next chunk */               \
+    X(STARTTLS) /* the server said 220 to STARTTLS: drop any octets it sent after that reply,      \
+                   run the TLS handshake, then call lmtp_proto_tls_up() */                         \
     X(RCPT)     /* final outcome for rcpts[index]: code, text (summary) */                         \
     X(TXN_DONE) /* every recipient of the txn has had its RCPT event */                            \
     X(FAILED)   /* the session is unusable (garbage, 421, ...): text says why; close it.           \
@@ -76,6 +78,18 @@ struct lmtp_proto *lmtp_proto_new(const char *lhlo_name);
  * - verify_only works the same (MAIL, RCPT..., RSET). */
 struct lmtp_proto *lmtp_proto_new_smtp(const char *ehlo_name);
 void lmtp_proto_free(struct lmtp_proto *p);
+
+/* Before the greeting: STARTTLS (RFC 3207) when the server offers it,
+ * then EHLO/LHLO again over TLS. required: a server that does not offer
+ * it (or refuses it, or has no EHLO) fails the session with 451 4.7.4
+ * instead of going on in plain text. Without required, a server that
+ * lacks or refuses STARTTLS gets the transaction in plain text. */
+void lmtp_proto_set_starttls(struct lmtp_proto *p, bool required);
+
+/* The handshake after LMTP_EV_STARTTLS is done: the capabilities learnt
+ * in plain text are forgotten and the session greets again (RFC 3207
+ * 4.2); then READY as usual. */
+void lmtp_proto_tls_up(struct lmtp_proto *p);
 
 /* Feeds server bytes; returns how many were taken (all, unless an event
  * must be pulled first). */

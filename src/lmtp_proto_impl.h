@@ -23,6 +23,8 @@
     X(LHLO, "LHLO reply")                                                                          \
     X(EHLO, "EHLO reply")                                                                          \
     X(HELO, "HELO reply")                                                                          \
+    X(STARTTLS, "STARTTLS reply")                                                                  \
+    X(TLS, "the TLS handshake")                                                                    \
     X(READY, "nothing (idle)")                                                                     \
     X(TXN, "MAIL/RCPT/DATA reply")                                                                 \
     X(BODY, "the body from mxd")                                                                   \
@@ -64,6 +66,9 @@ struct lmtp_proto {
     bool pipelining, eightbit, smtputf8, size_offered;
     bool chunking;     /* SMTP mode only: LMTP never uses BDAT */
     uint64_t size_max; /* 0: no limit given */
+
+    /* STARTTLS (lmtp_proto_set_starttls) */
+    bool tls_want, tls_required, tls_up;
 
     /* open transaction */
     const struct lmtp_txn *txn; /* NULL once TXN_DONE is queued */
@@ -126,6 +131,8 @@ void lmtp_proto__become_ready(struct lmtp_proto *p);
 void lmtp_proto__on_greeting(struct lmtp_proto *p);
 void lmtp_proto__on_hello(struct lmtp_proto *p);
 void lmtp_proto__on_helo(struct lmtp_proto *p);
+/* The STARTTLS reply. */
+void lmtp_proto__on_starttls(struct lmtp_proto *p);
 /* Why transaction t cannot be sent at all (text, with *code), or NULL. */
 const char *lmtp_proto__refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *code);
 /* The server takes the body now (354, or BDAT about to be sent): state

@@ -7,8 +7,8 @@
  *
  * SMTP mode defers (4xx) a message that needs 8BITMIME or SMTPUTF8 the
  * server lacks rather than downgrade it: the body is forwarded byte for
- * byte or not at all. It does not speak STARTTLS or AUTH; TLS goes under
- * the glue's byte stream. */
+ * byte or not at all. It asks for STARTTLS (RFC 3207) when told to; the
+ * handshake itself is the glue's, under its byte stream. No AUTH. */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +17,15 @@
 #include "lmtp_proto.h"
 #include "lmtp_proto_impl.h"
 
+static void
+send_hello(struct lmtp_proto *p)
+{
+    lmtp_proto__out_put(p, p->smtp ? "EHLO " : "LHLO ");
+    lmtp_proto__out_put(p, p->hello_name);
+    lmtp_proto__out_put(p, "\r\n");
+    p->st = p->smtp ? LMTP_ST_EHLO : LMTP_ST_LHLO;
+}
+
 void
 lmtp_proto__on_greeting(struct lmtp_proto *p)
 {
@@ -24,10 +33,7 @@ lmtp_proto__on_greeting(struct lmtp_proto *p)
         lmtp_proto__fail_reply(p, "%s refused the session", lmtp_proto__peer(p));
         return;
     }
-    lmtp_proto__out_put(p, p->smtp ? "EHLO " : "LHLO ");
-    lmtp_proto__out_put(p, p->hello_name);
-    lmtp_proto__out_put(p, "\r\n");
-    p->st = p->smtp ? LMTP_ST_EHLO : LMTP_ST_LHLO;
+    send_hello(p);
 }
 
 /* SIZE's parameter, 0 when absent or unusable (RFC 1870 4: no limit). */
@@ -42,6 +48,18 @@ size_param(const char *s, size_t len)
         n = n * 10 + (uint64_t)(s[i] - '0');
     }
     return n;
+}
+
+/* TLS was required and cannot be had: 451 4.7.4 (RFC 3463: security
+ * features not supported), the session fails. */
+static void
+tls_missing(struct lmtp_proto *p, const char *what)
+{
+    char reason[LMTP_TEXT_MAX];
+
+    lmtp_proto__textf(reason, sizeof(reason), "4.7.4 TLS required but the %s %s",
+                      lmtp_proto__peer(p), what);
+    lmtp_proto__fail(p, "4.7.4", reason);
 }
 
 /* The LHLO or EHLO reply. */
@@ -70,6 +88,17 @@ lmtp_proto__on_hello(struct lmtp_proto *p)
     p->chunking = p->smtp && reply_has_keyword(&p->rep, "CHUNKING", NULL, NULL);
     p->size_offered = reply_has_keyword(&p->rep, "SIZE", &param, &plen);
     p->size_max = p->size_offered ? size_param(param, plen) : 0;
+    if (p->tls_want && !p->tls_up) {
+        if (reply_has_keyword(&p->rep, "STARTTLS", NULL, NULL)) {
+            lmtp_proto__out_put(p, "STARTTLS\r\n");
+            p->st = LMTP_ST_STARTTLS;
+            return;
+        }
+        if (p->tls_required) {
+            tls_missing(p, "does not offer STARTTLS");
+            return;
+        }
+    }
     p->st = LMTP_ST_READY;
     lmtp_proto__q_push(p, LMTP_EV_READY, 0, 0, NULL);
 }
@@ -82,8 +111,54 @@ lmtp_proto__on_helo(struct lmtp_proto *p)
         lmtp_proto__fail_reply(p, "%s refused EHLO and HELO", lmtp_proto__peer(p));
         return;
     }
+    if (p->tls_want && p->tls_required) {
+        tls_missing(p, "has no EHLO, so no STARTTLS");
+        return;
+    }
     p->st = LMTP_ST_READY;
     lmtp_proto__q_push(p, LMTP_EV_READY, 0, 0, NULL);
+}
+
+void
+lmtp_proto__on_starttls(struct lmtp_proto *p)
+{
+    if (p->rep.code == 220) {
+        /* RFC 3207 4.2: nothing more in plain text. lmtp_proto_feed stops
+         * at this reply (an event is queued), so what follows is the
+         * glue's to drop. */
+        p->st = LMTP_ST_TLS;
+        lmtp_proto__q_push(p, LMTP_EV_STARTTLS, 0, 0, NULL);
+        return;
+    }
+    if (p->tls_required) {
+        tls_missing(p, "refused STARTTLS");
+        return;
+    }
+    /* RFC 3207 4: a client may go on without TLS after a refusal. */
+    p->st = LMTP_ST_READY;
+    lmtp_proto__q_push(p, LMTP_EV_READY, 0, 0, NULL);
+}
+
+void
+lmtp_proto_set_starttls(struct lmtp_proto *p, bool required)
+{
+    if (p->st != LMTP_ST_GREETING)
+        mxd_panic("lmtp_proto_set_starttls: session already started");
+    p->tls_want = true;
+    p->tls_required = required;
+}
+
+void
+lmtp_proto_tls_up(struct lmtp_proto *p)
+{
+    lmtp_proto__out_release(p);
+    if (p->st != LMTP_ST_TLS)
+        mxd_panic("lmtp_proto_tls_up: no STARTTLS handshake was asked for");
+    /* RFC 3207 4.2: discard what was learnt before TLS and greet again */
+    p->tls_up = true;
+    p->pipelining = p->eightbit = p->smtputf8 = p->chunking = p->size_offered = false;
+    p->size_max = 0;
+    send_hello(p);
 }
 
 /* RFC 5321 4.1.2: a path must not carry control characters; ours were

@@ -4,10 +4,12 @@
  * a socket: ciphertext comes in through tls_conn_feed and goes out through
  * the push callback, so the handshake and every record are non-blocking
  * (GNUTLS_NONBLOCK, EAGAIN from the pull function when the buffer is
- * empty). Errors carry gnutls_strerror's text. It does not verify client
- * certificates and does not do the outbound (client) side yet. */
+ * empty). Errors carry gnutls_strerror's text, or for a client session
+ * the certificate verification status. Server sessions do not ask for
+ * client certificates. */
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,29 +34,45 @@ struct tls_conn {
     char *in;
     size_t in_len, in_off, in_cap;
     int last_err;
+    char *verify_err; /* client: why the server's certificate failed */
 };
 
-static int
-creds_fail(char **err, const char *what, const char *file, int rc)
+/* New credentials with the priority cache, no certificate and no trust
+ * anchors yet; NULL with *err on failure. */
+static struct tls_creds *
+creds_new(const char *priority, char **err)
 {
-    *err = xasprintf("%s %s: %s", what, file ? file : "", gnutls_strerror(rc));
-    return MXD_ECONFIG;
+    struct tls_creds *c = xcalloc(1, sizeof(*c));
+    const char *errpos = NULL;
+    int rc = gnutls_certificate_allocate_credentials(&c->xcred);
+
+    if (rc < 0) {
+        *err = xasprintf("tls: cannot allocate credentials: %s", gnutls_strerror(rc));
+        free(c);
+        return NULL;
+    }
+    rc = gnutls_priority_init(&c->prio, priority, &errpos);
+    if (rc < 0) {
+        *err = xasprintf("tls: bad priority string near \"%s\": %s", errpos ? errpos : "",
+                         gnutls_strerror(rc));
+        gnutls_certificate_free_credentials(c->xcred);
+        free(c);
+        return NULL;
+    }
+    c->refs = 1;
+    return c;
 }
 
 int
 tls_creds_load(const char *cert, const char *key, const char *priority, struct tls_creds **out,
                char **err)
 {
-    struct tls_creds *c = xcalloc(1, sizeof(*c));
-    const char *errpos = NULL;
+    struct tls_creds *c = creds_new(priority, err);
     int rc;
 
     *out = NULL;
-    rc = gnutls_certificate_allocate_credentials(&c->xcred);
-    if (rc < 0) {
-        free(c);
-        return creds_fail(err, "tls: cannot allocate credentials", NULL, rc);
-    }
+    if (c == NULL)
+        return MXD_ECONFIG;
     if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
         const char *bad = access(cert, R_OK) != 0 ? cert : key;
 
@@ -69,19 +87,43 @@ tls_creds_load(const char *cert, const char *key, const char *priority, struct t
                          gnutls_strerror(rc));
         goto fail;
     }
-    rc = gnutls_priority_init(&c->prio, priority, &errpos);
-    if (rc < 0) {
-        *err = xasprintf("tls: bad priority string near \"%s\": %s", errpos ? errpos : "",
-                         gnutls_strerror(rc));
-        goto fail;
-    }
-    c->refs = 1;
     *out = c;
     return 0;
 fail:
-    gnutls_certificate_free_credentials(c->xcred);
-    free(c);
+    tls_creds_free(c);
     return MXD_ECONFIG;
+}
+
+int
+tls_client_creds_load(bool trust, const char *ca_file, const char *priority, struct tls_creds **out,
+                      char **err)
+{
+    struct tls_creds *c = creds_new(priority, err);
+    int rc = 1;
+
+    *out = NULL;
+    if (c == NULL)
+        return MXD_ECONFIG;
+    if (trust && ca_file != NULL)
+        rc = gnutls_certificate_set_x509_trust_file(c->xcred, ca_file, GNUTLS_X509_FMT_PEM);
+    else if (trust)
+        rc = gnutls_certificate_set_x509_system_trust(c->xcred);
+    if (rc <= 0) {
+        /* 0: the file held no certificate at all */
+        *err = xasprintf("tls: cannot load trust anchors from %s: %s",
+                         ca_file ? ca_file : "the system trust store",
+                         rc < 0 ? gnutls_strerror(rc) : "no certificates found");
+        tls_creds_free(c);
+        return MXD_ECONFIG;
+    }
+    *out = c;
+    return 0;
+}
+
+void
+tls_creds_ref(struct tls_creds *c)
+{
+    c->refs++;
 }
 
 void
@@ -160,16 +202,15 @@ tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
     return (ssize_t)len;
 }
 
-struct tls_conn *
-tls_conn_new(struct tls_creds *c, tls_push_cb push, void *arg)
+static struct tls_conn *
+conn_new(struct tls_creds *c, unsigned flags, tls_push_cb push, void *arg)
 {
     struct tls_conn *t = xcalloc(1, sizeof(*t));
 
-    if (gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NONBLOCK) < 0)
+    if (gnutls_init(&t->s, flags | GNUTLS_NONBLOCK) < 0)
         mxd_panic("gnutls_init failed");
     gnutls_priority_set(t->s, c->prio);
     gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, c->xcred);
-    gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_IGNORE);
     gnutls_transport_set_ptr(t->s, t);
     gnutls_transport_set_pull_function(t->s, tls_pull);
     gnutls_transport_set_push_function(t->s, tls_push);
@@ -180,6 +221,68 @@ tls_conn_new(struct tls_creds *c, tls_push_cb push, void *arg)
     return t;
 }
 
+struct tls_conn *
+tls_conn_new(struct tls_creds *c, tls_push_cb push, void *arg)
+{
+    struct tls_conn *t = conn_new(c, GNUTLS_SERVER, push, arg);
+
+    gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_IGNORE);
+    return t;
+}
+
+static bool
+is_ip_literal(const char *name)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
+}
+
+struct tls_conn *
+tls_conn_new_client(struct tls_creds *c, const char *name, bool verify, const void *resume,
+                    size_t resume_len, tls_push_cb push, void *arg)
+{
+    struct tls_conn *t = conn_new(c, GNUTLS_CLIENT, push, arg);
+    bool ip = name != NULL && is_ip_literal(name);
+
+    if (name != NULL && !ip)
+        (void)gnutls_server_name_set(t->s, GNUTLS_NAME_DNS, name, strlen(name));
+    if (verify) {
+        /* GnuTLS matches an IP literal against the iPAddress names. */
+        gnutls_session_set_verify_cert(t->s, name, 0);
+    }
+    if (resume != NULL && resume_len > 0)
+        (void)gnutls_session_set_data(t->s, resume, resume_len);
+    return t;
+}
+
+bool
+tls_conn_resumed(const struct tls_conn *t)
+{
+    return gnutls_session_is_resumed(t->s) != 0;
+}
+
+int
+tls_conn_session_data(const struct tls_conn *t, void **data, size_t *len)
+{
+    gnutls_datum_t d = {NULL, 0};
+
+    /* TLS 1.3: without a ticket GnuTLS would wait for one (or return data
+     * that cannot resume), so ask only once one has arrived. */
+    if (gnutls_protocol_get_version(t->s) == GNUTLS_TLS1_3 &&
+        !(gnutls_session_get_flags(t->s) & GNUTLS_SFLAGS_SESSION_TICKET))
+        return MXD_ENOENT;
+    if (gnutls_session_get_data2(t->s, &d) < 0 || d.size == 0) {
+        gnutls_free(d.data);
+        return MXD_ENOENT;
+    }
+    *data = xmalloc(d.size);
+    memcpy(*data, d.data, d.size);
+    *len = d.size;
+    gnutls_free(d.data);
+    return 0;
+}
+
 void
 tls_conn_free(struct tls_conn *t)
 {
@@ -187,6 +290,7 @@ tls_conn_free(struct tls_conn *t)
         return;
     gnutls_deinit(t->s);
     tls_creds_free(t->creds);
+    free(t->verify_err);
     free(t->in);
     free(t);
 }
@@ -211,6 +315,20 @@ tls_conn_feed(struct tls_conn *t, const char *data, size_t len)
     t->in_len += len;
 }
 
+/* Keeps why the server's certificate was refused, for tls_conn_error. */
+static void
+verify_failed(struct tls_conn *t)
+{
+    gnutls_datum_t out = {NULL, 0};
+    unsigned status = gnutls_session_get_verify_cert_status(t->s);
+
+    if (t->verify_err != NULL ||
+        gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) < 0)
+        return;
+    t->verify_err = xasprintf("certificate verification failed: %s", (char *)out.data);
+    gnutls_free(out.data);
+}
+
 int
 tls_conn_handshake(struct tls_conn *t)
 {
@@ -224,6 +342,8 @@ tls_conn_handshake(struct tls_conn *t)
         (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(rc)))
         return 1;
     t->last_err = rc;
+    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR)
+        verify_failed(t);
     return MXD_EIO;
 }
 
@@ -284,6 +404,8 @@ tls_conn_bye(struct tls_conn *t)
 const char *
 tls_conn_error(const struct tls_conn *t)
 {
+    if (t->verify_err != NULL)
+        return t->verify_err;
     return t->last_err ? gnutls_strerror(t->last_err) : "connection closed";
 }
 

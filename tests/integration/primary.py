@@ -112,7 +112,8 @@ class Primary:
     port and the message directory stay the same."""
 
     def __init__(self, tmpdir=None, name="primary", port=None, reject=None,
-                 hostname=PRIMARY_HOSTNAME, size=None, smtputf8=False, host="127.0.0.1"):
+                 hostname=PRIMARY_HOSTNAME, size=None, smtputf8=False, host="127.0.0.1",
+                 tls=None, tls_min=None):
         self._own_tmp = tmpdir is None
         if tmpdir is None:
             tmpdir = tempfile.mkdtemp(prefix="mxdtest-primary-")
@@ -131,6 +132,8 @@ class Primary:
         self.hostname = hostname
         self.size = size
         self.smtputf8 = smtputf8
+        self.tls = tls  # (certificate, key): offer STARTTLS
+        self.tls_min = tls_min
         self.proc = None
         self._stderr = None
         self._rejects = {}
@@ -190,6 +193,10 @@ class Primary:
             cmd += ["--size", str(self.size)]
         if self.smtputf8:
             cmd.append("--smtputf8")
+        if self.tls:
+            cmd += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        if self.tls_min:
+            cmd += ["--tls-min", self.tls_min]
         env = dict(os.environ)
         env["PYTHONPATH"] = HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -24,6 +24,12 @@ whenever its mtime changes) of the form
 Addresses are compared case-insensitively. The control file wins over
 --reject for an address it names.
 
+--tls-cert FILE --tls-key FILE offer STARTTLS with that certificate
+(Python's ssl: TLS 1.3 session tickets on, so a client can resume);
+--tls-min 1.3 refuses older versions. The envelope then also has
+    "tls": {"version": "TLSv1.3", "cipher": "...", "resumed": false}
+(null for a message that came in plain text).
+
 --events FILE appends one JSON line per event (connect, ehlo, mail, rcpt
 with the reply given, data, quit), flushed at once, so a test can count
 how often a recipient was tried.
@@ -34,6 +40,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 
@@ -155,6 +162,7 @@ class Handler:
             "helo": session.host_name,
             "peer": list(session.peer)[:2] if session.peer else None,
             "size": len(body),
+            "tls": tls_info(session),
             "sha256": hashlib.sha256(body).hexdigest(),
             "time": time.time(),
         }
@@ -168,6 +176,29 @@ class Handler:
         os.rename(epath + ".tmp", epath)
         self.event("data", session, n=n, rcpts=meta["rcpt_tos"], size=len(body))
         return f"250 2.0.0 OK queued as P{n}"
+
+
+def tls_info(session):
+    """What the session's TLS was, or None in plain text."""
+    extra = getattr(session, "ssl", None)
+    if not extra:
+        return None
+    obj = extra.get("ssl_object")
+    cipher = extra.get("cipher")
+    return {"version": obj.version() if obj else None,
+            "cipher": cipher[0] if cipher else None,
+            "resumed": bool(obj.session_reused) if obj else None}
+
+
+def tls_context(args):
+    if not args.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    ctx.verify_mode = ssl.CERT_NONE
+    if args.tls_min == "1.3":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
 
 
 class LoggingSMTP(SMTP):
@@ -195,6 +226,9 @@ def main(argv=None):
     ap.add_argument("--hostname", default="primary.test.invalid")
     ap.add_argument("--size", type=int, default=None, help="SIZE limit (default aiosmtpd's 32 MiB)")
     ap.add_argument("--smtputf8", action="store_true")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-min", choices=["1.2", "1.3"], default="1.2")
     args = ap.parse_args(argv)
     os.makedirs(args.dir, exist_ok=True)
 
@@ -202,6 +236,8 @@ def main(argv=None):
     kw = {"decode_data": False, "enable_SMTPUTF8": args.smtputf8}
     if args.size is not None:
         kw["data_size_limit"] = args.size
+    if args.tls_cert:
+        kw["tls_context"] = tls_context(args)
     ctl = TestController(handler, hostname=args.host, port=args.port, server_hostname=args.hostname,
                          ready_timeout=20, **kw)
     # Block the signals before the server thread starts so only sigwait sees them.

@@ -144,6 +144,18 @@ def make_pki(directory, hostname=mxdtest.HOSTNAME):
     return pki
 
 
+def make_self_signed(pki, stem="selfsigned", cn=mxdtest.HOSTNAME):
+    """A self-signed certificate (no CA vouches for it) for cn and
+    127.0.0.1: pki.path(stem + ".pem") and .key. Returns (cert, key)."""
+    key = pki.path(f"{stem}.key")
+    _privkey(key)
+    tmpl = _template(pki.dir, f"{stem}.tmpl",
+                     SERVER_TEMPLATE.format(cn=cn, serial=9, validity=VALID_FOR_DAYS))
+    _certtool("--generate-self-signed", "--load-privkey", key, "--template", tmpl,
+              "--outfile", pki.path(f"{stem}.pem"))
+    return pki.path(f"{stem}.pem"), key
+
+
 def tls_section(cert, key, priority=None):
     """INI text of a [tls] section (for mxdtest.Mxd(extra=...))."""
     out = ["[tls]", f"certificate = {cert}", f"key = {key}"]

@@ -447,6 +447,119 @@ test_smtp_not_ready(void **state)
     lmtp_proto_free(p);
 }
 
+/* STARTTLS (RFC 3207) as the forwarding client asks for it. */
+#define CAPS_TLS "250-primary.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+
+static struct ctx
+tls_ctx(bool required)
+{
+    struct ctx c = {.step = 0};
+
+    c.sent = malloc(SENT_MAX + 1);
+    assert_non_null(c.sent);
+    c.p = lmtp_proto_new_smtp("mx.test");
+    lmtp_proto_set_starttls(c.p, required);
+    srv(&c, GREETING);
+    return c;
+}
+
+static void
+tls_ctx_free(struct ctx *c)
+{
+    lmtp_proto_free(c->p);
+    free(c->sent);
+}
+
+/* Offered: STARTTLS, and after 220 the feed stops at that reply so the
+ * glue can drop what the server injected behind it; then EHLO again, and
+ * the capabilities are the ones given over TLS only. */
+static void
+test_starttls_offered(void **state)
+{
+    static const char after[] = "220 2.0.0 Ready\r\n250 injected\r\n";
+    struct ctx c = tls_ctx(true);
+    size_t used;
+
+    (void)state;
+    srv(&c, CAPS_TLS);
+    expect_sent(&c, "EHLO mx.test\r\nSTARTTLS\r\n");
+    expect_ev(&c, "SEND\nSEND\n");
+    used = lmtp_proto_feed(c.p, after, sizeof(after) - 1);
+    assert_int_equal(used, strlen("220 2.0.0 Ready\r\n"));
+    drain(&c);
+    expect_ev(&c, "STARTTLS\n");
+    lmtp_proto_tls_up(c.p);
+    drain(&c);
+    expect_sent(&c, "EHLO mx.test\r\n");
+    srv(&c, "250-primary.test\r\n250 SIZE 1000\r\n");
+    expect_ev(&c, "SEND\nREADY\n");
+    /* 8BITMIME was offered only in plain text: it no longer counts */
+    lmtp_proto_start(c.p, &txns[S3_8BIT]);
+    drain(&c);
+    expect_ev(&c, "RCPT 0 " NO_8BIT "\nRCPT 1 " NO_8BIT "\nRCPT 2 " NO_8BIT "\nTXN_DONE\nREADY\n");
+    tls_ctx_free(&c);
+}
+
+/* required: no STARTTLS in EHLO, a refused STARTTLS, or HELO only each
+ * fail the session with 4.7.4; nothing goes in plain text. */
+static void
+test_starttls_required(void **state)
+{
+    struct ctx c = tls_ctx(true);
+
+    (void)state;
+    srv(&c, CAPS_DATA);
+    expect_sent(&c, "EHLO mx.test\r\n");
+    expect_ev(&c, "SEND\nFAILED 4.7.4 TLS required but the SMTP server does not offer "
+                  "STARTTLS\n");
+    tls_ctx_free(&c);
+
+    c = tls_ctx(true);
+    srv(&c, CAPS_TLS);
+    srv(&c, "454 4.7.0 TLS not available due to local problem\r\n");
+    expect_sent(&c, "EHLO mx.test\r\nSTARTTLS\r\n");
+    expect_ev(&c, "SEND\nSEND\nFAILED 4.7.4 TLS required but the SMTP server refused "
+                  "STARTTLS\n");
+    tls_ctx_free(&c);
+
+    c = tls_ctx(true);
+    srv(&c, "502 5.5.2 Error: command not recognized\r\n");
+    srv(&c, "250 old.test\r\n");
+    expect_ev(&c, "SEND\nSEND\nFAILED 4.7.4 TLS required but the SMTP server has no "
+                  "EHLO, so no STARTTLS\n");
+    tls_ctx_free(&c);
+}
+
+/* opportunistic: not offered or refused, the session goes on in plain
+ * text with the capabilities it was given. */
+static void
+test_starttls_opportunistic(void **state)
+{
+    struct ctx c = tls_ctx(false);
+
+    (void)state;
+    srv(&c, CAPS_DATA);
+    expect_sent(&c, "EHLO mx.test\r\n");
+    expect_ev(&c, "SEND\nREADY\n");
+    tls_ctx_free(&c);
+
+    c = tls_ctx(false);
+    srv(&c, CAPS_TLS);
+    srv(&c, "454 4.7.0 TLS not available due to local problem\r\n");
+    expect_sent(&c, "EHLO mx.test\r\nSTARTTLS\r\n");
+    expect_ev(&c, "SEND\nSEND\nREADY\n");
+    tls_ctx_free(&c);
+
+    /* QUIT while the handshake runs: the session just closes */
+    c = tls_ctx(false);
+    srv(&c, CAPS_TLS);
+    srv(&c, "220 2.0.0 Ready\r\n");
+    lmtp_proto_quit(c.p);
+    drain(&c);
+    expect_ev(&c, "SEND\nSEND\nSTARTTLS\nCLOSED\n");
+    tls_ctx_free(&c);
+}
+
 int
 main(void)
 {
@@ -470,6 +583,9 @@ main(void)
         SCENARIO(size_mismatch_long),
         cmocka_unit_test(test_smtp_body_octets),
         cmocka_unit_test(test_smtp_not_ready),
+        cmocka_unit_test(test_starttls_offered),
+        cmocka_unit_test(test_starttls_required),
+        cmocka_unit_test(test_starttls_opportunistic),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
