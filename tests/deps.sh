@@ -20,6 +20,8 @@ packages=(
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
     dnsmasq-base python3-aiosmtpd
+    # benchmark (tests/bench): fsync counting
+    strace
 )
 
 apt-get update

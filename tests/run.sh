@@ -3,7 +3,8 @@
 #   1. tests/deps.sh (skip with MXD_SKIP_DEPS=1)
 #   2. a fresh default build in build-test, `meson test`
 #   3. a fresh address+undefined sanitizer build in build-asan, `meson test`
-#   4. clang-format --dry-run -Werror over the C sources (counted as one test)
+#   4. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
+#   5. clang-format --dry-run -Werror over the C sources (counted as one test)
 # Prints a summary per build and, last, "N passed, N failed, N skipped"
 # over everything; exits non-zero if any test or any build failed.
 set -uo pipefail
@@ -89,6 +90,17 @@ build_and_test build-test "default build"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     build_and_test build-asan "sanitizer build" -Db_sanitize=address,undefined -Db_lundef=false
+
+# The benchmark harness (tests/bench) in its quick mode: it must work, its
+# numbers are never judged here. Counted as one test.
+echo "==== benchmark harness: tests/bench/run.sh --quick"
+if bash tests/bench/run.sh --quick --no-docs; then
+    summaries+=("benchmark harness (--quick): passed")
+    total_pass=$((total_pass + 1))
+else
+    summaries+=("benchmark harness (--quick): FAILED")
+    total_fail=$((total_fail + 1))
+fi
 
 echo "==== clang-format --dry-run -Werror"
 shopt -s nullglob
