@@ -6,6 +6,8 @@
  * does not check line lengths (RFC 5321 4.5.3.1.6 is a minimum to accept). */
 #include "dotstuff.h"
 
+#include <string.h>
+
 enum {
     DS_LINE_START, /* after CRLF (or at the start): a '.' here is special */
     DS_TEXT,       /* inside a line */
@@ -66,9 +68,23 @@ dotstuff_next(struct dotstuff *d, const char *in, size_t len, size_t *consumed, 
             }
             d->state = dotstuff_step(d, c);
             break;
-        case DS_TEXT:
-            d->state = dotstuff_step(d, c);
-            break;
+        case DS_TEXT: {
+            /* Most octets: skip to the next CR or LF in two memchr passes. */
+            const char *cr = memchr(in + i, '\r', len - i);
+            size_t end = cr != NULL ? (size_t)(cr - in) : len;
+            const char *lf = memchr(in + i, '\n', end - i);
+
+            if (lf != NULL) {
+                d->bare = true; /* LF not preceded by CR; still inside a line */
+                i = (size_t)(lf - in) + 1;
+            } else if (cr != NULL) {
+                d->state = DS_CR;
+                i = end + 1;
+            } else {
+                i = len;
+            }
+            continue;
+        }
         case DS_CR:
             if (c == '\n') {
                 d->state = DS_LINE_START;

@@ -127,12 +127,125 @@ test_ds_span_bounds(void **state)
     assert_int_equal(used, 5); /* the stuffed dot is consumed */
 }
 
+/* The reference: the byte-at-a-time state machine dotstuff.c had before
+ * its text fast path, over a whole input: content, whether and where it
+ * ended, and whether a bare CR or LF was seen. */
+struct ref_out {
+    char body[8192];
+    size_t blen, end_at; /* end_at: octets consumed through the terminator */
+    bool ended, bare;
+};
+
+enum { R_BOL, R_TEXT, R_CR, R_DOT, R_DOT_CR };
+
+static int
+ref_step(struct ref_out *r, char c)
+{
+    r->body[r->blen++] = c;
+    if (c == '\n')
+        r->bare = true;
+    return c == '\r' ? R_CR : R_TEXT;
+}
+
+static void
+ref_run(const char *in, size_t len, struct ref_out *r)
+{
+    int st = R_BOL;
+
+    memset(r, 0, sizeof(*r));
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+
+        if (st == R_BOL && c == '.') {
+            st = R_DOT;
+        } else if (st == R_CR && c == '\n') {
+            r->body[r->blen++] = c;
+            st = R_BOL;
+        } else if (st == R_DOT && c == '\r') {
+            st = R_DOT_CR;
+        } else if (st == R_DOT_CR && c == '\n') {
+            r->ended = true;
+            r->end_at = i + 1;
+            return;
+        } else {
+            if (st == R_CR || st == R_DOT_CR)
+                r->bare = true;
+            st = ref_step(r, c);
+        }
+    }
+}
+
+/* Random bodies made of the octets that matter, fed in random pieces: the
+ * fast path (memchr over text) must agree with the model. */
+static void
+test_ds_random_model(void **state)
+{
+    static const char alphabet[] = "\r\n.ab\r\n..";
+    uint32_t seed = 12345;
+    char in[512], body[8192];
+
+    (void)state;
+    for (int round = 0; round < 20000; round++) {
+        size_t len, pos = 0, blen = 0;
+        struct dotstuff d;
+        struct ref_out ref;
+        bool ended = false;
+
+        seed = seed * 1103515245u + 12345u;
+        len = 1 + (seed >> 16) % (sizeof(in) - 8);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            in[i] = (seed >> 16) % 3 == 0 ? alphabet[(seed >> 20) % (sizeof(alphabet) - 1)]
+                                          : (char)('a' + (seed >> 24) % 26);
+        }
+        /* make the end likely but not certain */
+        if (round % 2 == 0 && len + 5 <= sizeof(in)) {
+            memcpy(in + len, "\r\n.\r\n", 5);
+            len += 5;
+        }
+        ref_run(in, len, &ref);
+        dotstuff_init(&d);
+        while (pos < len && !ended) {
+            const char *out;
+            size_t outlen, used, n;
+
+            seed = seed * 1103515245u + 12345u;
+            n = 1 + (seed >> 16) % 64;
+            if (n > len - pos)
+                n = len - pos;
+            for (size_t off = 0; off < n && !ended;) {
+                enum dotstuff_result r =
+                    dotstuff_next(&d, in + pos + off, n - off, &used, &out, &outlen);
+
+                if (r == DOTSTUFF_SPAN) {
+                    memcpy(body + blen, out, outlen);
+                    blen += outlen;
+                }
+                off += used;
+                ended = r == DOTSTUFF_END;
+                if (ended)
+                    pos += off;
+                else if (off == n)
+                    pos += n;
+            }
+        }
+        assert_int_equal(ended, ref.ended);
+        if (ended) {
+            assert_int_equal(pos, ref.end_at);
+        }
+        assert_int_equal(d.bare, ref.bare);
+        assert_int_equal(blen, ref.blen);
+        assert_memory_equal(body, ref.body, blen);
+    }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ds_table),
         cmocka_unit_test(test_ds_span_bounds),
+        cmocka_unit_test(test_ds_random_model),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
