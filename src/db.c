@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,14 +183,24 @@ db_configure(sqlite3 *db, const char *path, char **err)
     return rc;
 }
 
+/* Before SQLite initialises: no global memory statistics, which would
+ * take a global mutex on every allocation (several hundred per message). */
+static void
+db_global_config(void)
+{
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int
 db_open(const char *path, sqlite3 **out, char **err)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     sqlite3 *db = NULL;
     int rc;
 
     *out = NULL;
     *err = NULL;
+    pthread_once(&once, db_global_config);
     if (path == NULL || path[0] == '\0') {
         *err = xstrdup("database path is empty");
         return MXD_EINVAL;
