@@ -140,8 +140,10 @@ dest_unreachable(struct dest *dest, struct dconn *dc, const char *reason)
     log_msg(LOG_WARN, NULL, "deliver", "destination unavailable relay=%s reason=\"%s\"", dest->key,
             reason);
     dest_fail_waiting(dest, 451, text);
-    if (dest->dom != NULL)
+    if (dest->dom != NULL) {
+        snprintf(dest->down_text, sizeof(dest->down_text), "%s", text);
         deliver__watch(dest);
+    }
 }
 
 static void
@@ -362,7 +364,15 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
             lmtp_conn_deliver(dc->c, &dc->job->txn, dc->job->msg_id);
         }
     }
-    if (dest->head == NULL || !dest_resolved(dest))
+    if (dest->head == NULL)
+        return;
+    if (dest->watching && dest->down_text[0] != '\0') {
+        /* The primary is down and the watcher probes it: new mail is held
+         * at once instead of each batch trying (and hammering) it. */
+        dest_fail_waiting(dest, 451, dest->down_text);
+        return;
+    }
+    if (!dest_resolved(dest))
         return;
     for (struct djob *j = dest->head; j != NULL; j = j->next)
         waiting++;

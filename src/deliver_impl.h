@@ -72,7 +72,8 @@ struct dest {
     /* the primary watcher (backup domains with held mail) */
     uv_timer_t watch;
     bool watching, watch_inited;
-    uint64_t watch_ms; /* current probe interval */
+    char down_text[400]; /* while watching: why the primary is down */
+    uint64_t watch_ms;   /* current probe interval */
 };
 
 struct deliver {

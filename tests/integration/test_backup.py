@@ -257,6 +257,12 @@ class HoldThenDrain(BackupCase):
         print(f"\n{self.N} messages ({total} recipients) accepted in {t_send:.2f}s and held; "
               f"e.g. last_reply {entries[0].get('last_reply')!r}", file=sys.stderr)
         self.assertEqual(self.primary.count(), 0)
+        # Once the primary is known to be down, new mail is held without a
+        # connection of its own (the watcher's probes are the only ones):
+        # not one failed connection per commit batch.
+        failures = self.mxd.all_stderr().count("deliver destination unavailable")
+        self.assertLessEqual(failures, 8, f"{failures} delivery connections while the primary "
+                                          f"was known to be down{self.diag()}")
         if self.DOWN_FOR:
             time.sleep(self.DOWN_FOR)
             self.assertEqual(self.primary.count(), 0)
