@@ -15,6 +15,8 @@ Python's ssl and certificates made by certtool for the test.
 - tls = verify with ca_file = the test CA: delivered over TLS.
 - tls = verify with a ca_file that cannot be read: mxd refuses to start
   and says why.
+- LMTP over TCP to a Dovecot with ssl = yes, tls = verify: STARTTLS in
+  LHLO, verified, delivered into the maildir.
 """
 
 import os
@@ -26,7 +28,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxdtest  # noqa: E402
 import tlsutil  # noqa: E402
-from dovecot import make_message, wait_for  # noqa: E402
+from dovecot import Dovecot, make_message, smtp_send, wait_for  # noqa: E402
 from test_backup import DOMAIN, QUEUE_FAST, SENDER, BackupCase  # noqa: E402
 
 PRIMARY_NAME = "primary.test.invalid"
@@ -163,6 +165,27 @@ class TestVerifyWithCaFile(TlsCase):
         self.assertIsNotNone(m.envelope.get("tls"), m.envelope)
         self.assertRegex(self.mxd.all_stderr(), r"tls established server=\S+ tls=\"[^\"]+\" "
                          r"verified=yes")
+
+
+class TestLmtpTcpTls(unittest.TestCase):
+    def test_dovecot_lmtp_starttls_verified(self):
+        tmp = mxdtest.make_tmpdir(self.addCleanup, "lmtp-tls")
+        os.chmod(tmp, 0o755)
+        pki = tlsutil.make_pki(os.path.join(tmp, "pki"), hostname="127.0.0.1")
+        extra = f"ssl = yes\nssl_cert = <{pki.cert}\nssl_key = <{pki.key}\n"
+        dov = Dovecot(tmpdir=tmp, extra_conf=extra, unix=False)
+        self.addCleanup(dov.close)
+        dov.start()
+        mxd = mxdtest.Mxd(tmp, domains={"example.test": {
+            "mode": "local", "lmtp": dov.lmtp_tcp, "tls": "verify", "ca_file": pki.ca_cert}})
+        mxd.start()
+        self.addCleanup(lambda: mxd.stop() if mxd.running() else None)
+        msg = make_message("a@client.test", ["u@example.test"], "lmtp tls", ["over TLS"])
+        smtp_send(mxd.port, "a@client.test", ["u@example.test"], msg)
+        if not wait_for(lambda: dov.count("u@example.test"), 20):
+            self.fail(f"not delivered:\n{mxd.all_stderr()[-3000:]}\n{dov.logs(3000)}")
+        self.assertRegex(mxd.all_stderr(), r"lmtp tls established server=127\.0\.0\.1:\d+ "
+                         r"tls=\"TLS1\.[23] [^\"]+\" verified=yes")
 
 
 class TestUnreadableCaFile(unittest.TestCase):
