@@ -68,6 +68,8 @@ struct control {
     struct deliver *deliver;    /* may be NULL: no kicks, zero counters */
     struct smtp_server *server; /* may be NULL: zero counters */
     int64_t started;            /* unix seconds */
+    int (*reload_cb)(void *arg, char **err);
+    void *reload_arg;
     /* private */
     uv_pipe_t pipe;
     bool listening; /* pipe initialised and not yet closed */
@@ -86,17 +88,19 @@ struct control_verb {
     const char *name;
     enum control_argk argk;
     bool stats;       /* answered at once, no store job */
+    bool reload;      /* answered at once by the reload callback */
     enum store_op op; /* otherwise */
     bool kick;        /* deliver_kick after success */
 };
 
 static const struct control_verb control_verbs[] = {
-    {"flush", CONTROL_ARG_DOMAIN, false, STORE_OP_FLUSH, true},
-    {"hold", CONTROL_ARG_QID, false, STORE_OP_HOLD, false},
-    {"release", CONTROL_ARG_QID, false, STORE_OP_RELEASE, true},
-    {"delete", CONTROL_ARG_QID, false, STORE_OP_DELETE, false},
-    {"bounce", CONTROL_ARG_QID, false, STORE_OP_BOUNCE, true},
-    {"stats", CONTROL_ARG_NONE, true, STORE_OP_FLUSH, false},
+    {"flush", CONTROL_ARG_DOMAIN, false, false, STORE_OP_FLUSH, true},
+    {"hold", CONTROL_ARG_QID, false, false, STORE_OP_HOLD, false},
+    {"release", CONTROL_ARG_QID, false, false, STORE_OP_RELEASE, true},
+    {"delete", CONTROL_ARG_QID, false, false, STORE_OP_DELETE, false},
+    {"bounce", CONTROL_ARG_QID, false, false, STORE_OP_BOUNCE, true},
+    {"stats", CONTROL_ARG_NONE, true, false, STORE_OP_FLUSH, false},
+    {"reload", CONTROL_ARG_NONE, false, true, STORE_OP_FLUSH, false},
 };
 
 static const char *const control_op_names[] = {
@@ -234,6 +238,23 @@ control_stats(const struct control *ctl)
 }
 
 static void
+control_reload(struct control_client *c)
+{
+    struct control *ctl = c->ctl;
+    char *err = NULL;
+
+    log_msg(LOG_INFO, NULL, "control", "reload");
+    if (ctl->reload_cb == NULL) {
+        client_error(c, CONTROL_REFUSED, "reload is not available");
+    } else if (ctl->reload_cb(ctl->reload_arg, &err) != 0) {
+        client_error(c, CONTROL_REFUSED, err != NULL ? err : "reload failed");
+    } else {
+        client_reply(c, json_pack("{s:b}", "ok", 1));
+    }
+    free(err);
+}
+
+static void
 op_reply(struct control_client *c, int status)
 {
     if (status == 0)
@@ -345,6 +366,8 @@ client_request(struct control_client *c, char *line)
         client_error(c, CONTROL_BAD, bad);
     } else if (v->stats) {
         client_reply(c, control_stats(ctl));
+    } else if (v->reload) {
+        control_reload(c);
     } else {
         c->op = v->op;
         c->kick = v->kick;
@@ -557,6 +580,13 @@ static void
 noop_done(void *arg)
 {
     (void)arg;
+}
+
+void
+control_on_reload(struct control *c, int (*cb)(void *arg, char **err), void *arg)
+{
+    c->reload_cb = cb;
+    c->reload_arg = arg;
 }
 
 void

@@ -384,6 +384,13 @@ deliver_start(uv_loop_t *loop, const struct conf *conf, struct store *store, str
 }
 
 void
+deliver_set_conf(struct deliver *d, const struct conf *conf)
+{
+    d->conf = conf;
+    deliver_kick(d);
+}
+
+void
 deliver_kick(struct deliver *d)
 {
     deliver_pick(d);

@@ -1,7 +1,11 @@
 /* main: wires mxd together: parses the command line, loads the config,
- * opens the store, prepares the spool, starts the SMTP server and runs the
- * loop until SIGTERM/SIGINT has drained everything. Owns the process-wide
- * objects (loop, conf, store, server) and the signal handles. */
+ * binds the listeners (or takes systemd's), drops privileges, opens the
+ * store, prepares the spool, starts the SMTP server and runs the loop until
+ * SIGTERM/SIGINT has drained everything. Owns the process-wide objects
+ * (loop, conf, store, server), the signal handles, the reload (SIGHUP,
+ * mxctl reload) and the systemd notifications. Every conf a reload
+ * replaced is kept until exit: delivery connections and callahead checks
+ * hold pointers into it (a few KB per reload). */
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -10,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -18,6 +24,7 @@
 #include "control.h"
 #include "deliver.h"
 #include "log.h"
+#include "privdrop.h"
 #include "smtp_net.h"
 #include "spool.h"
 #include "store.h"
@@ -30,7 +37,11 @@
 
 struct mxd {
     uv_loop_t *loop;
+    const char *conf_path;
     struct conf *conf;
+    struct conf **retired; /* replaced by reloads; freed at exit */
+    size_t nretired;
+    struct smtp_listen_fds fds;
     struct store *store;
     struct smtp_server *server;
     struct deliver *deliver;
@@ -57,6 +68,11 @@ on_store_closed(void *arg)
 
     m->store = NULL;
     log_msg(LOG_INFO, NULL, "mxd", "stopped");
+    for (size_t i = 0; i < m->nretired; i++)
+        conf_free(m->retired[i]);
+    free(m->retired);
+    m->retired = NULL;
+    m->nretired = 0;
     uv_close((uv_handle_t *)&m->sig_term, NULL);
     uv_close((uv_handle_t *)&m->sig_int, NULL);
     uv_close((uv_handle_t *)&m->sig_hup, NULL);
@@ -156,29 +172,75 @@ on_kick(void *arg)
         deliver_kick(m->deliver);
 }
 
-/* SIGHUP: new certificate and key for new sessions; open sessions keep
- * theirs. A bad pair is refused and the old one stays. (Reloading the rest
- * of the configuration is not built yet.) */
-static void
-reload_tls(struct mxd *m)
+/* The new conf's certificate (NULL when it has none) into *out. */
+static int
+reload_load_tls(const struct conf *nc, struct tls_creds **out, char **err)
 {
-    struct tls_creds *c = NULL;
-    char *err = NULL;
+    *out = NULL;
+    if (nc->tls_certificate == NULL)
+        return 0;
+    return tls_creds_load(nc->tls_certificate, nc->tls_key, nc->tls_priority, out, err);
+}
 
-    if (m->tls == NULL || m->server == NULL) {
-        log_msg(LOG_WARN, NULL, "mxd", "SIGHUP: nothing to reload (no [tls] certificate)");
-        return;
+/* Keys that only a restart changes: say so rather than pretend. */
+static void
+reload_warn_static(const struct conf *oc, const struct conf *nc)
+{
+    const char *keys[3] = {NULL, NULL, NULL};
+    size_t n = 0;
+
+    if (strcmp(oc->database, nc->database) != 0)
+        keys[n++] = "database";
+    if ((oc->user == NULL) != (nc->user == NULL) ||
+        (oc->user != NULL && strcmp(oc->user, nc->user) != 0))
+        keys[n++] = "user";
+    if ((oc->control_socket == NULL) != (nc->control_socket == NULL) ||
+        (oc->control_socket != NULL && strcmp(oc->control_socket, nc->control_socket) != 0))
+        keys[n++] = "control_socket";
+    for (size_t i = 0; i < n; i++)
+        log_msg(LOG_WARN, NULL, "mxd", "reload key=%s changed: takes effect after a restart",
+                keys[i]);
+}
+
+/* SIGHUP and mxctl reload: re-read the config. On any error the running
+ * config stays and *err (caller frees) says why. New sessions and
+ * deliveries use the new one; open sessions finish with theirs. */
+static int
+mxd_reload(void *arg, char **err)
+{
+    struct mxd *m = arg;
+    struct conf *nc = NULL;
+    struct tls_creds *tls = NULL;
+    char *errors = NULL;
+
+    if (m->stopping || m->server == NULL) {
+        *err = xstrdup("mxd is shutting down");
+        return MXD_ECLOSING;
     }
-    if (tls_creds_load(m->conf->tls_certificate, m->conf->tls_key, m->conf->tls_priority, &c,
-                       &err) != 0) {
-        log_msg(LOG_ERR, NULL, "mxd", "reload failed, keeping the old certificate: %s", err);
-        free(err);
-        return;
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
+    if (conf_load(m->conf_path, &nc, &errors) != 0 || reload_load_tls(nc, &tls, &errors) != 0) {
+        for (char *line = strtok(errors, "\n"); line != NULL; line = strtok(NULL, "\n"))
+            log_msg(LOG_ERR, NULL, "mxd", "reload refused error=\"%s\"", line);
+        *err = errors != NULL ? errors : xstrdup("cannot load the configuration");
+        conf_free(nc);
+        sd_notify(0, "READY=1\nSTATUS=reload refused, running the old configuration");
+        return MXD_ECONFIG;
     }
-    smtp_server_set_tls(m->server, c);
+    reload_warn_static(m->conf, nc);
+    smtp_server_set_conf(m->server, nc);
+    smtp_server_set_tls(m->server, tls);
     tls_creds_free(m->tls);
-    m->tls = c;
-    log_msg(LOG_INFO, NULL, "mxd", "reload tls certificate=%s", m->conf->tls_certificate);
+    m->tls = tls;
+    if (m->deliver != NULL)
+        deliver_set_conf(m->deliver, nc);
+    store_set_hostname(m->store, nc->hostname);
+    m->retired = xrealloc(m->retired, (m->nretired + 1) * sizeof(*m->retired));
+    m->retired[m->nretired++] = m->conf;
+    m->conf = nc;
+    log_msg(LOG_INFO, NULL, "mxd", "reloaded config=%s domains=%zu tls=%s", m->conf_path,
+            nc->ndomains, tls != NULL ? "on" : "off");
+    sd_notify(0, "READY=1\nSTATUS=configuration reloaded");
+    return 0;
 }
 
 static void
@@ -187,14 +249,77 @@ on_signal(uv_signal_t *h, int signum)
     struct mxd *m = h->data;
 
     if (signum == SIGHUP) {
-        reload_tls(m);
+        char *err = NULL;
+
+        (void)!mxd_reload(m, &err);
+        free(err);
         return;
     }
     if (m->stopping)
         return;
     m->stopping = true;
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing sessions and deliveries");
     log_msg(LOG_INFO, NULL, "mxd", "stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
     stop_next(m);
+}
+
+/* The listening sockets: systemd's (socket activation) or conf->listen,
+ * bound now, while mxd may still be root. */
+static int
+mxd_listen(struct mxd *m, char **err)
+{
+    struct smtp_listen_fds *fds = &m->fds;
+    int n = sd_listen_fds(1); /* and unset LISTEN_*: children must not see them */
+
+    if (n < 0) {
+        *err = xasprintf("LISTEN_FDS: %s", strerror(-n));
+        return MXD_EINVAL;
+    }
+    if (n > 0) {
+        if ((size_t)n > sizeof(fds->fd) / sizeof(fds->fd[0])) {
+            *err = xasprintf("systemd passed %d sockets, at most %zu are supported", n,
+                             sizeof(fds->fd) / sizeof(fds->fd[0]));
+            return MXD_EINVAL;
+        }
+        fds->activated = true;
+        for (int i = 0; i < n; i++) {
+            int fd = SD_LISTEN_FDS_START + i;
+
+            if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+                *err = xasprintf("fd %d from systemd is not a listening stream socket", fd);
+                return MXD_EINVAL;
+            }
+            fds->fd[fds->n++] = fd;
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < m->conf->nlisten && i < sizeof(fds->fd) / sizeof(fds->fd[0]); i++) {
+        int rc = smtp_listen_fd(&m->conf->listen[i], &fds->fd[fds->n], err);
+
+        if (rc != 0)
+            return rc;
+        fds->n++;
+    }
+    return 0;
+}
+
+/* Before anything reads the network or creates files: bind, then drop. */
+static int
+mxd_prepare(struct mxd *m, char **err)
+{
+    char *warn = NULL;
+    int rc = mxd_listen(m, err);
+
+    if (rc == 0 && m->conf->user != NULL) {
+        rc = privdrop_to(m->conf->user, &warn, err);
+        if (warn != NULL)
+            log_msg(LOG_WARN, NULL, "mxd", "%s", warn);
+        else if (rc == 0)
+            log_msg(LOG_INFO, NULL, "mxd", "running as user=%s uid=%u", m->conf->user,
+                    (unsigned)getuid());
+        free(warn);
+    }
+    return rc;
 }
 
 static int
@@ -211,6 +336,9 @@ mxd_start(struct mxd *m)
     uv_signal_start(&m->sig_term, on_signal, SIGTERM);
     uv_signal_start(&m->sig_int, on_signal, SIGINT);
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+    rc = mxd_prepare(m, &err);
+    if (rc != 0)
+        goto fail;
     rc = store_open(m->loop, m->conf->database, &m->store, &err);
     if (rc != 0)
         goto fail;
@@ -220,7 +348,8 @@ mxd_start(struct mxd *m)
     if (rc == 0)
         rc = deliver_start(m->loop, m->conf, m->store, &m->deliver);
     if (rc == 0)
-        rc = smtp_server_start(m->loop, m->conf, m->store, spool, &m->server, &err);
+        rc = smtp_server_start(m->loop, m->conf, m->store, spool, &m->fds, &m->server, &err);
+    m->fds.n = 0; /* the server has them now */
     free(spool);
     if (rc != 0)
         goto fail;
@@ -240,13 +369,20 @@ mxd_start(struct mxd *m)
                            &m->control, &err);
         if (rc != 0)
             goto fail;
+        control_on_reload(m->control, mxd_reload, m);
     }
     log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
             m->conf->hostname, m->conf->database);
+    /* The store is open, the scheduler has resumed the queue and the
+     * listeners accept. */
+    sd_notify(0, "READY=1\nSTATUS=accepting mail");
     return 0;
 fail:
     log_msg(LOG_ERR, NULL, "mxd", "start failed: %s", err ? err : "unknown error");
     free(err);
+    for (size_t i = 0; i < m->fds.n; i++)
+        close(m->fds.fd[i]);
+    m->fds.n = 0;
     /* Unwind what was started, through the same chain as SIGTERM. */
     m->stopping = true;
     stop_next(m);
@@ -293,6 +429,7 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    m.conf_path = path;
     if (conf_load(path, &m.conf, &errors) != 0) {
         fprintf(stderr, "%s", errors ? errors : "mxd: cannot load configuration\n");
         if (errors && errors[0] && errors[strlen(errors) - 1] != '\n')

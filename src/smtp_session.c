@@ -159,6 +159,7 @@ session_free(struct smtp_session *s)
     free(s->body);
     free(s->out.data);
     free(s->wout.data);
+    conf_free(s->conf);
     free(s);
     smtp_net__session_gone(srv);
 }
@@ -220,8 +221,7 @@ on_timeout(uv_timer_t *t)
 
     log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "timeout client=%s phase=%s", s->ip,
             smtp_proto_in_body(s->proto) ? "data" : "command");
-    snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n",
-             s->srv->conf->hostname);
+    snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n", s->conf->hostname);
     say(s, line);
     smtp_session__close(s); /* session_free drops the body, after any spool write */
 }
@@ -232,7 +232,7 @@ on_timeout(uv_timer_t *t)
 static void
 timer_arm(struct smtp_session *s)
 {
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
 
     if (smtp_proto_in_body(s->proto))
         uv_timer_start(&s->timer, on_timeout, c->data_timeout_ms, 0);
@@ -333,7 +333,7 @@ on_callahead(void *arg, int result)
 static void
 on_rcpt(struct smtp_session *s, const struct addr *a)
 {
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
     const struct conf_domain *d = NULL;
 
     if (a->is_postmaster) {
@@ -478,7 +478,7 @@ static struct store_msg *
 commit_build(struct smtp_session *s)
 {
     const struct smtp_txn *t = smtp_proto_txn(s->proto);
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
     struct store_msg *m = xcalloc(1, sizeof(*m));
     char hdr[2048];
     size_t hl;
@@ -545,7 +545,7 @@ on_mail(struct smtp_session *s)
 static void
 on_etrn(struct smtp_session *s, const char *node)
 {
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
     bool sub = node[0] == '@';
     char text[400];
     size_t n;
@@ -592,7 +592,7 @@ session_shutdown_now(struct smtp_session *s)
 
     if (!s->srv->closing || s->pending > 0 || s->closing)
         return false;
-    snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down\r\n", s->srv->conf->hostname);
+    snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down\r\n", s->conf->hostname);
     say(s, line);
     smtp_session__close(s);
     return true;
@@ -683,7 +683,7 @@ session_refuse(struct smtp_session *s, const char *why)
 
     log_msg(LOG_INFO, NULL, "smtp", "refused client=%s reason=%s", s->ip, why);
     snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many connections%s\r\n",
-             s->srv->conf->hostname, strcmp(why, "per-ip-limit") == 0 ? " from your address" : "");
+             s->conf->hostname, strcmp(why, "per-ip-limit") == 0 ? " from your address" : "");
     say(s, line);
     smtp_session__close(s);
 }
@@ -696,6 +696,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     unsigned per_ip;
 
     s->srv = srv;
+    s->conf = conf_ref(srv->conf);
     uv_tcp_init(srv->loop, &s->tcp);
     uv_timer_init(srv->loop, &s->timer);
     s->tcp.data = s->timer.data = s;
@@ -720,9 +721,9 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     else
         uv_ip4_name((const struct sockaddr_in *)&s->peer, s->ip, sizeof(s->ip));
     per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
-    if (srv->nsessions > srv->conf->max_connections) {
+    if (srv->nsessions > s->conf->max_connections) {
         session_refuse(s, "max-connections");
-    } else if (per_ip > srv->conf->max_connections_per_ip) {
+    } else if (per_ip > s->conf->max_connections_per_ip) {
         session_refuse(s, "per-ip-limit");
     } else {
         uv_tcp_nodelay(&s->tcp, 1);

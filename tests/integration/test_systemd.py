@@ -1,0 +1,204 @@
+"""systemd integration without systemd as PID 1: the unit files pass
+`systemd-analyze verify` and `systemd-analyze security --offline` (exposure
+at most 2.0), and mxd runs socket-activated: it takes its SMTP listener from
+LISTEN_FDS (a socket this test created), and reports READY=1 (after which the
+listener answers), STATUS=, RELOADING=1 and STOPPING=1 on NOTIFY_SOCKET."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mxdtest  # noqa: E402
+
+UNITS = os.path.join(mxdtest.source_root(), "systemd")
+
+
+def analyze():
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        raise AssertionError("systemd-analyze not found (package systemd, tests/deps.sh)")
+    return path
+
+
+class Units(unittest.TestCase):
+    def setUp(self):
+        self.tmpdir = mxdtest.make_tmpdir(self.addCleanup, "units")
+        # As meson installs it: @sbindir@ becomes the directory of mxd.
+        with open(os.path.join(UNITS, "mxd.service"), encoding="utf-8") as f:
+            text = f.read().replace("@sbindir@", os.path.dirname(mxdtest.mxd_path()))
+        self.assertNotIn("@sbindir@", text)
+        with open(os.path.join(self.tmpdir, "mxd.service"), "w", encoding="utf-8") as f:
+            f.write(text)
+        shutil.copy(os.path.join(UNITS, "mxd.socket"), self.tmpdir)
+        self.service = os.path.join(self.tmpdir, "mxd.service")
+        self.socket = os.path.join(self.tmpdir, "mxd.socket")
+
+    def test_verify_is_clean(self):
+        r = subprocess.run([analyze(), "verify", "--man=no", self.service, self.socket],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Unknown keys and bad values are only warnings: there must be none.
+        self.assertEqual(r.stderr.strip(), "", "systemd-analyze verify warnings")
+
+    def test_verify_catches_a_bad_key(self):
+        # The check above can fail: a misspelt key is reported.
+        with open(self.service, "a", encoding="utf-8") as f:
+            f.write("NoNewPrivilege=yes\n")
+        r = subprocess.run([analyze(), "verify", "--man=no", self.service, self.socket],
+                           capture_output=True, text=True, timeout=60)
+        self.assertIn("NoNewPrivilege", r.stderr)
+
+    def test_security_exposure_at_most_2(self):
+        r = subprocess.run([analyze(), "security", "--offline=yes", "--no-pager",
+                            self.service], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = re.search(r"Overall exposure level for mxd\.service: ([0-9.]+)", r.stdout)
+        self.assertIsNotNone(m, r.stdout[-2000:])
+        score = float(m.group(1))
+        print(f"\nsystemd-analyze security --offline: exposure {score}", file=sys.stderr)
+        self.assertLessEqual(score, 2.0)
+        # --threshold makes systemd-analyze itself fail above 2.0.
+        r = subprocess.run([analyze(), "security", "--offline=yes", "--threshold=20",
+                            self.service], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout[-2000:])
+
+
+class Notify:
+    """A NOTIFY_SOCKET: an AF_UNIX datagram socket collecting messages."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages = []
+
+    def wait_for(self, text, timeout=20):
+        """Returns the datagram containing the line text (waits for it)."""
+        deadline = time.monotonic() + timeout
+        for msg in self.messages:
+            if text in msg.split("\n"):
+                return msg
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(4096).decode("utf-8", "replace")
+            except socket.timeout:
+                break
+            self.messages.append(data)
+            if text in data.split("\n"):
+                return data
+        raise AssertionError(f"no {text!r} on NOTIFY_SOCKET; got {self.messages!r}")
+
+    def close(self):
+        self.sock.close()
+
+
+class SocketActivation(unittest.TestCase):
+    def setUp(self):
+        self.tmpdir = mxdtest.make_tmpdir(self.addCleanup, "systemd")
+        self.notify = Notify(os.path.join(self.tmpdir, "notify"))
+        self.addCleanup(self.notify.close)
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.addCleanup(self.lsock.close)
+        self.port = self.lsock.getsockname()[1]
+        # The config's own listen address must not be used.
+        self.conf_port = mxdtest.free_port()
+        self.mxd = mxdtest.Mxd(self.tmpdir, port=self.conf_port)
+        self.proc = None
+        self.log = open(os.path.join(self.tmpdir, "mxd.stderr"), "wb")
+        self.addCleanup(self.log.close)
+        self.addCleanup(self.kill)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stderr(self):
+        with open(os.path.join(self.tmpdir, "mxd.stderr"), "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def start(self, listen_pid_ok=True):
+        """Runs mxd as systemd would: the socket as fd 3, LISTEN_FDS=1 and
+        LISTEN_PID = mxd's pid (the shell sets it to its own pid, then
+        execs mxd, which keeps that pid)."""
+        fd = self.lsock.fileno()
+        pid = "$$" if listen_pid_ok else "1"
+        script = f'export LISTEN_PID={pid}; exec "$@" 3<&{fd} {fd}<&-'
+        env = {**os.environ, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "smtp",
+               "NOTIFY_SOCKET": self.notify.path}
+        env.pop("JOURNAL_STREAM", None)
+        self.proc = subprocess.Popen(
+            ["/bin/sh", "-c", script, "sh", mxdtest.mxd_path(), "-c", self.mxd.conf_path],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, cwd=self.tmpdir,
+            env=env, pass_fds=(fd,))
+
+    def smtp_works(self, port):
+        c = mxdtest.SmtpClient(port)
+        try:
+            self.assertEqual(c.reply().code, 220)
+            r = c.send_message("a@sender.test", ["u@example.test"], b"Subject: x\r\n\r\nhi\r\n")
+            self.assertEqual(r.code, 250, r)
+            return r.qid
+        finally:
+            c.close()
+
+    def test_ready_then_listener_works(self):
+        self.start()
+        ready = self.notify.wait_for("READY=1")
+        self.assertRegex(ready, r"STATUS=")
+        # After READY=1 the passed socket answers, at once.
+        qid = self.smtp_works(self.port)
+        self.assertIsNotNone(mxdtest.message_by_qid(self.mxd.db_path, qid))
+        # LISTEN_FDS wins over listen: the configured port is not bound.
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", self.conf_port), timeout=2).close()
+        # mxd holds the socket now: close ours and it still accepts.
+        self.lsock.close()
+        self.smtp_works(self.port)
+        # A reload keeps the systemd listener and says RELOADING then READY.
+        n = len(self.notify.messages)
+        self.proc.send_signal(signal.SIGHUP)
+        self.notify.wait_for("RELOADING=1")
+        self.notify.messages = self.notify.messages[n:]
+        self.notify.messages = [m for m in self.notify.messages if "READY=1" not in m]
+        self.notify.wait_for("READY=1")
+        self.smtp_works(self.port)
+        self.proc.send_signal(signal.SIGTERM)
+        self.notify.wait_for("STOPPING=1")
+        self.assertEqual(self.proc.wait(timeout=20), 0, self.stderr())
+        self.assertIn("source=systemd", self.stderr())
+
+    def test_listen_pid_of_another_process_is_ignored(self):
+        # LISTEN_FDS meant for another pid: mxd binds its own listen address.
+        self.start(listen_pid_ok=False)
+        self.notify.wait_for("READY=1")
+        self.smtp_works(self.conf_port)
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=20), 0, self.stderr())
+        self.assertNotIn("source=systemd", self.stderr())
+
+    def test_no_ready_when_start_fails(self):
+        # A database that cannot be opened: mxd exits 1 and never says READY.
+        with open(os.path.join(self.tmpdir, "file"), "w", encoding="utf-8") as f:
+            f.write("not a directory\n")
+        self.mxd.server["database"] = os.path.join(self.tmpdir, "file", "q.db")
+        self.mxd.write_config()
+        self.start()
+        self.assertEqual(self.proc.wait(timeout=20), 1, self.stderr())
+        with self.assertRaises(AssertionError):
+            self.notify.wait_for("READY=1", timeout=0.5)
+
+
+if __name__ == "__main__":
+    mxdtest.main()
