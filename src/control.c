@@ -31,6 +31,7 @@
 
 #include "deliver.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_net.h"
 #include "store.h"
 
@@ -211,6 +212,31 @@ client_error(struct control_client *c, int code, const char *error)
 
 /* ---- requests ----------------------------------------------------------- */
 
+/* The metrics exposition as {"series": value}: what the metrics endpoint
+ * serves, without the queue gauges (mxctl reads those itself). */
+static json_t *
+control_metrics(void)
+{
+    char *text = metrics_render(NULL);
+    json_t *obj = json_object();
+    char *save = NULL;
+
+    for (char *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *sp = strrchr(line, ' ');
+
+        if (line[0] == '#' || sp == NULL)
+            continue;
+        *sp++ = '\0';
+        if (strpbrk(sp, ".eE") != NULL)
+            json_object_set_new(obj, line, json_real(strtod(sp, NULL)));
+        else
+            json_object_set_new(obj, line, json_integer(strtoll(sp, NULL, 10)));
+    }
+    free(text);
+    return obj;
+}
+
 static json_t *
 control_stats(const struct control *ctl)
 {
@@ -223,18 +249,19 @@ control_stats(const struct control *ctl)
     store_get_stats(ctl->store, &st);
     if (ctl->deliver != NULL)
         deliver_get_stats(ctl->deliver, &ds);
-    return json_pack(
-        "{s:b, s:{s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, "
-        "s:{s:I, s:I, s:I, s:I, s:I}}}",
-        "ok", 1, "stats", "started", (json_int_t)ctl->started, "uptime",
-        (json_int_t)(time(NULL) - ctl->started), "smtp", "connections_total",
-        (json_int_t)ss.connections_total, "connections_open", (json_int_t)ss.connections_open,
-        "messages_accepted", (json_int_t)ss.messages_accepted, "bytes_accepted",
-        (json_int_t)ss.bytes_accepted, "store", "commits", (json_int_t)st.commits, "failures",
-        (json_int_t)st.failures, "batches", (json_int_t)st.batches, "max_batch",
-        (json_int_t)st.max_batch, "deliver", "delivered", (json_int_t)ds.delivered, "deferred",
-        (json_int_t)ds.deferred, "bounced", (json_int_t)ds.bounced, "sessions",
-        (json_int_t)ds.sessions, "in_flight", (json_int_t)ds.in_flight);
+    return json_pack("{s:b, s:{s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, "
+                     "s:{s:I, s:I, s:I, s:I, s:I}, s:o}}",
+                     "ok", 1, "stats", "started", (json_int_t)ctl->started, "uptime",
+                     (json_int_t)(time(NULL) - ctl->started), "smtp", "connections_total",
+                     (json_int_t)ss.connections_total, "connections_open",
+                     (json_int_t)ss.connections_open, "messages_accepted",
+                     (json_int_t)ss.messages_accepted, "bytes_accepted",
+                     (json_int_t)ss.bytes_accepted, "store", "commits", (json_int_t)st.commits,
+                     "failures", (json_int_t)st.failures, "batches", (json_int_t)st.batches,
+                     "max_batch", (json_int_t)st.max_batch, "deliver", "delivered",
+                     (json_int_t)ds.delivered, "deferred", (json_int_t)ds.deferred, "bounced",
+                     (json_int_t)ds.bounced, "sessions", (json_int_t)ds.sessions, "in_flight",
+                     (json_int_t)ds.in_flight, "metrics", control_metrics());
 }
 
 static void

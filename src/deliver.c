@@ -17,6 +17,7 @@
 
 #include "deliver_impl.h"
 #include "log.h"
+#include "metrics.h"
 
 #define DELIVER_MAX_INFLIGHT 2000 /* recipients picked and not yet recorded */
 #define DELIVER_PICK_MAX     500  /* recipients per store query */
@@ -218,6 +219,7 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
     if (j->retry_inited)
         return; /* a retry of the recording: counted and logged the first time */
     (*stat)++;
+    metrics_count(METRICS_F_DELIVERY_ATTEMPTS, result, j->dest ? j->dest->key : "none");
     log_msg(LOG_INFO, j->qid, "deliver", "%s to=<%s> relay=%s attempts=%u reply=%s", result,
             j->addrs[i],
             j->relay  ? j->relay

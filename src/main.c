@@ -24,7 +24,10 @@
 #include "control.h"
 #include "deliver.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "privdrop.h"
+#include "qstat.h"
 #include "smtp_net.h"
 #include "spool.h"
 #include "store.h"
@@ -48,7 +51,10 @@ struct mxd {
     struct callahead *callahead;
     struct control *control;
     struct tls_creds *tls;
+    struct metrics_http *metrics;
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t status_timer; /* STATUS= with the queue size, under systemd */
+    bool status_busy;        /* a queue read is in flight */
     bool stopping;
 };
 
@@ -76,6 +82,7 @@ on_store_closed(void *arg)
     uv_close((uv_handle_t *)&m->sig_term, NULL);
     uv_close((uv_handle_t *)&m->sig_int, NULL);
     uv_close((uv_handle_t *)&m->sig_hup, NULL);
+    uv_close((uv_handle_t *)&m->status_timer, NULL);
 }
 
 static void on_server_stopped(void *arg);
@@ -90,7 +97,12 @@ stop_next(struct mxd *m)
 {
     struct store_stats st;
 
-    if (m->control != NULL) {
+    if (m->metrics != NULL) {
+        struct metrics_http *h = m->metrics;
+
+        m->metrics = NULL;
+        metrics_http_stop(h, on_server_stopped, m); /* continue the chain below */
+    } else if (m->control != NULL) {
         struct control *c = m->control;
 
         m->control = NULL;
@@ -202,6 +214,53 @@ reload_warn_static(const struct conf *oc, const struct conf *nc)
                 keys[i]);
 }
 
+static void
+on_status_queue(void *arg, const struct metrics_queue *q)
+{
+    struct mxd *m = arg;
+    uint64_t rcpts = 0;
+
+    m->status_busy = false;
+    if (!q->valid || m->stopping)
+        return;
+    for (size_t i = 0; i < q->nrows; i++)
+        rcpts += q->rows[i].recipients;
+    sd_notifyf(0, "STATUS=accepting mail; queue: %llu messages, %llu recipients waiting",
+               (unsigned long long)q->messages, (unsigned long long)rcpts);
+}
+
+/* Under systemd: the queue size in `systemctl status`, every 30 s. */
+static void
+on_status_timer(uv_timer_t *t)
+{
+    struct mxd *m = t->data;
+
+    if (m->status_busy || m->stopping)
+        return;
+    m->status_busy = true;
+    qstat_async(m->loop, m->conf->database, on_status_queue, m);
+}
+
+/* metrics_listen changed (or appeared, or went): a new listener. */
+static void
+reload_metrics(struct mxd *m, const struct conf *nc)
+{
+    const char *old = m->metrics != NULL ? metrics_http_address(m->metrics) : NULL;
+    const char *want = nc->metrics_listen.text;
+    char *err = NULL;
+
+    if ((old == NULL && want == NULL) || (old != NULL && want != NULL && strcmp(old, want) == 0))
+        return;
+    if (m->metrics != NULL)
+        metrics_http_stop(m->metrics, NULL, NULL);
+    m->metrics = NULL;
+    if (want != NULL && metrics_http_start(m->loop, &nc->metrics_listen, m->conf->database,
+                                           &m->metrics, &err) != 0) {
+        log_msg(LOG_ERR, NULL, "mxd", "reload: %s", err);
+        free(err);
+    }
+}
+
 /* SIGHUP and mxctl reload: re-read the config. On any error the running
  * config stays and *err (caller frees) says why. New sessions and
  * deliveries use the new one; open sessions finish with theirs. */
@@ -223,6 +282,7 @@ mxd_reload(void *arg, char **err)
             log_msg(LOG_ERR, NULL, "mxd", "reload refused error=\"%s\"", line);
         *err = errors != NULL ? errors : xstrdup("cannot load the configuration");
         conf_free(nc);
+        metrics_add(METRICS_RELOAD_FAILURES, 1);
         sd_notify(0, "READY=1\nSTATUS=reload refused, running the old configuration");
         return MXD_ECONFIG;
     }
@@ -234,6 +294,8 @@ mxd_reload(void *arg, char **err)
     if (m->deliver != NULL)
         deliver_set_conf(m->deliver, nc);
     store_set_hostname(m->store, nc->hostname);
+    reload_metrics(m, nc);
+    metrics_add(METRICS_RELOADS, 1);
     m->retired = xrealloc(m->retired, (m->nretired + 1) * sizeof(*m->retired));
     m->retired[m->nretired++] = m->conf;
     m->conf = nc;
@@ -336,6 +398,8 @@ mxd_start(struct mxd *m)
     uv_signal_start(&m->sig_term, on_signal, SIGTERM);
     uv_signal_start(&m->sig_int, on_signal, SIGINT);
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+    uv_timer_init(m->loop, &m->status_timer);
+    m->status_timer.data = m;
     rc = mxd_prepare(m, &err);
     if (rc != 0)
         goto fail;
@@ -371,11 +435,19 @@ mxd_start(struct mxd *m)
             goto fail;
         control_on_reload(m->control, mxd_reload, m);
     }
+    if (m->conf->metrics_listen.text != NULL) {
+        rc = metrics_http_start(m->loop, &m->conf->metrics_listen, m->conf->database, &m->metrics,
+                                &err);
+        if (rc != 0)
+            goto fail;
+    }
     log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
             m->conf->hostname, m->conf->database);
     /* The store is open, the scheduler has resumed the queue and the
      * listeners accept. */
     sd_notify(0, "READY=1\nSTATUS=accepting mail");
+    if (getenv("NOTIFY_SOCKET") != NULL)
+        uv_timer_start(&m->status_timer, on_status_timer, 0, 30 * 1000);
     return 0;
 fail:
     log_msg(LOG_ERR, NULL, "mxd", "start failed: %s", err ? err : "unknown error");

@@ -21,6 +21,7 @@
 
 #include "iptab.h"
 #include "log.h"
+#include "metrics.h"
 #include "qid.h"
 #include "smtp_net_impl.h"
 #include "smtp_proto.h"
@@ -54,6 +55,7 @@ smtp_net__session_gone(struct smtp_server *srv)
 {
     srv->nsessions--;
     srv->stats.connections_open--;
+    metrics_add(METRICS_CONNECTIONS_OPEN, -1);
     server_maybe_done(srv);
 }
 
@@ -67,6 +69,8 @@ on_connection(uv_stream_t *lstream, int status)
         log_msg(LOG_WARN, NULL, "smtp", "accept failed reason=%s", uv_strerror(status));
         return;
     }
+    metrics_add(METRICS_CONNECTIONS_TOTAL, 1);
+    metrics_add(METRICS_CONNECTIONS_OPEN, 1);
     smtp_session_accept(srv, lstream);
 }
 

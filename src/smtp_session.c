@@ -14,6 +14,7 @@
 #include "callahead.h"
 #include "iptab.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_net_impl.h"
 #include "smtp_session_impl.h"
 #include "spool.h"
@@ -221,6 +222,7 @@ on_timeout(uv_timer_t *t)
 
     log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "timeout client=%s phase=%s", s->ip,
             smtp_proto_in_body(s->proto) ? "data" : "command");
+    metrics_count(METRICS_F_SESSIONS_REJECTED, "timeout", NULL);
     snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n", s->conf->hostname);
     say(s, line);
     smtp_session__close(s); /* session_free drops the body, after any spool write */
@@ -452,6 +454,8 @@ on_committed(void *arg, int status, int64_t msg_id)
         s->nmsgs++;
         s->srv->stats.messages_accepted++;
         s->srv->stats.bytes_accepted += t->body_size;
+        metrics_add(METRICS_MESSAGES_ACCEPTED, 1);
+        metrics_add(METRICS_BYTES_ACCEPTED, (int64_t)t->body_size);
         log_msg(
             LOG_INFO, s->qid, "smtp", "queued from=<%s> size=%llu nrcpt=%zu client=%s tls=%s%s%s",
             esc(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size, t->nrcpts,
@@ -578,6 +582,7 @@ log_reject(struct smtp_session *s, const struct smtp_event *ev)
     size_t n = ev->len;
 
     s->nrejects++;
+    metrics_smtp_reject(ev->verb, ev->code, ev->data, ev->len);
     while (n > 0 && (ev->data[n - 1] == '\r' || ev->data[n - 1] == '\n'))
         n--;
     log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "reject client=%s cmd=%s reply=%s", s->ip,
@@ -682,6 +687,7 @@ session_refuse(struct smtp_session *s, const char *why)
     char line[300];
 
     log_msg(LOG_INFO, NULL, "smtp", "refused client=%s reason=%s", s->ip, why);
+    metrics_count(METRICS_F_SESSIONS_REJECTED, why, NULL);
     snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many connections%s\r\n",
              s->conf->hostname, strcmp(why, "per-ip-limit") == 0 ? " from your address" : "");
     say(s, line);
