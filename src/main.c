@@ -501,6 +501,7 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    log_init();
     m.conf_path = path;
     if (conf_load(path, &m.conf, &errors) != 0) {
         fprintf(stderr, "%s", errors ? errors : "mxd: cannot load configuration\n");

@@ -2,9 +2,14 @@
 `systemd-analyze verify` and `systemd-analyze security --offline` (exposure
 at most 2.0), and mxd runs socket-activated: it takes its SMTP listener from
 LISTEN_FDS (a socket this test created), and reports READY=1 (after which the
-listener answers), STATUS=, RELOADING=1 and STOPPING=1 on NOTIFY_SOCKET."""
+listener answers), STATUS=, RELOADING=1 and STOPPING=1 on NOTIFY_SOCKET.
+Journal output: in a private mount namespace (root only) a datagram socket
+stands in for journald at /run/systemd/journal/socket, and mxd, with
+JOURNAL_STREAM naming its stderr, sends structured MXD_* fields there."""
 
+import json
 import os
+import struct
 import re
 import shutil
 import signal
@@ -200,5 +205,113 @@ class SocketActivation(unittest.TestCase):
             self.notify.wait_for("READY=1", timeout=0.5)
 
 
+def parse_native(data):
+    """One journald native-protocol datagram: KEY=value lines, or KEY,
+    newline, a 64-bit little-endian length and binary data."""
+    fields, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            (n,) = struct.unpack("<Q", data[nl + 1:nl + 9])
+            k, v = line, data[nl + 9:nl + 9 + n]
+            i = nl + 9 + n + 1
+        fields[k.decode()] = v.decode("utf-8", "replace")
+    return fields
+
+
+def journal_child(tmpdir, conf, port, stream_matches):
+    """Runs in `unshare -m`: a fake journald, mxd, one message, SIGTERM.
+    Prints {"entries": [...], "stderr": "..."} as JSON."""
+    import subprocess as sp
+    sp.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True)
+    os.mkdir("/run/systemd/journal")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("/run/systemd/journal/socket")
+    errpath = os.path.join(tmpdir, "journal.stderr")
+    err = open(errpath, "wb")
+    st = os.fstat(err.fileno())
+    ino = st.st_ino if stream_matches == "1" else st.st_ino + 1
+    env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{ino}"}
+    proc = sp.Popen([mxdtest.mxd_path(), "-c", conf], stdin=sp.DEVNULL, stdout=err, stderr=err,
+                    env=env, cwd=tmpdir)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c = mxdtest.SmtpClient(int(port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        c.reply()
+        r = c.send_message("a@sender.test", ["u@example.test"], b"Subject: j\r\n\r\nhi\r\n")
+        assert r.code == 250, r
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    entries = []
+    sock.settimeout(0.5)
+    while True:
+        try:
+            entries.append(parse_native(sock.recv(65536)))
+        except socket.timeout:
+            break
+    err.close()
+    with open(errpath, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    print(json.dumps({"entries": entries, "stderr": text, "rc": proc.returncode}))
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"),
+                     "a private mount namespace needs root and unshare")
+class Journal(unittest.TestCase):
+    def run_child(self, stream_matches):
+        tmpdir = mxdtest.make_tmpdir(self.addCleanup, "journal")
+        mxd = mxdtest.Mxd(tmpdir)
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable,
+                            os.path.abspath(__file__), "--journal-child", tmpdir, mxd.conf_path,
+                            str(mxd.port), stream_matches],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout.splitlines()[-1])
+        self.assertEqual(out["rc"], 0, out["stderr"])
+        return out
+
+    def test_structured_fields(self):
+        out = self.run_child("1")
+        entries = out["entries"]
+        queued = [e for e in entries if e.get("MXD_EVENT") == "queued"]
+        self.assertEqual(len(queued), 1, entries)
+        q = queued[0]
+        self.assertEqual(q["MXD_COMPONENT"], "smtp")
+        self.assertEqual(q["PRIORITY"], "6")
+        self.assertEqual(q["SYSLOG_IDENTIFIER"], "mxd")
+        self.assertEqual(q["MXD_FROM"], "<a@sender.test>")
+        self.assertEqual(q["MXD_NRCPT"], "1")
+        self.assertRegex(q["MXD_QID"], r"^[0-9A-Za-z]+$")
+        self.assertTrue(q["MESSAGE"].startswith(q["MXD_QID"] + " smtp queued from="), q)
+        self.assertTrue(any(e.get("MXD_EVENT") == "stopped" for e in entries))
+        # Everything went to the journal, nothing to stderr.
+        self.assertEqual(out["stderr"], "")
+
+    def test_journal_stream_of_another_file(self):
+        # JOURNAL_STREAM set but not our stderr: plain lines with <N>.
+        out = self.run_child("0")
+        self.assertEqual(out["entries"], [])
+        self.assertRegex(out["stderr"], r"(?m)^<6>info [0-9A-Za-z]+ smtp queued from=")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--journal-child":
+        journal_child(*sys.argv[2:6])
+        sys.exit(0)
     mxdtest.main()
