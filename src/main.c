@@ -372,6 +372,8 @@ mxd_prepare(struct mxd *m, char **err)
     char *warn = NULL;
     int rc = mxd_listen(m, err);
 
+    if (rc == 0 && m->conf->user == NULL && geteuid() == 0)
+        log_msg(LOG_WARN, NULL, "mxd", "running as root: set [server] user to drop privileges");
     if (rc == 0 && m->conf->user != NULL) {
         rc = privdrop_to(m->conf->user, &warn, err);
         if (warn != NULL)
@@ -382,6 +384,30 @@ mxd_prepare(struct mxd *m, char **err)
         free(warn);
     }
     return rc;
+}
+
+/* After the SMTP server: its hooks, callahead, the control socket and the
+ * metrics endpoint. */
+static int
+mxd_start_services(struct mxd *m, char **err)
+{
+    int rc;
+
+    smtp_server_on_queued(m->server, on_kick, m);
+    smtp_server_on_etrn(m->server, on_etrn, m);
+    m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
+    smtp_server_set_callahead(m->server, m->callahead);
+    if (m->conf->control_socket != NULL) {
+        rc = control_start(m->loop, m->conf->control_socket, m->store, m->deliver, m->server,
+                           &m->control, err);
+        if (rc != 0)
+            return rc;
+        control_on_reload(m->control, mxd_reload, m);
+    }
+    if (m->conf->metrics_listen.text != NULL)
+        return metrics_http_start(m->loop, &m->conf->metrics_listen, m->conf->database, &m->metrics,
+                                  err);
+    return 0;
 }
 
 static int
@@ -424,23 +450,9 @@ mxd_start(struct mxd *m)
             goto fail;
         smtp_server_set_tls(m->server, m->tls);
     }
-    smtp_server_on_queued(m->server, on_kick, m);
-    smtp_server_on_etrn(m->server, on_etrn, m);
-    m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
-    smtp_server_set_callahead(m->server, m->callahead);
-    if (m->conf->control_socket != NULL) {
-        rc = control_start(m->loop, m->conf->control_socket, m->store, m->deliver, m->server,
-                           &m->control, &err);
-        if (rc != 0)
-            goto fail;
-        control_on_reload(m->control, mxd_reload, m);
-    }
-    if (m->conf->metrics_listen.text != NULL) {
-        rc = metrics_http_start(m->loop, &m->conf->metrics_listen, m->conf->database, &m->metrics,
-                                &err);
-        if (rc != 0)
-            goto fail;
-    }
+    rc = mxd_start_services(m, &err);
+    if (rc != 0)
+        goto fail;
     log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
             m->conf->hostname, m->conf->database);
     /* The store is open, the scheduler has resumed the queue and the

@@ -75,6 +75,38 @@ class Units(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout[-2000:])
 
 
+class Install(unittest.TestCase):
+    def test_meson_install_layout(self):
+        """`meson install` puts binaries in sbin, man pages in 8 and 5, the
+        example config, the units (ExecStart= pointing at the installed
+        mxd) and the sysusers entry."""
+        build = os.path.dirname(os.path.dirname(mxdtest.mxd_path()))
+        dest = mxdtest.make_tmpdir(self.addCleanup, "install")
+        r = subprocess.run(["meson", "install", "-C", build, "--destdir", dest, "--quiet",
+                            "--no-rebuild"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        prefix = subprocess.run(["meson", "introspect", "--buildoptions", build],
+                                capture_output=True, text=True, timeout=60).stdout
+        opts = {o["name"]: o["value"] for o in json.loads(prefix)}
+        root = dest + opts["prefix"]
+        files = {os.path.relpath(os.path.join(d, f), root)
+                 for d, _, fs in os.walk(root) for f in fs}
+        for want in (f"{opts['sbindir']}/mxd", f"{opts['sbindir']}/mxctl",
+                     f"{opts['mandir']}/man8/mxd.8", f"{opts['mandir']}/man8/mxctl.8",
+                     f"{opts['mandir']}/man5/mxd.conf.5",
+                     f"{opts['datadir']}/doc/mxd/examples/mxd.conf",
+                     "lib/systemd/system/mxd.service", "lib/systemd/system/mxd.socket",
+                     "lib/sysusers.d/mxd.conf"):
+            self.assertIn(want, files)
+        with open(os.path.join(root, "lib/systemd/system/mxd.service"), encoding="utf-8") as f:
+            unit = f.read()
+        self.assertIn(f"ExecStart={opts['prefix']}/{opts['sbindir']}/mxd -c ", unit)
+        with open(os.path.join(root, opts["mandir"], "man8/mxd.8"), encoding="utf-8") as f:
+            self.assertIn(".TH", f.read())  # rendered troff, not scdoc source
+        with open(os.path.join(root, "lib/sysusers.d/mxd.conf"), encoding="utf-8") as f:
+            self.assertRegex(f.read(), r"(?m)^u mxd ")
+
+
 class Notify:
     """A NOTIFY_SOCKET: an AF_UNIX datagram socket collecting messages."""
 
