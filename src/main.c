@@ -278,8 +278,15 @@ mxd_reload(void *arg, char **err)
     }
     sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
     if (conf_load(m->conf_path, &nc, &errors) != 0 || reload_load_tls(nc, &tls, &errors) != 0) {
-        for (char *line = strtok(errors, "\n"); line != NULL; line = strtok(NULL, "\n"))
-            log_msg(LOG_ERR, NULL, "mxd", "reload refused error=\"%s\"", line);
+        /* One log line per error; errors itself goes back to mxctl whole. */
+        for (const char *p = errors; p != NULL && *p != '\0';) {
+            size_t n = strcspn(p, "\n");
+            char esc[1024];
+
+            log_msg(LOG_ERR, NULL, "mxd", "reload refused error=%s",
+                    log_esc(esc, sizeof(esc), p, n));
+            p += n + (p[n] == '\n');
+        }
         *err = errors != NULL ? errors : xstrdup("cannot load the configuration");
         conf_free(nc);
         metrics_add(METRICS_RELOAD_FAILURES, 1);
@@ -355,7 +362,12 @@ mxd_listen(struct mxd *m, char **err)
         }
         return 0;
     }
-    for (size_t i = 0; i < m->conf->nlisten && i < sizeof(fds->fd) / sizeof(fds->fd[0]); i++) {
+    if (m->conf->nlisten > sizeof(fds->fd) / sizeof(fds->fd[0])) {
+        *err = xasprintf("listen: at most %zu addresses are supported",
+                         sizeof(fds->fd) / sizeof(fds->fd[0]));
+        return MXD_EINVAL;
+    }
+    for (size_t i = 0; i < m->conf->nlisten; i++) {
         int rc = smtp_listen_fd(&m->conf->listen[i], &fds->fd[fds->n], err);
 
         if (rc != 0)

@@ -78,8 +78,8 @@ class Reload(unittest.TestCase):
         self.mxd.write_config()
         self.sighup("mxd reloaded")
         with open(self.mxd.conf_path, "a", encoding="utf-8") as f:
-            f.write("\n[domain c.test]\nmode = sideways\n")
-        self.sighup("reload refused")
+            f.write("\n[domain c.test]\nmode = sideways\nlmtp_concurrency = 0\n")
+        self.sighup("reload refused", count=2)  # one line per error
         log = self.mxd.stderr()
         self.assertRegex(log, r"err - mxd reload refused error=\".*mxd\.conf:\d+: .*mode")
         # Still serving, with the last good config (b.test yes, c.test no).
