@@ -117,10 +117,16 @@ class Notify:
         self.messages = []
 
     def wait_for(self, text, timeout=20):
-        """Returns the datagram containing the line text (waits for it)."""
+        """Returns the datagram containing the line text (waits for it);
+        text may be a compiled regular expression matching a line."""
+        def has(msg):
+            lines = msg.split("\n")
+            if isinstance(text, re.Pattern):
+                return any(text.fullmatch(line) for line in lines)
+            return text in lines
         deadline = time.monotonic() + timeout
         for msg in self.messages:
-            if text in msg.split("\n"):
+            if has(msg):
                 return msg
         while time.monotonic() < deadline:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -129,7 +135,7 @@ class Notify:
             except socket.timeout:
                 break
             self.messages.append(data)
-            if text in data.split("\n"):
+            if has(data):
                 return data
         raise AssertionError(f"no {text!r} on NOTIFY_SOCKET; got {self.messages!r}")
 
@@ -197,6 +203,9 @@ class SocketActivation(unittest.TestCase):
         # After READY=1 the passed socket answers, at once.
         qid = self.smtp_works(self.port)
         self.assertIsNotNone(mxdtest.message_by_qid(self.mxd.db_path, qid))
+        # STATUS= with the queue size follows (read from the database).
+        self.notify.wait_for(re.compile(r"STATUS=accepting mail; queue: [01] messages, "
+                                        r"[01] recipients waiting"))
         # LISTEN_FDS wins over listen: the configured port is not bound.
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", self.conf_port), timeout=2).close()
