@@ -578,6 +578,7 @@ parse_text(const char *text, size_t len, const char *name, struct conf **out, ch
     int rc;
 
     p.conf = xcalloc(1, sizeof(*p.conf));
+    p.conf->refs = 1;
     p.conf->path = xstrdup(name);
     rc = ini_parse_stream(conf_reader, &p, conf_handler, &p);
     if (rc < 0)
@@ -593,6 +594,16 @@ parse_text(const char *text, size_t len, const char *name, struct conf **out, ch
     }
     *out = p.conf;
     return 0;
+}
+
+struct conf *
+conf_ref(const struct conf *conf)
+{
+    /* The reference count is the one mutable field of a loaded conf. */
+    struct conf *c = (struct conf *)conf;
+
+    c->refs++;
+    return c;
 }
 
 int
@@ -640,7 +651,7 @@ conf_load(const char *path, struct conf **out, char **errors)
 void
 conf_free(struct conf *conf)
 {
-    if (conf == NULL)
+    if (conf == NULL || --conf->refs > 0)
         return;
     for (size_t i = 0; i < conf->nlisten; i++)
         conf__listen_free(&conf->listen[i]);

@@ -52,6 +52,7 @@ struct conf_domain {
 };
 
 struct conf {
+    unsigned refs; /* private: conf_ref/conf_free; loop thread only */
     char *path;
     /* [server] */
     char *hostname;
@@ -100,7 +101,12 @@ int conf_load(const char *path, struct conf **out, char **errors) MXD_WUR;
 /* Same as conf_load for text held in memory; name stands in for the path. */
 int conf_parse_string(const char *text, const char *name, struct conf **out, char **errors) MXD_WUR;
 
+/* Drops a reference; the last one frees. conf_load's result holds one. */
 void conf_free(struct conf *conf);
+
+/* Takes another reference (a reload keeps the old conf alive for whoever
+ * still uses it) and returns conf. */
+struct conf *conf_ref(const struct conf *conf);
 
 /* The domain section for domain[0..len) (ASCII case-insensitive), or NULL. */
 const struct conf_domain *conf_domain_find(const struct conf *conf, const char *domain, size_t len);

@@ -31,6 +31,7 @@
 
 #include "deliver.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_net.h"
 #include "store.h"
 
@@ -68,6 +69,8 @@ struct control {
     struct deliver *deliver;    /* may be NULL: no kicks, zero counters */
     struct smtp_server *server; /* may be NULL: zero counters */
     int64_t started;            /* unix seconds */
+    int (*reload_cb)(void *arg, char **err);
+    void *reload_arg;
     /* private */
     uv_pipe_t pipe;
     bool listening; /* pipe initialised and not yet closed */
@@ -86,17 +89,19 @@ struct control_verb {
     const char *name;
     enum control_argk argk;
     bool stats;       /* answered at once, no store job */
+    bool reload;      /* answered at once by the reload callback */
     enum store_op op; /* otherwise */
     bool kick;        /* deliver_kick after success */
 };
 
 static const struct control_verb control_verbs[] = {
-    {"flush", CONTROL_ARG_DOMAIN, false, STORE_OP_FLUSH, true},
-    {"hold", CONTROL_ARG_QID, false, STORE_OP_HOLD, false},
-    {"release", CONTROL_ARG_QID, false, STORE_OP_RELEASE, true},
-    {"delete", CONTROL_ARG_QID, false, STORE_OP_DELETE, false},
-    {"bounce", CONTROL_ARG_QID, false, STORE_OP_BOUNCE, true},
-    {"stats", CONTROL_ARG_NONE, true, STORE_OP_FLUSH, false},
+    {"flush", CONTROL_ARG_DOMAIN, false, false, STORE_OP_FLUSH, true},
+    {"hold", CONTROL_ARG_QID, false, false, STORE_OP_HOLD, false},
+    {"release", CONTROL_ARG_QID, false, false, STORE_OP_RELEASE, true},
+    {"delete", CONTROL_ARG_QID, false, false, STORE_OP_DELETE, false},
+    {"bounce", CONTROL_ARG_QID, false, false, STORE_OP_BOUNCE, true},
+    {"stats", CONTROL_ARG_NONE, true, false, STORE_OP_FLUSH, false},
+    {"reload", CONTROL_ARG_NONE, false, true, STORE_OP_FLUSH, false},
 };
 
 static const char *const control_op_names[] = {
@@ -207,6 +212,31 @@ client_error(struct control_client *c, int code, const char *error)
 
 /* ---- requests ----------------------------------------------------------- */
 
+/* The metrics exposition as {"series": value}: what the metrics endpoint
+ * serves, without the queue gauges (mxctl reads those itself). */
+static json_t *
+control_metrics(void)
+{
+    char *text = metrics_render(NULL);
+    json_t *obj = json_object();
+    char *save = NULL;
+
+    for (char *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *sp = strrchr(line, ' ');
+
+        if (line[0] == '#' || sp == NULL)
+            continue;
+        *sp++ = '\0';
+        if (strpbrk(sp, ".eE") != NULL)
+            json_object_set_new(obj, line, json_real(strtod(sp, NULL)));
+        else
+            json_object_set_new(obj, line, json_integer(strtoll(sp, NULL, 10)));
+    }
+    free(text);
+    return obj;
+}
+
 static json_t *
 control_stats(const struct control *ctl)
 {
@@ -219,18 +249,36 @@ control_stats(const struct control *ctl)
     store_get_stats(ctl->store, &st);
     if (ctl->deliver != NULL)
         deliver_get_stats(ctl->deliver, &ds);
-    return json_pack(
-        "{s:b, s:{s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, "
-        "s:{s:I, s:I, s:I, s:I, s:I}}}",
-        "ok", 1, "stats", "started", (json_int_t)ctl->started, "uptime",
-        (json_int_t)(time(NULL) - ctl->started), "smtp", "connections_total",
-        (json_int_t)ss.connections_total, "connections_open", (json_int_t)ss.connections_open,
-        "messages_accepted", (json_int_t)ss.messages_accepted, "bytes_accepted",
-        (json_int_t)ss.bytes_accepted, "store", "commits", (json_int_t)st.commits, "failures",
-        (json_int_t)st.failures, "batches", (json_int_t)st.batches, "max_batch",
-        (json_int_t)st.max_batch, "deliver", "delivered", (json_int_t)ds.delivered, "deferred",
-        (json_int_t)ds.deferred, "bounced", (json_int_t)ds.bounced, "sessions",
-        (json_int_t)ds.sessions, "in_flight", (json_int_t)ds.in_flight);
+    return json_pack("{s:b, s:{s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, "
+                     "s:{s:I, s:I, s:I, s:I, s:I}, s:o}}",
+                     "ok", 1, "stats", "started", (json_int_t)ctl->started, "uptime",
+                     (json_int_t)(time(NULL) - ctl->started), "smtp", "connections_total",
+                     (json_int_t)ss.connections_total, "connections_open",
+                     (json_int_t)ss.connections_open, "messages_accepted",
+                     (json_int_t)ss.messages_accepted, "bytes_accepted",
+                     (json_int_t)ss.bytes_accepted, "store", "commits", (json_int_t)st.commits,
+                     "failures", (json_int_t)st.failures, "batches", (json_int_t)st.batches,
+                     "max_batch", (json_int_t)st.max_batch, "deliver", "delivered",
+                     (json_int_t)ds.delivered, "deferred", (json_int_t)ds.deferred, "bounced",
+                     (json_int_t)ds.bounced, "sessions", (json_int_t)ds.sessions, "in_flight",
+                     (json_int_t)ds.in_flight, "metrics", control_metrics());
+}
+
+static void
+control_reload(struct control_client *c)
+{
+    struct control *ctl = c->ctl;
+    char *err = NULL;
+
+    log_msg(LOG_INFO, NULL, "control", "reload");
+    if (ctl->reload_cb == NULL) {
+        client_error(c, CONTROL_REFUSED, "reload is not available");
+    } else if (ctl->reload_cb(ctl->reload_arg, &err) != 0) {
+        client_error(c, CONTROL_REFUSED, err != NULL ? err : "reload failed");
+    } else {
+        client_reply(c, json_pack("{s:b}", "ok", 1));
+    }
+    free(err);
 }
 
 static void
@@ -345,6 +393,8 @@ client_request(struct control_client *c, char *line)
         client_error(c, CONTROL_BAD, bad);
     } else if (v->stats) {
         client_reply(c, control_stats(ctl));
+    } else if (v->reload) {
+        control_reload(c);
     } else {
         c->op = v->op;
         c->kick = v->kick;
@@ -557,6 +607,13 @@ static void
 noop_done(void *arg)
 {
     (void)arg;
+}
+
+void
+control_on_reload(struct control *c, int (*cb)(void *arg, char **err), void *arg)
+{
+    c->reload_cb = cb;
+    c->reload_arg = arg;
 }
 
 void

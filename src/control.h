@@ -17,6 +17,7 @@ struct smtp_server;
  * client sends one request line "VERB [ARG]\n" (at most 1024 octets) and
  * gets one JSON object line back, then the connection closes:
  *   flush [DOMAIN] | hold QID | release QID | delete QID | bounce QID | stats
+ *   | reload
  *   -> {"ok":true} | {"ok":false,"error":"..."} | {"ok":true,"stats":{...}}
  * Unknown qid: {"ok":false,"error":"no such message","code":1}; bad request:
  * "code":2. After flush and release the scheduler is kicked. Borrowed
@@ -24,6 +25,10 @@ struct smtp_server;
  */
 int control_start(uv_loop_t *loop, const char *path, struct store *store, struct deliver *deliver,
                   struct smtp_server *server, struct control **out, char **err) MXD_WUR;
+
+/* `reload` requests call cb(arg, &err): 0, or an error (err, caller frees,
+ * goes back to mxctl). Without a callback reload is refused. */
+void control_on_reload(struct control *c, int (*cb)(void *arg, char **err), void *arg);
 
 /* Closes the socket (and unlinks it), drops open requests, then cb. */
 void control_stop(struct control *c, void (*cb)(void *arg), void *arg);

@@ -17,6 +17,7 @@
 
 #include "deliver_impl.h"
 #include "log.h"
+#include "metrics.h"
 
 #define DELIVER_MAX_INFLIGHT 2000 /* recipients picked and not yet recorded */
 #define DELIVER_PICK_MAX     500  /* recipients per store query */
@@ -218,6 +219,7 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
     if (j->retry_inited)
         return; /* a retry of the recording: counted and logged the first time */
     (*stat)++;
+    metrics_count(METRICS_F_DELIVERY_ATTEMPTS, result, j->dest ? j->dest->key : "none");
     log_msg(LOG_INFO, j->qid, "deliver", "%s to=<%s> relay=%s attempts=%u reply=%s", result,
             j->addrs[i],
             j->relay  ? j->relay
@@ -386,6 +388,17 @@ deliver_start(uv_loop_t *loop, const struct conf *conf, struct store *store, str
     *out = d;
     deliver_pick(d);
     return 0;
+}
+
+void
+deliver_set_conf(struct deliver *d, const struct conf *conf)
+{
+    d->conf = conf;
+    /* new trust anchors for new verify domains; a failure is logged and
+     * their mail deferred (dest_tls_init), never sent unverified */
+    if (deliver__tls_load(d) != 0)
+        log_msg(LOG_WARN, NULL, "deliver", "reload tls=incomplete");
+    deliver_kick(d);
 }
 
 void

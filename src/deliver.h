@@ -18,6 +18,12 @@ struct deliver;
 int deliver_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
                   struct deliver **out) MXD_WUR;
 
+/* Reload: routing, retry times and lifetimes come from conf from now on.
+ * The previous conf must stay alive while d runs: destinations already
+ * made (an LMTP server, a backup domain's primaries, the bounce relay)
+ * point into it and keep its endpoints until restart. */
+void deliver_set_conf(struct deliver *d, const struct conf *conf);
+
 /* New work may be due (a message was committed, an operator flushed):
  * look again soon. Cheap; calls coalesce. */
 void deliver_kick(struct deliver *s);

@@ -366,6 +366,10 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     }
     if (dest->head == NULL)
         return;
+    if (dest->tls_broken[0] != '\0') {
+        dest_fail_waiting(dest, 451, dest->tls_broken);
+        return;
+    }
     if (dest->watching && dest->down_text[0] != '\0') {
         /* The primary is down and the watcher probes it: new mail is held
          * at once instead of each batch trying (and hammering) it. */
@@ -410,17 +414,49 @@ dest_new(struct deliver *d, char *key, enum lmtp_conn_proto proto, unsigned max_
     return dest;
 }
 
-/* The domain's `tls` (opportunistic for the bounce relay, dom NULL). */
+/* Trust anchors for ca_file (NULL: the system store): from the cache, or
+ * read now (start-up and reload read every verify domain's in advance, so
+ * this reads a file only for a ca_file it could not read then). NULL with
+ * *err (caller frees) when they cannot be read. */
+static struct tls_creds *
+tls_trust(struct deliver *d, const char *ca_file, char **err)
+{
+    struct tls_creds *c = NULL;
+
+    for (size_t i = 0; i < d->ntrust; i++) {
+        const char *f = d->trust[i].ca_file;
+
+        if (f == ca_file || (f != NULL && ca_file != NULL && strcmp(f, ca_file) == 0))
+            return d->trust[i].creds;
+    }
+    if (tls_client_creds_load(true, ca_file, d->conf->tls_priority, &c, err) != 0)
+        return NULL;
+    d->trust = xrealloc(d->trust, (d->ntrust + 1) * sizeof(*d->trust));
+    d->trust[d->ntrust].ca_file = ca_file ? xstrdup(ca_file) : NULL;
+    d->trust[d->ntrust].creds = c;
+    d->ntrust++;
+    return c;
+}
+
+/* The domain's `tls` (opportunistic for the bounce relay, dom NULL). With
+ * verify and no trust anchors, dest->tls_broken: its mail is deferred,
+ * never sent without verification. */
 static void
 dest_tls_init(struct dest *dest, const struct conf_domain *dom)
 {
     struct deliver *d = dest->d;
     enum conf_tls mode = dom != NULL ? dom->tls : CONF_TLS_OPPORTUNISTIC;
+    char *err = NULL;
 
     dest->tls_on = true;
     dest->tls.required = mode != CONF_TLS_OPPORTUNISTIC;
     dest->tls.verify = mode == CONF_TLS_VERIFY;
-    dest->tls.creds = dest->tls.verify ? d->tls_dom[(size_t)(dom - d->conf->domains)] : d->tls_any;
+    dest->tls.creds = dest->tls.verify ? tls_trust(d, dom->ca_file, &err) : d->tls_any;
+    if (dest->tls.creds == NULL) {
+        snprintf(dest->tls_broken, sizeof(dest->tls_broken), "451 4.7.5 %s",
+                 err ? err : "no TLS credentials");
+        free(err);
+    }
 }
 
 int
@@ -428,27 +464,14 @@ deliver__tls_load(struct deliver *d)
 {
     const struct conf *conf = d->conf;
     char *err = NULL;
-    int rc = tls_client_creds_load(false, NULL, conf->tls_priority, &d->tls_any, &err);
+    int rc = 0;
 
-    d->tls_dom = xcalloc(conf->ndomains ? conf->ndomains : 1, sizeof(*d->tls_dom));
+    if (d->tls_any == NULL)
+        rc = tls_client_creds_load(false, NULL, conf->tls_priority, &d->tls_any, &err);
     for (size_t i = 0; rc == 0 && i < conf->ndomains; i++) {
-        const struct conf_domain *dom = &conf->domains[i];
-
-        if (dom->tls != CONF_TLS_VERIFY)
-            continue;
-        /* domains with the same trust anchors share them */
-        for (size_t k = 0; k < i && d->tls_dom[i] == NULL; k++) {
-            const char *ca = conf->domains[k].ca_file;
-
-            if (d->tls_dom[k] != NULL &&
-                (ca == dom->ca_file || (ca && dom->ca_file && strcmp(ca, dom->ca_file) == 0))) {
-                d->tls_dom[i] = d->tls_dom[k];
-                tls_creds_ref(d->tls_dom[i]);
-            }
-        }
-        if (d->tls_dom[i] == NULL)
-            rc =
-                tls_client_creds_load(true, dom->ca_file, conf->tls_priority, &d->tls_dom[i], &err);
+        if (conf->domains[i].tls == CONF_TLS_VERIFY &&
+            tls_trust(d, conf->domains[i].ca_file, &err) == NULL)
+            rc = MXD_ECONFIG;
     }
     if (rc != 0) {
         log_msg(LOG_ERR, NULL, "deliver", "tls error=\"%s\"", err);
@@ -645,10 +668,13 @@ deliver__dests_free(struct deliver *d)
         free(d->dests);
         d->dests = next;
     }
-    for (size_t i = 0; d->tls_dom != NULL && i < d->conf->ndomains; i++)
-        tls_creds_free(d->tls_dom[i]);
-    free(d->tls_dom);
-    d->tls_dom = NULL;
+    for (size_t i = 0; i < d->ntrust; i++) {
+        tls_creds_free(d->trust[i].creds);
+        free(d->trust[i].ca_file);
+    }
+    free(d->trust);
+    d->trust = NULL;
+    d->ntrust = 0;
     tls_creds_free(d->tls_any);
     d->tls_any = NULL;
 }

@@ -72,8 +72,9 @@ struct dest {
     /* the primary watcher (backup domains with held mail) */
     uv_timer_t watch;
     bool watching, watch_inited;
-    char down_text[400]; /* while watching: why the primary is down */
-    uint64_t watch_ms;   /* current probe interval */
+    char down_text[400];  /* while watching: why the primary is down */
+    char tls_broken[400]; /* tls = verify without trust anchors: the reply */
+    uint64_t watch_ms;    /* current probe interval */
 };
 
 struct deliver {
@@ -92,10 +93,15 @@ struct deliver {
     unsigned handles_open;
     struct lmtp_timeouts to;
     struct deliver_stats stats;
-    /* STARTTLS client credentials: without trust anchors, and per domain
-     * with tls = verify (NULL otherwise), indexed like conf->domains */
+    /* STARTTLS client credentials: without trust anchors, and with the
+     * trust anchors of each ca_file (NULL: the system store) that a domain
+     * with tls = verify names; kept until the end (reloads add to them) */
     struct tls_creds *tls_any;
-    struct tls_creds **tls_dom;
+    struct deliver_trust {
+        char *ca_file;
+        struct tls_creds *creds;
+    } * trust;
+    size_t ntrust;
 };
 
 int64_t deliver__now(void);

@@ -31,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
+
 #if !defined(__GLIBC__) || !__GLIBC_PREREQ(2, 26)
 #error "dns.c needs glibc >= 2.26 (resolver name server layout)"
 #endif
@@ -103,10 +105,12 @@ set_servers(res_state rs, const struct dns_job *job)
 static enum dns_q
 query(res_state rs, const char *name, ns_type type, unsigned char *ans, int *len)
 {
+    uint64_t t0 = uv_hrtime();
     int n;
 
     rs->res_h_errno = 0;
     n = res_nquery(rs, name, ns_c_in, type, ans, DNS_ANS_MAX);
+    metrics_observe(METRICS_H_DNS_SECONDS, (double)(uv_hrtime() - t0) / 1e9);
     if (n >= 0) {
         *len = n < DNS_ANS_MAX ? n : DNS_ANS_MAX;
         return DNS_Q_OK;

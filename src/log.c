@@ -1,18 +1,159 @@
-/* log: owns the log level (process-wide, set once at start-up). Any thread:
- * each line is written with one stdio call, so lines from the writer thread
- * and the loop thread do not interleave. Under systemd (JOURNAL_STREAM set)
- * lines carry a <N> priority prefix that journald understands, elsewhere a
- * UTC timestamp. Never logs bodies or secrets: callers pass escaped values. */
+/* log: owns the log level and the output choice (process-wide, set once at
+ * start-up). Any thread: each line is written with one stdio call or one
+ * sd_journal_sendv, so lines from the writer thread and the loop thread do
+ * not interleave. When systemd connected stderr to the journal
+ * (JOURNAL_STREAM names our stderr's device and inode), each line goes to
+ * the journal with its key=value pairs as MXD_* fields (docs/logging.md);
+ * if that fails, or with JOURNAL_STREAM set for another file, lines go to
+ * stderr with a <N> priority prefix; elsewhere with a UTC timestamp.
+ * Never logs bodies or secrets: callers pass escaped values. */
 #include "log.h"
+
+#include <sys/stat.h>
+#include <sys/uio.h>
 
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-journal.h>
 #include <time.h>
 
+#include "util.h"
+
+#define LOG_FIELDS_MAX 32
+
 static enum log_level log_level_max = LOG_INFO;
+static bool log_journal;
+
+void
+log_init(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    log_journal = js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+                  (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static bool
+is_key_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* One word at p: a quoted value runs to the closing unescaped quote. */
+static const char *
+word_end(const char *p)
+{
+    bool q = false;
+
+    for (; *p != '\0' && (q || *p != ' '); p++) {
+        if (*p == '\\' && p[1] != '\0')
+            p++;
+        else if (*p == '"')
+            q = !q;
+    }
+    return p;
+}
+
+size_t
+log__fields(const char *line, const char **event, size_t *elen, struct log_field *out, size_t max)
+{
+    const char *p = line;
+    size_t n = 0;
+
+    *event = p;
+    *elen = strcspn(p, " ");
+    p += *elen;
+    while (*p != '\0' && n < max) {
+        const char *w, *e, *eq;
+
+        while (*p == ' ')
+            p++;
+        w = p;
+        e = word_end(p);
+        p = e;
+        for (eq = w; eq < e && is_key_char(*eq); eq++)
+            ;
+        if (eq == w || eq >= e || *eq != '=')
+            continue;
+        out[n].key = w;
+        out[n].klen = (size_t)(eq - w);
+        out[n].val = eq + 1;
+        out[n].vlen = (size_t)(e - eq - 1);
+        if (out[n].vlen >= 2 && out[n].val[0] == '"' && out[n].val[out[n].vlen - 1] == '"') {
+            out[n].val++;
+            out[n].vlen -= 2;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* The journal fields of one line, packed into one buffer. */
+struct jfields {
+    struct iovec iov[LOG_FIELDS_MAX + 8];
+    size_t n, used;
+    char buf[8192];
+};
+
+static void jf_add(struct jfields *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+jf_add(struct jfields *j, const char *fmt, ...)
+{
+    size_t room = sizeof(j->buf) - j->used;
+    va_list ap;
+    int w;
+
+    if (j->n == sizeof(j->iov) / sizeof(j->iov[0]))
+        return;
+    va_start(ap, fmt);
+    w = vsnprintf(j->buf + j->used, room, fmt, ap);
+    va_end(ap);
+    if (w <= 0 || (size_t)w >= room)
+        return; /* does not fit: the field is left out */
+    j->iov[j->n].iov_base = j->buf + j->used;
+    j->iov[j->n++].iov_len = (size_t)w;
+    j->used += (size_t)w + 1;
+}
+
+/* MESSAGE (as on stderr, without time and level), PRIORITY, MXD_QID,
+ * MXD_COMPONENT, MXD_EVENT and MXD_<KEY> per key=value. 0 or < 0. */
+static int
+log_journal_send(enum log_level level, const char *qid, const char *component, const char *line)
+{
+    struct log_field f[LOG_FIELDS_MAX];
+    struct jfields *j = xcalloc(1, sizeof(*j));
+    size_t elen;
+    const char *event;
+    size_t nf = log__fields(line, &event, &elen, f, LOG_FIELDS_MAX);
+    int rc;
+
+    jf_add(j, "MESSAGE=%s %s %s", qid ? qid : "-", component, line);
+    jf_add(j, "PRIORITY=%d", (int)level);
+    jf_add(j, "SYSLOG_IDENTIFIER=mxd");
+    jf_add(j, "MXD_COMPONENT=%s", component);
+    jf_add(j, "MXD_EVENT=%.*s", (int)elen, event);
+    if (qid != NULL)
+        jf_add(j, "MXD_QID=%s", qid);
+    for (size_t i = 0; i < nf; i++) {
+        char key[64];
+        size_t k;
+
+        for (k = 0; k < f[i].klen && k + 1 < sizeof(key); k++)
+            key[k] =
+                f[i].key[k] >= 'a' && f[i].key[k] <= 'z' ? (char)(f[i].key[k] - 32) : f[i].key[k];
+        key[k] = '\0';
+        jf_add(j, "MXD_%s=%.*s", key, (int)f[i].vlen, f[i].val);
+    }
+    rc = sd_journal_sendv(j->iov, (int)j->n);
+    free(j);
+    return rc;
+}
 
 void
 log_set_level(enum log_level level)
@@ -46,6 +187,11 @@ log_msg(enum log_level level, const char *qid, const char *component, const char
 
     if (level > log_level_max)
         return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (log_journal && log_journal_send(level, qid, component, line) >= 0)
+        return;
     if (getenv("JOURNAL_STREAM") != NULL) {
         snprintf(prefix, sizeof(prefix), "<%d>", (int)level);
     } else {
@@ -57,9 +203,6 @@ log_msg(enum log_level level, const char *qid, const char *component, const char
         n = strftime(prefix, sizeof(prefix), "%Y-%m-%dT%H:%M:%S", &tm);
         snprintf(prefix + n, sizeof(prefix) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
     }
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
     fprintf(stderr, "%s%s %s %s %s\n", prefix, log_level_name(level), qid ? qid : "-", component,
             line);
 }

@@ -1,4 +1,6 @@
-/* log: one line per event on stderr, `key=value`, queue id on every line. */
+/* log: one line per event, `key=value`, queue id on every line: on stderr,
+ * or to the journal with structured fields when systemd connected stderr
+ * to it. */
 #ifndef MXD_LOG_H
 #define MXD_LOG_H
 
@@ -7,6 +9,23 @@
 enum log_level { LOG_ERR = 3, LOG_WARN = 4, LOG_INFO = 6, LOG_DEBUG = 7 };
 
 void log_set_level(enum log_level level);
+
+/* Call once at start-up, before any thread logs: uses the journal
+ * (sd_journal_send) when JOURNAL_STREAM names our stderr. */
+void log_init(void);
+
+/* For tests: one "key=value" field of a log line: slices of the line. */
+struct log_field {
+    const char *key, *val;
+    size_t klen, vlen;
+};
+
+/* Splits "event k=v k2=\"v 2\" ..." into the event (*event, *elen) and
+ * up to max fields; returns how many. Keys are [a-z0-9_]; quoted values
+ * lose their quotes (escapes stay). Words that are not key=value are
+ * skipped. Pure. */
+size_t log__fields(const char *line, const char **event, size_t *elen, struct log_field *out,
+                   size_t max);
 
 /* Writes "<level> <qid or -> <component> <message>". qid may be NULL. */
 void log_msg(enum log_level level, const char *qid, const char *component, const char *fmt, ...)

@@ -1,7 +1,11 @@
 /* main: wires mxd together: parses the command line, loads the config,
- * opens the store, prepares the spool, starts the SMTP server and runs the
- * loop until SIGTERM/SIGINT has drained everything. Owns the process-wide
- * objects (loop, conf, store, server) and the signal handles. */
+ * binds the listeners (or takes systemd's), drops privileges, opens the
+ * store, prepares the spool, starts the SMTP server and runs the loop until
+ * SIGTERM/SIGINT has drained everything. Owns the process-wide objects
+ * (loop, conf, store, server), the signal handles, the reload (SIGHUP,
+ * mxctl reload) and the systemd notifications. Every conf a reload
+ * replaced is kept until exit: delivery connections and callahead checks
+ * hold pointers into it (a few KB per reload). */
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -10,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -18,6 +24,10 @@
 #include "control.h"
 #include "deliver.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
+#include "privdrop.h"
+#include "qstat.h"
 #include "smtp_net.h"
 #include "spool.h"
 #include "store.h"
@@ -30,14 +40,21 @@
 
 struct mxd {
     uv_loop_t *loop;
+    const char *conf_path;
     struct conf *conf;
+    struct conf **retired; /* replaced by reloads; freed at exit */
+    size_t nretired;
+    struct smtp_listen_fds fds;
     struct store *store;
     struct smtp_server *server;
     struct deliver *deliver;
     struct callahead *callahead;
     struct control *control;
     struct tls_creds *tls;
+    struct metrics_http *metrics;
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t status_timer; /* STATUS= with the queue size, under systemd */
+    bool status_busy;        /* a queue read is in flight */
     bool stopping;
 };
 
@@ -57,9 +74,15 @@ on_store_closed(void *arg)
 
     m->store = NULL;
     log_msg(LOG_INFO, NULL, "mxd", "stopped");
+    for (size_t i = 0; i < m->nretired; i++)
+        conf_free(m->retired[i]);
+    free(m->retired);
+    m->retired = NULL;
+    m->nretired = 0;
     uv_close((uv_handle_t *)&m->sig_term, NULL);
     uv_close((uv_handle_t *)&m->sig_int, NULL);
     uv_close((uv_handle_t *)&m->sig_hup, NULL);
+    uv_close((uv_handle_t *)&m->status_timer, NULL);
 }
 
 static void on_server_stopped(void *arg);
@@ -74,7 +97,12 @@ stop_next(struct mxd *m)
 {
     struct store_stats st;
 
-    if (m->control != NULL) {
+    if (m->metrics != NULL) {
+        struct metrics_http *h = m->metrics;
+
+        m->metrics = NULL;
+        metrics_http_stop(h, on_server_stopped, m); /* continue the chain below */
+    } else if (m->control != NULL) {
         struct control *c = m->control;
 
         m->control = NULL;
@@ -156,29 +184,132 @@ on_kick(void *arg)
         deliver_kick(m->deliver);
 }
 
-/* SIGHUP: new certificate and key for new sessions; open sessions keep
- * theirs. A bad pair is refused and the old one stays. (Reloading the rest
- * of the configuration is not built yet.) */
-static void
-reload_tls(struct mxd *m)
+/* The new conf's certificate (NULL when it has none) into *out. */
+static int
+reload_load_tls(const struct conf *nc, struct tls_creds **out, char **err)
 {
-    struct tls_creds *c = NULL;
+    *out = NULL;
+    if (nc->tls_certificate == NULL)
+        return 0;
+    return tls_creds_load(nc->tls_certificate, nc->tls_key, nc->tls_priority, out, err);
+}
+
+/* Keys that only a restart changes: say so rather than pretend. */
+static void
+reload_warn_static(const struct conf *oc, const struct conf *nc)
+{
+    const char *keys[3] = {NULL, NULL, NULL};
+    size_t n = 0;
+
+    if (strcmp(oc->database, nc->database) != 0)
+        keys[n++] = "database";
+    if ((oc->user == NULL) != (nc->user == NULL) ||
+        (oc->user != NULL && strcmp(oc->user, nc->user) != 0))
+        keys[n++] = "user";
+    if ((oc->control_socket == NULL) != (nc->control_socket == NULL) ||
+        (oc->control_socket != NULL && strcmp(oc->control_socket, nc->control_socket) != 0))
+        keys[n++] = "control_socket";
+    for (size_t i = 0; i < n; i++)
+        log_msg(LOG_WARN, NULL, "mxd", "reload key=%s changed: takes effect after a restart",
+                keys[i]);
+}
+
+static void
+on_status_queue(void *arg, const struct metrics_queue *q)
+{
+    struct mxd *m = arg;
+    uint64_t rcpts = 0;
+
+    m->status_busy = false;
+    if (!q->valid || m->stopping)
+        return;
+    for (size_t i = 0; i < q->nrows; i++)
+        rcpts += q->rows[i].recipients;
+    sd_notifyf(0, "STATUS=accepting mail; queue: %llu messages, %llu recipients waiting",
+               (unsigned long long)q->messages, (unsigned long long)rcpts);
+}
+
+/* Under systemd: the queue size in `systemctl status`, every 30 s. */
+static void
+on_status_timer(uv_timer_t *t)
+{
+    struct mxd *m = t->data;
+
+    if (m->status_busy || m->stopping)
+        return;
+    m->status_busy = true;
+    qstat_async(m->loop, m->conf->database, on_status_queue, m);
+}
+
+/* metrics_listen changed (or appeared, or went): a new listener. */
+static void
+reload_metrics(struct mxd *m, const struct conf *nc)
+{
+    const char *old = m->metrics != NULL ? metrics_http_address(m->metrics) : NULL;
+    const char *want = nc->metrics_listen.text;
     char *err = NULL;
 
-    if (m->tls == NULL || m->server == NULL) {
-        log_msg(LOG_WARN, NULL, "mxd", "SIGHUP: nothing to reload (no [tls] certificate)");
+    if ((old == NULL && want == NULL) || (old != NULL && want != NULL && strcmp(old, want) == 0))
         return;
-    }
-    if (tls_creds_load(m->conf->tls_certificate, m->conf->tls_key, m->conf->tls_priority, &c,
-                       &err) != 0) {
-        log_msg(LOG_ERR, NULL, "mxd", "reload failed, keeping the old certificate: %s", err);
+    if (m->metrics != NULL)
+        metrics_http_stop(m->metrics, NULL, NULL);
+    m->metrics = NULL;
+    if (want != NULL && metrics_http_start(m->loop, &nc->metrics_listen, m->conf->database,
+                                           &m->metrics, &err) != 0) {
+        log_msg(LOG_ERR, NULL, "mxd", "reload: %s", err);
         free(err);
-        return;
     }
-    smtp_server_set_tls(m->server, c);
+}
+
+/* SIGHUP and mxctl reload: re-read the config. On any error the running
+ * config stays and *err (caller frees) says why. New sessions and
+ * deliveries use the new one; open sessions finish with theirs. */
+static int
+mxd_reload(void *arg, char **err)
+{
+    struct mxd *m = arg;
+    struct conf *nc = NULL;
+    struct tls_creds *tls = NULL;
+    char *errors = NULL;
+
+    if (m->stopping || m->server == NULL) {
+        *err = xstrdup("mxd is shutting down");
+        return MXD_ECLOSING;
+    }
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
+    if (conf_load(m->conf_path, &nc, &errors) != 0 || reload_load_tls(nc, &tls, &errors) != 0) {
+        /* One log line per error; errors itself goes back to mxctl whole. */
+        for (const char *p = errors; p != NULL && *p != '\0';) {
+            size_t n = strcspn(p, "\n");
+            char esc[1024];
+
+            log_msg(LOG_ERR, NULL, "mxd", "reload refused error=%s",
+                    log_esc(esc, sizeof(esc), p, n));
+            p += n + (p[n] == '\n');
+        }
+        *err = errors != NULL ? errors : xstrdup("cannot load the configuration");
+        conf_free(nc);
+        metrics_add(METRICS_RELOAD_FAILURES, 1);
+        sd_notify(0, "READY=1\nSTATUS=reload refused, running the old configuration");
+        return MXD_ECONFIG;
+    }
+    reload_warn_static(m->conf, nc);
+    smtp_server_set_conf(m->server, nc);
+    smtp_server_set_tls(m->server, tls);
     tls_creds_free(m->tls);
-    m->tls = c;
-    log_msg(LOG_INFO, NULL, "mxd", "reload tls certificate=%s", m->conf->tls_certificate);
+    m->tls = tls;
+    if (m->deliver != NULL)
+        deliver_set_conf(m->deliver, nc);
+    store_set_hostname(m->store, nc->hostname);
+    reload_metrics(m, nc);
+    metrics_add(METRICS_RELOADS, 1);
+    m->retired = xrealloc(m->retired, (m->nretired + 1) * sizeof(*m->retired));
+    m->retired[m->nretired++] = m->conf;
+    m->conf = nc;
+    log_msg(LOG_INFO, NULL, "mxd", "reloaded config=%s domains=%zu tls=%s", m->conf_path,
+            nc->ndomains, tls != NULL ? "on" : "off");
+    sd_notify(0, "READY=1\nSTATUS=configuration reloaded");
+    return 0;
 }
 
 static void
@@ -187,14 +318,108 @@ on_signal(uv_signal_t *h, int signum)
     struct mxd *m = h->data;
 
     if (signum == SIGHUP) {
-        reload_tls(m);
+        char *err = NULL;
+
+        (void)!mxd_reload(m, &err);
+        free(err);
         return;
     }
     if (m->stopping)
         return;
     m->stopping = true;
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing sessions and deliveries");
     log_msg(LOG_INFO, NULL, "mxd", "stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
     stop_next(m);
+}
+
+/* The listening sockets: systemd's (socket activation) or conf->listen,
+ * bound now, while mxd may still be root. */
+static int
+mxd_listen(struct mxd *m, char **err)
+{
+    struct smtp_listen_fds *fds = &m->fds;
+    int n = sd_listen_fds(1); /* and unset LISTEN_*: children must not see them */
+
+    if (n < 0) {
+        *err = xasprintf("LISTEN_FDS: %s", strerror(-n));
+        return MXD_EINVAL;
+    }
+    if (n > 0) {
+        if ((size_t)n > sizeof(fds->fd) / sizeof(fds->fd[0])) {
+            *err = xasprintf("systemd passed %d sockets, at most %zu are supported", n,
+                             sizeof(fds->fd) / sizeof(fds->fd[0]));
+            return MXD_EINVAL;
+        }
+        fds->activated = true;
+        for (int i = 0; i < n; i++) {
+            int fd = SD_LISTEN_FDS_START + i;
+
+            if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+                *err = xasprintf("fd %d from systemd is not a listening stream socket", fd);
+                return MXD_EINVAL;
+            }
+            fds->fd[fds->n++] = fd;
+        }
+        return 0;
+    }
+    if (m->conf->nlisten > sizeof(fds->fd) / sizeof(fds->fd[0])) {
+        *err = xasprintf("listen: at most %zu addresses are supported",
+                         sizeof(fds->fd) / sizeof(fds->fd[0]));
+        return MXD_EINVAL;
+    }
+    for (size_t i = 0; i < m->conf->nlisten; i++) {
+        int rc = smtp_listen_fd(&m->conf->listen[i], &fds->fd[fds->n], err);
+
+        if (rc != 0)
+            return rc;
+        fds->n++;
+    }
+    return 0;
+}
+
+/* Before anything reads the network or creates files: bind, then drop. */
+static int
+mxd_prepare(struct mxd *m, char **err)
+{
+    char *warn = NULL;
+    int rc = mxd_listen(m, err);
+
+    if (rc == 0 && m->conf->user == NULL && geteuid() == 0)
+        log_msg(LOG_WARN, NULL, "mxd", "running as root: set [server] user to drop privileges");
+    if (rc == 0 && m->conf->user != NULL) {
+        rc = privdrop_to(m->conf->user, &warn, err);
+        if (warn != NULL)
+            log_msg(LOG_WARN, NULL, "mxd", "%s", warn);
+        else if (rc == 0)
+            log_msg(LOG_INFO, NULL, "mxd", "running as user=%s uid=%u", m->conf->user,
+                    (unsigned)getuid());
+        free(warn);
+    }
+    return rc;
+}
+
+/* After the SMTP server: its hooks, callahead, the control socket and the
+ * metrics endpoint. */
+static int
+mxd_start_services(struct mxd *m, char **err)
+{
+    int rc;
+
+    smtp_server_on_queued(m->server, on_kick, m);
+    smtp_server_on_etrn(m->server, on_etrn, m);
+    m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
+    smtp_server_set_callahead(m->server, m->callahead);
+    if (m->conf->control_socket != NULL) {
+        rc = control_start(m->loop, m->conf->control_socket, m->store, m->deliver, m->server,
+                           &m->control, err);
+        if (rc != 0)
+            return rc;
+        control_on_reload(m->control, mxd_reload, m);
+    }
+    if (m->conf->metrics_listen.text != NULL)
+        return metrics_http_start(m->loop, &m->conf->metrics_listen, m->conf->database, &m->metrics,
+                                  err);
+    return 0;
 }
 
 static int
@@ -211,6 +436,11 @@ mxd_start(struct mxd *m)
     uv_signal_start(&m->sig_term, on_signal, SIGTERM);
     uv_signal_start(&m->sig_int, on_signal, SIGINT);
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
+    uv_timer_init(m->loop, &m->status_timer);
+    m->status_timer.data = m;
+    rc = mxd_prepare(m, &err);
+    if (rc != 0)
+        goto fail;
     rc = store_open(m->loop, m->conf->database, &m->store, &err);
     if (rc != 0)
         goto fail;
@@ -220,7 +450,8 @@ mxd_start(struct mxd *m)
     if (rc == 0)
         rc = deliver_start(m->loop, m->conf, m->store, &m->deliver);
     if (rc == 0)
-        rc = smtp_server_start(m->loop, m->conf, m->store, spool, &m->server, &err);
+        rc = smtp_server_start(m->loop, m->conf, m->store, spool, &m->fds, &m->server, &err);
+    m->fds.n = 0; /* the server has them now */
     free(spool);
     if (rc != 0)
         goto fail;
@@ -231,22 +462,23 @@ mxd_start(struct mxd *m)
             goto fail;
         smtp_server_set_tls(m->server, m->tls);
     }
-    smtp_server_on_queued(m->server, on_kick, m);
-    smtp_server_on_etrn(m->server, on_etrn, m);
-    m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
-    smtp_server_set_callahead(m->server, m->callahead);
-    if (m->conf->control_socket != NULL) {
-        rc = control_start(m->loop, m->conf->control_socket, m->store, m->deliver, m->server,
-                           &m->control, &err);
-        if (rc != 0)
-            goto fail;
-    }
+    rc = mxd_start_services(m, &err);
+    if (rc != 0)
+        goto fail;
     log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
             m->conf->hostname, m->conf->database);
+    /* The store is open, the scheduler has resumed the queue and the
+     * listeners accept. */
+    sd_notify(0, "READY=1\nSTATUS=accepting mail");
+    if (getenv("NOTIFY_SOCKET") != NULL)
+        uv_timer_start(&m->status_timer, on_status_timer, 0, 30 * 1000);
     return 0;
 fail:
     log_msg(LOG_ERR, NULL, "mxd", "start failed: %s", err ? err : "unknown error");
     free(err);
+    for (size_t i = 0; i < m->fds.n; i++)
+        close(m->fds.fd[i]);
+    m->fds.n = 0;
     /* Unwind what was started, through the same chain as SIGTERM. */
     m->stopping = true;
     stop_next(m);
@@ -293,6 +525,8 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    log_init();
+    m.conf_path = path;
     if (conf_load(path, &m.conf, &errors) != 0) {
         fprintf(stderr, "%s", errors ? errors : "mxd: cannot load configuration\n");
         if (errors && errors[0] && errors[strlen(errors) - 1] != '\n')

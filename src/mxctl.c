@@ -52,6 +52,7 @@ usage(FILE *f)
           "  delete QUEUE-ID            drop a message, without a bounce\n"
           "  bounce QUEUE-ID            fail a message's recipients and bounce it to the sender\n"
           "  stats                      counters of the running mxd and queue totals\n"
+          "  reload                     make mxd re-read its configuration (as SIGHUP)\n"
           "  recipient add ADDRESS...   accept mail for ADDRESS (local@domain or @domain)\n"
           "  recipient del ADDRESS...   remove ADDRESS from the recipients table\n"
           "  recipient list             print the recipients table\n"
@@ -59,7 +60,7 @@ usage(FILE *f)
           "  -c FILE      configuration file (default " MXCTL_CONF ")\n"
           "  -d DATABASE  use this database instead of the configuration's\n"
           "  --json       print queue, show, stats and recipient list as JSON\n"
-          "flush to stats go to the running mxd through [server] control_socket.\n",
+          "flush to reload go to the running mxd through [server] control_socket.\n",
           f);
 }
 
@@ -478,6 +479,7 @@ static const struct mxctl_cmd mxctl_cmds[] = {
     {"delete", qid_check, op_run, false, true},
     {"bounce", qid_check, op_run, false, true},
     {"stats", none_check, stats_run, true, true},
+    {"reload", none_check, op_run, false, true},
 };
 
 /* The database path (-d, or the configuration's) and, for daemon commands,

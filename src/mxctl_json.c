@@ -507,7 +507,25 @@ queue_totals(sqlite3 *db, json_t *stats)
     return step == SQLITE_DONE ? MXCTL_OK : db_fail(db, "stats");
 }
 
-/* "smtp.connections_total 12" per counter, nested objects flattened. */
+/* The daemon's metrics, one "series value" line each, as the metrics
+ * endpoint prints them. */
+static void
+print_metrics(json_t *obj)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach(obj, key, val)
+    {
+        if (json_is_integer(val))
+            printf("%s %lld\n", key, (long long)json_integer_value(val));
+        else if (json_is_real(val))
+            printf("%s %.6g\n", key, json_real_value(val));
+    }
+}
+
+/* "smtp.connections_total 12" per counter, nested objects flattened (the
+ * metrics object is printed as the metrics endpoint has it). */
 static void
 print_counters(const char *prefix, json_t *obj)
 {
@@ -516,7 +534,9 @@ print_counters(const char *prefix, json_t *obj)
 
     json_object_foreach(obj, key, val)
     {
-        if (json_is_object(val)) {
+        if (prefix[0] == '\0' && strcmp(key, "metrics") == 0 && json_is_object(val)) {
+            print_metrics(val);
+        } else if (json_is_object(val)) {
             char *sub = xasprintf("%s%s.", prefix, key);
 
             print_counters(sub, val);

@@ -15,13 +15,32 @@
 
 struct smtp_server;
 
+/* Listening sockets for smtp_server_start: conf->listen in order, bound
+ * before privileges are dropped, or the ones systemd passed. */
+struct smtp_listen_fds {
+    int fd[64];
+    size_t n;
+    bool activated; /* from systemd (LISTEN_FDS): reload leaves them alone */
+};
+
+/* A non-blocking TCP socket bound to cl and listening (IPv6 ones are
+ * IPV6_V6ONLY). 0 and *fd, or MXD_EIO and *err (caller frees). */
+int smtp_listen_fd(const struct conf_listen *cl, int *fd, char **err) MXD_WUR;
+
 /*
- * Binds every conf->listen address and starts accepting. conf and store are
+ * Starts accepting on fds (the server takes them; they are closed on
+ * failure too). The server keeps a reference to conf (conf_ref); store is
  * borrowed and must outlive the server. spool_dir must exist. On failure
  * returns a UV_E* or MXD_E* code and *err (caller frees) names the address.
  */
 int smtp_server_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
-                      const char *spool_dir, struct smtp_server **out, char **err) MXD_WUR;
+                      const char *spool_dir, const struct smtp_listen_fds *fds,
+                      struct smtp_server **out, char **err) MXD_WUR;
+
+/* Reload: new sessions use conf (a reference is taken); sessions in
+ * progress keep theirs. Listeners no longer in conf->listen are closed and
+ * new ones bound (unless they came from systemd). */
+void smtp_server_set_conf(struct smtp_server *srv, const struct conf *conf);
 
 /*
  * Graceful stop (SIGTERM): closes the listeners, lets commits in flight

@@ -18,14 +18,15 @@ struct smtp_listener;
 struct smtp_server {
     /* read-only after start */
     uv_loop_t *loop;
-    const struct conf *conf;
+    const struct conf *conf; /* the current one; sessions keep their own */
     struct store *store;
     char *spool_dir;
     struct smtp_proto_cfg pcfg;
     /* private */
+    struct conf *conf_ref; /* == conf, the reference we hold */
     struct smtp_listener *listeners;
-    size_t nlisteners;
     unsigned listeners_open;
+    bool activated; /* listeners came from systemd: reload leaves them */
     struct iptab *ips;
     struct qid_gen qids;
     struct smtp_session *sessions; /* doubly linked, for shutdown */

@@ -14,6 +14,7 @@
 #include "callahead.h"
 #include "iptab.h"
 #include "log.h"
+#include "metrics.h"
 #include "smtp_net_impl.h"
 #include "smtp_session_impl.h"
 #include "spool.h"
@@ -159,6 +160,7 @@ session_free(struct smtp_session *s)
     free(s->body);
     free(s->out.data);
     free(s->wout.data);
+    conf_free(s->conf);
     free(s);
     smtp_net__session_gone(srv);
 }
@@ -220,8 +222,8 @@ on_timeout(uv_timer_t *t)
 
     log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "timeout client=%s phase=%s", s->ip,
             smtp_proto_in_body(s->proto) ? "data" : "command");
-    snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n",
-             s->srv->conf->hostname);
+    metrics_count(METRICS_F_SESSIONS_REJECTED, "timeout", NULL);
+    snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n", s->conf->hostname);
     say(s, line);
     smtp_session__close(s); /* session_free drops the body, after any spool write */
 }
@@ -232,7 +234,7 @@ on_timeout(uv_timer_t *t)
 static void
 timer_arm(struct smtp_session *s)
 {
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
 
     if (smtp_proto_in_body(s->proto))
         uv_timer_start(&s->timer, on_timeout, c->data_timeout_ms, 0);
@@ -333,7 +335,7 @@ on_callahead(void *arg, int result)
 static void
 on_rcpt(struct smtp_session *s, const struct addr *a)
 {
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
     const struct conf_domain *d = NULL;
 
     if (a->is_postmaster) {
@@ -452,6 +454,8 @@ on_committed(void *arg, int status, int64_t msg_id)
         s->nmsgs++;
         s->srv->stats.messages_accepted++;
         s->srv->stats.bytes_accepted += t->body_size;
+        metrics_add(METRICS_MESSAGES_ACCEPTED, 1);
+        metrics_add(METRICS_BYTES_ACCEPTED, (int64_t)t->body_size);
         log_msg(
             LOG_INFO, s->qid, "smtp", "queued from=<%s> size=%llu nrcpt=%zu client=%s tls=%s%s%s",
             esc(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size, t->nrcpts,
@@ -478,7 +482,7 @@ static struct store_msg *
 commit_build(struct smtp_session *s)
 {
     const struct smtp_txn *t = smtp_proto_txn(s->proto);
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
     struct store_msg *m = xcalloc(1, sizeof(*m));
     char hdr[2048];
     size_t hl;
@@ -545,7 +549,7 @@ on_mail(struct smtp_session *s)
 static void
 on_etrn(struct smtp_session *s, const char *node)
 {
-    const struct conf *c = s->srv->conf;
+    const struct conf *c = s->conf;
     bool sub = node[0] == '@';
     char text[400];
     size_t n;
@@ -578,6 +582,7 @@ log_reject(struct smtp_session *s, const struct smtp_event *ev)
     size_t n = ev->len;
 
     s->nrejects++;
+    metrics_smtp_reject(ev->verb, ev->code, ev->data, ev->len);
     while (n > 0 && (ev->data[n - 1] == '\r' || ev->data[n - 1] == '\n'))
         n--;
     log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "reject client=%s cmd=%s reply=%s", s->ip,
@@ -592,7 +597,7 @@ session_shutdown_now(struct smtp_session *s)
 
     if (!s->srv->closing || s->pending > 0 || s->closing)
         return false;
-    snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down\r\n", s->srv->conf->hostname);
+    snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down\r\n", s->conf->hostname);
     say(s, line);
     smtp_session__close(s);
     return true;
@@ -682,8 +687,9 @@ session_refuse(struct smtp_session *s, const char *why)
     char line[300];
 
     log_msg(LOG_INFO, NULL, "smtp", "refused client=%s reason=%s", s->ip, why);
+    metrics_count(METRICS_F_SESSIONS_REJECTED, why, NULL);
     snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many connections%s\r\n",
-             s->srv->conf->hostname, strcmp(why, "per-ip-limit") == 0 ? " from your address" : "");
+             s->conf->hostname, strcmp(why, "per-ip-limit") == 0 ? " from your address" : "");
     say(s, line);
     smtp_session__close(s);
 }
@@ -696,6 +702,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     unsigned per_ip;
 
     s->srv = srv;
+    s->conf = conf_ref(srv->conf);
     uv_tcp_init(srv->loop, &s->tcp);
     uv_timer_init(srv->loop, &s->timer);
     s->tcp.data = s->timer.data = s;
@@ -720,9 +727,9 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     else
         uv_ip4_name((const struct sockaddr_in *)&s->peer, s->ip, sizeof(s->ip));
     per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
-    if (srv->nsessions > srv->conf->max_connections) {
+    if (srv->nsessions > s->conf->max_connections) {
         session_refuse(s, "max-connections");
-    } else if (per_ip > srv->conf->max_connections_per_ip) {
+    } else if (per_ip > s->conf->max_connections_per_ip) {
         session_refuse(s, "per-ip-limit");
     } else {
         uv_tcp_nodelay(&s->tcp, 1);

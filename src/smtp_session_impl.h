@@ -37,6 +37,7 @@ struct spool_job {
 struct smtp_session {
     struct smtp_session *prev, *next;
     struct smtp_server *srv;
+    struct conf *conf; /* the config at accept (a reference) */
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t wreq;

@@ -31,6 +31,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 #include "store_impl.h"
 
 #define STORE_STMT_TEXT(id, label, sql) {label, sql},
@@ -454,6 +455,7 @@ writer_commit(struct store_writer *w, struct store_job *first)
     for (struct store_job *j = first; j != NULL; j = j->next)
         n += j->kind == STORE_JOB_COMMIT && j->status == 0;
     if (n > 0) {
+        metrics_observe(METRICS_H_BATCH_SIZE, (double)n);
         w->stats.batches++;
         if (n > w->stats.max_batch)
             w->stats.max_batch = n;
@@ -466,6 +468,7 @@ static void
 writer_batch(struct store_writer *w, struct store_job *jobs)
 {
     struct store_job *first = jobs;
+    uint64_t t0 = uv_hrtime();
 
     while (first != NULL) {
         struct store_job *j;
@@ -484,6 +487,7 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
         }
         if (!broken) {
             writer_commit(w, first);
+            metrics_observe(METRICS_H_COMMIT_SECONDS, (double)(uv_hrtime() - t0) / 1e9);
             return;
         }
         if (!sqlite3_get_autocommit(w->c.db))

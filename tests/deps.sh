@@ -17,9 +17,11 @@ packages=(
     # build
     meson ninja-build pkg-config gcc
     libuv1-dev libgnutls28-dev libsqlite3-dev libspf2-dev libcmocka-dev libinih-dev libjansson-dev
+    libsystemd-dev scdoc
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
     dnsmasq-base python3-aiosmtpd
+    systemd curl
     # benchmark (tests/bench): fsync counting
     strace
 )

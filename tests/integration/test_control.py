@@ -157,11 +157,17 @@ class Control(mxdtest.MxdTestCase):
         self.send()
         after = json.loads(self.ctl_ok("--json", "stats"))
         self.assertEqual(after["smtp"]["messages_accepted"], before + 1)
-        # Without --json: "section.counter value" lines.
+        # Without --json: "section.counter value" lines, then the metrics
+        # endpoint's series ("mxd_..." and a number, histogram sums are not
+        # integers).
         lines = self.ctl_ok("stats").decode().splitlines()
         self.assertTrue(any(line.startswith("smtp.messages_accepted ") for line in lines), lines)
         self.assertTrue(all(len(line.split()) == 2 and line.split()[1].isdigit()
-                            for line in lines), lines)
+                            for line in lines if not line.startswith("mxd_")), lines)
+        self.assertTrue(any(line.startswith("mxd_messages_accepted_total ") for line in lines))
+        for line in lines:
+            if line.startswith("mxd_"):
+                float(line.rsplit(" ", 1)[1])
 
     def test_hold_release(self):
         qid, attempts = self.send_deferred()

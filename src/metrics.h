@@ -1,0 +1,93 @@
+/* metrics: mxd's counters and histograms, and their rendering as
+ * Prometheus text (exposition format 0.0.4). Pure: no I/O. */
+#ifndef MXD_METRICS_H
+#define MXD_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Plain counters and gauges: id, name, type, help. */
+#define METRICS_COUNTERS(X)                                                                        \
+    X(CONNECTIONS_TOTAL, "mxd_connections_total", "counter", "SMTP connections accepted")          \
+    X(CONNECTIONS_OPEN, "mxd_connections_open", "gauge", "SMTP connections open now")              \
+    X(MESSAGES_ACCEPTED, "mxd_messages_accepted_total", "counter",                                 \
+      "Messages committed to the queue and answered 250")                                          \
+    X(BYTES_ACCEPTED, "mxd_bytes_accepted_total", "counter", "Octets of accepted messages")        \
+    X(RELOADS, "mxd_config_reloads_total", "counter", "Configuration reloads that took effect")    \
+    X(RELOAD_FAILURES, "mxd_config_reload_failures_total", "counter",                              \
+      "Configuration reloads refused (the old configuration stayed)")
+#define METRICS_C_ENUM(id, ...) METRICS_##id,
+enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
+#undef METRICS_C_ENUM
+
+/* Counters with one or two labels: id, name, label names, help. */
+#define METRICS_FAMILIES(X)                                                                        \
+    X(SESSIONS_REJECTED, "mxd_sessions_rejected_total", "reason", NULL,                            \
+      "SMTP sessions refused or ended by mxd, by reason")                                          \
+    X(RECIPIENTS_REJECTED, "mxd_recipients_rejected_total", "status", NULL,                        \
+      "RCPT commands refused, by enhanced status code")                                            \
+    X(DELIVERY_ATTEMPTS, "mxd_delivery_attempts_total", "outcome", "destination",                  \
+      "Delivery attempts per recipient, by outcome and destination")
+#define METRICS_F_ENUM(id, ...) METRICS_F_##id,
+enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
+#undef METRICS_F_ENUM
+
+/* Histograms: id, name, help, scale (values are kept as integers of
+ * 1/scale: microseconds for seconds), then the bucket bounds. */
+#define METRICS_HISTOGRAMS(X)                                                                      \
+    X(BATCH_SIZE, "mxd_store_batch_size", "Messages per group commit", 1, 1, 2, 4, 8, 16, 32, 64,  \
+      128, 256, 512)                                                                               \
+    X(COMMIT_SECONDS, "mxd_store_commit_seconds",                                                  \
+      "Time from BEGIN to a durable COMMIT of one group commit", 1000000, 0.0005, 0.001, 0.0025,   \
+      0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)                                                      \
+    X(DNS_SECONDS, "mxd_dns_lookup_seconds", "DNS queries (MX, A, AAAA) made by mxd", 1000000,     \
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+#define METRICS_H_ENUM(id, ...) METRICS_H_##id,
+enum metrics_histogram { METRICS_HISTOGRAMS(METRICS_H_ENUM) METRICS_NHISTOGRAMS };
+#undef METRICS_H_ENUM
+
+#define METRICS_LABEL_MAX  128 /* octets of one label value; longer ones are cut */
+#define METRICS_SERIES_MAX 256 /* label sets per family; the rest count as "other" */
+
+/* Any thread. n may be negative for gauges. */
+void metrics_add(enum metrics_counter c, int64_t n);
+uint64_t metrics_get(enum metrics_counter c);
+
+/* One more for the series (l1[, l2]); l2 is NULL for one-label families.
+ * Loop thread only (the label table is not locked). */
+void metrics_count(enum metrics_family f, const char *l1, const char *l2);
+/* The series' value, 0 when it was never counted. Loop thread. */
+uint64_t metrics_count_get(enum metrics_family f, const char *l1, const char *l2);
+
+/* A 4xx/5xx reply the SMTP protocol sent for verb (reply = "550 5.7.1
+ * ...", len octets): RCPT refusals count by their enhanced status code
+ * (RFC 3463), a 421 as a session ended for protocol errors. Loop thread. */
+void metrics_smtp_reject(const char *verb, int code, const char *reply, size_t len);
+
+/* Any thread: records one observation (seconds, or a count). */
+void metrics_observe(enum metrics_histogram h, double value);
+
+/* Queue gauges, read from the database off the loop (qstat). */
+struct metrics_queue_row {
+    char domain[256];
+    char state[16];
+    uint64_t recipients;
+};
+
+struct metrics_queue {
+    bool valid; /* false: the query failed; no queue gauges are shown */
+    uint64_t messages;
+    int64_t oldest_received; /* unix seconds; 0 when the queue is empty */
+    int64_t now;
+    struct metrics_queue_row *rows;
+    size_t nrows;
+};
+
+/* The whole exposition (caller frees); q may be NULL (no queue gauges). */
+char *metrics_render(const struct metrics_queue *q);
+
+/* For tests: every value back to zero, label tables emptied. */
+void metrics_reset(void);
+
+#endif
