@@ -35,6 +35,8 @@
 #error "dns.c needs glibc >= 2.26 (resolver name server layout)"
 #endif
 
+_Static_assert(DNS_MAXNS == MAXNS, "DNS_MAXNS must be glibc's MAXNS");
+
 #define DNS_ANS_MAX   NS_MAXMSG
 #define DNS_PORT_SMTP 25
 /* Bounds the time a job holds a pool thread (shared with getaddrinfo):
@@ -48,9 +50,7 @@ struct dns_job {
     void *arg;
     char domain[MX_NAME_MAX];
     char self[MX_NAME_MAX];
-    bool override;                          /* conf->dns_servers set */
-    struct sockaddr_storage servers[MAXNS]; /* numeric, with port */
-    size_t nservers;
+    struct dns_servers servers;
     /* the worker's until lookup_done */
     uint32_t rng;                   /* xorshift32 state for mx_select */
     uint64_t deadline_ns;           /* uv_hrtime() after which no new host is tried */
@@ -77,14 +77,14 @@ job_rand(void *arg)
  * has nsaddr_list[i].sin_family == 0 and a malloc'd _u._ext.nsaddrs[i],
  * which res_nclose frees for i < nscount. */
 static void
-set_servers(res_state rs, const struct dns_job *job)
+set_servers(res_state rs, const struct dns_servers *sv)
 {
     for (int i = 0; i < rs->nscount && i < MAXNS; i++) {
         free(rs->_u._ext.nsaddrs[i]);
         rs->_u._ext.nsaddrs[i] = NULL;
     }
-    for (size_t i = 0; i < job->nservers; i++) {
-        const struct sockaddr_storage *ss = &job->servers[i];
+    for (size_t i = 0; i < sv->n; i++) {
+        const struct sockaddr_storage *ss = &sv->addrs[i];
 
         memset(&rs->nsaddr_list[i], 0, sizeof(rs->nsaddr_list[i]));
         if (ss->ss_family == AF_INET) {
@@ -95,7 +95,7 @@ set_servers(res_state rs, const struct dns_job *job)
         }
         rs->_u._ext.nssocks[i] = -1;
     }
-    rs->nscount = (int)job->nservers;
+    rs->nscount = (int)sv->n;
     rs->_u._ext.nscount = 0; /* res_send rebuilds its copies */
 }
 
@@ -283,6 +283,23 @@ done:
     return rc;
 }
 
+int
+dns_res_open(res_state rs, const struct dns_servers *sv)
+{
+    memset(rs, 0, sizeof(*rs));
+    if (res_ninit(rs) != 0)
+        return MXD_EIO;
+    if (sv->override)
+        set_servers(rs, sv);
+    rs->retrans = 2;
+    rs->retry = 2;
+    if (rs->nscount == 0) {
+        res_nclose(rs);
+        return MXD_EIO;
+    }
+    return 0;
+}
+
 static void
 lookup_work(uv_work_t *w)
 {
@@ -291,17 +308,12 @@ lookup_work(uv_work_t *w)
 
     if (job->status != 0)
         return; /* rejected in dns_mx_async */
-    memset(&rs, 0, sizeof(rs));
-    if (res_ninit(&rs) != 0) {
+    if (dns_res_open(&rs, &job->servers) != 0) {
         job->status = MXD_EIO;
         return;
     }
     job->deadline_ns = uv_hrtime() + DNS_JOB_BUDGET_NS;
-    if (job->override)
-        set_servers(&rs, job);
-    rs.retrans = 2;
-    rs.retry = 2;
-    job->status = rs.nscount > 0 ? lookup(&rs, job) : MXD_EIO;
+    job->status = lookup(&rs, job);
     res_nclose(&rs);
 }
 
@@ -343,6 +355,17 @@ server_addr(const struct conf_endpoint *ep, struct sockaddr_storage *ss)
     return false;
 }
 
+void
+dns_servers_from_conf(const struct conf *conf, struct dns_servers *sv)
+{
+    memset(sv, 0, sizeof(*sv));
+    sv->override = conf->ndns_servers > 0;
+    for (size_t i = 0; i < conf->ndns_servers && sv->n < DNS_MAXNS; i++) {
+        if (server_addr(&conf->dns_servers[i], &sv->addrs[sv->n]))
+            sv->n++;
+    }
+}
+
 /* Copies a name without one trailing dot; false if empty or too long. */
 static bool
 copy_name(char *dst, const char *src)
@@ -377,11 +400,7 @@ dns_mx_async(uv_loop_t *loop, const struct conf *conf, const char *domain, const
     if (!copy_name(job->domain, domain))
         job->status = MXD_ENOENT; /* still answered from the pool: cb is never synchronous */
     (void)copy_name(job->self, self);
-    job->override = conf->ndns_servers > 0;
-    for (size_t i = 0; i < conf->ndns_servers && job->nservers < MAXNS; i++) {
-        if (server_addr(&conf->dns_servers[i], &job->servers[job->nservers]))
-            job->nservers++;
-    }
+    dns_servers_from_conf(conf, &job->servers);
     job->rng = (uint32_t)uv_hrtime() ^ (uint32_t)(uintptr_t)job;
     if (job->rng == 0)
         job->rng = 0x9e3779b9u; /* xorshift must not start at 0 */
