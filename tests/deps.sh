@@ -20,6 +20,8 @@ packages=(
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
     dnsmasq-base python3-aiosmtpd
+    # sender authentication tests (issue 6): scripted DNS, the RFC 7208 suite
+    python3-dnslib python3-yaml
 )
 
 apt-get update
