@@ -355,6 +355,63 @@ server_addr(const struct conf_endpoint *ep, struct sockaddr_storage *ss)
     return false;
 }
 
+int
+dns_txt_each(struct __res_state *rs, const char *name, dns_txt_fn fn, void *arg)
+{
+    unsigned char *ans = xmalloc(DNS_ANS_MAX);
+    char *txt = NULL;
+    ns_msg msg;
+    ns_rr rr;
+    int len = 0, rc = 0;
+
+    switch (query(rs, name, ns_t_txt, ans, &len)) {
+    case DNS_Q_NXDOMAIN:
+    case DNS_Q_NODATA:
+        rc = MXD_ENOENT;
+        goto done;
+    case DNS_Q_TEMP:
+        rc = MXD_EIO;
+        goto done;
+    case DNS_Q_OK:
+        break;
+    }
+    if (ns_initparse(ans, len, &msg) < 0) {
+        rc = MXD_EIO;
+        goto done;
+    }
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        const unsigned char *d;
+        size_t n = 0, rdlen;
+
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) {
+            rc = MXD_EIO;
+            goto done;
+        }
+        if (ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in)
+            continue;
+        d = ns_rr_rdata(rr);
+        rdlen = ns_rr_rdlen(rr);
+        txt = xrealloc(txt, rdlen + 1);
+        /* The character-strings of one record are concatenated (RFC 6376
+         * 3.6.2.2, RFC 7489 6.6.3). */
+        for (size_t j = 0; j < rdlen;) {
+            size_t k = d[j++];
+
+            if (k > rdlen - j)
+                k = rdlen - j;
+            memcpy(txt + n, d + j, k);
+            n += k;
+            j += k;
+        }
+        txt[n] = '\0';
+        fn(arg, txt, n);
+    }
+done:
+    free(txt);
+    free(ans);
+    return rc;
+}
+
 void
 dns_servers_from_conf(const struct conf *conf, struct dns_servers *sv)
 {

@@ -45,6 +45,12 @@ struct __res_state;
  * thread but the loop's (res_ninit reads /etc/resolv.conf). */
 int dns_res_open(struct __res_state *rs, const struct dns_servers *sv) MXD_WUR;
 
+/* One TXT record's character-strings, concatenated and NUL-terminated. */
+typedef void (*dns_txt_fn)(void *arg, const char *txt, size_t len);
+/* Calls fn for each TXT record of name (blocking). 0, MXD_ENOENT (NXDOMAIN
+ * or no TXT records) or MXD_EIO (SERVFAIL, timeout, malformed reply). */
+int dns_txt_each(struct __res_state *rs, const char *name, dns_txt_fn fn, void *arg) MXD_WUR;
+
 /* status: 0 (res filled, ordered for forwarding), MXD_ENOENT (the domain
  * does not exist or has neither MX nor address records), MXD_EIO
  * (temporary DNS failure: defer). res is owned by the callback. */

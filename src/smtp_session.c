@@ -118,8 +118,8 @@ unlink_cb(uv_fs_t *req)
 }
 
 /* Drops the body being received; a spool file is removed in the background. */
-static void
-body_drop(struct smtp_session *s)
+void
+smtp_session__body_drop(struct smtp_session *s)
 {
     s->body_len = 0;
     s->spool_len = 0;
@@ -145,7 +145,7 @@ session_free(struct smtp_session *s)
         log_msg(LOG_INFO, NULL, "smtp", "disconnect client=%s messages=%u rejects=%u duration=%s",
                 s->ip, s->nmsgs, s->nrejects, dur);
     }
-    body_drop(s);
+    smtp_session__body_drop(s);
     iptab_dec(srv->ips, (const struct sockaddr *)&s->peer);
     if (s->prev != NULL)
         s->prev->next = s->next;
@@ -529,7 +529,7 @@ void
 smtp_session__body_commit(struct smtp_session *s)
 {
     if (s->spool_failed) {
-        body_drop(s);
+        smtp_session__body_drop(s);
         smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
         return;
     }
@@ -638,11 +638,11 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
             smtp_session__rcpt(s, ev->addr);
         return true;
     case SMTP_EV_BODY_BEGIN:
-        body_drop(s);
+        smtp_session__body_drop(s);
         smtp_auth_body_begin(s);
         return true;
     case SMTP_EV_TXN_ABORT:
-        body_drop(s);
+        smtp_session__body_drop(s);
         return true;
     case SMTP_EV_BODY:
         smtp_auth_body(s, ev->data, ev->len);

@@ -76,6 +76,8 @@ bool smtp_session__release(struct smtp_session *s);
 void smtp_session__rcpt(struct smtp_session *s, const struct addr *a);
 /* Appends message content to the body being received. */
 void smtp_session__body_append(struct smtp_session *s, const char *data, size_t len);
+/* Drops the body being received (memory and spool file). */
+void smtp_session__body_drop(struct smtp_session *s);
 /* The content is complete and acceptable: store it, answer from the commit. */
 void smtp_session__body_commit(struct smtp_session *s);
 

@@ -20,8 +20,10 @@ packages=(
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
     dnsmasq-base python3-aiosmtpd
-    # sender authentication tests (issue 6): scripted DNS, the RFC 7208 suite
-    python3-dnslib python3-yaml
+    # sender authentication (issue 6): DKIM/DMARC libraries, the public suffix
+    # list, and for the tests scripted DNS, the RFC 7208 suite, a DKIM signer
+    python3-dnslib python3-yaml python3-dkim openssl
+    libopendkim-dev libopendmarc-dev publicsuffix
 )
 
 apt-get update
