@@ -77,7 +77,8 @@ class AuthDns:
             return None
         reply = req.reply()
         reply.header.aa = 1
-        qname = str(req.q.qname)
+        # the labels as sent: str() would escape spaces and the like ("\\032")
+        qname = b".".join(req.q.qname.label).decode("utf-8", "replace")
         qtype = QTYPE[req.q.qtype]
         self.queries.append((qname.rstrip(".").lower(), qtype))
         name = qname

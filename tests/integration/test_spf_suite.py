@@ -76,12 +76,11 @@ KNOWN_DEVIATIONS = {
     'cidr6-ip4': CIDR0,
     'cidr6-0': CIDR0,
     'modifier-charset-good': STRICT,
-    'macro-mania-in-domain': STRICT,
     'a-colon-domain-ip4mapped': MAPPED,
     'mx-colon-domain-ip4mapped': MAPPED,
     'ip4-mapped-ip6': MAPPED,
     'redirect-after-mechanisms1': 'libspf2 reports recursion for a redirect to itself even when the redirect is never used',
-    'redirect-after-mechanisms2': 'libspf2 reports recursion for a redirect to itself even when the redirect is never used',
+    'redirect-after-mechanisms2': STRICT,
     'ptr-limit': 'libspf2 gives permerror past 10 PTR names instead of ignoring the rest (max_dns_ptr)',
 }
 
