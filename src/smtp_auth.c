@@ -323,10 +323,11 @@ log_end(struct smtp_session *s)
     for (size_t i = 0; c->dkim != CONF_AUTH_OFF && i < a->dkim_res.nsigs; i++) {
         const struct dkim_sig *g = &a->dkim_res.sigs[i];
 
-        log_msg(LOG_INFO, s->qid, "auth", "dkim result=%s domain=%s selector=%s reason=\"%s\"",
+        log_msg(LOG_INFO, s->qid, "auth",
+                "dkim result=%s domain=%s selector=%s reason=\"%s\" queries=%u ms=%.1f",
                 dkim_res_name(g->res), log_esc(esc, sizeof(esc), g->domain, strlen(g->domain)),
                 log_esc(sel, sizeof(sel), g->selector, strlen(g->selector)),
-                g->why[0] ? g->why : "-");
+                g->why[0] ? g->why : "-", a->dkim_res.queries, a->dkim_res.ms);
     }
     if (c->dkim != CONF_AUTH_OFF && a->dkim_res.nsigs == 0)
         log_msg(LOG_INFO, s->qid, "auth", "dkim result=none");
