@@ -37,6 +37,8 @@
 #error "dns.c needs glibc >= 2.26 (resolver name server layout)"
 #endif
 
+_Static_assert(DNS_MAXNS == MAXNS, "DNS_MAXNS must be glibc's MAXNS");
+
 #define DNS_ANS_MAX   NS_MAXMSG
 #define DNS_PORT_SMTP 25
 /* Bounds the time a job holds a pool thread (shared with getaddrinfo):
@@ -50,9 +52,7 @@ struct dns_job {
     void *arg;
     char domain[MX_NAME_MAX];
     char self[MX_NAME_MAX];
-    bool override;                          /* conf->dns_servers set */
-    struct sockaddr_storage servers[MAXNS]; /* numeric, with port */
-    size_t nservers;
+    struct dns_servers servers;
     /* the worker's until lookup_done */
     uint32_t rng;                   /* xorshift32 state for mx_select */
     uint64_t deadline_ns;           /* uv_hrtime() after which no new host is tried */
@@ -79,14 +79,14 @@ job_rand(void *arg)
  * has nsaddr_list[i].sin_family == 0 and a malloc'd _u._ext.nsaddrs[i],
  * which res_nclose frees for i < nscount. */
 static void
-set_servers(res_state rs, const struct dns_job *job)
+set_servers(res_state rs, const struct dns_servers *sv)
 {
     for (int i = 0; i < rs->nscount && i < MAXNS; i++) {
         free(rs->_u._ext.nsaddrs[i]);
         rs->_u._ext.nsaddrs[i] = NULL;
     }
-    for (size_t i = 0; i < job->nservers; i++) {
-        const struct sockaddr_storage *ss = &job->servers[i];
+    for (size_t i = 0; i < sv->n; i++) {
+        const struct sockaddr_storage *ss = &sv->addrs[i];
 
         memset(&rs->nsaddr_list[i], 0, sizeof(rs->nsaddr_list[i]));
         if (ss->ss_family == AF_INET) {
@@ -97,7 +97,7 @@ set_servers(res_state rs, const struct dns_job *job)
         }
         rs->_u._ext.nssocks[i] = -1;
     }
-    rs->nscount = (int)job->nservers;
+    rs->nscount = (int)sv->n;
     rs->_u._ext.nscount = 0; /* res_send rebuilds its copies */
 }
 
@@ -287,6 +287,23 @@ done:
     return rc;
 }
 
+int
+dns_res_open(res_state rs, const struct dns_servers *sv)
+{
+    memset(rs, 0, sizeof(*rs));
+    if (res_ninit(rs) != 0)
+        return MXD_EIO;
+    if (sv->override)
+        set_servers(rs, sv);
+    rs->retrans = 2;
+    rs->retry = 2;
+    if (rs->nscount == 0) {
+        res_nclose(rs);
+        return MXD_EIO;
+    }
+    return 0;
+}
+
 static void
 lookup_work(uv_work_t *w)
 {
@@ -295,17 +312,12 @@ lookup_work(uv_work_t *w)
 
     if (job->status != 0)
         return; /* rejected in dns_mx_async */
-    memset(&rs, 0, sizeof(rs));
-    if (res_ninit(&rs) != 0) {
+    if (dns_res_open(&rs, &job->servers) != 0) {
         job->status = MXD_EIO;
         return;
     }
     job->deadline_ns = uv_hrtime() + DNS_JOB_BUDGET_NS;
-    if (job->override)
-        set_servers(&rs, job);
-    rs.retrans = 2;
-    rs.retry = 2;
-    job->status = rs.nscount > 0 ? lookup(&rs, job) : MXD_EIO;
+    job->status = lookup(&rs, job);
     res_nclose(&rs);
 }
 
@@ -347,6 +359,74 @@ server_addr(const struct conf_endpoint *ep, struct sockaddr_storage *ss)
     return false;
 }
 
+int
+dns_txt_each(struct __res_state *rs, const char *name, dns_txt_fn fn, void *arg)
+{
+    unsigned char *ans = xmalloc(DNS_ANS_MAX);
+    char *txt = NULL;
+    ns_msg msg;
+    ns_rr rr;
+    int len = 0, rc = 0;
+
+    switch (query(rs, name, ns_t_txt, ans, &len)) {
+    case DNS_Q_NXDOMAIN:
+    case DNS_Q_NODATA:
+        rc = MXD_ENOENT;
+        goto done;
+    case DNS_Q_TEMP:
+        rc = MXD_EIO;
+        goto done;
+    case DNS_Q_OK:
+        break;
+    }
+    if (ns_initparse(ans, len, &msg) < 0) {
+        rc = MXD_EIO;
+        goto done;
+    }
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        const unsigned char *d;
+        size_t n = 0, rdlen;
+
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) {
+            rc = MXD_EIO;
+            goto done;
+        }
+        if (ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in)
+            continue;
+        d = ns_rr_rdata(rr);
+        rdlen = ns_rr_rdlen(rr);
+        txt = xrealloc(txt, rdlen + 1);
+        /* The character-strings of one record are concatenated (RFC 6376
+         * 3.6.2.2, RFC 7489 6.6.3). */
+        for (size_t j = 0; j < rdlen;) {
+            size_t k = d[j++];
+
+            if (k > rdlen - j)
+                k = rdlen - j;
+            memcpy(txt + n, d + j, k);
+            n += k;
+            j += k;
+        }
+        txt[n] = '\0';
+        fn(arg, txt, n);
+    }
+done:
+    free(txt);
+    free(ans);
+    return rc;
+}
+
+void
+dns_servers_from_conf(const struct conf *conf, struct dns_servers *sv)
+{
+    memset(sv, 0, sizeof(*sv));
+    sv->override = conf->ndns_servers > 0;
+    for (size_t i = 0; i < conf->ndns_servers && sv->n < DNS_MAXNS; i++) {
+        if (server_addr(&conf->dns_servers[i], &sv->addrs[sv->n]))
+            sv->n++;
+    }
+}
+
 /* Copies a name without one trailing dot; false if empty or too long. */
 static bool
 copy_name(char *dst, const char *src)
@@ -381,11 +461,7 @@ dns_mx_async(uv_loop_t *loop, const struct conf *conf, const char *domain, const
     if (!copy_name(job->domain, domain))
         job->status = MXD_ENOENT; /* still answered from the pool: cb is never synchronous */
     (void)copy_name(job->self, self);
-    job->override = conf->ndns_servers > 0;
-    for (size_t i = 0; i < conf->ndns_servers && job->nservers < MAXNS; i++) {
-        if (server_addr(&conf->dns_servers[i], &job->servers[job->nservers]))
-            job->nservers++;
-    }
+    dns_servers_from_conf(conf, &job->servers);
     job->rng = (uint32_t)uv_hrtime() ^ (uint32_t)(uintptr_t)job;
     if (job->rng == 0)
         job->rng = 0x9e3779b9u; /* xorshift must not start at 0 */

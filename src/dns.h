@@ -13,6 +13,7 @@
 #include "util.h"
 
 #define DNS_MAX_HOSTS 16
+#define DNS_MAXNS     3 /* glibc's MAXNS */
 #define DNS_MAX_ADDRS 8
 
 struct dns_target {
@@ -26,6 +27,29 @@ struct dns_mx_result {
     struct dns_target targets[DNS_MAX_HOSTS];
     bool self_listed;
 };
+
+/* The name servers to ask: conf->dns_servers (numeric, with port) when
+ * override is set, else those of /etc/resolv.conf. */
+struct dns_servers {
+    bool override;
+    size_t n;
+    struct sockaddr_storage addrs[DNS_MAXNS];
+};
+
+/* Fills *sv from conf (servers past DNS_MAXNS are ignored). */
+void dns_servers_from_conf(const struct conf *conf, struct dns_servers *sv);
+
+struct __res_state;
+/* Initialises a private resolver state using sv, 2 s x 2 tries per server.
+ * 0 or MXD_EIO (no usable server); on 0 the caller res_nclose()s it. Any
+ * thread but the loop's (res_ninit reads /etc/resolv.conf). */
+int dns_res_open(struct __res_state *rs, const struct dns_servers *sv) MXD_WUR;
+
+/* One TXT record's character-strings, concatenated and NUL-terminated. */
+typedef void (*dns_txt_fn)(void *arg, const char *txt, size_t len);
+/* Calls fn for each TXT record of name (blocking). 0, MXD_ENOENT (NXDOMAIN
+ * or no TXT records) or MXD_EIO (SERVFAIL, timeout, malformed reply). */
+int dns_txt_each(struct __res_state *rs, const char *name, dns_txt_fn fn, void *arg) MXD_WUR;
 
 /* status: 0 (res filled, ordered for forwarding), MXD_ENOENT (the domain
  * does not exist or has neither MX nor address records), MXD_EIO

@@ -42,7 +42,9 @@ enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
       "Time from BEGIN to a durable COMMIT of one group commit", 1000000, 0.0005, 0.001, 0.0025,   \
       0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)                                                      \
     X(DNS_SECONDS, "mxd_dns_lookup_seconds", "DNS queries (MX, A, AAAA) made by mxd", 1000000,     \
-      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)                                       \
+    X(SPF_SECONDS, "mxd_spf_check_seconds", "Whole SPF checks, all their DNS queries included",    \
+      1000000, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 #define METRICS_H_ENUM(id, ...) METRICS_H_##id,
 enum metrics_histogram { METRICS_HISTOGRAMS(METRICS_H_ENUM) METRICS_NHISTOGRAMS };
 #undef METRICS_H_ENUM

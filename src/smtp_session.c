@@ -119,8 +119,8 @@ unlink_cb(uv_fs_t *req)
 }
 
 /* Drops the body being received; a spool file is removed in the background. */
-static void
-body_drop(struct smtp_session *s)
+void
+smtp_session__body_drop(struct smtp_session *s)
 {
     s->body_len = 0;
     s->spool_len = 0;
@@ -146,7 +146,7 @@ session_free(struct smtp_session *s)
         log_msg(LOG_INFO, NULL, "smtp", "disconnect client=%s messages=%u rejects=%u duration=%s",
                 s->ip, s->nmsgs, s->nrejects, dur);
     }
-    body_drop(s);
+    smtp_session__body_drop(s);
     iptab_dec(srv->ips, (const struct sockaddr *)&s->peer);
     if (s->prev != NULL)
         s->prev->next = s->next;
@@ -155,6 +155,7 @@ session_free(struct smtp_session *s)
     if (s->next != NULL)
         s->next->prev = s->prev;
     smtp_proto_free(s->proto);
+    smtp_auth_free(s);
     tls_conn_free(s->tls);
     free(s->cbuf);
     free(s->body);
@@ -200,8 +201,8 @@ smtp_session__close(struct smtp_session *s)
 
 /* A store job or spool write has called back. Returns true when the
  * session is gone or going, and the caller must not touch the protocol. */
-static bool
-session_release(struct smtp_session *s)
+bool
+smtp_session__release(struct smtp_session *s)
 {
     s->pending--;
     if (s->handles_open == 0) {
@@ -301,7 +302,7 @@ on_rcpt_lookup(void *arg, int status)
 {
     struct smtp_session *s = arg;
 
-    if (session_release(s))
+    if (smtp_session__release(s))
         return;
     if (status == 0) {
         smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
@@ -318,7 +319,7 @@ on_callahead(void *arg, int result)
 {
     struct smtp_session *s = arg;
 
-    if (session_release(s))
+    if (smtp_session__release(s))
         return;
     if (result == 0)
         smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
@@ -332,8 +333,8 @@ on_callahead(void *arg, int result)
 
 /* RCPT policy: is the domain ours, and is the user known? RFC 5321 4.5.1:
  * <postmaster> without a domain is always accepted. */
-static void
-on_rcpt(struct smtp_session *s, const struct addr *a)
+void
+smtp_session__rcpt(struct smtp_session *s, const struct addr *a)
 {
     const struct conf *c = s->conf;
     const struct conf_domain *d = NULL;
@@ -385,7 +386,7 @@ spool_done(uv_work_t *req, int status)
     free(j->data);
     free(j->path);
     free(j);
-    if (session_release(s))
+    if (smtp_session__release(s))
         return;
     if (s->spool_failed)
         log_msg(LOG_ERR, s->qid, "smtp", "spool write failed path=%s", s->spool_path);
@@ -420,12 +421,14 @@ body_spool(struct smtp_session *s)
     s->spool_busy = true;
 }
 
-static void
-body_append(struct smtp_session *s, const char *data, size_t len)
+void
+smtp_session__body_append(struct smtp_session *s, const char *data, size_t len)
 {
     if (s->spool_failed)
         return;
-    if (s->body_len + len > BODY_MEM_MAX && s->body_len > 0)
+    /* One event may append twice (smtp_auth's header filter): never start
+     * a second spool write while one is running. */
+    if (s->body_len + len > BODY_MEM_MAX && s->body_len > 0 && !s->spool_busy)
         body_spool(s);
     if (s->body_len + len > s->body_cap) {
         size_t cap = s->body_cap ? s->body_cap : BODY_MEM_INIT;
@@ -466,7 +469,7 @@ on_committed(void *arg, int status, int64_t msg_id)
         log_msg(LOG_ERR, s->qid, "smtp", "not queued reason=%s client=%s",
                 status == MXD_ECLOSING ? "shutting-down" : "store-error", s->ip);
     }
-    if (session_release(s))
+    if (smtp_session__release(s))
         return;
     if (status == 0) {
         snprintf(reply, sizeof(reply), "2.0.0 Ok: queued as %s", s->qid);
@@ -485,7 +488,8 @@ commit_build(struct smtp_session *s)
     const struct conf *c = s->conf;
     struct store_msg *m = xcalloc(1, sizeof(*m));
     char hdr[2048];
-    size_t hl;
+    const char *auth;
+    size_t hl, al;
 
     memcpy(m->qid, s->qid, sizeof(s->qid));
     m->received = (int64_t)time(NULL);
@@ -508,8 +512,12 @@ commit_build(struct smtp_session *s)
         }
     }
     hl = smtp_proto_received(s->proto, s->ip, s->qid, (time_t)m->received, hdr, sizeof(hdr));
-    m->header = xstrndup(hdr, hl);
-    m->header_len = hl;
+    auth = smtp_auth_header(s, &al); /* RFC 7208 9.1: above our Received: */
+    m->header = xmalloc(al + hl + 1);
+    memcpy(m->header, auth, al);
+    memcpy(m->header + al, hdr, hl);
+    m->header[al + hl] = '\0';
+    m->header_len = al + hl;
     m->spool_path = s->spool_path;
     m->spool_len = s->spool_len;
     m->body = s->body;
@@ -521,11 +529,11 @@ commit_build(struct smtp_session *s)
     return m;
 }
 
-static void
-body_commit(struct smtp_session *s)
+void
+smtp_session__body_commit(struct smtp_session *s)
 {
     if (s->spool_failed) {
-        body_drop(s);
+        smtp_session__body_drop(s);
         smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
         return;
     }
@@ -534,12 +542,13 @@ body_commit(struct smtp_session *s)
 }
 
 static void
-on_mail(struct smtp_session *s)
+on_mail(struct smtp_session *s, const struct addr *sender)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     qid_next(&s->srv->qids, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, s->qid);
+    smtp_auth_mail(s, sender);
     smtp_proto_answer(s->proto, 250, "2.1.0 Ok");
 }
 
@@ -627,20 +636,24 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
             log_reject(s, ev);
         return true;
     case SMTP_EV_MAIL:
-        on_mail(s);
+        on_mail(s, ev->addr);
         return true;
     case SMTP_EV_RCPT:
-        on_rcpt(s, ev->addr);
+        if (!smtp_auth_rcpt_hold(s, ev->addr))
+            smtp_session__rcpt(s, ev->addr);
         return true;
     case SMTP_EV_BODY_BEGIN:
+        smtp_session__body_drop(s);
+        smtp_auth_body_begin(s);
+        return true;
     case SMTP_EV_TXN_ABORT:
-        body_drop(s);
+        smtp_session__body_drop(s);
         return true;
     case SMTP_EV_BODY:
-        body_append(s, ev->data, ev->len);
+        smtp_auth_body(s, ev->data, ev->len);
         return true;
     case SMTP_EV_BODY_END:
-        body_commit(s);
+        smtp_auth_body_end(s);
         return true;
     case SMTP_EV_CLOSE:
         smtp_session__close(s);

@@ -24,6 +24,10 @@ packages=(
     systemd curl
     # benchmark (tests/bench): fsync counting
     strace
+    # sender authentication (issue 6): DKIM/DMARC libraries, the public suffix
+    # list, and for the tests scripted DNS, the RFC 7208 suite, a DKIM signer
+    python3-dnslib python3-yaml python3-dkim openssl
+    libopendkim-dev libopendmarc-dev publicsuffix
 )
 
 apt-get update

@@ -460,8 +460,13 @@ class Dnsmasq:
     mx: [(domain, host, pref)], hosts: [(name, address)] (an address may be
     IPv4 or IPv6; several entries for one name are merged)."""
 
-    def __init__(self, tmpdir, mx=(), hosts=(), port=None, name="dnsmasq"):
+    def __init__(self, tmpdir, mx=(), hosts=(), port=None, name="dnsmasq", txt=(), forward=()):
         self.tmpdir = tmpdir
+        # txt: [(name, text or [strings])]; forward: [(domain, "127.0.0.1#port")]
+        # sends that domain's queries to another server (one that never
+        # answers makes a timeout).
+        self.txt = list(txt)
+        self.forward = list(forward)
         self.name = name
         self.root = os.path.join(tmpdir, name)
         os.makedirs(self.root, exist_ok=True)
@@ -497,6 +502,13 @@ class Dnsmasq:
             merged.setdefault(name, []).append(addr)
         for name, addrs in merged.items():
             a.append(f"--host-record={name},{','.join(addrs)}")
+        for name, text in self.txt:
+            parts = [text] if isinstance(text, str) else list(text)
+            # one character-string per part; on the command line dnsmasq
+            # takes the text as is (no quoting, so no commas in it)
+            a.append(f"--txt-record={name}," + ",".join(parts))
+        for domain, server in self.forward:
+            a.append(f"--server=/{domain}/{server}")
         return a
 
     def running(self):

@@ -1,0 +1,45 @@
+/* dmarc: DMARC evaluation (RFC 7489) with libopendmarc. */
+#ifndef MXD_DMARC_H
+#define MXD_DMARC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dkim.h"
+#include "dns.h"
+#include "spf.h"
+
+#define DMARC_PSL_PATH "/usr/share/publicsuffix/public_suffix_list.dat" /* Debian publicsuffix */
+
+#define DMARC_RESULTS(X)                                                                           \
+    X(NONE, "none")                                                                                \
+    X(PASS, "pass") X(FAIL, "fail") X(TEMPERROR, "temperror") X(PERMERROR, "permerror")
+#define DMARC_RES_ENUM(e, s) DMARC_RES_##e,
+enum dmarc_res { DMARC_RESULTS(DMARC_RES_ENUM) };
+#undef DMARC_RES_ENUM
+const char *dmarc_res_name(enum dmarc_res r);
+
+struct dmarc_input {
+    char ip[46];
+    char from_domain[256]; /* RFC5322.From domain, lower case */
+    bool from_bad;         /* no From:, several, or no domain in it */
+    enum spf_res spf;
+    bool spf_helo; /* the SPF result is for the HELO identity */
+    char spf_domain[256];
+    const struct dkim_result *dkim; /* borrowed; NULL when DKIM is off */
+};
+
+struct dmarc_result {
+    enum dmarc_res res;
+    char policy[16]; /* "none", "quarantine", "reject" or "" (no record) */
+    bool reject;     /* fail and the policy to apply is reject */
+    char why[128];   /* for permerror and temperror */
+    unsigned queries;
+};
+
+/* Evaluates DMARC for the message; looks _dmarc records up (blocking:
+ * never on the loop thread). Always fills *out. */
+void dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
+                 struct dmarc_result *out);
+
+#endif

@@ -1,0 +1,456 @@
+/* smtp_auth: sender authentication for one SMTP session (glue between
+ * smtp_session and the spf and authres modules).
+ *
+ * Owns the session's struct smtp_auth: the SPF result of the transaction,
+ * the RCPT held while SPF is still running, the header filter and the
+ * trace fields (Authentication-Results, Received-SPF) for the stored
+ * message. Loop thread only; the SPF check itself runs on the threadpool
+ * (spf_check_async) and counts in s->pending like a store job, so its
+ * completion never finds a freed session. A check whose transaction ended
+ * (RSET, new MAIL) is dropped by its generation number.
+ *
+ * The SPF check starts at MAIL and is awaited at the first RCPT (spf =
+ * reject: the answer depends on it) or at the end of data (spf = tag), so
+ * it overlaps with the client's pipeline. DKIM is hashed as the content
+ * arrives (on the loop: no I/O); at the end of data one threadpool job
+ * looks the keys up, verifies, and evaluates DMARC; only then is the
+ * message refused (dmarc = reject, p=reject) or committed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "authres.h"
+#include "dkim.h"
+#include "dmarc.h"
+#include "log.h"
+#include "metrics.h"
+#include "smtp_session_impl.h"
+#include "spf.h"
+
+enum auth_wait { AUTH_WAIT_NONE, AUTH_WAIT_RCPT, AUTH_WAIT_END };
+
+struct smtp_auth {
+    unsigned gen; /* transaction number, for stale SPF completions */
+    bool spf_running, spf_done;
+    struct spf_result spf;
+    enum auth_wait waiting;
+    struct addr rcpt; /* the RCPT waiting for SPF */
+    struct authres_filter filter;
+    struct dkim_verifier *dkim;        /* DKIM or DMARC on: the message being hashed */
+    bool end_done;                     /* the end-of-data job has answered */
+    char end_from[AUTHRES_DOMAIN_MAX]; /* the From: domain, "" when none */
+    struct dkim_result dkim_res;
+    struct dmarc_result dmarc_res;
+    char *hdr; /* trace fields for the stored message (owned) */
+    size_t hdr_len;
+};
+
+/* The end-of-data job: DKIM key lookups and DMARC, on the threadpool. */
+struct end_job {
+    uv_work_t work;
+    struct smtp_session *s;
+    struct dkim_verifier *dkim; /* owned by the job */
+    bool do_dmarc;
+    struct dns_servers servers;
+    struct dmarc_input din;
+    struct dkim_result dkim_res;
+    struct dmarc_result dmarc_res;
+};
+
+struct spf_wait {
+    struct smtp_session *s;
+    unsigned gen;
+    struct spf_result res;
+};
+
+static const struct conf *
+auth_conf(const struct smtp_session *s)
+{
+    return s->conf; /* the config the session started with (reload) */
+}
+
+void
+smtp_auth_free(struct smtp_session *s)
+{
+    if (s->auth != NULL) {
+        free(s->auth->hdr);
+        dkim_verifier_free(s->auth->dkim);
+    }
+    free(s->auth);
+    s->auth = NULL;
+}
+
+static struct smtp_auth *
+auth_get(struct smtp_session *s)
+{
+    if (s->auth == NULL)
+        s->auth = xcalloc(1, sizeof(*s->auth));
+    return s->auth;
+}
+
+static void
+log_spf(struct smtp_session *s, const struct spf_result *r)
+{
+    char from[600];
+    const struct smtp_txn *t = smtp_proto_txn(s->proto);
+    const char *id = r->helo_identity ? smtp_proto_helo(s->proto) : t->sender.mailbox;
+
+    metrics_observe(METRICS_H_SPF_SECONDS, r->ms / 1000.0);
+    log_msg(LOG_INFO, s->qid, "auth",
+            "spf result=%s identity=%s id=<%s> client=%s queries=%u voids=%u ms=%.1f",
+            spf_res_name(r->res), r->helo_identity ? "helo" : "mailfrom",
+            log_esc(from, sizeof(from), id, strlen(id)), s->ip, r->queries, r->voids, r->ms);
+}
+
+/* spf = reject: 550 for fail, 451 for temperror (RFC 7372 3.2, 3.3);
+ * true when the RCPT was answered. */
+static bool
+spf_refuse(struct smtp_session *s)
+{
+    const struct spf_result *r = &s->auth->spf;
+    char text[400];
+
+    if (auth_conf(s)->spf != CONF_AUTH_REJECT)
+        return false;
+    if (r->res == SPF_RES_FAIL) {
+        snprintf(text, sizeof(text), "5.7.23 SPF validation failed: %.300s",
+                 r->explanation[0] ? r->explanation : r->comment);
+        smtp_proto_answer(s->proto, 550, text);
+        return true;
+    }
+    if (r->res == SPF_RES_TEMPERROR) {
+        smtp_proto_answer(s->proto, 451, "4.7.24 SPF validation error (DNS), try again later");
+        return true;
+    }
+    return false;
+}
+
+static void auth_end(struct smtp_session *s);
+
+static void
+on_spf(void *arg, struct spf_result *res)
+{
+    struct spf_wait *w = arg;
+    struct smtp_session *s = w->s;
+    struct smtp_auth *a = s->auth;
+    enum auth_wait waiting;
+
+    if (smtp_session__release(s) || a == NULL || w->gen != a->gen) {
+        free(w);
+        return;
+    }
+    a->spf = *res;
+    a->spf_running = false;
+    a->spf_done = true;
+    free(w);
+    log_spf(s, &a->spf);
+    waiting = a->waiting;
+    a->waiting = AUTH_WAIT_NONE;
+    if (waiting == AUTH_WAIT_RCPT) {
+        if (!spf_refuse(s))
+            smtp_session__rcpt(s, &a->rcpt);
+        smtp_session__pump(s);
+    } else if (waiting == AUTH_WAIT_END) {
+        auth_end(s);
+        smtp_session__pump(s);
+    }
+}
+
+void
+smtp_auth_mail(struct smtp_session *s, const struct addr *sender)
+{
+    const struct conf *c = auth_conf(s);
+    struct smtp_auth *a;
+    struct spf_wait *w;
+    struct spf_query q;
+
+    if (c->spf == CONF_AUTH_OFF && c->dkim == CONF_AUTH_OFF && c->dmarc == CONF_AUTH_OFF)
+        return;
+    a = auth_get(s);
+    a->gen++;
+    a->spf_running = a->spf_done = false;
+    a->waiting = AUTH_WAIT_NONE;
+    a->end_done = false;
+    free(a->hdr);
+    a->hdr = NULL;
+    dkim_verifier_free(a->dkim);
+    a->dkim = NULL;
+    if (c->spf == CONF_AUTH_OFF)
+        return;
+    memset(&q, 0, sizeof(q));
+    snprintf(q.ip, sizeof(q.ip), "%s", s->ip);
+    snprintf(q.helo, sizeof(q.helo), "%s", smtp_proto_helo(s->proto));
+    snprintf(q.sender, sizeof(q.sender), "%s", sender->mailbox);
+    snprintf(q.receiver, sizeof(q.receiver), "%s", c->hostname);
+    w = xcalloc(1, sizeof(*w));
+    w->s = s;
+    w->gen = a->gen;
+    a->spf_running = true;
+    s->pending++;
+    spf_check_async(s->srv->loop, c, &q, &w->res, on_spf, w);
+}
+
+bool
+smtp_auth_rcpt_hold(struct smtp_session *s, const struct addr *rcpt)
+{
+    struct smtp_auth *a = s->auth;
+
+    if (a == NULL || auth_conf(s)->spf != CONF_AUTH_REJECT)
+        return false;
+    if (a->spf_running) {
+        a->rcpt = *rcpt;
+        a->waiting = AUTH_WAIT_RCPT;
+        return true;
+    }
+    return a->spf_done && spf_refuse(s);
+}
+
+static void
+filter_emit(void *arg, const char *data, size_t len)
+{
+    smtp_session__body_append(arg, data, len);
+}
+
+void
+smtp_auth_body_begin(struct smtp_session *s)
+{
+    const struct conf *c = auth_conf(s);
+    struct smtp_auth *a = s->auth;
+
+    if (a == NULL)
+        return;
+    authres_filter_init(&a->filter, c->hostname, filter_emit, s);
+    dkim_verifier_free(a->dkim);
+    a->dkim = NULL;
+    if (c->dkim != CONF_AUTH_OFF || c->dmarc != CONF_AUTH_OFF)
+        a->dkim = dkim_verifier_new(); /* NULL: reported as temperror */
+}
+
+void
+smtp_auth_body(struct smtp_session *s, const char *data, size_t len)
+{
+    if (s->auth == NULL) {
+        smtp_session__body_append(s, data, len);
+        return;
+    }
+    dkim_verifier_feed(s->auth->dkim, data, len); /* the message as received */
+    authres_filter_feed(&s->auth->filter, data, len);
+}
+
+/* spf=... smtp.mailfrom=..., and the Received-SPF field into rspf. */
+static size_t
+add_spf(struct smtp_session *s, struct authres *ar, char *rspf, size_t size)
+{
+    const struct spf_result *r = &s->auth->spf;
+    const char *helo = smtp_proto_helo(s->proto);
+    const char *sender = smtp_proto_txn(s->proto)->sender.mailbox;
+    struct authres_prop p = {r->helo_identity ? "smtp.helo" : "smtp.mailfrom",
+                             r->helo_identity ? helo : sender};
+    char from[ADDR_PATH_MAX + ADDR_DOMAIN_MAX + 16];
+
+    authres_add(ar, "spf", spf_res_name(r->res), NULL, &p, 1);
+    if (r->helo_identity)
+        snprintf(from, sizeof(from), "postmaster@%s", helo);
+    else
+        snprintf(from, sizeof(from), "%s", sender);
+    return authres_received_spf(rspf, size, spf_res_name(r->res), r->comment, s->ip, from, helo,
+                                auth_conf(s)->hostname, r->helo_identity ? "helo" : "mailfrom");
+}
+
+/* dkim=... per signature (RFC 8601 2.7.1, RFC 6008 header.b). */
+static void
+add_dkim(const struct dkim_result *d, struct authres *ar)
+{
+    if (d->nsigs == 0)
+        authres_add(ar, "dkim", "none", NULL, NULL, 0);
+    for (size_t i = 0; i < d->nsigs; i++) {
+        const struct dkim_sig *g = &d->sigs[i];
+        struct authres_prop p[] = {{"header.d", g->domain[0] ? g->domain : NULL},
+                                   {"header.s", g->selector[0] ? g->selector : NULL},
+                                   {"header.b", g->b[0] ? g->b : NULL}};
+
+        authres_add(ar, "dkim", dkim_res_name(g->res), g->why[0] ? g->why : NULL, p, 3);
+    }
+}
+
+static void
+add_dmarc(const struct smtp_auth *a, struct authres *ar)
+{
+    const struct dmarc_result *m = &a->dmarc_res;
+    struct authres_prop p = {"header.from",
+                             a->filter.nfrom == 1 && a->end_from[0] ? a->end_from : NULL};
+    char comment[160] = "";
+
+    if (m->policy[0] != '\0')
+        snprintf(comment, sizeof(comment), "p=%s", m->policy);
+    else if (m->why[0] != '\0')
+        snprintf(comment, sizeof(comment), "%s", m->why);
+    authres_add(ar, "dmarc", dmarc_res_name(m->res), comment, &p, 1);
+}
+
+/* Authentication-Results and Received-SPF for the stored message. */
+static void
+auth_headers(struct smtp_session *s)
+{
+    struct smtp_auth *a = s->auth;
+    const struct conf *c = auth_conf(s);
+    struct authres ar;
+    char rspf[2048];
+    size_t arlen, rlen = 0;
+    const char *arhdr;
+
+    authres_init(&ar, c->hostname);
+    if (a->spf_done)
+        rlen = add_spf(s, &ar, rspf, sizeof(rspf));
+    if (a->end_done && c->dkim != CONF_AUTH_OFF)
+        add_dkim(&a->dkim_res, &ar);
+    if (a->end_done && c->dmarc != CONF_AUTH_OFF)
+        add_dmarc(a, &ar);
+    arhdr = authres_finish(&ar, &arlen);
+    a->hdr = xmalloc(arlen + rlen + 1);
+    memcpy(a->hdr, arhdr, arlen);
+    memcpy(a->hdr + arlen, rspf, rlen);
+    a->hdr_len = arlen + rlen;
+    a->hdr[a->hdr_len] = '\0';
+    authres_free(&ar);
+}
+
+static void
+log_end(struct smtp_session *s)
+{
+    const struct smtp_auth *a = s->auth;
+    const struct conf *c = auth_conf(s);
+    char esc[300], sel[300];
+
+    for (size_t i = 0; c->dkim != CONF_AUTH_OFF && i < a->dkim_res.nsigs; i++) {
+        const struct dkim_sig *g = &a->dkim_res.sigs[i];
+
+        log_msg(LOG_INFO, s->qid, "auth",
+                "dkim result=%s domain=%s selector=%s reason=\"%s\" queries=%u ms=%.1f",
+                dkim_res_name(g->res), log_esc(esc, sizeof(esc), g->domain, strlen(g->domain)),
+                log_esc(sel, sizeof(sel), g->selector, strlen(g->selector)),
+                g->why[0] ? g->why : "-", a->dkim_res.queries, a->dkim_res.ms);
+    }
+    if (c->dkim != CONF_AUTH_OFF && a->dkim_res.nsigs == 0)
+        log_msg(LOG_INFO, s->qid, "auth", "dkim result=none");
+    if (c->dmarc != CONF_AUTH_OFF)
+        log_msg(LOG_INFO, s->qid, "auth", "dmarc result=%s from=%s policy=%s queries=%u",
+                dmarc_res_name(a->dmarc_res.res),
+                log_esc(esc, sizeof(esc), a->end_from, strlen(a->end_from)),
+                a->dmarc_res.policy[0] ? a->dmarc_res.policy : "-", a->dmarc_res.queries);
+}
+
+static void
+auth_finish(struct smtp_session *s)
+{
+    struct smtp_auth *a = s->auth;
+
+    if (a->end_done && auth_conf(s)->dmarc == CONF_AUTH_REJECT && a->dmarc_res.reject) {
+        char text[400];
+
+        /* RFC 7489 10.3: refuse at the end of data, nothing is stored */
+        snprintf(text, sizeof(text), "5.7.1 Rejected by DMARC policy for %.255s", a->end_from);
+        smtp_session__body_drop(s);
+        smtp_proto_answer(s->proto, 550, text);
+        return;
+    }
+    auth_headers(s);
+    smtp_session__body_commit(s);
+}
+
+static void
+end_work(uv_work_t *w)
+{
+    struct end_job *j = w->data;
+
+    dkim_verifier_finish(j->dkim, &j->servers, &j->dkim_res); /* NULL: temperror */
+    if (j->do_dmarc) {
+        j->din.dkim = &j->dkim_res;
+        dmarc_check(&j->servers, &j->din, &j->dmarc_res);
+    }
+}
+
+static void
+end_done(uv_work_t *w, int status)
+{
+    struct end_job *j = w->data;
+    struct smtp_session *s = j->s;
+
+    (void)status;
+    dkim_verifier_free(j->dkim);
+    if (smtp_session__release(s) || s->auth == NULL) {
+        free(j);
+        return;
+    }
+    s->auth->dkim_res = j->dkim_res;
+    s->auth->dmarc_res = j->dmarc_res;
+    s->auth->end_done = true;
+    free(j);
+    log_end(s);
+    auth_finish(s);
+    smtp_session__pump(s);
+}
+
+/* SPF is known: hand DKIM and DMARC to the threadpool, or finish now. */
+static void
+auth_end(struct smtp_session *s)
+{
+    struct smtp_auth *a = s->auth;
+    const struct conf *c = auth_conf(s);
+    struct end_job *j;
+
+    if (c->dkim == CONF_AUTH_OFF && c->dmarc == CONF_AUTH_OFF) {
+        auth_finish(s);
+        return;
+    }
+    j = xcalloc(1, sizeof(*j));
+    j->s = s;
+    j->dkim = a->dkim;
+    a->dkim = NULL;
+    j->do_dmarc = c->dmarc != CONF_AUTH_OFF;
+    dns_servers_from_conf(c, &j->servers);
+    snprintf(j->din.ip, sizeof(j->din.ip), "%s", s->ip);
+    snprintf(j->din.from_domain, sizeof(j->din.from_domain), "%s", a->end_from);
+    j->din.from_bad = a->filter.nfrom != 1 || a->end_from[0] == '\0';
+    j->din.spf = a->spf_done ? a->spf.res : SPF_RES_NONE;
+    j->din.spf_helo = a->spf.helo_identity;
+    if (a->spf_done)
+        snprintf(j->din.spf_domain, sizeof(j->din.spf_domain), "%s", a->spf.domain);
+    j->work.data = j;
+    s->pending++;
+    if (uv_queue_work(s->srv->loop, &j->work, end_work, end_done) != 0)
+        mxd_panic("smtp_auth: uv_queue_work failed");
+}
+
+void
+smtp_auth_body_end(struct smtp_session *s)
+{
+    struct smtp_auth *a = s->auth;
+
+    if (a == NULL) {
+        smtp_session__body_commit(s);
+        return;
+    }
+    authres_filter_end(&a->filter);
+    if (a->filter.removed > 0)
+        log_msg(LOG_INFO, s->qid, "auth", "removed authentication-results count=%u",
+                a->filter.removed);
+    if (!authres_from_domain(a->filter.from, a->end_from, sizeof(a->end_from)))
+        a->end_from[0] = '\0';
+    if (a->spf_running) {
+        a->waiting = AUTH_WAIT_END; /* on_spf goes on */
+        return;
+    }
+    auth_end(s);
+}
+
+const char *
+smtp_auth_header(struct smtp_session *s, size_t *len)
+{
+    if (s->auth == NULL || s->auth->hdr == NULL) {
+        *len = 0;
+        return "";
+    }
+    *len = s->auth->hdr_len;
+    return s->auth->hdr;
+}

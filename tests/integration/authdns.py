@@ -1,0 +1,162 @@
+"""A scripted authoritative DNS server for the sender-authentication tests.
+
+dnsmasq cannot serve every record type the SPF tests need or stay silent
+for one name (PEERS.md), so this serves a zone held in a dict, on
+127.0.0.1 UDP and TCP, from a thread of the test process (python3-dnslib):
+
+    zone = {"example.com": [("TXT", "v=spf1 -all"), ("A", "192.0.2.1"),
+                            ("MX", (10, "mx.example.com")), ("TIMEOUT", None)]}
+
+A name with ("TIMEOUT", None) gets no answer (the resolver times out) for
+the types it has no records of; an unknown name gets NXDOMAIN, a known name without the type NODATA.
+A TXT value may be a list of character-strings; a str longer than 255
+octets is split. CNAMEs are followed. The zone may be replaced while it runs
+(`server.zone = {...}`); `server.queries` counts what was asked.
+"""
+
+import socket
+import socketserver
+import struct
+import threading
+
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+
+
+def _txt(value):
+    if isinstance(value, (list, tuple)):
+        parts = [p.encode("utf-8") if isinstance(p, str) else p for p in value]
+    else:
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        parts = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    return TXT(parts)
+
+
+def _rdata(rtype, value):
+    if rtype == "A":
+        return A(value)
+    if rtype == "AAAA":
+        return AAAA(value)
+    if rtype == "MX":
+        pref, host = value
+        return MX(host or ".", int(pref))
+    if rtype == "PTR":
+        return PTR(value)
+    if rtype == "CNAME":
+        return CNAME(value)
+    if rtype in ("TXT", "SPF"):
+        return _txt(value)
+    raise ValueError(f"unsupported record type {rtype}")
+
+
+class AuthDns:
+    def __init__(self, zone=None):
+        self.zone = zone or {}
+        self.queries = []
+        self._udp = self._tcp = None
+        self._threads = []
+        self.port = None
+
+    @property
+    def server(self):
+        """The mxd `dns_servers =` value."""
+        return f"127.0.0.1:{self.port}"
+
+    def _records(self, name):
+        z = self.zone
+        key = name.rstrip(".").lower()
+        for k, v in z.items():
+            if k.rstrip(".").lower() == key:
+                return v
+        return None
+
+    def answer(self, data):
+        """The reply octets for a query, or None to stay silent."""
+        try:
+            req = DNSRecord.parse(data)
+        except Exception:  # noqa: BLE001 - junk in, nothing out
+            return None
+        reply = req.reply()
+        reply.header.aa = 1
+        # the labels as sent: str() would escape spaces and the like ("\\032")
+        qname = b".".join(req.q.qname.label).decode("utf-8", "replace")
+        qtype = QTYPE[req.q.qtype]
+        self.queries.append((qname.rstrip(".").lower(), qtype))
+        name = qname
+        for _ in range(8):  # CNAME chain
+            recs = self._records(name)
+            if recs is None:
+                if name == qname:
+                    reply.header.rcode = RCODE.NXDOMAIN
+                return reply.pack()
+            cname = [v for t, v in recs if t == "CNAME"]
+            # As in the RFC 7208 suite's driver: TIMEOUT answers the types
+            # the name has no records of.
+            if any(t == "TIMEOUT" for t, _ in recs) and not cname and \
+                    not any(t == qtype for t, _ in recs):
+                return None
+            if cname and qtype != "CNAME":
+                reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(cname[0]), ttl=0))
+                name = cname[0]
+                continue
+            for t, v in recs:
+                if t == qtype:
+                    reply.add_answer(RR(name, getattr(QTYPE, t), rdata=_rdata(t, v), ttl=0))
+            return reply.pack()
+        return reply.pack()
+
+    def start(self):
+        outer = self
+
+        class Udp(socketserver.BaseRequestHandler):
+            def handle(self):
+                data, sock = self.request
+                out = outer.answer(data)
+                if out is not None:
+                    sock.sendto(out, self.client_address)
+
+        class Tcp(socketserver.BaseRequestHandler):
+            def handle(self):
+                hdr = self.request.recv(2)
+                if len(hdr) < 2:
+                    return
+                (n,) = struct.unpack("!H", hdr)
+                data = b""
+                while len(data) < n:
+                    chunk = self.request.recv(n - len(data))
+                    if not chunk:
+                        return
+                    data += chunk
+                out = outer.answer(data)
+                if out is not None:
+                    self.request.sendall(struct.pack("!H", len(out)) + out)
+
+        socketserver.ThreadingUDPServer.allow_reuse_address = True
+        self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
+        self.port = self._udp.server_address[1]
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+        for srv in (self._udp, self._tcp):
+            t = threading.Thread(target=srv.serve_forever, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self):
+        for srv in (self._udp, self._tcp):
+            if srv is not None:
+                srv.shutdown()
+                srv.server_close()
+        self._udp = self._tcp = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def silent_port():
+    """A bound UDP socket that never answers (a black-hole name server)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
