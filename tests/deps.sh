@@ -20,6 +20,8 @@ packages=(
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
     dnsmasq-base python3-aiosmtpd
+    # fuzzing (libFuzzer, tests/fuzz) and memcheck
+    clang libclang-rt-14-dev valgrind
 )
 
 apt-get update

@@ -3,7 +3,8 @@
 #   1. tests/deps.sh (skip with MXD_SKIP_DEPS=1)
 #   2. a fresh default build in build-test, `meson test`
 #   3. a fresh address+undefined sanitizer build in build-asan, `meson test`
-#   4. clang-format --dry-run -Werror over the C sources (counted as one test)
+#   4. the libFuzzer targets, 60 s each (tests/fuzz/run.sh; one test each)
+#   5. clang-format --dry-run -Werror over the C sources (counted as one test)
 # Prints a summary per build and, last, "N passed, N failed, N skipped"
 # over everything; exits non-zero if any test or any build failed.
 set -uo pipefail
@@ -90,9 +91,28 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     build_and_test build-asan "sanitizer build" -Db_sanitize=address,undefined -Db_lundef=false
 
+# libFuzzer targets (tests/fuzz/run.sh), FUZZ_SECONDS each (default 60):
+# each target counts as one test, passed when it found nothing.
+echo "==== fuzz: tests/fuzz/run.sh"
+rm -rf build-fuzz
+fuzz_results=$(mktemp)
+FUZZ_RESULTS=$fuzz_results FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash tests/fuzz/run.sh
+fuzz_ok=$(grep -c ' ok ' "$fuzz_results")
+fuzz_bad=$(grep -vc ' ok ' "$fuzz_results")
+fuzz_execs=$(awk '{n += $3} END {print n + 0}' "$fuzz_results")
+if [ "$((fuzz_ok + fuzz_bad))" -eq 0 ]; then
+    summaries+=("fuzz: FAILED (no results: build failed?)")
+    total_fail=$((total_fail + 1))
+else
+    summaries+=("fuzz: $fuzz_ok passed, $fuzz_bad failed, $fuzz_execs executions ($(tr '\n' ' ' <"$fuzz_results"))")
+    total_pass=$((total_pass + fuzz_ok))
+    total_fail=$((total_fail + fuzz_bad))
+fi
+rm -f "$fuzz_results"
+
 echo "==== clang-format --dry-run -Werror"
 shopt -s nullglob
-fmt_files=(src/*.c src/*.h tests/unit/*.c)
+fmt_files=(src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c)
 shopt -u nullglob
 if [ ${#fmt_files[@]} -eq 0 ]; then
     summaries+=("clang-format: FAILED (no source files found)")
