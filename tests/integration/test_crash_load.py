@@ -6,8 +6,16 @@ Dovecot's maildirs (or still in the store). Prints kills (how many hit a
 commit in flight, how many hit deliveries in flight), acknowledged, lost
 and duplicate deliveries. Required: 0 lost.
 
+PowerCut does the same with the power cut simulated below the file
+system: mxd runs under the LD_PRELOAD shim tests/shim/fsfault.c, which logs
+the old contents of every write to the database and its WAL; after each
+SIGKILL the test rolls back every write not followed by an fsync of its
+file (fsfault.power_cut) before restarting, so only what SQLite synced
+survives, as after a power failure.
+
 Environment for longer runs:
   MXD_CRASH_KILLS     kills per run (default 22)
+  MXD_POWERCUT_KILLS  kills per power-cut run (default 12)
   MXD_CRASH_SESSIONS  concurrent sessions (default 50)
   MXD_CRASH_SEED      random seed (default: random, printed)
 """
@@ -23,6 +31,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fsfault  # noqa: E402
 import mxdtest  # noqa: E402
 from dovecot import MxdDovecotCase, make_message, tokens_by_user, wait_for  # noqa: E402
 
@@ -112,6 +121,12 @@ class Load:
 
 class CrashLoad(MxdDovecotCase):
     SERVER = {"max_connections_per_ip": "400"}
+    KILLS = KILLS
+    LABEL = "crash load"
+
+    def after_kill(self):
+        """What happens between the SIGKILL and the restart."""
+        return None
 
     def store_tokens(self):
         """{token: recipients still in the store}, read from the database."""
@@ -137,7 +152,7 @@ class CrashLoad(MxdDovecotCase):
         kills = in_commit = in_delivery = 0
         t0 = time.monotonic()
         try:
-            for _ in range(KILLS):
+            for _ in range(self.KILLS):
                 time.sleep(rnd.uniform(0.8, 3.0))
                 files_before = self.dov.count()
                 time.sleep(0.1)
@@ -146,6 +161,7 @@ class CrashLoad(MxdDovecotCase):
                 delivering = self.dov.count() > files_before
                 self.assertTrue(self.mxd.running(), f"mxd died by itself{self.diag()}")
                 self.mxd.kill()
+                self.after_kill()
                 kills += 1
                 in_commit += committing > 0
                 in_delivery += delivering
@@ -169,16 +185,41 @@ class CrashLoad(MxdDovecotCase):
                 if n == 0 and u not in in_store.get(token, ()):
                     lost.append((u, token))
                 dups += max(0, n - 1)
-        print(f"\ncrash load: seed {seed}, {SESSIONS} sessions, {load_s:.0f}s of load; "
+        print(f"\n{self.LABEL}: seed {seed}, {SESSIONS} sessions, {load_s:.0f}s of load; "
               f"kills {kills} ({in_commit} with a commit in flight, {in_delivery} during "
               f"deliveries); sent {load.sent}, acknowledged {len(acked)} messages "
               f"({deliveries} deliveries); lost {len(lost)}; duplicates {dups}; "
               f"left in the store {len(in_store)}", file=sys.stderr)
-        self.assertGreaterEqual(kills, 20)
+        self.assertGreaterEqual(kills, min(self.KILLS, 20))
         self.assertGreater(in_commit, 0, "no kill hit a commit in flight")
         self.assertGreater(in_delivery, 0, "no kill hit a delivery in flight")
         self.assertEqual(lost, [], f"acknowledged but lost{self.diag()}")
         self.assertEqual(mxdtest.integrity_check(self.mxd.db_path), ["ok"])
+
+
+class PowerCut(CrashLoad):
+    KILLS = int(os.environ.get("MXD_POWERCUT_KILLS", "12"))
+    LABEL = "power cut"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.mxd.stop()
+        cls.undo = os.path.join(cls.tmpdir, "undo.log")
+        cls.mxd.env = fsfault.env(cls.mxd.db_path, undo=cls.undo)
+        cls.cuts = []
+        cls.mxd.start()
+
+    def after_kill(self):
+        self.cuts.append(fsfault.power_cut(self.undo))
+
+    def test_kill_under_load(self):
+        super().test_kill_under_load()
+        rolled = [c for c in self.cuts if c[2] > 0]
+        print(f"power cut: {len(self.cuts)} cuts, {len(rolled)} rolled back unsynced writes "
+              f"({sum(c[2] for c in self.cuts)} octets in all); "
+              f"{sum(c[0] for c in self.cuts)} undo records", file=sys.stderr)
+        self.assertTrue(rolled, "no power cut found unsynced writes: the shim saw nothing")
 
 
 if __name__ == "__main__":
