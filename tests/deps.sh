@@ -22,6 +22,8 @@ packages=(
     dnsmasq-base python3-aiosmtpd
     # fuzzing (libFuzzer, tests/fuzz) and memcheck
     clang libclang-rt-14-dev valgrind
+    # disk-full test on a loop-mounted ext4 image (test_faults.py)
+    e2fsprogs mount
 )
 
 apt-get update
