@@ -8,8 +8,10 @@ taking the message and before mxd heard its 250 (the at-least-once
 window), so duplicates are bounded by the transactions cut by the kills.
 The watcher must not hammer a down primary: mxd's failed connection
 attempts during the flapping downtime are counted from its log (one
-"deliver destination unavailable" line each) and must stay under 3/s; the
-attempts made while the 1,000 messages came in are printed too.
+"deliver destination unavailable" line each) and must stay under 15/s
+whatever the number of held messages (an attempt per held recipient per
+retry round would be over 200/s here); the attempts made while the 1,000
+messages came in are printed too.
 
 MXD_FLAP_MESSAGES and MXD_FLAP_CYCLES make it longer.
 """
@@ -100,8 +102,12 @@ class PrimaryFlaps(BackupCase):
         # at-least-once: a kill can cut at most the transactions open at that
         # moment (bounded by the destination's connection pool per kill)
         self.assertLessEqual(dups, CYCLES * 2 * 16, "more duplicates than kills can explain")
-        # the watcher probes after 1 s, backing off to 15 s
-        self.assertLess(rate, 3, "mxd hammers the primary while it is down")
+        # The watcher probes after 1 s, backing off to 15 s, and held mail is
+        # retried (retry_min 1 s here) through the destination's bounded
+        # connection pool: a few attempts a second, however much is held.
+        # Hammering would be an attempt per held recipient per retry round
+        # (1,100 per round, over 200/s with retry_max 5 s).
+        self.assertLess(rate, 15, "mxd hammers the primary while it is down")
 
 
 if __name__ == "__main__":
