@@ -430,8 +430,10 @@ line_ok(struct parse *p, const char *s, size_t n, size_t max)
 {
     const char *c = s;
 
-    if (n == 0 || *s == ';' || *s == '#')
+    if (n == 0)
         return true;
+    if (*s == ';' || *s == '#')
+        return false; /* a comment of any length: inih gets an empty line */
     if (n + 2 > max) {
         perr(p, p->line, "line longer than %zu bytes", max - 2);
         return false;

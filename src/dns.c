@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dnsmsg.h"
 #include "metrics.h"
 
 #if !defined(__GLIBC__) || !__GLIBC_PREREQ(2, 26)
@@ -125,76 +126,6 @@ query(res_state rs, const char *name, ns_type type, unsigned char *ans, int *len
     }
 }
 
-/* Appends the reply's MX records to *hosts. *null_mx counts RFC 7505 null
- * MX records ("."), which are not added. 0 or MXD_EIO (malformed). */
-static int
-parse_mx(const unsigned char *ans, int len, struct mx_host **hosts, size_t *n, size_t *null_mx)
-{
-    char name[NS_MAXDNAME];
-    ns_msg msg;
-    ns_rr rr;
-
-    if (ns_initparse(ans, len, &msg) < 0)
-        return MXD_EIO;
-    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
-            return MXD_EIO;
-        if (ns_rr_type(rr) != ns_t_mx || ns_rr_class(rr) != ns_c_in)
-            continue; /* e.g. the CNAME that led to the MX records */
-        if (ns_rr_rdlen(rr) < 3 || dn_expand(ns_msg_base(msg), ns_msg_end(msg), ns_rr_rdata(rr) + 2,
-                                             name, sizeof(name)) < 0)
-            return MXD_EIO;
-        if (name[0] == '\0' || strcmp(name, ".") == 0) {
-            (*null_mx)++;
-            continue;
-        }
-        if (strlen(name) >= MX_NAME_MAX)
-            continue; /* cannot be a host name we could resolve */
-        *hosts = xrealloc(*hosts, (*n + 1) * sizeof(**hosts));
-        strcpy((*hosts)[*n].name, name);
-        (*hosts)[*n].pref = ns_get16(ns_rr_rdata(rr));
-        (*n)++;
-    }
-    return 0;
-}
-
-/* Adds the A or AAAA records of a reply to t, port 25, up to DNS_MAX_ADDRS. */
-static int
-parse_addrs(const unsigned char *ans, int len, ns_type type, struct dns_target *t)
-{
-    ns_msg msg;
-    ns_rr rr;
-
-    if (ns_initparse(ans, len, &msg) < 0)
-        return MXD_EIO;
-    for (int i = 0; i < ns_msg_count(msg, ns_s_an) && t->naddrs < DNS_MAX_ADDRS; i++) {
-        struct sockaddr_storage *ss = &t->addrs[t->naddrs];
-
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
-            return MXD_EIO;
-        if (ns_rr_type(rr) != type || ns_rr_class(rr) != ns_c_in)
-            continue;
-        memset(ss, 0, sizeof(*ss));
-        if (type == ns_t_a && ns_rr_rdlen(rr) == 4) {
-            struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-            sin->sin_family = AF_INET;
-            sin->sin_port = htons(DNS_PORT_SMTP);
-            memcpy(&sin->sin_addr, ns_rr_rdata(rr), 4);
-        } else if (type == ns_t_aaaa && ns_rr_rdlen(rr) == 16) {
-            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_port = htons(DNS_PORT_SMTP);
-            memcpy(&sin6->sin6_addr, ns_rr_rdata(rr), 16);
-        } else {
-            return MXD_EIO;
-        }
-        t->naddrs++;
-    }
-    return 0;
-}
-
 /* A then AAAA for one host. Returns true when a lookup failed temporarily. */
 static bool
 resolve_host(res_state rs, struct dns_job *job, struct dns_target *t)
@@ -206,7 +137,10 @@ resolve_host(res_state rs, struct dns_job *job, struct dns_target *t)
         int len = 0;
         enum dns_q q = query(rs, t->mx.name, types[i], job->ans, &len);
 
-        if (q == DNS_Q_TEMP || (q == DNS_Q_OK && parse_addrs(job->ans, len, types[i], t) != 0))
+        if (q == DNS_Q_TEMP ||
+            (q == DNS_Q_OK &&
+             dnsmsg_addrs(job->ans, (size_t)len, types[i] == ns_t_aaaa, DNS_PORT_SMTP, t->addrs,
+                          &t->naddrs, DNS_MAX_ADDRS) != 0))
             temp = true;
     }
     return temp;
@@ -253,7 +187,7 @@ lookup_mx(res_state rs, struct dns_job *job, struct mx_host **hosts, size_t *n)
     case DNS_Q_TEMP:
         return MXD_EIO;
     case DNS_Q_OK:
-        if (parse_mx(job->ans, len, hosts, n, &null_mx) != 0)
+        if (dnsmsg_mx(job->ans, (size_t)len, hosts, n, &null_mx) != 0)
             return MXD_EIO;
         break;
     case DNS_Q_NODATA:

@@ -28,6 +28,10 @@ packages=(
     # list, and for the tests scripted DNS, the RFC 7208 suite, a DKIM signer
     python3-dnslib python3-yaml python3-dkim openssl
     libopendkim-dev libopendmarc-dev publicsuffix
+    # fuzzing (libFuzzer, tests/fuzz) and memcheck
+    clang libclang-rt-14-dev valgrind
+    # disk-full test on a loop-mounted ext4 image (test_faults.py)
+    e2fsprogs mount
 )
 
 apt-get update

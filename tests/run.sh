@@ -3,8 +3,11 @@
 #   1. tests/deps.sh (skip with MXD_SKIP_DEPS=1)
 #   2. a fresh default build in build-test, `meson test`
 #   3. a fresh address+undefined sanitizer build in build-asan, `meson test`
-#   4. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
-#   5. clang-format --dry-run -Werror over the C sources (counted as one test)
+#   4. memcheck: roundtrip, protocol, policy, hostile, lmtp, tls with mxd
+#      under valgrind (zero errors, zero definite leaks)
+#   5. the libFuzzer targets, 60 s each (tests/fuzz/run.sh; one test each)
+#   6. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
+#   7. clang-format --dry-run -Werror over the C sources (counted as one test)
 # Prints a summary per build and, last, "N passed, N failed, N skipped"
 # over everything; exits non-zero if any test or any build failed.
 set -uo pipefail
@@ -24,9 +27,10 @@ total_pass=0
 total_fail=0
 total_skip=0
 
-# count BUILD_DIR LABEL: adds the results in BUILD_DIR's testlog.json.
+# count BUILD_DIR LABEL [LOGBASE]: adds the results in BUILD_DIR's
+# meson-logs/LOGBASE.json (default testlog).
 count() {
-    local dir=$1 label=$2 log="$1/meson-logs/testlog.json" counts
+    local dir=$1 label=$2 log="$1/meson-logs/${3:-testlog}.json" counts
     if [ ! -f "$log" ]; then
         summaries+=("$label: no test results (build or setup failed)")
         total_fail=$((total_fail + 1))
@@ -91,6 +95,39 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     build_and_test build-asan "sanitizer build" -Db_sanitize=address,undefined -Db_lundef=false
 
+# memcheck: a subset of the integration tests again, with mxd under
+# valgrind (mxdtest.py's MXD_WRAPPER): any memory error or definite leak
+# makes mxd exit 99, which fails the test.
+echo "==== memcheck: valgrind"
+if [ -x build-test/src/mxd ]; then
+    MXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
+        meson test -C build-test --print-errorlogs --logbase memcheck \
+        roundtrip protocol policy hostile lmtp tls
+    count build-test "memcheck (valgrind)" memcheck
+else
+    summaries+=("memcheck: FAILED (no default build)")
+    total_fail=$((total_fail + 1))
+fi
+
+# libFuzzer targets (tests/fuzz/run.sh), FUZZ_SECONDS each (default 60):
+# each target counts as one test, passed when it found nothing.
+echo "==== fuzz: tests/fuzz/run.sh"
+rm -rf build-fuzz
+fuzz_results=$(mktemp)
+FUZZ_RESULTS=$fuzz_results FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash tests/fuzz/run.sh
+fuzz_ok=$(grep -c ' ok ' "$fuzz_results")
+fuzz_bad=$(grep -vc ' ok ' "$fuzz_results")
+fuzz_execs=$(awk '{n += $3} END {print n + 0}' "$fuzz_results")
+if [ "$((fuzz_ok + fuzz_bad))" -eq 0 ]; then
+    summaries+=("fuzz: FAILED (no results: build failed?)")
+    total_fail=$((total_fail + 1))
+else
+    summaries+=("fuzz: $fuzz_ok passed, $fuzz_bad failed, $fuzz_execs executions ($(tr '\n' ' ' <"$fuzz_results"))")
+    total_pass=$((total_pass + fuzz_ok))
+    total_fail=$((total_fail + fuzz_bad))
+fi
+rm -f "$fuzz_results"
+
 # The benchmark harness (tests/bench) in its quick mode: it must work, its
 # numbers are never judged here. Counted as one test.
 echo "==== benchmark harness: tests/bench/run.sh --quick"
@@ -104,7 +141,7 @@ fi
 
 echo "==== clang-format --dry-run -Werror"
 shopt -s nullglob
-fmt_files=(src/*.c src/*.h tests/unit/*.c)
+fmt_files=(src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c)
 shopt -u nullglob
 if [ ${#fmt_files[@]} -eq 0 ]; then
     summaries+=("clang-format: FAILED (no source files found)")

@@ -13,6 +13,7 @@ Set MXD_KEEP_TMP=1 to keep the temporary directories for inspection.
 import email.utils
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -187,8 +188,13 @@ class Mxd:
         self._starts += 1
         self.log_path = os.path.join(self.tmpdir, f"{self.name}.{self._starts}.stderr")
         self._log = open(self.log_path, "wb")
+        # MXD_WRAPPER: a command to run mxd under, e.g. "valgrind
+        # --error-exitcode=99 --leak-check=full" (tests/run.sh's memcheck stage).
+        wrapper = shlex.split(os.environ.get("MXD_WRAPPER", ""))
+        if wrapper:
+            timeout *= 5
         self.proc = subprocess.Popen(
-            [mxd_path(), "-c", self.conf_path],
+            wrapper + [mxd_path(), "-c", self.conf_path],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,

@@ -493,6 +493,23 @@ test_long_line(void **state)
     free(err);
 }
 
+/* Found by tests/fuzz (fuzz_conf): a comment line longer than inih's line
+ * buffer was copied into it whole, overrunning inih's stack. */
+static void
+test_conf_issue9_long_comment(void **state)
+{
+    char text[4096];
+    struct conf *c = NULL;
+    char *err = NULL;
+
+    (void)state;
+    snprintf(text, sizeof(text), "# %03000d\n" BASE "; %0400d\nmax_recipients = 7\n#\n", 0, 0);
+    assert_int_equal(conf_parse_string(text, "t.conf", &c, &err), 0);
+    assert_null(err);
+    assert_int_equal(c->max_recipients, 7);
+    conf_free(c);
+}
+
 static void
 test_bad_arguments(void **state)
 {
@@ -870,11 +887,17 @@ int
 main(void)
 {
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_all_errors_reported), cmocka_unit_test(test_long_line),
-        cmocka_unit_test(test_bad_arguments),       cmocka_unit_test(test_load_missing),
-        cmocka_unit_test(test_load_nul_byte),       cmocka_unit_test(test_shipped_config),
-        cmocka_unit_test(test_full_config),         cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_duration),      cmocka_unit_test(test_domain_find),
+        cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_long_line),
+        cmocka_unit_test(test_conf_issue9_long_comment),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_load_missing),
+        cmocka_unit_test(test_load_nul_byte),
+        cmocka_unit_test(test_shipped_config),
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_domain_find),
         cmocka_unit_test(test_cidr_match),
     };
     enum { NOK = sizeof(ok_cases) / sizeof(ok_cases[0]) };
