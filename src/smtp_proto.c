@@ -66,6 +66,7 @@ smtp_proto_new(const struct smtp_proto_cfg *cfg)
 
     p->cfg = *cfg;
     p->phase = PH_CMD;
+    p->buf = p->buf_none;
     smtp_proto__reply(p, "-", 220, "%s ESMTP mxd", cfg->hostname);
     return p;
 }
@@ -88,25 +89,29 @@ smtp_proto_free(struct smtp_proto *p)
     if (p == NULL)
         return;
     free(p->txn.rcpts);
+    if (p->buf != p->buf_none)
+        free(p->buf);
     free(p);
 }
 
 char *
 smtp_proto_rbuf(struct smtp_proto *p, size_t *avail)
 {
+    if (p->buf == p->buf_none)
+        p->buf = xmalloc(SMTP_PROTO_BUF); /* not zeroed: pages stay untouched until used */
     if (p->rpos > 0) {
         memmove(p->buf, p->buf + p->rpos, p->wpos - p->rpos);
         p->wpos -= p->rpos;
         p->rpos = 0;
     }
-    *avail = sizeof(p->buf) - p->wpos;
+    *avail = SMTP_PROTO_BUF - p->wpos;
     return p->buf + p->wpos;
 }
 
 void
 smtp_proto_feed(struct smtp_proto *p, size_t n)
 {
-    if (n > sizeof(p->buf) - p->wpos)
+    if (p->buf == p->buf_none || n > SMTP_PROTO_BUF - p->wpos)
         mxd_panic("smtp_proto_feed: %zu octets overflow the buffer", n);
     p->wpos += n;
 }

@@ -45,7 +45,11 @@ struct smtp_proto {
     size_t reply_len;
     int reply_code;
     const char *reply_verb;
-    char buf[SMTP_PROTO_BUF];
+    /* input: SMTP_PROTO_BUF octets, allocated at the first read (an idle
+     * connection that never sent anything costs none of it); until then
+     * buf points at buf_none so that buf + rpos is always valid */
+    char *buf;
+    char buf_none[1];
 };
 
 /* Appends a reply ("CODE text" CRLF); counts protocol errors. */
