@@ -14,8 +14,8 @@ for "SMTP with no storage at all" and as the primary MX that comes back.
 Per point (concurrency x message size) and MTA, alternating: accepted
 messages/s (smtp-source's run time), delivered/s end to end (until the
 last maildir file), CPU seconds per 1,000 messages (the MTA's processes
-only, Dovecot apart), peak RSS (sum over the MTA's processes), and the
-ratio mxd/Postfix. Then: accept with delivery held (mxd: a backup domain
+only, Dovecot apart), peak PSS (summed over the MTA's processes, shared pages divided among
+them), and the ratio mxd/Postfix. Then: accept with delivery held (mxd: a backup domain
 whose primary is down; Postfix: defer_transports) against smtp-sink, with
 the fsync/fdatasync calls counted by strace; latency at concurrency 1 and
 the final-dot-to-250 p99 at 50; RSS with 10,000 idle connections;
@@ -91,8 +91,21 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def pss_kib(pid):
+    """Proportional set size: shared pages divided among the processes that
+    map them, so summing it over Postfix's processes is fair."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class RssSampler:
-    """Peak of the summed RSS of a process tree, sampled every 0.2 s."""
+    """Peak of the summed PSS of a process tree, sampled every 0.2 s."""
 
     def __init__(self, pid):
         self.pid, self.peak, self._stop = pid, 0, threading.Event()
@@ -100,7 +113,7 @@ class RssSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, sum(rss_kib(p) for p in tree(self.pid)))
+            self.peak = max(self.peak, sum(pss_kib(p) for p in tree(self.pid)))
             self._stop.wait(0.2)
 
     def __enter__(self):
@@ -517,8 +530,14 @@ def main():
             m.start()
         out(f"Machine: {machine()}")
         out()
+        # latency first, while the maildirs are small
+        for m in mtas:
+            med, e2e = latency_c1(m, dov, lat_n)
+            out(f"{m.name}: concurrency 1, 4 KiB: connect-to-QUIT median {med:.2f} ms, "
+                f"SMTP-to-maildir median {e2e:.2f} ms ({lat_n} messages)")
+        out()
         out("| conc | size | MTA | accepted/s | delivered/s | CPU s/1k msgs | Dovecot CPU s/1k |"
-            " peak RSS MiB | mxd/Postfix accepted | mxd/Postfix delivered |")
+            " peak PSS MiB | mxd/Postfix accepted | mxd/Postfix delivered |")
         out("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for size in sizes:
             for c in conc:
@@ -546,13 +565,6 @@ def main():
         out()
         out(f"smtp-source -L (LMTP straight into the same Dovecot, 20 sessions, 4 KiB): "
             f"{lmtp_rate:,.0f} delivered/s")
-
-        # latency
-        out()
-        for m in mtas:
-            med, e2e = latency_c1(m, dov, lat_n)
-            out(f"{m.name}: concurrency 1, 4 KiB: connect-to-QUIT median {med:.2f} ms, "
-                f"SMTP-to-maildir median {e2e:.2f} ms ({lat_n} messages)")
     finally:
         for m in mtas:
             m.stop()
@@ -580,6 +592,7 @@ def main():
             acc[m.name] = held_n / dt
             out(f"{m.name}, delivery held, 50 sessions, 4 KiB, {held_n} messages: "
                 f"{held_n / dt:,.0f} accepted/s, CPU {cpu / held_n * 1000:.3f} ms/message")
+        held[1].stop()  # its queue manager's work on the deferred mail would load the machine
         if held[0].mxd.running():
             p50, p99 = dot_p99(held[0].port, 50, p99_n)
             out(f"mxd: 50 sessions, final dot to 250: median {p50:.2f} ms, p99 {p99:.2f} ms "
