@@ -225,8 +225,8 @@ on_write(uv_write_t *req, int status)
 
     c->write_bytes -= w->len;
     free(w);
-    if (c->closing)
-        return;
+    if (c->closing || c->reconnecting)
+        return; /* a write cancelled with the old connection of a plain retry */
     if (status < 0) {
         conn_fail(c, "write to the LMTP server failed");
         return;
@@ -399,14 +399,22 @@ static void
 conn_pump(struct lmtp_conn *c)
 {
     struct lmtp_event ev;
+    bool progress = false;
 
     if (c->in_pump)
         return;
     c->in_pump = true;
-    while (!c->closing && !c->reconnecting && conn_event(c, (lmtp_proto_next(c->proto, &ev), &ev)))
-        ;
+    while (!c->closing && !c->reconnecting) {
+        lmtp_proto_next(c->proto, &ev);
+        progress |= ev.type != LMTP_EV_NONE;
+        if (!conn_event(c, &ev))
+            break;
+    }
     c->in_pump = false;
-    timer_arm(c);
+    /* The reply timeout runs per reply, not per octet: input that completes
+     * no reply (a server dripping one octet at a time) does not restart it. */
+    if (progress || !uv_is_active((uv_handle_t *)&c->timer))
+        timer_arm(c);
 }
 
 static void

@@ -1,8 +1,9 @@
 /* Fuzz target: the LMTP client and the SMTP client (lmtp_proto) fed an
  * arbitrary server byte stream. The first octet picks the mode (LMTP or
- * SMTP), the transaction flags and the feed size; the driver starts a
- * two-recipient transaction at each READY, gives the body when asked and
- * quits after a few transactions. Checks: each recipient gets at most one
+ * SMTP), the transaction flags, STARTTLS (asked for, or required) and the
+ * feed size; the driver starts a two-recipient transaction at each READY,
+ * gives the body when asked, takes a STARTTLS handshake as done, and quits
+ * after a few transactions. Checks: each recipient gets at most one
  * outcome per transaction and every outcome is 2xx/4xx/5xx, TXN_DONE comes
  * only once all recipients have one, nothing loops. */
 #include <stddef.h>
@@ -72,6 +73,12 @@ on_event(struct lmtp_proto *p, const struct lmtp_event *ev, struct drive *d)
     case LMTP_EV_SEND:
         check(ev->len > 0 && ev->data != NULL);
         break;
+    case LMTP_EV_STARTTLS:
+        /* the glue's handshake succeeded; what follows counts as the
+         * decrypted stream */
+        check(!d->in_txn);
+        lmtp_proto_tls_up(p);
+        break;
     case LMTP_EV_NONE:
         break;
     }
@@ -114,6 +121,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     d.txn.verify_only = (mode & 16) != 0;
     step = (mode & 32) ? 1 : 0;
     p = (mode & 1) ? lmtp_proto_new_smtp("mx.fuzz.test") : lmtp_proto_new("mx.fuzz.test");
+    if (mode & 64)
+        lmtp_proto_set_starttls(p, (mode & 128) != 0);
     drain(p, &d);
     while (pos < size && !d.failed && !d.closed) {
         size_t want = step == 0 || size - pos < step ? size - pos : step;
