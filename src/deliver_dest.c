@@ -142,6 +142,7 @@ dest_unreachable(struct dest *dest, struct dconn *dc, const char *reason)
     dest_fail_waiting(dest, 451, text);
     if (dest->dom != NULL) {
         snprintf(dest->down_text, sizeof(dest->down_text), "%s", text);
+        dest->down_ms = uv_now(dest->d->loop);
         deliver__watch(dest);
     }
 }
@@ -354,7 +355,6 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     size_t waiting = 0;
     size_t connecting = 0;
 
-    (void)d;
     for (struct dconn *dc = dest->conns; dc != NULL && dest->head != NULL; dc = dc->next) {
         if (dc->idle) {
             dc->idle = false;
@@ -370,9 +370,12 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
         dest_fail_waiting(dest, 451, dest->tls_broken);
         return;
     }
-    if (dest->watching && dest->down_text[0] != '\0') {
+    if (dest->watching && dest->down_text[0] != '\0' &&
+        uv_now(d->loop) - dest->down_ms < dest->watch_ms) {
         /* The primary is down and the watcher probes it: new mail is held
-         * at once instead of each batch trying (and hammering) it. */
+         * at once instead of each batch trying (and hammering) it; at most
+         * one real attempt per probe interval (so a flush or ETRN a little
+         * later does try). */
         dest_fail_waiting(dest, 451, dest->down_text);
         return;
     }

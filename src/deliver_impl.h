@@ -73,6 +73,7 @@ struct dest {
     uv_timer_t watch;
     bool watching, watch_inited;
     char down_text[400];  /* while watching: why the primary is down */
+    uint64_t down_ms;     /* when a delivery connection last failed (loop time) */
     char tls_broken[400]; /* tls = verify without trust anchors: the reply */
     uint64_t watch_ms;    /* current probe interval */
 };
