@@ -31,6 +31,7 @@ unless --quick or --no-docs.
 
 import argparse
 import asyncio
+import atexit
 import os
 import platform
 import re
@@ -524,6 +525,7 @@ def main():
 
     dov = Dovecot(tmpdir=tmp, mailbox_spread=100)
     dov.start()
+    atexit.register(dov.stop)  # also when a step fails: no Dovecot left behind
     mtas = [MxdMta(tmp, dov.unix_path), PostfixMta(tmp, dov.unix_path)]
     try:
         for m in mtas:
