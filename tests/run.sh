@@ -154,6 +154,14 @@ else
     total_fail=$((total_fail + 1))
 fi
 
+# The reliability tests' counts (kills, acknowledged, lost, duplicates,
+# faults survived), from the default build's test log.
+reliability=$(grep -hE '^(crash load|power cut|disk full|lmtp faults|primary flapping|slowloris|hostile):' \
+    build-test/meson-logs/testlog.txt 2>/dev/null)
+
+echo
+echo "==== reliability counts (default build)"
+echo "${reliability:-none found}"
 echo
 echo "==== summary ($root)"
 for s in "${summaries[@]}"; do
