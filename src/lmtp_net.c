@@ -462,7 +462,6 @@ static void
 tls_input(struct lmtp_conn *c, const char *data, size_t len)
 {
     char why[400];
-    unsigned idle = 0;
 
     tls_conn_feed(c->tls, data, len);
     if (!c->tls_up && !tls_step(c))
@@ -470,13 +469,8 @@ tls_input(struct lmtp_conn *c, const char *data, size_t len)
     while (!c->closing && !c->reconnecting) {
         ssize_t n = tls_conn_read(c->tls, c->rbuf, sizeof(c->rbuf));
 
-        /* A record with no application data (a session ticket) gives 0
-         * while whole records may still wait behind it; a partial record
-         * keeps giving 0, so the waiting is bounded. */
-        if (n == 0 && (!tls_conn_pending(c->tls) || ++idle > 64))
-            return;
         if (n == 0)
-            continue;
+            return;
         if (n < 0) {
             snprintf(why, sizeof(why), "TLS session with %s ended: %s", c->ep->text,
                      tls_conn_error(c->tls));

@@ -114,7 +114,6 @@ bool
 smtp_session__tls_drain(struct smtp_session *s)
 {
     bool progress = false;
-    unsigned idle = 0;
 
     for (;;) {
         size_t avail;
@@ -129,10 +128,6 @@ smtp_session__tls_drain(struct smtp_session *s)
             progress = true;
             continue;
         }
-        /* A record without application data (a KeyUpdate) gives 0 while
-         * whole records may wait behind it; bounded for a partial one. */
-        if (n == 0 && tls_conn_pending(s->tls) && ++idle <= 64)
-            continue;
         if (n < 0 && !s->eof) {
             s->eof = true;
             progress = true;

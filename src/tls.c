@@ -350,16 +350,25 @@ tls_conn_handshake(struct tls_conn *t)
 ssize_t
 tls_conn_read(struct tls_conn *t, char *buf, size_t len)
 {
-    ssize_t n = gnutls_record_recv(t->s, buf, len);
+    /* A record without application data (a TLS 1.3 session ticket, a
+     * KeyUpdate) gives EAGAIN although whole records may still wait in
+     * our buffer: read on while ciphertext is left. GnuTLS pulls a partial
+     * record whole into its own buffer, so this ends; bounded anyway. */
+    for (unsigned i = 0; i < 64; i++) {
+        ssize_t n = gnutls_record_recv(t->s, buf, len);
 
-    if (n > 0)
-        return n;
-    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
-        return 0;
-    if (n < 0 && !gnutls_error_is_fatal((int)n))
-        return 0; /* e.g. a rehandshake request or an alert warning */
-    t->last_err = n == 0 ? 0 : (int)n;
-    return -1;
+        if (n > 0)
+            return n;
+        if (n == 0 ||
+            (n != GNUTLS_E_AGAIN && n != GNUTLS_E_INTERRUPTED && gnutls_error_is_fatal((int)n))) {
+            t->last_err = n == 0 ? 0 : (int)n;
+            return -1;
+        }
+        /* EAGAIN, or not fatal (a rehandshake request, an alert warning) */
+        if (t->in_len == t->in_off)
+            return 0;
+    }
+    return 0;
 }
 
 bool

@@ -70,7 +70,8 @@ void tls_conn_feed(struct tls_conn *t, const char *data, size_t len);
 int tls_conn_handshake(struct tls_conn *t);
 
 /* Decrypted octets into buf: > 0 how many, 0 none yet (feed more), < 0 the
- * peer closed or the session failed. */
+ * peer closed or the session failed. Records without application data
+ * (session tickets, KeyUpdate) are read past while ciphertext is left. */
 ssize_t tls_conn_read(struct tls_conn *t, char *buf, size_t len);
 
 /* True when decrypted data or unprocessed ciphertext is waiting (read
