@@ -288,14 +288,12 @@ tls_failed(struct lmtp_conn *c)
 
     snprintf(why, sizeof(why), "4.7.5 TLS handshake with %s failed: %s", c->ep->text,
              tls_conn_error(c->tls));
-    if (c->tls_required || c->ep->is_unix) {
-        log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\"", c->ep->text,
-                tls_conn_error(c->tls));
+    log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\"%s", c->ep->text,
+            tls_conn_error(c->tls), c->tls_required ? "" : " retry=plain");
+    if (c->tls_required) {
         conn_fail(c, why);
         return;
     }
-    log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\" retry=plain", c->ep->text,
-            tls_conn_error(c->tls));
     tls_conn_free(c->tls);
     c->tls = NULL;
     c->tls_want = false;
