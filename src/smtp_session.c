@@ -50,17 +50,23 @@ out_append(struct outbuf *o, const char *data, size_t len)
 static void out_flush(struct smtp_session *s);
 
 static void
+write_failed(struct smtp_session *s, int status)
+{
+    if (!s->closing)
+        log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "write failed client=%s reason=%s",
+                s->ip, uv_strerror(status));
+    s->out.len = 0;
+    smtp_session__close(s);
+}
+
+static void
 on_write(uv_write_t *req, int status)
 {
     struct smtp_session *s = req->data;
 
     s->wout.len = 0;
     if (status < 0) {
-        if (!s->closing)
-            log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "write failed client=%s reason=%s",
-                    s->ip, uv_strerror(status));
-        s->out.len = 0;
-        smtp_session__close(s);
+        write_failed(s, status);
         return;
     }
     if (s->out.len > 0) {
@@ -88,6 +94,25 @@ out_flush(struct smtp_session *s)
     if (s->wout.len > 0 || s->out.len == 0 || s->handles_open < 2 ||
         uv_is_closing((uv_handle_t *)&s->tcp))
         return;
+    if (s->tls == NULL) {
+        /* A reply nearly always fits the socket buffer: write it now.
+         * uv_write would queue it, re-arm epoll when the queue drains and
+         * call back an iteration later, for every reply. */
+        b = uv_buf_init(s->out.data, (unsigned)s->out.len);
+        rc = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+        if (rc == (int)s->out.len) {
+            s->out.len = 0;
+            return;
+        }
+        if (rc < 0 && rc != UV_EAGAIN) {
+            write_failed(s, rc);
+            return;
+        }
+        if (rc > 0) {
+            memmove(s->out.data, s->out.data + rc, s->out.len - (size_t)rc);
+            s->out.len -= (size_t)rc;
+        }
+    }
     tmp = s->wout;
     s->wout = s->out;
     s->out = tmp;
@@ -677,14 +702,24 @@ smtp_session__pump(struct smtp_session *s)
 
     if (s->in_pump || s->closing)
         return;
-    s->in_pump = true;
-    while (!s->closing && !s->spool_busy && s->out.len < OUT_HIGH) {
-        if (!session_event(s, (smtp_proto_next(s->proto, &ev), &ev)))
+    for (;;) {
+        bool full;
+
+        s->in_pump = true;
+        while (!s->closing && !s->spool_busy && s->out.len < OUT_HIGH) {
+            if (!session_event(s, (smtp_proto_next(s->proto, &ev), &ev)))
+                break;
+        }
+        s->in_pump = false;
+        if (s->closing)
+            break;
+        full = s->out.len >= OUT_HIGH;
+        out_flush(s);
+        /* Paused for output that went out at once: no on_write will
+         * come to resume, so go on here. */
+        if (!full || s->tls != NULL || s->closing || s->out.len > 0 || s->wout.len > 0)
             break;
     }
-    s->in_pump = false;
-    if (!s->closing)
-        out_flush(s);
     /* TLS input that arrived while the protocol's buffer was full is not
      * on the socket any more: move it now, and run again if it helped. */
     if (s->tls != NULL && !s->tls_handshaking && !s->tls_plain_pending && !s->closing &&

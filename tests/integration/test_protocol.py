@@ -367,6 +367,20 @@ class Protocol(MxdTestCase):
         self.assertReply(rs[-1], 214)
         self.assertTrue(c.no_more_data(0.3), f"extra data after the replies: {c.buf!r}")
 
+    def test_pipelined_replies_past_the_output_limit(self):
+        # 1,300 HELPs in one go (7.8 KiB, one read): their replies (about
+        # 120 KiB, 95 octets for every 6 read) pass the session's 64 KiB
+        # output mark, where it pauses. The socket takes the first 64 KiB at
+        # once, so no write callback comes to resume it, and no more input
+        # will: the session must go on by itself, not stall.
+        c = self.session()
+        n = 1300
+        c.send(b"HELP\r\n" * n + b"NOOP\r\n")
+        rs = c.replies(n + 1, timeout=20)
+        self.assertTrue(all(r.code == 214 for r in rs[:n]), [str(r) for r in rs if r.code != 214][:5])
+        self.assertReply(rs[-1], 250)
+        self.assertTrue(c.no_more_data(0.3), f"extra data after the replies: {c.buf!r}")
+
     # -- DATA framing and SMTP smuggling
 
     def smuggle(self, variant):
