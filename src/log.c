@@ -1,17 +1,22 @@
 /* log: owns the log level and the output choice (process-wide, set once at
- * start-up). Any thread: each line is written with one stdio call or one
+ * start-up). Any thread: each line is written with one write(2) or one
  * sd_journal_sendv, so lines from the writer thread and the loop thread do
  * not interleave. When systemd connected stderr to the journal
  * (JOURNAL_STREAM names our stderr's device and inode), each line goes to
  * the journal with its key=value pairs as MXD_* fields (docs/logging.md);
  * if that fails, or with JOURNAL_STREAM set for another file, lines go to
  * stderr with a <N> priority prefix; elsewhere with a UTC timestamp.
- * Never logs bodies or secrets: callers pass escaped values. */
+ * The thread that called log_batch_begin (the loop thread) collects its
+ * stderr lines and writes them with one write(2) at log_flush (once per
+ * loop iteration, before the loop waits), not one per line; err and warn
+ * lines flush at once. Never logs bodies or secrets: callers pass escaped
+ * values. */
 #include "log.h"
 
 #include <sys/stat.h>
 #include <sys/uio.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,13 +24,20 @@
 #include <string.h>
 #include <systemd/sd-journal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util.h"
 
 #define LOG_FIELDS_MAX 32
+#define LOG_BATCH_SIZE (64 * 1024)
 
 static enum log_level log_level_max = LOG_INFO;
 static bool log_journal;
+static bool log_level_prefix; /* JOURNAL_STREAM set: "<N>" instead of a timestamp */
+
+/* The batching thread's pending lines; no other thread touches them. */
+static _Thread_local char *log_batch;
+static _Thread_local size_t log_batch_len;
 
 void
 log_init(void)
@@ -36,6 +48,45 @@ log_init(void)
 
     log_journal = js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
                   (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+    log_level_prefix = js != NULL;
+}
+
+void
+log_batch_begin(void)
+{
+    if (log_batch == NULL)
+        log_batch = xmalloc(LOG_BATCH_SIZE);
+}
+
+static void
+write_all(const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(2, p, len);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* stderr is gone: nothing better to do with the lines */
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+void
+log_flush(void)
+{
+    if (log_batch_len > 0)
+        write_all(log_batch, log_batch_len);
+    log_batch_len = 0;
+}
+
+void
+log_batch_end(void)
+{
+    log_flush();
+    free(log_batch);
+    log_batch = NULL;
 }
 
 static bool
@@ -181,8 +232,10 @@ void
 log_msg(enum log_level level, const char *qid, const char *component, const char *fmt, ...)
 {
     char line[4096];
+    char out[4096 + 256];
     char prefix[64];
     size_t n;
+    int w;
     va_list ap;
 
     if (level > log_level_max)
@@ -192,7 +245,7 @@ log_msg(enum log_level level, const char *qid, const char *component, const char
     va_end(ap);
     if (log_journal && log_journal_send(level, qid, component, line) >= 0)
         return;
-    if (getenv("JOURNAL_STREAM") != NULL) {
+    if (log_level_prefix) {
         snprintf(prefix, sizeof(prefix), "<%d>", (int)level);
     } else {
         struct timespec ts;
@@ -203,8 +256,22 @@ log_msg(enum log_level level, const char *qid, const char *component, const char
         n = strftime(prefix, sizeof(prefix), "%Y-%m-%dT%H:%M:%S", &tm);
         snprintf(prefix + n, sizeof(prefix) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
     }
-    fprintf(stderr, "%s%s %s %s %s\n", prefix, log_level_name(level), qid ? qid : "-", component,
-            line);
+    w = snprintf(out, sizeof(out), "%s%s %s %s %s\n", prefix, log_level_name(level),
+                 qid ? qid : "-", component, line);
+    if (w < 0)
+        return;
+    n = (size_t)w < sizeof(out) ? (size_t)w : sizeof(out) - 1;
+    out[n - 1] = '\n';
+    if (log_batch == NULL) {
+        write_all(out, n);
+        return;
+    }
+    if (log_batch_len + n > LOG_BATCH_SIZE)
+        log_flush();
+    memcpy(log_batch + log_batch_len, out, n);
+    log_batch_len += n;
+    if (level <= LOG_WARN)
+        log_flush();
 }
 
 const char *

@@ -14,6 +14,13 @@ void log_set_level(enum log_level level);
  * (sd_journal_send) when JOURNAL_STREAM names our stderr. */
 void log_init(void);
 
+/* From now on the calling thread's stderr lines are collected and written
+ * together by log_flush (err and warn lines at once); other threads still
+ * write each line as it comes. log_batch_end flushes and stops. */
+void log_batch_begin(void);
+void log_flush(void);
+void log_batch_end(void);
+
 /* For tests: one "key=value" field of a log line: slices of the line. */
 struct log_field {
     const char *key, *val;

@@ -53,8 +53,9 @@ struct mxd {
     struct tls_creds *tls;
     struct metrics_http *metrics;
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t status_timer; /* STATUS= with the queue size, under systemd */
-    bool status_busy;        /* a queue read is in flight */
+    uv_timer_t status_timer;  /* STATUS= with the queue size, under systemd */
+    uv_prepare_t log_prepare; /* writes the iteration's log lines before the loop waits */
+    bool status_busy;         /* a queue read is in flight */
     bool stopping;
 };
 
@@ -83,6 +84,7 @@ on_store_closed(void *arg)
     uv_close((uv_handle_t *)&m->sig_int, NULL);
     uv_close((uv_handle_t *)&m->sig_hup, NULL);
     uv_close((uv_handle_t *)&m->status_timer, NULL);
+    uv_close((uv_handle_t *)&m->log_prepare, NULL);
 }
 
 static void on_server_stopped(void *arg);
@@ -422,6 +424,13 @@ mxd_start_services(struct mxd *m, char **err)
     return 0;
 }
 
+static void
+on_log_prepare(uv_prepare_t *h)
+{
+    (void)h;
+    log_flush();
+}
+
 static int
 mxd_start(struct mxd *m)
 {
@@ -438,6 +447,10 @@ mxd_start(struct mxd *m)
     uv_signal_start(&m->sig_hup, on_signal, SIGHUP);
     uv_timer_init(m->loop, &m->status_timer);
     m->status_timer.data = m;
+    uv_prepare_init(m->loop, &m->log_prepare);
+    uv_prepare_start(&m->log_prepare, on_log_prepare);
+    uv_unref((uv_handle_t *)&m->log_prepare);
+    log_batch_begin();
     rc = mxd_prepare(m, &err);
     if (rc != 0)
         goto fail;
@@ -558,10 +571,12 @@ main(int argc, char **argv)
     umask(027); /* the queue holds message bodies: not world-readable */
     m.loop = uv_default_loop();
     if (mxd_start(&m) != 0) {
+        log_batch_end();
         conf_free(m.conf);
         return 1;
     }
     uv_run(m.loop, UV_RUN_DEFAULT);
+    log_batch_end();
     if (uv_loop_close(m.loop) != 0)
         log_msg(LOG_WARN, NULL, "mxd", "loop closed with handles still open");
     tls_creds_free(m.tls);

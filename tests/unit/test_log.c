@@ -1,11 +1,16 @@
 /* Unit tests for log: splitting a line into the event and its key=value
- * fields (what becomes MXD_* journal fields), and log_esc. */
+ * fields (what becomes MXD_* journal fields), log_esc, and the loop
+ * thread's batched stderr lines. */
+#define _GNU_SOURCE /* F_SETPIPE_SZ */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -85,6 +90,104 @@ test_log_esc(void **state)
     assert_string_equal(log_esc(buf, sizeof(buf), "q\"\x01", 3), "\"q\\\"\\x01\"");
 }
 
+/* What is waiting on the pipe, without blocking; "" when nothing. */
+static size_t
+drain(int fd, char *buf, size_t size)
+{
+    ssize_t n = read(fd, buf, size - 1);
+
+    if (n < 0) {
+        assert_int_equal(errno, EAGAIN);
+        n = 0;
+    }
+    buf[n] = '\0';
+    return (size_t)n;
+}
+
+static void
+test_log_batch(void **state)
+{
+    char buf[65536];
+    int p[2], saved = dup(2);
+
+    (void)state;
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+    assert_true(fcntl(p[0], F_SETPIPE_SZ, 1024 * 1024) >= 256 * 1024);
+    assert_true(dup2(p[1], 2) == 2);
+    log_init();
+
+    /* Not batching: each line is out at once. */
+    log_msg(LOG_INFO, "Q1", "test", "alone n=%d", 1);
+    drain(p[0], buf, sizeof(buf));
+    assert_non_null(strstr(buf, " info Q1 test alone n=1\n"));
+
+    /* Batching: info lines wait for log_flush, then come in one write. */
+    log_batch_begin();
+    log_msg(LOG_INFO, NULL, "test", "first");
+    log_msg(LOG_INFO, NULL, "test", "second");
+    assert_int_equal(drain(p[0], buf, sizeof(buf)), 0);
+    log_flush();
+    drain(p[0], buf, sizeof(buf));
+    assert_non_null(strstr(buf, " info - test first\n"));
+    assert_non_null(strstr(buf, " info - test second\n"));
+    assert_true(strstr(buf, "first") < strstr(buf, "second"));
+
+    /* A warning flushes what waits, in order, with itself. */
+    log_msg(LOG_INFO, NULL, "test", "before");
+    log_msg(LOG_WARN, NULL, "test", "careful");
+    drain(p[0], buf, sizeof(buf));
+    assert_non_null(strstr(buf, "before"));
+    assert_non_null(strstr(buf, " warn - test careful\n"));
+    assert_true(strstr(buf, "before") < strstr(buf, "careful"));
+
+    /* More than the batch holds (64 KiB): the older lines go out before
+     * log_flush, and none is lost or reordered. */
+    {
+        static char all[256 * 1024];
+        size_t n;
+        const char *at = all;
+
+        for (int i = 0; i < 1000; i++)
+            log_msg(LOG_INFO, NULL, "test", "line=%04d %0100d", i, 0);
+        n = drain(p[0], all, sizeof(all));
+        assert_true(n > 0);
+        log_flush();
+        n += drain(p[0], all + n, sizeof(all) - n);
+        for (int i = 0; i < 1000; i++) {
+            char want[32];
+
+            snprintf(want, sizeof(want), "line=%04d ", i);
+            if ((at = strstr(at, want)) == NULL)
+                fail_msg("%s missing or out of order", want);
+        }
+        assert_int_equal(all[n - 1], '\n');
+    }
+
+    /* Overlong lines are cut, and still end with a newline. */
+    memset(buf, 'x', 5000);
+    buf[5000] = '\0';
+    log_msg(LOG_INFO, NULL, "test", "long=%s", buf);
+    log_batch_end();
+    {
+        size_t n = drain(p[0], buf, sizeof(buf));
+
+        assert_true(n > 4000 && n < 4400);
+        assert_int_equal(buf[n - 1], '\n');
+        assert_null(memchr(buf, '\n', n - 1));
+    }
+
+    /* After log_batch_end, lines are out at once again. */
+    log_msg(LOG_INFO, NULL, "test", "after");
+    drain(p[0], buf, sizeof(buf));
+    assert_non_null(strstr(buf, "after"));
+
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+    close(p[0]);
+    close(p[1]);
+}
+
 int
 main(void)
 {
@@ -92,6 +195,7 @@ main(void)
         cmocka_unit_test(test_log_fields),
         cmocka_unit_test(test_log_fields_bounded),
         cmocka_unit_test(test_log_esc),
+        cmocka_unit_test(test_log_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
