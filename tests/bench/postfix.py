@@ -128,6 +128,21 @@ smtputf8_enable = yes
                 n += len(files)
         return n
 
+    def settle(self, timeout=120):
+        """Waits until the queue manager has moved every new message on
+        (to deferred, when delivery is held): nothing left in incoming or
+        active."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = 0
+            for sub in ("incoming", "active", "maildrop"):
+                for _dirpath, _dirs, files in os.walk(os.path.join(self.queue, sub)):
+                    busy += len(files)
+            if busy == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"Postfix still has {busy} messages in incoming/active")
+
     def queue_bytes(self):
         total = 0
         for sub in ("incoming", "active", "deferred"):
