@@ -668,11 +668,14 @@ def write_docs(lines, args):
     with open(path, encoding="utf-8") as f:
         text = f.read()
     cmd = "bash tests/bench/run.sh" + (" --full" if args.full else "")
-    block = (f"{MARK_BEGIN}\n## mxd and Postfix side by side (`{cmd}`)\n\n"
-             f"Run on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + f"\n{MARK_END}")
-    if MARK_BEGIN in text and MARK_END in text:
-        text = text[:text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) +
-                                                            len(MARK_END):]
+    # the default run and --full each keep their own block
+    begin, end = MARK_BEGIN, MARK_END
+    if args.full:
+        begin, end = (m.replace("bench:", "bench-full:") for m in (begin, end))
+    block = (f"{begin}\n## mxd and Postfix side by side (`{cmd}`)\n\n"
+             f"Run on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + f"\n{end}")
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     with open(path, "w", encoding="utf-8") as f:
