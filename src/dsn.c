@@ -350,6 +350,36 @@ has_8bit(const char *s)
     return false;
 }
 
+/* RFC 3464 2.3.5: the MTA-name of "Remote-MTA: dns; ..." is a host, and
+ * remote_mta is an endpoint as configured: "host:port", "[v6]:port",
+ * "host" or "unix:/path". Writes the host into buf; false for a unix
+ * socket (no name to give) or an empty one. */
+static bool
+mta_host(const char *relay, char *buf, size_t size)
+{
+    const char *end, *colon;
+    size_t len;
+
+    if (relay == NULL || relay[0] == '\0' || strncmp(relay, "unix:", 5) == 0)
+        return false;
+    if (relay[0] == '[' && (end = strchr(relay, ']')) != NULL) {
+        relay++;
+    } else {
+        end = relay + strlen(relay);
+        colon = strchr(relay, ':');
+        /* one colon, then digits only: a port */
+        if (colon != NULL && strchr(colon + 1, ':') == NULL && colon[1] != '\0' &&
+            strspn(colon + 1, "0123456789") == strlen(colon + 1))
+            end = colon;
+    }
+    len = (size_t)(end - relay);
+    if (len == 0 || len >= size)
+        return false;
+    memcpy(buf, relay, len);
+    buf[len] = '\0';
+    return true;
+}
+
 /* Part 2: RFC 3464 2.2 per-message fields, then one 2.3 group per
  * recipient, each after a blank line. */
 static void
@@ -362,13 +392,14 @@ put_status(struct dsn_buf *b, const struct dsn_input *in, const char *arrival)
     for (i = 0; i < in->nrcpts; i++) {
         const struct dsn_rcpt *r = &in->rcpts[i];
         char *diag = clean_text(r->diagnostic, in->smtputf8);
+        char host[DSN_HOST_MAX + 1];
 
         buf_printf(b, "\r\nFinal-Recipient: %s; %s\r\n", has_8bit(r->address) ? "utf-8" : "rfc822",
                    r->address);
         buf_puts(b, "Action: failed\r\n");
         buf_printf(b, "Status: %s\r\n", r->status);
-        if (r->remote_mta != NULL && r->remote_mta[0] != '\0')
-            buf_printf(b, "Remote-MTA: dns; %s\r\n", r->remote_mta);
+        if (mta_host(r->remote_mta, host, sizeof(host)))
+            buf_printf(b, "Remote-MTA: dns; %s\r\n", host);
         if (diag[0] != '\0') {
             buf_puts(b, "Diagnostic-Code: smtp; ");
             buf_fold(b, strlen("Diagnostic-Code: smtp; "), diag, strlen(diag));

@@ -311,6 +311,50 @@ test_dsn_human_part(void **state)
     free(out);
 }
 
+/* RFC 3464 2.3.5: Remote-MTA names the host ("dns; host"), not the
+ * endpoint as configured: no port, no brackets, and none at all for a
+ * unix socket (there is no name to give). The human part keeps it whole. */
+static void
+test_dsn_remote_mta_name(void **state)
+{
+    static const struct {
+        const char *relay, *field;
+    } cases[] = {
+        {"lmtp.example.test:24", "dns; lmtp.example.test"},
+        {"lmtp.example.test", "dns; lmtp.example.test"},
+        {"192.0.2.1:2525", "dns; 192.0.2.1"},
+        {"[2001:db8::1]:25", "dns; 2001:db8::1"},
+        {"unix:/run/dovecot/lmtp", NULL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct dsn_rcpt r = two_rcpts[0];
+        struct dsn_input in = base_input();
+        struct dsn_view v;
+        const char *g;
+        size_t len;
+        char *out, *said;
+
+        r.remote_mta = cases[i].relay;
+        in.rcpts = &r;
+        in.nrcpts = 1;
+        out = compose_ok(&in, &len, &v);
+        g = block_at(v.pbody[1], 1);
+        assert_non_null(g);
+        if (cases[i].field != NULL)
+            assert_field(g, "Remote-MTA", cases[i].field);
+        else
+            assert_null(field_get(g, "Remote-MTA"));
+        unfold(v.pbody[0]);
+        said = xasprintf("host %s said: ", cases[i].relay);
+        assert_non_null(strstr(v.pbody[0], said));
+        free(said);
+        view_free(&v);
+        free(out);
+    }
+}
+
 static void
 test_dsn_status_part(void **state)
 {
@@ -732,6 +776,7 @@ main(void)
         cmocka_unit_test(test_dsn_header),
         cmocka_unit_test(test_dsn_human_part),
         cmocka_unit_test(test_dsn_status_part),
+        cmocka_unit_test(test_dsn_remote_mta_name),
         cmocka_unit_test(test_dsn_headers_verbatim),
         cmocka_unit_test(test_dsn_headers_normalised),
         cmocka_unit_test(test_dsn_headers_long_line),
