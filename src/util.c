@@ -8,11 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 void
 mxd_panic(const char *fmt, ...)
 {
     va_list ap;
 
+    log_flush(); /* the loop thread's lines of this iteration come first */
     fputs("err - mxd panic ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
