@@ -1,7 +1,11 @@
 /*
  * mxctl: the operator's tool. Owns one connection to queue.db (db_open, so it
- * also creates or migrates the database) for the life of one command, and
- * stdout. Single-threaded and blocking: it is not part of the daemon.
+ * also migrates the database) for the life of one command, and stdout. Only
+ * `recipient add` creates a database that does not exist (to list
+ * recipients before mxd first starts), and says so; any other command on a
+ * path that does not exist is refused, so a typo in -d or `database` does
+ * not leave an empty database (and directories) behind. Single-threaded and
+ * blocking: it is not part of the daemon.
  * Read-only commands and the recipients table use the database directly;
  * queue state changes (flush, hold, release, delete, bounce) and stats go to
  * the running mxd over its control socket (mxctl_json.c, as does --json).
@@ -14,6 +18,9 @@
  * command. Peer-supplied text (HELO, addresses, replies) is printed with
  * control characters escaped; `show` writes the body raw.
  */
+#include <sys/stat.h>
+
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -511,6 +518,13 @@ paths(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, c
     return MXCTL_OK;
 }
 
+/* `recipient add` may be the first command on a new system. */
+static bool
+creates_db(const struct mxctl_cmd *cmd, int argc, char **argv)
+{
+    return strcmp(cmd->name, "recipient") == 0 && argc >= 1 && strcmp(argv[0], "add") == 0;
+}
+
 static int
 run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, bool json, int argc,
     char **argv)
@@ -525,10 +539,23 @@ run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, boo
     if (rc != MXCTL_OK)
         return rc;
     ctx.control = ctl;
-    if (path != NULL && db_open(path, &db, &err) != 0) {
-        fprintf(stderr, "mxctl: %s\n", err);
-        free(err);
-        rc = MXCTL_REFUSED;
+    if (path != NULL) {
+        struct stat st;
+        bool existed = stat(path, &st) == 0 || errno != ENOENT;
+
+        if (!existed && !creates_db(cmd, argc, argv)) {
+            fprintf(stderr,
+                    "mxctl: database %s does not exist (mxd creates it when it starts; "
+                    "check -d or `database` in the configuration)\n",
+                    path);
+            rc = MXCTL_REFUSED;
+        } else if (db_open(path, &db, &err) != 0) {
+            fprintf(stderr, "mxctl: %s\n", err);
+            free(err);
+            rc = MXCTL_REFUSED;
+        } else if (!existed) {
+            fprintf(stderr, "mxctl: created database %s\n", path);
+        }
     }
     if (rc == MXCTL_OK)
         rc = cmd->run(&ctx, db, argc, argv);

@@ -2,8 +2,9 @@
 """mxctl against a fresh database in a temporary directory (always via -d).
 
 Run: MXCTL=build/src/mxctl python3 tests/integration/test_mxctl.py
-Messages are inserted with Python's sqlite3 after mxctl created the schema,
-the way mxd's store would have written them.
+Messages are inserted with Python's sqlite3 after mxctl created the schema
+(make_db: only `recipient add` creates a database), the way mxd's store
+would have written them.
 """
 import base64
 import json
@@ -39,6 +40,13 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr.decode(errors="replace"))
         return p.stdout
 
+    def make_db(self):
+        """The schema, with an empty recipients table."""
+        p = self.mxctl("recipient", "add", "@init.invalid")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, f"mxctl: created database {self.db}\n".encode())
+        self.ok("recipient", "del", "@init.invalid")
+
     def insert_message(self, qid, body, sender="sender@example.net", received=None,
                        rcpts=(("rcpt@example.com", "queued", 0, 0, None),)):
         """rcpts: (address, state, attempts, next_attempt offset from now, last_reply)."""
@@ -61,6 +69,7 @@ class MxctlTest(unittest.TestCase):
     # ---- recipients ------------------------------------------------------
 
     def test_recipient_add_list_del(self):
+        self.make_db()
         self.assertEqual(self.ok("recipient", "list"), b"")
         self.ok("recipient", "add", "zed@example.com", "@Example.org", "alice@example.com")
         # An existing entry (in any case) is not an error.
@@ -86,8 +95,8 @@ class MxctlTest(unittest.TestCase):
             p = self.mxctl(*args)
             self.assertEqual(p.returncode, 2, args)
             self.assertIn(b"usage:", p.stderr, args)
-        # Validation happens before anything is written.
-        self.assertEqual(self.ok("recipient", "list"), b"")
+        # Validation happens before anything is written (or created).
+        self.assertFalse(os.path.exists(os.path.dirname(self.db)))
 
     def test_recipient_seen_by_sqlite(self):
         self.ok("recipient", "add", "@catchall.example")
@@ -125,8 +134,26 @@ class MxctlTest(unittest.TestCase):
 
     # ---- queue and show --------------------------------------------------
 
+    def test_missing_database_not_created(self):
+        # A typo in -d must not leave an empty database (or directories):
+        # only `recipient add` creates one.
+        for args in (["queue"], ["queue", "--json"], ["show", "01X"], ["recipient", "list"],
+                     ["recipient", "del", "a@example.com"]):
+            p = self.mxctl(*args)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertIn(f"database {self.db} does not exist".encode(), p.stderr, args)
+            self.assertEqual(p.stdout, b"", args)
+            self.assertFalse(os.path.exists(os.path.dirname(self.db)), args)
+        p = self.mxctl("recipient", "add", "a@example.com")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"created database", p.stderr)
+        # ... and says so only the first time
+        p = self.mxctl("recipient", "add", "b@example.com")
+        self.assertEqual((p.returncode, p.stderr), (0, b""))
+        self.assertEqual(self.ok("recipient", "list"), b"a@example.com\nb@example.com\n")
+
     def test_schema_created(self):
-        self.ok("queue")
+        self.make_db()
         con = sqlite3.connect(self.db)
         version = con.execute("PRAGMA user_version").fetchone()[0]
         mode = con.execute("PRAGMA journal_mode").fetchone()[0]
@@ -135,17 +162,18 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(mode, "wal")
 
     def test_queue_empty(self):
+        self.make_db()
         self.assertEqual(self.ok("queue"), b"queue is empty\n")
 
     def test_show_unknown(self):
-        self.ok("queue")
+        self.make_db()
         p = self.mxctl("show", "NOSUCHID")
         self.assertEqual(p.returncode, 1)
         self.assertIn(b"NOSUCHID", p.stderr)
         self.assertEqual(p.stdout, b"")
 
     def test_queue_lists_messages(self):
-        self.ok("queue")
+        self.make_db()
         self.insert_message("01QUEUEA", b"Subject: a\r\n\r\nhello\r\n", rcpts=(
             ("one@example.com", "queued", 0, -5, None),
             ("two@example.com", "deferred", 2, 600, "451 4.2.0 mailbox busy"),
@@ -166,7 +194,7 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(len(lines), 6)
 
     def test_show_message(self):
-        self.ok("queue")
+        self.make_db()
         rnd = random.Random(7)
         # Larger than mxctl's 64 KiB chunk, with NULs, bare CR/LF and 8-bit bytes.
         body = (b"Received: from client.example.net\r\n\r\n" +
@@ -192,7 +220,7 @@ class MxctlTest(unittest.TestCase):
                             and line.endswith('last="250 2.0.0 ok"') for line in env))
 
     def test_show_escapes_envelope(self):
-        self.ok("queue")
+        self.make_db()
         con = sqlite3.connect(self.db)
         with con:
             cur = con.execute(
@@ -215,6 +243,7 @@ class MxctlTest(unittest.TestCase):
         return json.loads(out)
 
     def test_json_recipient_list(self):
+        self.make_db()
         self.assertEqual(self.json_ok("recipient", "list", "--json"), {"recipients": []})
         self.ok("recipient", "add", "b@example.com", "@example.org")
         # --json may come anywhere on the command line.
@@ -226,6 +255,7 @@ class MxctlTest(unittest.TestCase):
         self.ok("recipient", "add", "c@example.com", "--json")
 
     def test_json_queue(self):
+        self.make_db()
         self.assertEqual(self.json_ok("queue", "--json"), {"messages": []})
         now = int(time.time())
         self.insert_message("01QUEUEA", b"Subject: a\r\n\r\nhello\r\n", rcpts=(
@@ -257,7 +287,7 @@ class MxctlTest(unittest.TestCase):
         self.assertAlmostEqual(two["next_attempt"], now + 600, delta=30)
 
     def test_json_show_utf8(self):
-        self.ok("queue")
+        self.make_db()
         body = "Received: x\r\nSubject: caf\u00e9 \u2603\r\n\r\nnul\x00 \"quote\" \\\r\n".encode()
         self.insert_message("01JSON", body, rcpts=(
             ("a@example.com", "queued", 0, 0, None),
@@ -277,7 +307,7 @@ class MxctlTest(unittest.TestCase):
                           ("b@example.com", "delivered", "250 2.0.0 ok")])
 
     def test_json_show_binary(self):
-        self.ok("queue")
+        self.make_db()
         rnd = random.Random(11)
         body = b"Received: x\r\n\r\n" + bytes(rnd.getrandbits(8) for _ in range(70000)) + b"\xff"
         self.insert_message("01BIN", body)
@@ -292,7 +322,7 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(got["helo"], "h\ufffdl\ufffdo\ufffd\ufffd")
 
     def test_json_show_unknown(self):
-        self.ok("queue")
+        self.make_db()
         p = self.mxctl("show", "NOSUCHID", "--json")
         self.assertEqual(p.returncode, 1)
         self.assertIn(b"NOSUCHID", p.stderr)
@@ -321,6 +351,7 @@ class MxctlTest(unittest.TestCase):
             self.assertEqual(p.stdout, b"")
 
     def test_daemon_not_running(self):
+        self.make_db()  # stats reads the queue too
         sock = os.path.join(self.tmp, "control.sock")
         conf = self.write_conf(sock)
         for args in (["stats"], ["stats", "--json"], ["hold", "01ABC"], ["flush"]):
