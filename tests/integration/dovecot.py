@@ -51,6 +51,8 @@ import tempfile
 import time
 import unittest
 
+import mxdtest
+
 MAIL_UID = 8  # Debian's `mail` user and group
 MAIL_GID = 8
 HOSTNAME = "mailbox.test.invalid"
@@ -716,7 +718,7 @@ def tokens_by_user(dov, pattern=rb"X-Token: (\S+)"):
     return out
 
 
-class MxdDovecotCase(unittest.TestCase):
+class MxdDovecotCase(mxdtest.ClassMxd, unittest.TestCase):
     """A private Dovecot and an mxd delivering to it over LMTP, one pair per
     test class, both stopped (by PID) in the class clean-up. Subclasses set:
       DOVECOT_USERS  None (static userdb) or users for a passwd-file
@@ -741,8 +743,6 @@ class MxdDovecotCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        import mxdtest
-
         cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
         cls.dov = Dovecot(users=cls.DOVECOT_USERS, tmpdir=cls.tmpdir, **cls.DOVECOT_KW)
         cls.addClassCleanup(cls.dov.close)
@@ -752,28 +752,12 @@ class MxdDovecotCase(unittest.TestCase):
         server = {"control_socket": os.path.join(cls.tmpdir, "control.sock"),
                   "max_connections_per_ip": "200"}
         server.update(cls.SERVER)
-        cls.mxd = mxdtest.Mxd(
+        cls.start_mxd(mxdtest.Mxd(
             cls.tmpdir, server=server,
             domains={cls.DOMAIN: mxd_domain(lmtp, cls.RECIPIENTS, **cls.DOMAIN_EXTRA)},
-            extra=cls.EXTRA)
-        cls.addClassCleanup(cls._stop_mxd)
-        cls.mxd.start()
-
-    @classmethod
-    def _stop_mxd(cls):
-        if cls.mxd.running():
-            cls.mxd.stop(check=True)
-        else:
-            cls.mxd.check_sanitizers()
-
-    def setUp(self):
-        if not self.mxd.running():
-            self.fail(f"mxd is not running (died earlier?); stderr:\n{self.mxd.stderr()}")
+            extra=cls.EXTRA))
 
     # -- helpers
-
-    def token(self):
-        return f"{self.id().rsplit('.', 1)[-1]}-{os.urandom(6).hex()}"
 
     def send(self, sender, rcpts, content, mail_options=()):
         return smtp_send(self.mxd.port, sender, rcpts, content, mail_options)

@@ -728,23 +728,17 @@ def make_tmpdir(add_cleanup, prefix):
     return tmpdir
 
 
-class MxdTestCase(unittest.TestCase):
-    """One mxd per test class, started in setUpClass, stopped (and checked
-    for a clean exit) in the class clean-up. Subclasses set SERVER / DOMAINS."""
-
-    SERVER = {}
-    DOMAINS = None
-    EXTRA = ""
-    ENV = None
-    CONTROL = False  # True: [server] control_socket = TMPDIR/control.sock
+class ClassMxd:
+    """For a test class that shares one mxd (cls.mxd): start_mxd starts it
+    with a class clean-up that stops it and checks for a clean exit (or the
+    sanitizers' reports when it died), and every test fails at once when it
+    died earlier. Mixed in before unittest.TestCase."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmpdir = make_tmpdir(cls.addClassCleanup, cls.__name__)
-        cls.mxd = Mxd(cls.tmpdir, server=dict(cls.SERVER), domains=cls.DOMAINS, extra=cls.EXTRA,
-                      env=cls.ENV, control=cls.CONTROL)
+    def start_mxd(cls, mxd):
+        cls.mxd = mxd
         cls.addClassCleanup(cls._stop_mxd)
-        cls.mxd.start()
+        mxd.start()
 
     @classmethod
     def _stop_mxd(cls):
@@ -757,6 +751,27 @@ class MxdTestCase(unittest.TestCase):
         if not self.mxd.running():
             self.fail(f"mxd is not running (died earlier?); stderr:\n{self.mxd.stderr()}")
 
+    def token(self):
+        """A unique token: the test's name and 12 random hex digits."""
+        return f"{self.id().rsplit('.', 1)[-1]}-{os.urandom(6).hex()}"
+
+
+class MxdTestCase(ClassMxd, unittest.TestCase):
+    """One mxd per test class, started in setUpClass, stopped (and checked
+    for a clean exit) in the class clean-up. Subclasses set SERVER / DOMAINS."""
+
+    SERVER = {}
+    DOMAINS = None
+    EXTRA = ""
+    ENV = None
+    CONTROL = False  # True: [server] control_socket = TMPDIR/control.sock
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.start_mxd(Mxd(cls.tmpdir, server=dict(cls.SERVER), domains=cls.DOMAINS,
+                          extra=cls.EXTRA, env=cls.ENV, control=cls.CONTROL))
+
     def client(self, timeout=10, banner=True):
         c = self.mxd.client(timeout=timeout, banner=banner)
         self.addCleanup(c.close)
@@ -764,7 +779,7 @@ class MxdTestCase(unittest.TestCase):
 
     def marker(self):
         """A unique token to find this test's messages in the database."""
-        return f"mxdtest-{self.id().rsplit('.', 1)[-1]}-{os.urandom(6).hex()}"
+        return f"mxdtest-{self.token()}"
 
     def assertReply(self, reply, code, enh=None, msg=None):
         where = f" ({msg})" if msg else ""

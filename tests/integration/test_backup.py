@@ -71,7 +71,7 @@ def backup_domain(primary, recipients="any", **extra):
     return d
 
 
-class BackupCase(unittest.TestCase):
+class BackupCase(mxdtest.ClassMxd, unittest.TestCase):
     """A Primary (started unless START_PRIMARY is False) and an mxd with
     [domain example.org] mode = backup, primary = the Primary, one pair per
     class, both stopped by PID in the class clean-up. Subclasses set:
@@ -108,25 +108,9 @@ class BackupCase(unittest.TestCase):
         server.update(cls.SERVER)
         domains = {DOMAIN: backup_domain(value, cls.RECIPIENTS, **cls.DOMAIN_EXTRA)}
         domains.update(cls.MORE_DOMAINS)
-        cls.mxd = mxdtest.Mxd(cls.tmpdir, server=server, domains=domains, extra=cls.EXTRA)
-        cls.addClassCleanup(cls._stop_mxd)
-        cls.mxd.start()
-
-    @classmethod
-    def _stop_mxd(cls):
-        if cls.mxd.running():
-            cls.mxd.stop(check=True)
-        else:
-            cls.mxd.check_sanitizers()
-
-    def setUp(self):
-        if not self.mxd.running():
-            self.fail(f"mxd is not running (died earlier?); stderr:\n{self.mxd.stderr()}")
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, domains=domains, extra=cls.EXTRA))
 
     # -- helpers
-
-    def token(self):
-        return f"{self.id().rsplit('.', 1)[-1]}-{os.urandom(6).hex()}"
 
     def send(self, sender, rcpts, content, mail_options=()):
         return smtp_send(self.mxd.port, sender, rcpts, content, mail_options)

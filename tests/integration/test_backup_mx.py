@@ -68,7 +68,7 @@ def mx_domain(recipients="any"):
     return {"mode": "backup", "primary": "mx", "recipients": recipients}
 
 
-class MxCase(unittest.TestCase):
+class MxCase(mxdtest.ClassMxd, unittest.TestCase):
     """A Primary, a dnsmasq with the zone above (unless START_DNS is
     False: then its port is reserved in the config but nothing answers),
     and an mxd using both; one set per class, stopped by PID."""
@@ -88,25 +88,9 @@ class MxCase(unittest.TestCase):
             cls.dns.start()
         server = {"control_socket": os.path.join(cls.tmpdir, "control.sock"),
                   "dns_servers": cls.dns.server, "max_connections_per_ip": "200"}
-        cls.mxd = mxdtest.Mxd(cls.tmpdir, server=server,
-                              domains={d: mx_domain() for d in DOMAINS}, extra=cls.EXTRA,
-                              env={"MXD_TEST_SMTP_PORT": str(cls.primary.port)})
-        cls.addClassCleanup(cls._stop_mxd)
-        cls.mxd.start()
-
-    @classmethod
-    def _stop_mxd(cls):
-        if cls.mxd.running():
-            cls.mxd.stop(check=True)
-        else:
-            cls.mxd.check_sanitizers()
-
-    def setUp(self):
-        if not self.mxd.running():
-            self.fail(f"mxd is not running (died earlier?); stderr:\n{self.mxd.stderr()}")
-
-    def token(self):
-        return f"{self.id().rsplit('.', 1)[-1]}-{os.urandom(6).hex()}"
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server,
+                                  domains={d: mx_domain() for d in DOMAINS}, extra=cls.EXTRA,
+                                  env={"MXD_TEST_SMTP_PORT": str(cls.primary.port)}))
 
     def diag(self, limit=6000):
         return (f"\n--- mxd stderr (tail)\n{self.mxd.all_stderr()[-limit:]}"
