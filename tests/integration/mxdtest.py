@@ -341,8 +341,8 @@ class Mxd:
 
     # -- clients and database
 
-    def client(self, timeout=10, banner=True):
-        c = SmtpClient(self.port, timeout=timeout)
+    def client(self, timeout=10, banner=True, host="127.0.0.1"):
+        c = SmtpClient(self.port, host=host, timeout=timeout)
         if banner:
             r = c.reply()
             if r.code != 220:
