@@ -10,16 +10,8 @@
 #include <string.h>
 
 #include "dnsmsg.h"
+#include "fuzz.h"
 #include "mx.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void
-check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 static unsigned
 fixed_rand(void *arg)

@@ -8,8 +8,7 @@
 #include <string.h>
 
 #include "dotstuff.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 struct result {
     char *out;
@@ -17,13 +16,6 @@ struct result {
     size_t end; /* offset just past <CRLF>.<CRLF>, or SIZE_MAX */
     bool bare;
 };
-
-static void
-check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 /* Feeds in[0..len) in pieces of at most step octets (0: whole). */
 static void

@@ -11,9 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "lmtp_proto.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define NRCPTS 3
 
@@ -26,13 +25,6 @@ struct drive {
     int outcomes[NRCPTS];
     unsigned txns;
 };
-
-static void
-check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 static void
 on_event(struct lmtp_proto *p, const struct lmtp_event *ev, struct drive *d)

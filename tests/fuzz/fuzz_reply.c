@@ -7,16 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "reply.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void
-check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 /* Returns a digest of the replies parsed (codes and text lengths) and
  * whether the stream ended in an error. */

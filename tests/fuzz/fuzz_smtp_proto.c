@@ -10,9 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "smtp_proto.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct drive {
     uint8_t mode;
@@ -20,13 +19,6 @@ struct drive {
     char rbuf[512];
     bool closed;
 };
-
-static void
-check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 static void
 answer(struct smtp_proto *p, const struct smtp_event *ev, struct drive *d)
