@@ -102,6 +102,16 @@ disk_full(void)
     return flag != NULL && *flag != '\0' && access(flag, F_OK) == 0;
 }
 
+/* A write to a watched file while the disk is "full": it must fail with
+ * ENOSPC (the calls that do not log undo records ask only this). */
+static bool
+full_for(int fd)
+{
+    char pbuf[PATH_MAX];
+
+    return watched(fd, pbuf, sizeof(pbuf)) != NULL && disk_full();
+}
+
 static void
 log_all(const void *p, size_t n)
 {
@@ -287,10 +297,8 @@ fdatasync(int fd)
 int
 fallocate(int fd, int mode, off_t off, off_t len)
 {
-    char pbuf[PATH_MAX];
-
     resolve();
-    if (watched(fd, pbuf, sizeof(pbuf)) != NULL && disk_full()) {
+    if (full_for(fd)) {
         errno = ENOSPC;
         return -1;
     }
@@ -300,10 +308,8 @@ fallocate(int fd, int mode, off_t off, off_t len)
 int
 posix_fallocate(int fd, off_t off, off_t len)
 {
-    char pbuf[PATH_MAX];
-
     resolve();
-    if (watched(fd, pbuf, sizeof(pbuf)) != NULL && disk_full())
+    if (full_for(fd))
         return ENOSPC;
     return real_posix_fallocate(fd, off, len);
 }
@@ -314,10 +320,8 @@ posix_fallocate(int fd, off_t off, off_t len)
 ssize_t
 writev(int fd, const struct iovec *iov, int n)
 {
-    char pbuf[PATH_MAX];
-
     resolve();
-    if (watched(fd, pbuf, sizeof(pbuf)) != NULL && disk_full()) {
+    if (full_for(fd)) {
         errno = ENOSPC;
         return -1;
     }
@@ -327,10 +331,8 @@ writev(int fd, const struct iovec *iov, int n)
 ssize_t
 pwritev(int fd, const struct iovec *iov, int n, off_t off)
 {
-    char pbuf[PATH_MAX];
-
     resolve();
-    if (watched(fd, pbuf, sizeof(pbuf)) != NULL && disk_full()) {
+    if (full_for(fd)) {
         errno = ENOSPC;
         return -1;
     }
