@@ -42,7 +42,54 @@ def message(marker, size=300):
     return bytes(body)
 
 
-class DiskFull(MxdTestCase):
+class FullDisk:
+    """What both disk-full tests do: 3 messages stored, then make_full();
+    while full, each of full_sizes gets 451 4.3.0 and mxd stays up; then
+    make_room() and each of after_sizes is stored again without a restart.
+    Every stored message is there once, nothing refused is there even in
+    part, no spool file is left, and the database passes its integrity
+    check. Returns (stored, refused)."""
+
+    def send(self, marker, size=300):
+        c = self.client()
+        r = c.send_message("a@client.test", [RCPT], mxdtest.dot_stuff(message(marker, size)))
+        try:
+            c.cmd("QUIT")
+        except (mxdtest.ConnectionClosed, OSError):
+            pass
+        return r
+
+    def full_then_back(self, make_full, make_room, full_sizes, after_sizes, what):
+        base = self.marker()
+        stored, refused = [], []
+        for i in range(3):
+            r = self.send(f"{base}-before{i}")
+            self.assertReply(r, 250, "2.0.0")
+            stored.append((f"{base}-before{i}", r.qid))
+        make_full()
+        try:
+            for i, size in enumerate(full_sizes):
+                marker = f"{base}-full{i}"
+                r = self.send(marker, size)
+                self.assertReply(r, 451, "4.3.0", f"{what}, {size} octets")
+                refused.append(marker)
+            self.assertTrue(self.mxd.running(), f"mxd died on ENOSPC:\n{self.mxd.stderr()}")
+        finally:
+            make_room()
+        for i, size in enumerate(after_sizes):
+            r = self.send(f"{base}-after{i}", size)
+            self.assertReply(r, 250, "2.0.0", "space is back")
+            stored.append((f"{base}-after{i}", r.qid))
+        for marker, qid in stored:
+            self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, marker), [qid])
+        for marker in refused:
+            self.assertNothingStored(marker)
+        self.assertSpoolEmpty()
+        self.assertEqual(mxdtest.integrity_check(self.mxd.db_path), ["ok"])
+        return stored, refused
+
+
+class DiskFull(FullDisk, MxdTestCase):
     @classmethod
     def setUpClass(cls):
         cls.ENV = None
@@ -54,49 +101,16 @@ class DiskFull(MxdTestCase):
                                   enospc=cls.flag)
         cls.mxd.start()
 
-    def send(self, marker, size=300):
-        c = self.client()
-        r = c.send_message("a@client.test", [RCPT], mxdtest.dot_stuff(message(marker, size)))
-        try:
-            c.cmd("QUIT")
-        except (mxdtest.ConnectionClosed, OSError):
-            pass
-        return r
-
     def test_disk_full_then_space_returns(self):
-        base = self.marker()
-        stored, refused = [], []
-        for i in range(3):
-            r = self.send(f"{base}-before{i}")
-            self.assertReply(r, 250, "2.0.0")
-            stored.append((f"{base}-before{i}", r.qid))
-        open(self.flag, "w").close()
-        try:
-            # small bodies (in memory) and a large one (spooled to disk)
-            for i, size in enumerate((300, 2000, 400_000, 300)):
-                marker = f"{base}-full{i}"
-                r = self.send(marker, size)
-                self.assertReply(r, 451, "4.3.0", f"disk full, {size} octets")
-                refused.append(marker)
-            self.assertTrue(self.mxd.running(), f"mxd died on ENOSPC:\n{self.mxd.stderr()}")
-        finally:
-            os.unlink(self.flag)
-        # No restart: the next message is accepted.
-        for i in range(3):
-            r = self.send(f"{base}-after{i}", 300 if i else 300_000)
-            self.assertReply(r, 250, "2.0.0", "space is back")
-            stored.append((f"{base}-after{i}", r.qid))
-        for marker, qid in stored:
-            self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, marker), [qid])
-        for marker in refused:
-            self.assertNothingStored(marker)
-        self.assertSpoolEmpty()
-        self.assertEqual(mxdtest.integrity_check(self.mxd.db_path), ["ok"])
+        # small bodies (in memory) and a large one (spooled to disk)
+        stored, refused = self.full_then_back(
+            lambda: open(self.flag, "w").close(), lambda: os.unlink(self.flag),
+            (300, 2000, 400_000, 300), (300_000, 300, 300), "disk full")
         print(f"\ndisk full: {len(refused)} refused with 451 4.3.0 while full, "
               f"{len(stored)} stored before and after, 0 half-stored", file=sys.stderr)
 
 
-class DiskFullLoop(MxdTestCase):
+class DiskFullLoop(FullDisk, MxdTestCase):
     """The store on a real file system that runs out of space."""
 
     @classmethod
@@ -114,11 +128,8 @@ class DiskFullLoop(MxdTestCase):
             raise unittest.SkipTest(f"cannot loop-mount here: {p.stderr.decode().strip()} "
                                     "(DiskFull covers this with the ENOSPC shim)")
         cls.addClassCleanup(subprocess.run, ["umount", "-l", cls.mnt], timeout=60)
-        cls.mxd = mxdtest.Mxd(cls.tmpdir, server={"database": os.path.join(cls.mnt, "q.db")})
-        cls.addClassCleanup(cls._stop_mxd)
-        cls.mxd.start()
-
-    send = DiskFull.send
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir,
+                                  server={"database": os.path.join(cls.mnt, "q.db")}))
 
     def fill(self):
         """Fills the file system; returns the filler's path."""
@@ -139,35 +150,17 @@ class DiskFullLoop(MxdTestCase):
         return path
 
     def test_real_disk_full(self):
-        base = self.marker()
-        stored, refused = [], []
-        for i in range(3):
-            r = self.send(f"{base}-before{i}")
-            self.assertReply(r, 250, "2.0.0")
-            stored.append((f"{base}-before{i}", r.qid))
-        filler = self.fill()
-        st = os.statvfs(self.mnt)
-        try:
-            # bigger than the WAL space already allocated: the WAL must grow
-            for i, size in enumerate((100_000, 120_000, 400_000)):
-                marker = f"{base}-full{i}"
-                r = self.send(marker, size)
-                self.assertReply(r, 451, "4.3.0", f"file system full, {size} octets")
-                refused.append(marker)
-            self.assertTrue(self.mxd.running(), f"mxd died on ENOSPC:\n{self.mxd.stderr()}")
-        finally:
-            os.unlink(filler)
-        for i in range(3):
-            r = self.send(f"{base}-after{i}", 100_000 if i else 400_000)
-            self.assertReply(r, 250, "2.0.0", "space is back")
-            stored.append((f"{base}-after{i}", r.qid))
-        for marker, qid in stored:
-            self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, marker), [qid])
-        for marker in refused:
-            self.assertNothingStored(marker)
-        self.assertSpoolEmpty()
-        self.assertEqual(mxdtest.integrity_check(self.mxd.db_path), ["ok"])
-        print(f"\ndisk full (ext4 on loop, {st.f_bavail} blocks free when full): "
+        state = {}
+
+        def make_full():
+            state["filler"] = self.fill()
+            state["st"] = os.statvfs(self.mnt)
+
+        # bigger than the WAL space already allocated: the WAL must grow
+        stored, refused = self.full_then_back(
+            make_full, lambda: os.unlink(state["filler"]), (100_000, 120_000, 400_000),
+            (400_000, 100_000, 100_000), "file system full")
+        print(f"\ndisk full (ext4 on loop, {state['st'].f_bavail} blocks free when full): "
               f"{len(refused)} refused with 451 4.3.0, {len(stored)} stored before and after",
               file=sys.stderr)
 
