@@ -373,6 +373,21 @@ bare_postmaster(const struct cur *c)
     return ascii_ncasecmp((const char *)c->s + c->pos, ADDR_PM, ADDR_PM_LEN) == 0;
 }
 
+bool
+addr_is_postmaster(const struct addr *a)
+{
+    const char *l = a->local;
+    size_t n = strlen(l);
+
+    if (a->is_postmaster)
+        return true;
+    if (n == ADDR_PM_LEN + 2 && l[0] == '"' && l[n - 1] == '"') {
+        l++;
+        n -= 2;
+    }
+    return n == ADDR_PM_LEN && ascii_ncasecmp(l, ADDR_PM, ADDR_PM_LEN) == 0;
+}
+
 /* Copies s[0..n) to dst (which holds n + 1) and terminates it. */
 static void
 copy_str(char *dst, const unsigned char *s, size_t n)

@@ -49,6 +49,10 @@ int addr_parse_path(const char *s, size_t len, bool allow_null, bool allow_utf8,
  * code points past U+10FFFF). */
 bool addr_utf8_valid(const char *s, size_t len);
 
+/* The postmaster: <postmaster> alone, or a local part "postmaster" (any
+ * case, also quoted) at any domain (RFC 5321 4.5.1). */
+bool addr_is_postmaster(const struct addr *a);
+
 /* True when s is a syntactically valid domain name (RFC 5321 Domain, with
  * U-labels allowed when allow_utf8) or address literal. Used for EHLO. */
 bool addr_domain_valid(const char *s, size_t len, bool allow_utf8);

@@ -24,10 +24,12 @@ typedef void (*callahead_cb)(void *arg, int result);
 struct callahead *callahead_new(uv_loop_t *loop, struct store *store, const char *lhlo_name);
 
 /* Asks (or answers from the cache) whether d's LMTP server accepts
- * address; cb runs on the loop thread, never before this returns. d and
- * address are borrowed for the call only. */
-void callahead_check(struct callahead *ca, const struct conf_domain *d, const char *address,
-                     callahead_cb cb, void *arg);
+ * address; cb runs on the loop thread, never before this returns. client
+ * (the client's address as text) and c's callahead limits decide when it
+ * may ask. c and d stay valid until cb (a conf outlives the checks made
+ * with it); address and client are borrowed for the call only. */
+void callahead_check(struct callahead *ca, const struct conf *c, const struct conf_domain *d,
+                     const char *address, const char *client, callahead_cb cb, void *arg);
 
 /* Closes open checks (their callbacks run with MXD_EIO) and frees ca when
  * they are gone; then cb. */

@@ -69,6 +69,16 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       .def = "5m", .arg = &in_ms)                                                                  \
     X(DATA_TIMEOUT, SECT_SERVER, "data_timeout", set_time, S(data_timeout_ms), .def = "10m",       \
       .arg = &in_ms)                                                                               \
+    X(SOFT_ERROR_LIMIT, SECT_SERVER, "soft_error_limit", set_uint, S(soft_error_limit),            \
+      .def = "10", .min = 1, .max = 1000)                                                          \
+    X(HARD_ERROR_LIMIT, SECT_SERVER, "hard_error_limit", set_uint, S(hard_error_limit),            \
+      .def = "20", .min = 1, .max = 1000)                                                          \
+    X(ERROR_SLEEP, SECT_SERVER, "error_sleep", set_time, S(error_sleep_ms), .def = "1s",           \
+      .arg = &in_ms)                                                                               \
+    X(CALLAHEAD_MAX_CONNECTIONS, SECT_SERVER, "callahead_max_connections", set_uint,               \
+      S(callahead_max_connections), .def = "10", .min = 1, .max = 1000)                            \
+    X(CALLAHEAD_MAX_PER_CLIENT, SECT_SERVER, "callahead_max_per_client", set_uint,                 \
+      S(callahead_max_per_client), .def = "2", .min = 1, .max = 1000)                              \
     X(DNS_SERVERS, SECT_SERVER, "dns_servers", set_list, S(dns_servers), S(ndns_servers),          \
       .arg = &l_dns)                                                                               \
     X(ETRN_CLIENTS, SECT_SERVER, "etrn_clients", set_list, S(etrn_clients), S(netrn_clients),      \

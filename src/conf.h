@@ -66,6 +66,11 @@ struct conf {
     unsigned max_connections_per_ip;
     uint64_t command_timeout_ms;
     uint64_t data_timeout_ms;
+    unsigned soft_error_limit;          /* errors before each reject waits error_sleep */
+    unsigned hard_error_limit;          /* errors before 421 and close */
+    uint64_t error_sleep_ms;            /* Postfix's smtpd_error_sleep_time */
+    unsigned callahead_max_connections; /* verification connections in all */
+    unsigned callahead_max_per_client;  /* ... for one client address */
     struct conf_endpoint *dns_servers;
     size_t ndns_servers;
     struct conf_cidr *etrn_clients;

@@ -187,7 +187,7 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
     const char *text = j->texts[i] ? j->texts[i] : "451 4.4.2 no answer";
     const char *result;
     uint64_t *stat;
-    char esc[600];
+    char esc[600], to[600];
 
     o->rcpt_id = j->rcpt_ids[i];
     o->msg_id = j->msg_id;
@@ -220,8 +220,8 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
         return; /* a retry of the recording: counted and logged the first time */
     (*stat)++;
     metrics_count(METRICS_F_DELIVERY_ATTEMPTS, result, j->dest ? j->dest->key : "none");
-    log_msg(LOG_INFO, j->qid, "deliver", "%s to=<%s> relay=%s attempts=%u reply=%s", result,
-            j->addrs[i],
+    log_msg(LOG_INFO, j->qid, "deliver", "%s to=%s relay=%s attempts=%u reply=%s", result,
+            log_addr(to, sizeof(to), j->addrs[i]),
             j->relay  ? j->relay
             : j->dest ? j->dest->key
                       : "none",

@@ -127,7 +127,7 @@ defer_text(char *buf, size_t size, const char *reason)
 static void
 dest_unreachable(struct dest *dest, struct dconn *dc, const char *reason)
 {
-    char text[400];
+    char text[400], esc[500];
 
     if (dc->ep == dest->ep_idx && dest->ep_idx + 1 < dest->neps) {
         dest->ep_idx++;
@@ -137,8 +137,8 @@ dest_unreachable(struct dest *dest, struct dconn *dc, const char *reason)
     if (dest->mx)
         dest->resolved_ms = 0; /* look the MX hosts up again next time */
     defer_text(text, sizeof(text), reason);
-    log_msg(LOG_WARN, NULL, "deliver", "destination unavailable relay=%s reason=\"%s\"", dest->key,
-            reason);
+    log_msg(LOG_WARN, NULL, "deliver", "destination unavailable relay=%s reason=%s", dest->key,
+            log_esc(esc, sizeof(esc), reason, strlen(reason)));
     dest_fail_waiting(dest, 451, text);
     if (dest->dom != NULL) {
         snprintf(dest->down_text, sizeof(dest->down_text), "%s", text);
@@ -548,9 +548,11 @@ deliver__route(struct deliver *d, const struct store_dmsg *m, const struct store
     if (dom == NULL && dsn_suppressed(m->sender)) {
         if (d->conf->bounce_relay.text != NULL)
             return dest_relay(d); /* a DSN to a remote sender */
+        char to[600];
+
         log_msg(LOG_WARN, m->qid, "deliver",
-                "discard to=<%s> reason=\"DSN to a remote sender and no [queue] bounce_relay\"",
-                r->address);
+                "discard to=%s reason=\"DSN to a remote sender and no [queue] bounce_relay\"",
+                log_addr(to, sizeof(to), r->address));
         *code = 550;
         *text = "550 5.4.4 DSN discarded: no bounce_relay configured for remote senders";
         return NULL;

@@ -274,14 +274,17 @@ log_msg(enum log_level level, const char *qid, const char *component, const char
         log_flush();
 }
 
-const char *
-log_esc(char *buf, size_t size, const char *s, size_t len)
+/* s escaped into buf between open and close (each "" or one character),
+ * the whole quoted when any of it needs quotes, so a reader that splits on
+ * key= and key="..." always sees one field. */
+static const char *
+esc_wrapped(char *buf, size_t size, const char *open, const char *s, size_t len, const char *close)
 {
     static const char hex[] = "0123456789abcdef";
-    bool quote = len == 0;
-    size_t o = 0;
+    bool quote = len == 0 && open[0] == '\0';
+    size_t o = 0, ol = strlen(open), cl = strlen(close);
 
-    if (size < 8) {
+    if (size < 8 + ol + cl) {
         if (size > 0)
             buf[0] = '\0';
         return buf;
@@ -290,6 +293,8 @@ log_esc(char *buf, size_t size, const char *s, size_t len)
         quote = s[i] == ' ' || s[i] == '=' || s[i] == '"';
     if (quote)
         buf[o++] = '"';
+    memcpy(buf + o, open, ol);
+    o += ol;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         char tmp[4];
@@ -306,7 +311,7 @@ log_esc(char *buf, size_t size, const char *s, size_t len)
             tmp[tn++] = hex[c >> 4];
             tmp[tn++] = hex[c & 15];
         }
-        if (o + tn + 5 > size) {
+        if (o + tn + cl + 5 > size) {
             memcpy(buf + o, "...", 3);
             o += 3;
             break;
@@ -314,8 +319,22 @@ log_esc(char *buf, size_t size, const char *s, size_t len)
         memcpy(buf + o, tmp, tn);
         o += tn;
     }
+    memcpy(buf + o, close, cl);
+    o += cl;
     if (quote)
         buf[o++] = '"';
     buf[o] = '\0';
     return buf;
+}
+
+const char *
+log_esc(char *buf, size_t size, const char *s, size_t len)
+{
+    return esc_wrapped(buf, size, "", s, len, "");
+}
+
+const char *
+log_addr(char *buf, size_t size, const char *addr)
+{
+    return esc_wrapped(buf, size, "<", addr, strlen(addr), ">");
 }

@@ -44,4 +44,9 @@ void log_msg(enum log_level level, const char *qid, const char *component, const
  * "..." when it does not fit) and returns buf. */
 const char *log_esc(char *buf, size_t size, const char *s, size_t len);
 
+/* An envelope address as a log value: "<addr>" escaped as log_esc does,
+ * the whole value quoted (brackets inside the quotes) when it needs
+ * quotes, so a quoted local part is one field. Returns buf. */
+const char *log_addr(char *buf, size_t size, const char *addr);
+
 #endif

@@ -248,7 +248,7 @@ print_rcpts(sqlite3 *db, sqlite3_stmt *s, int64_t id, int64_t now, const char *p
     sqlite3_bind_int64(s, 1, id);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *state = col_text(s, 1);
-        bool pending = strcmp(state, "queued") == 0 || strcmp(state, "deferred") == 0;
+        bool pending = mxctl_rcpt_scheduled(state, sqlite3_column_int64(s, 3));
         int64_t due = sqlite3_column_int64(s, 3) - now;
 
         if (!pending)

@@ -34,6 +34,14 @@
 #define CTL_TIMEOUT_S 30
 #define CTL_REPLY_MAX (1024 * 1024)
 
+bool
+mxctl_rcpt_scheduled(const char *state, int64_t next_attempt)
+{
+    if (strcmp(state, "held") == 0)
+        return next_attempt != INT64_MAX;
+    return strcmp(state, "queued") == 0 || strcmp(state, "deferred") == 0;
+}
+
 static const char *const rcpt_json_sql =
     "SELECT address, domain, state, attempts, next_attempt, last_reply FROM message_rcpts "
     "WHERE message_id = ?1 ORDER BY id";
@@ -184,8 +192,7 @@ rcpts_json(sqlite3 *db, sqlite3_stmt *s, int64_t id)
     sqlite3_bind_int64(s, 1, id);
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         const char *state = (const char *)sqlite3_column_text(s, 2);
-        bool pending =
-            state != NULL && (strcmp(state, "queued") == 0 || strcmp(state, "deferred") == 0);
+        bool pending = state != NULL && mxctl_rcpt_scheduled(state, sqlite3_column_int64(s, 4));
         json_t *r = json_object();
 
         oom(r);

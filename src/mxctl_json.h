@@ -5,6 +5,7 @@
 #define MXD_MXCTL_JSON_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <sqlite3.h>
 
@@ -19,6 +20,11 @@
 int mxctl_json_queue(sqlite3 *db);
 int mxctl_json_show(sqlite3 *db, const char *qid);
 int mxctl_json_recipients(sqlite3 *db);
+
+/* A recipient in state with next_attempt has a retry scheduled: queued,
+ * deferred and held ones do, except an operator's hold (next_attempt is
+ * the largest integer: never due until released). */
+bool mxctl_rcpt_scheduled(const char *state, int64_t next_attempt);
 
 /* Sends "verb[ arg]\n" to mxd's control socket at path and checks the reply:
  * MXCTL_OK, or the reason on stderr and MXCTL_REFUSED (unreachable, refused,

@@ -386,6 +386,7 @@ cmd_bdat(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
     }
     if (!p->bdat_used) {
         p->bdat_used = true;
+        p->txn.bdat = true;
         p->bdat_prev_cr = false;
         p->body_begun = true;
         p->pend_begin = true;

@@ -25,6 +25,24 @@ smtp_ev_name(enum smtp_ev ev)
     return smtp_ev_names[ev];
 }
 
+/* One more error: past the hard limit, 421 follows the reply and the
+ * session closes (Postfix's smtpd_hard_error_limit). */
+static void
+count_error(struct smtp_proto *p)
+{
+    unsigned limit = p->cfg.hard_error_limit ? p->cfg.hard_error_limit : SMTP_ERROR_MAX;
+    int n;
+
+    if (++p->errors < limit || p->phase == PH_CLOSED)
+        return;
+    n = snprintf(p->reply + p->reply_len, sizeof(p->reply) - p->reply_len,
+                 "421 4.7.0 %s Error: too many errors\r\n", p->cfg.hostname);
+    if (n > 0 && (size_t)n < sizeof(p->reply) - p->reply_len)
+        p->reply_len += (size_t)n;
+    p->phase = PH_CLOSED;
+    p->pend_close = true;
+}
+
 /* Appends one reply; several may queue up for one event (an error and the
  * 421 that follows it when the error budget is spent). */
 void
@@ -45,18 +63,9 @@ smtp_proto__reply(struct smtp_proto *p, const char *verb, int code, const char *
         p->reply_verb = verb;
     }
     p->reply_len += (size_t)n;
-    if (code == 500 || code == 501 || code == 502 || code == 503 || code == 555) {
-        /* Stop talking to a client that only sends garbage (as Postfix's
-         * smtpd_hard_error_limit does). */
-        if (++p->errors >= SMTP_ERROR_MAX && p->phase != PH_CLOSED) {
-            n = snprintf(p->reply + p->reply_len, sizeof(p->reply) - p->reply_len,
-                         "421 4.7.0 %s Error: too many errors\r\n", p->cfg.hostname);
-            if (n > 0 && (size_t)n < sizeof(p->reply) - p->reply_len)
-                p->reply_len += (size_t)n;
-            p->phase = PH_CLOSED;
-            p->pend_close = true;
-        }
-    }
+    /* Stop talking to a client that only sends garbage. */
+    if (code == 500 || code == 501 || code == 502 || code == 503 || code == 555)
+        count_error(p);
 }
 
 struct smtp_proto *
@@ -163,6 +172,12 @@ bool
 smtp_proto_buffered(const struct smtp_proto *p)
 {
     return p->rpos < p->wpos;
+}
+
+unsigned
+smtp_proto_errors(const struct smtp_proto *p)
+{
+    return p->errors;
 }
 
 void
@@ -459,6 +474,10 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text)
         break;
     case OWE_RCPT:
         smtp_proto__reply(p, "RCPT", code, "%s", text);
+        /* A refused recipient is an error too (a directory harvest is a
+         * stream of them); 452 4.5.3 for too many recipients is not. */
+        if (!ok)
+            count_error(p);
         if (ok) {
             if (p->txn.nrcpts == p->rcpt_cap) {
                 p->rcpt_cap = p->rcpt_cap ? p->rcpt_cap * 2 : 4;

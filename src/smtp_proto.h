@@ -21,6 +21,7 @@ struct smtp_proto_cfg {
     uint64_t max_message_size; /* octets of content; SIZE advertises it */
     unsigned max_recipients;   /* per transaction */
     bool tls_offer;            /* advertise STARTTLS (certificate and key configured) */
+    unsigned hard_error_limit; /* errors before 421 and close; 0: SMTP_ERROR_MAX */
 };
 
 #define SMTP_EVENTS(X)                                                                             \
@@ -62,6 +63,7 @@ struct smtp_txn {
     struct addr *rcpts;  /* accepted recipients */
     size_t nrcpts;
     uint64_t body_size; /* content octets so far */
+    bool bdat;          /* the content came with BDAT, not DATA */
 };
 
 struct smtp_proto;
@@ -93,6 +95,8 @@ bool smtp_proto_esmtp(const struct smtp_proto *p);       /* EHLO, not HELO */
 bool smtp_proto_in_body(const struct smtp_proto *p);     /* reading DATA or BDAT octets */
 bool smtp_proto_idle(const struct smtp_proto *p);        /* between commands, no answer owed */
 bool smtp_proto_buffered(const struct smtp_proto *p);    /* unread input is waiting */
+/* Errors so far: protocol errors and refused recipients (RCPT 4xx/5xx). */
+unsigned smtp_proto_errors(const struct smtp_proto *p);
 
 /* The TLS handshake after STARTTLS succeeded; desc ("TLS1.3 AES-256-GCM")
  * goes into Received:. The client must EHLO again (RFC 3207 4.2). */

@@ -26,12 +26,6 @@ now_ms(const struct smtp_session *s)
     return uv_now(s->srv->loop);
 }
 
-static const char *
-esc(char *buf, size_t size, const char *text)
-{
-    return log_esc(buf, size, text, strlen(text));
-}
-
 /* ---- output ------------------------------------------------------------ */
 
 static void
@@ -357,7 +351,8 @@ on_callahead(void *arg, int result)
 }
 
 /* RCPT policy: is the domain ours, and is the user known? RFC 5321 4.5.1:
- * <postmaster> without a domain is always accepted. */
+ * <postmaster> without a domain, and postmaster at every domain we serve,
+ * are always accepted, whatever the domain's recipients policy. */
 void
 smtp_session__rcpt(struct smtp_session *s, const struct addr *a)
 {
@@ -377,13 +372,17 @@ smtp_session__rcpt(struct smtp_session *s, const struct addr *a)
         smtp_proto_answer(s->proto, 550, "5.7.1 Error: relay access denied");
         return;
     }
+    if (addr_is_postmaster(a)) {
+        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
+        return;
+    }
     if (d->recipients == CONF_RCPTS_TABLE) {
         s->pending++;
         store_rcpt_lookup_async(s->srv->store, a->mailbox, a->domain_lc, on_rcpt_lookup, s);
     } else if ((d->recipients == CONF_RCPTS_LMTP || d->recipients == CONF_RCPTS_PRIMARY) &&
                s->srv->callahead != NULL) {
         s->pending++;
-        callahead_check(s->srv->callahead, d, a->mailbox, on_callahead, s);
+        callahead_check(s->srv->callahead, c, d, a->mailbox, s->ip, on_callahead, s);
     } else {
         smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
     }
@@ -484,10 +483,11 @@ on_committed(void *arg, int status, int64_t msg_id)
         s->srv->stats.bytes_accepted += t->body_size;
         metrics_add(METRICS_MESSAGES_ACCEPTED, 1);
         metrics_add(METRICS_BYTES_ACCEPTED, (int64_t)t->body_size);
-        log_msg(
-            LOG_INFO, s->qid, "smtp", "queued from=<%s> size=%llu nrcpt=%zu client=%s tls=%s%s%s",
-            esc(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size, t->nrcpts,
-            s->ip, s->tls ? "\"" : "no", s->tls ? s->tls_desc : "", s->tls ? "\"" : "");
+        log_msg(LOG_INFO, s->qid, "smtp",
+                "queued from=%s size=%llu nrcpt=%zu client=%s tls=%s%s%s cmd=%s",
+                log_addr(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size,
+                t->nrcpts, s->ip, s->tls ? "\"" : "no", s->tls ? s->tls_desc : "",
+                s->tls ? "\"" : "", t->bdat ? "BDAT" : "DATA");
         if (s->srv->on_queued != NULL)
             s->srv->on_queued(s->srv->on_queued_arg);
     } else {
@@ -623,6 +623,30 @@ log_reject(struct smtp_session *s, const struct smtp_event *ev)
             ev->verb, log_esc(text, sizeof(text), ev->data, n));
 }
 
+static void
+on_delay_done(uv_timer_t *t)
+{
+    struct smtp_session *s = t->data;
+
+    s->delaying = false;
+    smtp_session__pump(s);
+}
+
+/* Past the soft error limit every reject is held back error_sleep before
+ * it goes out (Postfix's smtpd_error_sleep_time): a harvester or a
+ * garbage sender gets slow answers. true when the pump must pause. */
+static bool
+error_delay(struct smtp_session *s)
+{
+    const struct conf *c = s->conf;
+
+    if (smtp_proto_errors(s->proto) <= c->soft_error_limit || c->error_sleep_ms == 0)
+        return false;
+    s->delaying = true;
+    uv_timer_start(&s->timer, on_delay_done, c->error_sleep_ms, 0);
+    return true;
+}
+
 /* Shutting down: a session that owes nothing gets 421 and goes. */
 static bool
 session_shutdown_now(struct smtp_session *s)
@@ -659,7 +683,7 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
         out_append(&s->out, ev->data, ev->len);
         if (ev->code >= 400)
             log_reject(s, ev);
-        return true;
+        return ev->code < 400 || !error_delay(s);
     case SMTP_EV_MAIL:
         on_mail(s, ev->addr);
         return true;
@@ -706,13 +730,15 @@ smtp_session__pump(struct smtp_session *s)
         bool full;
 
         s->in_pump = true;
-        while (!s->closing && !s->spool_busy && s->out.len < OUT_HIGH) {
+        while (!s->closing && !s->spool_busy && !s->delaying && s->out.len < OUT_HIGH) {
             if (!session_event(s, (smtp_proto_next(s->proto, &ev), &ev)))
                 break;
         }
         s->in_pump = false;
         if (s->closing)
             break;
+        if (s->delaying)
+            return; /* on_delay_done sends the reply and goes on */
         full = s->out.len >= OUT_HIGH;
         out_flush(s);
         /* Paused for output that went out at once: no on_write will

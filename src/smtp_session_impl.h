@@ -49,6 +49,7 @@ struct smtp_session {
     unsigned handles_open;
     unsigned pending; /* store jobs and spool writes that will call back */
     bool reading, eof, closing, in_pump, spool_busy, spool_failed;
+    bool delaying;           /* past the soft error limit: a reject waits error_sleep */
     struct outbuf out, wout; /* filling, being written */
     /* the body of the transaction in progress */
     char *body;

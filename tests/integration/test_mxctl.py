@@ -185,7 +185,9 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(lines[0].split(), ["QUEUE-ID", "AGE", "SIZE", "SENDER"])
         # Oldest first; then each recipient, indented.
         self.assertEqual(lines[1].split(), ["01QUEUEB", "3d", "1000", "<>"])
-        self.assertTrue(lines[2].startswith("    <held@example.org> held attempts=1 next=-"))
+        # Held mail for a backup domain has its retry scheduled like any
+        # other (issue 14 item 18); only an operator's hold shows "-".
+        self.assertTrue(lines[2].startswith("    <held@example.org> held attempts=1 next=now"))
         self.assertEqual(lines[3].split(), ["01QUEUEA", "2m", "21", "<sender@example.net>"])
         self.assertEqual(lines[4], "    <one@example.com> queued attempts=0 next=now last=-")
         self.assertTrue(lines[5].startswith("    <two@example.com> deferred attempts=2 next=in "),
@@ -272,9 +274,11 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(b["size"], 1000)
         self.assertEqual(b["received"], now - 3 * 86400)
         self.assertAlmostEqual(b["age"], 3 * 86400, delta=30)
+        held_next = b["rcpts"][0].pop("next_attempt")
+        self.assertAlmostEqual(held_next, now, delta=30)  # scheduled (issue 14 item 18)
         self.assertEqual(b["rcpts"], [{
             "address": "held@example.org", "domain": "example.org", "state": "held",
-            "attempts": 1, "next_attempt": None, "last_reply": "451 4.4.1 \"q\" \\ x"}])
+            "attempts": 1, "last_reply": "451 4.4.1 \"q\" \\ x"}])
         self.assertEqual(a["sender"], "sender@example.net")
         self.assertEqual(a["size"], 21)
         self.assertAlmostEqual(a["age"], 125, delta=30)

@@ -500,6 +500,39 @@ test_addr_domain_valid(void **state)
     }
 }
 
+/* Issue 14 item 11: postmaster at any of our domains, in any case, also
+ * quoted (RFC 5321 4.5.1: the local part is case-insensitive there). */
+static void
+test_addr_issue14_postmaster_local(void **state)
+{
+    static const struct {
+        const char *path;
+        bool want;
+    } cases[] = {
+        {"<postmaster@example.test>", true},
+        {"<PostMaster@Example.Test>", true},
+        {"<\"postmaster\"@example.test>", true},
+        {"<\"POSTMASTER\"@example.test>", true},
+        {"<postmaster>", true},
+        {"<postmasters@example.test>", false},
+        {"<post.master@example.test>", false},
+        {"<\"postmaster \"@example.test>", false},
+        {"<xpostmaster@example.test>", false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct addr a;
+        size_t used;
+
+        assert_int_equal(
+            addr_parse_path(cases[i].path, strlen(cases[i].path), false, false, &a, &used),
+            ADDR_OK);
+        if (addr_is_postmaster(&a) != cases[i].want)
+            fail_msg("%s: want %d", cases[i].path, cases[i].want);
+    }
+}
+
 int
 main(void)
 {
@@ -508,6 +541,7 @@ main(void)
         cmocka_unit_test(test_addr_prefixes),
         cmocka_unit_test(test_addr_utf8_valid),
         cmocka_unit_test(test_addr_domain_valid),
+        cmocka_unit_test(test_addr_issue14_postmaster_local),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

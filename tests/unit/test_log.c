@@ -90,6 +90,43 @@ test_log_esc(void **state)
     assert_string_equal(log_esc(buf, sizeof(buf), "q\"\x01", 3), "\"q\\\"\\x01\"");
 }
 
+/* Issue 14 item 12: an address is one field whatever it holds; a quoted
+ * local part cannot forge relay= or reply= for a reader that splits on
+ * key= and key="...". */
+static void
+test_log_issue14_addr_one_field(void **state)
+{
+    char buf[256], line[512];
+    struct log_field f[8];
+    const char *ev;
+    size_t elen, n;
+
+    (void)state;
+    assert_string_equal(log_addr(buf, sizeof(buf), "a@b.example"), "<a@b.example>");
+    assert_string_equal(log_addr(buf, sizeof(buf), ""), "<>");
+    assert_string_equal(log_addr(buf, sizeof(buf), "\"x> relay=evil reply=250\"@example.test"),
+                        "\"<\\\"x> relay=evil reply=250\\\"@example.test>\"");
+    /* UTF-8 is escaped as everywhere else (item 18: one rule). */
+    assert_string_equal(log_addr(buf, sizeof(buf), "j\xc3\xb6@example.test"),
+                        "<j\\xc3\\xb6@example.test>");
+    snprintf(line, sizeof(line), "delivered to=%s relay=lmtp attempts=1",
+             log_addr(buf, sizeof(buf), "\"x> relay=evil\"@example.test"));
+    n = log__fields(line, &ev, &elen, f, 8);
+    assert_int_equal(n, 3);
+    assert_int_equal(f[1].klen, 5);
+    assert_memory_equal(f[1].key, "relay", 5);
+    assert_int_equal(f[1].vlen, 4);
+    assert_memory_equal(f[1].val, "lmtp", 4);
+    /* Too long for the buffer: still one quoted field, cut with "...". */
+    {
+        char small[24];
+        const char *r = log_addr(small, sizeof(small), "a very long local part@example.test");
+
+        assert_true(r[0] == '"' && r[strlen(r) - 1] == '"');
+        assert_non_null(strstr(r, "..."));
+    }
+}
+
 /* What is waiting on the pipe, without blocking; "" when nothing. */
 static size_t
 drain(int fd, char *buf, size_t size)
@@ -192,9 +229,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_log_fields),
-        cmocka_unit_test(test_log_fields_bounded),
-        cmocka_unit_test(test_log_esc),
+        cmocka_unit_test(test_log_fields), cmocka_unit_test(test_log_fields_bounded),
+        cmocka_unit_test(test_log_esc),    cmocka_unit_test(test_log_issue14_addr_one_field),
         cmocka_unit_test(test_log_batch),
     };
 

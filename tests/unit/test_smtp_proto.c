@@ -160,6 +160,8 @@ struct proto_case {
 #define MAILOK "MAIL FROM:<a@b.test>\r\n"
 #define RCPTOK "RCPT TO:<c@d.test>\r\n"
 #define TXN    EHLO MAILOK RCPTOK
+#define RELAY  "RCPT TO:<x@relay.test>\r\n"
+#define R10    RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY
 
 static const struct proto_case proto_cases[] = {
     {"basic", TXN "DATA\r\nhi\r\n.\r\nQUIT\r\n", "220 250 250 250 354 250 221", "hi\r\n", 1, true},
@@ -288,6 +290,12 @@ static const struct proto_case proto_cases[] = {
     {"etrn before helo", "ETRN example.org\r\n", "220 503", NULL, 0, false},
     {"etrn in txn", EHLO MAILOK "ETRN example.org\r\n", "220 250 250 503", NULL, 0, false},
     {"etrn syntax", EHLO "ETRN\r\nETRN a b\r\n", "220 250 501 501", NULL, 0, false},
+    /* Issue 14 item 5: refused recipients (a directory harvest) count
+     * toward the error limit; the 20th refusal is followed by 421. */
+    {"issue14 refused rcpts count", EHLO MAILOK R10 R10 "RCPT TO:<z@relay.test>\r\n",
+     "220 250 250 550 550 550 550 550 550 550 550 550 550 550 550 550 550 550 550 550 550 550 550 "
+     "421",
+     NULL, 0, true},
     {"too many errors",
      "A\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r\nA\r"
      "\n"
@@ -470,6 +478,56 @@ test_proto_received(void **state)
     smtp_proto_free(p);
 }
 
+/* Issue 14 item 18: the "with" keyword per RFC 3848 and RFC 6531 4.3.
+ * mxd offers no AUTH, so never ESMTPA or ESMTPSA. */
+static void
+test_proto_issue14_received_with(void **state)
+{
+    static const struct {
+        const char *in;
+        bool tls;
+        const char *want;
+    } cases[] = {
+        {"HELO c\r\n" MAILOK RCPTOK, false, " with SMTP id "},
+        {EHLO MAILOK RCPTOK, false, " with ESMTP id "},
+        {EHLO MAILOK RCPTOK, true, " with ESMTPS (TLS1.3 TEST) id "},
+        {EHLO "MAIL FROM:<a@b.test> SMTPUTF8\r\n" RCPTOK, false, " with UTF8SMTP id "},
+        {EHLO "MAIL FROM:<a@b.test> SMTPUTF8\r\n" RCPTOK, true,
+         " with UTF8SMTPS (TLS1.3 TEST) id "},
+        {"HELO c\r\n" MAILOK RCPTOK, true, " with ESMTPS (TLS1.3 TEST) id "},
+    };
+    struct smtp_proto_cfg cfg = test_cfg;
+
+    (void)state;
+    cfg.tls_offer = true;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct smtp_proto *p = smtp_proto_new(&cfg);
+        struct smtp_event ev;
+        char hdr[1024];
+        size_t n;
+
+        if (cases[i].tls) {
+            const char *st = EHLO "STARTTLS\r\n";
+
+            smtp_proto_feed_copy(p, st, strlen(st));
+            while (smtp_proto_next(p, &ev) != SMTP_EV_STARTTLS)
+                ;
+            smtp_proto_tls_started(p, "TLS1.3 TEST");
+        }
+        smtp_proto_feed_copy(p, cases[i].in, strlen(cases[i].in));
+        while (smtp_proto_next(p, &ev) != SMTP_EV_NEED_INPUT)
+            if (ev.type == SMTP_EV_MAIL || ev.type == SMTP_EV_RCPT)
+                smtp_proto_answer(p, 250, "2.0.0 Ok");
+        assert_int_equal(smtp_proto_txn(p)->nrcpts, 1);
+        n = smtp_proto_received(p, "192.0.2.1", "Q", 0, hdr, sizeof(hdr));
+        assert_true(n > 0);
+        hdr[n] = '\0';
+        if (strstr(hdr, cases[i].want) == NULL)
+            fail_msg("case %zu: want \"%s\" in %s", i, cases[i].want, hdr);
+        smtp_proto_free(p);
+    }
+}
+
 /* A body far larger than the input buffer streams through in pieces. */
 static void
 test_proto_big_body_streams(void **state)
@@ -516,10 +574,15 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_proto_table),          cmocka_unit_test(test_proto_ehlo_keywords),
-        cmocka_unit_test(test_proto_starttls),       cmocka_unit_test(test_proto_after_tls),
-        cmocka_unit_test(test_proto_duplicate_rcpt), cmocka_unit_test(test_proto_wait),
-        cmocka_unit_test(test_proto_received),       cmocka_unit_test(test_proto_big_body_streams),
+        cmocka_unit_test(test_proto_table),
+        cmocka_unit_test(test_proto_ehlo_keywords),
+        cmocka_unit_test(test_proto_starttls),
+        cmocka_unit_test(test_proto_after_tls),
+        cmocka_unit_test(test_proto_duplicate_rcpt),
+        cmocka_unit_test(test_proto_wait),
+        cmocka_unit_test(test_proto_received),
+        cmocka_unit_test(test_proto_issue14_received_with),
+        cmocka_unit_test(test_proto_big_body_streams),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
