@@ -120,6 +120,8 @@ on_defer(uv_timer_t *t)
         free(p);
         p = next;
     }
+    if (!ca->stopping)
+        kick(ca);
 }
 
 /* Calls cb(arg, result) from the loop, not from the caller's stack. */
@@ -437,7 +439,9 @@ callahead_check(struct callahead *ca, const struct conf *c, const struct conf_do
         ca->waiting = k;
     ca->waiting_tail = k;
     ca->nwaiting++;
-    kick(ca);
+    /* Not now: a connection that has just answered this client's previous
+     * question becomes ready right after, and takes this one. */
+    uv_timer_start(&ca->defer, on_defer, 0, 0);
 }
 
 void

@@ -169,6 +169,9 @@ class CallaheadLimits(mxdtest.MxdTestCase):
         for r in results:
             self.assertReply(r, 550, "5.1.1")
         self.assertEqual(self.lmtp.rcpts, sessions * per)
+        print(f"callahead limits: {sessions * per} questions from {sessions} sessions, "
+              f"{self.lmtp.connections} connections, at most {self.lmtp.max_open} open",
+              file=sys.stderr)
         # Every client here is 127.0.0.1: two connections at most at once.
         self.assertLessEqual(self.lmtp.max_open, 2, "per-client callahead limit")
         # Connections were used for several questions each.
