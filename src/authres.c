@@ -274,7 +274,7 @@ from_mailbox(struct from_scan *fs)
             at = fs->addr + i;
     n = at != NULL ? (size_t)(fs->addr + fs->alen - (at + 1)) : 0;
     fs->alen = 0;
-    if (n > 0 && at[n] == '.')
+    while (n > 0 && at[n] == '.')
         n--; /* an absolute name is the same name */
     if (n == 0 || at[1] == '[' || at[1] == '.')
         return; /* no domain, or a domain literal: no DMARC domain */

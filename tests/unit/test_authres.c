@@ -283,6 +283,7 @@ test_authres_from(void **state)
          "one.example two.example three.example"},
         {" <@route.example,@r2.example:a@one.example>", 1, "one.example"},
         {" a@ one . example (c)", 1, "one.example"},
+        {" a@one..", 1, "one"},
         {" undisclosed:;", 0, ""},
         {" user@[192.0.2.1]", 0, ""},
         {" nobody", 0, ""},
