@@ -410,22 +410,32 @@ test_proto_duplicate_rcpt(void **state)
     assert_int_equal(r.nrcpts_at_end, 2);
 }
 
-/* A slow answer: nothing more is parsed until it comes (pipelining keeps
- * replies in order). */
-static void
-test_proto_wait(void **state)
+/* A new session fed in (EHLO, MAIL, ...) and run up to the MAIL event,
+ * whose answer is owed. */
+static struct smtp_proto *
+proto_at_mail(const char *in)
 {
     struct smtp_proto *p = smtp_proto_new(&test_cfg);
     struct smtp_event ev;
-    const char *in = EHLO MAILOK RCPTOK "NOOP\r\n";
 
-    (void)state;
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_NEED_INPUT);
     assert_int_equal(smtp_proto_feed_copy(p, in, strlen(in)), strlen(in));
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_HELO);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_MAIL);
+    return p;
+}
+
+/* A slow answer: nothing more is parsed until it comes (pipelining keeps
+ * replies in order). */
+static void
+test_proto_wait(void **state)
+{
+    struct smtp_proto *p = proto_at_mail(EHLO MAILOK RCPTOK "NOOP\r\n");
+    struct smtp_event ev;
+
+    (void)state;
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_WAIT);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_WAIT);
     smtp_proto_answer(p, 250, "2.1.0 Ok");
@@ -449,18 +459,11 @@ test_proto_wait(void **state)
 static void
 test_proto_issue14_answer_one_line(void **state)
 {
-    struct smtp_proto *p = smtp_proto_new(&test_cfg);
+    struct smtp_proto *p = proto_at_mail(EHLO MAILOK RCPTOK);
     struct smtp_event ev;
-    const char *in = EHLO MAILOK RCPTOK;
     char longtext[2000];
 
     (void)state;
-    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
-    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_NEED_INPUT);
-    assert_int_equal(smtp_proto_feed_copy(p, in, strlen(in)), strlen(in));
-    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_HELO);
-    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
-    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_MAIL);
     memset(longtext, 'x', sizeof(longtext) - 1);
     longtext[sizeof(longtext) - 1] = '\0';
     smtp_proto_answer(p, 250, longtext);
