@@ -510,10 +510,13 @@ authres_filter_feed(struct authres_filter *f, const char *data, size_t len)
 void
 authres_filter_end(struct authres_filter *f)
 {
-    if (f->state == FILT_BODY)
-        return;
-    field_end(f);
-    if (f->state == FILT_LINE_CR)
-        f->emit(f->arg, "\r", 1);
-    f->state = FILT_BODY;
+    if (f->state != FILT_BODY) {
+        field_end(f);
+        if (f->state == FILT_LINE_CR)
+            f->emit(f->arg, "\r", 1);
+        f->state = FILT_BODY;
+    }
+    free(f->field); /* the hold is empty: an idle session keeps none */
+    f->field = NULL;
+    f->flen = f->fcap = 0;
 }
