@@ -2,12 +2,15 @@
  * (RFC 7208 9.1) fields, and filters a message's header so that no
  * Authentication-Results field claiming our authserv-id survives (RFC 8601
  * section 5). Pure: no I/O, clock or policy; any thread. The filter is a
- * push parser over the unstuffed content: it holds at most one header field
- * (AUTHRES_FIELD_MAX octets) and passes everything after the header
- * through. A field longer than that is judged on its first
- * AUTHRES_FIELD_MAX octets, which always include the authserv-id of any
- * real Authentication-Results field. It does not parse anything beyond the
- * header, and never changes the octets it keeps. */
+ * push parser over the unstuffed content: it reads each header field's
+ * name, holds an Authentication-Results field and the first From: field
+ * whole (up to AUTHRES_FIELD_MAX octets, allocated as needed) and passes
+ * every other field, and everything after the header, through as it comes.
+ * An Authentication-Results field is judged on the complete field; one too
+ * long to hold is removed unjudged (RFC 8601 5 lets us remove any). It
+ * counts From: and Received: fields (DMARC, hop count) and keeps the first
+ * From: value. It does not parse anything beyond the header, and never
+ * changes the octets it keeps. */
 #include "authres.h"
 
 #include <stdio.h>
@@ -205,22 +208,31 @@ skip_cfws(const char *s, size_t i, size_t len)
     return i;
 }
 
+/* The offset just past the colon when field[0..len) is a `name` field
+ * (ASCII case-insensitive; white space before the colon allowed, RFC 5322
+ * 4.5 obs-optional, folded or not), else 0. */
+static size_t
+field_name_is(const char *field, size_t len, const char *name)
+{
+    size_t n = strlen(name), i = n;
+
+    if (len < n || strncasecmp(field, name, n) != 0)
+        return 0;
+    while (i < len && strchr(" \t\r\n", field[i]) != NULL)
+        i++;
+    return i < len && field[i] == ':' ? i + 1 : 0;
+}
+
 bool
 authres_is_ours(const char *field, size_t len, const char *authserv_id)
 {
-    static const char name[] = "Authentication-Results";
-    size_t n = sizeof(name) - 1, i, idlen = strlen(authserv_id);
+    size_t i = field_name_is(field, len, "Authentication-Results"), idlen = strlen(authserv_id);
     char id[AUTHRES_DOMAIN_MAX];
     size_t o = 0;
 
-    if (len < n || strncasecmp(field, name, n) != 0)
+    if (i == 0)
         return false;
-    i = n;
-    while (i < len && (field[i] == ' ' || field[i] == '\t'))
-        i++; /* RFC 5322 4.5: obsolete white space before the colon */
-    if (i >= len || field[i] != ':')
-        return false;
-    i = skip_cfws(field, i + 1, len);
+    i = skip_cfws(field, i, len);
     if (i < len && field[i] == '"') { /* quoted-string form */
         for (i++; i < len && field[i] != '"' && o + 1 < sizeof(id); i++) {
             if (field[i] == '\\' && i + 1 < len)
@@ -240,59 +252,101 @@ authres_is_ours(const char *field, size_t len, const char *authserv_id)
     return o == idlen && strncasecmp(id, authserv_id, idlen) == 0;
 }
 
-bool
-authres_from_domain(const char *value, char *out, size_t size)
-{
-    const char *lt = NULL, *at = NULL, *end;
-    size_t len = strlen(value), i = skip_cfws(value, 0, len), o = 0;
-    bool quoted = false;
+/* ---- the authors of a From: field -------------------------------------- */
 
-    /* Find the angle-addr, or else the bare addr-spec's "@", outside
-     * quoted strings and comments. */
-    for (; i < len; i++) {
+struct from_scan {
+    char (*out)[AUTHRES_DOMAIN_MAX];
+    size_t max, n;
+    bool bad;    /* too many domains, or one too long */
+    char *addr;  /* the current mailbox's address octets (no CFWS) */
+    size_t alen; /* at most strlen(value) */
+};
+
+/* One mailbox ended: its domain (after the last "@") joins the list. */
+static void
+from_mailbox(struct from_scan *fs)
+{
+    char *at = NULL, *d;
+    size_t n;
+
+    for (size_t i = 0; i < fs->alen; i++)
+        if (fs->addr[i] == '@')
+            at = fs->addr + i;
+    n = at != NULL ? (size_t)(fs->addr + fs->alen - (at + 1)) : 0;
+    fs->alen = 0;
+    while (n > 0 && at[n] == '.')
+        n--; /* an absolute name is the same name */
+    if (n == 0 || at[1] == '[' || at[1] == '.')
+        return; /* no domain, or a domain literal: no DMARC domain */
+    if (n >= AUTHRES_DOMAIN_MAX) {
+        fs->bad = true;
+        return;
+    }
+    for (size_t i = 0; i < fs->n; i++)
+        if (strncmp(fs->out[i], at + 1, n) == 0 && fs->out[i][n] == '\0')
+            return; /* already listed (the buffer is lower-cased already) */
+    if (fs->n == fs->max) {
+        fs->bad = true;
+        return;
+    }
+    d = fs->out[fs->n++];
+    memcpy(d, at + 1, n);
+    d[n] = '\0';
+}
+
+int
+authres_from_domains(const char *value, char (*out)[AUTHRES_DOMAIN_MAX], size_t max)
+{
+    size_t len = strlen(value);
+    struct from_scan fs = {.out = out, .max = max, .addr = xmalloc(len + 1)};
+    bool angle = false, angle_done = false;
+
+    /* Only the octets of addresses are collected: comments and white space
+     * are skipped, a quoted local part becomes one placeholder octet, a
+     * display name is dropped at "<" and a group name at ":". Inside <>
+     * a ":" ends an obsolete source route (RFC 5322 4.4), which is dropped
+     * likewise. "," and ";" outside <> end a mailbox. */
+    for (size_t i = 0; i < len && !fs.bad; i++) {
         char c = value[i];
 
-        if (quoted) {
-            if (c == '\\' && i + 1 < len)
-                i++;
-            else if (c == '"')
-                quoted = false;
-        } else if (c == '"') {
-            quoted = true;
-        } else if (c == '(') {
+        if (c == '(') {
             i = skip_cfws(value, i, len) - 1;
-        } else if (c == '<' && lt == NULL) {
-            lt = value + i;
-        } else if (c == '@') {
-            at = value + i; /* the last "@" before the end or ">" */
-        } else if (c == '>' || c == ',' || c == ':' || c == ';') {
-            if (c == ':' && lt == NULL)
-                return false; /* a group: no single author domain */
-            if (c == '>' || c == ',' || at != NULL)
-                break;
+        } else if (c == '"') {
+            for (i++; i < len && value[i] != '"'; i++)
+                if (value[i] == '\\' && i + 1 < len)
+                    i++;
+            if (!angle_done)
+                fs.addr[fs.alen++] = 'q';
+        } else if (angle && c == '>') {
+            angle = false;
+            angle_done = true;
+        } else if (c == '<' && angle_done) {
+            from_mailbox(&fs); /* "<a@x> <b@y>": two addresses, both count */
+            angle = true;
+            angle_done = false;
+        } else if (c == '<' || (c == ':' && !angle_done)) {
+            angle = angle || c == '<';
+            fs.alen = 0;
+        } else if (!angle && (c == ',' || c == ';')) {
+            from_mailbox(&fs);
+            angle_done = false;
+        } else if (!angle_done && (unsigned char)c > ' ' && c != 0x7f) {
+            fs.addr[fs.alen++] = ascii_lower(c);
         }
     }
-    if (at == NULL)
-        return false;
-    end = at + 1;
-    while (*end != '\0' && strchr(">,;() \t\r\n", *end) == NULL)
-        end++;
-    if (end > at + 1 && end[-1] == '.')
-        end--;
-    if (end == at + 1 || at[1] == '[' || (size_t)(end - at) > size)
-        return false;
-    for (const char *p = at + 1; p < end; p++) {
-        char c = *p;
-
-        out[o++] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-    }
-    out[o] = '\0';
-    return true;
+    if (!fs.bad)
+        from_mailbox(&fs);
+    free(fs.addr);
+    return fs.bad ? -1 : (int)fs.n;
 }
 
 /* ---- the filter -------------------------------------------------------- */
 
 enum { FILT_LINE_START, FILT_IN_LINE, FILT_LINE_CR, FILT_BODY };
+
+/* The current field: its name is being read (held until the colon), it is
+ * held whole, passed on as it comes, or dropped. */
+enum { FLD_NAME, FLD_HOLD, FLD_PASS, FLD_DROP };
 
 void
 authres_filter_init(struct authres_filter *f, const char *authserv_id, authres_emit_fn emit,
@@ -303,111 +357,111 @@ authres_filter_init(struct authres_filter *f, const char *authserv_id, authres_e
     f->emit = emit;
     f->arg = arg;
     f->state = FILT_LINE_START;
+    f->kind = FLD_NAME;
 }
 
-static bool
-field_is(const struct authres_filter *f, const char *name)
+void
+authres_filter_free(struct authres_filter *f)
 {
-    size_t n = strlen(name), i = n;
-
-    if (f->flen < n || strncasecmp(f->field, name, n) != 0)
-        return false;
-    while (i < f->flen && (f->field[i] == ' ' || f->field[i] == '\t'))
-        i++;
-    return i < f->flen && f->field[i] == ':';
+    free(f->field);
+    free(f->from);
+    memset(f, 0, sizeof(*f));
 }
 
-/* Keeps the first From: value (unfolded as it came) for DMARC. */
+/* Appends to the hold; the caller keeps flen + n within AUTHRES_FIELD_MAX. */
 static void
-field_note_from(struct authres_filter *f)
+hold_put(struct authres_filter *f, const char *p, size_t n)
 {
-    const char *colon;
-    size_t n;
+    if (f->flen + n > f->fcap) {
+        size_t cap = f->fcap ? f->fcap : 256;
 
-    if (!field_is(f, "From"))
-        return;
-    if (f->nfrom++ > 0)
-        return;
-    colon = memchr(f->field, ':', f->flen);
-    n = f->flen - (size_t)(colon + 1 - f->field);
-    memcpy(f->from, colon + 1, n);
-    f->from[n] = '\0';
-}
-
-/* The held field is complete (or the hold is full): keep or drop it. */
-static void
-field_decide(struct authres_filter *f, bool complete)
-{
-    if (f->flen == 0)
-        return;
-    if (authres_is_ours(f->field, f->flen, f->authserv_id)) {
-        f->removed++;
-        f->dropping = !complete;
-    } else {
-        field_note_from(f);
-        f->emit(f->arg, f->field, f->flen);
-        f->passing = !complete;
-    }
-    f->flen = 0;
-}
-
-/* A new field (or the end of the header) begins: the last one is done. */
-static void
-field_end(struct authres_filter *f)
-{
-    field_decide(f, true);
-    f->dropping = f->passing = false;
-}
-
-static void
-field_put(struct authres_filter *f, const char *p, size_t n)
-{
-    if (f->dropping)
-        return;
-    if (f->passing) {
-        f->emit(f->arg, p, n);
-        return;
-    }
-    if (f->flen + n >= sizeof(f->field) - 1)
-        field_decide(f, false);
-    if (f->dropping)
-        return;
-    if (f->passing) {
-        f->emit(f->arg, p, n);
-        return;
+        while (cap < f->flen + n)
+            cap *= 2;
+        f->field = xrealloc(f->field, cap);
+        f->fcap = cap;
     }
     memcpy(f->field + f->flen, p, n);
     f->flen += n;
 }
 
-/* One header octet; returns false once the header has ended. */
-static bool
-filter_octet(struct authres_filter *f, const char *p)
+/* Emits what is held; the rest of the field is passed on. */
+static void
+hold_flush(struct authres_filter *f)
 {
-    switch (f->state) {
-    case FILT_LINE_START:
-        if (*p == '\r') {
-            f->state = FILT_LINE_CR;
-            return true;
-        }
-        if (*p != ' ' && *p != '\t')
-            field_end(f); /* not a continuation: a new field */
-        f->state = FILT_IN_LINE;
-        field_put(f, p, 1);
-        return true;
-    case FILT_LINE_CR:
-        /* An empty line: the header ends (RFC 5322 2.1). A lone CR is
-         * refused by the protocol anyway; keep it as body. */
-        field_end(f);
-        f->emit(f->arg, "\r", 1);
-        f->state = FILT_BODY;
-        return false;
-    default:
-        field_put(f, p, 1);
-        if (*p == '\n')
-            f->state = FILT_LINE_START;
-        return true;
+    if (f->flen > 0)
+        f->emit(f->arg, f->field, f->flen);
+    f->flen = 0;
+    f->kind = FLD_PASS;
+}
+
+/* The hold ends with the colon: what is this field? */
+static void
+field_named(struct authres_filter *f)
+{
+    if (field_name_is(f->field, f->flen, "Authentication-Results") != 0) {
+        f->kind = FLD_HOLD;
+        f->hold_ar = true;
+    } else if (field_name_is(f->field, f->flen, "From") != 0 && f->nfrom++ == 0) {
+        f->kind = FLD_HOLD;
+        f->hold_ar = false;
+    } else {
+        if (field_name_is(f->field, f->flen, "Received") != 0)
+            f->nreceived++; /* RFC 5321 6.3: the hop count */
+        hold_flush(f);
     }
+}
+
+/* The hold would pass AUTHRES_FIELD_MAX: an Authentication-Results field
+ * cannot be judged and is removed; a From: is reported and passed on. */
+static void
+hold_full(struct authres_filter *f)
+{
+    if (f->kind == FLD_HOLD && f->hold_ar) {
+        f->removed++;
+        f->flen = 0;
+        f->kind = FLD_DROP;
+        return;
+    }
+    if (f->kind == FLD_HOLD)
+        f->from_overlong = true;
+    hold_flush(f);
+}
+
+static void
+field_put(struct authres_filter *f, const char *p, size_t n)
+{
+    const char *colon;
+    size_t k;
+
+    if (f->kind == FLD_NAME && (colon = memchr(p, ':', n)) != NULL &&
+        f->flen + (k = (size_t)(colon - p) + 1) <= AUTHRES_FIELD_MAX) {
+        hold_put(f, p, k);
+        field_named(f);
+        p += k;
+        n -= k;
+    }
+    if ((f->kind == FLD_NAME || f->kind == FLD_HOLD) && f->flen + n > AUTHRES_FIELD_MAX)
+        hold_full(f);
+    if (f->kind == FLD_PASS)
+        f->emit(f->arg, p, n);
+    else if (f->kind != FLD_DROP)
+        hold_put(f, p, n);
+}
+
+/* A new field (or the end of the header) begins: the held one is complete. */
+static void
+field_end(struct authres_filter *f)
+{
+    if (f->kind == FLD_HOLD && f->hold_ar && authres_is_ours(f->field, f->flen, f->authserv_id)) {
+        f->removed++;
+        f->flen = 0;
+    } else if (f->kind == FLD_HOLD && !f->hold_ar) {
+        size_t v = field_name_is(f->field, f->flen, "From");
+
+        f->from = xstrndup(f->field + v, f->flen - v);
+    }
+    hold_flush(f);
+    f->kind = FLD_NAME;
 }
 
 void
@@ -416,32 +470,53 @@ authres_filter_feed(struct authres_filter *f, const char *data, size_t len)
     size_t i = 0;
 
     while (i < len && f->state != FILT_BODY) {
-        if (f->state == FILT_IN_LINE && !f->dropping) {
-            /* Fast path: the rest of this line in one piece. */
-            const char *nl = memchr(data + i, '\n', len - i);
-            size_t n = nl != NULL ? (size_t)(nl - (data + i)) : len - i;
+        const char *p = data + i, *nl;
+        size_t n;
 
-            if (n > 0) {
-                field_put(f, data + i, n);
-                i += n;
-                continue;
+        switch (f->state) {
+        case FILT_LINE_START:
+            if (*p == '\r') {
+                f->state = FILT_LINE_CR;
+                i++;
+                break;
             }
+            if (*p != ' ' && *p != '\t')
+                field_end(f); /* not a continuation: a new field */
+            f->state = FILT_IN_LINE;
+            break;
+        case FILT_LINE_CR:
+            /* An empty line: the header ends (RFC 5322 2.1); this octet
+             * (the LF) is the body's. A lone CR is refused by the protocol
+             * anyway. */
+            field_end(f);
+            f->emit(f->arg, "\r", 1);
+            f->state = FILT_BODY;
+            break;
+        default:
+            /* The rest of this line, LF included, in one piece. */
+            nl = memchr(p, '\n', len - i);
+            n = nl != NULL ? (size_t)(nl - p) + 1 : len - i;
+            field_put(f, p, n);
+            if (nl != NULL)
+                f->state = FILT_LINE_START;
+            i += n;
+            break;
         }
-        if (!filter_octet(f, data + i))
-            break; /* the octet after the blank line's CR is emitted below */
-        i++;
     }
-    if (i < len && f->state == FILT_BODY)
+    if (i < len)
         f->emit(f->arg, data + i, len - i);
 }
 
 void
 authres_filter_end(struct authres_filter *f)
 {
-    if (f->state == FILT_BODY)
-        return;
-    field_end(f);
-    if (f->state == FILT_LINE_CR)
-        f->emit(f->arg, "\r", 1);
-    f->state = FILT_BODY;
+    if (f->state != FILT_BODY) {
+        field_end(f);
+        if (f->state == FILT_LINE_CR)
+            f->emit(f->arg, "\r", 1);
+        f->state = FILT_BODY;
+    }
+    free(f->field); /* the hold is empty: an idle session keeps none */
+    f->field = NULL;
+    f->flen = f->fcap = 0;
 }

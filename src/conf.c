@@ -61,6 +61,8 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       .def = "50m")                                                                                \
     X(MAX_RECIPIENTS, SECT_SERVER, "max_recipients", set_uint, S(max_recipients), .def = "100",    \
       .min = 1, .max = 100000)                                                                     \
+    X(MAX_HOPS, SECT_SERVER, "max_hops", set_uint, S(max_hops), .def = "100", .min = 1,            \
+      .max = 1000)                                                                                 \
     X(MAX_CONNECTIONS, SECT_SERVER, "max_connections", set_uint, S(max_connections),               \
       .def = "10000", .min = 1, .max = 10000000)                                                   \
     X(MAX_CONNECTIONS_PER_IP, SECT_SERVER, "max_connections_per_ip", set_uint,                     \

@@ -62,6 +62,7 @@ struct conf {
     char *database;
     uint64_t max_message_size; /* octets */
     unsigned max_recipients;
+    unsigned max_hops; /* Received: fields a message may carry (RFC 5321 6.3) */
     unsigned max_connections;
     unsigned max_connections_per_ip;
     uint64_t command_timeout_ms;

@@ -562,6 +562,11 @@ deliver__route(struct deliver *d, const struct store_dmsg *m, const struct store
         *text = "451 4.4.0 no route: the domain is not (or no longer) configured";
         return NULL;
     }
+    if (dom->mode == CONF_MODE_BACKUP && m->hops > d->conf->max_hops) {
+        *code = 554; /* RFC 5321 6.3: the next hop would refuse it; a loop */
+        *text = "554 5.4.6 too many hops: not forwarded to the primary (mail loop?)";
+        return NULL;
+    }
     if (dom->mode == CONF_MODE_BACKUP)
         return dest_backup(d, dom);
     if (dom->lmtp.text == NULL) {

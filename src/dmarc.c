@@ -161,7 +161,7 @@ find_record(struct __res_state *rs, DMARC_POLICY_T *pctx, const char *from, unsi
 }
 
 static void
-decide(DMARC_POLICY_T *pctx, struct dmarc_result *out)
+decide(DMARC_POLICY_T *pctx, struct dmarc_author *out)
 {
     int p = 0, pol = opendmarc_get_policy_to_enforce(pctx);
 
@@ -192,34 +192,23 @@ decide(DMARC_POLICY_T *pctx, struct dmarc_result *out)
     }
 }
 
-void
-dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
-            struct dmarc_result *out)
+/* One author domain. */
+static void
+check_author(struct __res_state *rs, const struct dmarc_input *in, const char *from,
+             struct dmarc_author *out, unsigned *queries)
 {
-    struct __res_state rs;
-    DMARC_POLICY_T *pctx = NULL;
+    DMARC_POLICY_T *pctx;
     int rc;
 
-    memset(out, 0, sizeof(*out));
-    pthread_once(&lib_once, lib_init);
-    if (in->from_bad) {
-        out->res = DMARC_RES_PERMERROR; /* RFC 7489 6.6.1 */
-        snprintf(out->why, sizeof(out->why), "no single From: domain");
-        return;
-    }
-    if (!lib_ok || dns_res_open(&rs, servers) != 0) {
-        out->res = DMARC_RES_TEMPERROR;
-        snprintf(out->why, sizeof(out->why), "%s", lib_ok ? "no name server" : "library");
-        return;
-    }
+    snprintf(out->domain, sizeof(out->domain), "%s", from);
     pctx = opendmarc_policy_connect_init((u_char *)(uintptr_t)in->ip,
                                          strchr(in->ip, ':') != NULL ? DMARC_POLICY_IP_TYPE_IPV6
                                                                      : DMARC_POLICY_IP_TYPE_IPV4);
     if (pctx == NULL)
         mxd_panic("dmarc: out of memory");
-    (void)opendmarc_policy_store_from_domain(pctx, (u_char *)(uintptr_t)in->from_domain);
+    (void)opendmarc_policy_store_from_domain(pctx, (u_char *)(uintptr_t)from);
     store_auth(pctx, in);
-    rc = find_record(&rs, pctx, in->from_domain, &out->queries);
+    rc = find_record(rs, pctx, from, queries);
     if (rc == MXD_EIO) {
         out->res = DMARC_RES_TEMPERROR;
         snprintf(out->why, sizeof(out->why), "DNS failure");
@@ -232,5 +221,51 @@ dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
         decide(pctx, out);
     }
     (void)opendmarc_policy_connect_shutdown(pctx);
+}
+
+/* How strict an outcome is: a failure under p=reject first, then
+ * quarantine, then any failure, then the errors (RFC 7489 6.6.1: "the most
+ * strict policy selected among the checks that fail"). */
+static int
+strictness(const struct dmarc_author *a)
+{
+    if (a->res == DMARC_RES_FAIL)
+        return a->reject ? 6 : strcmp(a->policy, "quarantine") == 0 ? 5 : 4;
+    return a->res == DMARC_RES_TEMPERROR   ? 3
+           : a->res == DMARC_RES_PERMERROR ? 2
+           : a->res == DMARC_RES_PASS      ? 1
+                                           : 0;
+}
+
+void
+dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
+            struct dmarc_result *out)
+{
+    struct __res_state rs;
+    const struct dmarc_author *worst = NULL;
+
+    memset(out, 0, sizeof(*out));
+    pthread_once(&lib_once, lib_init);
+    if (in->from_bad || in->nfrom == 0 || in->nfrom > DMARC_AUTHORS_MAX) {
+        out->res = DMARC_RES_PERMERROR; /* RFC 7489 6.6.1 */
+        snprintf(out->why, sizeof(out->why), "no usable From: domain");
+        return;
+    }
+    if (!lib_ok || dns_res_open(&rs, servers) != 0) {
+        out->res = DMARC_RES_TEMPERROR;
+        snprintf(out->why, sizeof(out->why), "%s", lib_ok ? "no name server" : "library");
+        return;
+    }
+    for (size_t i = 0; i < in->nfrom; i++) {
+        check_author(&rs, in, in->from_domains[i], &out->authors[i], &out->queries);
+        if (worst == NULL || strictness(&out->authors[i]) > strictness(worst))
+            worst = &out->authors[i];
+    }
+    out->nauthors = in->nfrom;
+    out->res = worst->res;
+    out->reject = worst->reject;
+    memcpy(out->domain, worst->domain, sizeof(out->domain));
+    memcpy(out->policy, worst->policy, sizeof(out->policy));
+    memcpy(out->why, worst->why, sizeof(out->why));
     res_nclose(&rs);
 }

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "reply.h"
+
 #define DSN_LINE_MAX  998 /* RFC 5322 2.1.1, without CRLF */
 #define DSN_LINE_SOFT 78  /* RFC 5322 2.1.1 SHOULD */
 #define DSN_ADDR_MAX  512 /* twice RFC 5321 4.5.3.1.3's path, for UTF-8 */
@@ -89,31 +91,6 @@ buf_printf(struct dsn_buf *b, const char *fmt, ...)
     free(s);
 }
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629 4), or 0. */
-static size_t
-utf8_len(const unsigned char *s, size_t n)
-{
-    size_t k, i;
-
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        k = 2;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        k = 3;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        k = 4;
-    else
-        return 0;
-    if (k > n)
-        return 0;
-    for (i = 1; i < k; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
-        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
-        return 0; /* overlong, surrogate or beyond U+10FFFF */
-    return k;
-}
-
 /* A single-line field: 1..max octets, no controls, spaces only if allowed,
  * octets >= 0x80 only as UTF-8 and only if utf8. */
 static bool
@@ -128,7 +105,7 @@ field_ok(const char *s, size_t max, bool space, bool utf8)
 
         k = 1;
         if (c >= 0x80) {
-            k = utf8 ? utf8_len((const unsigned char *)s + i, n - i) : 0;
+            k = utf8 ? utf8_char_len((const unsigned char *)s + i, n - i) : 0;
             if (k == 0)
                 return false;
         } else if (c < 0x20 || c == 0x7f || (c == ' ' && !space)) {
@@ -227,35 +204,16 @@ fmt_date(time_t t, char out[DSN_DATE_MAX])
     return 0;
 }
 
-/* Peer text for one field: controls become '?', so does non-ASCII (or bad
- * UTF-8 when utf8), space runs shrink to one and ends are trimmed, so that
- * folding never leaves a whitespace-only line (RFC 5322 3.2.2). Caller
- * frees. */
+/* Peer text for one field, cleaned by reply_text_clean (controls and bad
+ * octets as '?', one space at most, ends trimmed) so that folding never
+ * leaves a whitespace-only line (RFC 5322 3.2.2). Caller frees. */
 static char *
 clean_text(const char *s, bool utf8)
 {
-    size_t n = strlen(s), i = 0, o = 0, k;
+    size_t n = strlen(s);
     char *t = xmalloc(n + 1);
 
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-
-        k = c >= 0x80 && utf8 ? utf8_len((const unsigned char *)s + i, n - i) : 0;
-        if (k > 0) {
-            memcpy(t + o, s + i, k);
-            o += k;
-            i += k;
-            continue;
-        }
-        if (c < 0x20 || c >= 0x7f)
-            c = '?';
-        if (c != ' ' || (o > 0 && t[o - 1] != ' '))
-            t[o++] = (char)c;
-        i++;
-    }
-    while (o > 0 && t[o - 1] == ' ')
-        o--;
-    t[o] = '\0';
+    reply_text_clean(t, n + 1, s, n, utf8);
     return t;
 }
 

@@ -240,38 +240,53 @@ reply_has_keyword(const struct reply *r, const char *keyword, const char **param
     return false;
 }
 
-/* Appends s[0..len) to buf at *pos, control characters as '?'. */
-static void
-summary_put(char *buf, size_t size, size_t *pos, const char *s, size_t len)
+size_t
+reply_text_clean(char *out, size_t size, const char *in, size_t len, bool utf8)
 {
-    for (size_t i = 0; i < len && *pos + 1 < size; i++) {
-        unsigned char c = (unsigned char)s[i];
+    size_t o = 0, i = 0;
 
-        buf[(*pos)++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    while (i < len) {
+        unsigned char c = (unsigned char)in[i];
+        size_t k = c >= 0x80 && utf8 ? utf8_char_len((const unsigned char *)in + i, len - i) : 0;
+
+        if (k == 0) {
+            k = 1;
+            if (c < 0x20 || c >= 0x7f)
+                c = '?';
+        }
+        if (o + k >= size)
+            break;
+        if (k > 1)
+            memcpy(out + o, in + i, k);
+        else if (c != ' ' || (o > 0 && out[o - 1] != ' '))
+            out[o] = (char)c;
+        else
+            k = 0; /* a space that is dropped */
+        o += k;
+        i += k > 0 ? k : 1;
     }
-    buf[*pos] = '\0';
+    while (o > 0 && out[o - 1] == ' ')
+        o--;
+    out[o] = '\0';
+    return o;
 }
 
 const char *
 reply_summary(const struct reply *r, char *buf, size_t size)
 {
-    char code[16];
     const char *nl = strchr(r->text, '\n');
     size_t tlen = nl != NULL ? (size_t)(nl - r->text) : strlen(r->text);
-    size_t pos = 0;
+    size_t pos;
 
     if (size == 0)
         return buf;
-    buf[0] = '\0';
-    snprintf(code, sizeof(code), "%03d", r->code);
-    summary_put(buf, size, &pos, code, strlen(code));
-    if (r->enh[0] != '\0') {
-        summary_put(buf, size, &pos, " ", 1);
-        summary_put(buf, size, &pos, r->enh, strnlen(r->enh, sizeof(r->enh)));
-    }
-    if (tlen > 0) {
-        summary_put(buf, size, &pos, " ", 1);
-        summary_put(buf, size, &pos, r->text, tlen);
+    /* The code and the enhanced code are digits and dots (reply_parse). */
+    snprintf(buf, size, "%03d%s%s", r->code, r->enh[0] != '\0' ? " " : "", r->enh);
+    pos = strlen(buf);
+    if (tlen > 0 && pos + 1 < size) {
+        buf[pos] = ' ';
+        if (reply_text_clean(buf + pos + 1, size - pos - 1, r->text, tlen, true) == 0)
+            buf[pos] = '\0';
     }
     return buf;
 }

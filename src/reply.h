@@ -56,6 +56,16 @@ enum reply_result reply_parse(struct reply_parser *rp, const char *in, size_t le
 bool reply_has_keyword(const struct reply *r, const char *keyword, const char **param,
                        size_t *plen);
 
+/*
+ * Cleans text from outside (a DNS record, a peer's reply) for one line of
+ * an SMTP reply, a DSN field or a log: every control octet (CR, LF, TAB,
+ * NUL, DEL, ...) becomes '?', and so does an octet >= 0x80 unless utf8 and
+ * part of well-formed UTF-8; space runs shrink to one, both ends are
+ * trimmed. Writes at most size - 1 octets (never part of a UTF-8 sequence)
+ * and a NUL into out (size > 0); returns the length written. Pure.
+ */
+size_t reply_text_clean(char *out, size_t size, const char *in, size_t len, bool utf8);
+
 /* "250 2.1.5 text" style one-line summary for logs and last_reply:
  * code, enhanced code when present, first line of text. Returns buf. */
 const char *reply_summary(const struct reply *r, char *buf, size_t size);

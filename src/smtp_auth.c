@@ -36,9 +36,13 @@ struct smtp_auth {
     enum auth_wait waiting;
     struct addr rcpt; /* the RCPT waiting for SPF */
     struct authres_filter filter;
-    struct dkim_verifier *dkim;        /* DKIM or DMARC on: the message being hashed */
-    bool end_done;                     /* the end-of-data job has answered */
-    char end_from[AUTHRES_DOMAIN_MAX]; /* the From: domain, "" when none */
+    struct dkim_verifier *dkim; /* DKIM or DMARC on: the message being hashed */
+    bool end_done;              /* the end-of-data job has answered */
+    /* the From: authors' domains (RFC 7489 6.6.1), and why the field is
+     * malformed (several From:, too long, too many authors) or NULL */
+    char end_from[DMARC_AUTHORS_MAX][AUTHRES_DOMAIN_MAX];
+    size_t nend_from;
+    const char *from_malformed;
     struct dkim_result dkim_res;
     struct dmarc_result dmarc_res;
     char *hdr; /* trace fields for the stored message (owned) */
@@ -75,6 +79,7 @@ smtp_auth_free(struct smtp_session *s)
     if (s->auth != NULL) {
         free(s->auth->hdr);
         dkim_verifier_free(s->auth->dkim);
+        authres_filter_free(&s->auth->filter);
     }
     free(s->auth);
     s->auth = NULL;
@@ -97,9 +102,9 @@ log_spf(struct smtp_session *s, const struct spf_result *r)
 
     metrics_observe(METRICS_H_SPF_SECONDS, r->ms / 1000.0);
     log_msg(LOG_INFO, s->qid, "auth",
-            "spf result=%s identity=%s id=<%s> client=%s queries=%u voids=%u ms=%.1f",
+            "spf result=%s identity=%s id=%s client=%s queries=%u voids=%u ms=%.1f",
             spf_res_name(r->res), r->helo_identity ? "helo" : "mailfrom",
-            log_esc(from, sizeof(from), id, strlen(id)), s->ip, r->queries, r->voids, r->ms);
+            log_addr(from, sizeof(from), id), s->ip, r->queries, r->voids, r->ms);
 }
 
 /* spf = reject: 550 for fail, 451 for temperror (RFC 7372 3.2, 3.3);
@@ -215,10 +220,9 @@ void
 smtp_auth_body_begin(struct smtp_session *s)
 {
     const struct conf *c = auth_conf(s);
-    struct smtp_auth *a = s->auth;
+    struct smtp_auth *a = auth_get(s); /* the filter runs whatever [auth] says */
 
-    if (a == NULL)
-        return;
+    authres_filter_free(&a->filter);
     authres_filter_init(&a->filter, c->hostname, filter_emit, s);
     dkim_verifier_free(a->dkim);
     a->dkim = NULL;
@@ -273,19 +277,25 @@ add_dkim(const struct dkim_result *d, struct authres *ar)
     }
 }
 
+/* dmarc=... per author domain (RFC 7489 6.6.1), or one for the message. */
 static void
 add_dmarc(const struct smtp_auth *a, struct authres *ar)
 {
     const struct dmarc_result *m = &a->dmarc_res;
-    struct authres_prop p = {"header.from",
-                             a->filter.nfrom == 1 && a->end_from[0] ? a->end_from : NULL};
-    char comment[160] = "";
+    size_t n = m->nauthors > 0 ? m->nauthors : 1;
 
-    if (m->policy[0] != '\0')
-        snprintf(comment, sizeof(comment), "p=%s", m->policy);
-    else if (m->why[0] != '\0')
-        snprintf(comment, sizeof(comment), "%s", m->why);
-    authres_add(ar, "dmarc", dmarc_res_name(m->res), comment, &p, 1);
+    for (size_t i = 0; i < n; i++) {
+        const struct dmarc_author *w = m->nauthors > 0 ? &m->authors[i] : NULL;
+        struct authres_prop p = {"header.from", w != NULL ? w->domain : NULL};
+        const char *policy = w != NULL ? w->policy : m->policy, *why = w != NULL ? w->why : m->why;
+        char comment[160] = "";
+
+        if (policy[0] != '\0')
+            snprintf(comment, sizeof(comment), "p=%s", policy);
+        else if (why[0] != '\0')
+            snprintf(comment, sizeof(comment), "%s", why);
+        authres_add(ar, "dmarc", dmarc_res_name(w != NULL ? w->res : m->res), comment, &p, 1);
+    }
 }
 
 /* Authentication-Results and Received-SPF for the stored message. */
@@ -299,6 +309,11 @@ auth_headers(struct smtp_session *s)
     size_t arlen, rlen = 0;
     const char *arhdr;
 
+    free(a->hdr);
+    a->hdr = NULL;
+    a->hdr_len = 0;
+    if (c->spf == CONF_AUTH_OFF && c->dkim == CONF_AUTH_OFF && c->dmarc == CONF_AUTH_OFF)
+        return; /* nothing checked, nothing to say (ours were still removed) */
     authres_init(&ar, c->hostname);
     if (a->spf_done)
         rlen = add_spf(s, &ar, rspf, sizeof(rspf));
@@ -333,11 +348,16 @@ log_end(struct smtp_session *s)
     }
     if (c->dkim != CONF_AUTH_OFF && a->dkim_res.nsigs == 0)
         log_msg(LOG_INFO, s->qid, "auth", "dkim result=none");
-    if (c->dmarc != CONF_AUTH_OFF)
+    for (size_t i = 0; c->dmarc != CONF_AUTH_OFF && i < a->dmarc_res.nauthors; i++) {
+        const struct dmarc_author *w = &a->dmarc_res.authors[i];
+
         log_msg(LOG_INFO, s->qid, "auth", "dmarc result=%s from=%s policy=%s queries=%u",
-                dmarc_res_name(a->dmarc_res.res),
-                log_esc(esc, sizeof(esc), a->end_from, strlen(a->end_from)),
-                a->dmarc_res.policy[0] ? a->dmarc_res.policy : "-", a->dmarc_res.queries);
+                dmarc_res_name(w->res), log_esc(esc, sizeof(esc), w->domain, strlen(w->domain)),
+                w->policy[0] ? w->policy : "-", a->dmarc_res.queries);
+    }
+    if (c->dmarc != CONF_AUTH_OFF && a->dmarc_res.nauthors == 0)
+        log_msg(LOG_INFO, s->qid, "auth", "dmarc result=%s from= policy=- queries=%u",
+                dmarc_res_name(a->dmarc_res.res), a->dmarc_res.queries);
 }
 
 static void
@@ -349,7 +369,8 @@ auth_finish(struct smtp_session *s)
         char text[400];
 
         /* RFC 7489 10.3: refuse at the end of data, nothing is stored */
-        snprintf(text, sizeof(text), "5.7.1 Rejected by DMARC policy for %.255s", a->end_from);
+        snprintf(text, sizeof(text), "5.7.1 Rejected by DMARC policy for %.255s",
+                 a->dmarc_res.domain);
         smtp_session__body_drop(s);
         smtp_proto_answer(s->proto, 550, text);
         return;
@@ -410,8 +431,9 @@ auth_end(struct smtp_session *s)
     j->do_dmarc = c->dmarc != CONF_AUTH_OFF;
     dns_servers_from_conf(c, &j->servers);
     snprintf(j->din.ip, sizeof(j->din.ip), "%s", s->ip);
-    snprintf(j->din.from_domain, sizeof(j->din.from_domain), "%s", a->end_from);
-    j->din.from_bad = a->filter.nfrom != 1 || a->end_from[0] == '\0';
+    memcpy(j->din.from_domains, a->end_from, sizeof(j->din.from_domains));
+    j->din.nfrom = a->nend_from;
+    j->din.from_bad = a->filter.nfrom != 1 || a->nend_from == 0 || a->from_malformed != NULL;
     j->din.spf = a->spf_done ? a->spf.res : SPF_RES_NONE;
     j->din.spf_helo = a->spf.helo_identity;
     if (a->spf_done)
@@ -420,6 +442,55 @@ auth_end(struct smtp_session *s)
     s->pending++;
     if (uv_queue_work(s->srv->loop, &j->work, end_work, end_done) != 0)
         mxd_panic("smtp_auth: uv_queue_work failed");
+}
+
+/* The From: authors for DMARC; a malformed field is noted (RFC 5322 3.6:
+ * exactly one From:; parsed whole or not at all). */
+static void
+note_from(struct smtp_auth *a)
+{
+    const struct authres_filter *f = &a->filter;
+    int n = 0;
+
+    a->from_malformed = NULL;
+    if (f->nfrom > 1)
+        a->from_malformed = "several From: fields";
+    else if (f->from_overlong)
+        a->from_malformed = "From: field too long";
+    else if (f->from != NULL &&
+             (n = authres_from_domains(f->from, a->end_from, DMARC_AUTHORS_MAX)) < 0)
+        a->from_malformed = "too many authors in From:";
+    a->nend_from = n > 0 ? (size_t)n : 0;
+}
+
+/* Refusals decided by the header alone, before any check is awaited: too
+ * many hops (RFC 5321 6.3), and with dmarc = reject a From: field whose
+ * shape would dodge DMARC. True when the message was refused. */
+static bool
+body_refused(struct smtp_session *s)
+{
+    struct smtp_auth *a = s->auth;
+    const struct conf *c = auth_conf(s);
+    char text[200];
+
+    note_from(a);
+    if (a->filter.nreceived > c->max_hops) {
+        snprintf(text, sizeof(text), "5.4.6 Too many hops (%u Received: fields, limit %u)",
+                 a->filter.nreceived, c->max_hops);
+        smtp_session__body_drop(s);
+        smtp_proto_answer(s->proto, 554, text);
+        return true;
+    }
+    if (a->from_malformed != NULL && c->dmarc == CONF_AUTH_REJECT) {
+        log_msg(LOG_INFO, s->qid, "auth", "dmarc result=permerror reason=\"%s\"",
+                a->from_malformed);
+        snprintf(text, sizeof(text), "5.6.0 Malformed message: %s (RFC 5322 3.6)",
+                 a->from_malformed);
+        smtp_session__body_drop(s);
+        smtp_proto_answer(s->proto, 550, text);
+        return true;
+    }
+    return false;
 }
 
 void
@@ -435,8 +506,8 @@ smtp_auth_body_end(struct smtp_session *s)
     if (a->filter.removed > 0)
         log_msg(LOG_INFO, s->qid, "auth", "removed authentication-results count=%u",
                 a->filter.removed);
-    if (!authres_from_domain(a->filter.from, a->end_from, sizeof(a->end_from)))
-        a->end_from[0] = '\0';
+    if (body_refused(s))
+        return;
     if (a->spf_running) {
         a->waiting = AUTH_WAIT_END; /* on_spf goes on */
         return;
@@ -453,4 +524,10 @@ smtp_auth_header(struct smtp_session *s, size_t *len)
     }
     *len = s->auth->hdr_len;
     return s->auth->hdr;
+}
+
+unsigned
+smtp_auth_hops(const struct smtp_session *s)
+{
+    return (s->auth != NULL ? s->auth->filter.nreceived : 0) + 1;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dotstuff.h"
+#include "reply.h"
 #include "smtp_proto_impl.h"
 
 #define SMTP_EV_NAME(name) #name,
@@ -455,9 +456,14 @@ smtp_proto_next(struct smtp_proto *p, struct smtp_event *ev)
 }
 
 void
-smtp_proto_answer(struct smtp_proto *p, int code, const char *text)
+smtp_proto_answer(struct smtp_proto *p, int code, const char *text_in)
 {
     bool ok = code >= 200 && code < 300;
+    char text[SMTP_ANSWER_MAX];
+
+    /* The text may carry what a DNS record or a peer said: one line, no
+     * controls, bounded (RFC 5321 4.5.3.1.5: 512 octets a reply line). */
+    reply_text_clean(text, sizeof(text), text_in, strlen(text_in), true);
 
     switch (p->owed) {
     case OWE_NONE:

@@ -11,10 +11,11 @@
 #include "addr.h"
 #include "util.h"
 
-#define SMTP_LINE_MAX  512  /* RFC 5321 4.5.3.1.4, octets including CRLF */
-#define SMTP_PROTO_BUF 8192 /* input buffer per session */
-#define SMTP_ERROR_MAX 20   /* protocol errors before we hang up */
-#define SMTP_REPLY_MAX 1024 /* longest reply we build (EHLO) */
+#define SMTP_LINE_MAX   512  /* RFC 5321 4.5.3.1.4, octets including CRLF */
+#define SMTP_PROTO_BUF  8192 /* input buffer per session */
+#define SMTP_ERROR_MAX  20   /* protocol errors before we hang up */
+#define SMTP_REPLY_MAX  1024 /* longest reply we build (EHLO) */
+#define SMTP_ANSWER_MAX 507  /* an answer's text: 512 with "550 " and CRLF */
 
 struct smtp_proto_cfg {
     const char *hostname;      /* banner, EHLO, Received; borrowed for the proto's life */
@@ -85,7 +86,8 @@ size_t smtp_proto_feed_copy(struct smtp_proto *p, const char *data, size_t len);
 enum smtp_ev smtp_proto_next(struct smtp_proto *p, struct smtp_event *ev);
 
 /* Answers the MAIL, RCPT or BODY_END event that is owed: code and text
- * ("2.1.0 Ok"; no CRLF, at most one line). A 2xx accepts it. */
+ * ("2.1.0 Ok"). The text is sent as one line: controls (CR, LF, ...)
+ * become '?' and it is cut at SMTP_ANSWER_MAX - 1 octets. A 2xx accepts it. */
 void smtp_proto_answer(struct smtp_proto *p, int code, const char *text);
 
 /* State for the glue. */

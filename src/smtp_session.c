@@ -523,6 +523,7 @@ commit_build(struct smtp_session *s)
     m->sender = xstrdup(t->sender.mailbox);
     m->smtputf8 = t->smtputf8;
     m->body_8bit = t->body_8bit;
+    m->hops = smtp_auth_hops(s);
     m->rcpts = xcalloc(t->nrcpts, sizeof(*m->rcpts));
     m->nrcpts = t->nrcpts;
     for (size_t i = 0; i < t->nrcpts; i++) {

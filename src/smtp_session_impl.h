@@ -96,6 +96,8 @@ void smtp_auth_body_end(struct smtp_session *s);
 /* The trace fields to put above Received: ("" when none); owned by s. */
 const char *smtp_auth_header(struct smtp_session *s, size_t *len);
 void smtp_auth_free(struct smtp_session *s);
+/* The stored message's hop count: its Received: fields and ours. */
+unsigned smtp_auth_hops(const struct smtp_session *s);
 /* Closes once the replies already queued are written. Idempotent. */
 void smtp_session__close(struct smtp_session *s);
 

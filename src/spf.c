@@ -31,6 +31,8 @@
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
 
+#include "reply.h"
+
 #define SPF_EXEMPT_MAX 32 /* MX and PTR target names remembered per check */
 
 #define SPF_RES_NAME(e, s) s,
@@ -302,7 +304,7 @@ run(SPF_server_t *srv, SPF_request_t *req, struct spf_result *out)
     SPF_response_t *resp = SPF_response_new(req);
     SPF_record_t *rec = NULL;
     SPF_errcode_t err;
-    const char *why;
+    const char *why, *exp;
 
     if (resp == NULL)
         mxd_panic("spf: out of memory");
@@ -314,9 +316,11 @@ run(SPF_server_t *srv, SPF_request_t *req, struct spf_result *out)
         resp->spf_record_exp = NULL;
         SPF_record_free(rec);
         out->res = map_result(SPF_response_result(resp));
-        if (out->res == SPF_RES_FAIL && SPF_response_get_explanation(resp) != NULL)
-            snprintf(out->explanation, sizeof(out->explanation), "%s",
-                     SPF_response_get_explanation(resp));
+        exp = SPF_response_get_explanation(resp);
+        /* RFC 7208 6.2: the exp= text is the sender domain's, and it goes
+         * into our reply: one clean line, never a CR or LF. */
+        if (out->res == SPF_RES_FAIL && exp != NULL)
+            reply_text_clean(out->explanation, sizeof(out->explanation), exp, strlen(exp), false);
     } else {
         out->res = map_record_error(resp, err);
     }

@@ -350,6 +350,7 @@ writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *t
     sqlite3_bind_int(s, 6, m->smtputf8);
     sqlite3_bind_int(s, 7, m->body_8bit);
     sqlite3_bind_int64(s, 8, (sqlite3_int64)*total);
+    sqlite3_bind_int64(s, 10, m->hops);
     if ((rc = sqlite3_bind_zeroblob64(s, 9, *total)) != SQLITE_OK) {
         store__writer_reason(w, "bind body: %s", sqlite3_errstr(rc));
         return MXD_ESTORE;

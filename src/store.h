@@ -25,6 +25,7 @@ struct store_msg {
     char *sender;   /* "" for the null sender <> */
     bool smtputf8;  /* MAIL ... SMTPUTF8 */
     bool body_8bit; /* BODY=8BITMIME */
+    unsigned hops;  /* Received: fields in the stored message, ours included */
     struct store_rcpt *rcpts;
     size_t nrcpts;
     char *header; /* trace header(s) prepended to the stored body; may be NULL */
@@ -113,6 +114,7 @@ struct store_dmsg {
     uint64_t size;
     bool smtputf8;
     bool body_8bit;
+    unsigned hops; /* Received: fields in the stored message (RFC 5321 6.3) */
     struct store_drcpt *rcpts;
     size_t nrcpts;
 };

@@ -111,6 +111,7 @@ env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
     m->size = (uint64_t)sqlite3_column_int64(s, 3);
     m->smtputf8 = sqlite3_column_int(s, 4) != 0;
     m->body_8bit = sqlite3_column_int(s, 5) != 0;
+    m->hops = (unsigned)sqlite3_column_int(s, 6);
 }
 
 static int64_t
@@ -428,6 +429,7 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
     sqlite3_bind_int(s, 7, eight);
     sqlite3_bind_int64(s, 8, (sqlite3_int64)len);
     sqlite3_bind_blob64(s, 9, text, len, SQLITE_STATIC);
+    sqlite3_bind_int(s, 10, 0); /* a DSN starts afresh: no Received: yet */
     if ((rc = store__writer_exec(w, STORE_W_INSERT_MSG)) == 0) {
         s = w->c.stmt[STORE_W_INSERT_RCPT];
         sqlite3_bind_int64(s, 1, sqlite3_last_insert_rowid(w->c.db));

@@ -15,7 +15,7 @@
 
 /* The envelope of a stored message, read by both threads. */
 #define STORE_SQL_ENVELOPE                                                                         \
-    "SELECT qid, received, sender, size, smtputf8, body_8bit FROM messages WHERE id = ?1"
+    "SELECT qid, received, sender, size, smtputf8, body_8bit, hops FROM messages WHERE id = ?1"
 
 /* id, label for error messages, SQL: the writer's statements, then the
  * reader's from R_LOOKUP on. recipients.address is COLLATE NOCASE, so the
@@ -34,7 +34,7 @@
     X(W_ROLLBACK_TO, "rollback to savepoint", "ROLLBACK TO msg")                                   \
     X(W_INSERT_MSG, "insert message",                                                              \
       "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
-      "size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")                                   \
+      "size, body, hops) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")                        \
     X(W_INSERT_RCPT, "insert recipient",                                                           \
       "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt) "    \
       "VALUES (?1, ?2, ?3, 'queued', 0, ?4)")                                                      \

@@ -120,3 +120,28 @@ ascii_casecmp(const char *a, const char *b)
 {
     return ascii_ncasecmp(a, b, (size_t)-1);
 }
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629 4), or 0. */
+size_t
+utf8_char_len(const unsigned char *s, size_t n)
+{
+    size_t k, i;
+
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        k = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        k = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        k = 4;
+    else
+        return 0;
+    if (k > n)
+        return 0;
+    for (i = 1; i < k; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+        return 0; /* overlong, surrogate or beyond U+10FFFF */
+    return k;
+}

@@ -114,7 +114,7 @@ test_authres_is_ours(void **state)
 }
 
 struct sink {
-    char buf[16384];
+    char buf[256 * 1024];
     size_t len;
 };
 
@@ -144,8 +144,9 @@ filter_check(const char *msg, const char *want, unsigned want_removed)
             authres_filter_feed(f, msg + off, off + chunk <= len ? chunk : len - off);
         authres_filter_end(f);
         if (strcmp(s->buf, want) != 0)
-            fail_msg("step %zu: got\n%s\nwant\n%s", step, s->buf, want);
+            fail_msg("step %zu: got\n%.300s\nwant\n%.300s", step, s->buf, want);
         assert_int_equal(f->removed, want_removed);
+        authres_filter_free(f);
         free(f);
         free(s);
     }
@@ -200,48 +201,202 @@ test_authres_filter_long_field(void **state)
     filter_check(msg, want, 0);
 }
 
+/* Issue 14 item 6: a field claiming our authserv-id never survives, however
+ * it is shaped or fed. */
+static void
+test_authres_issue14_long_first_line(void **state)
+{
+    static char msg[16384];
+    size_t n;
+
+    (void)state;
+    /* One line longer than the old 4 KiB window, fed in one piece too: the
+     * old filter judged it on "A" alone and passed it. */
+    n = (size_t)snprintf(msg, sizeof(msg), "Authentication-Results: mx.example.net; dkim=pass x=");
+    memset(msg + n, 'a', 6000);
+    n += 6000;
+    snprintf(msg + n, sizeof(msg) - n, "\r\nTo: a\r\n\r\nbody\r\n");
+    filter_check(msg, "To: a\r\n\r\nbody\r\n", 1);
+    /* The same with the authserv-id on a long continuation line. */
+    n = (size_t)snprintf(msg, sizeof(msg), "Authentication-Results:\r\n mx.example.net; x=");
+    memset(msg + n, 'b', 6000);
+    n += 6000;
+    snprintf(msg + n, sizeof(msg) - n, "\r\nTo: a\r\n\r\nbody\r\n");
+    filter_check(msg, "To: a\r\n\r\nbody\r\n", 1);
+}
+
+static void
+test_authres_issue14_long_comment(void **state)
+{
+    static char msg[16384];
+    size_t n;
+
+    (void)state;
+    /* A comment before the authserv-id that fills the old window. */
+    n = (size_t)snprintf(msg, sizeof(msg), "Subject: s\r\nAuthentication-Results: (");
+    for (int i = 0; i < 500; i++)
+        n += (size_t)snprintf(msg + n, sizeof(msg) - n, "comment \r\n ");
+    snprintf(msg + n, sizeof(msg) - n, ") mx.example.net; spf=pass\r\nTo: a\r\n\r\nbody\r\n");
+    filter_check(msg, "Subject: s\r\nTo: a\r\n\r\nbody\r\n", 1);
+}
+
+static void
+test_authres_issue14_too_long_to_judge(void **state)
+{
+    char *msg = malloc(3 * AUTHRES_FIELD_MAX), *want = malloc(3 * AUTHRES_FIELD_MAX);
+    size_t n;
+
+    (void)state;
+    assert_true(msg != NULL && want != NULL);
+    /* An Authentication-Results field longer than the bound is removed
+     * whatever it claims: it cannot be judged in bounded memory. */
+    n = (size_t)snprintf(msg, 3 * AUTHRES_FIELD_MAX, "Authentication-Results: (");
+    memset(msg + n, 'c', AUTHRES_FIELD_MAX + 10);
+    n += AUTHRES_FIELD_MAX + 10;
+    snprintf(msg + n, 3 * AUTHRES_FIELD_MAX - n, ") other.example; none\r\nTo: a\r\n\r\nx");
+    filter_check(msg, "To: a\r\n\r\nx", 1);
+    /* Any other field that long is kept as it is. */
+    memcpy(msg, "X-Authentication-Result:", 24);
+    strcpy(want, msg);
+    filter_check(msg, want, 0);
+    free(msg);
+    free(want);
+}
+
 static void
 test_authres_from(void **state)
 {
     static const struct {
         const char *value;
-        const char *domain; /* NULL: none */
+        int n;            /* -1: malformed */
+        const char *want; /* the domains, space-separated */
     } cases[] = {
-        {" user@Example.COM\r\n", "example.com"},
-        {" \"Doe, John\" <john@sub.example.org>\r\n", "sub.example.org"},
-        {" John (at@home.example) <j@b.example.>\r\n", "b.example"},
-        {" \"a@fake.example\" <x@real.example>", "real.example"},
-        {" a@one.example, b@two.example", "one.example"},
-        {" undisclosed:;", NULL},
-        {" user@[192.0.2.1]", NULL},
-        {" nobody", NULL},
-        {"", NULL},
+        {" user@Example.COM\r\n", 1, "example.com"},
+        {" \"Doe, John\" <john@sub.example.org>\r\n", 1, "sub.example.org"},
+        {" John (at@home.example) <j@b.example.>\r\n", 1, "b.example"},
+        {" \"a@fake.example\" <x@real.example>", 1, "real.example"},
+        /* issue 14 item 7: every author counts (RFC 7489 6.6.1) */
+        {" a@one.example, b@two.example", 2, "one.example two.example"},
+        {" A <a@one.example>,\r\n \"B, b\" <b@Two.Example>, c@one.example", 2,
+         "one.example two.example"},
+        {" <a@one.example> <b@two.example>", 2, "one.example two.example"},
+        {" friends: a@one.example, B <b@two.example>;, c@three.example", 3,
+         "one.example two.example three.example"},
+        {" <@route.example,@r2.example:a@one.example>", 1, "one.example"},
+        {" a@ one . example (c)", 1, "one.example"},
+        {" a@one..", 1, "one"},
+        {" undisclosed:;", 0, ""},
+        {" user@[192.0.2.1]", 0, ""},
+        {" nobody", 0, ""},
+        {"", 0, ""},
+        {" a@1.x, a@2.x, a@3.x, a@4.x, a@5.x", -1, ""},
+        {" a@1.x, a@2.x, a@1.x, a@2.x", 2, "1.x 2.x"},
     };
-    char out[AUTHRES_DOMAIN_MAX];
+    char out[4][AUTHRES_DOMAIN_MAX];
+    char *longdom = malloc(AUTHRES_DOMAIN_MAX + 16);
 
     (void)state;
+    assert_non_null(longdom);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bool ok = authres_from_domain(cases[i].value, out, sizeof(out));
+        int n = authres_from_domains(cases[i].value, out, 4);
+        char got[1024] = "";
 
-        if (ok != (cases[i].domain != NULL) || (ok && strcmp(out, cases[i].domain) != 0))
-            fail_msg("case %zu (%s): ok=%d out=%s", i, cases[i].value, ok, ok ? out : "");
+        for (int k = 0; k < n; k++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", k ? " " : "", out[k]);
+        if (n != cases[i].n || strcmp(got, cases[i].want) != 0)
+            fail_msg("case %zu (%s): n=%d got=%s", i, cases[i].value, n, got);
     }
+    /* a domain that cannot be a domain name (over 255 octets) */
+    strcpy(longdom, " a@");
+    memset(longdom + 3, 'd', AUTHRES_DOMAIN_MAX);
+    longdom[AUTHRES_DOMAIN_MAX + 3] = '\0';
+    assert_int_equal(authres_from_domains(longdom, out, 4), -1);
+    free(longdom);
 }
 
 static void
 test_authres_filter_from(void **state)
 {
     struct authres_filter f;
-    struct sink s = {.len = 0};
+    static struct sink s;
     const char *m = "From: A <a@Example.org>\r\nFrom: b@c\r\nTo: x\r\n\r\nFrom: no@body\r\n";
 
     (void)state;
+    memset(&f, 0, sizeof(f));
     authres_filter_init(&f, "mx.example.net", sink_emit, &s);
     authres_filter_feed(&f, m, strlen(m));
     authres_filter_end(&f);
     assert_int_equal(f.nfrom, 2);
+    assert_false(f.from_overlong);
     assert_string_equal(f.from, " A <a@Example.org>\r\n");
     assert_string_equal(s.buf, m);
+    authres_filter_free(&f);
+}
+
+/* Issue 14 item 7: a From: longer than the old 4 KiB copy is kept whole;
+ * one longer than the bound is reported, and passed on unchanged. */
+static void
+test_authres_issue14_long_from(void **state)
+{
+    char *m = malloc(2 * AUTHRES_FIELD_MAX);
+    struct authres_filter f;
+    static struct sink s;
+    char dom[2][AUTHRES_DOMAIN_MAX];
+    size_t n;
+
+    (void)state;
+    assert_non_null(m);
+    n = strlen(strcpy(m, "From: \""));
+    memset(m + n, 'x', 6000);
+    n += 6000;
+    n += strlen(strcpy(m + n, "\" <a@protected.example>\r\nTo: y\r\n\r\nbody"));
+    memset(&f, 0, sizeof(f));
+    authres_filter_init(&f, "mx.example.net", sink_emit, &s);
+    authres_filter_feed(&f, m, n);
+    authres_filter_end(&f);
+    assert_false(f.from_overlong);
+    assert_int_equal(authres_from_domains(f.from, dom, 2), 1);
+    assert_string_equal(dom[0], "protected.example");
+    assert_memory_equal(s.buf, m, n);
+    authres_filter_free(&f);
+
+    n = strlen(strcpy(m, "From: \""));
+    memset(m + n, 'x', AUTHRES_FIELD_MAX);
+    n += AUTHRES_FIELD_MAX;
+    n += strlen(strcpy(m + n, "\" <a@protected.example>\r\nTo: y\r\n\r\nbody"));
+    s.len = 0;
+    authres_filter_init(&f, "mx.example.net", sink_emit, &s);
+    authres_filter_feed(&f, m, n);
+    authres_filter_end(&f);
+    assert_true(f.from_overlong);
+    assert_int_equal(f.nfrom, 1);
+    assert_memory_equal(s.buf, m, n);
+    authres_filter_free(&f);
+    free(m);
+}
+
+/* Issue 14 item 9: Received: fields are counted in the header only, folded
+ * or not, any case. */
+static void
+test_authres_issue14_hop_count(void **state)
+{
+    const char *m = "Received: from a\r\n\tby b\r\nreceived : x\r\nX-Received: no\r\n"
+                    "Subject: Received: no\r\nRECEIVED:y\r\n\r\nReceived: body\r\n";
+    struct authres_filter f;
+    static struct sink s;
+
+    (void)state;
+    for (size_t step = 1; step <= strlen(m); step++) {
+        memset(&f, 0, sizeof(f));
+        s.len = 0;
+        authres_filter_init(&f, "mx.example.net", sink_emit, &s);
+        for (size_t off = 0; off < strlen(m); off += step)
+            authres_filter_feed(&f, m + off, off + step <= strlen(m) ? step : strlen(m) - off);
+        authres_filter_end(&f);
+        assert_int_equal(f.nreceived, 3);
+        assert_string_equal(s.buf, m);
+        authres_filter_free(&f);
+    }
 }
 
 int
@@ -254,8 +409,13 @@ main(void)
         cmocka_unit_test(test_authres_is_ours),
         cmocka_unit_test(test_authres_filter),
         cmocka_unit_test(test_authres_filter_long_field),
+        cmocka_unit_test(test_authres_issue14_long_first_line),
+        cmocka_unit_test(test_authres_issue14_long_comment),
+        cmocka_unit_test(test_authres_issue14_too_long_to_judge),
         cmocka_unit_test(test_authres_from),
         cmocka_unit_test(test_authres_filter_from),
+        cmocka_unit_test(test_authres_issue14_long_from),
+        cmocka_unit_test(test_authres_issue14_hop_count),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

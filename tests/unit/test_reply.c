@@ -393,14 +393,56 @@ test_reply_golden(void **state)
     }
 }
 
+/* Issue 14 item 8: the one sanitizer for text from outside. */
+static void
+test_reply_issue14_text_clean(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t size;
+        bool utf8;
+        const char *want;
+    } cases[] = {
+        {"plain text", 64, false, "plain text"},
+        {"a\r\n250 2.0.0 x\r\n354 go", 64, false, "a??250 2.0.0 x??354 go"},
+        {"tab\there\x7f\x1b[0m", 64, false, "tab?here??[0m"},
+        {"  lots   of    space  ", 64, false, "lots of space"},
+        {"caf\xc3\xa9", 64, false, "caf??"},
+        {"caf\xc3\xa9", 64, true, "caf\xc3\xa9"},
+        {"bad \xc3( \xed\xa0\x80", 64, true, "bad ?( ???"},
+        {"abcdef", 4, false, "abc"},
+        {"ab\xc3\xa9", 4, true, "ab"}, /* never half a UTF-8 sequence */
+        {"x", 1, false, ""},
+        {"", 8, false, ""},
+    };
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n =
+            reply_text_clean(out, cases[i].size, cases[i].in, strlen(cases[i].in), cases[i].utf8);
+
+        if (strcmp(out, cases[i].want) != 0 || n != strlen(out))
+            fail_msg("case %zu: got \"%s\" (%zu)", i, out, n);
+    }
+    /* NUL in the middle is a control like the others */
+    assert_int_equal(reply_text_clean(out, sizeof(out), "a\0b", 3, false), 3);
+    assert_string_equal(out, "a?b");
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reply_table),    cmocka_unit_test(test_reply_nul),
-        cmocka_unit_test(test_reply_line_max), cmocka_unit_test(test_reply_text_truncated),
-        cmocka_unit_test(test_reply_sequence), cmocka_unit_test(test_reply_keywords),
-        cmocka_unit_test(test_reply_summary),  cmocka_unit_test(test_reply_golden),
+        cmocka_unit_test(test_reply_table),
+        cmocka_unit_test(test_reply_nul),
+        cmocka_unit_test(test_reply_line_max),
+        cmocka_unit_test(test_reply_text_truncated),
+        cmocka_unit_test(test_reply_sequence),
+        cmocka_unit_test(test_reply_keywords),
+        cmocka_unit_test(test_reply_summary),
+        cmocka_unit_test(test_reply_golden),
+        cmocka_unit_test(test_reply_issue14_text_clean),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

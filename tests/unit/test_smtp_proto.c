@@ -418,22 +418,32 @@ test_proto_duplicate_rcpt(void **state)
     assert_int_equal(r.nrcpts_at_end, 2);
 }
 
-/* A slow answer: nothing more is parsed until it comes (pipelining keeps
- * replies in order). */
-static void
-test_proto_wait(void **state)
+/* A new session fed in (EHLO, MAIL, ...) and run up to the MAIL event,
+ * whose answer is owed. */
+static struct smtp_proto *
+proto_at_mail(const char *in)
 {
     struct smtp_proto *p = smtp_proto_new(&test_cfg);
     struct smtp_event ev;
-    const char *in = EHLO MAILOK RCPTOK "NOOP\r\n";
 
-    (void)state;
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_NEED_INPUT);
     assert_int_equal(smtp_proto_feed_copy(p, in, strlen(in)), strlen(in));
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_HELO);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_MAIL);
+    return p;
+}
+
+/* A slow answer: nothing more is parsed until it comes (pipelining keeps
+ * replies in order). */
+static void
+test_proto_wait(void **state)
+{
+    struct smtp_proto *p = proto_at_mail(EHLO MAILOK RCPTOK "NOOP\r\n");
+    struct smtp_event ev;
+
+    (void)state;
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_WAIT);
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_WAIT);
     smtp_proto_answer(p, 250, "2.1.0 Ok");
@@ -449,6 +459,31 @@ test_proto_wait(void **state)
     assert_int_equal(ev.code, 250); /* NOOP */
     assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_NEED_INPUT);
     assert_true(smtp_proto_idle(p));
+    smtp_proto_free(p);
+}
+
+/* Issue 14 item 8: an answer carrying CR LF (an SPF exp= text) is one
+ * reply line, controls made visible, bounded; the client stays in sync. */
+static void
+test_proto_issue14_answer_one_line(void **state)
+{
+    struct smtp_proto *p = proto_at_mail(EHLO MAILOK RCPTOK);
+    struct smtp_event ev;
+    char longtext[2000];
+
+    (void)state;
+    memset(longtext, 'x', sizeof(longtext) - 1);
+    longtext[sizeof(longtext) - 1] = '\0';
+    smtp_proto_answer(p, 250, longtext);
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
+    assert_int_equal(ev.len, 4 + SMTP_ANSWER_MAX - 1 + 2); /* "250 " text CRLF: 512 */
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_RCPT);
+    smtp_proto_answer(p, 550, "5.7.23 Go away\r\n250 2.0.0 injected\r\n354 \x1b[31m");
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
+    assert_int_equal(ev.code, 550);
+    assert_int_equal(ev.len, strlen("550 5.7.23 Go away??250 2.0.0 injected??354 ?[31m\r\n"));
+    assert_memory_equal(ev.data, "550 5.7.23 Go away??250 2.0.0 injected??354 ?[31m\r\n", ev.len);
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_NEED_INPUT);
     smtp_proto_free(p);
 }
 
@@ -580,6 +615,7 @@ main(void)
         cmocka_unit_test(test_proto_after_tls),
         cmocka_unit_test(test_proto_duplicate_rcpt),
         cmocka_unit_test(test_proto_wait),
+        cmocka_unit_test(test_proto_issue14_answer_one_line),
         cmocka_unit_test(test_proto_received),
         cmocka_unit_test(test_proto_issue14_received_with),
         cmocka_unit_test(test_proto_big_body_streams),
