@@ -34,11 +34,15 @@ HOST = mxdtest.HOSTNAME
 RCPT = "user@example.test"
 SPF_OK = "v=spf1 ip4:127.0.0.1 ip6:::1 -all"
 NSILENT = 20  # sender domains whose DNS never answers, per test
+LOOKUP_THREADS = 16  # src/lookup.h
+BUSY = 2 * LOOKUP_THREADS + 4  # sessions that keep every lookup thread busy for 8 s
 # each test its own: a check another test started may still be asking
-SILENT = {t: [f"{t}{i}.silent.test" for i in range(NSILENT)] for t in ("one", "new", "big")}
+SILENT = {t: [f"{t}{i}.silent.test" for i in range(BUSY if t == "busy" else NSILENT)]
+          for t in ("one", "new", "big", "busy")}
 SELECTORS = [f"s{i}" for i in range(1, 9)]  # 8 signatures, keys never answered
 HOSTILE_SESSIONS = 5  # more than the libuv threadpool's 4 threads
 PAIRS = 20  # MAIL/RSET pairs per hostile session
+BUDGET = 5  # dkim_timeout's default, seconds
 
 
 def zone():
@@ -50,6 +54,33 @@ def zone():
     for s in SELECTORS:
         z[f"{s}._domainkey.slow.test"] = [("TIMEOUT", None)]
     return z
+
+
+def signed(marker, selectors):
+    msg = (f"From: <a@slow.test>\r\nTo: <{RCPT}>\r\nSubject: signed\r\n\r\n"
+           f"{marker}\r\n").encode()
+    return "".join(signature(s) for s in selectors).encode() + msg
+
+
+def send_timed(c, content):
+    """DATA for a transaction whose RCPT was accepted: (reply, seconds from
+    the final dot to the reply)."""
+    assert c.cmd("DATA").code == 354
+    c.send(mxdtest.dot_stuff(content))
+    t0 = time.monotonic()
+    c.send(b".\r\n")
+    r = c.reply()
+    return r, time.monotonic() - t0
+
+
+def stored_ar(db_path, qid):
+    row = mxdtest.message_by_qid(db_path, qid)
+    return bytes(row["row"]["body"]).split(b"Received-SPF:", 1)[0].decode()
+
+
+def dkim_rows(ar):
+    """(result, reason, properties) per dkim= result."""
+    return re.findall(r"\tdkim=([a-z]+)(?: \(([^)]*)\))?([^;\r\n]*)", ar)
 
 
 def signature(selector):
@@ -154,26 +185,16 @@ class AsyncChecks(mxdtest.ClassMxd, unittest.TestCase):
         # 8 signatures whose keys never answer, and a _dmarc record that
         # never answers: 5 verified (temperror), 3 not, one answer in about
         # dkim_timeout (5 s) instead of 8 x 4 s + 2 x 4 s.
-        marker = f"dkim-{os.urandom(6).hex()}"
-        msg = (f"From: <a@slow.test>\r\nTo: <{RCPT}>\r\nSubject: signed\r\n\r\n"
-               f"{marker}\r\n").encode()
-        msg = "".join(signature(s) for s in SELECTORS).encode() + msg
         with self.mxd.client(timeout=20) as c:
             c.ehlo()
             self.assertEqual(c.cmd("MAIL FROM:<b@slow.test>").code, 250)
             self.assertEqual(c.cmd(f"RCPT TO:<{RCPT}>").code, 250)
-            self.assertEqual(c.cmd("DATA").code, 354)
-            c.send(mxdtest.dot_stuff(msg))
-            t0 = time.monotonic()
-            c.send(b".\r\n")
-            r = c.reply()
-            took = time.monotonic() - t0
+            r, took = send_timed(c, signed(f"dkim-{os.urandom(6).hex()}", SELECTORS))
         print(f"8 DKIM signatures with silent key lookups: 250 after {took:.2f} s")
         self.assertEqual(r.code, 250, str(r))
-        self.assertLess(took, 5 + 2.5, "end-of-data verification overran its budget")
-        row = mxdtest.message_by_qid(self.mxd.db_path, r.qid)
-        ar = bytes(row["row"]["body"]).split(b"Received-SPF:", 1)[0].decode()
-        dkim = re.findall(r"\tdkim=([a-z]+)(?: \(([^)]*)\))?([^;\r\n]*)", ar)
+        self.assertLess(took, BUDGET + 2.5, "end-of-data verification overran its budget")
+        ar = stored_ar(self.mxd.db_path, r.qid)
+        dkim = dkim_rows(ar)
         self.assertEqual(len(dkim), 6, ar)
         for i, (res, _why, props) in enumerate(dkim[:5]):
             self.assertEqual(res, "temperror", ar)
@@ -183,6 +204,49 @@ class AsyncChecks(mxdtest.ClassMxd, unittest.TestCase):
         # the sixth to eighth keys were never asked for
         asked = {q[0] for q in self.dns.queries if q[0].endswith("._domainkey.slow.test")}
         self.assertFalse(asked & {f"{s}._domainkey.slow.test" for s in SELECTORS[5:]}, asked)
+
+
+class LookupThreadsBusy(mxdtest.ClassMxd, unittest.TestCase):
+    """Every lookup thread busy with SPF checks toward silent DNS, and more
+    checks queued: a message's end-of-data job cannot get a thread within
+    dkim_timeout, and the timer answers for it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.dns = AuthDns(zone()).start()
+        cls.addClassCleanup(cls.dns.stop)
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server={"dns_servers": cls.dns.server,
+                                                      "max_connections_per_ip": "100"},
+                                  extra="[auth]\nspf = reject\ndkim = tag\ndmarc = tag\n"))
+
+    def test_timer_answers_when_no_thread_is_free(self):
+        with self.mxd.client(timeout=30) as c:
+            c.ehlo()
+            self.assertEqual(c.cmd("MAIL FROM:<b@slow.test>").code, 250)
+            self.assertEqual(c.cmd(f"RCPT TO:<{RCPT}>").code, 250)
+            # now 36 sessions, one silent check each: 16 run for 4 s, 16
+            # more wait for them, then the rest
+            busy = []
+            for d in SILENT["busy"]:
+                h = self.mxd.client(timeout=20)
+                self.addCleanup(h.close)
+                h.ehlo()
+                h.send(f"MAIL FROM:<x@{d}>\r\n")
+                busy.append(h)
+            for h in busy:
+                self.assertEqual(h.reply().code, 250)
+            r, took = send_timed(c, signed(f"busy-{os.urandom(6).hex()}", SELECTORS[:1]))
+        print(f"end of data with every lookup thread busy: 250 after {took:.2f} s")
+        self.assertEqual(r.code, 250, str(r))
+        self.assertGreater(took, BUDGET - 0.5)  # no thread was free: the timer answered
+        self.assertLess(took, BUDGET + 2.5)
+        ar = stored_ar(self.mxd.db_path, r.qid)
+        self.assertRegex(ar, r"\tdkim=temperror \(time budget spent\) header\.d=slow\.test "
+                             r"header\.s=s1 header\.b=\S+;\r\n")
+        self.assertIn("\tdmarc=temperror (time budget spent) header.from=slow.test\r\n", ar)
+        self.assertRegex(self.mxd.stderr(), rf"{r.qid} auth verification timed out "
+                                            rf"budget_ms={BUDGET * 1000}")
 
 
 if __name__ == "__main__":
