@@ -6,8 +6,10 @@
 #include <uv.h>
 
 /* Worker threads, started at the first job. Mostly waiting on DNS: a
- * thread costs a stack, not a core. */
-#define LOOKUP_THREADS 16
+ * thread costs a stack, not a core. A session has one lookup job out at a
+ * time, so more threads than max_connections_per_ip's default (20) means
+ * one client address cannot keep them all busy. */
+#define LOOKUP_THREADS 32
 
 struct lookup_job;
 /* work runs on a lookup thread (it may block); done on the loop thread. */
