@@ -531,10 +531,11 @@ auth_end(struct smtp_session *s)
     a->dmarc_res.res = DMARC_RES_TEMPERROR;
     snprintf(a->dmarc_res.why, sizeof(a->dmarc_res.why), "time budget spent");
     j->work.data = j;
+    if (uv_timer_init(s->srv->loop, &j->timer) != 0)
+        mxd_panic("smtp_auth: uv_timer_init failed");
     j->timer.data = j;
-    if (uv_timer_init(s->srv->loop, &j->timer) != 0 ||
-        uv_timer_start(&j->timer, end_timeout, c->dkim_timeout_ms + END_GRACE_MS, 0) != 0)
-        mxd_panic("smtp_auth: timer");
+    if (uv_timer_start(&j->timer, end_timeout, c->dkim_timeout_ms + END_GRACE_MS, 0) != 0)
+        mxd_panic("smtp_auth: uv_timer_start failed");
     s->pending++;
     lookup_queue(s->srv->loop, &j->work, end_work, end_done);
 }
