@@ -99,6 +99,10 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(SPF, SECT_AUTH, "spf", set_enum, S(spf), .def = "tag", .arg = "off|tag|reject")              \
     X(DKIM, SECT_AUTH, "dkim", set_enum, S(dkim), .def = "tag", .arg = "off|tag")                  \
     X(DMARC, SECT_AUTH, "dmarc", set_enum, S(dmarc), .def = "tag", .arg = "off|tag|reject")        \
+    X(DKIM_MAX_SIGNATURES, SECT_AUTH, "dkim_max_signatures", set_uint, S(dkim_max_signatures),     \
+      .def = "5", .min = 1, .max = CONF_DKIM_SIGS_MAX)                                             \
+    X(DKIM_TIMEOUT, SECT_AUTH, "dkim_timeout", set_time, S(dkim_timeout_ms), .def = "5s",          \
+      .arg = &in_ms)                                                                               \
     X(D_MODE, SECT_DOMAIN, "mode", set_enum, D(mode), .def = "local", .arg = "local|backup")       \
     X(D_LMTP, SECT_DOMAIN, "lmtp", set_endpoint, D(lmtp), .arg = &ep_lmtp)                         \
     X(D_LMTP_CONCURRENCY, SECT_DOMAIN, "lmtp_concurrency", set_uint, D(lmtp_concurrency),          \

@@ -36,6 +36,7 @@ enum conf_mode { CONF_MODE_LOCAL, CONF_MODE_BACKUP };
 enum conf_rcpts { CONF_RCPTS_ANY, CONF_RCPTS_TABLE, CONF_RCPTS_LMTP, CONF_RCPTS_PRIMARY };
 enum conf_tls { CONF_TLS_OPPORTUNISTIC, CONF_TLS_REQUIRED, CONF_TLS_VERIFY };
 enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
+#define CONF_DKIM_SIGS_MAX 20 /* the highest dkim_max_signatures */
 
 struct conf_domain {
     char *name; /* lower case ASCII */
@@ -91,6 +92,8 @@ struct conf {
     enum conf_auth spf;
     enum conf_auth dkim; /* off | tag */
     enum conf_auth dmarc;
+    unsigned dkim_max_signatures; /* verified per message; the rest: neutral */
+    uint64_t dkim_timeout_ms;     /* end of data: DKIM key and DMARC lookups */
     /* [domain NAME] sections, in file order */
     struct conf_domain *domains;
     size_t ndomains;

@@ -1,16 +1,17 @@
 /* dns: MX, A and AAAA lookups for forwarding from a backup MX, with glibc's
- * libresolv on the libuv threadpool.
+ * libresolv on a lookup thread (lookup.h), and the resolver set-up
+ * (dns_res_open, dns_res_fit, dns_txt_each) the sender checks share.
  *
  * Owns each struct dns_job (a private resolver state, a reply buffer and the
  * result under construction) from dns_mx_async until its callback; the
  * result then belongs to the callback. dns_mx_async and the callback run on
- * the loop thread, lookup_work on a threadpool thread; the job is the only
- * state they share and it changes hands through uv_queue_work. Every job
+ * the loop thread, lookup_work on a lookup thread; the job is the only
+ * state they share and it changes hands through lookup_queue. Every job
  * ends in exactly one callback: 0, MXD_ENOENT (NXDOMAIN, a null MX, or no
  * address for any kept host and no temporary failure) or MXD_EIO (SERVFAIL,
  * timeout, refusal, malformed reply: defer). Resolver timeouts are 2 s x 2
  * tries per server, and no new MX host is tried after DNS_JOB_BUDGET_NS, so
- * a job holds a pool thread for well under a minute at worst.
+ * a job holds a lookup thread for well under a minute at worst.
  *
  * It does not cache, follow CNAMEs itself (the recursive server does),
  * validate DNSSEC, log (the caller logs the outcome), or support
@@ -32,6 +33,7 @@
 #include <string.h>
 
 #include "dnsmsg.h"
+#include "lookup.h"
 #include "metrics.h"
 
 #if !defined(__GLIBC__) || !__GLIBC_PREREQ(2, 26)
@@ -42,13 +44,15 @@ _Static_assert(DNS_MAXNS == MAXNS, "DNS_MAXNS must be glibc's MAXNS");
 
 #define DNS_ANS_MAX   NS_MAXMSG
 #define DNS_PORT_SMTP 25
-/* Bounds the time a job holds a pool thread (shared with getaddrinfo):
- * each query may take 2 tries x 2 s per server when servers are silent. */
+#define DNS_RETRANS_S 2 /* seconds per try and server (glibc: RES_TIMEOUT) */
+#define DNS_TRIES     2
+/* Bounds the time a job holds a lookup thread: each query may take 2 tries
+ * x 2 s per server when servers are silent. */
 #define DNS_JOB_BUDGET_NS (20ull * 1000 * 1000 * 1000)
 
 struct dns_job {
     /* set by dns_mx_async, read-only afterwards */
-    uv_work_t work;
+    struct lookup_job work;
     dns_mx_cb cb;
     void *arg;
     char domain[MX_NAME_MAX];
@@ -229,17 +233,42 @@ dns_res_open(res_state rs, const struct dns_servers *sv)
         return MXD_EIO;
     if (sv->override)
         set_servers(rs, sv);
-    rs->retrans = 2;
-    rs->retry = 2;
+    rs->retrans = DNS_RETRANS_S;
+    rs->retry = DNS_TRIES;
     if (rs->nscount == 0) {
         res_nclose(rs);
         return MXD_EIO;
     }
+    (void)dns_res_fit(rs, sv->deadline_ns);
     return 0;
 }
 
+/* glibc (res_send.c) waits retrans seconds for the first server and about
+ * retrans x 2^i / nscount for server i, every try: close to nscount x
+ * retrans per try in all. */
+bool
+dns_res_fit(res_state rs, uint64_t deadline_ns)
+{
+    uint64_t now = uv_hrtime(), left_s;
+    unsigned n = rs->nscount > 0 ? (unsigned)rs->nscount : 1;
+
+    if (deadline_ns == 0)
+        return true;
+    if (now >= deadline_ns)
+        return false;
+    left_s = (deadline_ns - now) / 1000000000u;
+    if (left_s >= (uint64_t)DNS_RETRANS_S * DNS_TRIES * n) {
+        rs->retrans = DNS_RETRANS_S;
+        rs->retry = DNS_TRIES;
+    } else {
+        rs->retrans = left_s / n > 0 ? (int)(left_s / n) : 1;
+        rs->retry = 1;
+    }
+    return true;
+}
+
 static void
-lookup_work(uv_work_t *w)
+lookup_work(struct lookup_job *w)
 {
     struct dns_job *job = w->data;
     struct __res_state rs;
@@ -256,13 +285,13 @@ lookup_work(uv_work_t *w)
 }
 
 static void
-lookup_done(uv_work_t *w, int status)
+lookup_done(struct lookup_job *w)
 {
     struct dns_job *job = w->data;
     struct dns_mx_result *res = job->res;
     dns_mx_cb cb = job->cb;
     void *arg = job->arg;
-    int rc = status == 0 ? job->status : MXD_EIO;
+    int rc = job->status;
 
     if (rc != 0)
         memset(res, 0, sizeof(*res));
@@ -384,7 +413,6 @@ dns_mx_async(uv_loop_t *loop, const struct conf *conf, const char *domain, const
              dns_mx_cb cb, void *arg)
 {
     struct dns_job *job;
-    int rc;
 
     if (loop == NULL || conf == NULL || domain == NULL || cb == NULL)
         mxd_panic("dns_mx_async: NULL argument");
@@ -400,7 +428,5 @@ dns_mx_async(uv_loop_t *loop, const struct conf *conf, const char *domain, const
     if (job->rng == 0)
         job->rng = 0x9e3779b9u; /* xorshift must not start at 0 */
     job->work.data = job;
-    rc = uv_queue_work(loop, &job->work, lookup_work, lookup_done);
-    if (rc != 0)
-        mxd_panic("dns_mx_async: uv_queue_work: %s", uv_strerror(rc));
+    lookup_queue(loop, &job->work, lookup_work, lookup_done);
 }

@@ -4,17 +4,22 @@
  * Owns the session's struct smtp_auth: the SPF result of the transaction,
  * the RCPT held while SPF is still running, the header filter and the
  * trace fields (Authentication-Results, Received-SPF) for the stored
- * message. Loop thread only; the SPF check itself runs on the threadpool
+ * message. Loop thread only; the SPF check itself runs on a lookup thread
  * (spf_check_async) and counts in s->pending like a store job, so its
- * completion never finds a freed session. A check whose transaction ended
- * (RSET, new MAIL) is dropped by its generation number.
+ * completion never finds a freed session.
  *
  * The SPF check starts at MAIL and is awaited at the first RCPT (spf =
  * reject: the answer depends on it) or at the end of data (spf = tag), so
- * it overlaps with the client's pipeline. DKIM is hashed as the content
- * arrives (on the loop: no I/O); at the end of data one threadpool job
- * looks the keys up, verifies, and evaluates DMARC; only then is the
- * message refused (dmarc = reject, p=reject) or committed. */
+ * it overlaps with the client's pipeline. A session runs one check at a
+ * time (issue 14): a new MAIL for the identity of the check in flight
+ * takes it over, one for another identity waits for it to return (a
+ * blocking libspf2 call cannot be cancelled), and a result other than
+ * temperror serves later transactions with the same identity. DKIM is
+ * hashed as the content arrives (on the loop: no I/O); at the end of data
+ * one lookup job looks the keys up, verifies, and evaluates DMARC, within
+ * dkim_timeout: a timer answers with what is left as temperror if the job
+ * has not. Only then is the message refused (dmarc = reject, p=reject) or
+ * committed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,15 +28,24 @@
 #include "dkim.h"
 #include "dmarc.h"
 #include "log.h"
+#include "lookup.h"
 #include "metrics.h"
 #include "smtp_session_impl.h"
 #include "spf.h"
 
 enum auth_wait { AUTH_WAIT_NONE, AUTH_WAIT_RCPT, AUTH_WAIT_END };
 
+/* The end-of-data job may take dkim_timeout and this much more before the
+ * timer answers for it (the resolver's timeouts are whole seconds). */
+#define END_GRACE_MS 1000
+
+struct spf_wait;
+
 struct smtp_auth {
-    unsigned gen; /* transaction number, for stale SPF completions */
-    bool spf_running, spf_done;
+    struct spf_query spf_q;   /* the identity the transaction needs */
+    bool spf_running;         /* the transaction waits for its SPF result */
+    bool spf_done;            /* spf holds the result for spf_q */
+    struct spf_wait *spf_job; /* the session's one check in flight, or NULL */
     struct spf_result spf;
     enum auth_wait waiting;
     struct addr rcpt; /* the RCPT waiting for SPF */
@@ -49,10 +63,14 @@ struct smtp_auth {
     size_t hdr_len;
 };
 
-/* The end-of-data job: DKIM key lookups and DMARC, on the threadpool. */
+/* The end-of-data job: DKIM key lookups and DMARC, on a lookup thread,
+ * and the timer that answers for it when it overruns. Freed when both the
+ * work has come back and the timer has closed. */
 struct end_job {
-    uv_work_t work;
-    struct smtp_session *s;
+    struct lookup_job work;
+    uv_timer_t timer;
+    struct smtp_session *s; /* NULL once the session has its answer */
+    bool worked, timer_closed;
     struct dkim_verifier *dkim; /* owned by the job */
     bool do_dmarc;
     struct dns_servers servers;
@@ -63,7 +81,7 @@ struct end_job {
 
 struct spf_wait {
     struct smtp_session *s;
-    unsigned gen;
+    struct spf_query q;
     struct spf_result res;
 };
 
@@ -97,10 +115,9 @@ static void
 log_spf(struct smtp_session *s, const struct spf_result *r)
 {
     char from[600];
-    const struct smtp_txn *t = smtp_proto_txn(s->proto);
-    const char *id = r->helo_identity ? smtp_proto_helo(s->proto) : t->sender.mailbox;
+    const struct spf_query *q = &s->auth->spf_q;
+    const char *id = r->helo_identity ? q->helo : q->sender;
 
-    metrics_observe(METRICS_H_SPF_SECONDS, r->ms / 1000.0);
     log_msg(LOG_INFO, s->qid, "auth",
             "spf result=%s identity=%s id=%s client=%s queries=%u voids=%u ms=%.1f",
             spf_res_name(r->res), r->helo_identity ? "helo" : "mailfrom",
@@ -131,25 +148,24 @@ spf_refuse(struct smtp_session *s)
 }
 
 static void auth_end(struct smtp_session *s);
+static void spf_start(struct smtp_session *s);
 
-static void
-on_spf(void *arg, struct spf_result *res)
+static bool
+spf_same(const struct spf_query *x, const struct spf_query *y)
 {
-    struct spf_wait *w = arg;
-    struct smtp_session *s = w->s;
-    struct smtp_auth *a = s->auth;
-    enum auth_wait waiting;
+    return strcmp(x->sender, y->sender) == 0 && strcmp(x->helo, y->helo) == 0;
+}
 
-    if (smtp_session__release(s) || a == NULL || w->gen != a->gen) {
-        free(w);
-        return;
-    }
-    a->spf = *res;
+/* The transaction has its SPF result: go on with what waited for it. */
+static void
+spf_apply(struct smtp_session *s)
+{
+    struct smtp_auth *a = s->auth;
+    enum auth_wait waiting = a->waiting;
+
     a->spf_running = false;
     a->spf_done = true;
-    free(w);
     log_spf(s, &a->spf);
-    waiting = a->waiting;
     a->waiting = AUTH_WAIT_NONE;
     if (waiting == AUTH_WAIT_RCPT) {
         if (!spf_refuse(s))
@@ -161,19 +177,54 @@ on_spf(void *arg, struct spf_result *res)
     }
 }
 
+static void
+on_spf(void *arg, struct spf_result *res)
+{
+    struct spf_wait *w = arg;
+    struct smtp_session *s = w->s;
+    struct smtp_auth *a = s->auth;
+
+    if (a != NULL)
+        a->spf_job = NULL;
+    if (smtp_session__release(s) || a == NULL || !a->spf_running) {
+        free(w);
+        return;
+    }
+    if (!spf_same(&w->q, &a->spf_q)) {
+        free(w); /* superseded: now the identity the transaction needs */
+        spf_start(s);
+        return;
+    }
+    metrics_observe(METRICS_H_SPF_SECONDS, res->ms / 1000.0);
+    a->spf = *res;
+    free(w);
+    spf_apply(s);
+}
+
+/* Starts the check for a->spf_q; none may be in flight. */
+static void
+spf_start(struct smtp_session *s)
+{
+    struct smtp_auth *a = s->auth;
+    struct spf_wait *w = xcalloc(1, sizeof(*w));
+
+    w->s = s;
+    w->q = a->spf_q;
+    a->spf_job = w;
+    s->pending++;
+    spf_check_async(s->srv->loop, auth_conf(s), &w->q, &w->res, on_spf, w);
+}
+
 void
 smtp_auth_mail(struct smtp_session *s, const struct addr *sender)
 {
     const struct conf *c = auth_conf(s);
     struct smtp_auth *a;
-    struct spf_wait *w;
     struct spf_query q;
 
     if (c->spf == CONF_AUTH_OFF && c->dkim == CONF_AUTH_OFF && c->dmarc == CONF_AUTH_OFF)
         return;
     a = auth_get(s);
-    a->gen++;
-    a->spf_running = a->spf_done = false;
     a->waiting = AUTH_WAIT_NONE;
     a->end_done = false;
     free(a->hdr);
@@ -187,12 +238,20 @@ smtp_auth_mail(struct smtp_session *s, const struct addr *sender)
     snprintf(q.helo, sizeof(q.helo), "%s", smtp_proto_helo(s->proto));
     snprintf(q.sender, sizeof(q.sender), "%s", sender->mailbox);
     snprintf(q.receiver, sizeof(q.receiver), "%s", c->hostname);
-    w = xcalloc(1, sizeof(*w));
-    w->s = s;
-    w->gen = a->gen;
+    if (a->spf_done && a->spf.res != SPF_RES_TEMPERROR && spf_same(&q, &a->spf_q)) {
+        struct spf_result r = a->spf; /* the same identity: the same answer */
+
+        r.queries = r.voids = 0;
+        r.ms = 0;
+        log_spf(s, &r);
+        return;
+    }
+    a->spf_q = q;
+    a->spf_done = false;
     a->spf_running = true;
-    s->pending++;
-    spf_check_async(s->srv->loop, c, &q, &w->res, on_spf, w);
+    if (a->spf_job == NULL)
+        spf_start(s);
+    /* else on_spf takes the check in flight, or starts ours after it */
 }
 
 bool
@@ -227,7 +286,7 @@ smtp_auth_body_begin(struct smtp_session *s)
     dkim_verifier_free(a->dkim);
     a->dkim = NULL;
     if (c->dkim != CONF_AUTH_OFF || c->dmarc != CONF_AUTH_OFF)
-        a->dkim = dkim_verifier_new(); /* NULL: reported as temperror */
+        a->dkim = dkim_verifier_new(c->dkim_max_signatures); /* NULL: temperror */
 }
 
 void
@@ -380,39 +439,88 @@ auth_finish(struct smtp_session *s)
 }
 
 static void
-end_work(uv_work_t *w)
+end_work(struct lookup_job *w)
 {
     struct end_job *j = w->data;
 
     dkim_verifier_finish(j->dkim, &j->servers, &j->dkim_res); /* NULL: temperror */
-    if (j->do_dmarc) {
-        j->din.dkim = &j->dkim_res;
-        dmarc_check(&j->servers, &j->din, &j->dmarc_res);
+    if (!j->do_dmarc)
+        return;
+    if (uv_hrtime() >= j->servers.deadline_ns) {
+        j->dmarc_res.res = DMARC_RES_TEMPERROR;
+        snprintf(j->dmarc_res.why, sizeof(j->dmarc_res.why), "time budget spent");
+        return;
     }
+    j->din.dkim = &j->dkim_res;
+    dmarc_check(&j->servers, &j->din, &j->dmarc_res);
 }
 
 static void
-end_done(uv_work_t *w, int status)
+end_free(struct end_job *j)
 {
-    struct end_job *j = w->data;
+    if (j->worked && j->timer_closed)
+        free(j);
+}
+
+static void
+end_closed(uv_handle_t *h)
+{
+    struct end_job *j = h->data;
+
+    j->timer_closed = true;
+    end_free(j);
+}
+
+/* The session's end-of-data results are in s->auth: log, then refuse or
+ * commit. */
+static void
+end_answer(struct end_job *j)
+{
     struct smtp_session *s = j->s;
 
-    (void)status;
-    dkim_verifier_free(j->dkim);
-    if (smtp_session__release(s) || s->auth == NULL) {
-        free(j);
+    j->s = NULL;
+    uv_close((uv_handle_t *)&j->timer, end_closed);
+    if (smtp_session__release(s) || s->auth == NULL)
         return;
-    }
-    s->auth->dkim_res = j->dkim_res;
-    s->auth->dmarc_res = j->dmarc_res;
     s->auth->end_done = true;
-    free(j);
     log_end(s);
     auth_finish(s);
     smtp_session__pump(s);
 }
 
-/* SPF is known: hand DKIM and DMARC to the threadpool, or finish now. */
+static void
+end_done(struct lookup_job *w)
+{
+    struct end_job *j = w->data;
+    struct smtp_session *s = j->s;
+
+    j->worked = true;
+    dkim_verifier_free(j->dkim);
+    j->dkim = NULL;
+    if (s == NULL) { /* the timer answered */
+        end_free(j);
+        return;
+    }
+    if (s->auth != NULL) {
+        s->auth->dkim_res = j->dkim_res;
+        s->auth->dmarc_res = j->dmarc_res;
+    }
+    end_answer(j);
+}
+
+/* The budget is spent and the job has not come back (no thread was free,
+ * or a lookup overran): answer with what auth_end prepared. */
+static void
+end_timeout(uv_timer_t *t)
+{
+    struct end_job *j = t->data;
+
+    log_msg(LOG_WARN, j->s->qid, "auth", "verification timed out budget_ms=%llu",
+            (unsigned long long)auth_conf(j->s)->dkim_timeout_ms);
+    end_answer(j);
+}
+
+/* SPF is known: hand DKIM and DMARC to a lookup thread, or finish now. */
 static void
 auth_end(struct smtp_session *s)
 {
@@ -430,6 +538,7 @@ auth_end(struct smtp_session *s)
     a->dkim = NULL;
     j->do_dmarc = c->dmarc != CONF_AUTH_OFF;
     dns_servers_from_conf(c, &j->servers);
+    j->servers.deadline_ns = uv_hrtime() + c->dkim_timeout_ms * 1000000;
     snprintf(j->din.ip, sizeof(j->din.ip), "%s", s->ip);
     memcpy(j->din.from_domains, a->end_from, sizeof(j->din.from_domains));
     j->din.nfrom = a->nend_from;
@@ -438,10 +547,19 @@ auth_end(struct smtp_session *s)
     j->din.spf_helo = a->spf.helo_identity;
     if (a->spf_done)
         snprintf(j->din.spf_domain, sizeof(j->din.spf_domain), "%s", a->spf.domain);
+    /* The answer if the timer has to give it. */
+    dkim_verifier_pending(j->dkim, &a->dkim_res);
+    memset(&a->dmarc_res, 0, sizeof(a->dmarc_res));
+    a->dmarc_res.res = DMARC_RES_TEMPERROR;
+    snprintf(a->dmarc_res.why, sizeof(a->dmarc_res.why), "time budget spent");
     j->work.data = j;
+    if (uv_timer_init(s->srv->loop, &j->timer) != 0)
+        mxd_panic("smtp_auth: uv_timer_init failed");
+    j->timer.data = j;
+    if (uv_timer_start(&j->timer, end_timeout, c->dkim_timeout_ms + END_GRACE_MS, 0) != 0)
+        mxd_panic("smtp_auth: uv_timer_start failed");
     s->pending++;
-    if (uv_queue_work(s->srv->loop, &j->work, end_work, end_done) != 0)
-        mxd_panic("smtp_auth: uv_queue_work failed");
+    lookup_queue(s->srv->loop, &j->work, end_work, end_done);
 }
 
 /* The From: authors for DMARC; a malformed field is noted (RFC 5322 3.6:

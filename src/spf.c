@@ -1,11 +1,11 @@
-/* spf: SPF (RFC 7208) checks with libspf2 on the libuv threadpool.
+/* spf: SPF (RFC 7208) checks with libspf2 on a lookup thread (lookup.h).
  *
  * Owns, per check, a libspf2 server, request and response and a private
  * DNS layer (struct spf_ctx: a resolver state from dns_res_open, so
  * conf->dns_servers is honoured, a reply buffer and counters). spf_check
- * runs on a pool thread (it blocks on DNS); spf_check_async and its
+ * runs on a lookup thread (it blocks on DNS); spf_check_async and its
  * callback run on the loop thread and share only the job, handed over
- * through uv_queue_work. Every check ends with a result; DNS trouble is
+ * through lookup_queue. Every check ends with a result; DNS trouble is
  * temperror, never an error return.
  *
  * What it adds to libspf2 (see docs/auth.md): loopback clients are checked
@@ -13,8 +13,9 @@
  * obsolete SPF RR type is never queried (RFC 7208 3.1); void lookups are
  * counted and more than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which
  * libspf2 does not implement); no new query is sent once the budget is
- * spent. The 10 DNS-querying terms limit is libspf2's own (max_dns_mech).
- * It does not cache (the recursive server does), nor log (the caller does). */
+ * spent, and the last one gives up when it ends (dns_res_fit). The 10 DNS-querying terms limit is
+ * libspf2's own (max_dns_mech). It does not cache (the recursive server does), nor log (the caller
+ * does). */
 #define _DEFAULT_SOURCE
 #include "spf.h"
 
@@ -31,6 +32,7 @@
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
 
+#include "lookup.h"
 #include "reply.h"
 
 #define SPF_EXEMPT_MAX 32 /* MX and PTR target names remembered per check */
@@ -196,7 +198,7 @@ layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_c
         return SPF_dns_rr_new_init(d, domain, type, 0, NO_DATA);
     if (!name_ok(domain)) /* no such name can exist (libspf2 asks anyway) */
         return SPF_dns_rr_new_init(d, domain, type, 0, HOST_NOT_FOUND);
-    if (!c->rs_ok || uv_hrtime() > c->deadline_ns)
+    if (!c->rs_ok || !dns_res_fit(&c->rs, c->deadline_ns))
         return SPF_dns_rr_new_init(d, domain, type, 0, TRY_AGAIN);
     c->queries++;
     c->last_txt_void = false;
@@ -386,6 +388,15 @@ limits(const struct spf_ctx *c, struct spf_result *out, const char **why)
         out->explanation[0] = '\0';
 }
 
+/* No query is sent after this uv_hrtime(), for a check starting at now. */
+static uint64_t
+query_deadline(const struct spf_query *q, uint64_t now)
+{
+    unsigned budget_ms = q->budget_ms ? q->budget_ms : SPF_BUDGET_MS;
+
+    return q->deadline_ns != 0 ? q->deadline_ns : now + (uint64_t)budget_ms * 1000000;
+}
+
 void
 spf_check(const struct dns_servers *servers, const struct spf_query *q, struct spf_result *out)
 {
@@ -400,7 +411,7 @@ spf_check(const struct dns_servers *servers, const struct spf_query *q, struct s
     out->res = SPF_RES_NONE;
     out->helo_identity = q->sender[0] == '\0';
     id = out->helo_identity ? q->helo : q->sender;
-    c->deadline_ns = start + (uint64_t)(q->budget_ms ? q->budget_ms : SPF_BUDGET_MS) * 1000000;
+    c->deadline_ns = query_deadline(q, start);
     c->rs_ok = dns_res_open(&c->rs, servers) == 0;
     dns->lookup = layer_lookup; /* destroy NULL: we free it ourselves */
     dns->name = "mxd";
@@ -425,7 +436,7 @@ spf_check(const struct dns_servers *servers, const struct spf_query *q, struct s
 /* ---- async ------------------------------------------------------------- */
 
 struct spf_job {
-    uv_work_t work;
+    struct lookup_job work;
     struct dns_servers servers;
     struct spf_query q;
     struct spf_result *out;
@@ -434,7 +445,7 @@ struct spf_job {
 };
 
 static void
-job_work(uv_work_t *w)
+job_work(struct lookup_job *w)
 {
     struct spf_job *j = w->data;
 
@@ -442,17 +453,13 @@ job_work(uv_work_t *w)
 }
 
 static void
-job_done(uv_work_t *w, int status)
+job_done(struct lookup_job *w)
 {
     struct spf_job *j = w->data;
     spf_cb cb = j->cb;
     void *arg = j->arg;
     struct spf_result *out = j->out;
 
-    if (status != 0) { /* cancelled: cannot happen, we never cancel */
-        memset(out, 0, sizeof(*out));
-        out->res = SPF_RES_TEMPERROR;
-    }
     free(j);
     cb(arg, out);
 }
@@ -462,15 +469,14 @@ spf_check_async(uv_loop_t *loop, const struct conf *conf, const struct spf_query
                 struct spf_result *out, spf_cb cb, void *arg)
 {
     struct spf_job *j = xcalloc(1, sizeof(*j));
-    int rc;
 
     dns_servers_from_conf(conf, &j->servers);
     j->q = *q;
+    /* The budget runs from now: time spent waiting for a thread counts. */
+    j->q.deadline_ns = query_deadline(q, uv_hrtime());
     j->out = out;
     j->cb = cb;
     j->arg = arg;
     j->work.data = j;
-    rc = uv_queue_work(loop, &j->work, job_work, job_done);
-    if (rc != 0)
-        mxd_panic("spf_check_async: uv_queue_work: %s", uv_strerror(rc));
+    lookup_queue(loop, &j->work, job_work, job_done);
 }

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -33,7 +34,8 @@ struct spf_query {
     char helo[ADDR_DOMAIN_MAX + 1]; /* the HELO/EHLO name */
     char sender[ADDR_PATH_MAX];     /* MAIL FROM mailbox, "" for <> */
     char receiver[ADDR_DOMAIN_MAX + 1];
-    unsigned budget_ms; /* no new query after this; 0: SPF_BUDGET_MS */
+    unsigned budget_ms;   /* no new query after this; 0: SPF_BUDGET_MS */
+    uint64_t deadline_ns; /* or this uv_hrtime(), when not 0 */
 };
 
 struct spf_result {
@@ -58,8 +60,9 @@ void spf_check(const struct dns_servers *servers, const struct spf_query *q,
 /* out is owned by the job until this runs (loop thread). */
 typedef void (*spf_cb)(void *arg, struct spf_result *out);
 
-/* spf_check on the libuv threadpool through conf's dns_servers; q is
- * copied; cb runs on the loop thread with out. Never synchronous. */
+/* spf_check on a lookup thread (lookup.h) through conf's dns_servers; q
+ * is copied; the budget counts from this call; cb runs on the loop thread
+ * with out. Never synchronous. */
 void spf_check_async(uv_loop_t *loop, const struct conf *conf, const struct spf_query *q,
                      struct spf_result *out, spf_cb cb, void *arg);
 

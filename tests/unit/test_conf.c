@@ -115,6 +115,8 @@ check_defaults(const struct conf *c)
     assert_int_equal(c->spf, CONF_AUTH_TAG);
     assert_int_equal(c->dkim, CONF_AUTH_TAG);
     assert_int_equal(c->dmarc, CONF_AUTH_TAG);
+    assert_int_equal(c->dkim_max_signatures, 5);
+    assert_int_equal(c->dkim_timeout_ms, 5000);
     assert_int_equal(c->ndomains, 0);
 }
 
@@ -189,6 +191,14 @@ check_backup(const struct conf *c)
     assert_null(c->domains[1].primary);
     assert_int_equal(c->domains[1].recipients, CONF_RCPTS_TABLE);
     assert_int_equal(c->domains[1].tls, CONF_TLS_REQUIRED);
+}
+
+/* Issue 14 item 4: the DKIM budget's keys. */
+static void
+check_dkim_budget(const struct conf *c)
+{
+    assert_int_equal(c->dkim_max_signatures, CONF_DKIM_SIGS_MAX);
+    assert_int_equal(c->dkim_timeout_ms, 30000);
 }
 
 static void
@@ -282,6 +292,8 @@ static struct ok_case ok_cases[] = {
           "mode = backup\nprimary = mx\n",
      check_long_domain},
     {"etrn clients", BASE "etrn_clients = 192.0.2.10, 2001:db8::/32, 0.0.0.0/0\n", check_etrn},
+    {"dkim budget", BASE "[auth]\ndkim_max_signatures = 20\ndkim_timeout = 30s\n",
+     check_dkim_budget},
     {"limits",
      BASE "max_message_size = 16g\nmax_recipients = 100000\nmax_connections = 1\n"
           "command_timeout = 1\ndata_timeout = 2d\n"
@@ -406,6 +418,11 @@ static struct err_case err_cases[] = {
     {"bad spf", BASE "[auth]\nspf = yes\n", 5, "spf: want off|tag|reject (got 'yes')"},
     {"dkim reject", BASE "[auth]\ndkim = reject\n", 5, "dkim: want off|tag (got 'reject')"},
     {"enum is case-sensitive", BASE "[auth]\ndmarc = Tag\n", 5, "dmarc: want"},
+    {"no dkim signatures", BASE "[auth]\ndkim_max_signatures = 0\n", 5,
+     "dkim_max_signatures: want an integer from 1 to 20 (got '0')"},
+    {"too many dkim signatures", BASE "[auth]\ndkim_max_signatures = 21\n", 5,
+     "dkim_max_signatures: want an integer from 1 to 20"},
+    {"zero dkim timeout", BASE "[auth]\ndkim_timeout = 0\n", 5, "dkim_timeout: must be"},
     {"bad mode", BASE "[domain a.example]\nmode = primary\n", 5, "mode: want local|backup"},
     {"bad recipients", BASE "[domain a.example]\nrecipients = all\n", 5, "recipients: want"},
     {"bad tls", BASE "[domain a.example]\ntls = yes\n", 5, "tls: want opportunistic|"},
