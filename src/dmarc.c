@@ -238,6 +238,25 @@ strictness(const struct dmarc_author *a)
 }
 
 void
+dmarc_result_unchecked(const struct dmarc_input *in, const char *why, struct dmarc_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->res = DMARC_RES_TEMPERROR;
+    snprintf(out->why, sizeof(out->why), "%s", why);
+    if (in->from_bad || in->nfrom == 0 || in->nfrom > DMARC_AUTHORS_MAX)
+        return;
+    for (size_t i = 0; i < in->nfrom; i++) {
+        struct dmarc_author *w = &out->authors[i];
+
+        memcpy(w->domain, in->from_domains[i], sizeof(w->domain));
+        w->res = DMARC_RES_TEMPERROR;
+        snprintf(w->why, sizeof(w->why), "%s", why);
+    }
+    out->nauthors = in->nfrom;
+    memcpy(out->domain, in->from_domains[0], sizeof(out->domain));
+}
+
+void
 dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
             struct dmarc_result *out)
 {

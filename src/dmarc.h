@@ -60,4 +60,10 @@ struct dmarc_result {
 void dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
                  struct dmarc_result *out);
 
+/* The result when no check could be made in time: temperror (why) for the
+ * message and for each author, so that every header.from is still named.
+ * Pure; any thread. */
+void dmarc_result_unchecked(const struct dmarc_input *in, const char *why,
+                            struct dmarc_result *out);
+
 #endif

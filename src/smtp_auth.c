@@ -447,8 +447,7 @@ end_work(struct lookup_job *w)
     if (!j->do_dmarc)
         return;
     if (uv_hrtime() >= j->servers.deadline_ns) {
-        j->dmarc_res.res = DMARC_RES_TEMPERROR;
-        snprintf(j->dmarc_res.why, sizeof(j->dmarc_res.why), "time budget spent");
+        dmarc_result_unchecked(&j->din, "time budget spent", &j->dmarc_res);
         return;
     }
     j->din.dkim = &j->dkim_res;
@@ -549,9 +548,7 @@ auth_end(struct smtp_session *s)
         snprintf(j->din.spf_domain, sizeof(j->din.spf_domain), "%s", a->spf.domain);
     /* The answer if the timer has to give it. */
     dkim_verifier_pending(j->dkim, &a->dkim_res);
-    memset(&a->dmarc_res, 0, sizeof(a->dmarc_res));
-    a->dmarc_res.res = DMARC_RES_TEMPERROR;
-    snprintf(a->dmarc_res.why, sizeof(a->dmarc_res.why), "time budget spent");
+    dmarc_result_unchecked(&j->din, "time budget spent", &a->dmarc_res);
     j->work.data = j;
     if (uv_timer_init(s->srv->loop, &j->timer) != 0)
         mxd_panic("smtp_auth: uv_timer_init failed");
