@@ -356,6 +356,13 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     size_t connecting = 0;
 
     for (struct dconn *dc = dest->conns; dc != NULL && dest->head != NULL; dc = dc->next) {
+        /* Issue 14: an idle connection whose QUIT is already out (the idle
+         * timeout) or whose server went away is closing; a job handed to
+         * it would fail with a spurious 451. */
+        if (dc->idle && !lmtp_conn_idle(dc->c)) {
+            dc->idle = false;
+            dc->closing = true;
+        }
         if (dc->idle) {
             dc->idle = false;
             dc->job = deliver__dest_pop(dest);
@@ -384,7 +391,7 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     for (struct djob *j = dest->head; j != NULL; j = j->next)
         waiting++;
     for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
-        connecting += dc->job == NULL && !dc->idle && !dc->probe;
+        connecting += dc->job == NULL && !dc->idle && !dc->probe && !dc->closing;
     while (waiting > connecting && dest->nconns < dest->max_conns) {
         conn_open(dest, false);
         connecting++;

@@ -40,9 +40,10 @@ struct dconn {
     struct dest *dest;
     struct lmtp_conn *c;
     struct djob *job;
-    size_t ep;  /* index into dest->eps */
-    bool idle;  /* ready for a job (session established) */
-    bool probe; /* the watcher's: connect, greet, QUIT */
+    size_t ep;    /* index into dest->eps */
+    bool idle;    /* ready for a job (session established) */
+    bool closing; /* was idle, then started to close: never gets a job */
+    bool probe;   /* the watcher's: connect, greet, QUIT */
 };
 
 /* Where jobs go: an LMTP server, a backup domain's primaries (a list, or

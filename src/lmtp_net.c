@@ -53,6 +53,7 @@ struct lmtp_conn {
     unsigned handles_open;
     unsigned pending; /* name lookup, store reads */
     bool stream_inited, connected, ever_ready, in_txn, want_body, body_reading, closing, in_pump;
+    bool quitting; /* QUIT asked for: no new transaction */
     char reason[300];
     char rbuf[LMTP_READ_BUF];
 };
@@ -649,11 +650,18 @@ lmtp_conn_tls_desc(const struct lmtp_conn *c)
     return c->tls_up ? c->tls_desc : NULL;
 }
 
+bool
+lmtp_conn_idle(const struct lmtp_conn *c)
+{
+    return c->ever_ready && !c->in_txn && !c->quitting && !c->closing && !c->reconnecting;
+}
+
 void
 lmtp_conn_close(struct lmtp_conn *c)
 {
     if (c->closing)
         return;
+    c->quitting = true;
     if (c->ever_ready && !c->in_txn) {
         lmtp_proto_quit(c->proto);
         conn_pump(c);

