@@ -386,6 +386,7 @@ deliver_start(uv_loop_t *loop, const struct conf *conf, struct store *store, str
         free(d);
         return MXD_ECONFIG;
     }
+    deliver__self_load(d);
     uv_timer_init(loop, &d->timer);
     uv_timer_init(loop, &d->stop_timer);
     d->timer.data = d->stop_timer.data = d;
@@ -400,6 +401,7 @@ void
 deliver_set_conf(struct deliver *d, const struct conf *conf)
 {
     d->conf = conf;
+    deliver__self_load(d); /* the listen addresses may have changed */
     /* new trust anchors for new verify domains; a failure is logged and
      * their mail deferred (dest_tls_init), never sent unverified */
     if (deliver__tls_load(d) != 0)

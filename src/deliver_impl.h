@@ -10,6 +10,7 @@
 #include "deliver.h"
 #include "dns.h"
 #include "lmtp_net.h"
+#include "mx.h"
 
 struct dest;
 
@@ -98,6 +99,7 @@ struct deliver {
     /* STARTTLS client credentials: without trust anchors, and with the
      * trust anchors of each ca_file (NULL: the system store) that a domain
      * with tls = verify names; kept until the end (reloads add to them) */
+    struct mx_local self; /* our listen addresses, wildcards expanded */
     struct tls_creds *tls_any;
     struct deliver_trust {
         char *ca_file;
@@ -129,6 +131,9 @@ bool deliver__dests_idle(struct deliver *d);
 void deliver__dests_stop(struct deliver *d);
 void deliver__dests_abort(struct deliver *d);
 void deliver__dests_free(struct deliver *d);
+/* Our own addresses from d->conf's listen list, a wildcard expanded to
+ * every interface address (getifaddrs: start-up and reload only). */
+void deliver__self_load(struct deliver *d);
 /* Loads the STARTTLS client credentials; MXD_ECONFIG (logged) when a
  * domain's ca_file (or the system trust store) cannot be read. */
 int deliver__tls_load(struct deliver *d) MXD_WUR;

@@ -29,6 +29,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxdtest  # noqa: E402
+from authdns import AuthDns  # noqa: E402
 from dovecot import make_message, queue_counts, smtp_send, wait_for  # noqa: E402
 
 SENDER = "sender@client.test"
@@ -50,7 +51,9 @@ class ScriptServer:
     .messages as a dict with mail, rcpts and data (dot-stuffing undone)."""
 
     def __init__(self, caps=("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"), quit_delay=0.0,
-                 smtp=False):
+                 smtp=False, host="127.0.0.1", port=0):
+        self.host = host
+        self.want_port = port
         self.caps = list(caps)
         self.quit_delay = quit_delay
         self.smtp = smtp
@@ -70,7 +73,7 @@ class ScriptServer:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._session, "127.0.0.1", 0))
+                asyncio.start_server(self._session, self.host, self.want_port))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
@@ -92,7 +95,7 @@ class ScriptServer:
 
     @property
     def endpoint(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def lines(self, prefix):
         with self._lock:
@@ -247,6 +250,86 @@ class PoolRace(ScriptCase):
         # It went out on a connection other than the one that was quitting.
         quit_conn = self.srv.lines("QUIT")[0][0]
         self.assertNotEqual(self.delivered(tok2)[0]["conn"], quit_conn)
+
+
+# --------------------------------------------------------------------------
+# Item 10: we recognise ourselves by address
+
+
+class SelfByAddress(mxdtest.ClassMxd, unittest.TestCase):
+    """primary = mx. MX targets use MXD_TEST_SMTP_PORT = mxd's own port, so
+    a host whose A record is 127.0.0.1 is mxd itself: the old code forwarded
+    to it (mxd queued its own message again, a loop). A primary listens at
+    127.0.0.2 on that same port."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        port = mxdtest.free_port()
+        cls.primary = ScriptServer(smtp=True, host="127.0.0.2", port=port,
+                                   caps=("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES")).start()
+        cls.addClassCleanup(cls.primary.stop)
+        zone = {
+            # the only MX is us under another name
+            "only.test": [("MX", (10, "alias.only.test"))],
+            "alias.only.test": [("A", "127.0.0.1")],
+            # us (by address) at 10, the primary worse at 20: not forwarded
+            "worse.test": [("MX", (10, "alias.worse.test")), ("MX", (20, "p.worse.test"))],
+            "alias.worse.test": [("A", "127.0.0.1")],
+            "p.worse.test": [("A", "127.0.0.2")],
+            # the primary better at 5, us at 10: forwarded to the primary
+            "better.test": [("MX", (5, "p.better.test")), ("MX", (10, "alias.better.test"))],
+            "p.better.test": [("A", "127.0.0.2")],
+            "alias.better.test": [("A", "127.0.0.1")],
+        }
+        cls.dns = AuthDns(zone).start()
+        cls.addClassCleanup(cls.dns.stop)
+        domains = {d: {"mode": "backup", "primary": "mx", "recipients": "any"}
+                   for d in ("only.test", "worse.test", "better.test")}
+        server = {"dns_servers": cls.dns.server,
+                  "control_socket": os.path.join(cls.tmpdir, "control.sock")}
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, domains=domains, port=port,
+                                  extra=QUEUE_SLOW, env={"MXD_TEST_SMTP_PORT": str(port)}))
+
+    def diag(self):
+        return f"\n--- mxd stderr (tail)\n{self.mxd.all_stderr()[-5000:]}"
+
+    def queued_lines(self):
+        return [l for l in self.mxd.all_stderr().splitlines() if " smtp queued " in l]
+
+    def rcpt_row(self, addr):
+        with self.mxd.db() as db:
+            return db.execute("SELECT state, last_reply FROM message_rcpts WHERE address = ?",
+                              (addr,)).fetchone()
+
+    def assert_loop(self, rcpt):
+        before = len(self.queued_lines())
+        tok = self.token()
+        smtp_send(self.mxd.port, SENDER, [rcpt],
+                  make_message(SENDER, [rcpt], "loop", ["x"], [f"X-Token: {tok}"]))
+        wait_until(lambda: (self.rcpt_row(rcpt) or (None, None))[1], 10,
+                   f"an outcome for {rcpt}", self.diag)
+        state, reply = self.rcpt_row(rcpt)
+        self.assertEqual(state, "held", f"{rcpt}: {reply}{self.diag()}")
+        self.assertRegex(reply, r"^451 4\.4\.6 .*loops back to myself")
+        time.sleep(0.5)
+        self.assertEqual(len(self.queued_lines()), before + 1,
+                         f"mxd forwarded {rcpt} to itself{self.diag()}")
+        self.assertEqual([m for m in self.primary.messages if tok.encode() in m["data"]], [])
+
+    def test_only_mx_is_our_address(self):
+        self.assert_loop("a@only.test")
+
+    def test_worse_primary_than_our_address(self):
+        self.assert_loop("a@worse.test")
+
+    def test_better_primary_than_our_address(self):
+        tok = self.token()
+        rcpt = "a@better.test"
+        smtp_send(self.mxd.port, SENDER, [rcpt],
+                  make_message(SENDER, [rcpt], "better", ["x"], [f"X-Token: {tok}"]))
+        wait_until(lambda: [m for m in self.primary.messages if tok.encode() in m["data"]], 10,
+                   "the message at the better primary", self.diag)
 
 
 if __name__ == "__main__":
