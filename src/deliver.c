@@ -90,6 +90,7 @@ job_new(struct deliver *d, const struct store_dmsg *m, size_t cap)
     j->txn.size = m->size;
     j->txn.body_8bit = m->body_8bit;
     j->txn.smtputf8 = m->smtputf8;
+    j->txn.utf8_needed = m->utf8_needed;
     return j;
 }
 

@@ -282,7 +282,9 @@ send_mail(struct lmtp_proto *p, const struct lmtp_txn *t)
     }
     if (t->body_8bit && p->eightbit)
         lmtp_proto__out_put(p, " BODY=8BITMIME");
-    if (t->smtputf8)
+    /* RFC 6531 3.4: without the extension only when it is not needed
+     * (lmtp_proto__refusal saw to that) */
+    if (t->smtputf8 && p->smtputf8)
         lmtp_proto__out_put(p, " SMTPUTF8");
     lmtp_proto__out_put(p, "\r\n");
 }

@@ -187,9 +187,11 @@ smtp_refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *code)
     /* RFC 6152 3: no BODY=8BITMIME, and no 8-bit data, without 8BITMIME */
     if (t->body_8bit && !p->eightbit)
         return "451 4.6.0 message needs 8BITMIME but the primary does not offer it";
-    /* RFC 6531 3.4: no SMTPUTF8 transaction to a server without it */
-    if (t->smtputf8 && !p->smtputf8)
-        return "451 4.6.7 message needs SMTPUTF8 but the primary does not offer it";
+    /* RFC 6531 3.4: a message that needs SMTPUTF8 cannot go to a server
+     * without it; one that does not goes without it (as Postfix) */
+    *code = 550;
+    if (t->utf8_needed && !p->smtputf8)
+        return "550 5.6.7 message needs SMTPUTF8 but the primary does not offer it";
     return NULL;
 }
 
@@ -209,7 +211,7 @@ lmtp_proto__refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *c
     if (p->smtp)
         return smtp_refusal(p, t, code);
     *code = 550;
-    if (t->smtputf8 && !p->smtputf8)
+    if (t->utf8_needed && !p->smtputf8)
         return "550 5.6.7 SMTPUTF8 required but not offered by the LMTP server";
     *code = 552;
     if (p->size_offered && p->size_max > 0 && t->size > p->size_max)

@@ -377,6 +377,16 @@ writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t i
     return 0;
 }
 
+int
+store__writer_utf8(struct store_writer *w, int64_t msg_id, bool needed)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_UTF8];
+
+    sqlite3_bind_int64(s, 1, msg_id);
+    sqlite3_bind_int(s, 2, needed);
+    return store__writer_exec(w, STORE_W_INSERT_UTF8);
+}
+
 static int
 writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
 {
@@ -384,6 +394,8 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
     int rc;
 
     if ((rc = writer_insert_row(w, m, &total, id)) != 0)
+        return rc;
+    if (m->smtputf8 && (rc = store__writer_utf8(w, *id, m->utf8_needed)) != 0)
         return rc;
     if (total > 0 && (rc = writer_blob_body(w, m, *id)) != 0)
         return rc;

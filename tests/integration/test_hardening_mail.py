@@ -30,7 +30,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxdtest  # noqa: E402
 from authdns import AuthDns  # noqa: E402
-from dovecot import make_message, queue_counts, smtp_send, wait_for  # noqa: E402
+from dovecot import MxdDovecotCase, make_message, queue_counts, smtp_send, wait_for  # noqa: E402
 
 SENDER = "sender@client.test"
 DOMAIN = "example.test"
@@ -250,6 +250,60 @@ class PoolRace(ScriptCase):
         # It went out on a connection other than the one that was quitting.
         quit_conn = self.srv.lines("QUIT")[0][0]
         self.assertNotEqual(self.delivered(tok2)[0]["conn"], quit_conn)
+
+
+# --------------------------------------------------------------------------
+# Item 15: SMTPUTF8 only when it is needed (real Dovecot 2.3)
+
+
+class Smtputf8Dovecot(MxdDovecotCase):
+    """Dovecot 2.3's LMTP does not offer SMTPUTF8. The sender is local, so
+    a bounce's DSN lands in its maildir."""
+
+    EXTRA = QUEUE_SLOW
+
+    def lhlo_caps(self):
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.dov.port), timeout=10) as c:
+            f = c.makefile("rb")
+            f.readline()
+            c.sendall(b"LHLO probe.test\r\n")
+            caps = []
+            while True:
+                line = f.readline().decode()
+                caps.append(line[4:].strip().upper())
+                if line[3:4] != "-":
+                    break
+            c.sendall(b"QUIT\r\n")
+        return caps
+
+    def test_dovecot_lacks_smtputf8(self):
+        caps = self.lhlo_caps()
+        self.assertNotIn("SMTPUTF8", caps, "this Dovecot offers SMTPUTF8: the test is moot")
+        self.assertIn("8BITMIME", caps)
+
+    def test_ascii_message_with_smtputf8_is_delivered(self):
+        tok = self.token()
+        user = f"ascii@{DOMAIN}"
+        content = make_message(SENDER, [user], "all ASCII", ["plain"], [f"X-Token: {tok}"])
+        qid = smtp_send(self.mxd.port, SENDER, [user], content, ["SMTPUTF8"])
+        self.wait_files(1, user, timeout=15)
+        self.assertEqual(log_lines(self.mxd, qid, "bounced"), [])
+
+    def test_utf8_local_part_bounces(self):
+        tok = self.token()
+        snd = f"snd-{tok[-6:]}@{DOMAIN}"
+        user = f"j\u00f6rg@{DOMAIN}"
+        content = make_message(snd, [user], "UTF-8 local part", ["x"], [f"X-Token: {tok}"])
+        qid = smtp_send(self.mxd.port, snd, [user], content, ["SMTPUTF8"])
+        wait_until(lambda: log_lines(self.mxd, qid, "bounced"), 15, "the bounce", self.diag)
+        self.assertRegex(log_lines(self.mxd, qid, "bounced")[0], r"5\.6\.7")
+        # the sender hears of it: the DSN reaches its mailbox
+        self.wait_files(1, snd, timeout=15)
+        dsn = self.dov.messages(snd)[0]
+        self.assertIn(b"5.6.7", dsn)
+        self.assertIn(tok.encode(), dsn)
 
 
 # --------------------------------------------------------------------------

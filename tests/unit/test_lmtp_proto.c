@@ -4,7 +4,7 @@
 
 enum { GREET_PIPE, GREET_PLAIN, QUIT_OK };
 
-enum { T3, T1, TUTF8, TBIG, TCTRL, T0, TVERIFY };
+enum { T3, T1, TUTF8, TBIG, TCTRL, T0, TVERIFY, TUTF8_ASCII };
 
 static const char *const rcpts3[] = {"a@example.test", "nobody@example.test", "b@example.test"};
 static const char *const rcpts1[] = {"a@example.test"};
@@ -13,11 +13,13 @@ static const char *const rcpts_ctrl[] = {"a@example.test", "x\r\nDATA@example.te
 static const struct lmtp_txn txns[] = {
     [T3] = {"s@x.test", rcpts3, 3, 20, true, false, false},
     [T1] = {"", rcpts1, 1, 10, false, false, false},
-    [TUTF8] = {"s@x.test", rcpts3, 3, 20, false, true, false},
+    [TUTF8] = {"s@x.test", rcpts3, 3, 20, false, true, false, true},
     [TBIG] = {"s@x.test", rcpts1, 1, 5000, false, false, false},
     [TCTRL] = {"s@x.test", rcpts_ctrl, 2, 10, false, false, false},
     [T0] = {"s@x.test", NULL, 0, 10, false, false, false},
     [TVERIFY] = {"", rcpts3, 3, 0, false, false, true},
+    /* SMTPUTF8 on MAIL, but envelope and header all ASCII (issue 14) */
+    [TUTF8_ASCII] = {"s@x.test", rcpts1, 1, 20, false, true, false, false},
 };
 
 static struct lmtp_proto *
@@ -339,6 +341,29 @@ static const struct step sc_smtputf8_not_offered[] = {
     {END, NULL, 0},
 };
 
+/* Issue 14: a message that carried SMTPUTF8 but does not need it goes
+ * without it to a server that lacks it (Dovecot 2.3), with it to one that
+ * has it. */
+static const struct step sc_issue14_smtputf8_not_needed[] = {
+    {RUN, NULL, GREET_PLAIN},
+    {START, NULL, TUTF8_ASCII},
+    {SENT, "MAIL FROM:<s@x.test>\r\n", 0},
+    {EV, "SEND\n", 0},
+    {ABORT, "connection lost", 0},
+    {EV, "RCPT 0 451 451 4.4.1 connection lost\nTXN_DONE\nFAILED connection lost\n", 0},
+    {END, NULL, 0},
+};
+
+static const struct step sc_issue14_smtputf8_offered[] = {
+    {RUN, NULL, GREET_PIPE},
+    {START, NULL, TUTF8_ASCII},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=20 SMTPUTF8\r\nRCPT TO:<a@example.test>\r\nDATA\r\n", 0},
+    {EV, "SEND\n", 0},
+    {ABORT, "connection lost", 0},
+    {EV, "RCPT 0 451 451 4.4.1 connection lost\nTXN_DONE\nFAILED connection lost\n", 0},
+    {END, NULL, 0},
+};
+
 #define CLOSING_WHY                                                                                \
     "LMTP server is closing the session (awaiting MAIL/RCPT/DATA reply): 421 4.3.2 Shutting down"
 #define CLOSING "451 4.4.2 " CLOSING_WHY
@@ -638,6 +663,8 @@ main(void)
         SCENARIO(dotstuff),
         SCENARIO(prechecks),
         SCENARIO(smtputf8_not_offered),
+        SCENARIO(issue14_smtputf8_not_needed),
+        SCENARIO(issue14_smtputf8_offered),
         SCENARIO(421),
         SCENARIO(421_after_dot),
         SCENARIO(garbage),

@@ -5,7 +5,7 @@
 
 enum { GREET_FULL, GREET_DATA, GREET_CHUNK, GREET_SIZE, GREET_HELO, QUIT_OK };
 
-enum { S3, S3_8BIT, S1, S_EMPTY, S_UTF8, S_BIG, S_BIG_8BIT, S_VERIFY };
+enum { S3, S3_8BIT, S1, S_EMPTY, S_UTF8, S_BIG, S_BIG_8BIT, S_VERIFY, S_UTF8_ASCII };
 
 /* A body with lines that start with a dot; given in two pieces. */
 #define MSG_A        ".dot first\r\nSubject: t\r\n"
@@ -25,10 +25,12 @@ static const struct lmtp_txn txns[] = {
     [S3_8BIT] = {"s@x.test", rcpts3, 3, MSG_LEN, true, false, false},
     [S1] = {"", rcpts1, 1, MSG_LEN, false, false, false},
     [S_EMPTY] = {"", rcpts1, 1, 0, false, false, false},
-    [S_UTF8] = {"s@x.test", rcpts3, 3, MSG_LEN, false, true, false},
+    [S_UTF8] = {"s@x.test", rcpts3, 3, MSG_LEN, false, true, false, true},
     [S_BIG] = {"s@x.test", rcpts1, 1, 5000, false, false, false},
     [S_BIG_8BIT] = {"s@x.test", rcpts1, 1, 5000, true, true, false},
     [S_VERIFY] = {"", rcpts3, 3, 0, false, false, true},
+    /* SMTPUTF8 on MAIL, but envelope and header all ASCII (issue 14) */
+    [S_UTF8_ASCII] = {"s@x.test", rcpts1, 1, MSG_LEN, false, true, false, false},
 };
 
 static struct lmtp_proto *
@@ -118,7 +120,7 @@ sub_script(size_t n)
 #define QUEUED  "250 2.0.0 Ok: queued as 4ZxYq10Lz7z9rs"
 #define WRITE   "451 4.3.0 Error: queue file write error"
 #define NO_8BIT "451 451 4.6.0 message needs 8BITMIME but the primary does not offer it"
-#define NO_UTF8 "451 451 4.6.7 message needs SMTPUTF8 but the primary does not offer it"
+#define NO_UTF8 "550 550 5.6.7 message needs SMTPUTF8 but the primary does not offer it"
 #define TOO_BIG "552 552 5.3.4 message size exceeds the primary's SIZE limit"
 
 /* CHUNKING and PIPELINING: MAIL and RCPTs in one group, BDAT once a RCPT
@@ -256,6 +258,18 @@ static const struct step sc_missing_ext[] = {
     {START, NULL, S_UTF8},
     {EV, "RCPT 0 " NO_UTF8 "\nRCPT 1 " NO_UTF8 "\nRCPT 2 " NO_UTF8 "\nTXN_DONE\nREADY\n", 0},
     {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* Issue 14: a message that carried SMTPUTF8 but does not need it goes to
+ * a primary without the extension, without the parameter. */
+static const struct step sc_issue14_smtputf8_not_needed[] = {
+    {RUN, NULL, GREET_CHUNK},
+    {START, NULL, S_UTF8_ASCII},
+    {SENT, "MAIL FROM:<s@x.test>\r\n", 0},
+    {EV, "SEND\n", 0},
+    {ABORT, "connection lost", 0},
+    {EV, "RCPT 0 451 451 4.4.1 connection lost\nTXN_DONE\nFAILED connection lost\n", 0},
     {END, NULL, 0},
 };
 
@@ -574,6 +588,7 @@ main(void)
         SCENARIO(quit_in_ehlo),
         SCENARIO(size_exceeded),
         SCENARIO(missing_ext),
+        SCENARIO(issue14_smtputf8_not_needed),
         SCENARIO(verify_pipe),
         SCENARIO(verify_plain),
         SCENARIO(bdat_plain),
