@@ -253,6 +253,96 @@ class PoolRace(ScriptCase):
 
 
 # --------------------------------------------------------------------------
+# Item 17: 8-bit content never goes raw to a next hop without 8BITMIME
+
+TEXT8 = "Gr\u00fc\u00dfe aus K\u00f6ln = 100 \u20ac \n.dot line\nend"
+
+
+def mime8_message(token, rcpt):
+    """A MIME message with one 8-bit text part and a 7-bit attachment."""
+    body = TEXT8.replace("\n", "\r\n").encode("utf-8")
+    return (f"From: <{SENDER}>\r\nTo: <{rcpt}>\r\nSubject: 8bit {token}\r\n"
+            f"X-Token: {token}\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=\"=b1\"\r\n\r\n"
+            "--=b1\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() + body + \
+        b"\r\n--=b1\r\nContent-Type: application/octet-stream\r\n" \
+        b"Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--=b1--\r\n"
+
+
+class SevenBitCase(ScriptCase):
+    """The scripted next hop lists no 8BITMIME."""
+
+    def arrive(self, content, opts=("BODY=8BITMIME",)):
+        tok = re.search(rb"X-Token: (\S+)", content).group(1).decode()
+        qid = smtp_send(self.mxd.port, SENDER, [f"u@{DOMAIN}"], content, list(opts))
+        wait_until(lambda: self.delivered(tok), 10, "the message at the next hop", self.diag)
+        return qid, self.delivered(tok)[0]
+
+    def check_converted(self, content):
+        qid, m = self.arrive(content)
+        data = m["data"]
+        self.assertFalse(any(b >= 0x80 for b in data), "8-bit octets reached the next hop")
+        self.assertNotIn("8BITMIME", m["mail"].upper())
+        part = data.split(b"--=b1\r\n")[1]
+        hdr, _, enc = part.partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Transfer-Encoding: quoted-printable", hdr)
+        self.assertNotIn(b"8bit", hdr)
+        self.assertEqual(quopri.decodestring(enc.rstrip(b"\r\n")).decode("utf-8"),
+                         TEXT8.replace("\n", "\r\n"))
+        # the rest is as it was
+        self.assertIn(b"AAEC\r\n--=b1--\r\n", data)
+        self.assertEqual(log_lines(self.mxd, qid, "bounced"), [])
+
+    def check_bounced(self, content, why):
+        qid = smtp_send(self.mxd.port, SENDER, [f"u@{DOMAIN}"], content, ["BODY=8BITMIME"])
+        wait_until(lambda: log_lines(self.mxd, qid, "bounced"), 10, "the 5.6.3 bounce",
+                   self.diag)
+        line = log_lines(self.mxd, qid, "bounced")[0]
+        self.assertIn("5.6.3", line)
+        self.assertIn(why, line)
+        self.assertIn("attempts=1", line, "bounced at once, not after retries")
+        self.assertEqual(self.delivered(re.search(rb"X-Token: (\S+)", content).group(1).decode()),
+                         [])
+
+    def test_8bit_text_part_converted(self):
+        self.check_converted(mime8_message(self.token(), f"u@{DOMAIN}"))
+
+    def test_7bit_message_unchanged(self):
+        tok = self.token()
+        content = make_message(SENDER, [f"u@{DOMAIN}"], "plain", ["just ASCII", ".", "x"],
+                               [f"X-Token: {tok}"])
+        _, m = self.arrive(content)
+        self.assertTrue(m["data"].endswith(content), "a 7-bit message was changed")
+
+    def test_8bit_without_mime_bounced(self):
+        tok = self.token()
+        content = (f"Subject: raw\r\nX-Token: {tok}\r\n\r\n").encode() + \
+            "K\u00f6ln\r\n".encode("utf-8")
+        self.check_bounced(content, "without MIME-Version")
+
+    def test_8bit_header_bounced(self):
+        tok = self.token()
+        content = (f"X-Token: {tok}\r\nMIME-Version: 1.0\r\n").encode() + \
+            "Subject: K\u00f6ln\r\n\r\nx\r\n".encode("utf-8")
+        self.check_bounced(content, "header")
+
+
+class Lmtp7bit(SevenBitCase):
+    """An LMTP server whose LHLO reply lists no extensions at all."""
+
+    SERVER_KW = {"caps": ()}
+
+
+class Primary7bit(SevenBitCase):
+    """A primary (backup domain, SMTP) without 8BITMIME; SIZE= carries the
+    converted size (BDAT's: unit test_smtp_client issue14_convert_bdat)."""
+
+    MODE = "backup"
+    SERVER_KW = {"caps": ("PIPELINING", "ENHANCEDSTATUSCODES", "SIZE 10000000")}
+
+
+# --------------------------------------------------------------------------
 # Item 15: SMTPUTF8 only when it is needed (real Dovecot 2.3)
 
 
