@@ -67,7 +67,7 @@ struct lmtp_proto *lmtp_proto_new(const char *lhlo_name);
  * - EHLO ehlo_name; a 5xx to it falls back to HELO, then no extensions.
  * - After the data there is one reply, and it is the outcome of every
  *   recipient accepted at RCPT: each gets a RCPT event with it.
- * - With CHUNKING the body goes as "BDAT <txn.size> LAST" and the raw
+ * - With CHUNKING the body goes as "BDAT <size> LAST" and the raw
  *   octets (no stuffing, no terminator). BDAT is sent only once the RCPT
  *   replies include a 2xx (with PIPELINING, MAIL and RCPTs are one group
  *   and BDAT follows their replies), so a refused message costs no body.
@@ -104,7 +104,12 @@ enum lmtp_ev lmtp_proto_next(struct lmtp_proto *p, struct lmtp_event *ev);
  * TXN_DONE. Recipients the server cannot take (SMTPUTF8 needed but not
  * offered, size over the server's SIZE) get a 5xx RCPT event without being
  * sent (SMTP mode: see lmtp_proto_new_smtp). A message that carried
- * SMTPUTF8 but does not need it goes without it to a server lacking it. */
+ * SMTPUTF8 but does not need it goes without it to a server lacking it.
+ * To a server without 8BITMIME (either mode) BODY events come first for
+ * an 8-bit scan of the whole body (then give it again from the start): a
+ * 7-bit body is sent as it is, an 8-bit one converted to 7 bit (mime7;
+ * SIZE= and BDAT then count the converted octets), or, when it cannot be,
+ * every recipient gets 554 5.6.3 and nothing is sent. */
 void lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t);
 
 /* The next piece of the body after LMTP_EV_BODY (raw message octets, not

@@ -33,7 +33,7 @@ typedef void (*mime7_emit_fn)(void *arg, const char *data, size_t len);
 struct mime7;
 
 /* A converter for one message (RFC 5322 header, body; CRLF lines, bare LF
- * tolerated), streaming: memory is fixed (about 14 KiB) whatever the
+ * tolerated), streaming: memory is fixed (about 16 KiB) whatever the
  * message. Its output, through emit, is 7-bit: text parts labelled 8bit
  * or binary become quoted-printable (RFC 2045 6.7) with their
  * Content-Transfer-Encoding rewritten (moved to the end of the part's

@@ -270,8 +270,9 @@ def mime8_message(token, rcpt):
         b"Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--=b1--\r\n"
 
 
-class SevenBitCase(ScriptCase):
-    """The scripted next hop lists no 8BITMIME."""
+class SevenBitTests:
+    """Mixed into a ScriptCase whose scripted next hop lists no 8BITMIME
+    (not a TestCase itself: unittest would run it with the default caps)."""
 
     def arrive(self, content, opts=("BODY=8BITMIME",)):
         tok = re.search(rb"X-Token: (\S+)", content).group(1).decode()
@@ -328,13 +329,13 @@ class SevenBitCase(ScriptCase):
         self.check_bounced(content, "header")
 
 
-class Lmtp7bit(SevenBitCase):
+class Lmtp7bit(SevenBitTests, ScriptCase):
     """An LMTP server whose LHLO reply lists no extensions at all."""
 
     SERVER_KW = {"caps": ()}
 
 
-class Primary7bit(SevenBitCase):
+class Primary7bit(SevenBitTests, ScriptCase):
     """A primary (backup domain, SMTP) without 8BITMIME; SIZE= carries the
     converted size (BDAT's: unit test_smtp_client issue14_convert_bdat)."""
 

@@ -190,6 +190,7 @@ test_issue14_utf8_needed(void **state)
     /* deleting a message deletes its row */
     assert_int_equal(run_op(fx, STORE_OP_DELETE, "U2"), 0);
     assert_int_equal(count(fx, "message_smtputf8", "1"), 1);
+    close_store(fx);
 }
 
 /* Every query on due recipients goes through the partial index. */
