@@ -1,8 +1,15 @@
 /* mime7: the header scan for SMTPUTF8 (RFC 6531 3.4: a message needs the
  * extension when its envelope or header is not ASCII) and the 8-bit to
- * 7-bit converter for next hops without 8BITMIME (RFC 6152 3). Pure: no
- * I/O, clock or allocation beyond the converter's fixed-size state. Any
- * thread. */
+ * 7-bit converter for next hops without 8BITMIME (RFC 6152 3, RFC 2045,
+ * RFC 2046). Owns struct mime7: one fixed-size block (a line, one header
+ * field, the stack of open multipart boundaries, an output buffer), so
+ * memory does not grow with the message. Pure: no I/O, clock or store;
+ * any single thread. Errors: none are returned while feeding; the first
+ * 8-bit octet that cannot be converted stops the output and makes
+ * mime7_finish fail with MXD_EINVAL and a static reason. It does not
+ * decode or re-encode base64 or quoted-printable parts, convert headers
+ * (RFC 2047), or treat 8-bit in a part labelled 7bit as convertible: such
+ * a message is not MIME-clean and is refused, never sent raw. */
 #include "mime7.h"
 
 #include <stdlib.h>
