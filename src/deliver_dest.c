@@ -7,6 +7,7 @@
  * backs off, and the first success releases the domain's held mail. Loop
  * thread only. It decides nothing about outcomes beyond "unreachable":
  * replies go back to the jobs (deliver.c). */
+#include <ifaddrs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,6 +295,60 @@ dest_set_targets(struct dest *dest, const struct dns_mx_result *res)
     dest->ep_idx = 0;
 }
 
+void
+deliver__self_load(struct deliver *d)
+{
+    const struct conf *c = d->conf;
+    struct sockaddr_storage *listen = xcalloc(c->nlisten + 1, sizeof(*listen));
+    struct sockaddr_storage *ifs = NULL;
+    struct ifaddrs *all = NULL;
+    size_t nifs = 0;
+
+    for (size_t i = 0; i < c->nlisten; i++)
+        memcpy(&listen[i], &c->listen[i].ss, sizeof(listen[i]));
+    if (getifaddrs(&all) != 0) {
+        log_msg(LOG_WARN, NULL, "deliver", "getifaddrs failed: wildcard listeners not expanded");
+        all = NULL;
+    }
+    for (struct ifaddrs *a = all; a != NULL; a = a->ifa_next) {
+        sa_family_t fam = a->ifa_addr != NULL ? a->ifa_addr->sa_family : AF_UNSPEC;
+
+        if (fam != AF_INET && fam != AF_INET6)
+            continue;
+        ifs = xrealloc(ifs, (nifs + 1) * sizeof(*ifs));
+        memset(&ifs[nifs], 0, sizeof(ifs[nifs]));
+        memcpy(&ifs[nifs++], a->ifa_addr,
+               fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    }
+    if (all != NULL)
+        freeifaddrs(all);
+    mx_local_free(&d->self);
+    mx_local_set(&d->self, listen, c->nlisten, ifs, nifs);
+    free(ifs);
+    free(listen);
+}
+
+/* Issue 14: an MX host with one of our addresses is us under another
+ * name; it and every host not strictly better are dropped (RFC 5321 5.1),
+ * as mx_select did for our hostname. */
+static void
+mx_cut_local(struct deliver *d, struct dns_mx_result *res)
+{
+    unsigned prefs[DNS_MAX_HOSTS];
+    bool self[DNS_MAX_HOSTS];
+    uint16_t port = mx_port();
+
+    for (size_t i = 0; i < res->ntargets; i++) {
+        const struct dns_target *t = &res->targets[i];
+
+        prefs[i] = t->mx.pref;
+        self[i] = false;
+        for (size_t k = 0; k < t->naddrs && !self[i]; k++)
+            self[i] = mx_local_has(&d->self, (const struct sockaddr *)&t->addrs[k], port);
+    }
+    res->ntargets = mx_cut_self(prefs, self, res->ntargets);
+}
+
 static void
 on_mx(void *arg, int status, struct dns_mx_result *res)
 {
@@ -303,6 +358,8 @@ on_mx(void *arg, int status, struct dns_mx_result *res)
 
     dest->resolving = false;
     d->pending_other--;
+    if (status == 0)
+        mx_cut_local(d, res);
     if (status == 0 && res->ntargets > 0) {
         dest_set_targets(dest, res);
         dest->resolved_ms = uv_now(d->loop);
@@ -356,6 +413,13 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     size_t connecting = 0;
 
     for (struct dconn *dc = dest->conns; dc != NULL && dest->head != NULL; dc = dc->next) {
+        /* Issue 14: an idle connection whose QUIT is already out (the idle
+         * timeout) or whose server went away is closing; a job handed to
+         * it would fail with a spurious 451. */
+        if (dc->idle && !lmtp_conn_idle(dc->c)) {
+            dc->idle = false;
+            dc->closing = true;
+        }
         if (dc->idle) {
             dc->idle = false;
             dc->job = deliver__dest_pop(dest);
@@ -384,7 +448,7 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     for (struct djob *j = dest->head; j != NULL; j = j->next)
         waiting++;
     for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
-        connecting += dc->job == NULL && !dc->idle && !dc->probe;
+        connecting += dc->job == NULL && !dc->idle && !dc->probe && !dc->closing;
     while (waiting > connecting && dest->nconns < dest->max_conns) {
         conn_open(dest, false);
         connecting++;
@@ -687,4 +751,5 @@ deliver__dests_free(struct deliver *d)
     d->ntrust = 0;
     tls_creds_free(d->tls_any);
     d->tls_any = NULL;
+    mx_local_free(&d->self);
 }

@@ -10,6 +10,7 @@
 #include "deliver.h"
 #include "dns.h"
 #include "lmtp_net.h"
+#include "mx.h"
 
 struct dest;
 
@@ -40,9 +41,10 @@ struct dconn {
     struct dest *dest;
     struct lmtp_conn *c;
     struct djob *job;
-    size_t ep;  /* index into dest->eps */
-    bool idle;  /* ready for a job (session established) */
-    bool probe; /* the watcher's: connect, greet, QUIT */
+    size_t ep;    /* index into dest->eps */
+    bool idle;    /* ready for a job (session established) */
+    bool closing; /* was idle, then started to close: never gets a job */
+    bool probe;   /* the watcher's: connect, greet, QUIT */
 };
 
 /* Where jobs go: an LMTP server, a backup domain's primaries (a list, or
@@ -97,6 +99,7 @@ struct deliver {
     /* STARTTLS client credentials: without trust anchors, and with the
      * trust anchors of each ca_file (NULL: the system store) that a domain
      * with tls = verify names; kept until the end (reloads add to them) */
+    struct mx_local self; /* our listen addresses, wildcards expanded */
     struct tls_creds *tls_any;
     struct deliver_trust {
         char *ca_file;
@@ -128,6 +131,9 @@ bool deliver__dests_idle(struct deliver *d);
 void deliver__dests_stop(struct deliver *d);
 void deliver__dests_abort(struct deliver *d);
 void deliver__dests_free(struct deliver *d);
+/* Our own addresses from d->conf's listen list, a wildcard expanded to
+ * every interface address (getifaddrs: start-up and reload only). */
+void deliver__self_load(struct deliver *d);
 /* Loads the STARTTLS client credentials; MXD_ECONFIG (logged) when a
  * domain's ca_file (or the system trust store) cannot be read. */
 int deliver__tls_load(struct deliver *d) MXD_WUR;

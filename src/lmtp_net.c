@@ -3,7 +3,9 @@
  * lmtp_proto and the body read in flight. Loop thread only. It moves bytes
  * between the socket and lmtp_proto, feeds the body from the store in
  * chunks (the next chunk is read only once the previous one is written, so
- * memory per connection stays bounded), and enforces the connect, reply
+ * memory per connection stays bounded; when lmtp_proto asks for the body
+ * again after the last chunk, as after its 8-bit scan, it is read again
+ * from the start), and enforces the connect, reply
  * and idle timeouts. With STARTTLS it owns the client TLS session too:
  * after the server's 220 the octets it sent behind that reply are dropped,
  * and every octet after that goes through TLS. It makes no delivery
@@ -53,6 +55,7 @@ struct lmtp_conn {
     unsigned handles_open;
     unsigned pending; /* name lookup, store reads */
     bool stream_inited, connected, ever_ready, in_txn, want_body, body_reading, closing, in_pump;
+    bool quitting; /* QUIT asked for: no new transaction */
     char reason[300];
     char rbuf[LMTP_READ_BUF];
 };
@@ -187,6 +190,7 @@ static void
 on_body(void *arg, int status, const char *data, size_t len, uint64_t total)
 {
     struct lmtp_conn *c = arg;
+    bool last;
 
     c->pending--;
     c->body_reading = false;
@@ -199,9 +203,12 @@ on_body(void *arg, int status, const char *data, size_t len, uint64_t total)
         return;
     }
     c->body_off += len;
+    last = c->body_off >= total;
+    if (last)
+        c->body_off = 0; /* a second pass (after the 8-bit scan) starts over */
     c->want_body = false;
     /* The proto copies (stuffs) the octets before this returns. */
-    lmtp_proto_body(c->proto, data, len, c->body_off >= total);
+    lmtp_proto_body(c->proto, data, len, last);
     conn_pump(c);
 }
 
@@ -649,11 +656,18 @@ lmtp_conn_tls_desc(const struct lmtp_conn *c)
     return c->tls_up ? c->tls_desc : NULL;
 }
 
+bool
+lmtp_conn_idle(const struct lmtp_conn *c)
+{
+    return c->ever_ready && !c->in_txn && !c->quitting && !c->closing && !c->reconnecting;
+}
+
 void
 lmtp_conn_close(struct lmtp_conn *c)
 {
     if (c->closing)
         return;
+    c->quitting = true;
     if (c->ever_ready && !c->in_txn) {
         lmtp_proto_quit(c->proto);
         conn_pump(c);

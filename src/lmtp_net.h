@@ -66,6 +66,11 @@ struct lmtp_conn *lmtp_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep
 /* "TLS1.3 AES-256-GCM" once STARTTLS is up, else NULL. */
 const char *lmtp_conn_tls_desc(const struct lmtp_conn *c);
 
+/* True when c may be handed a transaction now: ready (after LHLO or a
+ * transaction) and not closing. A connection that has started to close
+ * (the idle QUIT is out, the server went away) is never idle again. */
+bool lmtp_conn_idle(const struct lmtp_conn *c);
+
 /* Starts a transaction on an idle connection; the body of message msg_id
  * is read from the store. t (and its strings) are borrowed until
  * txn_done. */

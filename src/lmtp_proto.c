@@ -178,6 +178,7 @@ lmtp_proto_free(struct lmtp_proto *p)
     free(p->rstate);
     free(p->out);
     free(p->hello_name);
+    mime7_free(p->conv);
     free(p);
 }
 
@@ -277,12 +278,14 @@ send_mail(struct lmtp_proto *p, const struct lmtp_txn *t)
     lmtp_proto__out_put(p, t->sender);
     lmtp_proto__out_put(p, ">");
     if (p->size_offered) {
-        snprintf(num, sizeof(num), " SIZE=%" PRIu64, t->size);
+        snprintf(num, sizeof(num), " SIZE=%" PRIu64, lmtp_proto__wire_size(p));
         lmtp_proto__out_put(p, num);
     }
     if (t->body_8bit && p->eightbit)
         lmtp_proto__out_put(p, " BODY=8BITMIME");
-    if (t->smtputf8)
+    /* RFC 6531 3.4: without the extension only when it is not needed
+     * (lmtp_proto__refusal saw to that) */
+    if (t->smtputf8 && p->smtputf8)
         lmtp_proto__out_put(p, " SMTPUTF8");
     lmtp_proto__out_put(p, "\r\n");
 }
@@ -308,6 +311,16 @@ lmtp_proto__become_ready(struct lmtp_proto *p)
 }
 
 void
+lmtp_proto__refuse(struct lmtp_proto *p, int code, const char *text)
+{
+    if (text != NULL)
+        broadcast(p, code, text);
+    txn_check_done(p);
+    if (p->st == LMTP_ST_READY)
+        lmtp_proto__q_push(p, LMTP_EV_READY, 0, 0, NULL);
+}
+
+void
 lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t)
 {
     const char *refusal;
@@ -324,15 +337,26 @@ lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t)
     p->mail_failed = false;
     p->verify = t->verify_only;
     p->bdat = p->smtp && p->chunking && !p->verify;
+    mime7_free(p->conv);
+    p->conv = NULL;
     refusal = lmtp_proto__refusal(p, t, &code);
     if (refusal != NULL || t->nrcpts == 0) {
-        if (refusal != NULL)
-            broadcast(p, code, refusal);
-        txn_check_done(p);
-        if (p->st == LMTP_ST_READY)
-            lmtp_proto__q_push(p, LMTP_EV_READY, 0, 0, NULL);
+        lmtp_proto__refuse(p, code, refusal);
         return;
     }
+    if (!p->eightbit && !p->verify) {
+        /* RFC 6152 3: nothing 8-bit to a server without 8BITMIME */
+        lmtp_proto__scan_begin(p);
+        return;
+    }
+    lmtp_proto__txn_send(p);
+}
+
+void
+lmtp_proto__txn_send(struct lmtp_proto *p)
+{
+    const struct lmtp_txn *t = p->txn;
+
     p->st = LMTP_ST_TXN;
     send_mail(p, t);
     if (!p->pipelining)

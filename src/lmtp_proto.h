@@ -20,9 +20,11 @@ struct lmtp_txn {
     size_t nrcpts;
     uint64_t size;    /* body octets, for SIZE= (SMTP: exact, also BDAT's) */
     bool body_8bit;   /* BODY=8BITMIME */
-    bool smtputf8;    /* SMTPUTF8 */
+    bool smtputf8;    /* SMTPUTF8: sent when the server offers it */
     bool verify_only; /* callahead: MAIL, RCPT, then RSET instead of DATA;
                          each RCPT reply is the recipient's outcome */
+    bool utf8_needed; /* smtputf8 and a non-ASCII envelope or header: a
+                         server without SMTPUTF8 cannot take it (5.6.7) */
 };
 
 #define LMTP_EVENTS(X)                                                                             \
@@ -65,7 +67,7 @@ struct lmtp_proto *lmtp_proto_new(const char *lhlo_name);
  * - EHLO ehlo_name; a 5xx to it falls back to HELO, then no extensions.
  * - After the data there is one reply, and it is the outcome of every
  *   recipient accepted at RCPT: each gets a RCPT event with it.
- * - With CHUNKING the body goes as "BDAT <txn.size> LAST" and the raw
+ * - With CHUNKING the body goes as "BDAT <size> LAST" and the raw
  *   octets (no stuffing, no terminator). BDAT is sent only once the RCPT
  *   replies include a 2xx (with PIPELINING, MAIL and RCPTs are one group
  *   and BDAT follows their replies), so a refused message costs no body.
@@ -73,8 +75,8 @@ struct lmtp_proto *lmtp_proto_new(const char *lhlo_name);
  *   (with DATA too): short or long, the session fails (451 4.3.0 to every
  *   open recipient, then FAILED).
  * - Over the server's SIZE: 552 5.3.4 for every recipient. A message that
- *   needs 8BITMIME or SMTPUTF8 the server lacks: 451 4.6.0 / 451 4.6.7
- *   for every recipient (deferred, never downgraded). Nothing is sent.
+ *   needs SMTPUTF8 the server lacks: 550 5.6.7 for every recipient (RFC
+ *   6531 3.4; as Postfix). Nothing is sent.
  * - verify_only works the same (MAIL, RCPT..., RSET). */
 struct lmtp_proto *lmtp_proto_new_smtp(const char *ehlo_name);
 void lmtp_proto_free(struct lmtp_proto *p);
@@ -101,7 +103,13 @@ enum lmtp_ev lmtp_proto_next(struct lmtp_proto *p, struct lmtp_event *ev);
 /* Starts a transaction; only after LMTP_EV_READY. t is borrowed until
  * TXN_DONE. Recipients the server cannot take (SMTPUTF8 needed but not
  * offered, size over the server's SIZE) get a 5xx RCPT event without being
- * sent (SMTP mode: see lmtp_proto_new_smtp). */
+ * sent (SMTP mode: see lmtp_proto_new_smtp). A message that carried
+ * SMTPUTF8 but does not need it goes without it to a server lacking it.
+ * To a server without 8BITMIME (either mode) BODY events come first for
+ * an 8-bit scan of the whole body (then give it again from the start): a
+ * 7-bit body is sent as it is, an 8-bit one converted to 7 bit (mime7;
+ * SIZE= and BDAT then count the converted octets), or, when it cannot be,
+ * every recipient gets 554 5.6.3 and nothing is sent. */
 void lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t);
 
 /* The next piece of the body after LMTP_EV_BODY (raw message octets, not

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "lmtp_proto.h"
+#include "mime7.h"
 #include "reply.h"
 
 #define LMTP_OUT_INIT  (2 * 65536 + 64) /* a 64 KiB chunk, fully stuffed */
@@ -26,6 +27,7 @@
     X(STARTTLS, "STARTTLS reply")                                                                  \
     X(TLS, "the TLS handshake")                                                                    \
     X(READY, "nothing (idle)")                                                                     \
+    X(SCAN, "the body for its 8-bit scan")                                                         \
     X(TXN, "MAIL/RCPT/DATA reply")                                                                 \
     X(BODY, "the body from mxd")                                                                   \
     X(DOT, "replies after end of data")                                                            \
@@ -82,6 +84,11 @@ struct lmtp_proto {
     bool bdat;         /* the body goes as one BDAT LAST chunk, not DATA */
     bool quit_pending; /* QUIT asked for while finishing a transaction */
 
+    /* RFC 6152 3: to a server without 8BITMIME the body is scanned first
+     * (SCAN); if it has 8-bit octets it is sent converted (conv) */
+    struct mime7 *conv;
+    uint64_t conv_size; /* octets the conversion gives (BDAT, SIZE=) */
+
     /* body */
     bool body_bol;      /* at the start of a line: a '.' gets doubled */
     bool body_crlf;     /* what was sent so far ends with CRLF (or is empty) */
@@ -124,6 +131,10 @@ void lmtp_proto__fail(struct lmtp_proto *p, const char *enh, const char *reason)
 void lmtp_proto__fail_reply(struct lmtp_proto *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void lmtp_proto__become_ready(struct lmtp_proto *p);
+/* Transaction t cannot be sent: every recipient gets code and text. */
+void lmtp_proto__refuse(struct lmtp_proto *p, int code, const char *text);
+/* Sends MAIL (and, with PIPELINING, RCPT... DATA): the transaction is on. */
+void lmtp_proto__txn_send(struct lmtp_proto *p);
 
 /* lmtp_proto_smtp.c */
 
@@ -140,5 +151,10 @@ const char *lmtp_proto__refusal(const struct lmtp_proto *p, const struct lmtp_tx
 void lmtp_proto__body_begin(struct lmtp_proto *p);
 /* SMTP with CHUNKING: sends "BDAT <size> LAST", then lmtp_proto__body_begin. */
 void lmtp_proto__bdat_begin(struct lmtp_proto *p);
+/* The server lacks 8BITMIME: state SCAN and a BODY event; the scan's end
+ * refuses the message (5.6.3) or sends it, converted when it must be. */
+void lmtp_proto__scan_begin(struct lmtp_proto *p);
+/* The octets the message has on the wire: converted, or as stored. */
+uint64_t lmtp_proto__wire_size(const struct lmtp_proto *p);
 
 #endif

@@ -5,10 +5,16 @@
  * nothing of its own: it works on struct lmtp_proto (lmtp_proto_impl.h)
  * with the thread, purity and error contract of lmtp_proto.c.
  *
- * SMTP mode defers (4xx) a message that needs 8BITMIME or SMTPUTF8 the
- * server lacks rather than downgrade it: the body is forwarded byte for
- * byte or not at all. It asks for STARTTLS (RFC 3207) when told to; the
- * handshake itself is the glue's, under its byte stream. No AUTH. */
+ * A server without 8BITMIME (either mode; RFC 6152 3, RFC 2033) never
+ * gets an 8-bit octet: the body is scanned first (state SCAN, the glue
+ * gives it twice), then sent as it is when it is 7-bit, converted by mime7
+ * (quoted-printable for 8-bit text parts, as Postfix does) when it can be,
+ * or refused with 554 5.6.3 for every recipient (the server will not
+ * change its mind). A message that needs SMTPUTF8 the server lacks gets
+ * 550 5.6.7; one that carried SMTPUTF8 without needing it goes without
+ * (RFC 6531 3.4). Otherwise the body is forwarded byte for byte. It asks
+ * for STARTTLS (RFC 3207) when told to; the handshake itself is the
+ * glue's, under its byte stream. No AUTH. */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -174,8 +180,7 @@ path_ok(const char *s)
 }
 
 /* SMTP: the server's SIZE first (permanent: no point retrying for days),
- * then the extensions the message needs (temporary: the primary may gain
- * them; downgrading would corrupt the message). */
+ * then SMTPUTF8. 8BITMIME is the scan's (lmtp_proto__scan_begin). */
 static const char *
 smtp_refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *code)
 {
@@ -183,13 +188,11 @@ smtp_refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *code)
     *code = 552;
     if (p->size_offered && p->size_max > 0 && t->size > p->size_max)
         return "552 5.3.4 message size exceeds the primary's SIZE limit";
-    *code = 451;
-    /* RFC 6152 3: no BODY=8BITMIME, and no 8-bit data, without 8BITMIME */
-    if (t->body_8bit && !p->eightbit)
-        return "451 4.6.0 message needs 8BITMIME but the primary does not offer it";
-    /* RFC 6531 3.4: no SMTPUTF8 transaction to a server without it */
-    if (t->smtputf8 && !p->smtputf8)
-        return "451 4.6.7 message needs SMTPUTF8 but the primary does not offer it";
+    /* RFC 6531 3.4: a message that needs SMTPUTF8 cannot go to a server
+     * without it; one that does not goes without it (as Postfix) */
+    *code = 550;
+    if (t->utf8_needed && !p->smtputf8)
+        return "550 5.6.7 message needs SMTPUTF8 but the primary does not offer it";
     return NULL;
 }
 
@@ -209,7 +212,7 @@ lmtp_proto__refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *c
     if (p->smtp)
         return smtp_refusal(p, t, code);
     *code = 550;
-    if (t->smtputf8 && !p->smtputf8)
+    if (t->utf8_needed && !p->smtputf8)
         return "550 5.6.7 SMTPUTF8 required but not offered by the LMTP server";
     *code = 552;
     if (p->size_offered && p->size_max > 0 && t->size > p->size_max)
@@ -235,7 +238,7 @@ lmtp_proto__bdat_begin(struct lmtp_proto *p)
 {
     char cmd[64];
 
-    snprintf(cmd, sizeof(cmd), "BDAT %" PRIu64 " LAST\r\n", p->txn->size);
+    snprintf(cmd, sizeof(cmd), "BDAT %" PRIu64 " LAST\r\n", lmtp_proto__wire_size(p));
     lmtp_proto__out_put(p, cmd);
     lmtp_proto__body_begin(p);
 }
@@ -300,20 +303,111 @@ body_size_ok(struct lmtp_proto *p, size_t len, bool last)
     return false;
 }
 
+/* ---- 8-bit content to a server without 8BITMIME (issue 14) ------------ */
+
+static void
+scan_count(void *arg, const char *data, size_t len)
+{
+    struct lmtp_proto *p = arg;
+
+    (void)data;
+    p->conv_size += len;
+}
+
+/* The converted octets, framed like the others. */
+static void
+conv_out(void *arg, const char *data, size_t len)
+{
+    struct lmtp_proto *p = arg;
+
+    if (p->bdat)
+        body_raw(p, data, len);
+    else
+        body_stuff(p, data, len);
+}
+
+void
+lmtp_proto__scan_begin(struct lmtp_proto *p)
+{
+    p->st = LMTP_ST_SCAN;
+    p->conv_size = 0;
+    p->conv = mime7_new(scan_count, p);
+    lmtp_proto__q_push(p, LMTP_EV_BODY, 0, 0, NULL);
+}
+
+uint64_t
+lmtp_proto__wire_size(const struct lmtp_proto *p)
+{
+    return p->conv != NULL ? p->conv_size : p->txn->size;
+}
+
+/* The scan: nothing 8-bit, send as stored; convertible, send converted
+ * (a second pass gives the same octets: conv_size is exact); else 5.6.3
+ * (RFC 3463: conversion required but not supported). */
+static void
+scan_body(struct lmtp_proto *p, const char *data, size_t len, bool last)
+{
+    char text[LMTP_TEXT_MAX];
+    bool eight;
+
+    mime7_feed(p->conv, data, len);
+    if (!last) {
+        lmtp_proto__q_push(p, LMTP_EV_BODY, 0, 0, NULL);
+        return;
+    }
+    eight = mime7_saw_8bit(p->conv);
+    if (mime7_finish(p->conv) != 0) {
+        lmtp_proto__textf(text, sizeof(text),
+                          "554 5.6.3 the %s does not offer 8BITMIME and the message cannot be "
+                          "converted to 7 bit: %s",
+                          lmtp_proto__peer(p), mime7_error(p->conv));
+        mime7_free(p->conv);
+        p->conv = NULL;
+        p->st = LMTP_ST_READY;
+        lmtp_proto__refuse(p, 554, text);
+        return;
+    }
+    mime7_free(p->conv);
+    p->conv = eight ? mime7_new(conv_out, p) : NULL;
+    lmtp_proto__txn_send(p);
+}
+
+/* The send's conversion. False (the session failed) when it did not
+ * convert what the scan did: the body changed under us. */
+static bool
+conv_body(struct lmtp_proto *p, const char *data, size_t len, bool last)
+{
+    mime7_feed(p->conv, data, len);
+    if (!last)
+        return true;
+    if (mime7_finish(p->conv) == 0)
+        return true;
+    lmtp_proto__fail(p, "4.3.0", "the message changed between its 8-bit scan and its sending");
+    return false;
+}
+
 void
 lmtp_proto_body(struct lmtp_proto *p, const char *data, size_t len, bool last)
 {
     lmtp_proto__out_release(p);
     if (p->st == LMTP_ST_FAILED || p->st == LMTP_ST_CLOSED)
         return;
+    if (p->st == LMTP_ST_SCAN) {
+        scan_body(p, data, len, last);
+        return;
+    }
     if (p->st != LMTP_ST_BODY)
         mxd_panic("lmtp_proto_body: no body wanted now");
     if (p->smtp && !body_size_ok(p, len, last))
         return;
-    if (p->bdat)
+    if (p->conv != NULL) {
+        if (!conv_body(p, data, len, last))
+            return;
+    } else if (p->bdat) {
         body_raw(p, data, len);
-    else
+    } else {
         body_stuff(p, data, len);
+    }
     if (!last) {
         lmtp_proto__q_push(p, LMTP_EV_BODY, 0, 0, NULL);
         return;

@@ -1,12 +1,15 @@
 /* mx: picks and orders the MX hosts a backup MX may forward to (RFC 5321
- * 5.1). Owns nothing beyond a scratch array freed before returning; pure
- * (no I/O, clock or randomness of its own: rand_fn is passed in), so any
+ * 5.1), by name (mx_select) and, once they are resolved, by address
+ * (mx_local_*, mx_cut_self: a record naming one of our addresses under
+ * another name is us too). Owns a scratch array freed before returning and
+ * the address list of a struct mx_local; pure (no I/O, clock or randomness
+ * of its own: rand_fn and the interface addresses are passed in), so any
  * thread may call it. Cannot fail: OOM panics through xmalloc. It does not
- * resolve names, compare addresses (a record naming one of our IPs under
- * another name is not detected) or treat the RFC 7505 null MX specially;
- * the caller (dns) handles those. */
+ * resolve names, list interfaces or treat the RFC 7505 null MX specially;
+ * the callers (dns, deliver) do. */
 #include "mx.h"
 
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,5 +132,139 @@ mx_select(struct mx_host *hosts, size_t n, const char *self, unsigned (*rand_fn)
     sort_by_pref(hosts, kept);
     if (rand_fn != NULL)
         shuffle_groups(hosts, kept, rand_fn, rand_arg);
+    return kept;
+}
+
+/* ---- ourselves by address ---------------------------------------------- */
+
+/* The IPv4 address inside sa (plain, or IPv4-mapped IPv6) into *v4. */
+static bool
+as_v4(const struct sockaddr *sa, struct in_addr *v4)
+{
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+
+    if (sa->sa_family == AF_INET) {
+        *v4 = ((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+        return true;
+    }
+    if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        memcpy(&v4->s_addr, s6->sin6_addr.s6_addr + 12, 4);
+        return true;
+    }
+    return false;
+}
+
+static uint16_t
+port_of(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+}
+
+static bool
+is_wildcard(const struct sockaddr *sa)
+{
+    struct in_addr v4;
+
+    if (as_v4(sa, &v4))
+        return v4.s_addr == htonl(INADDR_ANY);
+    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr);
+}
+
+/* Same address (ports not compared). */
+static bool
+addr_eq(const struct sockaddr *a, const struct sockaddr *b)
+{
+    struct in_addr a4, b4;
+    bool av4 = as_v4(a, &a4), bv4 = as_v4(b, &b4);
+
+    if (av4 || bv4)
+        return av4 && bv4 && a4.s_addr == b4.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)(const void *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)(const void *)b)->sin6_addr,
+                  sizeof(struct in6_addr)) == 0;
+}
+
+static void
+local_add(struct mx_local *l, const struct sockaddr_storage *ss, uint16_t port)
+{
+    struct sockaddr_storage *d;
+
+    l->addrs = xrealloc(l->addrs, (l->n + 1) * sizeof(*l->addrs));
+    d = &l->addrs[l->n++];
+    *d = *ss;
+    if (d->ss_family == AF_INET)
+        ((struct sockaddr_in *)(void *)d)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)(void *)d)->sin6_port = htons(port);
+}
+
+static bool
+family_ok(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET || ss->ss_family == AF_INET6;
+}
+
+void
+mx_local_set(struct mx_local *l, const struct sockaddr_storage *listen, size_t n,
+             const struct sockaddr_storage *ifs, size_t nifs)
+{
+    *l = (struct mx_local){0};
+    for (size_t i = 0; i < n; i++) {
+        const struct sockaddr *sa = (const struct sockaddr *)&listen[i];
+        uint16_t port;
+
+        if (!family_ok(&listen[i]))
+            continue;
+        port = port_of(sa);
+        if (!is_wildcard(sa)) {
+            local_add(l, &listen[i], port);
+            continue;
+        }
+        for (size_t k = 0; k < nifs; k++) {
+            /* 0.0.0.0 takes IPv4 only; :: both (IPV6_V6ONLY is off) */
+            if (family_ok(&ifs[k]) && (sa->sa_family == AF_INET6 || ifs[k].ss_family == AF_INET))
+                local_add(l, &ifs[k], port);
+        }
+    }
+}
+
+void
+mx_local_free(struct mx_local *l)
+{
+    free(l->addrs);
+    *l = (struct mx_local){0};
+}
+
+bool
+mx_local_has(const struct mx_local *l, const struct sockaddr *sa, uint16_t port)
+{
+    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+        return false;
+    for (size_t i = 0; i < l->n; i++) {
+        const struct sockaddr *m = (const struct sockaddr *)&l->addrs[i];
+
+        if (port_of(m) == port && addr_eq(m, sa))
+            return true;
+    }
+    return false;
+}
+
+size_t
+mx_cut_self(const unsigned *prefs, const bool *is_self, size_t n)
+{
+    bool found = false;
+    unsigned bar = 0;
+    size_t kept = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (is_self[i] && (!found || prefs[i] < bar)) {
+            bar = prefs[i];
+            found = true;
+        }
+    }
+    while (kept < n && (!found || prefs[kept] < bar))
+        kept++;
     return kept;
 }

@@ -144,6 +144,7 @@ smtp_session__body_drop(struct smtp_session *s)
     s->body_len = 0;
     s->spool_len = 0;
     s->spool_failed = false;
+    s->hscan = (struct mime7_hscan){0};
     if (s->spool_path != NULL) {
         uv_fs_t *req = xmalloc(sizeof(*req));
 
@@ -450,6 +451,7 @@ smtp_session__body_append(struct smtp_session *s, const char *data, size_t len)
 {
     if (s->spool_failed)
         return;
+    mime7_hscan_feed(&s->hscan, data, len);
     /* One event may append twice (smtp_auth's header filter): never start
      * a second spool write while one is running. */
     if (s->body_len + len > BODY_MEM_MAX && s->body_len > 0 && !s->spool_busy)
@@ -506,6 +508,17 @@ on_committed(void *arg, int status, int64_t msg_id)
     smtp_session__pump(s);
 }
 
+/* RFC 6531 3.4: SMTPUTF8 is needed only for a non-ASCII envelope or header. */
+static bool
+utf8_needed(const struct smtp_session *s, const struct smtp_txn *t, const struct store_msg *m)
+{
+    bool need = t->sender.utf8 || s->hscan.eight || mime7_has_8bit(m->header, m->header_len);
+
+    for (size_t i = 0; i < t->nrcpts && !need; i++)
+        need = t->rcpts[i].utf8;
+    return t->smtputf8 && need;
+}
+
 static struct store_msg *
 commit_build(struct smtp_session *s)
 {
@@ -544,6 +557,7 @@ commit_build(struct smtp_session *s)
     memcpy(m->header + al, hdr, hl);
     m->header[al + hl] = '\0';
     m->header_len = al + hl;
+    m->utf8_needed = utf8_needed(s, t, m);
     m->spool_path = s->spool_path;
     m->spool_len = s->spool_len;
     m->body = s->body;

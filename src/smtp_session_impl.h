@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include "mime7.h"
 #include "qid.h"
 #include "smtp_net_impl.h"
 #include "tls.h"
@@ -56,6 +57,7 @@ struct smtp_session {
     size_t body_len, body_cap;
     char *spool_path;
     uint64_t spool_len;
+    struct mime7_hscan hscan; /* 8-bit octets in its header? (SMTPUTF8 needed) */
     /* counters for the disconnect line */
     unsigned nmsgs, nrejects;
     /* STARTTLS (smtp_tls.c) */

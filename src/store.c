@@ -350,7 +350,6 @@ writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *t
     sqlite3_bind_int(s, 6, m->smtputf8);
     sqlite3_bind_int(s, 7, m->body_8bit);
     sqlite3_bind_int64(s, 8, (sqlite3_int64)*total);
-    sqlite3_bind_int64(s, 10, m->hops);
     if ((rc = sqlite3_bind_zeroblob64(s, 9, *total)) != SQLITE_OK) {
         store__writer_reason(w, "bind body: %s", sqlite3_errstr(rc));
         return MXD_ESTORE;
@@ -378,6 +377,17 @@ writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t i
     return 0;
 }
 
+int
+store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed, unsigned hops)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_FACTS];
+
+    sqlite3_bind_int64(s, 1, msg_id);
+    sqlite3_bind_int(s, 2, utf8_needed);
+    sqlite3_bind_int64(s, 3, hops);
+    return store__writer_exec(w, STORE_W_INSERT_FACTS);
+}
+
 static int
 writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
 {
@@ -385,6 +395,8 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
     int rc;
 
     if ((rc = writer_insert_row(w, m, &total, id)) != 0)
+        return rc;
+    if ((rc = store__writer_facts(w, *id, m->smtputf8 && m->utf8_needed, m->hops)) != 0)
         return rc;
     if (total > 0 && (rc = writer_blob_body(w, m, *id)) != 0)
         return rc;

@@ -22,10 +22,11 @@ struct store_msg {
     int64_t received;  /* unix seconds */
     char *client_addr; /* numeric IP, "192.0.2.1" or "2001:db8::1" */
     char *helo;
-    char *sender;   /* "" for the null sender <> */
-    bool smtputf8;  /* MAIL ... SMTPUTF8 */
-    bool body_8bit; /* BODY=8BITMIME */
-    unsigned hops;  /* Received: fields in the stored message, ours included */
+    char *sender;     /* "" for the null sender <> */
+    bool smtputf8;    /* MAIL ... SMTPUTF8 */
+    bool utf8_needed; /* smtputf8, and the envelope or header is not ASCII */
+    bool body_8bit;   /* BODY=8BITMIME */
+    unsigned hops;    /* Received: fields in the stored message, ours included */
     struct store_rcpt *rcpts;
     size_t nrcpts;
     char *header; /* trace header(s) prepended to the stored body; may be NULL */
@@ -113,6 +114,7 @@ struct store_dmsg {
     char *sender; /* "" for <> */
     uint64_t size;
     bool smtputf8;
+    bool utf8_needed; /* it cannot go to a next hop without SMTPUTF8 */
     bool body_8bit;
     unsigned hops; /* Received: fields in the stored message (RFC 5321 6.3) */
     struct store_drcpt *rcpts;

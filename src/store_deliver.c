@@ -27,6 +27,7 @@
 
 #include "dsn.h"
 #include "log.h"
+#include "mime7.h"
 #include "qid.h"
 #include "store.h"
 #include "store_impl.h"
@@ -111,7 +112,8 @@ env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
     m->size = (uint64_t)sqlite3_column_int64(s, 3);
     m->smtputf8 = sqlite3_column_int(s, 4) != 0;
     m->body_8bit = sqlite3_column_int(s, 5) != 0;
-    m->hops = (unsigned)sqlite3_column_int(s, 6);
+    m->utf8_needed = sqlite3_column_int(s, 6) != 0;
+    m->hops = (unsigned)sqlite3_column_int(s, 7);
 }
 
 static int64_t
@@ -414,6 +416,7 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
     const char *at = strrchr(env->sender, '@');
     char *domain = xstrdup(at != NULL ? at + 1 : "");
     bool eight = false;
+    int64_t id;
     int rc;
 
     for (size_t i = 0; i < len && !eight; i++)
@@ -429,10 +432,24 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
     sqlite3_bind_int(s, 7, eight);
     sqlite3_bind_int64(s, 8, (sqlite3_int64)len);
     sqlite3_bind_blob64(s, 9, text, len, SQLITE_STATIC);
-    sqlite3_bind_int(s, 10, 0); /* a DSN starts afresh: no Received: yet */
-    if ((rc = store__writer_exec(w, STORE_W_INSERT_MSG)) == 0) {
+    rc = store__writer_exec(w, STORE_W_INSERT_MSG);
+    id = sqlite3_last_insert_rowid(w->c.db);
+    /* RFC 6531 3.4: the DSN needs SMTPUTF8 for a UTF-8 sender or header,
+     * not for the UTF-8 in its body parts (RFC 6533 message/global-*); a
+     * DSN starts afresh: no Received: yet */
+    if (rc == 0) {
+        struct mime7_hscan h = {0};
+        bool need = false;
+
+        if (env->smtputf8) {
+            mime7_hscan_feed(&h, text, len);
+            need = h.eight || mime7_has_8bit(env->sender, strlen(env->sender));
+        }
+        rc = store__writer_facts(w, id, need, 0);
+    }
+    if (rc == 0) {
         s = w->c.stmt[STORE_W_INSERT_RCPT];
-        sqlite3_bind_int64(s, 1, sqlite3_last_insert_rowid(w->c.db));
+        sqlite3_bind_int64(s, 1, id);
         sqlite3_bind_text(s, 2, env->sender, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 3, domain, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 4, now);

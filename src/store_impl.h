@@ -15,7 +15,9 @@
 
 /* The envelope of a stored message, read by both threads. */
 #define STORE_SQL_ENVELOPE                                                                         \
-    "SELECT qid, received, sender, size, smtputf8, body_8bit, hops FROM messages WHERE id = ?1"
+    "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
+    "CASE WHEN m.smtputf8 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0) "        \
+    "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
 
 /* id, label for error messages, SQL: the writer's statements, then the
  * reader's from R_LOOKUP on. recipients.address is COLLATE NOCASE, so the
@@ -34,7 +36,9 @@
     X(W_ROLLBACK_TO, "rollback to savepoint", "ROLLBACK TO msg")                                   \
     X(W_INSERT_MSG, "insert message",                                                              \
       "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
-      "size, body, hops) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")                        \
+      "size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")                                   \
+    X(W_INSERT_FACTS, "insert message facts",                                                      \
+      "INSERT OR REPLACE INTO message_facts (message_id, utf8_needed, hops) VALUES (?1, ?2, ?3)")  \
     X(W_INSERT_RCPT, "insert recipient",                                                           \
       "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt) "    \
       "VALUES (?1, ?2, ?3, 'queued', 0, ?4)")                                                      \
@@ -184,6 +188,11 @@ void store__writer_reason(struct store_writer *w, const char *fmt, ...)
 /* Writer thread: steps a statement that returns no row and resets it; 0, or
  * MXD_ESTORE with the reason recorded. */
 int store__writer_exec(struct store_writer *w, enum store_stmt i);
+
+/* Writer thread: for a message that carried SMTPUTF8 (schema 003), records
+ * whether it needs it; 0 or MXD_ESTORE. */
+/* The message_facts row of message msg_id (schema 003). */
+int store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed, unsigned hops);
 
 /* ---- store_deliver.c, for store.c -------------------------------------- */
 

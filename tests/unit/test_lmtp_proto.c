@@ -2,9 +2,9 @@
  * (lmtp_script.h). Reply texts are as Dovecot 2.3 LMTP sends them. */
 #include "lmtp_script.h"
 
-enum { GREET_PIPE, GREET_PLAIN, QUIT_OK };
+enum { GREET_PIPE, GREET_PLAIN, QUIT_OK, SCAN7 };
 
-enum { T3, T1, TUTF8, TBIG, TCTRL, T0, TVERIFY };
+enum { T3, T1, TUTF8, TBIG, TCTRL, T0, TVERIFY, TUTF8_ASCII };
 
 static const char *const rcpts3[] = {"a@example.test", "nobody@example.test", "b@example.test"};
 static const char *const rcpts1[] = {"a@example.test"};
@@ -13,11 +13,13 @@ static const char *const rcpts_ctrl[] = {"a@example.test", "x\r\nDATA@example.te
 static const struct lmtp_txn txns[] = {
     [T3] = {"s@x.test", rcpts3, 3, 20, true, false, false},
     [T1] = {"", rcpts1, 1, 10, false, false, false},
-    [TUTF8] = {"s@x.test", rcpts3, 3, 20, false, true, false},
+    [TUTF8] = {"s@x.test", rcpts3, 3, 20, false, true, false, true},
     [TBIG] = {"s@x.test", rcpts1, 1, 5000, false, false, false},
     [TCTRL] = {"s@x.test", rcpts_ctrl, 2, 10, false, false, false},
     [T0] = {"s@x.test", NULL, 0, 10, false, false, false},
     [TVERIFY] = {"", rcpts3, 3, 0, false, false, true},
+    /* SMTPUTF8 on MAIL, but envelope and header all ASCII (issue 14) */
+    [TUTF8_ASCII] = {"s@x.test", rcpts1, 1, 20, false, true, false, false},
 };
 
 static struct lmtp_proto *
@@ -68,6 +70,14 @@ static const struct step quit_ok[] = {
     {EV, "CLOSED\n", 0}, {END, NULL, 0},
 };
 
+/* Issue 14: a server without 8BITMIME (CAPS_PLAIN) gets nothing before
+ * the body was scanned for 8-bit octets; a 7-bit one is then sent as is. */
+static const struct step scan7[] = {
+    {EV, "BODY\n", 0},
+    {LAST, "Subject: t\r\n\r\n7-bit\r\n", 0},
+    {END, NULL, 0},
+};
+
 static const struct step *
 sub_script(size_t n)
 {
@@ -75,6 +85,7 @@ sub_script(size_t n)
         [GREET_PIPE] = greet_pipe,
         [GREET_PLAIN] = greet_plain,
         [QUIT_OK] = quit_ok,
+        [SCAN7] = scan7,
     };
 
     return subs[n];
@@ -116,6 +127,7 @@ static const struct step sc_pipelining[] = {
 static const struct step sc_no_pipelining[] = {
     {RUN, NULL, GREET_PLAIN},
     {START, NULL, T3},
+    {RUN, NULL, SCAN7},
     {SENT, "MAIL FROM:<s@x.test>\r\n", 0},
     {EV, "SEND\n", 0},
     {SRV, "250 2.1.0 OK\r\n", 0},
@@ -169,6 +181,7 @@ static const struct step sc_mail_refused_pipe[] = {
 static const struct step sc_mail_refused_plain[] = {
     {RUN, NULL, GREET_PLAIN},
     {START, NULL, T1},
+    {RUN, NULL, SCAN7},
     {SENT, "MAIL FROM:<>\r\n", 0},
     {EV, "SEND\n", 0},
     {SRV, "451 4.3.0 Temporary failure\r\n", 0},
@@ -198,6 +211,7 @@ static const struct step sc_all_refused_pipe[] = {
 static const struct step sc_all_refused_plain[] = {
     {RUN, NULL, GREET_PLAIN},
     {START, NULL, T1},
+    {RUN, NULL, SCAN7},
     {SENT, "MAIL FROM:<>\r\n", 0},
     {EV, "SEND\n", 0},
     {SRV, "250 2.1.0 OK\r\n", 0},
@@ -339,6 +353,63 @@ static const struct step sc_smtputf8_not_offered[] = {
     {END, NULL, 0},
 };
 
+/* Issue 14: a message that carried SMTPUTF8 but does not need it goes
+ * without it to a server that lacks it (Dovecot 2.3), with it to one that
+ * has it. */
+static const struct step sc_issue14_smtputf8_not_needed[] = {
+    {RUN, NULL, GREET_PLAIN},
+    {START, NULL, TUTF8_ASCII},
+    {RUN, NULL, SCAN7},
+    {SENT, "MAIL FROM:<s@x.test>\r\n", 0},
+    {EV, "SEND\n", 0},
+    {ABORT, "connection lost", 0},
+    {EV, "RCPT 0 451 451 4.4.1 connection lost\nTXN_DONE\nFAILED connection lost\n", 0},
+    {END, NULL, 0},
+};
+
+static const struct step sc_issue14_smtputf8_offered[] = {
+    {RUN, NULL, GREET_PIPE},
+    {START, NULL, TUTF8_ASCII},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=20 SMTPUTF8\r\nRCPT TO:<a@example.test>\r\nDATA\r\n", 0},
+    {EV, "SEND\n", 0},
+    {ABORT, "connection lost", 0},
+    {EV, "RCPT 0 451 451 4.4.1 connection lost\nTXN_DONE\nFAILED connection lost\n", 0},
+    {END, NULL, 0},
+};
+
+/* Issue 14 (RFC 6152 3, RFC 2033): an LMTP server that lists no 8BITMIME
+ * gets 8-bit text converted to quoted-printable, or nothing (5.6.3). */
+#define NO8                                                                                        \
+    "554 554 5.6.3 the LMTP server does not offer 8BITMIME and the message cannot be converted "   \
+    "to 7 bit: 8-bit octets in a header"
+
+static const struct step sc_issue14_convert[] = {
+    {RUN, NULL, GREET_PLAIN},
+    {START, NULL, T1},
+    {EV, "BODY\n", 0},
+    {LAST, "MIME-Version: 1.0\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xc3\xbc=\r\n", 0},
+    {SENT, "MAIL FROM:<>\r\n", 0},
+    {SRV, "250 2.1.0 OK\r\n", 0},
+    {SENT, "RCPT TO:<a@example.test>\r\n", 0},
+    {SRV, "250 2.1.5 OK\r\n", 0},
+    {SENT, "DATA\r\n", 0},
+    {SRV, "354 OK\r\n", 0},
+    {EV, "SEND\nSEND\nSEND\nBODY\n", 0},
+    {LAST, "MIME-Version: 1.0\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xc3\xbc=\r\n", 0},
+    {SENT,
+     "MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=BC=3D\r\n"
+     ".\r\n",
+     0},
+    {SRV, SAVED_A "\r\n", 0},
+    {EV, "SEND\nRCPT 0 250 " SAVED_A "\nTXN_DONE\nREADY\n", 0},
+    {START, NULL, T1},
+    {EV, "BODY\n", 0},
+    {LAST, "MIME-Version: 1.0\r\nSubject: \xc3\xbc\r\n\r\nx\r\n", 0},
+    {EV, "RCPT 0 " NO8 "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
 #define CLOSING_WHY                                                                                \
     "LMTP server is closing the session (awaiting MAIL/RCPT/DATA reply): 421 4.3.2 Shutting down"
 #define CLOSING "451 4.4.2 " CLOSING_WHY
@@ -394,6 +465,7 @@ static const struct step sc_garbage[] = {
 static const struct step sc_impossible[] = {
     {RUN, NULL, GREET_PLAIN},
     {START, NULL, T1},
+    {RUN, NULL, SCAN7},
     {SRV, "250 2.1.0 OK\r\n354 go\r\n", 0},
     {SENT, "MAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n", 0},
     {EV,
@@ -456,6 +528,7 @@ static const struct step sc_unexpected_idle[] = {
 static const struct step sc_unexpected_body[] = {
     {RUN, NULL, GREET_PLAIN},
     {START, NULL, T1},
+    {RUN, NULL, SCAN7},
     {SRV, "250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 OK\r\n250 2.0.0 early\r\n", 0},
     {SENT, "MAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n", 0},
     {EV,
@@ -487,6 +560,7 @@ static const struct step sc_quit_closed_by_peer[] = {
 static const struct step sc_quit_busy[] = {
     {RUN, NULL, GREET_PLAIN},
     {START, NULL, T1},
+    {RUN, NULL, SCAN7},
     {QUIT, NULL, 0},
     {SENT, "MAIL FROM:<>\r\n", 0},
     {EV,
@@ -591,9 +665,10 @@ test_lmtp_big_chunk(void **state)
         body[i] = '\n';
         body[i + 1] = '.';
     }
-    assert_int_equal(lmtp_proto_feed(p, "220 x\r\n250-x\r\n250 PIPELINING\r\n", 30), 7);
+    assert_int_equal(lmtp_proto_feed(p, "220 x\r\n250-x\r\n250-8BITMIME\r\n250 PIPELINING\r\n", 44),
+                     7);
     assert_int_equal(lmtp_proto_next(p, &e), LMTP_EV_SEND);
-    assert_int_equal(lmtp_proto_feed(p, "250-x\r\n250 PIPELINING\r\n", 23), 23);
+    assert_int_equal(lmtp_proto_feed(p, "250-x\r\n250-8BITMIME\r\n250 PIPELINING\r\n", 37), 37);
     assert_int_equal(lmtp_proto_next(p, &e), LMTP_EV_READY);
     assert_int_equal(lmtp_proto_next(p, &e), LMTP_EV_NONE);
     lmtp_proto_start(p, &txns[T1]);
@@ -638,6 +713,9 @@ main(void)
         SCENARIO(dotstuff),
         SCENARIO(prechecks),
         SCENARIO(smtputf8_not_offered),
+        SCENARIO(issue14_smtputf8_not_needed),
+        SCENARIO(issue14_smtputf8_offered),
+        SCENARIO(issue14_convert),
         SCENARIO(421),
         SCENARIO(421_after_dot),
         SCENARIO(garbage),

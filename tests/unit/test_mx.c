@@ -1,9 +1,13 @@
 /* Unit tests for mx_select: which MX hosts a backup MX forwards to, and in
  * which order (RFC 5321 5.1). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -234,6 +238,114 @@ test_select_shuffle_only_kept(void **state)
     assert_int_equal(s.next, 0);
 }
 
+/* ---- ourselves by address (issue 14) ----------------------------------- */
+
+/* "ip" or "ip#port" into a sockaddr_storage. */
+static struct sockaddr_storage
+sa(const char *text)
+{
+    struct sockaddr_storage ss;
+    char ip[64];
+    const char *hash = strchr(text, '#');
+    unsigned port = hash ? (unsigned)atoi(hash + 1) : 25;
+    size_t n = hash ? (size_t)(hash - text) : strlen(text);
+
+    memset(&ss, 0, sizeof(ss));
+    memcpy(ip, text, n);
+    ip[n] = '\0';
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+    }
+    return ss;
+}
+
+struct local_case {
+    const char *name;
+    const char *listen[4];
+    const char *probe; /* an MX target address */
+    unsigned port;     /* the port forwarding would use */
+    bool want;
+};
+
+static const char *const ifaces[] = {"127.0.0.1", "192.0.2.7", "::1", "2001:db8::7", NULL};
+
+static const struct local_case local_cases[] = {
+    {"listen address itself", {"127.0.0.1#25"}, "127.0.0.1", 25, true},
+    {"other port is not us", {"127.0.0.1#2525"}, "127.0.0.1", 25, false},
+    {"other address", {"127.0.0.1#25"}, "127.0.0.2", 25, false},
+    {"v4 wildcard: an interface address", {"0.0.0.0#25"}, "192.0.2.7", 25, true},
+    {"v4 wildcard: not an interface address", {"0.0.0.0#25"}, "192.0.2.8", 25, false},
+    {"v4 wildcard takes no v6", {"0.0.0.0#25"}, "2001:db8::7", 25, false},
+    {"v6 wildcard: a v6 interface", {"::#25"}, "2001:db8::7", 25, true},
+    {"v6 wildcard: dual stack, a v4 interface", {"::#25"}, "192.0.2.7", 25, true},
+    {"v4-mapped target", {"192.0.2.7#25"}, "::ffff:192.0.2.7", 25, true},
+    {"second listener", {"127.0.0.1#2525", "[::1]#25"}, "::1", 25, true},
+    {"no listeners", {NULL}, "127.0.0.1", 25, false},
+};
+
+static void
+test_local_table(void **state)
+{
+    struct sockaddr_storage ifs[4], listen[4];
+    size_t nifs = 0;
+
+    (void)state;
+    for (; ifaces[nifs] != NULL; nifs++)
+        ifs[nifs] = sa(ifaces[nifs]);
+    for (size_t c = 0; c < sizeof(local_cases) / sizeof(local_cases[0]); c++) {
+        const struct local_case *lc = &local_cases[c];
+        struct mx_local l;
+        struct sockaddr_storage probe = sa(lc->probe);
+        size_t n = 0;
+
+        for (; n < 4 && lc->listen[n] != NULL; n++) {
+            const char *t = lc->listen[n];
+            char buf[64];
+
+            /* "[::1]#25": the brackets are the test's notation only */
+            if (t[0] == '[') {
+                snprintf(buf, sizeof(buf), "%.*s%s", (int)(strchr(t, ']') - t - 1), t + 1,
+                         strchr(t, ']') + 1);
+                t = buf;
+            }
+            listen[n] = sa(t);
+        }
+        mx_local_set(&l, listen, n, ifs, nifs);
+        print_message("%s\n", lc->name);
+        assert_int_equal(mx_local_has(&l, (struct sockaddr *)&probe, (uint16_t)lc->port), lc->want);
+        mx_local_free(&l);
+    }
+}
+
+static void
+test_cut_self(void **state)
+{
+    static const unsigned prefs[] = {5, 5, 10, 10, 20};
+    bool none[5] = {false, false, false, false, false};
+    bool at10[5] = {false, false, false, true, false};
+    bool at5[5] = {false, true, false, false, false};
+    bool at20[5] = {false, false, false, false, true};
+
+    (void)state;
+    assert_int_equal(mx_cut_self(prefs, none, 5), 5);
+    /* us at 10: only the 5s (the other 10 is not strictly better) */
+    assert_int_equal(mx_cut_self(prefs, at10, 5), 2);
+    /* us among the best: nothing, a loop */
+    assert_int_equal(mx_cut_self(prefs, at5, 5), 0);
+    assert_int_equal(mx_cut_self(prefs, at20, 5), 4);
+    assert_int_equal(mx_cut_self(prefs, none, 0), 0);
+}
+
 int
 main(void)
 {
@@ -242,6 +354,8 @@ main(void)
         cmocka_unit_test(test_select_shuffle_deterministic),
         cmocka_unit_test(test_select_shuffle_covers_all),
         cmocka_unit_test(test_select_shuffle_only_kept),
+        cmocka_unit_test(test_local_table),
+        cmocka_unit_test(test_cut_self),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

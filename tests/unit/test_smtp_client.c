@@ -3,9 +3,9 @@
  * (lmtp_script.h). Reply texts are as Postfix 3.7 sends them. */
 #include "lmtp_script.h"
 
-enum { GREET_FULL, GREET_DATA, GREET_CHUNK, GREET_SIZE, GREET_HELO, QUIT_OK };
+enum { GREET_FULL, GREET_DATA, GREET_CHUNK, GREET_SIZE, GREET_HELO, QUIT_OK, GREET_CHUNK7, RCPT_A };
 
-enum { S3, S3_8BIT, S1, S_EMPTY, S_UTF8, S_BIG, S_BIG_8BIT, S_VERIFY };
+enum { S3, S3_8BIT, S1, S_EMPTY, S_UTF8, S_BIG, S_BIG_8BIT, S_VERIFY, S_UTF8_ASCII, S_MIME8 };
 
 /* A body with lines that start with a dot; given in two pieces. */
 #define MSG_A        ".dot first\r\nSubject: t\r\n"
@@ -17,6 +17,20 @@ enum { S3, S3_8BIT, S1, S_EMPTY, S_UTF8, S_BIG, S_BIG_8BIT, S_VERIFY };
 
 _Static_assert(sizeof(MSG) - 1 == MSG_LEN, "MSG_LEN");
 
+/* Issue 14: an 8-bit MIME message, and what a server without 8BITMIME
+ * gets instead (quoted-printable; the leading dot stuffed for DATA). */
+#define MIME8                                                                                      \
+    "MIME-Version: 1.0\r\nContent-Transfer-Encoding: 8bit\r\n\r\n.Gr\xc3\xbc\xc3\x9f"              \
+    "e\r\n"
+#define MIME8_LEN 64
+#define MIME7                                                                                      \
+    "MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n.Gr=C3=BC=C3=9Fe\r\n"
+#define MIME7_LEN 84
+#define NOMIME8   "Subject: x\r\n\r\n\xc3\xbc\r\n" /* 8-bit without MIME-Version */
+
+_Static_assert(sizeof(MIME8) - 1 == MIME8_LEN, "MIME8_LEN");
+_Static_assert(sizeof(MIME7) - 1 == MIME7_LEN, "MIME7_LEN");
+
 static const char *const rcpts3[] = {"a@example.test", "nobody@example.test", "b@example.test"};
 static const char *const rcpts1[] = {"a@example.test"};
 
@@ -25,10 +39,13 @@ static const struct lmtp_txn txns[] = {
     [S3_8BIT] = {"s@x.test", rcpts3, 3, MSG_LEN, true, false, false},
     [S1] = {"", rcpts1, 1, MSG_LEN, false, false, false},
     [S_EMPTY] = {"", rcpts1, 1, 0, false, false, false},
-    [S_UTF8] = {"s@x.test", rcpts3, 3, MSG_LEN, false, true, false},
+    [S_UTF8] = {"s@x.test", rcpts3, 3, MSG_LEN, false, true, false, true},
     [S_BIG] = {"s@x.test", rcpts1, 1, 5000, false, false, false},
     [S_BIG_8BIT] = {"s@x.test", rcpts1, 1, 5000, true, true, false},
     [S_VERIFY] = {"", rcpts3, 3, 0, false, false, true},
+    /* SMTPUTF8 on MAIL, but envelope and header all ASCII (issue 14) */
+    [S_UTF8_ASCII] = {"s@x.test", rcpts1, 1, MSG_LEN, false, true, false, false},
+    [S_MIME8] = {"s@x.test", rcpts1, 1, MIME8_LEN, true, false, false, false},
 };
 
 static struct lmtp_proto *
@@ -95,12 +112,29 @@ static const struct step quit_ok[] = {
     {EV, "CLOSED\n", 0}, {END, NULL, 0},
 };
 
+/* CHUNKING without 8BITMIME */
+static const struct step greet_chunk7[] = {
+    {SRV, GREETING, 0}, {SENT, "EHLO mx.test\r\n", 0},
+    {EV, "SEND\n", 0},  {SRV, "250-primary.test\r\n250 CHUNKING\r\n", 0},
+    {EV, "READY\n", 0}, {END, NULL, 0},
+};
+
+/* Without PIPELINING: MAIL accepted, RCPT TO:<a@example.test> sent and
+ * accepted. */
+static const struct step rcpt_a[] = {
+    {SRV, "250 2.1.0 Ok\r\n", 0},
+    {SENT, "RCPT TO:<a@example.test>\r\n", 0},
+    {SRV, "250 2.1.5 Ok\r\n", 0},
+    {END, NULL, 0},
+};
+
 static const struct step *
 sub_script(size_t n)
 {
     static const struct step *const subs[] = {
-        [GREET_FULL] = greet_full, [GREET_DATA] = greet_data, [GREET_CHUNK] = greet_chunk,
-        [GREET_SIZE] = greet_size, [GREET_HELO] = greet_helo, [QUIT_OK] = quit_ok,
+        [GREET_FULL] = greet_full,     [GREET_DATA] = greet_data, [GREET_CHUNK] = greet_chunk,
+        [GREET_SIZE] = greet_size,     [GREET_HELO] = greet_helo, [QUIT_OK] = quit_ok,
+        [GREET_CHUNK7] = greet_chunk7, [RCPT_A] = rcpt_a,
     };
 
     return subs[n];
@@ -113,12 +147,15 @@ sub_script(size_t n)
 #define UNKNOWN                                                                                    \
     "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown in local "          \
     "recipient table"
-#define GREY    "450 4.2.0 <b@example.test>: Recipient address rejected: Greylisted"
-#define GO      "354 End data with <CR><LF>.<CR><LF>"
-#define QUEUED  "250 2.0.0 Ok: queued as 4ZxYq10Lz7z9rs"
-#define WRITE   "451 4.3.0 Error: queue file write error"
-#define NO_8BIT "451 451 4.6.0 message needs 8BITMIME but the primary does not offer it"
-#define NO_UTF8 "451 451 4.6.7 message needs SMTPUTF8 but the primary does not offer it"
+#define GREY   "450 4.2.0 <b@example.test>: Recipient address rejected: Greylisted"
+#define GO     "354 End data with <CR><LF>.<CR><LF>"
+#define QUEUED "250 2.0.0 Ok: queued as 4ZxYq10Lz7z9rs"
+#define WRITE  "451 4.3.0 Error: queue file write error"
+#define NO_8BIT                                                                                    \
+    "554 554 5.6.3 the SMTP server does not offer 8BITMIME and the message cannot be converted "   \
+    "to "                                                                                          \
+    "7 bit: 8-bit body without MIME-Version"
+#define NO_UTF8 "550 550 5.6.7 message needs SMTPUTF8 but the primary does not offer it"
 #define TOO_BIG "552 552 5.3.4 message size exceeds the primary's SIZE limit"
 
 /* CHUNKING and PIPELINING: MAIL and RCPTs in one group, BDAT once a RCPT
@@ -171,15 +208,17 @@ static const struct step sc_data_pipe[] = {
     {END, NULL, 0},
 };
 
-/* HELO after 502 to EHLO: no extensions, one command per reply, DATA; a
- * message that needs 8BITMIME is then deferred without sending a thing. */
+/* HELO after 502 to EHLO: no extensions, one command per reply, DATA
+ * (after the 8-bit scan of the body: nothing 8-bit, so as it is); an
+ * 8-bit message that cannot be converted is then refused without sending
+ * a thing. */
 static const struct step sc_helo_fallback[] = {
     {RUN, NULL, GREET_HELO},
     {START, NULL, S1},
+    {EV, "BODY\n", 0},
+    {LAST, MSG, 0},
     {SENT, "MAIL FROM:<>\r\n", 0},
-    {SRV, OK_MAIL "\r\n", 0},
-    {SENT, "RCPT TO:<a@example.test>\r\n", 0},
-    {SRV, OK_RCPT "\r\n", 0},
+    {RUN, NULL, RCPT_A},
     {SENT, "DATA\r\n", 0},
     {SRV, GO "\r\n", 0},
     {EV, "SEND\nSEND\nSEND\nBODY\n", 0},
@@ -188,6 +227,10 @@ static const struct step sc_helo_fallback[] = {
     {SRV, QUEUED "\r\n", 0},
     {EV, "SEND\nRCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n", 0},
     {START, NULL, S3_8BIT},
+    {EV, "BODY\n", 0},
+    {BODY, "Subject: x\r\n", 0},
+    {EV, "BODY\n", 0},
+    {LAST, "\r\n\xc3\xbc\r\n", 0},
     {EV, "RCPT 0 " NO_8BIT "\nRCPT 1 " NO_8BIT "\nRCPT 2 " NO_8BIT "\nTXN_DONE\nREADY\n", 0},
     {RUN, NULL, QUIT_OK},
     {END, NULL, 0},
@@ -252,10 +295,69 @@ static const struct step sc_missing_ext[] = {
     {START, NULL, S_BIG_8BIT},
     {EV, "RCPT 0 " TOO_BIG "\nTXN_DONE\nREADY\n", 0},
     {START, NULL, S3_8BIT},
+    {EV, "BODY\n", 0},
+    {LAST, NOMIME8, 0},
     {EV, "RCPT 0 " NO_8BIT "\nRCPT 1 " NO_8BIT "\nRCPT 2 " NO_8BIT "\nTXN_DONE\nREADY\n", 0},
     {START, NULL, S_UTF8},
     {EV, "RCPT 0 " NO_UTF8 "\nRCPT 1 " NO_UTF8 "\nRCPT 2 " NO_UTF8 "\nTXN_DONE\nREADY\n", 0},
     {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* Issue 14: 8-bit content to a primary without 8BITMIME goes converted to
+ * 7 bit (the body is read twice: the scan, then the send), with the
+ * converted size in SIZE=; with DATA ... */
+static const struct step sc_issue14_convert_data[] = {
+    {RUN, NULL, GREET_SIZE},
+    {START, NULL, S_MIME8},
+    {EV, "BODY\n", 0},
+    {BODY, "MIME-Version: 1.0\r\n", 0},
+    {EV, "BODY\n", 0},
+    {LAST, MIME8 + 19, 0},
+    {SENT, "MAIL FROM:<s@x.test> SIZE=84\r\n", 0},
+    {RUN, NULL, RCPT_A},
+    {SENT, "DATA\r\n", 0},
+    {SRV, GO "\r\n", 0},
+    {EV, "SEND\nSEND\nSEND\nBODY\n", 0},
+    {LAST, MIME8, 0},
+    {SENT,
+     "MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+     "..Gr=C3=BC=C3=9Fe\r\n.\r\n",
+     0},
+    {SRV, QUEUED "\r\n", 0},
+    {EV, "SEND\nRCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* ... and with BDAT, whose size is the converted one. */
+static const struct step sc_issue14_convert_bdat[] = {
+    {RUN, NULL, GREET_CHUNK7},
+    {START, NULL, S_MIME8},
+    {EV, "BODY\n", 0},
+    {LAST, MIME8, 0},
+    {SENT, "MAIL FROM:<s@x.test>\r\n", 0},
+    {RUN, NULL, RCPT_A},
+    {EV, "SEND\nSEND\nSEND\nBODY\n", 0},
+    {BODY, "MIME-Version: 1.0\r\n", 0},
+    {EV, "SEND\nBODY\n", 0},
+    {LAST, MIME8 + 19, 0},
+    {SENT, "BDAT 84 LAST\r\n" MIME7, 0},
+    {SRV, QUEUED "\r\n", 0},
+    {EV, "SEND\nRCPT 0 250 " QUEUED "\nTXN_DONE\nREADY\n", 0},
+    {RUN, NULL, QUIT_OK},
+    {END, NULL, 0},
+};
+
+/* Issue 14: a message that carried SMTPUTF8 but does not need it goes to
+ * a primary without the extension, without the parameter. */
+static const struct step sc_issue14_smtputf8_not_needed[] = {
+    {RUN, NULL, GREET_CHUNK},
+    {START, NULL, S_UTF8_ASCII},
+    {SENT, "MAIL FROM:<s@x.test>\r\n", 0},
+    {EV, "SEND\n", 0},
+    {ABORT, "connection lost", 0},
+    {EV, "RCPT 0 451 451 4.4.1 connection lost\nTXN_DONE\nFAILED connection lost\n", 0},
     {END, NULL, 0},
 };
 
@@ -496,6 +598,9 @@ test_starttls_offered(void **state)
     /* 8BITMIME was offered only in plain text: it no longer counts */
     lmtp_proto_start(c.p, &txns[S3_8BIT]);
     drain(&c);
+    expect_ev(&c, "BODY\n");
+    lmtp_proto_body(c.p, NOMIME8, strlen(NOMIME8), true);
+    drain(&c);
     expect_ev(&c, "RCPT 0 " NO_8BIT "\nRCPT 1 " NO_8BIT "\nRCPT 2 " NO_8BIT "\nTXN_DONE\nREADY\n");
     tls_ctx_free(&c);
 }
@@ -574,6 +679,9 @@ main(void)
         SCENARIO(quit_in_ehlo),
         SCENARIO(size_exceeded),
         SCENARIO(missing_ext),
+        SCENARIO(issue14_smtputf8_not_needed),
+        SCENARIO(issue14_convert_data),
+        SCENARIO(issue14_convert_bdat),
         SCENARIO(verify_pipe),
         SCENARIO(verify_plain),
         SCENARIO(bdat_plain),

@@ -82,6 +82,7 @@ check_due_fields(const struct fx *fx, const struct store_dmsg *a1, int64_t a1_id
     assert_string_equal(a1->sender, "s1@example.net");
     assert_int_equal(a1->size, sql_int(fx, "SELECT length(body) FROM messages WHERE qid = 'A1'"));
     assert_false(a1->smtputf8);
+    assert_false(a1->utf8_needed);
     assert_false(a1->body_8bit);
     assert_string_equal(a1->rcpts[0].address, "a@One.example");
     assert_string_equal(a1->rcpts[0].domain, "one.example");
@@ -89,6 +90,8 @@ check_due_fields(const struct fx *fx, const struct store_dmsg *a1, int64_t a1_id
     assert_int_equal(a1->rcpts[1].attempts, 2);
     assert_string_equal(a2->sender, "");
     assert_true(a2->smtputf8);
+    /* no message_facts row (queued before schema 003): it needs it */
+    assert_true(a2->utf8_needed);
     assert_true(a2->body_8bit);
 }
 
@@ -143,6 +146,54 @@ test_due_selection(void **state)
         store_dmsg_free_list(r.list);
     }
     store_dmsg_free_list(NULL);
+    close_store(fx);
+}
+
+/* Issue 14: whether a message that carried SMTPUTF8 needs it, and its hop
+ * count, are stored (schema 003, message_facts) and read back with the
+ * envelope; a DSN of it inherits the need. */
+static void
+test_issue14_utf8_needed(void **state)
+{
+    static const char *const rc[] = {"a@one.example"};
+    static const bool smtputf8[] = {false, true, true};
+    static const bool needed[] = {false, false, true};
+    struct fx *fx = *state;
+    struct res r = {.fx = fx};
+    int want;
+
+    open_store(fx);
+    for (size_t i = 0; i < 3; i++) {
+        struct store_msg *m = make_msg(i == 0   ? "U0"
+                                       : i == 1 ? "U1"
+                                                : "U2",
+                                       "s@example.net", rc, 1);
+
+        m->smtputf8 = smtputf8[i];
+        m->utf8_needed = needed[i];
+        m->hops = 5 + (unsigned)i;
+        want = fx->seq + 1;
+        store_commit_async(fx->st, m, commit_cb, &r);
+        run_until(fx, want);
+        assert_int_equal(r.status, 0);
+    }
+    assert_int_equal(count(fx, "message_facts", "1"), 3);
+    assert_int_equal(count(fx, "message_facts", "utf8_needed = 1"), 1);
+    want = fx->seq + 1;
+    store_due_async(fx->st, 1700000000, 10, NULL, 0, due_cb, &r);
+    run_until(fx, want);
+    assert_int_equal(r.status, 0);
+    for (const struct store_dmsg *m = r.list; m != NULL; m = m->next) {
+        size_t i = (size_t)(m->qid[1] - '0');
+
+        assert_int_equal(m->smtputf8, smtputf8[i]);
+        assert_int_equal(m->utf8_needed, needed[i]);
+        assert_int_equal(m->hops, 5 + i); /* issue 14 item 9 */
+    }
+    store_dmsg_free_list(r.list);
+    /* deleting a message deletes its row */
+    assert_int_equal(run_op(fx, STORE_OP_DELETE, "U2"), 0);
+    assert_int_equal(count(fx, "message_facts", "1"), 2);
     close_store(fx);
 }
 
@@ -603,19 +654,13 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_due_selection),
-        T(test_due_uses_index),
-        T(test_body_read),
-        T(test_outcomes_mix_and_dsn),
-        T(test_outcomes_null_sender),
-        T(test_outcomes_dsn_odd_remote),
-        T(test_outcomes_guarded),
-        T(test_outcomes_rollback),
-        T(test_op_flush),
-        T(test_op_hold_release_delete),
-        T(test_op_bounce),
-        T(test_closing_refuses),
-        T(test_rcpt_state_names),
+        T(test_due_selection),           T(test_due_uses_index),
+        T(test_issue14_utf8_needed),     T(test_body_read),
+        T(test_outcomes_mix_and_dsn),    T(test_outcomes_null_sender),
+        T(test_outcomes_dsn_odd_remote), T(test_outcomes_guarded),
+        T(test_outcomes_rollback),       T(test_op_flush),
+        T(test_op_hold_release_delete),  T(test_op_bounce),
+        T(test_closing_refuses),         T(test_rcpt_state_names),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
