@@ -124,6 +124,8 @@ test_due_selection(void **state)
     sql_exec(fx, "UPDATE message_rcpts SET attempts = 2 WHERE id = %lld", (long long)ids[A1R1]);
     sql_exec(fx, "UPDATE messages SET smtputf8 = 1, body_8bit = 1 WHERE id = %lld",
              (long long)m[1]);
+    /* as if queued before schema 003: no message_facts row */
+    sql_exec(fx, "DELETE FROM message_facts WHERE message_id = %lld", (long long)m[1]);
 
     for (size_t i = 0; i < sizeof(due_cases) / sizeof(due_cases[0]); i++) {
         struct res r = {.fx = fx};
