@@ -39,20 +39,14 @@ RCPT = "user@example.test"
 TLS_VERSION = re.compile(r"TLS ?1\.[23]")
 
 # --------------------------------------------------------------------------
-# One PKI for the whole module (generated in about a second).
-
-_PKI = None
+# One PKI for the whole module.
 
 
 def setUpModule():
-    global _PKI
-    d = mxdtest.make_tmpdir(unittest.addModuleCleanup, "tls-pki")
-    _PKI = tlsutil.make_pki(d)
+    tlsutil.setup_module_pki("tls-pki")
 
 
-def pki():
-    assert _PKI is not None, "setUpModule did not run"
-    return _PKI
+pki = tlsutil.module_pki
 
 
 # --------------------------------------------------------------------------
