@@ -69,9 +69,13 @@ on_write(uv_write_t *req, int status)
         write_failed(s, status);
         return;
     }
-    if (s->out.len > 0) {
+    if (s->out.len > 0)
         out_flush(s);
-    } else if (s->closing) {
+    /* Another on_write comes, unless out went straight to the socket: then
+     * go on now, or a pump paused for output would wait for nothing. */
+    if (s->wout.len > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    if (s->closing) {
         smtp_session__close(s); /* now the last reply is out */
     } else if (s->tls_plain_pending) {
         smtp_session__tls_plain_done(s); /* the 220 is out: TLS may begin */
