@@ -64,6 +64,7 @@ struct conf {
     unsigned max_recipients;
     unsigned max_connections;
     unsigned max_connections_per_ip;
+    unsigned ipv6_prefix_length; /* per-client limits count an IPv6 /N as one client */
     uint64_t command_timeout_ms;
     uint64_t data_timeout_ms;
     struct conf_endpoint *dns_servers;

@@ -176,7 +176,7 @@ session_free(struct smtp_session *s)
                 s->ip, s->nmsgs, s->nrejects, dur);
     }
     smtp_session__body_drop(s);
-    iptab_dec(srv->ips, (const struct sockaddr *)&s->peer);
+    iptab_dec(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -829,7 +829,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     if (uv_accept(lstream, (uv_stream_t *)&s->tcp) != 0 ||
         uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len) != 0) {
         s->peer.ss_family = AF_UNSPEC;
-        iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
+        iptab_inc(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
         smtp_session__close(s);
         return;
     }
@@ -837,7 +837,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
         uv_ip6_name((const struct sockaddr_in6 *)&s->peer, s->ip, sizeof(s->ip));
     else
         uv_ip4_name((const struct sockaddr_in *)&s->peer, s->ip, sizeof(s->ip));
-    per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
+    per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
     if (srv->nsessions > s->conf->max_connections) {
         session_refuse(s, "max-connections");
     } else if (per_ip > s->conf->max_connections_per_ip) {
