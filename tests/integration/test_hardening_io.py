@@ -202,10 +202,15 @@ class _NoDrain:
         return sock
 
     def banner(self):
-        """The first reply a new connection gets."""
+        """The first reply a new connection gets. After a 220 it QUITs and
+        waits for the close, so that its slot is free again on return."""
         c = mxdtest.SmtpClient(self.mxd.port, timeout=5)
         try:
-            return c.reply()
+            r = c.reply()
+            if r.code == 220:
+                c.cmd("QUIT")
+            c.wait_closed(5)
+            return r
         finally:
             c.close()
 
