@@ -1,9 +1,12 @@
-/* smtp_session: owns one client connection: its uv_tcp_t and uv_timer_t,
- * its smtp_proto, the two output buffers (one being written, one filling)
- * and the body being received (a memory buffer, then a spool file). Loop
- * thread only. A session is freed only when both handles are closed and
- * no store job or spool write refers to it any more (`pending`), so a
- * completion never finds freed memory. */
+/* smtp_session: owns one client connection: its uv_tcp_t and uv_timer_t
+ * (command and data timeouts, then the close linger), its smtp_proto, the
+ * two output buffers (one being written, one filling) and the body being
+ * received (a memory buffer, then a spool file). Loop thread only. Unsent
+ * output is capped (OUT_HIGH, TLS ciphertext included): past it no command
+ * is taken and nothing read, and a client that never reads meets the
+ * command timeout, then a bounded linger and a reset. A session is freed
+ * only when both handles are closed and no store job or spool write refers
+ * to it any more (`pending`), so a completion never finds freed memory. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
