@@ -67,6 +67,8 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       .def = "10000", .min = 1, .max = 10000000)                                                   \
     X(MAX_CONNECTIONS_PER_IP, SECT_SERVER, "max_connections_per_ip", set_uint,                     \
       S(max_connections_per_ip), .def = "20", .min = 1, .max = 10000000)                           \
+    X(IPV6_PREFIX_LENGTH, SECT_SERVER, "ipv6_prefix_length", set_uint, S(ipv6_prefix_length),      \
+      .def = "64", .min = 16, .max = 128)                                                          \
     X(COMMAND_TIMEOUT, SECT_SERVER, "command_timeout", set_time, S(command_timeout_ms),            \
       .def = "5m", .arg = &in_ms)                                                                  \
     X(DATA_TIMEOUT, SECT_SERVER, "data_timeout", set_time, S(data_timeout_ms), .def = "10m",       \

@@ -66,6 +66,7 @@ struct conf {
     unsigned max_hops; /* Received: fields a message may carry (RFC 5321 6.3) */
     unsigned max_connections;
     unsigned max_connections_per_ip;
+    unsigned ipv6_prefix_length; /* per-client limits count an IPv6 /N as one client */
     uint64_t command_timeout_ms;
     uint64_t data_timeout_ms;
     unsigned soft_error_limit;          /* errors before each reject waits error_sleep */

@@ -6,8 +6,12 @@
  * is small enough to read in one sitting.
  *
  * Safety: a request (line and headers) is at most MH_REQ_MAX octets and
- * must arrive within MH_TIMEOUT_MS; at most MH_CLIENTS connections at a
- * time (more are closed at once); one request per connection (the
+ * must arrive within MH_HEADER_TIMEOUT_MS, the answer within
+ * MH_ANSWER_TIMEOUT_MS after that; at most MH_CLIENTS connections at a
+ * time: when all are taken, a new one replaces the oldest that has not
+ * sent a complete request (or has had its answer), so idle connections
+ * cannot lock a scrape out (issue 14), and is closed at once only when
+ * every slot is busy answering; one request per connection (the
  * response says Connection: close); only GET /metrics (400, 404, 405,
  * 431 otherwise); request bodies are never read. */
 #include "metrics_http.h"
@@ -23,10 +27,11 @@
 #include "metrics.h"
 #include "qstat.h"
 
-#define MH_REQ_MAX    4096
-#define MH_TIMEOUT_MS 10000
-#define MH_CLIENTS    16
-#define MH_LINGER_MS  2000
+#define MH_REQ_MAX           4096
+#define MH_HEADER_TIMEOUT_MS 3000  /* a scraper sends its request at once */
+#define MH_ANSWER_TIMEOUT_MS 10000 /* the queue gauges and the write */
+#define MH_CLIENTS           16
+#define MH_LINGER_MS         2000
 
 struct mh_client {
     struct mh_client *prev, *next;
@@ -36,7 +41,7 @@ struct mh_client {
     uv_write_t wreq;
     uv_shutdown_t sreq;
     unsigned refs; /* open handles + a queue read in flight */
-    bool closing, answered;
+    bool closing, answered, lingering;
     char *out;
     size_t len;
     char in[MH_REQ_MAX];
@@ -48,8 +53,9 @@ struct metrics_http {
     bool listening, stopping;
     char *address;
     char *db_path;
-    struct mh_client *clients;
-    size_t nclients;
+    struct mh_client *clients; /* newest first; closing ones are not listed */
+    size_t nclients;           /* allocated, including closing ones */
+    size_t nlisted;
     void (*stop_cb)(void *arg);
     void *stop_arg;
 };
@@ -100,6 +106,7 @@ client_close(struct mh_client *c)
         c->h->clients = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    c->h->nlisted--;
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
 }
@@ -119,6 +126,7 @@ on_shutdown(uv_shutdown_t *req, int status)
     if (c->closing)
         return;
     c->len = 0;
+    c->lingering = true;
     if (status != 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         client_close(c);
     else
@@ -136,14 +144,25 @@ on_written(uv_write_t *req, int status)
         client_close(c);
 }
 
+/* The request is complete (or refused): nothing more is read, and the
+ * answer has its own time. */
+static void
+client_answering(struct mh_client *c)
+{
+    if (c->answered)
+        return;
+    c->answered = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_start(&c->timer, on_timeout, MH_ANSWER_TIMEOUT_MS, 0);
+}
+
 static void
 client_respond(struct mh_client *c, const char *status, const char *ctype, const char *body)
 {
     size_t blen = strlen(body);
     uv_buf_t buf;
 
-    c->answered = true;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    client_answering(c);
     c->out = xasprintf("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                        "Connection: close\r\n\r\n%s",
                        status, ctype, blen, body);
@@ -196,8 +215,7 @@ client_request(struct mh_client *c, char *line)
     } else if (strcmp(method, "GET") != 0) {
         client_error(c, "405 Method Not Allowed");
     } else {
-        c->answered = true;
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        client_answering(c);
         c->refs++;
         qstat_async(c->h->loop, c->h->db_path, on_queue, c);
     }
@@ -248,6 +266,25 @@ on_timeout(uv_timer_t *t)
     client_close(c);
 }
 
+/* All slots taken: the oldest client that holds one for nothing (no
+ * complete request yet, or its answer already written) makes room. */
+static void
+make_room(struct metrics_http *h)
+{
+    struct mh_client *victim = NULL;
+
+    for (struct mh_client *c = h->clients; c != NULL; c = c->next) {
+        if (!c->answered || c->lingering)
+            victim = c; /* the list is newest first: the last one is the oldest */
+    }
+    if (victim == NULL)
+        return;
+    if (!victim->answered)
+        log_msg(LOG_INFO, NULL, "metrics",
+                "busy: idle connection closed to make room for a new one");
+    client_close(victim);
+}
+
 static void
 on_connection(uv_stream_t *server, int status)
 {
@@ -256,10 +293,13 @@ on_connection(uv_stream_t *server, int status)
 
     if (status < 0)
         return;
+    if (h->nlisted >= MH_CLIENTS)
+        make_room(h);
     c = xcalloc(1, sizeof(*c));
     c->h = h;
     c->refs = 2;
     h->nclients++;
+    h->nlisted++;
     c->next = h->clients;
     if (h->clients != NULL)
         h->clients->prev = c;
@@ -267,12 +307,12 @@ on_connection(uv_stream_t *server, int status)
     uv_tcp_init(h->loop, &c->tcp);
     uv_timer_init(h->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nclients > MH_CLIENTS ||
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || h->nlisted > MH_CLIENTS ||
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         client_close(c);
         return;
     }
-    uv_timer_start(&c->timer, on_timeout, MH_TIMEOUT_MS, 0);
+    uv_timer_start(&c->timer, on_timeout, MH_HEADER_TIMEOUT_MS, 0);
 }
 
 int

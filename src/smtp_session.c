@@ -1,9 +1,12 @@
-/* smtp_session: owns one client connection: its uv_tcp_t and uv_timer_t,
- * its smtp_proto, the two output buffers (one being written, one filling)
- * and the body being received (a memory buffer, then a spool file). Loop
- * thread only. A session is freed only when both handles are closed and
- * no store job or spool write refers to it any more (`pending`), so a
- * completion never finds freed memory. */
+/* smtp_session: owns one client connection: its uv_tcp_t and uv_timer_t
+ * (command and data timeouts, then the close linger), its smtp_proto, the
+ * two output buffers (one being written, one filling) and the body being
+ * received (a memory buffer, then a spool file). Loop thread only. Unsent
+ * output is capped (OUT_HIGH, TLS ciphertext included): past it no command
+ * is taken and nothing read, and a client that never reads meets the
+ * command timeout, then a bounded linger and a reset. A session is freed
+ * only when both handles are closed and no store job or spool write refers
+ * to it any more (`pending`), so a completion never finds freed memory. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -63,12 +66,16 @@ on_write(uv_write_t *req, int status)
         write_failed(s, status);
         return;
     }
-    if (s->out.len > 0) {
+    if (s->out.len > 0)
         out_flush(s);
+    /* Another on_write comes, unless out went straight to the socket: then
+     * go on now, or a pump paused for output would wait for nothing. */
+    if (s->wout.len > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    if (s->closing) {
+        smtp_session__close(s); /* now the last reply is out */
     } else if (s->tls_plain_pending) {
         smtp_session__tls_plain_done(s); /* the 220 is out: TLS may begin */
-    } else if (s->closing) {
-        smtp_session__close(s); /* now the last reply is out */
     } else if (s->proto != NULL) {
         smtp_session__pump(s); /* we may have paused for output */
     }
@@ -167,7 +174,7 @@ session_free(struct smtp_session *s)
                 s->ip, s->nmsgs, s->nrejects, dur);
     }
     smtp_session__body_drop(s);
-    iptab_dec(srv->ips, (const struct sockaddr *)&s->peer);
+    iptab_dec(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -195,25 +202,59 @@ on_handle_closed(uv_handle_t *h)
         session_free(s);
 }
 
-/* Closes once the replies already queued are written. Idempotent. */
+size_t
+smtp_session__unsent(const struct smtp_session *s)
+{
+    return s->out.len + s->wout.len + s->tls_wbytes;
+}
+
+/* The client has not read the last replies within the linger time: drop
+ * them and reset the connection, so that a client that never reads cannot
+ * keep its session (and its per-IP slot), nor hold up a shutdown. The
+ * writes still queued come back cancelled, before the close callback. */
+static void
+on_linger(uv_timer_t *t)
+{
+    struct smtp_session *s = t->data;
+
+    log_msg(LOG_INFO, s->qid[0] ? s->qid : NULL, "smtp", "linger expired client=%s unsent=%zu",
+            s->ip, smtp_session__unsent(s));
+    s->out.len = 0;
+    if (uv_tcp_close_reset(&s->tcp, on_handle_closed) != 0)
+        uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+}
+
+/* Closes once the replies already queued are written, waiting for that at
+ * most SESSION_LINGER_MS (or command_timeout, if shorter). Idempotent. */
 void
 smtp_session__close(struct smtp_session *s)
 {
+    uint64_t linger = s->conf->command_timeout_ms;
+
     s->closing = true;
     if (s->reading) {
         uv_read_stop((uv_stream_t *)&s->tcp);
         s->reading = false;
     }
-    uv_timer_stop(&s->timer);
+    if (!s->lingering)
+        uv_timer_stop(&s->timer);
     if (s->out.len > 0)
         out_flush(s); /* over TLS, before the close_notify */
     smtp_session__tls_bye(s);
-    if (s->wout.len > 0 || s->tls_wbytes > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
-        return; /* on_write comes back here */
-    if (s->out.len > 0) {
+    if (uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    if (s->out.len > 0 && s->wout.len == 0)
         out_flush(s);
-        if (s->wout.len > 0 || s->tls_wbytes > 0)
-            return;
+    /* What is left in out now cannot be sent (mid-handshake): dropped. */
+    if (s->wout.len > 0 || s->tls_wbytes > 0) {
+        /* on_write comes back here, or on_linger gives up */
+        if (!s->lingering) {
+            s->lingering = true;
+            uv_timer_start(&s->timer, on_linger,
+                           linger < SESSION_LINGER_MS ? linger : SESSION_LINGER_MS, 0);
+        }
+        return;
     }
     uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
@@ -734,6 +775,24 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
     return true;
 }
 
+/* The pump stopped at OUT_HIGH: stop reading too, and make sure a timeout
+ * runs, so a client that never reads is closed by the command timeout
+ * (the timer may have been stopped while we owed an answer). Shutting
+ * down: it gets its 421 now rather than at its next command. */
+static void
+session_out_paused(struct smtp_session *s)
+{
+    s->out_paused = true;
+    if (s->reading) {
+        uv_read_stop((uv_stream_t *)&s->tcp);
+        s->reading = false;
+    }
+    if (session_shutdown_now(s))
+        return;
+    if (!uv_is_active((uv_handle_t *)&s->timer))
+        uv_timer_start(&s->timer, on_timeout, s->conf->command_timeout_ms, 0);
+}
+
 void
 smtp_session__pump(struct smtp_session *s)
 {
@@ -741,30 +800,38 @@ smtp_session__pump(struct smtp_session *s)
 
     if (s->in_pump || s->closing)
         return;
+    s->out_paused = false;
     for (;;) {
         bool full;
 
         s->in_pump = true;
-        while (!s->closing && !s->spool_busy && !s->delaying && s->out.len < OUT_HIGH) {
+        while (!s->closing && !s->spool_busy && !s->delaying &&
+               smtp_session__unsent(s) < OUT_HIGH) {
             if (!session_event(s, (smtp_proto_next(s->proto, &ev), &ev)))
                 break;
         }
         s->in_pump = false;
         if (s->closing)
-            break;
+            return;
         if (s->delaying)
             return; /* on_delay_done sends the reply and goes on */
-        full = s->out.len >= OUT_HIGH;
+        full = smtp_session__unsent(s) >= OUT_HIGH;
         out_flush(s);
-        /* Paused for output that went out at once: no on_write will
-         * come to resume, so go on here. */
-        if (!full || s->tls != NULL || s->closing || s->out.len > 0 || s->wout.len > 0)
+        if (s->closing)
+            return;
+        if (!full)
             break;
+        /* Still over: on_write or on_tls_write resumes. Plaintext that
+         * went out at once: no callback will come, so go on here. */
+        if (smtp_session__unsent(s) >= OUT_HIGH) {
+            session_out_paused(s);
+            return;
+        }
     }
     /* TLS input that arrived while the protocol's buffer was full is not
      * on the socket any more: move it now, and run again if it helped. */
-    if (s->tls != NULL && !s->tls_handshaking && !s->tls_plain_pending && !s->closing &&
-        !s->spool_busy && tls_conn_pending(s->tls) && smtp_session__tls_drain(s))
+    if (s->tls != NULL && !s->tls_handshaking && !s->tls_plain_pending && !s->spool_busy &&
+        tls_conn_pending(s->tls) && smtp_session__tls_drain(s))
         smtp_session__pump(s);
 }
 
@@ -807,7 +874,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     if (uv_accept(lstream, (uv_stream_t *)&s->tcp) != 0 ||
         uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len) != 0) {
         s->peer.ss_family = AF_UNSPEC;
-        iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
+        iptab_inc(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
         smtp_session__close(s);
         return;
     }
@@ -815,7 +882,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
         uv_ip6_name((const struct sockaddr_in6 *)&s->peer, s->ip, sizeof(s->ip));
     else
         uv_ip4_name((const struct sockaddr_in *)&s->peer, s->ip, sizeof(s->ip));
-    per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer);
+    per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
     if (srv->nsessions > s->conf->max_connections) {
         session_refuse(s, "max-connections");
     } else if (per_ip > s->conf->max_connections_per_ip) {

@@ -19,7 +19,15 @@
 #define SESSION_CBUF  (16 * 1024) /* ciphertext read buffer (TLS) */
 #define BODY_MEM_INIT (16 * 1024)
 #define BODY_MEM_MAX  (128 * 1024) /* beyond this a body goes to a spool file */
-#define OUT_HIGH      (64 * 1024)  /* stop reading commands while replies pile up */
+/* Unsent output (replies filling and being written, and over TLS the
+ * ciphertext queued in uv_write): past OUT_HIGH the session stops taking
+ * commands and reading; it goes on once the client has read it down to
+ * OUT_LOW. */
+#define OUT_HIGH (64 * 1024)
+#define OUT_LOW  (OUT_HIGH / 2)
+/* Closing waits at most this long (or command_timeout, if shorter) for the
+ * last replies to drain, then resets the connection. */
+#define SESSION_LINGER_MS 10000
 
 struct outbuf {
     char *data;
@@ -51,6 +59,8 @@ struct smtp_session {
     unsigned pending; /* store jobs and spool writes that will call back */
     bool reading, eof, closing, in_pump, spool_busy, spool_failed;
     bool delaying;           /* past the soft error limit: a reject waits error_sleep */
+    bool out_paused;         /* the pump stopped at OUT_HIGH */
+    bool lingering;          /* closing, the linger timer runs */
     struct outbuf out, wout; /* filling, being written */
     /* the body of the transaction in progress */
     char *body;
@@ -73,6 +83,8 @@ struct smtp_session {
 };
 
 void smtp_session__pump(struct smtp_session *s);
+/* Octets of output not yet taken by the kernel, whatever the transport. */
+size_t smtp_session__unsent(const struct smtp_session *s);
 /* A callback (store job, spool write, SPF check) came back: true when the
  * session is gone or going and the caller must not touch the protocol. */
 bool smtp_session__release(struct smtp_session *s);

@@ -12,8 +12,7 @@
 #include "log.h"
 #include "smtp_session_impl.h"
 
-#define TLS_WRITE_HIGH (256 * 1024) /* stop the pump while this much is unsent */
-#define TLS_READ_HIGH  (64 * 1024)  /* stop reading while this much waits undecrypted */
+#define TLS_READ_HIGH (64 * 1024) /* stop reading while this much waits undecrypted */
 
 struct tls_write {
     uv_write_t req;
@@ -42,8 +41,10 @@ on_tls_write(uv_write_t *req, int status)
             smtp_session__close(s);
         return;
     }
-    if (s->tls_wbytes < TLS_WRITE_HIGH / 2 && !s->tls_handshaking)
-        smtp_session__pump(s); /* we may have paused for output */
+    /* The ciphertext counts towards the session's unsent output: the pump
+     * stopped at OUT_HIGH goes on once the client has read enough. */
+    if (s->out_paused && smtp_session__unsent(s) < OUT_LOW)
+        smtp_session__pump(s);
 }
 
 /* GnuTLS push: queue the ciphertext on the stream. */

@@ -206,10 +206,7 @@ class BoundedMemory(MxdTestCase):
     """DESIGN: memory per session is bounded whatever the message size:
     receiving a 40 MiB message must not grow mxd by anything like 40 MiB."""
 
-    # AddressSanitizer's quarantine keeps freed memory resident; keep it
-    # small so a sanitizer build measures the same thing.
-    ENV = {"ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"
-                            ":thread_local_quarantine_size_kb=64").lstrip(":")}
+    ENV = mxdtest.small_asan_quarantine()
     SIZE = 40 * 1024 * 1024
     ALLOWED_GROWTH_KIB = 16 * 1024
 

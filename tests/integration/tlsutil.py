@@ -20,6 +20,7 @@ import os
 import ssl
 import subprocess
 import sys
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxdtest  # noqa: E402
@@ -142,6 +143,23 @@ def make_pki(directory, hostname=mxdtest.HOSTNAME):
             with open(part, encoding="ascii") as f:
                 out.write(f.read())
     return pki
+
+
+_MODULE_PKI = None
+
+
+def setup_module_pki(prefix):
+    """For a test module's setUpModule: one PKI for the whole module (made
+    in about a second), removed at the module's clean-up; module_pki()
+    returns it."""
+    global _MODULE_PKI
+    _MODULE_PKI = make_pki(mxdtest.make_tmpdir(unittest.addModuleCleanup, prefix))
+    return _MODULE_PKI
+
+
+def module_pki():
+    assert _MODULE_PKI is not None, "setUpModule did not call tlsutil.setup_module_pki"
+    return _MODULE_PKI
 
 
 def make_self_signed(pki, stem="selfsigned", cn=mxdtest.HOSTNAME):

@@ -98,6 +98,7 @@ check_defaults(const struct conf *c)
     assert_int_equal(c->max_recipients, 100);
     assert_int_equal(c->max_connections, 10000);
     assert_int_equal(c->max_connections_per_ip, 20);
+    assert_int_equal(c->ipv6_prefix_length, 64);
     assert_int_equal(c->command_timeout_ms, 5 * 60 * 1000);
     assert_int_equal(c->data_timeout_ms, 10 * 60 * 1000);
     assert_int_equal(c->ndns_servers, 0);
@@ -372,6 +373,10 @@ static struct err_case err_cases[] = {
     {"int junk", BASE "max_connections = 10x\n", 4, "max_connections: want an integer"},
     {"int overflow", BASE "max_connections_per_ip = 99999999999999999999999\n", 4,
      "max_connections_per_ip: want an integer"},
+    {"ipv6 prefix too short", BASE "ipv6_prefix_length = 8\n", 4,
+     "ipv6_prefix_length: want an integer from 16 to 128"},
+    {"ipv6 prefix too long", BASE "ipv6_prefix_length = 129\n", 4,
+     "ipv6_prefix_length: want an integer from 16 to 128"},
     {"concurrency over max", BASE "[domain a.example]\nlmtp_concurrency = 1001\n", 5,
      "lmtp_concurrency: want an integer from 1 to 1000"},
     {"missing hostname", "[server]\ndatabase = q.db\n", 1,
