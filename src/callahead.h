@@ -25,8 +25,8 @@ struct callahead *callahead_new(uv_loop_t *loop, struct store *store, const char
 
 /* Asks (or answers from the cache) whether d's LMTP server accepts
  * address; cb runs on the loop thread, never before this returns. client
- * (the client's address as text) and c's callahead limits decide when it
- * may ask. c and d stay valid until cb (a conf outlives the checks made
+ * (who asks, as text: iptab_key's network) and c's callahead limits
+ * decide when it may ask. c and d stay valid until cb (a conf outlives the checks made
  * with it); address and client are borrowed for the call only. */
 void callahead_check(struct callahead *ca, const struct conf *c, const struct conf_domain *d,
                      const char *address, const char *client, callahead_cb cb, void *arg);

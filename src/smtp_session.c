@@ -423,8 +423,15 @@ smtp_session__rcpt(struct smtp_session *s, const struct addr *a)
         store_rcpt_lookup_async(s->srv->store, a->mailbox, a->domain_lc, on_rcpt_lookup, s);
     } else if ((d->recipients == CONF_RCPTS_LMTP || d->recipients == CONF_RCPTS_PRIMARY) &&
                s->srv->callahead != NULL) {
+        unsigned char key[IPTAB_KEY_LEN];
+        char client[INET6_ADDRSTRLEN];
+
+        /* the client as the per-client limits count it (an IPv6 /64) */
+        iptab_key((const struct sockaddr *)&s->peer, c->ipv6_prefix_length, key);
+        if (inet_ntop(AF_INET6, key, client, sizeof(client)) == NULL)
+            snprintf(client, sizeof(client), "%s", s->ip);
         s->pending++;
-        callahead_check(s->srv->callahead, c, d, a->mailbox, s->ip, on_callahead, s);
+        callahead_check(s->srv->callahead, c, d, a->mailbox, client, on_callahead, s);
     } else {
         smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
     }
