@@ -176,7 +176,7 @@ is_wildcard(const struct sockaddr *sa)
 static bool
 addr_eq(const struct sockaddr *a, const struct sockaddr *b)
 {
-    struct in_addr a4, b4;
+    struct in_addr a4 = {0}, b4 = {0};
     bool av4 = as_v4(a, &a4), bv4 = as_v4(b, &b4);
 
     if (av4 || bv4)
