@@ -36,7 +36,8 @@ def log_lines(mxd, pattern):
 class FakeLmtp:
     """A scripted LMTP server for callahead: every RCPT is answered after
     `delay` seconds (550 unless the local part starts with "known"); counts
-    connections, the most open at once, and the RCPTs asked."""
+    connections, the most open at once, the RCPTs asked and the most
+    being answered at once."""
 
     def __init__(self, delay=0.3):
         self.delay = delay
@@ -46,6 +47,7 @@ class FakeLmtp:
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.open = self.max_open = self.connections = self.rcpts = 0
+        self.asking = self.max_asking = 0
         self.stopping = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -70,9 +72,13 @@ class FakeLmtp:
                 if verb == b"LHLO":
                     c.sendall(b"250-fake\r\n250 PIPELINING\r\n")
                 elif verb == b"RCPT":
+                    with self.lock:
+                        self.asking += 1
+                        self.max_asking = max(self.max_asking, self.asking)
                     time.sleep(self.delay)
                     with self.lock:
                         self.rcpts += 1
+                        self.asking -= 1
                     known = b"<known" in line.lower()
                     c.sendall(b"250 2.1.5 ok\r\n" if known else b"550 5.1.1 no such user\r\n")
                 elif verb == b"QUIT":
@@ -170,12 +176,16 @@ class CallaheadLimits(mxdtest.MxdTestCase):
             self.assertReply(r, 550, "5.1.1")
         self.assertEqual(self.lmtp.rcpts, sessions * per)
         print(f"callahead limits: {sessions * per} questions from {sessions} sessions, "
-              f"{self.lmtp.connections} connections, at most {self.lmtp.max_open} open",
+              f"{self.lmtp.connections} connections, at most {self.lmtp.max_open} open and "
+              f"{self.lmtp.max_asking} questions at once",
               file=sys.stderr)
-        # Every client here is 127.0.0.1: two connections at most at once.
-        self.assertLessEqual(self.lmtp.max_open, 2, "per-client callahead limit")
+        # Every client here is 127.0.0.1: two questions at most at once
+        # (callahead_max_per_client), on three connections at most
+        # (callahead_max_connections; one may be saying QUIT).
+        self.assertLessEqual(self.lmtp.max_asking, 2, "per-client callahead limit")
+        self.assertLessEqual(self.lmtp.max_open, 3, "callahead connection limit")
         # Connections were used for several questions each.
-        self.assertLess(self.lmtp.connections, sessions * per // 2,
+        self.assertLess(self.lmtp.connections, sessions * per * 2 // 3,
                         f"{self.lmtp.connections} connections for {sessions * per} questions")
         # The callahead lines are one field per value.
         for line in log_lines(self.mxd, r"callahead answer "):
