@@ -499,7 +499,9 @@ smtp_session__body_append(struct smtp_session *s, const char *data, size_t len)
 {
     if (s->spool_failed)
         return;
-    mime7_hscan_feed(&s->hscan, data, len);
+    /* Only an SMTPUTF8 transaction can need to know (utf8_needed). */
+    if (smtp_proto_txn(s->proto)->smtputf8)
+        mime7_hscan_feed(&s->hscan, data, len);
     /* One event may append twice (smtp_auth's header filter): never start
      * a second spool write while one is running. */
     if (s->body_len + len > BODY_MEM_MAX && s->body_len > 0 && !s->spool_busy)

@@ -396,6 +396,15 @@ class Smtputf8Dovecot(MxdDovecotCase):
         self.assertIn(b"5.6.7", dsn)
         self.assertIn(tok.encode(), dsn)
 
+    def test_utf8_header_bounces(self):
+        # ASCII envelope, UTF-8 in the header: it needs SMTPUTF8 all the same
+        tok = self.token()
+        user = f"hdr@{DOMAIN}"
+        content = make_message(SENDER, [user], "Gr\u00fc\u00dfe", ["x"], [f"X-Token: {tok}"])
+        qid = smtp_send(self.mxd.port, SENDER, [user], content, ["SMTPUTF8"])
+        wait_until(lambda: log_lines(self.mxd, qid, "bounced"), 15, "the bounce", self.diag)
+        self.assertRegex(log_lines(self.mxd, qid, "bounced")[0], r"5\.6\.7")
+
 
 # --------------------------------------------------------------------------
 # Item 10: we recognise ourselves by address
