@@ -37,40 +37,6 @@ struct cur {
     bool allow_utf8;
 };
 
-/* Length of the well-formed UTF-8 sequence at p[0..n) (n >= 1), or 0 when it
- * is malformed: RFC 3629 4 forbids overlongs, surrogates, > U+10FFFF and
- * truncated sequences. */
-static size_t
-utf8_seq_len(const unsigned char *p, size_t n)
-{
-    unsigned char lo = 0x80;
-    unsigned char hi = 0xBF;
-    size_t need;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xC2 && p[0] <= 0xDF) {
-        need = 2;
-    } else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
-        need = 3;
-        lo = p[0] == 0xE0 ? 0xA0 : lo; /* overlong */
-        hi = p[0] == 0xED ? 0x9F : hi; /* U+D800..U+DFFF */
-    } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
-        need = 4;
-        lo = p[0] == 0xF0 ? 0x90 : lo; /* overlong */
-        hi = p[0] == 0xF4 ? 0x8F : hi; /* past U+10FFFF */
-    } else {
-        return 0; /* continuation byte, C0, C1 or F5..FF */
-    }
-    if (n < need || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < need; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    }
-    return need;
-}
-
 bool
 addr_utf8_valid(const char *s, size_t len)
 {
@@ -78,7 +44,7 @@ addr_utf8_valid(const char *s, size_t len)
     size_t i = 0;
 
     while (i < len) {
-        size_t n = utf8_seq_len(p + i, len - i);
+        size_t n = utf8_char_len(p + i, len - i);
 
         if (n == 0)
             return false;
@@ -91,7 +57,7 @@ addr_utf8_valid(const char *s, size_t len)
 static int
 cur_no_utf8(const struct cur *c)
 {
-    if (utf8_seq_len(c->s + c->pos, c->len - c->pos) == 0)
+    if (utf8_char_len(c->s + c->pos, c->len - c->pos) == 0)
         return ADDR_E_BAD_UTF8;
     return c->allow_utf8 ? ADDR_E_SYNTAX : ADDR_E_NON_ASCII;
 }
@@ -101,7 +67,7 @@ cur_no_utf8(const struct cur *c)
 static int
 cur_utf8(struct cur *c)
 {
-    size_t n = utf8_seq_len(c->s + c->pos, c->len - c->pos);
+    size_t n = utf8_char_len(c->s + c->pos, c->len - c->pos);
 
     if (n == 0)
         return ADDR_E_BAD_UTF8;

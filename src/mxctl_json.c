@@ -62,38 +62,6 @@ oom(json_t *j)
 
 /* ---- strings ------------------------------------------------------------ */
 
-/* Octets in the well-formed UTF-8 sequence at p[0..n), 0 when it is not one
- * (overlong forms, surrogates and values past U+10FFFF included). */
-static size_t
-utf8_seq(const unsigned char *p, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        len = 2;
-    else if ((p[0] & 0xf0) == 0xe0)
-        len = 3;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        len = 4;
-    else
-        return 0;
-    cp = p[0] & (0x7fu >> len); /* the lead octet's payload bits */
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3fu);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 /* A JSON string of s[0..len); each octet that does not start a valid UTF-8
  * sequence becomes U+FFFD. */
 static json_t *
@@ -107,7 +75,7 @@ str_json(const char *s, size_t len)
         return j;
     buf = o = xmalloc(len * 3 + 1);
     for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq(p + i, len - i);
+        size_t n = utf8_char_len(p + i, len - i);
 
         if (n == 0) {
             memcpy(o, "\xef\xbf\xbd", 3);

@@ -127,6 +127,8 @@ utf8_char_len(const unsigned char *s, size_t n)
 {
     size_t k, i;
 
+    if (s[0] < 0x80)
+        return 1;
     if (s[0] >= 0xc2 && s[0] <= 0xdf)
         k = 2;
     else if (s[0] >= 0xe0 && s[0] <= 0xef)

@@ -37,8 +37,9 @@ int ascii_casecmp(const char *a, const char *b);
 int ascii_ncasecmp(const char *a, const char *b, size_t n);
 char ascii_lower(char c);
 
-/* Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629 4: no
- * overlong forms, surrogates or code points past U+10FFFF), or 0. */
+/* Length of the well-formed UTF-8 character at s[0..n) (n >= 1): 1 for
+ * ASCII, 0 when malformed (RFC 3629 4: no overlong forms, surrogates,
+ * code points past U+10FFFF or truncated sequences). */
 size_t utf8_char_len(const unsigned char *s, size_t n);
 
 #endif
