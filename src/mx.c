@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iptab.h"
 #include "util.h"
 
 /* Length of a name without one trailing dot. */
@@ -137,23 +138,6 @@ mx_select(struct mx_host *hosts, size_t n, const char *self, unsigned (*rand_fn)
 
 /* ---- ourselves by address ---------------------------------------------- */
 
-/* The IPv4 address inside sa (plain, or IPv4-mapped IPv6) into *v4. */
-static bool
-as_v4(const struct sockaddr *sa, struct in_addr *v4)
-{
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
-
-    if (sa->sa_family == AF_INET) {
-        *v4 = ((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-        return true;
-    }
-    if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-        memcpy(&v4->s_addr, s6->sin6_addr.s6_addr + 12, 4);
-        return true;
-    }
-    return false;
-}
-
 static uint16_t
 port_of(const struct sockaddr *sa)
 {
@@ -162,28 +146,27 @@ port_of(const struct sockaddr *sa)
     return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
 }
 
+/* 0.0.0.0 (also IPv4-mapped) or :: (iptab_key's whole-address form). */
 static bool
 is_wildcard(const struct sockaddr *sa)
 {
-    struct in_addr v4;
+    static const unsigned char any4[IPTAB_KEY_LEN] = {[10] = 0xff, [11] = 0xff};
+    static const unsigned char any6[IPTAB_KEY_LEN];
+    unsigned char k[IPTAB_KEY_LEN];
 
-    if (as_v4(sa, &v4))
-        return v4.s_addr == htonl(INADDR_ANY);
-    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr);
+    iptab_key(sa, IPTAB_KEY_LEN * 8, k);
+    return memcmp(k, any4, sizeof(k)) == 0 || memcmp(k, any6, sizeof(k)) == 0;
 }
 
-/* Same address (ports not compared). */
+/* Same address, an IPv4-mapped one as the IPv4 one (ports not compared). */
 static bool
 addr_eq(const struct sockaddr *a, const struct sockaddr *b)
 {
-    struct in_addr a4 = {0}, b4 = {0};
-    bool av4 = as_v4(a, &a4), bv4 = as_v4(b, &b4);
+    unsigned char ka[IPTAB_KEY_LEN], kb[IPTAB_KEY_LEN];
 
-    if (av4 || bv4)
-        return av4 && bv4 && a4.s_addr == b4.s_addr;
-    return memcmp(&((const struct sockaddr_in6 *)(const void *)a)->sin6_addr,
-                  &((const struct sockaddr_in6 *)(const void *)b)->sin6_addr,
-                  sizeof(struct in6_addr)) == 0;
+    iptab_key(a, IPTAB_KEY_LEN * 8, ka);
+    iptab_key(b, IPTAB_KEY_LEN * 8, kb);
+    return memcmp(ka, kb, sizeof(ka)) == 0;
 }
 
 static void
