@@ -68,7 +68,7 @@ struct callahead {
     struct lmtp_timeouts to;
     struct vcache *cache;
     struct ca_check *waiting, *waiting_tail, *active;
-    size_t nwaiting, nactive;
+    size_t nwaiting;
     struct ca_conn *conns;
     unsigned nconns;
     /* the limits of the configuration the last check came with */
@@ -228,7 +228,6 @@ check_finish(struct ca_check *k, const char *reason)
         result = k->primary ? primary_fallback(ca, k->address) : MXD_EIO;
     }
     unlink_check(&ca->active, k);
-    ca->nactive--;
     k->cb(k->arg, result);
     free(k->address);
     free(k);
@@ -242,7 +241,6 @@ check_take(struct ca_conn *cc, struct ca_check *k)
 
     waiting_remove(ca, k);
     push_front(&ca->active, k);
-    ca->nactive++;
     cc->cur = k;
     cc->sent = false;
 }

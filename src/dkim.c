@@ -96,7 +96,6 @@ key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
     struct key_find k = {buf, buflen, false};
     char name[NS_MAXDNAME];
     int rc;
-
     bool late;
 
     if (v == NULL || !v->finishing || !v->rs_ok)

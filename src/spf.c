@@ -13,9 +13,9 @@
  * obsolete SPF RR type is never queried (RFC 7208 3.1); void lookups are
  * counted and more than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which
  * libspf2 does not implement); no new query is sent once the budget is
- * spent, and the last one gives up when it ends (dns_res_fit). The 10 DNS-querying terms limit is
- * libspf2's own (max_dns_mech). It does not cache (the recursive server does), nor log (the caller
- * does). */
+ * spent, and the last one gives up when it ends (dns_res_fit). The 10
+ * DNS-querying terms limit is libspf2's own (max_dns_mech). It does not
+ * cache (the recursive server does), nor log (the caller does). */
 #define _DEFAULT_SOURCE
 #include "spf.h"
 
