@@ -19,19 +19,19 @@
 
 #include <uv.h>
 
-#include "callahead.h"
-#include "conf.h"
-#include "control.h"
-#include "deliver.h"
-#include "log.h"
-#include "metrics.h"
-#include "metrics_http.h"
-#include "privdrop.h"
-#include "qstat.h"
-#include "smtp_net.h"
-#include "spool.h"
-#include "store.h"
-#include "tls.h"
+#include "base/conf.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/tls.h"
+#include "check/callahead.h"
+#include "deliver/deliver.h"
+#include "ops/control.h"
+#include "ops/metrics_http.h"
+#include "ops/privdrop.h"
+#include "smtp/smtp_net.h"
+#include "store/qstat.h"
+#include "store/spool.h"
+#include "store/store.h"
 
 #define MXD_DEFAULT_CONF "/etc/mxd/mxd.conf"
 #ifndef MXD_VERSION

@@ -143,7 +143,7 @@ fi
 
 echo "==== clang-format --dry-run -Werror"
 shopt -s nullglob
-fmt_files=(src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c)
+fmt_files=(src/*.c src/*/*.c src/*/*.h tests/unit/*/*.c tests/unit/*.h tests/fuzz/*.c)
 shopt -u nullglob
 if [ ${#fmt_files[@]} -eq 0 ]; then
     summaries+=("clang-format: FAILED (no source files found)")

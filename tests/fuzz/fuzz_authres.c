@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "authres.h"
+#include "base/reply.h"
+#include "check/authres.h"
 #include "fuzz.h"
-#include "reply.h"
 
 #define ID "mx.example.net"
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conf.h"
+#include "base/conf.h"
 #include "fuzz.h"
 
 int

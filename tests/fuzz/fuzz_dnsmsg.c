@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dnsmsg.h"
+#include "dns/dnsmsg.h"
+#include "dns/mx.h"
 #include "fuzz.h"
-#include "mx.h"
 
 static unsigned
 fixed_rand(void *arg)

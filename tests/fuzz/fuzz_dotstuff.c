@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dotstuff.h"
 #include "fuzz.h"
+#include "smtp/dotstuff.h"
 
 struct result {
     char *out;

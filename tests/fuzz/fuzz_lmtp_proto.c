@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/lmtp_proto.h"
 #include "fuzz.h"
-#include "lmtp_proto.h"
 
 #define NRCPTS 3
 

@@ -10,7 +10,7 @@
 
 #include "../unit/mime7_out.h"
 #include "fuzz.h"
-#include "mime7.h"
+#include "msg/mime7.h"
 
 static int
 run(const char *in, size_t len, size_t step, struct m7out *o)

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/reply.h"
 #include "fuzz.h"
-#include "reply.h"
 
 /* Returns a digest of the replies parsed (codes and text lengths) and
  * whether the stream ended in an error. */

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "smtp_proto.h"
+#include "smtp/smtp_proto.h"
 
 struct drive {
     uint8_t mode;

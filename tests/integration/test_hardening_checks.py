@@ -34,7 +34,7 @@ HOST = mxdtest.HOSTNAME
 RCPT = "user@example.test"
 SPF_OK = "v=spf1 ip4:127.0.0.1 ip6:::1 -all"
 NSILENT = 20  # sender domains whose DNS never answers, per test
-LOOKUP_THREADS = 32  # src/lookup.h
+LOOKUP_THREADS = 32  # src/dns/lookup.h
 BUSY = 2 * LOOKUP_THREADS + 4  # sessions that keep every lookup thread busy for 8 s
 # each test its own: a check another test started may still be asking
 SILENT = {t: [f"{t}{i}.silent.test" for i in range(BUSY if t == "busy" else NSILENT)]

@@ -9,7 +9,7 @@ speak) can hold in mxd.
    comes back, and SIGTERM completes in a bounded time.
 14. The metrics endpoint cannot be blocked by idle connections.
 
-Item 13 (IPv6 clients counted per /64) is tests/unit/test_iptab.c: the
+Item 13 (IPv6 clients counted per /64) is tests/unit/base/test_iptab.c: the
 tests can reach mxd from ::1 only.
 """
 

@@ -1,5 +1,5 @@
 """The RFC 7208 conformance suite (openspf.org, release 2014.04) through
-mxd's SPF module (src/spf.c, libspf2 with mxd's DNS layer).
+mxd's SPF module (src/check/spf.c, libspf2 with mxd's DNS layer).
 
 Each scenario's zone is served by a scripted DNS server (authdns.py); the
 spf_probe tool runs spf_check() for every test of the scenario. A result

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spf.h"
+#include "check/spf.h"
 
 static void
 field(char *dst, size_t size, char **p)

@@ -21,7 +21,7 @@
 
 #include <cmocka.h>
 
-#include "lmtp_proto.h"
+#include "client/lmtp_proto.h"
 
 enum op {
     END,   /* end of the script: nothing unchecked may be left */

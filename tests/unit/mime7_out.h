@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mime7.h"
+#include "msg/mime7.h"
 
 struct m7out {
     char *data; /* NUL-terminated once anything was collected */

@@ -21,8 +21,8 @@
 #include <sqlite3.h>
 #include <uv.h>
 
-#include "store.h"
-#include "util.h"
+#include "base/util.h"
+#include "store/store.h"
 
 #define HOST "mx.example.test"
 

@@ -1,0 +1,719 @@
+/*
+ * conf: owns struct conf and everything hanging off it. Reads mxd.conf (INI,
+ * tokenised by inih), checks every value against the key table below and
+ * returns an immutable struct conf. Any thread (main at start and on SIGHUP,
+ * mxctl); no global state, reentrant.
+ *
+ * Errors: conf_load and conf_parse_string return 0, MXD_ECONFIG or MXD_EIO
+ * (file unreadable) and collect every problem, not only the first, as one
+ * "FILE:LINE: message\n" line each; a failed load returns no struct conf.
+ *
+ * Our line reader hands inih one physical line per call, so the handler knows
+ * the line (Debian's inih is built without INI_HANDLER_LINENO); it also
+ * tracks [section] headers itself, as inih cuts section names at 49 bytes and
+ * cannot report an empty or repeated section. Leading whitespace is ignored:
+ * there are no configparser-style continuation lines. `;` and `#` start a
+ * comment line; `;` after whitespace ends a value. A line must fit inih's
+ * buffer (198 bytes in Debian's build) or it is an error.
+ *
+ * Single values (sizes, durations, host names, endpoints, CIDRs) are parsed by
+ * conf_value.c; this file maps them onto keys and reports errors by line.
+ *
+ * It does not open sockets, resolve names, check that files exist (database,
+ * certificate) or apply anything: callers do that with the result.
+ */
+#include "base/conf.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/conf_value.h"
+
+#define CONF_MAX_FILE (1024 * 1024) /* a bigger config file is a mistake */
+
+/* Section names; SECT_DOMAIN is "[domain NAME]". */
+#define CONF_SECTS(X)                                                                              \
+    X(SERVER, "server") X(TLS, "tls") X(QUEUE, "queue") X(AUTH, "auth") X(DOMAIN, "domain")
+#define SECT_ENUM(id, name) SECT_##id,
+#define SECT_NAME(id, name) [SECT_##id] = name,
+
+enum sect { SECT_NONE, SECT_SKIP, CONF_SECTS(SECT_ENUM) SECT_N };
+static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
+
+/*
+ * Every key once: its id, then its struct key. A default is parsed like a
+ * written value; min and max bound integers; arg is a set_fn's argument.
+ */
+#define S(f) offsetof(struct conf, f)
+#define D(f) offsetof(struct conf_domain, f)
+#define CONF_KEYS(X)                                                                               \
+    X(HOSTNAME, SECT_SERVER, "hostname", set_host, S(hostname), .required = true)                  \
+    X(USER, SECT_SERVER, "user", set_str, S(user))                                                 \
+    X(LISTEN, SECT_SERVER, "listen", set_list, S(listen), S(nlisten), "0.0.0.0:25, [::]:25",       \
+      .arg = &l_listen)                                                                            \
+    X(DATABASE, SECT_SERVER, "database", set_str, S(database), .required = true)                   \
+    X(MAX_MESSAGE_SIZE, SECT_SERVER, "max_message_size", set_size, S(max_message_size),            \
+      .def = "50m")                                                                                \
+    X(MAX_RECIPIENTS, SECT_SERVER, "max_recipients", set_uint, S(max_recipients), .def = "100",    \
+      .min = 1, .max = 100000)                                                                     \
+    X(MAX_HOPS, SECT_SERVER, "max_hops", set_uint, S(max_hops), .def = "100", .min = 1,            \
+      .max = 1000)                                                                                 \
+    X(MAX_CONNECTIONS, SECT_SERVER, "max_connections", set_uint, S(max_connections),               \
+      .def = "10000", .min = 1, .max = 10000000)                                                   \
+    X(MAX_CONNECTIONS_PER_IP, SECT_SERVER, "max_connections_per_ip", set_uint,                     \
+      S(max_connections_per_ip), .def = "20", .min = 1, .max = 10000000)                           \
+    X(IPV6_PREFIX_LENGTH, SECT_SERVER, "ipv6_prefix_length", set_uint, S(ipv6_prefix_length),      \
+      .def = "64", .min = 16, .max = 128)                                                          \
+    X(COMMAND_TIMEOUT, SECT_SERVER, "command_timeout", set_time, S(command_timeout_ms),            \
+      .def = "5m", .arg = &in_ms)                                                                  \
+    X(DATA_TIMEOUT, SECT_SERVER, "data_timeout", set_time, S(data_timeout_ms), .def = "10m",       \
+      .arg = &in_ms)                                                                               \
+    X(SOFT_ERROR_LIMIT, SECT_SERVER, "soft_error_limit", set_uint, S(soft_error_limit),            \
+      .def = "10", .min = 1, .max = 1000)                                                          \
+    X(HARD_ERROR_LIMIT, SECT_SERVER, "hard_error_limit", set_uint, S(hard_error_limit),            \
+      .def = "20", .min = 1, .max = 1000)                                                          \
+    X(ERROR_SLEEP, SECT_SERVER, "error_sleep", set_time, S(error_sleep_ms), .def = "1s",           \
+      .arg = &in_ms)                                                                               \
+    X(CALLAHEAD_MAX_CONNECTIONS, SECT_SERVER, "callahead_max_connections", set_uint,               \
+      S(callahead_max_connections), .def = "10", .min = 1, .max = 1000)                            \
+    X(CALLAHEAD_MAX_PER_CLIENT, SECT_SERVER, "callahead_max_per_client", set_uint,                 \
+      S(callahead_max_per_client), .def = "2", .min = 1, .max = 1000)                              \
+    X(DNS_SERVERS, SECT_SERVER, "dns_servers", set_list, S(dns_servers), S(ndns_servers),          \
+      .arg = &l_dns)                                                                               \
+    X(ETRN_CLIENTS, SECT_SERVER, "etrn_clients", set_list, S(etrn_clients), S(netrn_clients),      \
+      .arg = &l_cidr)                                                                              \
+    X(METRICS_LISTEN, SECT_SERVER, "metrics_listen", set_endpoint, S(metrics_listen),              \
+      .arg = &ep_tcp)                                                                              \
+    X(CONTROL_SOCKET, SECT_SERVER, "control_socket", set_sock, S(control_socket))                  \
+    X(CERTIFICATE, SECT_TLS, "certificate", set_str, S(tls_certificate))                           \
+    X(KEY, SECT_TLS, "key", set_str, S(tls_key))                                                   \
+    X(PRIORITY, SECT_TLS, "priority", set_str, S(tls_priority),                                    \
+      .def = "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1")                                                   \
+    X(RETRY_MIN, SECT_QUEUE, "retry_min", set_time, S(retry_min_s), .def = "1m", .arg = &in_s)     \
+    X(RETRY_MAX, SECT_QUEUE, "retry_max", set_time, S(retry_max_s), .def = "1h", .arg = &in_s)     \
+    X(LIFETIME, SECT_QUEUE, "lifetime", set_time, S(lifetime_s), .def = "5d", .arg = &in_s)        \
+    X(BOUNCE_RELAY, SECT_QUEUE, "bounce_relay", set_endpoint, S(bounce_relay), .arg = &ep_smtp)    \
+    X(SPF, SECT_AUTH, "spf", set_enum, S(spf), .def = "tag", .arg = "off|tag|reject")              \
+    X(DKIM, SECT_AUTH, "dkim", set_enum, S(dkim), .def = "tag", .arg = "off|tag")                  \
+    X(DMARC, SECT_AUTH, "dmarc", set_enum, S(dmarc), .def = "tag", .arg = "off|tag|reject")        \
+    X(DKIM_MAX_SIGNATURES, SECT_AUTH, "dkim_max_signatures", set_uint, S(dkim_max_signatures),     \
+      .def = "5", .min = 1, .max = CONF_DKIM_SIGS_MAX)                                             \
+    X(DKIM_TIMEOUT, SECT_AUTH, "dkim_timeout", set_time, S(dkim_timeout_ms), .def = "5s",          \
+      .arg = &in_ms)                                                                               \
+    X(D_MODE, SECT_DOMAIN, "mode", set_enum, D(mode), .def = "local", .arg = "local|backup")       \
+    X(D_LMTP, SECT_DOMAIN, "lmtp", set_endpoint, D(lmtp), .arg = &ep_lmtp)                         \
+    X(D_LMTP_CONCURRENCY, SECT_DOMAIN, "lmtp_concurrency", set_uint, D(lmtp_concurrency),          \
+      .def = "8", .min = 1, .max = 1000)                                                           \
+    X(D_RECIPIENTS, SECT_DOMAIN, "recipients", set_enum, D(recipients), .def = "any",              \
+      .arg = "any|table|lmtp|primary")                                                             \
+    X(D_PRIMARY, SECT_DOMAIN, "primary", set_primary, D(primary), D(nprimary), .arg = &l_primary)  \
+    X(D_LIFETIME, SECT_DOMAIN, "lifetime", set_time, D(lifetime_s), .arg = &in_s)                  \
+    X(D_TLS, SECT_DOMAIN, "tls", set_enum, D(tls), .def = "opportunistic",                         \
+      .arg = "opportunistic|required|verify")                                                      \
+    X(D_CA_FILE, SECT_DOMAIN, "ca_file", set_str, D(ca_file))
+#define KEY_ENUM(id, ...) K_##id,
+/* .sect names the first field so that clang sees a designated initialiser. */
+#define KEY_INIT(id, ...) [K_##id] = {.sect = __VA_ARGS__},
+
+enum key_id { CONF_KEYS(KEY_ENUM) K_N };
+
+struct parse;
+struct key;
+typedef int set_fn(struct parse *p, const struct key *k, void *base, const char *value);
+
+struct key {
+    enum sect sect;
+    const char *name;
+    set_fn *set;
+    size_t off;  /* the field in struct conf or struct conf_domain */
+    size_t noff; /* its element count, for lists */
+    const char *def;
+    uint64_t min, max;
+    const void *arg;
+    bool required;
+};
+
+/* Per key, the line that set it: 0 unset, < 0 when its value was bad. */
+struct dominfo {
+    int header;
+    int seen[K_N];
+};
+
+struct parse {
+    struct conf *conf;
+    const char *name; /* file name in messages */
+    const char *text;
+    size_t len, pos;
+    int line; /* the line inih is on */
+    enum sect sect;
+    size_t dom; /* conf->domains index in SECT_DOMAIN */
+    int sect_line[SECT_N];
+    int seen[K_N]; /* keys outside [domain] */
+    struct dominfo *dinfo;
+    char *err; /* "FILE:LINE: message\n" lines */
+    size_t nerr;
+};
+
+static void perr(struct parse *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+perr(struct parse *p, int line, const char *fmt, ...)
+{
+    char msg[512], *all;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    all = xasprintf("%s%s:%d: %s\n", p->err ? p->err : "", p->name, line > 0 ? line : 1, msg);
+    free(p->err);
+    p->err = all;
+    p->nerr++;
+}
+
+/* What each endpoint key accepts; see conf__parse_endpoint. */
+static const struct conf_ep_opt ep_tcp = {0, 0};
+static const struct conf_ep_opt ep_smtp = {0, 25};
+static const struct conf_ep_opt ep_dns = {CONF_EP_NUMERIC, 53};
+static const struct conf_ep_opt ep_lmtp = {CONF_EP_UNIX, 0};
+
+typedef int item_fn(const char *s, const void *arg, void *out, const char **why);
+
+struct list_kind {
+    size_t elsize;
+    item_fn *parse;
+    void (*drop)(void *item); /* NULL: items own nothing */
+    const void *arg;          /* for parse */
+};
+
+static const struct list_kind l_listen = {sizeof(struct conf_listen), conf__parse_listen,
+                                          conf__listen_free, NULL};
+static const struct list_kind l_dns = {sizeof(struct conf_endpoint), conf__parse_endpoint,
+                                       conf__endpoint_free, &ep_dns};
+static const struct list_kind l_primary = {sizeof(struct conf_endpoint), conf__parse_endpoint,
+                                           conf__endpoint_free, &ep_smtp};
+static const struct list_kind l_cidr = {sizeof(struct conf_cidr), conf__parse_cidr, NULL, NULL};
+
+_Static_assert(sizeof(enum conf_auth) == sizeof(int) && sizeof(enum conf_mode) == sizeof(int) &&
+                   sizeof(enum conf_rcpts) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int),
+               "set_enum stores an int");
+
+/* Duration units of the fields: milliseconds or seconds. */
+static const uint64_t in_ms = 1, in_s = 1000;
+
+static void *
+field(void *base, size_t off)
+{
+    return (char *)base + off;
+}
+
+static int
+bad(struct parse *p, const struct key *k, const char *value, const char *why)
+{
+    perr(p, p->line, "%s: %s (got '%s')", k->name, why, value);
+    return MXD_EINVAL;
+}
+
+static int
+set_str(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    char **f = field(base, k->off);
+
+    (void)p;
+    *f = xstrdup(value);
+    return 0;
+}
+
+static int
+set_host(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    if (!conf__is_hostname(value))
+        return bad(p, k, value, "not a valid host name");
+    return set_str(p, k, base, value);
+}
+
+static int
+set_sock(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    if (strlen(value) >= CONF_SUN_PATH_MAX)
+        return bad(p, k, value, "socket path too long");
+    return set_str(p, k, base, value);
+}
+
+static int
+set_uint(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    unsigned *f = field(base, k->off);
+    const char *end;
+    uint64_t n;
+
+    if (conf__parse_u64(value, &n, &end) < 0 || *end != '\0' || n < k->min || n > k->max) {
+        perr(p, p->line, "%s: want an integer from %" PRIu64 " to %" PRIu64 " (got '%s')", k->name,
+             k->min, k->max, value);
+        return MXD_EINVAL;
+    }
+    *f = (unsigned)n;
+    return 0;
+}
+
+static int
+set_size(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    uint64_t *f = field(base, k->off);
+    uint64_t n;
+
+    if (conf_parse_size(value, &n) < 0)
+        return bad(p, k, value, "want a size such as 512k, 50m or 1g");
+    if (n == 0)
+        return bad(p, k, value, "must be greater than zero");
+    *f = n;
+    return 0;
+}
+
+/* arg: the unit of the field, in ms. */
+static int
+set_time(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    uint64_t *f = field(base, k->off);
+    uint64_t ms;
+
+    if (conf_parse_duration_ms(value, &ms) < 0)
+        return bad(p, k, value, "want a duration such as 30s, 5m, 1h or 5d");
+    if (ms == 0)
+        return bad(p, k, value, "must be greater than zero");
+    *f = ms / *(const uint64_t *)k->arg;
+    return 0;
+}
+
+/* arg: the names of the enum values in order, as "off|tag|reject". */
+static int
+set_enum(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    const char *names = k->arg;
+    size_t len, n = strlen(value);
+
+    for (int i = 0; *names != '\0'; i++, names += len + (names[len] == '|')) {
+        len = strcspn(names, "|");
+        if (len == n && strncmp(names, value, n) == 0) {
+            memcpy(field(base, k->off), &i, sizeof(i));
+            return 0;
+        }
+    }
+    perr(p, p->line, "%s: want %s (got '%s')", k->name, (const char *)k->arg, value);
+    return MXD_EINVAL;
+}
+
+/* arg: a struct conf_ep_opt. */
+static int
+set_endpoint(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    const char *why = NULL;
+
+    if (conf__parse_endpoint(value, k->arg, field(base, k->off), &why) < 0)
+        return bad(p, k, value, why);
+    return 0;
+}
+
+/* arg: a struct list_kind. A comma list, each item trimmed and parsed. */
+static int
+set_list(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    const struct list_kind *lk = k->arg;
+    const char *item = value, *why;
+    size_t n = 1, i, len;
+    char *arr, *s = NULL;
+
+    for (const char *c = value; *c != '\0'; c++)
+        n += *c == ',';
+    arr = xcalloc(n, lk->elsize);
+    for (i = 0; i < n; i++, item += len + (item[len] == ',')) {
+        len = strcspn(item, ",");
+        s = xstrndup(item, len);
+        why = "empty item";
+        if (*conf__trim(s) == '\0' ||
+            lk->parse(conf__trim(s), lk->arg, arr + i * lk->elsize, &why) < 0)
+            goto fail;
+        free(s);
+        s = NULL;
+    }
+    memcpy(field(base, k->off), &arr, sizeof(arr));
+    memcpy(field(base, k->noff), &n, sizeof(n));
+    return 0;
+fail:
+    perr(p, p->line, "%s: %s (got '%s')", k->name, why, conf__trim(s));
+    while (i > 0 && lk->drop != NULL)
+        lk->drop(arr + --i * lk->elsize);
+    free(arr);
+    free(s);
+    return MXD_EINVAL;
+}
+
+/* A host[:port] list, or `mx` to use the domain's MX records. */
+static int
+set_primary(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    struct conf_domain *d = base;
+
+    if (ascii_casecmp(value, "mx") == 0) {
+        d->primary_mx = true;
+        return 0;
+    }
+    return set_list(p, k, base, value);
+}
+
+static const struct key keys[K_N] = {CONF_KEYS(KEY_INIT)};
+
+static int *
+key_seen(struct parse *p)
+{
+    return p->sect == SECT_DOMAIN ? p->dinfo[p->dom].seen : p->seen;
+}
+
+/* "[domain NAME]": NAME becomes a new, lower-cased domain entry. */
+static void
+begin_domain(struct parse *p, const char *name)
+{
+    struct conf *c = p->conf;
+    char *lc = xstrdup(name);
+
+    for (char *s = lc; *s != '\0'; s++)
+        *s = ascii_lower(*s);
+    if (!conf__is_hostname(lc)) {
+        perr(p, p->line, *lc ? "bad domain name in [domain %s]" : "missing NAME in [domain%s]", lc);
+        goto fail;
+    }
+    for (size_t i = 0; i < c->ndomains; i++) {
+        if (strcmp(c->domains[i].name, lc) == 0) {
+            perr(p, p->line, "duplicate [domain %s] (first at line %d)", lc, p->dinfo[i].header);
+            goto fail;
+        }
+    }
+    c->domains = xrealloc(c->domains, (c->ndomains + 1) * sizeof(*c->domains));
+    p->dinfo = xrealloc(p->dinfo, (c->ndomains + 1) * sizeof(*p->dinfo));
+    memset(&c->domains[c->ndomains], 0, sizeof(*c->domains));
+    memset(&p->dinfo[c->ndomains], 0, sizeof(*p->dinfo));
+    c->domains[c->ndomains].name = lc;
+    p->dinfo[c->ndomains].header = p->line;
+    p->dom = c->ndomains++;
+    p->sect = SECT_DOMAIN;
+    return;
+fail:
+    free(lc);
+}
+
+/* A trimmed "[...]" line: keys up to the next header go to p->sect. */
+static void
+begin_section(struct parse *p, const char *s, size_t n)
+{
+    const char *end = memchr(s, ']', n);
+    size_t i = end != NULL ? (size_t)(end - s) + 1 : n;
+    char buf[256], *name;
+
+    p->sect = SECT_SKIP;
+    while (i < n && conf__is_space(s[i]))
+        i++;
+    if (end == NULL || (i < n && s[i] != ';' && s[i] != '#')) {
+        perr(p, p->line, end == NULL ? "missing ']'" : "unexpected text after ']'");
+        return;
+    }
+    snprintf(buf, sizeof(buf), "%.*s", (int)(end - s - 1), s + 1);
+    name = conf__trim(buf);
+    if (strncmp(name, "domain", 6) == 0 && (name[6] == '\0' || conf__is_space(name[6]))) {
+        begin_domain(p, conf__trim(name + 6));
+        return;
+    }
+    for (int k = SECT_SERVER; k < SECT_DOMAIN; k++) {
+        if (strcmp(name, sect_names[k]) != 0)
+            continue;
+        if (p->sect_line[k] != 0) {
+            perr(p, p->line, "duplicate [%s] (first at line %d)", name, p->sect_line[k]);
+        } else {
+            p->sect_line[k] = p->line;
+            p->sect = (enum sect)k;
+        }
+        return;
+    }
+    perr(p, p->line, "unknown section [%s]", name);
+}
+
+/* Whether inih should see this trimmed line; reports what it cannot. */
+static bool
+line_ok(struct parse *p, const char *s, size_t n, size_t max)
+{
+    const char *c = s;
+
+    if (n == 0)
+        return true;
+    if (*s == ';' || *s == '#')
+        return false; /* a comment of any length: inih gets an empty line */
+    if (n + 2 > max) {
+        perr(p, p->line, "line longer than %zu bytes", max - 2);
+        return false;
+    }
+    if (memchr(s, '\0', n) != NULL) {
+        perr(p, p->line, "NUL byte in line");
+        return false;
+    }
+    if (*s == '[') {
+        begin_section(p, s, n);
+        return false;
+    }
+    /* inih splits at the first '=' or ':', and stops at an inline " ;". */
+    while (c < s + n && *c != '=' && *c != ':' && !(*c == ';' && conf__is_space(c[-1])))
+        c++;
+    if (c == s + n || *c != '=' || c == s) {
+        perr(p, p->line, c == s ? "missing key before '='" : "expected 'key = value'");
+        return false;
+    }
+    return true;
+}
+
+/* inih's fgets: one physical line per call, trimmed, so p->line is right. */
+static char *
+conf_reader(char *buf, int num, void *stream)
+{
+    struct parse *p = stream;
+    const char *s = p->text + p->pos, *nl;
+    size_t n;
+
+    if (p->pos >= p->len)
+        return NULL;
+    if (num < 2)
+        mxd_panic("conf: inih line buffer of %d bytes", num);
+    nl = memchr(s, '\n', p->len - p->pos);
+    n = nl != NULL ? (size_t)(nl - s) : p->len - p->pos;
+    p->pos += n + (nl != NULL);
+    p->line++;
+    if (p->line == 1 && n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0) {
+        s += 3;
+        n -= 3;
+    }
+    for (; n > 0 && conf__is_space(*s); s++, n--)
+        ;
+    for (; n > 0 && conf__is_space(s[n - 1]); n--)
+        ;
+    if (!line_ok(p, s, n, (size_t)num))
+        n = 0;
+    memcpy(buf, s, n);
+    memcpy(buf + n, "\n", 2);
+    return buf;
+}
+
+static int
+conf_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse *p = user;
+    const struct key *k = NULL;
+    int *seen;
+
+    (void)section; /* tracked by conf_reader */
+    for (size_t i = 0; i < K_N && k == NULL; i++)
+        k = keys[i].sect == p->sect && strcmp(keys[i].name, name) == 0 ? &keys[i] : NULL;
+    if (p->sect == SECT_SKIP) {
+        return 1; /* a bad header, reported */
+    } else if (p->sect == SECT_NONE) {
+        perr(p, p->line, "'%s' before any [section]", name);
+    } else if (k == NULL) {
+        perr(p, p->line, "unknown key '%s' in [%s]", name, sect_names[p->sect]);
+    } else if (*(seen = &key_seen(p)[k - keys]) != 0) {
+        perr(p, p->line, "duplicate key '%s' (first at line %d)", name, abs(*seen));
+    } else if (*value == '\0') {
+        perr(p, p->line, "%s: empty value", name);
+        *seen = -p->line;
+    } else {
+        void *base = p->sect == SECT_DOMAIN ? (void *)&p->conf->domains[p->dom] : p->conf;
+
+        *seen = k->set(p, k, base, value) == 0 ? p->line : -p->line;
+    }
+    return 1;
+}
+
+static void
+apply_defaults(struct parse *p, enum sect sect, void *base, const int *seen)
+{
+    for (size_t i = 0; i < K_N; i++) {
+        if (keys[i].sect == sect && keys[i].def != NULL && seen[i] == 0 &&
+            keys[i].set(p, &keys[i], base, keys[i].def) < 0)
+            mxd_panic("conf: bad default for %s", keys[i].name);
+    }
+}
+
+static void
+check_domain(struct parse *p, struct conf_domain *d, const struct dominfo *di)
+{
+    const int *l = di->seen;
+    bool backup = d->mode == CONF_MODE_BACKUP;
+
+    apply_defaults(p, SECT_DOMAIN, d, l);
+    if (l[K_D_MODE] < 0)
+        return; /* with a bad mode, every check below is noise */
+    if (backup && l[K_D_PRIMARY] == 0)
+        perr(p, di->header, "[domain %s]: mode = backup needs primary", d->name);
+    if (!backup && l[K_D_PRIMARY] > 0)
+        perr(p, l[K_D_PRIMARY], "primary: only valid with mode = backup");
+    if (backup && l[K_D_LMTP] > 0)
+        perr(p, l[K_D_LMTP], "lmtp: only valid with mode = local");
+    if (d->recipients == CONF_RCPTS_LMTP && backup)
+        perr(p, l[K_D_RECIPIENTS], "recipients = lmtp: only valid with mode = local");
+    else if (d->recipients == CONF_RCPTS_LMTP && l[K_D_LMTP] == 0)
+        perr(p, l[K_D_RECIPIENTS], "recipients = lmtp: needs lmtp");
+    if (d->recipients == CONF_RCPTS_PRIMARY && !backup)
+        perr(p, l[K_D_RECIPIENTS], "recipients = primary: only valid with mode = backup");
+}
+
+/* After the last line: defaults, required keys, rules across keys. */
+static void
+check_conf(struct parse *p)
+{
+    const struct conf *c = p->conf;
+    const int *l = p->seen;
+
+    for (int s = SECT_SERVER; s < SECT_DOMAIN; s++)
+        apply_defaults(p, (enum sect)s, p->conf, l);
+    for (size_t i = 0; i < K_N; i++) {
+        if (keys[i].required && l[i] == 0)
+            perr(p, p->sect_line[keys[i].sect] ? p->sect_line[keys[i].sect] : p->line,
+                 "missing required key '%s' in [%s]", keys[i].name, sect_names[keys[i].sect]);
+    }
+    if ((l[K_CERTIFICATE] != 0) != (l[K_KEY] != 0)) /* one of them is 0 */
+        perr(p, abs(l[K_CERTIFICATE] + l[K_KEY]),
+             "[tls]: set both certificate and key, or neither");
+    if (l[K_RETRY_MIN] >= 0 && l[K_RETRY_MAX] >= 0 && c->retry_max_s < c->retry_min_s)
+        perr(p, l[K_RETRY_MAX] ? l[K_RETRY_MAX] : l[K_RETRY_MIN],
+             "retry_max: must not be less than retry_min");
+    for (size_t i = 0; i < c->ndomains; i++)
+        check_domain(p, &c->domains[i], &p->dinfo[i]);
+}
+
+static int
+parse_text(const char *text, size_t len, const char *name, struct conf **out, char **errors)
+{
+    struct parse p = {.text = text, .len = len, .name = name};
+    int rc;
+
+    p.conf = xcalloc(1, sizeof(*p.conf));
+    p.conf->refs = 1;
+    p.conf->path = xstrdup(name);
+    rc = ini_parse_stream(conf_reader, &p, conf_handler, &p);
+    if (rc < 0)
+        mxd_panic("conf: inih failed (%d)", rc);
+    if (rc > 0 && p.nerr == 0)
+        perr(&p, rc, "syntax error"); /* conf_reader should have caught it */
+    check_conf(&p);
+    free(p.dinfo);
+    if (p.nerr > 0) {
+        conf_free(p.conf);
+        *errors = p.err;
+        return MXD_ECONFIG;
+    }
+    *out = p.conf;
+    return 0;
+}
+
+struct conf *
+conf_ref(const struct conf *conf)
+{
+    /* The reference count is the one mutable field of a loaded conf. */
+    struct conf *c = (struct conf *)conf;
+
+    c->refs++;
+    return c;
+}
+
+int
+conf_parse_string(const char *text, const char *name, struct conf **out, char **errors)
+{
+    if (text == NULL || name == NULL || out == NULL || errors == NULL)
+        return MXD_EINVAL;
+    *out = NULL;
+    *errors = NULL;
+    return parse_text(text, strlen(text), name, out, errors);
+}
+
+int
+conf_load(const char *path, struct conf **out, char **errors)
+{
+    FILE *f;
+    char *text;
+    size_t len;
+    int rc;
+
+    if (path == NULL || out == NULL || errors == NULL)
+        return MXD_EINVAL;
+    *out = NULL;
+    *errors = NULL;
+    if ((f = fopen(path, "r")) == NULL) {
+        *errors = xasprintf("%s: cannot open: %s\n", path, strerror(errno));
+        return MXD_EIO;
+    }
+    text = xmalloc(CONF_MAX_FILE + 1);
+    len = fread(text, 1, CONF_MAX_FILE + 1, f);
+    if (ferror(f)) {
+        *errors = xasprintf("%s: cannot read: %s\n", path, strerror(errno));
+        rc = MXD_EIO;
+    } else if (len > CONF_MAX_FILE) {
+        *errors = xasprintf("%s: larger than %d bytes\n", path, CONF_MAX_FILE);
+        rc = MXD_ECONFIG;
+    } else {
+        rc = parse_text(text, len, path, out, errors);
+    }
+    fclose(f);
+    free(text);
+    return rc;
+}
+
+void
+conf_free(struct conf *conf)
+{
+    if (conf == NULL || --conf->refs > 0)
+        return;
+    for (size_t i = 0; i < conf->nlisten; i++)
+        conf__listen_free(&conf->listen[i]);
+    for (size_t i = 0; i < conf->ndns_servers; i++)
+        conf__endpoint_free(&conf->dns_servers[i]);
+    for (size_t i = 0; i < conf->ndomains; i++) {
+        struct conf_domain *d = &conf->domains[i];
+
+        for (size_t j = 0; j < d->nprimary; j++)
+            conf__endpoint_free(&d->primary[j]);
+        conf__endpoint_free(&d->lmtp);
+        free(d->primary);
+        free(d->name);
+        free(d->ca_file);
+    }
+    conf__endpoint_free(&conf->metrics_listen);
+    conf__endpoint_free(&conf->bounce_relay);
+    free(conf->path);
+    free(conf->hostname);
+    free(conf->user);
+    free(conf->listen);
+    free(conf->database);
+    free(conf->dns_servers);
+    free(conf->etrn_clients);
+    free(conf->control_socket);
+    free(conf->tls_certificate);
+    free(conf->tls_key);
+    free(conf->tls_priority);
+    free(conf->domains);
+    free(conf);
+}
+
+const struct conf_domain *
+conf_domain_find(const struct conf *conf, const char *domain, size_t len)
+{
+    if (conf == NULL || domain == NULL)
+        return NULL;
+    for (size_t i = 0; i < conf->ndomains; i++) {
+        const char *name = conf->domains[i].name;
+
+        if (strlen(name) == len && ascii_ncasecmp(name, domain, len) == 0)
+            return &conf->domains[i];
+    }
+    return NULL;
+}

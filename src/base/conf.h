@@ -1,0 +1,132 @@
+/* conf: mxd.conf (INI, parsed with inih) into an immutable struct conf. */
+#ifndef MXD_CONF_H
+#define MXD_CONF_H
+
+#include <sys/socket.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/util.h"
+
+/* "host:port", "[v6]:port" or "unix:/path". */
+struct conf_endpoint {
+    char *text; /* as written in the config */
+    bool is_unix;
+    char *path; /* is_unix */
+    char *host; /* !is_unix: name or IP literal without brackets */
+    uint16_t port;
+};
+
+/* A listen address: always a numeric IP and port. */
+struct conf_listen {
+    char *text;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+};
+
+struct conf_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned prefix;
+};
+
+enum conf_mode { CONF_MODE_LOCAL, CONF_MODE_BACKUP };
+enum conf_rcpts { CONF_RCPTS_ANY, CONF_RCPTS_TABLE, CONF_RCPTS_LMTP, CONF_RCPTS_PRIMARY };
+enum conf_tls { CONF_TLS_OPPORTUNISTIC, CONF_TLS_REQUIRED, CONF_TLS_VERIFY };
+enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
+#define CONF_DKIM_SIGS_MAX 20 /* the highest dkim_max_signatures */
+
+struct conf_domain {
+    char *name; /* lower case ASCII */
+    enum conf_mode mode;
+    struct conf_endpoint lmtp;     /* text == NULL when unset */
+    unsigned lmtp_concurrency;     /* default 8 */
+    enum conf_rcpts recipients;    /* default any */
+    struct conf_endpoint *primary; /* backup mode; NULL/0 when primary_mx */
+    size_t nprimary;
+    bool primary_mx;     /* primary = mx */
+    uint64_t lifetime_s; /* 0: use [queue] lifetime */
+    enum conf_tls tls;   /* default opportunistic */
+    char *ca_file;
+};
+
+struct conf {
+    unsigned refs; /* private: conf_ref/conf_free; loop thread only */
+    char *path;
+    /* [server] */
+    char *hostname;
+    char *user;
+    struct conf_listen *listen;
+    size_t nlisten;
+    char *database;
+    uint64_t max_message_size; /* octets */
+    unsigned max_recipients;
+    unsigned max_hops; /* Received: fields a message may carry (RFC 5321 6.3) */
+    unsigned max_connections;
+    unsigned max_connections_per_ip;
+    unsigned ipv6_prefix_length; /* per-client limits count an IPv6 /N as one client */
+    uint64_t command_timeout_ms;
+    uint64_t data_timeout_ms;
+    unsigned soft_error_limit;          /* errors before each reject waits error_sleep */
+    unsigned hard_error_limit;          /* errors before 421 and close */
+    uint64_t error_sleep_ms;            /* Postfix's smtpd_error_sleep_time */
+    unsigned callahead_max_connections; /* verification connections in all */
+    unsigned callahead_max_per_client;  /* ... for one client address */
+    struct conf_endpoint *dns_servers;
+    size_t ndns_servers;
+    struct conf_cidr *etrn_clients;
+    size_t netrn_clients;
+    struct conf_endpoint metrics_listen; /* text == NULL when unset */
+    char *control_socket;
+    /* [tls] */
+    char *tls_certificate;
+    char *tls_key;
+    char *tls_priority;
+    /* [queue] */
+    uint64_t retry_min_s;
+    uint64_t retry_max_s;
+    uint64_t lifetime_s;
+    struct conf_endpoint bounce_relay; /* text == NULL when unset */
+    /* [auth] */
+    enum conf_auth spf;
+    enum conf_auth dkim; /* off | tag */
+    enum conf_auth dmarc;
+    unsigned dkim_max_signatures; /* verified per message; the rest: neutral */
+    uint64_t dkim_timeout_ms;     /* end of data: DKIM key and DMARC lookups */
+    /* [domain NAME] sections, in file order */
+    struct conf_domain *domains;
+    size_t ndomains;
+};
+
+/*
+ * Reads and validates the file at path. On success returns 0 and *out (caller
+ * frees with conf_free). On failure returns MXD_ECONFIG (or MXD_EIO when the
+ * file cannot be read) and *errors holds one "FILE:LINE: message" line per
+ * problem, newline-separated (caller frees); *out is NULL.
+ */
+int conf_load(const char *path, struct conf **out, char **errors) MXD_WUR;
+
+/* Same as conf_load for text held in memory; name stands in for the path. */
+int conf_parse_string(const char *text, const char *name, struct conf **out, char **errors) MXD_WUR;
+
+/* Drops a reference; the last one frees. conf_load's result holds one. */
+void conf_free(struct conf *conf);
+
+/* Takes another reference (a reload keeps the old conf alive for whoever
+ * still uses it) and returns conf. */
+struct conf *conf_ref(const struct conf *conf);
+
+/* The domain section for domain[0..len) (ASCII case-insensitive), or NULL. */
+const struct conf_domain *conf_domain_find(const struct conf *conf, const char *domain, size_t len);
+
+/* "50m" -> 52428800; suffixes k, m, g (binary multiples). 0 or -MXD_EINVAL. */
+int conf_parse_size(const char *s, uint64_t *out) MXD_WUR;
+/* "5m" -> 300000 ms; suffixes s, m, h, d; a bare number is seconds. */
+int conf_parse_duration_ms(const char *s, uint64_t *out) MXD_WUR;
+
+/* True when the IP in ss is inside one of the CIDRs. */
+bool conf_cidr_match(const struct conf_cidr *cidrs, size_t n, const struct sockaddr *sa);
+
+#endif

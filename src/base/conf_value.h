@@ -1,0 +1,49 @@
+/* conf internals shared by conf.c (keys, sections, errors by line) and
+ * conf_value.c (parsers for single values). Not for other modules. */
+#ifndef MXD_CONF_VALUE_H
+#define MXD_CONF_VALUE_H
+
+#include <sys/un.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/conf.h"
+
+#define CONF_SUN_PATH_MAX sizeof(((struct sockaddr_un *)NULL)->sun_path)
+
+#define CONF_EP_UNIX    0x1u /* "unix:/path" allowed */
+#define CONF_EP_NUMERIC 0x2u /* the host must be an IP literal */
+
+/* What conf__parse_endpoint accepts. */
+struct conf_ep_opt {
+    unsigned flags;
+    uint16_t defport; /* 0: the port is required */
+};
+
+/* Blanks other than newline. */
+bool conf__is_space(char c);
+/* Trims s in place; returns its first non-space byte (inside s). */
+char *conf__trim(char *s);
+/* Digits only, no sign, no overflow; *end is left after the digits. 0 or MXD_EINVAL. */
+int conf__parse_u64(const char *s, uint64_t *out, const char **end) MXD_WUR;
+/* RFC 1035 2.3.1 host name; a last label of digits only is refused. */
+bool conf__is_hostname(const char *s);
+
+/*
+ * Item parsers: s into *out (a struct conf_endpoint, conf_listen or conf_cidr),
+ * whose strings the caller frees with the matching _free. 0, or MXD_EINVAL with
+ * *why a static message and nothing allocated.
+ */
+/* arg is a struct conf_ep_opt. */
+int conf__parse_endpoint(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
+/* A numeric "IPv4:port" or "[IPv6]:port"; arg is unused. */
+int conf__parse_listen(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
+/* "192.0.2.10", "192.0.2.0/24", "2001:db8::/32"; arg is unused. */
+int conf__parse_cidr(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
+
+/* Free what a struct conf_endpoint or conf_listen item holds, not the item. */
+void conf__endpoint_free(void *item);
+void conf__listen_free(void *item);
+
+#endif

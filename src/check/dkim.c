@@ -1,0 +1,345 @@
+/* dkim: verifies a message's DKIM-Signature fields (RFC 6376) with
+ * libopendkim.
+ *
+ * Owns one DKIM verify handle per message (struct dkim_verifier) and, while
+ * dkim_verifier_finish runs, a private resolver state (dns_res_open, so
+ * conf->dns_servers is honoured) and the list of keys that failed. The
+ * message is fed on the loop thread (canonicalisation and hashing, no I/O);
+ * the key lookups happen only in dkim_verifier_finish, on a lookup thread,
+ * through our key-lookup callback, which refuses to run anywhere else (a
+ * lookup from the loop would block it). The libopendkim library handle is
+ * created once (pthread_once) and never changed afterwards.
+ *
+ * Bounded (issue 14): only the first max_sigs signatures are verified (our
+ * prescreen callback has libopendkim ignore the rest, which are reported
+ * in one neutral row), and no key lookup outlives the servers' deadline.
+ * It does not sign, cache keys or check ADSP/ATPS; it does not log (the
+ * caller does). */
+#define _DEFAULT_SOURCE
+#include "check/dkim.h"
+
+#include <sys/types.h>
+
+#include <arpa/nameser.h>
+#include <netinet/in.h>
+#include <opendkim/dkim.h>
+#include <pthread.h>
+#include <resolv.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#define DKIM_RES_NAME(e, s) s,
+static const char *const res_names[] = {DKIM_RESULTS(DKIM_RES_NAME)};
+#undef DKIM_RES_NAME
+
+const char *
+dkim_res_name(enum dkim_res r)
+{
+    return (unsigned)r < sizeof(res_names) / sizeof(res_names[0]) ? res_names[r] : "?";
+}
+
+/* A key whose lookup failed temporarily or was never made for want of
+ * time: libopendkim reports those signatures like any other failure,
+ * RFC 8601 2.7.1 says temperror. */
+struct temp_key {
+    char name[NS_MAXDNAME];
+    bool late; /* the time budget was spent: not asked */
+};
+
+struct dkim_verifier {
+    DKIM *dkim;
+    DKIM_STAT status;  /* the first error dkim_chunk reported */
+    unsigned max_sigs; /* verified; the rest are ignored */
+    unsigned skipped;  /* signatures ignored for max_sigs (prescreen) */
+    /* set by dkim_verifier_finish, for the key-lookup callback */
+    bool finishing;
+    struct __res_state rs;
+    bool rs_ok;
+    uint64_t deadline_ns; /* no lookup after it; 0: none */
+    unsigned queries;
+    struct temp_key *temp; /* max_sigs entries while finishing */
+    size_t ntemp;
+};
+
+#define WHY_LATE    "time budget spent"
+#define WHY_KEYFAIL "key lookup failed"
+
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static DKIM_LIB *lib; /* written once under lib_once, read-only after */
+
+struct key_find {
+    u_char *buf;
+    size_t size;
+    bool found;
+};
+
+static void
+key_txt(void *arg, const char *txt, size_t len)
+{
+    struct key_find *k = arg;
+
+    if (k->found || len >= k->size)
+        return; /* RFC 6376 3.6.2.2: several records: use the first */
+    memcpy(k->buf, txt, len + 1);
+    k->found = true;
+}
+
+/* libopendkim's key lookup: TXT <selector>._domainkey.<domain>. */
+static DKIM_CBSTAT
+key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
+{
+    struct dkim_verifier *v = dkim_get_user_context(dkim);
+    struct key_find k = {buf, buflen, false};
+    char name[NS_MAXDNAME];
+    int rc;
+    bool late;
+
+    if (v == NULL || !v->finishing || !v->rs_ok)
+        return DKIM_CBSTAT_TRYAGAIN; /* never a blocking lookup from the loop */
+    if (snprintf(name, sizeof(name), "%s._domainkey.%s", dkim_sig_getselector(sig),
+                 dkim_sig_getdomain(sig)) >= (int)sizeof(name))
+        return DKIM_CBSTAT_NOTFOUND;
+    late = !dns_res_fit(&v->rs, v->deadline_ns);
+    if (!late) {
+        v->queries++;
+        rc = dns_txt_each(&v->rs, name, key_txt, &k);
+        if (rc != MXD_EIO)
+            return k.found ? DKIM_CBSTAT_CONTINUE : DKIM_CBSTAT_NOTFOUND;
+    }
+    if (v->ntemp < v->max_sigs) {
+        strcpy(v->temp[v->ntemp].name, name);
+        v->temp[v->ntemp++].late = late;
+    }
+    return DKIM_CBSTAT_TRYAGAIN;
+}
+
+/* At the end of the header, on the loop thread: verify the first max_sigs
+ * signatures (the topmost, RFC 6376 5.4.2's order of addition reversed). */
+static DKIM_CBSTAT
+prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
+{
+    struct dkim_verifier *v = dkim_get_user_context(dkim);
+
+    for (int i = 0; v != NULL && i < nsigs; i++) {
+        if ((unsigned)i >= v->max_sigs) {
+            dkim_sig_ignore(sigs[i]);
+            v->skipped++;
+        }
+    }
+    return DKIM_CBSTAT_CONTINUE;
+}
+
+static void
+lib_init(void)
+{
+    /* Without DELAYSIGPROC libopendkim looks the keys up at the end of the
+     * header, inside dkim_chunk, on the loop thread: keep them for dkim_eom. */
+    unsigned int flags = DKIM_LIBFLAGS_DELAYSIGPROC;
+
+    lib = dkim_init(NULL, NULL);
+    if (lib != NULL && (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) !=
+                            DKIM_STAT_OK ||
+                        dkim_set_key_lookup(lib, key_lookup) != DKIM_STAT_OK ||
+                        dkim_set_prescreen(lib, prescreen) != DKIM_STAT_OK)) {
+        dkim_close(lib);
+        lib = NULL;
+    }
+}
+
+struct dkim_verifier *
+dkim_verifier_new(unsigned max_sigs)
+{
+    struct dkim_verifier *v;
+    DKIM_STAT st = DKIM_STAT_OK;
+
+    pthread_once(&lib_once, lib_init);
+    if (lib == NULL)
+        return NULL;
+    v = xcalloc(1, sizeof(*v));
+    v->dkim = dkim_verify(lib, (const unsigned char *)"mxd", NULL, &st);
+    if (v->dkim == NULL) {
+        free(v);
+        return NULL;
+    }
+    dkim_set_user_context(v->dkim, v);
+    v->max_sigs = max_sigs < 1 ? 1 : max_sigs > DKIM_SIGS_MAX - 1 ? DKIM_SIGS_MAX - 1 : max_sigs;
+    return v;
+}
+
+void
+dkim_verifier_feed(struct dkim_verifier *v, const char *data, size_t len)
+{
+    DKIM_STAT st;
+
+    if (v == NULL || v->status != DKIM_STAT_OK || len == 0)
+        return;
+    st = dkim_chunk(v->dkim, (u_char *)(uintptr_t)data, len);
+    if (st != DKIM_STAT_OK)
+        v->status = st; /* e.g. DKIM_STAT_NOSIG at the end of the header */
+}
+
+static const struct temp_key *
+key_failed(const struct dkim_verifier *v, DKIM_SIGINFO *sig)
+{
+    char name[NS_MAXDNAME];
+
+    snprintf(name, sizeof(name), "%s._domainkey.%s", dkim_sig_getselector(sig),
+             dkim_sig_getdomain(sig));
+    for (size_t i = 0; i < v->ntemp; i++) {
+        if (strcmp(v->temp[i].name, name) == 0)
+            return &v->temp[i];
+    }
+    return NULL;
+}
+
+static enum dkim_res
+sig_result(const struct dkim_verifier *v, DKIM_SIGINFO *sig)
+{
+    int err = dkim_sig_geterror(sig);
+
+    if ((dkim_sig_getflags(sig) & DKIM_SIGFLAG_PASSED) != 0 &&
+        dkim_sig_getbh(sig) == DKIM_SIGBH_MATCH)
+        return DKIM_RES_PASS;
+    if (err == DKIM_SIGERROR_KEYFAIL || key_failed(v, sig) != NULL)
+        return DKIM_RES_TEMPERROR;
+    if (err == DKIM_SIGERROR_OK || err == DKIM_SIGERROR_BADSIG ||
+        dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH)
+        return DKIM_RES_FAIL;
+    return DKIM_RES_PERMERROR; /* no key, bad key, malformed signature */
+}
+
+/* d=, s= and the start of b= (header.d, header.s, header.b). */
+static void
+sig_names(const struct dkim_verifier *v, DKIM_SIGINFO *sig, struct dkim_sig *o)
+{
+    const unsigned char *d = dkim_sig_getdomain(sig), *s = dkim_sig_getselector(sig);
+    char b[64];
+    size_t blen = sizeof(b);
+
+    snprintf(o->domain, sizeof(o->domain), "%s", d != NULL ? (const char *)d : "");
+    snprintf(o->selector, sizeof(o->selector), "%s", s != NULL ? (const char *)s : "");
+    if (dkim_get_sigsubstring(v->dkim, sig, b, &blen) == DKIM_STAT_OK) {
+        /* RFC 6008 2: at least 8 characters of b= tell signatures apart */
+        snprintf(o->b, sizeof(o->b), "%.*s", (int)(blen < 8 ? 8 : blen), b);
+        if (strlen(o->b) > 8)
+            o->b[8] = '\0';
+    }
+}
+
+static void
+sig_fill(struct dkim_verifier *v, DKIM_SIGINFO *sig, struct dkim_sig *o)
+{
+    o->res = sig_result(v, sig);
+    sig_names(v, sig, o);
+    if (o->res != DKIM_RES_PASS) {
+        const struct temp_key *t = key_failed(v, sig);
+        const char *why = o->res == DKIM_RES_TEMPERROR
+                              ? (t != NULL && t->late ? WHY_LATE : WHY_KEYFAIL)
+                          : dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH
+                              ? "body hash did not verify"
+                              : dkim_sig_geterrorstr(dkim_sig_geterror(sig));
+
+        snprintf(o->why, sizeof(o->why), "%s", why != NULL ? why : "verification failed");
+    }
+}
+
+/* The signatures to verify (not ignored), and the row for the others. */
+static void
+sig_rows(struct dkim_verifier *v, DKIM_SIGINFO **sigs, int nsigs, bool verified,
+         struct dkim_result *out)
+{
+    for (int i = 0; i < nsigs && out->nsigs < DKIM_SIGS_MAX - 1; i++) {
+        struct dkim_sig *o = &out->sigs[out->nsigs];
+
+        if ((dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) != 0)
+            continue;
+        out->nsigs++;
+        if (verified) {
+            sig_fill(v, sigs[i], o);
+        } else {
+            o->res = DKIM_RES_TEMPERROR;
+            sig_names(v, sigs[i], o);
+            snprintf(o->why, sizeof(o->why), "%s", WHY_LATE);
+        }
+    }
+    if (v->skipped > 0) {
+        /* RFC 8601 2.7.1: neutral, "not otherwise able to be processed" */
+        struct dkim_sig *o = &out->sigs[out->nsigs++];
+
+        o->res = DKIM_RES_NEUTRAL;
+        snprintf(o->why, sizeof(o->why), "too many signatures: %u not verified", v->skipped);
+    }
+}
+
+/* Clears *out; without a verifier fills in its one temperror row and
+ * returns false. */
+static bool
+result_init(const struct dkim_verifier *v, struct dkim_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (v != NULL)
+        return true;
+    out->nsigs = 1;
+    out->sigs[0].res = DKIM_RES_TEMPERROR;
+    snprintf(out->sigs[0].why, sizeof(out->sigs[0].why), "verifier unavailable");
+    return false;
+}
+
+void
+dkim_verifier_pending(struct dkim_verifier *v, struct dkim_result *out)
+{
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+
+    if (!result_init(v, out))
+        return;
+    if (v->status == DKIM_STAT_OK && dkim_getsiglist(v->dkim, &sigs, &nsigs) != DKIM_STAT_OK)
+        nsigs = 0;
+    sig_rows(v, sigs, nsigs, false, out);
+}
+
+void
+dkim_verifier_finish(struct dkim_verifier *v, const struct dns_servers *servers,
+                     struct dkim_result *out)
+{
+    uint64_t start = uv_hrtime();
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+
+    if (!result_init(v, out))
+        return;
+    v->finishing = true;
+    v->deadline_ns = servers->deadline_ns;
+    v->temp = xcalloc(v->max_sigs, sizeof(*v->temp));
+    v->rs_ok = dns_res_open(&v->rs, servers) == 0;
+    if (v->status == DKIM_STAT_OK)
+        (void)dkim_chunk(v->dkim, NULL, 0); /* end of the message */
+    if (v->status == DKIM_STAT_OK) {
+        (void)dkim_eom(v->dkim, NULL);
+        if (dkim_getsiglist(v->dkim, &sigs, &nsigs) != DKIM_STAT_OK)
+            nsigs = 0;
+    }
+    sig_rows(v, sigs, nsigs, true, out);
+    if (v->rs_ok)
+        res_nclose(&v->rs);
+    v->rs_ok = false;
+    free(v->temp);
+    v->temp = NULL;
+    v->ntemp = 0;
+    out->queries = v->queries;
+    out->ms = (double)(uv_hrtime() - start) / 1e6;
+}
+
+void
+dkim_verifier_free(struct dkim_verifier *v)
+{
+    if (v == NULL)
+        return;
+    if (v->dkim != NULL)
+        dkim_free(v->dkim);
+    free(v);
+}

@@ -1,0 +1,64 @@
+/* dkim: DKIM signature verification (RFC 6376) with libopendkim. */
+#ifndef MXD_DKIM_H
+#define MXD_DKIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/util.h"
+#include "dns/dns.h"
+
+/* Rows per message: the signatures verified (dkim_max_signatures at most)
+ * and one for those not verified. */
+#define DKIM_SIGS_MAX (CONF_DKIM_SIGS_MAX + 1)
+
+/* RFC 8601 2.7.1 results. */
+#define DKIM_RESULTS(X)                                                                            \
+    X(NONE, "none")                                                                                \
+    X(PASS, "pass")                                                                                \
+    X(FAIL, "fail") X(NEUTRAL, "neutral") X(TEMPERROR, "temperror") X(PERMERROR, "permerror")
+#define DKIM_RES_ENUM(e, s) DKIM_RES_##e,
+enum dkim_res { DKIM_RESULTS(DKIM_RES_ENUM) };
+#undef DKIM_RES_ENUM
+const char *dkim_res_name(enum dkim_res r);
+
+struct dkim_sig {
+    enum dkim_res res;
+    char domain[256];   /* d= */
+    char selector[128]; /* s= */
+    char b[16];         /* the first octets of b= (RFC 6008 header.b) */
+    char why[128];      /* libopendkim's reason when not pass */
+};
+
+struct dkim_result {
+    size_t nsigs; /* 0: the message is not signed (dkim=none) */
+    struct dkim_sig sigs[DKIM_SIGS_MAX];
+    unsigned queries;
+    double ms;
+};
+
+struct dkim_verifier;
+
+/* A verifier for one message that verifies its first max_sigs signatures
+ * (1 to DKIM_SIGS_MAX - 1); NULL when libopendkim cannot start (then the
+ * message is reported as dkim=temperror). Caller frees. */
+struct dkim_verifier *dkim_verifier_new(unsigned max_sigs);
+/* Feeds the next piece of the message as received (CRLF lines, after
+ * dot-unstuffing). Hashing only, no I/O: the loop thread may call it. */
+void dkim_verifier_feed(struct dkim_verifier *v, const char *data, size_t len);
+/*
+ * The message is complete: looks each signature's key up (TXT
+ * <s>._domainkey.<d>, through servers) and verifies. No lookup runs past
+ * servers->deadline_ns: those signatures are temperror. Signatures past
+ * max_sigs are one neutral row. Blocks on DNS: never on the loop thread.
+ * Always fills *out.
+ */
+void dkim_verifier_finish(struct dkim_verifier *v, const struct dns_servers *servers,
+                          struct dkim_result *out);
+/* What to report when dkim_verifier_finish does not answer in time: each
+ * signature it would verify as temperror, the rest as above. After the
+ * whole message was fed, before finishing; no I/O (loop thread). */
+void dkim_verifier_pending(struct dkim_verifier *v, struct dkim_result *out);
+void dkim_verifier_free(struct dkim_verifier *v);
+
+#endif

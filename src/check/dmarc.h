@@ -1,0 +1,69 @@
+/* dmarc: DMARC evaluation (RFC 7489) with libopendmarc. */
+#ifndef MXD_DMARC_H
+#define MXD_DMARC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "check/dkim.h"
+#include "check/spf.h"
+#include "dns/dns.h"
+
+#define DMARC_PSL_PATH "/usr/share/publicsuffix/public_suffix_list.dat" /* Debian publicsuffix */
+
+#define DMARC_RESULTS(X)                                                                           \
+    X(NONE, "none")                                                                                \
+    X(PASS, "pass") X(FAIL, "fail") X(TEMPERROR, "temperror") X(PERMERROR, "permerror")
+#define DMARC_RES_ENUM(e, s) DMARC_RES_##e,
+enum dmarc_res { DMARC_RESULTS(DMARC_RES_ENUM) };
+#undef DMARC_RES_ENUM
+const char *dmarc_res_name(enum dmarc_res r);
+
+#define DMARC_AUTHORS_MAX 4 /* distinct author domains evaluated per message */
+
+struct dmarc_input {
+    char ip[46];
+    /* the RFC5322.From domains (one per author, RFC 7489 6.6.1), lower case */
+    char from_domains[DMARC_AUTHORS_MAX][256];
+    size_t nfrom;
+    bool from_bad; /* no From:, several, or no domain in it */
+    enum spf_res spf;
+    bool spf_helo; /* the SPF result is for the HELO identity */
+    char spf_domain[256];
+    const struct dkim_result *dkim; /* borrowed; NULL when DKIM is off */
+};
+
+/* The outcome for one author domain. */
+struct dmarc_author {
+    char domain[256];
+    enum dmarc_res res;
+    char policy[16]; /* "none", "quarantine", "reject" or "" (no record) */
+    bool reject;     /* fail and the policy to apply is reject */
+    char why[128];   /* for permerror and temperror */
+};
+
+struct dmarc_result {
+    /* the verdict: the strictest author's outcome (RFC 7489 6.6.1), or
+     * permerror/temperror for the message as a whole (domain "") */
+    enum dmarc_res res;
+    char domain[256];
+    char policy[16];
+    bool reject;
+    char why[128];
+    unsigned queries;
+    struct dmarc_author authors[DMARC_AUTHORS_MAX]; /* one per from_domains entry */
+    size_t nauthors;
+};
+
+/* Evaluates DMARC for the message, for each author domain; looks _dmarc
+ * records up (blocking: never on the loop thread). Always fills *out. */
+void dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
+                 struct dmarc_result *out);
+
+/* The result when no check could be made in time: temperror (why) for the
+ * message and for each author, so that every header.from is still named.
+ * Pure; any thread. */
+void dmarc_result_unchecked(const struct dmarc_input *in, const char *why,
+                            struct dmarc_result *out);
+
+#endif

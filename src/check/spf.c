@@ -1,0 +1,482 @@
+/* spf: SPF (RFC 7208) checks with libspf2 on a lookup thread (lookup.h).
+ *
+ * Owns, per check, a libspf2 server, request and response and a private
+ * DNS layer (struct spf_ctx: a resolver state from dns_res_open, so
+ * conf->dns_servers is honoured, a reply buffer and counters). spf_check
+ * runs on a lookup thread (it blocks on DNS); spf_check_async and its
+ * callback run on the loop thread and share only the job, handed over
+ * through lookup_queue. Every check ends with a result; DNS trouble is
+ * temperror, never an error return.
+ *
+ * What it adds to libspf2 (see docs/auth.md): loopback clients are checked
+ * like any other (libspf2's entry points pass them unconditionally); the
+ * obsolete SPF RR type is never queried (RFC 7208 3.1); void lookups are
+ * counted and more than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which
+ * libspf2 does not implement); no new query is sent once the budget is
+ * spent, and the last one gives up when it ends (dns_res_fit). The 10
+ * DNS-querying terms limit is libspf2's own (max_dns_mech). It does not
+ * cache (the recursive server does), nor log (the caller does). */
+#define _DEFAULT_SOURCE
+#include "check/spf.h"
+
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <netdb.h>
+#include <resolv.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <spf2/spf.h>
+#include <spf2/spf_dns.h>
+
+#include "base/reply.h"
+#include "dns/lookup.h"
+
+#define SPF_EXEMPT_MAX 32 /* MX and PTR target names remembered per check */
+
+#define SPF_RES_NAME(e, s) s,
+static const char *const res_names[] = {SPF_RESULTS(SPF_RES_NAME)};
+#undef SPF_RES_NAME
+
+const char *
+spf_res_name(enum spf_res r)
+{
+    return (unsigned)r < sizeof(res_names) / sizeof(res_names[0]) ? res_names[r] : "?";
+}
+
+struct spf_ctx {
+    struct __res_state rs;
+    bool rs_ok;
+    uint64_t deadline_ns;
+    unsigned queries, voids;
+    unsigned terms;     /* queries that are not for an MX or PTR target */
+    bool last_txt_void; /* the last query was TXT and void */
+    /* Names from MX and PTR answers: the address lookups libspf2 makes for
+     * them belong to the same term and are not void lookups of their own. */
+    char exempt[SPF_EXEMPT_MAX][NS_MAXDNAME];
+    size_t nexempt;
+    unsigned char ans[NS_MAXMSG];
+};
+
+static bool
+ctx_exempt(const struct spf_ctx *c, const char *name)
+{
+    for (size_t i = 0; i < c->nexempt; i++) {
+        if (strcasecmp(c->exempt[i], name) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void
+ctx_void(struct spf_ctx *c, const char *domain, ns_type type)
+{
+    c->last_txt_void = type == ns_t_txt;
+    if ((type == ns_t_a || type == ns_t_aaaa) && ctx_exempt(c, domain))
+        return;
+    c->voids++;
+}
+
+/* Copies one answer record's data into rr->rr[*cnt]; false to skip it. */
+static bool
+rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_ctx *c)
+{
+    const unsigned char *d = ns_rr_rdata(*r);
+    int len = ns_rr_rdlen(*r);
+    char name[NS_MAXDNAME];
+    size_t o = 0;
+
+    switch (ns_rr_type(*r)) {
+    case ns_t_a:
+    case ns_t_aaaa:
+        if (len != (ns_rr_type(*r) == ns_t_a ? 4 : 16) ||
+            SPF_dns_rr_buf_realloc(rr, cnt, (size_t)len) != SPF_E_SUCCESS)
+            return false;
+        memcpy(rr->rr[cnt], d, (size_t)len);
+        return true;
+    case ns_t_mx:
+    case ns_t_ptr:
+        if (ns_rr_type(*r) == ns_t_mx && len < 3)
+            return false;
+        if (dn_expand(ns_msg_base(*msg), ns_msg_end(*msg), d + (ns_rr_type(*r) == ns_t_mx ? 2 : 0),
+                      name, sizeof(name)) < 0 ||
+            SPF_dns_rr_buf_realloc(rr, cnt, strlen(name) + 1) != SPF_E_SUCCESS)
+            return false;
+        strcpy(rr->rr[cnt]->mx, name);
+        if (c->nexempt < SPF_EXEMPT_MAX)
+            strcpy(c->exempt[c->nexempt++], name);
+        return true;
+    case ns_t_txt:
+        /* RFC 7208 3.3: the character-strings are concatenated. */
+        if (SPF_dns_rr_buf_realloc(rr, cnt, (size_t)len + 1) != SPF_E_SUCCESS)
+            return false;
+        for (int i = 0; i < len;) {
+            int n = d[i++];
+
+            if (n > len - i)
+                n = len - i;
+            memcpy(rr->rr[cnt]->txt + o, d + i, (size_t)n);
+            o += (size_t)n;
+            i += n;
+        }
+        rr->rr[cnt]->txt[o] = '\0';
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void
+parse_answer(SPF_dns_rr_t *rr, ns_type type, struct spf_ctx *c, int len)
+{
+    ns_msg msg;
+    ns_rr r;
+    int cnt = 0;
+
+    if (ns_initparse(c->ans, len, &msg) < 0) {
+        rr->herrno = TRY_AGAIN;
+        return;
+    }
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        if (ns_parserr(&msg, ns_s_an, i, &r) < 0) {
+            rr->herrno = TRY_AGAIN;
+            return;
+        }
+        if (ns_rr_type(r) == type && ns_rr_class(r) == ns_c_in && rr_put(rr, cnt, &msg, &r, c))
+            cnt++;
+    }
+    rr->num_rr = cnt;
+}
+
+/* RFC 7208 4.3: a domain that is not a multi-label FQDN with labels of
+ * 1..63 octets gives "none" without any lookup. */
+static size_t
+name_labels(const char *d)
+{
+    size_t label = 0, labels = 1, len = strlen(d);
+
+    if (len == 0 || len > 254 || d[0] == '[')
+        return 0;
+    for (const char *p = d; *p != '\0'; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                return 0;
+            label = 0;
+            labels += p[1] != '\0';
+        } else if (++label > 63) {
+            return 0;
+        }
+    }
+    return labels;
+}
+
+static bool
+name_ok(const char *d)
+{
+    return name_labels(d) > 0;
+}
+
+static bool
+domain_ok(const char *d)
+{
+    return name_labels(d) > 1;
+}
+
+/* libspf2 DNS layer: one query through our resolver state. */
+static SPF_dns_rr_t *
+layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_cache)
+{
+    struct spf_ctx *c = d->hook;
+    SPF_dns_rr_t *rr;
+    int n;
+
+    (void)should_cache;
+    if (type == ns_t_spf) /* RFC 7208 3.1: type SPF is not used any more */
+        return SPF_dns_rr_new_init(d, domain, type, 0, NO_DATA);
+    if (!name_ok(domain)) /* no such name can exist (libspf2 asks anyway) */
+        return SPF_dns_rr_new_init(d, domain, type, 0, HOST_NOT_FOUND);
+    if (!c->rs_ok || !dns_res_fit(&c->rs, c->deadline_ns))
+        return SPF_dns_rr_new_init(d, domain, type, 0, TRY_AGAIN);
+    c->queries++;
+    c->last_txt_void = false;
+    if (!((type == ns_t_a || type == ns_t_aaaa) && ctx_exempt(c, domain)))
+        c->terms++;
+    c->rs.res_h_errno = 0;
+    n = res_nquery(&c->rs, domain, ns_c_in, type, c->ans, sizeof(c->ans));
+    if (n < 0) {
+        int h = c->rs.res_h_errno;
+
+        if (h == HOST_NOT_FOUND || h == NO_DATA)
+            ctx_void(c, domain, type);
+        else
+            h = TRY_AGAIN; /* SERVFAIL, REFUSED, timeout: temperror */
+        return SPF_dns_rr_new_init(d, domain, type, 0, h);
+    }
+    rr = SPF_dns_rr_new_init(d, domain, type, 0, NETDB_SUCCESS);
+    if (rr == NULL)
+        mxd_panic("spf: out of memory");
+    parse_answer(rr, type, c, n < (int)sizeof(c->ans) ? n : (int)sizeof(c->ans));
+    if (rr->herrno == NETDB_SUCCESS && rr->num_rr == 0) {
+        rr->herrno = NO_DATA;
+        ctx_void(c, domain, type);
+    }
+    return rr;
+}
+
+static enum spf_res
+map_result(SPF_result_t r)
+{
+    switch (r) {
+    case SPF_RESULT_PASS:
+        return SPF_RES_PASS;
+    case SPF_RESULT_FAIL:
+        return SPF_RES_FAIL;
+    case SPF_RESULT_SOFTFAIL:
+        return SPF_RES_SOFTFAIL;
+    case SPF_RESULT_NEUTRAL:
+        return SPF_RES_NEUTRAL;
+    case SPF_RESULT_NONE:
+        return SPF_RES_NONE;
+    case SPF_RESULT_TEMPERROR:
+        return SPF_RES_TEMPERROR;
+    default:
+        return SPF_RES_PERMERROR;
+    }
+}
+
+/* The record could not be had: none, temperror or permerror (a record
+ * that does not compile leaves errors other than "not SPF" behind). */
+static enum spf_res
+map_record_error(SPF_response_t *resp, SPF_errcode_t err)
+{
+    if (SPF_response_result(resp) == SPF_RESULT_NONE ||
+        SPF_response_result(resp) == SPF_RESULT_PERMERROR)
+        return map_result(SPF_response_result(resp));
+    if (err == SPF_E_DNS_ERROR)
+        return SPF_RES_TEMPERROR;
+    for (int i = 0; i < SPF_response_messages(resp); i++) {
+        SPF_error_t *e = SPF_response_message(resp, i);
+
+        if (SPF_error_errorp(e) && SPF_error_code(e) != SPF_E_NOT_SPF)
+            return SPF_RES_PERMERROR;
+    }
+    return err == SPF_E_NOT_SPF ? SPF_RES_NONE : SPF_RES_PERMERROR;
+}
+
+static void
+set_comment(struct spf_result *out, const struct spf_query *q, const char *id, const char *why)
+{
+    char *c = out->comment;
+    size_t n = sizeof(out->comment);
+    const char *r = q->receiver;
+
+    switch (out->res) {
+    case SPF_RES_NONE:
+        snprintf(c, n, "%s: domain of %s does not designate permitted sender hosts", r, id);
+        break;
+    case SPF_RES_NEUTRAL:
+        snprintf(c, n, "%s: %s is neither permitted nor denied by domain of %s", r, q->ip, id);
+        break;
+    case SPF_RES_PASS:
+        snprintf(c, n, "%s: domain of %s designates %s as permitted sender", r, id, q->ip);
+        break;
+    case SPF_RES_FAIL:
+        snprintf(c, n, "%s: domain of %s does not designate %s as permitted sender", r, id, q->ip);
+        break;
+    case SPF_RES_SOFTFAIL:
+        snprintf(c, n, "%s: domain of transitioning %s does not designate %s as permitted sender",
+                 r, id, q->ip);
+        break;
+    case SPF_RES_TEMPERROR:
+        snprintf(c, n, "%s: error in processing during lookup of %s: %s", r, id, why);
+        break;
+    case SPF_RES_PERMERROR:
+        snprintf(c, n, "%s: permanent error in processing domain of %s: %s", r, id, why);
+        break;
+    }
+}
+
+/* check_host() for the request; returns libspf2's error text for errors. */
+static const char *
+run(SPF_server_t *srv, SPF_request_t *req, struct spf_result *out)
+{
+    SPF_response_t *resp = SPF_response_new(req);
+    SPF_record_t *rec = NULL;
+    SPF_errcode_t err;
+    const char *why, *exp;
+
+    if (resp == NULL)
+        mxd_panic("spf: out of memory");
+    req->cur_dom = req->env_from_dp; /* what libspf2's own entry points set */
+    err = SPF_server_get_record(srv, req, resp, &rec);
+    if (err == SPF_E_SUCCESS) {
+        resp->spf_record_exp = rec;
+        err = SPF_record_interpret(rec, req, resp, 0);
+        resp->spf_record_exp = NULL;
+        SPF_record_free(rec);
+        out->res = map_result(SPF_response_result(resp));
+        exp = SPF_response_get_explanation(resp);
+        /* RFC 7208 6.2: the exp= text is the sender domain's, and it goes
+         * into our reply: one clean line, never a CR or LF. */
+        if (out->res == SPF_RES_FAIL && exp != NULL)
+            reply_text_clean(out->explanation, sizeof(out->explanation), exp, strlen(exp), false);
+    } else {
+        out->res = map_record_error(resp, err);
+    }
+    if (err == SPF_E_SUCCESS && SPF_response_errcode(resp) != SPF_E_SUCCESS)
+        err = SPF_response_errcode(resp);
+    why =
+        err == SPF_E_DNS_ERROR || out->res == SPF_RES_TEMPERROR ? "DNS failure" : SPF_strerror(err);
+    SPF_response_free(resp);
+    return why;
+}
+
+/* Sets up libspf2 for q; NULL when the identity cannot be checked. */
+static SPF_request_t *
+request_new(SPF_server_t *srv, const struct spf_query *q, struct spf_result *out)
+{
+    SPF_request_t *req = SPF_request_new(srv);
+    SPF_errcode_t e;
+
+    if (req == NULL)
+        mxd_panic("spf: out of memory");
+    e = strchr(q->ip, ':') != NULL ? SPF_request_set_ipv6_str(req, q->ip)
+                                   : SPF_request_set_ipv4_str(req, q->ip);
+    if (e != SPF_E_SUCCESS)
+        goto fail;
+    if (q->helo[0] != '\0' && SPF_request_set_helo_dom(req, q->helo) != SPF_E_SUCCESS)
+        goto fail;
+    /* RFC 7208 2.4: for <> the identity is postmaster@<HELO name>. */
+    if (SPF_request_set_env_from(req, out->helo_identity ? q->helo : q->sender) != 0)
+        goto fail;
+    snprintf(out->domain, sizeof(out->domain), "%s", req->env_from_dp);
+    if (!domain_ok(out->domain))
+        goto fail;
+    return req;
+fail:
+    SPF_request_free(req);
+    return NULL;
+}
+
+/* RFC 7208 4.6.4 across the whole check (libspf2 counts DNS terms per
+ * record, and void lookups not at all). A fail's exp= lookup comes after
+ * the decision and counts for neither. */
+static void
+limits(const struct spf_ctx *c, struct spf_result *out, const char **why)
+{
+    unsigned terms = c->terms > 0 ? c->terms - 1 : 0; /* the first TXT is no term */
+
+    out->queries = c->queries;
+    out->voids = c->voids;
+    if (out->res == SPF_RES_FAIL && c->last_txt_void) {
+        out->voids--;
+        terms--;
+    }
+    if (out->res == SPF_RES_TEMPERROR)
+        return;
+    if (terms > SPF_DNS_TERMS_MAX) {
+        out->res = SPF_RES_PERMERROR;
+        *why = "more than 10 DNS-querying terms";
+    } else if (out->voids > SPF_VOID_MAX) {
+        out->res = SPF_RES_PERMERROR;
+        *why = "more than 2 void lookups";
+    }
+    if (out->res == SPF_RES_PERMERROR)
+        out->explanation[0] = '\0';
+}
+
+/* No query is sent after this uv_hrtime(), for a check starting at now. */
+static uint64_t
+query_deadline(const struct spf_query *q, uint64_t now)
+{
+    unsigned budget_ms = q->budget_ms ? q->budget_ms : SPF_BUDGET_MS;
+
+    return q->deadline_ns != 0 ? q->deadline_ns : now + (uint64_t)budget_ms * 1000000;
+}
+
+void
+spf_check(const struct dns_servers *servers, const struct spf_query *q, struct spf_result *out)
+{
+    struct spf_ctx *c = xcalloc(1, sizeof(*c));
+    SPF_dns_server_t *dns = xcalloc(1, sizeof(*dns));
+    SPF_server_t *srv = NULL;
+    SPF_request_t *req = NULL;
+    uint64_t start = uv_hrtime();
+    const char *id, *why = "";
+
+    memset(out, 0, sizeof(*out));
+    out->res = SPF_RES_NONE;
+    out->helo_identity = q->sender[0] == '\0';
+    id = out->helo_identity ? q->helo : q->sender;
+    c->deadline_ns = query_deadline(q, start);
+    c->rs_ok = dns_res_open(&c->rs, servers) == 0;
+    dns->lookup = layer_lookup; /* destroy NULL: we free it ourselves */
+    dns->name = "mxd";
+    dns->hook = c;
+    if ((srv = SPF_server_new_dns(dns, 0)) == NULL)
+        mxd_panic("spf: out of memory");
+    SPF_server_set_rec_dom(srv, q->receiver);
+    if ((req = request_new(srv, q, out)) != NULL)
+        why = run(srv, req, out);
+    limits(c, out, &why);
+    set_comment(out, q, id, why);
+    if (req != NULL)
+        SPF_request_free(req);
+    SPF_server_free(srv);
+    free(dns);
+    if (c->rs_ok)
+        res_nclose(&c->rs);
+    free(c);
+    out->ms = (double)(uv_hrtime() - start) / 1e6;
+}
+
+/* ---- async ------------------------------------------------------------- */
+
+struct spf_job {
+    struct lookup_job work;
+    struct dns_servers servers;
+    struct spf_query q;
+    struct spf_result *out;
+    spf_cb cb;
+    void *arg;
+};
+
+static void
+job_work(struct lookup_job *w)
+{
+    struct spf_job *j = w->data;
+
+    spf_check(&j->servers, &j->q, j->out);
+}
+
+static void
+job_done(struct lookup_job *w)
+{
+    struct spf_job *j = w->data;
+    spf_cb cb = j->cb;
+    void *arg = j->arg;
+    struct spf_result *out = j->out;
+
+    free(j);
+    cb(arg, out);
+}
+
+void
+spf_check_async(uv_loop_t *loop, const struct conf *conf, const struct spf_query *q,
+                struct spf_result *out, spf_cb cb, void *arg)
+{
+    struct spf_job *j = xcalloc(1, sizeof(*j));
+
+    dns_servers_from_conf(conf, &j->servers);
+    j->q = *q;
+    /* The budget runs from now: time spent waiting for a thread counts. */
+    j->q.deadline_ns = query_deadline(q, uv_hrtime());
+    j->out = out;
+    j->cb = cb;
+    j->arg = arg;
+    j->work.data = j;
+    lookup_queue(loop, &j->work, job_work, job_done);
+}

@@ -1,0 +1,69 @@
+/* spf: SPF checks (RFC 7208) with libspf2, off the loop thread. */
+#ifndef MXD_SPF_H
+#define MXD_SPF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/addr.h"
+#include "base/conf.h"
+#include "base/util.h"
+#include "dns/dns.h"
+
+/* RFC 7208 section 2.6 results, and their names in headers (RFC 8601). */
+#define SPF_RESULTS(X)                                                                             \
+    X(NONE, "none")                                                                                \
+    X(NEUTRAL, "neutral")                                                                          \
+    X(PASS, "pass")                                                                                \
+    X(FAIL, "fail")                                                                                \
+    X(SOFTFAIL, "softfail") X(TEMPERROR, "temperror") X(PERMERROR, "permerror")
+#define SPF_RES_ENUM(e, s) SPF_RES_##e,
+enum spf_res { SPF_RESULTS(SPF_RES_ENUM) };
+#undef SPF_RES_ENUM
+const char *spf_res_name(enum spf_res r);
+
+#define SPF_VOID_MAX      2  /* RFC 7208 4.6.4 */
+#define SPF_DNS_TERMS_MAX 10 /* RFC 7208 4.6.4 */
+#define SPF_BUDGET_MS     20000
+
+struct spf_query {
+    char ip[46];                    /* numeric client address */
+    char helo[ADDR_DOMAIN_MAX + 1]; /* the HELO/EHLO name */
+    char sender[ADDR_PATH_MAX];     /* MAIL FROM mailbox, "" for <> */
+    char receiver[ADDR_DOMAIN_MAX + 1];
+    unsigned budget_ms;   /* no new query after this; 0: SPF_BUDGET_MS */
+    uint64_t deadline_ns; /* or this uv_hrtime(), when not 0 */
+};
+
+struct spf_result {
+    enum spf_res res;
+    bool helo_identity;               /* the HELO name was checked (sender <>) */
+    char domain[ADDR_DOMAIN_MAX + 1]; /* the domain checked */
+    char comment[1024];               /* why, for headers and logs */
+    char explanation[256];            /* for a 550, "" when none */
+    unsigned queries, voids;          /* DNS queries made, void answers */
+    double ms;                        /* time taken */
+};
+
+/*
+ * Runs check_host() (RFC 7208 4) for the MAIL FROM identity, or for the
+ * HELO identity when the sender is <>. Blocks on DNS: never call it on the
+ * loop thread. Unlike libspf2's own entry points, loopback clients get no
+ * free pass. Always fills *out.
+ */
+void spf_check(const struct dns_servers *servers, const struct spf_query *q,
+               struct spf_result *out);
+
+/* out is owned by the job until this runs (loop thread). */
+typedef void (*spf_cb)(void *arg, struct spf_result *out);
+
+/* spf_check on a lookup thread (lookup.h) through conf's dns_servers; q
+ * is copied; the budget counts from this call; cb runs on the loop thread
+ * with out. Never synchronous. */
+void spf_check_async(uv_loop_t *loop, const struct conf *conf, const struct spf_query *q,
+                     struct spf_result *out, spf_cb cb, void *arg);
+
+#endif

@@ -1,0 +1,141 @@
+/* deliver internals shared by deliver.c (picking, jobs, outcomes, start
+ * and stop) and deliver_dest.c (destinations, connections, routing, MX
+ * resolution, the primary watcher). Not for other modules. */
+#ifndef MXD_DELIVER_IMPL_H
+#define MXD_DELIVER_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "client/lmtp_net.h"
+#include "deliver/deliver.h"
+#include "dns/dns.h"
+#include "dns/mx.h"
+
+struct dest;
+
+/* One message's recipients for one destination: one transaction. */
+struct djob {
+    struct djob *next;
+    struct deliver *d;
+    struct dest *dest; /* NULL: decided without a connection */
+    int64_t msg_id;
+    char qid[24];
+    int64_t received;
+    char *sender;
+    size_t nrcpts;
+    int64_t *rcpt_ids;
+    char **addrs;
+    unsigned *attempts;
+    int *codes;   /* 0 until the outcome is known */
+    char **texts; /* reply summaries */
+    struct lmtp_txn txn;
+    const struct conf_domain *domain;
+    char *relay;      /* the endpoint it was handed to */
+    uv_timer_t retry; /* recording the outcomes failed: try again */
+    bool retry_inited;
+};
+
+struct dconn {
+    struct dconn *next;
+    struct dest *dest;
+    struct lmtp_conn *c;
+    struct djob *job;
+    size_t ep;    /* index into dest->eps */
+    bool idle;    /* ready for a job (session established) */
+    bool closing; /* was idle, then started to close: never gets a job */
+    bool probe;   /* the watcher's: connect, greet, QUIT */
+};
+
+/* Where jobs go: an LMTP server, a backup domain's primaries (a list, or
+ * its MX hosts looked up in DNS), or the bounce relay. */
+struct dest {
+    struct dest *next;
+    struct deliver *d;
+    char *key;
+    enum lmtp_conn_proto proto;
+    const struct conf_domain *dom;   /* backup domain, or NULL */
+    const struct conf_endpoint *eps; /* tried in order */
+    size_t neps;
+    size_t ep_idx;                   /* the one new connections use */
+    struct conf_endpoint *owned_eps; /* MX targets (eps points here) */
+    char **owned_names;              /* their MX host names, for TLS */
+    /* STARTTLS: how, with what; a session to resume with eps[tls_sess_ep] */
+    struct lmtp_conn_tls tls;
+    bool tls_on;
+    void *tls_sess;
+    size_t tls_sess_len, tls_sess_ep;
+    bool mx, resolving;
+    uint64_t resolved_ms; /* when owned_eps were looked up (0: never) */
+    unsigned max_conns;
+    unsigned nconns;
+    struct dconn *conns;
+    struct djob *head, **tail; /* waiting for a connection */
+    /* the primary watcher (backup domains with held mail) */
+    uv_timer_t watch;
+    bool watching, watch_inited;
+    char down_text[400];  /* while watching: why the primary is down */
+    uint64_t down_ms;     /* when a delivery connection last failed (loop time) */
+    char tls_broken[400]; /* tls = verify without trust anchors: the reply */
+    uint64_t watch_ms;    /* current probe interval */
+};
+
+struct deliver {
+    uv_loop_t *loop;
+    const struct conf *conf;
+    struct store *store;
+    uv_timer_t timer, stop_timer;
+    struct dest *dests;
+    int64_t *inflight;
+    size_t ninflight;
+    unsigned pending_writes; /* store_outcomes_async in flight */
+    unsigned pending_other;  /* DNS lookups, watcher handles closing */
+    bool picking, again, stopping;
+    void (*stop_cb)(void *arg);
+    void *stop_arg;
+    unsigned handles_open;
+    struct lmtp_timeouts to;
+    struct deliver_stats stats;
+    /* STARTTLS client credentials: without trust anchors, and with the
+     * trust anchors of each ca_file (NULL: the system store) that a domain
+     * with tls = verify names; kept until the end (reloads add to them) */
+    struct mx_local self; /* our listen addresses, wildcards expanded */
+    struct tls_creds *tls_any;
+    struct deliver_trust {
+        char *ca_file;
+        struct tls_creds *creds;
+    } * trust;
+    size_t ntrust;
+};
+
+int64_t deliver__now(void);
+void deliver__job_set(struct djob *j, size_t i, int code, const char *text);
+void deliver__job_finish(struct djob *j);
+void deliver__job_fail(struct djob *j, int code, const char *text);
+void deliver__job_drop(struct djob *j);
+void deliver__stop_check(struct deliver *d);
+void deliver__kick_domain(struct deliver *d, const char *domain);
+
+void deliver__dest_push(struct dest *dest, struct djob *j);
+struct djob *deliver__dest_pop(struct dest *dest);
+void deliver__dest_run(struct dest *dest, struct deliver *d);
+/* Where a recipient goes: a destination, or NULL with *code and *text the
+ * outcome decided here. */
+struct dest *deliver__route(struct deliver *d, const struct store_dmsg *m,
+                            const struct store_drcpt *r, const struct conf_domain **domp, int *code,
+                            const char **text);
+/* A temporary failure for a backup domain: watch its primary. */
+void deliver__watch(struct dest *dest);
+/* Stop: close every connection and watcher; true when all are gone. */
+bool deliver__dests_idle(struct deliver *d);
+void deliver__dests_stop(struct deliver *d);
+void deliver__dests_abort(struct deliver *d);
+void deliver__dests_free(struct deliver *d);
+/* Our own addresses from d->conf's listen list, a wildcard expanded to
+ * every interface address (getifaddrs: start-up and reload only). */
+void deliver__self_load(struct deliver *d);
+/* Loads the STARTTLS client credentials; MXD_ECONFIG (logged) when a
+ * domain's ca_file (or the system trust store) cannot be read. */
+int deliver__tls_load(struct deliver *d) MXD_WUR;
+
+#endif

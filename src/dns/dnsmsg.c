@@ -1,0 +1,89 @@
+/* dnsmsg: MX, A and AAAA records out of a DNS reply with libresolv's
+ * ns_initparse/ns_parserr/dn_expand (which bound every read by the message
+ * end).
+ *
+ * Owns nothing: the reply is borrowed, results go into caller arrays. Any
+ * thread. Returns 0 or MXD_EIO (malformed reply). It does not send
+ * queries, follow CNAMEs or look at other sections than the answer. Split
+ * out of dns.c so unit tests and the fuzzer can feed it replies. */
+#define _DEFAULT_SOURCE
+#include "dns/dnsmsg.h"
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <netinet/in.h>
+#include <resolv.h>
+#include <stdbool.h>
+#include <string.h>
+
+int
+dnsmsg_mx(const unsigned char *ans, size_t len, struct mx_host **hosts, size_t *n, size_t *null_mx)
+{
+    char name[NS_MAXDNAME];
+    ns_msg msg;
+    ns_rr rr;
+
+    if (len > NS_MAXMSG || ns_initparse(ans, (int)len, &msg) < 0)
+        return MXD_EIO;
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+            return MXD_EIO;
+        if (ns_rr_type(rr) != ns_t_mx || ns_rr_class(rr) != ns_c_in)
+            continue; /* e.g. the CNAME that led to the MX records */
+        if (ns_rr_rdlen(rr) < 3 || dn_expand(ns_msg_base(msg), ns_msg_end(msg), ns_rr_rdata(rr) + 2,
+                                             name, sizeof(name)) < 0)
+            return MXD_EIO;
+        if (name[0] == '\0' || strcmp(name, ".") == 0) {
+            (*null_mx)++;
+            continue;
+        }
+        if (strlen(name) >= MX_NAME_MAX)
+            continue; /* cannot be a host name we could resolve */
+        *hosts = xrealloc(*hosts, (*n + 1) * sizeof(**hosts));
+        strcpy((*hosts)[*n].name, name);
+        (*hosts)[*n].pref = ns_get16(ns_rr_rdata(rr));
+        (*n)++;
+    }
+    return 0;
+}
+
+int
+dnsmsg_addrs(const unsigned char *ans, size_t len, bool want_aaaa, unsigned short port,
+             struct sockaddr_storage *addrs, size_t *naddrs, size_t max)
+{
+    ns_type type = want_aaaa ? ns_t_aaaa : ns_t_a;
+    ns_msg msg;
+    ns_rr rr;
+
+    if (len > NS_MAXMSG || ns_initparse(ans, (int)len, &msg) < 0)
+        return MXD_EIO;
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an) && *naddrs < max; i++) {
+        struct sockaddr_storage *ss = &addrs[*naddrs];
+
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+            return MXD_EIO;
+        if (ns_rr_type(rr) != type || ns_rr_class(rr) != ns_c_in)
+            continue;
+        memset(ss, 0, sizeof(*ss));
+        if (!want_aaaa && ns_rr_rdlen(rr) == 4) {
+            struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(port);
+            memcpy(&sin->sin_addr, ns_rr_rdata(rr), 4);
+        } else if (want_aaaa && ns_rr_rdlen(rr) == 16) {
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons(port);
+            memcpy(&sin6->sin6_addr, ns_rr_rdata(rr), 16);
+        } else {
+            return MXD_EIO;
+        }
+        (*naddrs)++;
+    }
+    return 0;
+}

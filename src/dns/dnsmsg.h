@@ -1,0 +1,33 @@
+/* dnsmsg: reading MX, A and AAAA records out of a DNS reply (pure: bytes
+ * in, records out; no sockets, no resolver state). */
+#ifndef MXD_DNSMSG_H
+#define MXD_DNSMSG_H
+
+#include <sys/socket.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/util.h"
+#include "dns/mx.h"
+
+/*
+ * Appends the MX records in the answer section of ans[0..len) to *hosts
+ * (realloc'd; caller frees) and *n. RFC 7505 null MX records (".") are not
+ * added but counted in *null_mx; other records (the CNAME that led to the
+ * MX records) are skipped. Returns 0, or MXD_EIO when the reply is
+ * malformed (what was appended so far stays).
+ */
+int dnsmsg_mx(const unsigned char *ans, size_t len, struct mx_host **hosts, size_t *n,
+              size_t *null_mx) MXD_WUR;
+
+/*
+ * Appends the A (want_aaaa false) or AAAA records in the answer section of
+ * ans[0..len) to addrs[*naddrs..max) as sockaddrs with the given port.
+ * Returns 0, or MXD_EIO when the reply is malformed or a record has the
+ * wrong length.
+ */
+int dnsmsg_addrs(const unsigned char *ans, size_t len, bool want_aaaa, unsigned short port,
+                 struct sockaddr_storage *addrs, size_t *naddrs, size_t max) MXD_WUR;
+
+#endif

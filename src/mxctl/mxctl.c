@@ -1,0 +1,622 @@
+/*
+ * mxctl: the operator's tool. Owns one connection to queue.db (db_open, so it
+ * also migrates the database) for the life of one command, and stdout. Only
+ * `recipient add` creates a database that does not exist (to list
+ * recipients before mxd first starts), and says so; any other command on a
+ * path that does not exist is refused, so a typo in -d or `database` does
+ * not leave an empty database (and directories) behind. Single-threaded and
+ * blocking: it is not part of the daemon.
+ * Read-only commands and the recipients table use the database directly;
+ * queue state changes (flush, hold, release, delete, bounce) and stats go to
+ * the running mxd over its control socket (mxctl_json.c, as does --json).
+ *
+ * Errors: exit 0 on success; 1 on a refused operation (unknown queue id,
+ * recipient not in the table) and on failures (configuration, database,
+ * daemon unreachable, writing stdout); 2 on usage errors, usage on stderr.
+ *
+ * Does not: change queue state itself, or hold a transaction longer than one
+ * command. Peer-supplied text (HELO, addresses, replies) is printed with
+ * control characters escaped; `show` writes the body raw.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "base/conf.h"
+#include "base/util.h"
+#include "mxctl/mxctl_json.h"
+#include "store/db.h"
+
+#define MXCTL_CONF  "/etc/mxd/mxd.conf"
+#define MXCTL_CHUNK (64 * 1024)
+
+/* What a command's run() gets besides its arguments. */
+struct mxctl_ctx {
+    bool json;
+    const char *verb;    /* the command's name */
+    const char *control; /* the control socket's path (daemon commands) */
+};
+
+static void
+usage(FILE *f)
+{
+    fputs("usage: mxctl [-c FILE] [-d DATABASE] COMMAND [ARG...] [--json]\n"
+          "commands:\n"
+          "  queue                      list queued messages and their recipients\n"
+          "  show QUEUE-ID              print a message's envelope, a blank line, the message\n"
+          "  flush [DOMAIN]             retry deferred mail now (all, or DOMAIN's)\n"
+          "  hold QUEUE-ID              stop delivering a message until released\n"
+          "  release QUEUE-ID           deliver a held message again, now\n"
+          "  delete QUEUE-ID            drop a message, without a bounce\n"
+          "  bounce QUEUE-ID            fail a message's recipients and bounce it to the sender\n"
+          "  stats                      counters of the running mxd and queue totals\n"
+          "  reload                     make mxd re-read its configuration (as SIGHUP)\n"
+          "  recipient add ADDRESS...   accept mail for ADDRESS (local@domain or @domain)\n"
+          "  recipient del ADDRESS...   remove ADDRESS from the recipients table\n"
+          "  recipient list             print the recipients table\n"
+          "options:\n"
+          "  -c FILE      configuration file (default " MXCTL_CONF ")\n"
+          "  -d DATABASE  use this database instead of the configuration's\n"
+          "  --json       print queue, show, stats and recipient list as JSON\n"
+          "flush to reload go to the running mxd through [server] control_socket.\n",
+          f);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("mxctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    usage(stderr);
+    return MXCTL_USAGE;
+}
+
+/* Writes s with control characters, backslash (and `"` when quoted) escaped;
+ * UTF-8 passes through. */
+static void
+put_safe(const char *s, bool quoted)
+{
+    if (quoted)
+        putchar('"');
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            printf("\\x%02x", *p);
+        else if (*p == '\\' || (quoted && *p == '"'))
+            printf("\\%c", *p);
+        else
+            putchar(*p);
+    }
+    if (quoted)
+        putchar('"');
+}
+
+/* "42s", "5m", "3h", "2d": the largest whole unit. */
+static const char *
+fmt_dur(char *buf, size_t size, int64_t secs)
+{
+    if (secs < 0)
+        secs = 0;
+    if (secs < 60)
+        snprintf(buf, size, "%llds", (long long)secs);
+    else if (secs < 3600)
+        snprintf(buf, size, "%lldm", (long long)(secs / 60));
+    else if (secs < 86400)
+        snprintf(buf, size, "%lldh", (long long)(secs / 3600));
+    else
+        snprintf(buf, size, "%lldd", (long long)(secs / 86400));
+    return buf;
+}
+
+static const char *
+col_text(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+
+    return t != NULL ? (const char *)t : "";
+}
+
+static int
+db_fail(sqlite3 *db, const char *what)
+{
+    fprintf(stderr, "mxctl: %s: %s\n", what, sqlite3_errmsg(db));
+    return MXCTL_REFUSED;
+}
+
+/* ---- recipient ---------------------------------------------------------- */
+
+/* Minimal: "local@domain" or "@domain", no spaces or control characters. */
+static bool
+address_valid(const char *a)
+{
+    const char *at = strrchr(a, '@');
+
+    if (at == NULL || at[1] == '\0')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)a; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static int
+recipient_check(int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("recipient: add, del or list");
+    if (strcmp(argv[0], "list") == 0)
+        return argc == 1 ? MXCTL_OK : usage_error("recipient list takes no argument");
+    if (strcmp(argv[0], "add") != 0 && strcmp(argv[0], "del") != 0)
+        return usage_error("recipient: unknown subcommand '%s'", argv[0]);
+    if (argc < 2)
+        return usage_error("recipient %s: no address given", argv[0]);
+    for (int i = 1; i < argc; i++) {
+        if (!address_valid(argv[i]))
+            return usage_error("invalid address '%s' (want local@domain or @domain)", argv[i]);
+    }
+    return MXCTL_OK;
+}
+
+static int
+recipient_list(sqlite3 *db)
+{
+    sqlite3_stmt *s = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(db, "SELECT address FROM recipients ORDER BY address", -1, &s, NULL) !=
+        SQLITE_OK)
+        return db_fail(db, "recipient list");
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        put_safe(col_text(s, 0), false);
+        putchar('\n');
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? MXCTL_OK : db_fail(db, "recipient list");
+}
+
+/* add or del every address in one transaction; del of an absent address is
+ * refused (exit 1) but does not stop the others. */
+static int
+recipient_change(sqlite3 *db, bool add, int argc, char **argv)
+{
+    const char *sql = add ? "INSERT OR IGNORE INTO recipients (address) VALUES (?1)"
+                          : "DELETE FROM recipients WHERE address = ?1";
+    sqlite3_stmt *s = NULL;
+    int rc = MXCTL_OK;
+
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        goto fail;
+    for (int i = 0; i < argc; i++) {
+        sqlite3_bind_text(s, 1, argv[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            goto fail;
+        sqlite3_reset(s);
+        if (!add && sqlite3_changes(db) == 0) {
+            fprintf(stderr, "mxctl: no such recipient: %s\n", argv[i]);
+            rc = MXCTL_REFUSED;
+        }
+    }
+    sqlite3_finalize(s);
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(db, "recipient");
+    return rc;
+fail:
+    rc = db_fail(db, add ? "recipient add" : "recipient del");
+    sqlite3_finalize(s);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static int
+recipient_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    if (strcmp(argv[0], "list") == 0)
+        return ctx->json ? mxctl_json_recipients(db) : recipient_list(db);
+    return recipient_change(db, strcmp(argv[0], "add") == 0, argc - 1, argv + 1);
+}
+
+/* ---- queue and show ----------------------------------------------------- */
+
+static const char *const rcpt_sql =
+    "SELECT address, state, attempts, next_attempt, last_reply FROM message_rcpts "
+    "WHERE message_id = ?1 ORDER BY id";
+
+/* One line per recipient of message id, each after prefix. */
+static int
+print_rcpts(sqlite3 *db, sqlite3_stmt *s, int64_t id, int64_t now, const char *prefix)
+{
+    char next[32], dur[24];
+    int rc;
+
+    sqlite3_bind_int64(s, 1, id);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *state = col_text(s, 1);
+        bool pending = mxctl_rcpt_scheduled(state, sqlite3_column_int64(s, 3));
+        int64_t due = sqlite3_column_int64(s, 3) - now;
+
+        if (!pending)
+            snprintf(next, sizeof(next), "-");
+        else if (due <= 0)
+            snprintf(next, sizeof(next), "now");
+        else
+            snprintf(next, sizeof(next), "in %s", fmt_dur(dur, sizeof(dur), due));
+        fputs(prefix, stdout);
+        putchar('<');
+        put_safe(col_text(s, 0), false);
+        printf("> %s attempts=%d next=%s last=", state, sqlite3_column_int(s, 2), next);
+        if (sqlite3_column_type(s, 4) == SQLITE_NULL)
+            putchar('-');
+        else
+            put_safe(col_text(s, 4), true);
+        putchar('\n');
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? MXCTL_OK : db_fail(db, "recipients");
+}
+
+static int
+queue_check(int argc, char **argv)
+{
+    return argc == 0 ? MXCTL_OK : usage_error("queue: unexpected argument '%s'", argv[0]);
+}
+
+static int
+queue_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    const char *sql = "SELECT id, qid, received, size, sender FROM messages ORDER BY received, id";
+    sqlite3_stmt *m = NULL, *r = NULL;
+    int64_t now = (int64_t)time(NULL);
+    int n = 0, rc = MXCTL_OK, step = SQLITE_DONE;
+    char age[32];
+
+    (void)argc, (void)argv;
+    if (ctx->json)
+        return mxctl_json_queue(db);
+    /* One read transaction: a consistent snapshot while mxd keeps writing. */
+    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, rcpt_sql, -1, &r, NULL) != SQLITE_OK) {
+        rc = db_fail(db, "queue");
+        goto done;
+    }
+    while (rc == MXCTL_OK && (step = sqlite3_step(m)) == SQLITE_ROW) {
+        if (n++ == 0)
+            printf("%-24s %5s %10s  %s\n", "QUEUE-ID", "AGE", "SIZE", "SENDER");
+        printf("%-24s %5s %10lld  <", col_text(m, 1),
+               fmt_dur(age, sizeof(age), now - sqlite3_column_int64(m, 2)),
+               (long long)sqlite3_column_int64(m, 3));
+        put_safe(col_text(m, 4), false);
+        puts(">");
+        rc = print_rcpts(db, r, sqlite3_column_int64(m, 0), now, "    ");
+    }
+    if (rc == MXCTL_OK && step != SQLITE_DONE)
+        rc = db_fail(db, "queue");
+    if (rc == MXCTL_OK && n == 0)
+        puts("queue is empty");
+done:
+    sqlite3_finalize(m);
+    sqlite3_finalize(r);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    return rc;
+}
+
+static int
+show_check(int argc, char **argv)
+{
+    (void)argv;
+    return argc == 1 ? MXCTL_OK : usage_error("show: want one queue id");
+}
+
+static void
+print_envelope(sqlite3_stmt *s)
+{
+    time_t t = (time_t)sqlite3_column_int64(s, 1);
+    struct tm tm;
+    char when[32] = "?";
+
+    if (gmtime_r(&t, &tm) != NULL)
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fputs("qid: ", stdout);
+    put_safe(col_text(s, 0), false);
+    printf("\nreceived: %s\nclient: ", when);
+    put_safe(col_text(s, 2), false);
+    fputs("\nhelo: ", stdout);
+    put_safe(col_text(s, 3), false);
+    fputs("\nsender: <", stdout);
+    put_safe(col_text(s, 4), false);
+    printf(">\nsize: %lld\n", (long long)sqlite3_column_int64(s, 7));
+    if (sqlite3_column_int(s, 5) || sqlite3_column_int(s, 6))
+        printf("options:%s%s\n", sqlite3_column_int(s, 5) ? " SMTPUTF8" : "",
+               sqlite3_column_int(s, 6) ? " BODY=8BITMIME" : "");
+}
+
+/* Streams the body in chunks: a message may be far bigger than memory. */
+static int
+print_body(sqlite3 *db, int64_t id)
+{
+    static unsigned char buf[MXCTL_CHUNK];
+    sqlite3_blob *blob = NULL;
+    int size, off = 0;
+
+    if (sqlite3_blob_open(db, "main", "messages", "body", id, 0, &blob) != SQLITE_OK)
+        return db_fail(db, "show: body");
+    size = sqlite3_blob_bytes(blob);
+    while (off < size) {
+        int n = size - off < MXCTL_CHUNK ? size - off : MXCTL_CHUNK;
+
+        if (sqlite3_blob_read(blob, buf, n, off) != SQLITE_OK) {
+            sqlite3_blob_close(blob);
+            return db_fail(db, "show: body");
+        }
+        if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n)
+            break;
+        off += n;
+    }
+    sqlite3_blob_close(blob);
+    return MXCTL_OK;
+}
+
+static int
+show_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    const char *sql = "SELECT qid, received, client_addr, helo, sender, smtputf8, body_8bit, "
+                      "size, id FROM messages WHERE qid = ?1";
+    sqlite3_stmt *m = NULL, *r = NULL;
+    int rc = MXCTL_OK, step;
+
+    (void)argc;
+    if (ctx->json)
+        return mxctl_json_show(db, argv[0]);
+    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, rcpt_sql, -1, &r, NULL) != SQLITE_OK) {
+        rc = db_fail(db, "show");
+        goto done;
+    }
+    sqlite3_bind_text(m, 1, argv[0], -1, SQLITE_STATIC);
+    if ((step = sqlite3_step(m)) != SQLITE_ROW) {
+        if (step == SQLITE_DONE)
+            fprintf(stderr, "mxctl: no such message: %s\n", argv[0]);
+        rc = step == SQLITE_DONE ? MXCTL_REFUSED : db_fail(db, "show");
+        goto done;
+    }
+    print_envelope(m);
+    rc = print_rcpts(db, r, sqlite3_column_int64(m, 8), (int64_t)time(NULL), "recipient: ");
+    putchar('\n');
+    if (rc == MXCTL_OK)
+        rc = print_body(db, sqlite3_column_int64(m, 8));
+done:
+    sqlite3_finalize(m);
+    sqlite3_finalize(r);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    return rc;
+}
+
+/* ---- commands for the daemon ------------------------------------------ */
+
+/* A queue id or domain as the control protocol carries it: printable ASCII,
+ * no spaces. */
+static bool
+word_valid(const char *w)
+{
+    if (*w == '\0')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)w; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static int
+flush_check(int argc, char **argv)
+{
+    if (argc > 1)
+        return usage_error("flush: at most one domain");
+    if (argc == 1 && !word_valid(argv[0]))
+        return usage_error("flush: invalid domain '%s'", argv[0]);
+    return MXCTL_OK;
+}
+
+static int
+qid_check(int argc, char **argv)
+{
+    if (argc != 1)
+        return usage_error("want one queue id");
+    if (!word_valid(argv[0]))
+        return usage_error("invalid queue id '%s'", argv[0]);
+    return MXCTL_OK;
+}
+
+static int
+none_check(int argc, char **argv)
+{
+    return argc == 0 ? MXCTL_OK : usage_error("unexpected argument '%s'", argv[0]);
+}
+
+/* flush, hold, release, delete, bounce: the command's name is the verb. */
+static int
+op_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    (void)db;
+    return mxctl_ctl_op(ctx->control, ctx->verb, argc > 0 ? argv[0] : NULL);
+}
+
+static int
+stats_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    return mxctl_ctl_stats(ctx->control, db, ctx->json);
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+struct mxctl_cmd {
+    const char *name;
+    int (*check)(int argc, char **argv); /* arguments, before the database opens */
+    int (*run)(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv);
+    bool db;     /* opens the database */
+    bool daemon; /* talks to mxd over the control socket */
+};
+
+static const struct mxctl_cmd mxctl_cmds[] = {
+    {"queue", queue_check, queue_run, true, false},
+    {"show", show_check, show_run, true, false},
+    {"recipient", recipient_check, recipient_run, true, false},
+    {"flush", flush_check, op_run, false, true},
+    {"hold", qid_check, op_run, false, true},
+    {"release", qid_check, op_run, false, true},
+    {"delete", qid_check, op_run, false, true},
+    {"bounce", qid_check, op_run, false, true},
+    {"stats", none_check, stats_run, true, true},
+    {"reload", none_check, op_run, false, true},
+};
+
+/* The database path (-d, or the configuration's) and, for daemon commands,
+ * the control socket's. Both owned by the caller. MXCTL_OK or said why. */
+static int
+paths(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, char **db_out,
+      char **ctl_out)
+{
+    struct conf *conf = NULL;
+    char *errors = NULL;
+
+    if (!cmd->daemon && (db_path != NULL || !cmd->db)) {
+        *db_out = db_path != NULL ? xstrdup(db_path) : NULL;
+        return MXCTL_OK;
+    }
+    if (conf_load(conf_path, &conf, &errors) != 0) {
+        fprintf(stderr, "%s", errors ? errors : "mxctl: cannot read the configuration\n");
+        free(errors);
+        return MXCTL_REFUSED;
+    }
+    if (cmd->daemon && conf->control_socket == NULL) {
+        fprintf(stderr, "mxctl: control_socket is not set in %s\n", conf_path);
+        conf_free(conf);
+        return MXCTL_REFUSED;
+    }
+    *db_out = cmd->db ? xstrdup(db_path != NULL ? db_path : conf->database) : NULL;
+    *ctl_out = cmd->daemon ? xstrdup(conf->control_socket) : NULL;
+    conf_free(conf);
+    return MXCTL_OK;
+}
+
+/* `recipient add` may be the first command on a new system. */
+static bool
+creates_db(const struct mxctl_cmd *cmd, int argc, char **argv)
+{
+    return strcmp(cmd->name, "recipient") == 0 && argc >= 1 && strcmp(argv[0], "add") == 0;
+}
+
+static int
+run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, bool json, int argc,
+    char **argv)
+{
+    char *path = NULL, *ctl = NULL, *err = NULL;
+    struct mxctl_ctx ctx = {.json = json, .verb = cmd->name};
+    sqlite3 *db = NULL;
+    int rc = cmd->check(argc, argv);
+
+    if (rc == MXCTL_OK)
+        rc = paths(cmd, conf_path, db_path, &path, &ctl);
+    if (rc != MXCTL_OK)
+        return rc;
+    ctx.control = ctl;
+    if (path != NULL) {
+        struct stat st;
+        bool existed = stat(path, &st) == 0 || errno != ENOENT;
+
+        if (!existed && !creates_db(cmd, argc, argv)) {
+            fprintf(stderr,
+                    "mxctl: database %s does not exist (mxd creates it when it starts; "
+                    "check -d or `database` in the configuration)\n",
+                    path);
+            rc = MXCTL_REFUSED;
+        } else if (db_open(path, &db, &err) != 0) {
+            fprintf(stderr, "mxctl: %s\n", err);
+            free(err);
+            rc = MXCTL_REFUSED;
+        } else if (!existed) {
+            fprintf(stderr, "mxctl: created database %s\n", path);
+        }
+    }
+    if (rc == MXCTL_OK)
+        rc = cmd->run(&ctx, db, argc, argv);
+    sqlite3_close(db);
+    free(path);
+    free(ctl);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        perror("mxctl: stdout");
+        rc = MXCTL_REFUSED;
+    }
+    return rc;
+}
+
+/* Takes every "--json" out of argv (it may come anywhere); true if any. */
+static bool
+take_json(int *argc, char **argv)
+{
+    int n = 1;
+    bool json = false;
+
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else
+            argv[n++] = argv[i];
+    }
+    *argc = n;
+    argv[n] = NULL;
+    return json;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *conf_path = MXCTL_CONF, *db_path = NULL;
+    bool json = take_json(&argc, argv);
+    int i;
+
+    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+        const char *opt = argv[i];
+
+        if (strcmp(opt, "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp(opt, "-h") == 0 || strcmp(opt, "--help") == 0) {
+            usage(stdout);
+            return MXCTL_OK;
+        }
+        if ((opt[1] != 'c' && opt[1] != 'd') || (opt[2] == '\0' && i + 1 >= argc))
+            return usage_error("bad option '%s'", opt);
+        if (opt[1] == 'c')
+            conf_path = opt[2] != '\0' ? opt + 2 : argv[++i];
+        else
+            db_path = opt[2] != '\0' ? opt + 2 : argv[++i];
+    }
+    if (i >= argc)
+        return usage_error("no command given");
+    for (size_t c = 0; c < sizeof(mxctl_cmds) / sizeof(mxctl_cmds[0]); c++) {
+        if (strcmp(argv[i], mxctl_cmds[c].name) == 0)
+            return run(&mxctl_cmds[c], conf_path, db_path, json, argc - i - 1, argv + i + 1);
+    }
+    return usage_error("unknown command '%s'", argv[i]);
+}

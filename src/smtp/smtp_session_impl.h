@@ -1,0 +1,134 @@
+/* smtp_session internals shared by smtp_session.c (the connection, the
+ * protocol pump, bodies, commits) and smtp_tls.c (STARTTLS). Not for other
+ * modules. */
+#ifndef MXD_SMTP_SESSION_IMPL_H
+#define MXD_SMTP_SESSION_IMPL_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/tls.h"
+#include "msg/mime7.h"
+#include "smtp/smtp_net_impl.h"
+#include "store/qid.h"
+
+#define SESSION_CBUF  (16 * 1024) /* ciphertext read buffer (TLS) */
+#define BODY_MEM_INIT (16 * 1024)
+#define BODY_MEM_MAX  (128 * 1024) /* beyond this a body goes to a spool file */
+/* Unsent output (replies filling and being written, and over TLS the
+ * ciphertext queued in uv_write): past OUT_HIGH the session stops taking
+ * commands and reading; it goes on once the client has read it down to
+ * OUT_LOW. */
+#define OUT_HIGH (64 * 1024)
+#define OUT_LOW  (OUT_HIGH / 2)
+/* Closing waits at most this long (or command_timeout, if shorter) for the
+ * last replies to drain, then resets the connection. */
+#define SESSION_LINGER_MS 10000
+
+struct outbuf {
+    char *data;
+    size_t len, cap;
+};
+
+struct spool_job {
+    uv_work_t req;
+    struct smtp_session *s;
+    char *path; /* owned copy: the session may drop its own */
+    char *data; /* owned */
+    size_t len;
+    int rc;
+};
+
+struct smtp_session {
+    struct smtp_session *prev, *next;
+    struct smtp_server *srv;
+    struct conf *conf; /* the config at accept (a reference) */
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    struct smtp_proto *proto; /* NULL for a connection refused at accept */
+    struct sockaddr_storage peer;
+    char ip[INET6_ADDRSTRLEN];
+    char qid[QID_LEN + 1];
+    uint64_t started_ms;
+    unsigned handles_open;
+    unsigned pending; /* store jobs and spool writes that will call back */
+    bool reading, eof, closing, in_pump, spool_busy, spool_failed;
+    bool delaying;           /* past the soft error limit: a reject waits error_sleep */
+    bool out_paused;         /* the pump stopped at OUT_HIGH */
+    bool lingering;          /* closing, the linger timer runs */
+    struct outbuf out, wout; /* filling, being written */
+    /* the body of the transaction in progress */
+    char *body;
+    size_t body_len, body_cap;
+    char *spool_path;
+    uint64_t spool_len;
+    struct mime7_hscan hscan; /* 8-bit octets in its header? (SMTPUTF8 needed) */
+    /* counters for the disconnect line */
+    unsigned nmsgs, nrejects;
+    /* STARTTLS (smtp_tls.c) */
+    struct tls_conn *tls;
+    char *cbuf;             /* ciphertext read buffer */
+    bool tls_handshaking;   /* until the handshake is done */
+    bool tls_plain_pending; /* the plaintext 220 is still being written */
+    bool tls_bye;           /* close_notify sent */
+    size_t tls_wbytes;      /* ciphertext queued in uv_write */
+    char tls_desc[96];
+    /* sender authentication (smtp_auth.c); NULL while unused */
+    struct smtp_auth *auth;
+};
+
+void smtp_session__pump(struct smtp_session *s);
+/* Octets of output not yet taken by the kernel, whatever the transport. */
+size_t smtp_session__unsent(const struct smtp_session *s);
+/* A callback (store job, spool write, SPF check) came back: true when the
+ * session is gone or going and the caller must not touch the protocol. */
+bool smtp_session__release(struct smtp_session *s);
+/* RCPT policy (domain ours? user known?): answers now or later. */
+void smtp_session__rcpt(struct smtp_session *s, const struct addr *a);
+/* Appends message content to the body being received. */
+void smtp_session__body_append(struct smtp_session *s, const char *data, size_t len);
+/* Drops the body being received (memory and spool file). */
+void smtp_session__body_drop(struct smtp_session *s);
+/* The content is complete and acceptable: store it, answer from the commit. */
+void smtp_session__body_commit(struct smtp_session *s);
+
+/* Sender authentication (smtp_auth.c). MAIL accepted: start SPF. */
+void smtp_auth_mail(struct smtp_session *s, const struct addr *sender);
+/* true when the RCPT was answered (SPF refusal) or is held until SPF is
+ * known (then smtp_auth calls smtp_session__rcpt or answers it). */
+bool smtp_auth_rcpt_hold(struct smtp_session *s, const struct addr *rcpt);
+void smtp_auth_body_begin(struct smtp_session *s);
+/* Content through the Authentication-Results filter to body_append. */
+void smtp_auth_body(struct smtp_session *s, const char *data, size_t len);
+/* End of content: waits for the checks, then smtp_session__body_commit. */
+void smtp_auth_body_end(struct smtp_session *s);
+/* The trace fields to put above Received: ("" when none); owned by s. */
+const char *smtp_auth_header(struct smtp_session *s, size_t *len);
+void smtp_auth_free(struct smtp_session *s);
+/* The stored message's hop count: its Received: fields and ours. */
+unsigned smtp_auth_hops(const struct smtp_session *s);
+/* Closes once the replies already queued are written. Idempotent. */
+void smtp_session__close(struct smtp_session *s);
+
+/* STARTTLS was answered 220: everything read from now on is TLS. */
+void smtp_session__tls_start(struct smtp_session *s);
+/* Ciphertext arrived. */
+void smtp_session__tls_input(struct smtp_session *s, const char *data, size_t len);
+/* Moves decrypted input into the protocol's buffer while it has room;
+ * true when anything was fed (or the peer's end was seen). */
+bool smtp_session__tls_drain(struct smtp_session *s);
+/* Encrypts and writes the replies waiting in s->out. */
+void smtp_session__tls_flush(struct smtp_session *s);
+/* Closing: send close_notify once (after the handshake). */
+void smtp_session__tls_bye(struct smtp_session *s);
+/* The peer closed or the read failed during the handshake: log it. */
+void smtp_session__tls_eof(struct smtp_session *s, const char *why);
+/* The plaintext writes (the 220) are done: the handshake may proceed. */
+void smtp_session__tls_plain_done(struct smtp_session *s);
+
+#endif

@@ -1,0 +1,791 @@
+/*
+ * store: owns queue.db's two connections and their threads: the writer
+ * (inserts messages and recipients, group commit) and the reader (recipient
+ * lookups); the job queues to them, the done list back and the uv_async_t
+ * that wakes the loop for it; and each message handed over, spool file
+ * included (unlinked when done). store_deliver.c adds delivery and operator
+ * jobs to the same threads and transactions (store_impl.h).
+ * Threads: store_* entry points on the loop thread only; writer_* and
+ * reader_* on their thread, the only one touching its connection once
+ * store_open returns. Shared: the queues and the done list, each under a mutex.
+ * Errors: store_open returns 0 or MXD_E*. Every job gets exactly one callback,
+ * on the loop thread: 0, MXD_ENOENT (lookup: absent), MXD_EINVAL (malformed
+ * message), MXD_ESTORE (SQLite or spool I/O) or MXD_ECLOSING (after
+ * store_close). A failed job leaves no row: each has a SAVEPOINT inside
+ * the batch's transaction, and a failed COMMIT fails the whole batch.
+ * Does not: decide what to deliver or when (the scheduler does), retry
+ * (the client does, after our 451), write spool files (spool.c).
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "base/log.h"
+#include "base/metrics.h"
+#include "store/db.h"
+#include "store/store_impl.h"
+
+#define STORE_STMT_TEXT(id, label, sql) {label, sql},
+
+const struct store__sql store__sql[STORE_NSTMT] = {STORE_SQL(STORE_STMT_TEXT)};
+
+/* A batch of hundreds of messages must fit in the writer's page cache:
+ * spilling dirty pages mid-transaction cost 2-3x in throughput at 1000
+ * concurrent commits in our benchmark. The WAL shrinks back after a batch of
+ * big messages grew it. */
+#define STORE_WRITER_PRAGMAS "PRAGMA cache_size = -32768; PRAGMA journal_size_limit = 67108864"
+
+void
+store_msg_free(struct store_msg *msg)
+{
+    if (msg == NULL)
+        return;
+    for (size_t i = 0; i < msg->nrcpts && msg->rcpts != NULL; i++) {
+        free(msg->rcpts[i].address);
+        free(msg->rcpts[i].domain);
+    }
+    free(msg->rcpts);
+    free(msg->client_addr);
+    free(msg->helo);
+    free(msg->sender);
+    free(msg->header);
+    free(msg->spool_path);
+    free(msg->body);
+    free(msg);
+}
+
+void
+store_dmsg_free_list(struct store_dmsg *list)
+{
+    while (list != NULL) {
+        struct store_dmsg *next = list->next;
+
+        for (size_t i = 0; i < list->nrcpts; i++) {
+            free(list->rcpts[i].address);
+            free(list->rcpts[i].domain);
+        }
+        free(list->rcpts);
+        free(list->sender);
+        free(list);
+        list = next;
+    }
+}
+
+static const char *
+job_qid(const struct store_job *j)
+{
+    const struct store_msg *m = j->msg;
+
+    return m != NULL && memchr(m->qid, '\0', sizeof(m->qid)) != NULL && m->qid[0] ? m->qid : NULL;
+}
+
+static void
+queue_init(struct store_queue *q)
+{
+    if (uv_mutex_init(&q->mu) != 0 || uv_cond_init(&q->cv) != 0)
+        mxd_panic("store: cannot create a mutex or condition variable");
+    q->tail = &q->head; /* head and stop: zeroed with the store */
+}
+
+/* Queues j, or with j NULL tells the thread to drain the queue and exit. */
+static void
+queue_push(struct store_queue *q, struct store_job *j)
+{
+    uv_mutex_lock(&q->mu);
+    if (j != NULL) {
+        j->next = NULL;
+        *q->tail = j;
+        q->tail = &j->next;
+    } else {
+        q->stop = true;
+    }
+    uv_cond_signal(&q->cv);
+    uv_mutex_unlock(&q->mu);
+}
+
+/* Waits for work and takes every job waiting; NULL once stopped and empty. */
+static struct store_job *
+queue_take(struct store_queue *q)
+{
+    struct store_job *jobs;
+
+    uv_mutex_lock(&q->mu);
+    while (q->head == NULL && !q->stop)
+        uv_cond_wait(&q->cv, &q->mu);
+    jobs = q->head;
+    q->head = NULL;
+    q->tail = &q->head;
+    uv_mutex_unlock(&q->mu);
+    return jobs;
+}
+
+/* Hands finished jobs (possibly none) back to the loop, from any thread;
+ * exiting: the calling thread is done and must not touch st after this. The
+ * handle starts closing only after both threads were joined, so only the
+ * loop thread can see it closing (its close callback drains the list). */
+static void
+store_post(struct store *st, struct store_job *jobs, const struct store_stats *stats, bool exiting)
+{
+    struct store_job *last = jobs;
+
+    while (last != NULL && last->next != NULL)
+        last = last->next;
+    uv_mutex_lock(&st->done_mu);
+    if (jobs != NULL) {
+        *st->done_tail = jobs;
+        st->done_tail = &last->next;
+    }
+    if (stats != NULL)
+        st->done_stats = *stats;
+    if (exiting)
+        st->nexited++;
+    uv_mutex_unlock(&st->done_mu);
+    if (!uv_is_closing((uv_handle_t *)&st->async))
+        uv_async_send(&st->async);
+}
+
+static void
+unlink_spool(const struct store_job *j)
+{
+    char esc[256];
+
+    if (j->msg == NULL || j->msg->spool_path == NULL)
+        return;
+    if (unlink(j->msg->spool_path) != 0 && errno != ENOENT)
+        log_msg(LOG_WARN, job_qid(j), "store", "spool unlink failed path=%s reason=\"%s\"",
+                log_esc(esc, sizeof(esc), j->msg->spool_path, strlen(j->msg->spool_path)),
+                strerror(errno));
+}
+
+static void
+conn_close(struct store_conn *c)
+{
+    for (int i = c->first; i < (int)c->end; i++) {
+        sqlite3_finalize(c->stmt[i]);
+        c->stmt[i] = NULL;
+    }
+    /* The last connection to close checkpoints the WAL into the database. */
+    if (c->db != NULL && sqlite3_close(c->db) != SQLITE_OK)
+        log_msg(LOG_ERR, NULL, "store", "close failed reason=\"%s\"", sqlite3_errmsg(c->db));
+    c->db = NULL;
+}
+
+static int
+conn_open(struct store_conn *c, const char *path, enum store_stmt first, enum store_stmt end,
+          const char *pragmas, char **err)
+{
+    int rc;
+
+    c->first = first;
+    c->end = end;
+    if ((rc = db_open(path, &c->db, err)) != 0)
+        return rc;
+    if (pragmas != NULL && sqlite3_exec(c->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
+        *err = xasprintf("database %s: %s: %s", path, pragmas, sqlite3_errmsg(c->db));
+        goto fail;
+    }
+    for (int i = first; i < (int)end; i++) {
+        if (sqlite3_prepare_v3(c->db, store__sql[i].sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[i],
+                               NULL) != SQLITE_OK) {
+            *err = xasprintf("database %s: cannot prepare %s: %s", path, store__sql[i].label,
+                             sqlite3_errmsg(c->db));
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    conn_close(c);
+    return MXD_ESTORE;
+}
+
+/* Records why the current message or transaction failed; the first reason
+ * wins, so cleanup errors do not hide the cause. */
+void
+store__writer_reason(struct store_writer *w, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (w->reason[0] != '\0')
+        return;
+    va_start(ap, fmt);
+    vsnprintf(w->reason, sizeof(w->reason), fmt, ap);
+    va_end(ap);
+}
+
+/* Steps a statement that returns no row: 0, or MXD_ESTORE with the reason. */
+int
+store__writer_exec(struct store_writer *w, enum store_stmt i)
+{
+    sqlite3_stmt *s = w->c.stmt[i];
+
+    if (sqlite3_step(s) == SQLITE_DONE) {
+        sqlite3_reset(s);
+        return 0;
+    }
+    store__writer_reason(w, "%s: %s", store__sql[i].label, sqlite3_errmsg(w->c.db));
+    sqlite3_reset(s);
+    return MXD_ESTORE;
+}
+
+static bool
+writer_msg_valid(const struct store_msg *m)
+{
+    if (m == NULL || memchr(m->qid, '\0', sizeof(m->qid)) == NULL || m->qid[0] == '\0' ||
+        m->client_addr == NULL || m->helo == NULL || m->sender == NULL || m->rcpts == NULL ||
+        m->nrcpts == 0 || (m->header == NULL && m->header_len > 0) ||
+        (m->body == NULL && m->body_len > 0) || (m->spool_path == NULL && m->spool_len > 0))
+        return false;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        if (m->rcpts[i].address == NULL || m->rcpts[i].domain == NULL)
+            return false;
+    }
+    return true;
+}
+
+static int
+writer_blob_put(struct store_writer *w, sqlite3_blob *blob, int *off, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+
+    while (n > 0) {
+        int len = n < STORE_CHUNK ? (int)n : STORE_CHUNK;
+
+        if (sqlite3_blob_write(blob, b, len, *off) != SQLITE_OK) {
+            store__writer_reason(w, "body write: %s", sqlite3_errmsg(w->c.db));
+            return MXD_ESTORE;
+        }
+        b += len;
+        n -= (size_t)len;
+        *off += len;
+    }
+    return 0;
+}
+
+/* Copies spool_len octets of the spool file into the blob, a chunk at a time. */
+static int
+writer_blob_spool(struct store_writer *w, sqlite3_blob *blob, int *off, const struct store_msg *m)
+{
+    uint64_t left = m->spool_len;
+    int fd, rc = 0;
+
+    if (left == 0)
+        return 0;
+    if ((fd = open(m->spool_path, O_RDONLY | O_CLOEXEC)) < 0) {
+        store__writer_reason(w, "spool %s: %s", m->spool_path, strerror(errno));
+        return MXD_ESTORE;
+    }
+    while (rc == 0 && left > 0) {
+        ssize_t n = read(fd, w->buf, left < STORE_CHUNK ? (size_t)left : STORE_CHUNK);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            store__writer_reason(w, "spool %s: %s", m->spool_path,
+                                 n == 0 ? "shorter than announced" : strerror(errno));
+            rc = MXD_ESTORE;
+            break;
+        }
+        rc = writer_blob_put(w, blob, off, w->buf, (size_t)n);
+        left -= (uint64_t)n;
+    }
+    close(fd);
+    return rc;
+}
+
+/* The body is streamed into the zeroblob the row was inserted with, never
+ * more than STORE_CHUNK octets in memory. */
+static int
+writer_blob_body(struct store_writer *w, const struct store_msg *m, int64_t id)
+{
+    sqlite3_blob *blob = NULL;
+    int off = 0;
+    int rc;
+
+    if (sqlite3_blob_open(w->c.db, "main", "messages", "body", id, 1, &blob) != SQLITE_OK) {
+        store__writer_reason(w, "body open: %s", sqlite3_errmsg(w->c.db));
+        return MXD_ESTORE;
+    }
+    rc = writer_blob_put(w, blob, &off, m->header, m->header_len);
+    if (rc == 0)
+        rc = writer_blob_spool(w, blob, &off, m);
+    if (rc == 0)
+        rc = writer_blob_put(w, blob, &off, m->body, m->body_len);
+    if (sqlite3_blob_close(blob) != SQLITE_OK && rc == 0) {
+        store__writer_reason(w, "body close: %s", sqlite3_errmsg(w->c.db));
+        rc = MXD_ESTORE;
+    }
+    return rc;
+}
+
+/* Inserts the row with a zeroblob body of the final size; refused past
+ * SQLite's length limit, which also keeps blob offsets inside an int. */
+static int
+writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *total, int64_t *id)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_MSG];
+    uint64_t limit = (uint64_t)sqlite3_limit(w->c.db, SQLITE_LIMIT_LENGTH, -1);
+    int rc;
+
+    if (m->header_len > limit || m->spool_len > limit || m->body_len > limit ||
+        (*total = m->header_len + m->spool_len + m->body_len) > limit) {
+        store__writer_reason(w, "message too big for the database (limit %llu)",
+                             (unsigned long long)limit);
+        return MXD_ESTORE;
+    }
+
+    sqlite3_bind_text(s, 1, m->qid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, m->received);
+    sqlite3_bind_text(s, 3, m->client_addr, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, m->helo, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, m->sender, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 6, m->smtputf8);
+    sqlite3_bind_int(s, 7, m->body_8bit);
+    sqlite3_bind_int64(s, 8, (sqlite3_int64)*total);
+    if ((rc = sqlite3_bind_zeroblob64(s, 9, *total)) != SQLITE_OK) {
+        store__writer_reason(w, "bind body: %s", sqlite3_errstr(rc));
+        return MXD_ESTORE;
+    }
+    if ((rc = store__writer_exec(w, STORE_W_INSERT_MSG)) != 0)
+        return rc;
+    *id = sqlite3_last_insert_rowid(w->c.db);
+    return 0;
+}
+
+static int
+writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t id)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_RCPT];
+    int rc;
+
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 4, m->received);
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        sqlite3_bind_text(s, 2, m->rcpts[i].address, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, m->rcpts[i].domain, -1, SQLITE_STATIC);
+        if ((rc = store__writer_exec(w, STORE_W_INSERT_RCPT)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int
+store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed, unsigned hops)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_FACTS];
+
+    sqlite3_bind_int64(s, 1, msg_id);
+    sqlite3_bind_int(s, 2, utf8_needed);
+    sqlite3_bind_int64(s, 3, hops);
+    return store__writer_exec(w, STORE_W_INSERT_FACTS);
+}
+
+static int
+writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
+{
+    uint64_t total = 0;
+    int rc;
+
+    if ((rc = writer_insert_row(w, m, &total, id)) != 0)
+        return rc;
+    if ((rc = store__writer_facts(w, *id, m->smtputf8 && m->utf8_needed, m->hops)) != 0)
+        return rc;
+    if (total > 0 && (rc = writer_blob_body(w, m, *id)) != 0)
+        return rc;
+    return writer_insert_rcpts(w, m, *id);
+}
+
+/* One job (a message, or store_deliver.c's outcomes or operator action)
+ * inside its own savepoint. On failure its rows are rolled back and *broken
+ * says whether the batch's transaction is gone too (SQLite rolls a whole
+ * transaction back on some I/O and disk-full errors). */
+static int
+writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
+{
+    int rc;
+
+    *broken = false;
+    w->reason[0] = '\0';
+    if (j->kind == STORE_JOB_COMMIT && !writer_msg_valid(j->msg)) {
+        store__writer_reason(w, "malformed message");
+        return MXD_EINVAL;
+    }
+    if (store__writer_exec(w, STORE_W_SAVEPOINT) != 0) {
+        *broken = true;
+        return MXD_ESTORE;
+    }
+    if (j->kind == STORE_JOB_COMMIT)
+        rc = writer_insert(w, j->msg, &j->msg_id);
+    else
+        rc = store__writer_run(w, j);
+    if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
+        return 0;
+    if (sqlite3_get_autocommit(w->c.db) || store__writer_exec(w, STORE_W_ROLLBACK_TO) != 0 ||
+        store__writer_exec(w, STORE_W_RELEASE) != 0)
+        *broken = true;
+    return rc;
+}
+
+/* Fails the jobs in [from, to) that had not failed yet. */
+static void
+writer_fail_range(struct store_job *from, struct store_job *to, int status, const char *reason)
+{
+    char esc[320];
+
+    for (struct store_job *j = from; j != to; j = j->next) {
+        if (j->status != 0)
+            continue;
+        j->status = status;
+        if (j->kind == STORE_JOB_COMMIT)
+            log_msg(LOG_ERR, job_qid(j), "store", "commit failed reason=%s",
+                    log_esc(esc, sizeof(esc), reason, strlen(reason)));
+        else
+            store__writer_failed(j, reason);
+    }
+}
+
+/* COMMITs the transaction holding [first, end); fsyncs the WAL. */
+static void
+writer_commit(struct store_writer *w, struct store_job *first)
+{
+    uint64_t n = 0;
+
+    w->reason[0] = '\0';
+    if (store__writer_exec(w, STORE_W_COMMIT) != 0) {
+        if (!sqlite3_get_autocommit(w->c.db))
+            (void)store__writer_exec(w, STORE_W_ROLLBACK);
+        writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
+        return;
+    }
+    for (struct store_job *j = first; j != NULL; j = j->next)
+        n += j->kind == STORE_JOB_COMMIT && j->status == 0;
+    if (n > 0) {
+        metrics_observe(METRICS_H_BATCH_SIZE, (double)n);
+        w->stats.batches++;
+        if (n > w->stats.max_batch)
+            w->stats.max_batch = n;
+    }
+}
+
+/* Group commit: every job taken runs in one transaction (a new one only
+ * when SQLite threw the previous one away), each in its own savepoint. */
+static void
+writer_batch(struct store_writer *w, struct store_job *jobs)
+{
+    struct store_job *first = jobs;
+    uint64_t t0 = uv_hrtime();
+
+    while (first != NULL) {
+        struct store_job *j;
+        bool broken = false;
+
+        w->reason[0] = '\0';
+        if (store__writer_exec(w, STORE_W_BEGIN) != 0) {
+            writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
+            return;
+        }
+        for (j = first; j != NULL && !broken; j = j->next) {
+            int rc = writer_commit_one(w, j, &broken);
+
+            if (rc != 0)
+                writer_fail_range(j, j->next, rc, w->reason);
+        }
+        if (!broken) {
+            writer_commit(w, first);
+            metrics_observe(METRICS_H_COMMIT_SECONDS, (double)(uv_hrtime() - t0) / 1e9);
+            return;
+        }
+        if (!sqlite3_get_autocommit(w->c.db))
+            (void)store__writer_exec(w, STORE_W_ROLLBACK);
+        writer_fail_range(first, j, MXD_ESTORE, "transaction rolled back after an earlier error");
+        first = j;
+    }
+}
+
+/* Unlinks spool files, frees messages and counts the outcome. */
+static void
+writer_finish(struct store_writer *w, struct store_job *jobs)
+{
+    for (struct store_job *j = jobs; j != NULL; j = j->next) {
+        if (j->kind != STORE_JOB_COMMIT) {
+            store__writer_done(j);
+            continue;
+        }
+        unlink_spool(j);
+        store_msg_free(j->msg);
+        j->msg = NULL;
+        if (j->status == 0)
+            w->stats.commits++;
+        else
+            w->stats.failures++;
+    }
+}
+
+static void
+writer_main(void *arg)
+{
+    struct store *st = arg;
+    struct store_job *jobs;
+
+    while ((jobs = queue_take(&st->wq)) != NULL) {
+        uv_mutex_lock(&st->wq.mu);
+        memcpy(st->w.hostname, st->hostname, sizeof(st->w.hostname));
+        uv_mutex_unlock(&st->wq.mu);
+        writer_batch(&st->w, jobs);
+        writer_finish(&st->w, jobs);
+        store_post(st, jobs, &st->w.stats, false);
+    }
+    conn_close(&st->w.c);
+    store_post(st, NULL, NULL, true);
+}
+
+static int
+reader_lookup(struct store_conn *c, const char *address, const char *domain)
+{
+    sqlite3_stmt *s = c->stmt[STORE_R_LOOKUP];
+    char esc[256];
+    int rc;
+
+    sqlite3_bind_text(s, 1, address, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, domain, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        log_msg(LOG_ERR, NULL, "store", "lookup failed address=%s reason=\"%s\"",
+                log_esc(esc, sizeof(esc), address, strlen(address)), sqlite3_errmsg(c->db));
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? MXD_ENOENT : MXD_ESTORE;
+}
+
+static void
+reader_main(void *arg)
+{
+    struct store *st = arg;
+    struct store_job *jobs;
+
+    while ((jobs = queue_take(&st->rq)) != NULL) {
+        for (struct store_job *j = jobs; j != NULL; j = j->next) {
+            if (j->kind == STORE_JOB_LOOKUP)
+                j->status = reader_lookup(&st->r, j->text, j->text + j->domain_off);
+            else
+                j->status = store__reader_run(&st->r, j);
+        }
+        store_post(st, jobs, NULL, false);
+    }
+    conn_close(&st->r);
+    store_post(st, NULL, NULL, true);
+}
+
+static void
+store_free(struct store *st)
+{
+    uv_mutex_destroy(&st->wq.mu);
+    uv_cond_destroy(&st->wq.cv);
+    uv_mutex_destroy(&st->rq.mu);
+    uv_cond_destroy(&st->rq.cv);
+    uv_mutex_destroy(&st->done_mu);
+    free(st->w.buf);
+    free(st);
+}
+
+/* Runs the callbacks of the finished jobs; returns how many there were. */
+static size_t
+store_run_done(struct store *st)
+{
+    struct store_job *jobs, *next;
+    size_t n = 0;
+
+    uv_mutex_lock(&st->done_mu);
+    jobs = st->done_head;
+    st->done_head = NULL;
+    st->done_tail = &st->done_head;
+    st->stats = st->done_stats;
+    uv_mutex_unlock(&st->done_mu);
+    for (; jobs != NULL; jobs = next, n++) {
+        next = jobs->next;
+        if (jobs->kind == STORE_JOB_COMMIT) {
+            if (jobs->cb.commit != NULL)
+                jobs->cb.commit(jobs->arg, jobs->status, jobs->status == 0 ? jobs->msg_id : 0);
+        } else if (jobs->kind == STORE_JOB_LOOKUP) {
+            if (jobs->cb.lookup != NULL)
+                jobs->cb.lookup(jobs->arg, jobs->status);
+        } else {
+            store__complete(jobs);
+        }
+        free(jobs);
+    }
+    return n;
+}
+
+static void
+store_handle_closed_cb(uv_handle_t *h)
+{
+    struct store *st = h->data;
+    store_closed_cb cb = st->closed_cb;
+    void *arg = st->closed_arg;
+
+    /* Jobs refused with MXD_ECLOSING since the handle started closing. */
+    while (store_run_done(st) > 0)
+        continue;
+    if (cb != NULL)
+        cb(arg);
+    store_free(st);
+}
+
+static void
+store_async_cb(uv_async_t *h)
+{
+    struct store *st = h->data;
+    unsigned nexited;
+
+    store_run_done(st);
+    uv_mutex_lock(&st->done_mu);
+    nexited = st->nexited;
+    uv_mutex_unlock(&st->done_mu);
+    if (st->closing && nexited == 1 && !st->writer_told) {
+        /* The reader has closed; the writer closes last, so its close
+         * checkpoints the WAL and removes it. */
+        st->writer_told = true;
+        queue_push(&st->wq, NULL);
+    }
+    if (st->closing && nexited == 2 && !uv_is_closing((uv_handle_t *)&st->async)) {
+        /* Both threads have posted their last word: these joins are short. */
+        uv_thread_join(&st->writer_tid);
+        uv_thread_join(&st->reader_tid);
+        uv_close((uv_handle_t *)&st->async, store_handle_closed_cb);
+    }
+}
+
+void
+store__submit(struct store *st, struct store_job *j, bool to_writer)
+{
+    if (!st->closing) {
+        queue_push(to_writer ? &st->wq : &st->rq, j);
+        return;
+    }
+    /* No thread will see this job; it fails on the loop. */
+    j->status = MXD_ECLOSING;
+    unlink_spool(j);
+    store_msg_free(j->msg);
+    j->msg = NULL;
+    j->next = NULL;
+    store_post(st, j, NULL, false);
+}
+
+int
+store_open(uv_loop_t *loop, const char *path, struct store **out, char **err)
+{
+    struct store *st = xcalloc(1, sizeof(*st));
+    int rc;
+
+    *out = NULL;
+    *err = NULL;
+    queue_init(&st->wq);
+    queue_init(&st->rq);
+    if (uv_mutex_init(&st->done_mu) != 0)
+        mxd_panic("store: cannot create a mutex");
+    st->done_tail = &st->done_head;
+    st->w.buf = xmalloc(STORE_CHUNK);
+    qid_init(&st->w.qids);
+    snprintf(st->hostname, sizeof(st->hostname), "localhost");
+    if ((rc = conn_open(&st->w.c, path, STORE_W_BEGIN, STORE_R_LOOKUP, STORE_WRITER_PRAGMAS,
+                        err)) != 0 ||
+        (rc = conn_open(&st->r, path, STORE_R_LOOKUP, STORE_NSTMT, NULL, err)) != 0)
+        goto fail;
+    if ((rc = uv_async_init(loop, &st->async, store_async_cb)) != 0) {
+        *err = xasprintf("store: uv_async_init: %s", uv_strerror(rc));
+        goto fail;
+    }
+    st->async.data = st;
+    /* Like OOM: only resource exhaustion makes this fail, and at start-up. */
+    if ((rc = uv_thread_create(&st->writer_tid, writer_main, st)) != 0 ||
+        (rc = uv_thread_create(&st->reader_tid, reader_main, st)) != 0)
+        mxd_panic("store: cannot start a thread: %s", uv_strerror(rc));
+    *out = st;
+    return 0;
+fail:
+    conn_close(&st->r);
+    conn_close(&st->w.c);
+    store_free(st);
+    return rc;
+}
+
+void
+store_commit_async(struct store *st, struct store_msg *msg, store_commit_cb cb, void *arg)
+{
+    struct store_job *j = xcalloc(1, sizeof(*j));
+
+    j->kind = STORE_JOB_COMMIT;
+    j->msg = msg;
+    j->cb.commit = cb;
+    j->arg = arg;
+    store__submit(st, j, true);
+}
+
+void
+store_rcpt_lookup_async(struct store *st, const char *address, const char *domain,
+                        store_lookup_cb cb, void *arg)
+{
+    struct store_job *j;
+    size_t alen, dlen;
+
+    address = address != NULL ? address : "";
+    domain = domain != NULL ? domain : "";
+    alen = strlen(address);
+    dlen = strlen(domain);
+    j = xcalloc(1, sizeof(*j) + alen + dlen + 2);
+    memcpy(j->text, address, alen + 1);
+    memcpy(j->text + alen + 1, domain, dlen + 1);
+    j->domain_off = alen + 1;
+    j->kind = STORE_JOB_LOOKUP;
+    j->cb.lookup = cb;
+    j->arg = arg;
+    store__submit(st, j, false);
+}
+
+void
+store_close(struct store *st, store_closed_cb cb, void *arg)
+{
+    if (st->closing)
+        mxd_panic("store_close called twice");
+    st->closing = true;
+    st->closed_cb = cb;
+    st->closed_arg = arg;
+    /* The reader drains and closes, then the writer (store_async_cb tells
+     * it); store_async_cb joins both and closes the handle. */
+    queue_push(&st->rq, NULL);
+}
+
+#define STORE_RCPT_NAME(e, s) s,
+static const char *const store_rcpt_names[] = {STORE_RCPT_STATES(STORE_RCPT_NAME)};
+
+const char *
+store_rcpt_state_name(enum store_rcpt_state s)
+{
+    return (unsigned)s < sizeof(store_rcpt_names) / sizeof(store_rcpt_names[0])
+               ? store_rcpt_names[s]
+               : "unknown";
+}
+
+void
+store_get_stats(const struct store *st, struct store_stats *out)
+{
+    *out = st->stats;
+}
+
+void
+store_set_hostname(struct store *st, const char *hostname)
+{
+    /* The writer copies it with each batch it takes. */
+    uv_mutex_lock(&st->wq.mu);
+    snprintf(st->hostname, sizeof(st->hostname), "%s",
+             hostname != NULL && hostname[0] != '\0' ? hostname : "localhost");
+    uv_mutex_unlock(&st->wq.mu);
+}

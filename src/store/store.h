@@ -1,0 +1,191 @@
+/* store: durable queue in SQLite behind a writer thread with group commit. */
+#ifndef MXD_STORE_H
+#define MXD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/util.h"
+
+struct store;
+struct uv_loop_s;
+
+struct store_rcpt {
+    char *address; /* "local@domain" as received (owned) */
+    char *domain;  /* lower-cased domain, for routing (owned) */
+};
+
+/* One accepted message. Every pointer is owned by the struct. */
+struct store_msg {
+    char qid[24];
+    int64_t received;  /* unix seconds */
+    char *client_addr; /* numeric IP, "192.0.2.1" or "2001:db8::1" */
+    char *helo;
+    char *sender;     /* "" for the null sender <> */
+    bool smtputf8;    /* MAIL ... SMTPUTF8 */
+    bool utf8_needed; /* smtputf8, and the envelope or header is not ASCII */
+    bool body_8bit;   /* BODY=8BITMIME */
+    unsigned hops;    /* Received: fields in the stored message, ours included */
+    struct store_rcpt *rcpts;
+    size_t nrcpts;
+    char *header; /* trace header(s) prepended to the stored body; may be NULL */
+    size_t header_len;
+    char *spool_path; /* file holding the first spool_len octets of the body, or NULL */
+    uint64_t spool_len;
+    char *body; /* the rest of the body, in memory; may be NULL */
+    size_t body_len;
+};
+
+/* Frees msg and everything it owns (does not unlink the spool file). NULL ok. */
+void store_msg_free(struct store_msg *msg);
+
+/* status: 0 committed (msg_id is the new messages.id), or a negative MXD_E*;
+ * after a failure nothing of the message is in the database. */
+typedef void (*store_commit_cb)(void *arg, int status, int64_t msg_id);
+/* status: 0 the address is in the recipients table (itself or its @domain
+ * catch-all), MXD_ENOENT it is not, MXD_ESTORE the lookup failed. */
+typedef void (*store_lookup_cb)(void *arg, int status);
+typedef void (*store_closed_cb)(void *arg);
+
+/*
+ * Opens the database (db_open) and starts the writer and reader threads.
+ * Loop thread, at start-up (blocks while the schema is applied). On failure
+ * returns MXD_E* and *err (caller frees) says why.
+ */
+int store_open(struct uv_loop_s *loop, const char *path, struct store **out, char **err) MXD_WUR;
+
+/*
+ * Queues msg (store takes ownership) for the next group commit. cb runs on
+ * the loop thread once the transaction holding it has committed
+ * (synchronous=FULL) or failed. Whatever happens, the store unlinks
+ * msg->spool_path when it is done with it. After store_close() was called,
+ * cb runs with MXD_ECLOSING and nothing is stored.
+ */
+void store_commit_async(struct store *st, struct store_msg *msg, store_commit_cb cb, void *arg);
+
+/* Looks address (and "@" domain) up in the recipients table on the reader
+ * thread; cb runs on the loop thread. Strings are copied. */
+void store_rcpt_lookup_async(struct store *st, const char *address, const char *domain,
+                             store_lookup_cb cb, void *arg);
+
+/*
+ * Finishes every queued job (their callbacks run), stops the threads, closes
+ * the database cleanly and then calls cb on the loop thread; after cb the
+ * store is freed and its uv handles closed.
+ */
+void store_close(struct store *st, store_closed_cb cb, void *arg);
+
+struct store_stats {
+    uint64_t commits;   /* messages committed */
+    uint64_t failures;  /* messages whose commit failed */
+    uint64_t batches;   /* transactions committed */
+    uint64_t max_batch; /* most messages in one transaction */
+};
+
+/* Counters since store_open (loop thread). */
+void store_get_stats(const struct store *st, struct store_stats *out);
+
+/* ---- delivery and operator actions ------------------------------------ */
+
+/* Recipient states, as stored in message_rcpts.state. */
+#define STORE_RCPT_STATES(X)                                                                       \
+    X(QUEUED, "queued")                                                                            \
+    X(DEFERRED, "deferred") X(HELD, "held") X(DELIVERED, "delivered") X(BOUNCED, "bounced")
+#define STORE_RCPT_ENUM(e, s) STORE_RCPT_##e,
+enum store_rcpt_state { STORE_RCPT_STATES(STORE_RCPT_ENUM) };
+#undef STORE_RCPT_ENUM
+const char *store_rcpt_state_name(enum store_rcpt_state s);
+
+/* A recipient due for delivery. */
+struct store_drcpt {
+    int64_t id; /* message_rcpts.id */
+    char *address;
+    char *domain;
+    unsigned attempts;
+};
+
+/* A message with (some of) its due recipients; a list, oldest first. */
+struct store_dmsg {
+    struct store_dmsg *next;
+    int64_t id; /* messages.id */
+    char qid[24];
+    int64_t received;
+    char *sender; /* "" for <> */
+    uint64_t size;
+    bool smtputf8;
+    bool utf8_needed; /* it cannot go to a next hop without SMTPUTF8 */
+    bool body_8bit;
+    unsigned hops; /* Received: fields in the stored message (RFC 5321 6.3) */
+    struct store_drcpt *rcpts;
+    size_t nrcpts;
+};
+
+void store_dmsg_free_list(struct store_dmsg *list);
+
+/* list: owned by the callback. next_due: earliest next_attempt > now of any
+ * queued/deferred recipient, 0 when there is none. */
+typedef void (*store_due_cb)(void *arg, int status, struct store_dmsg *list, int64_t next_due);
+
+/*
+ * Finds recipients in state queued or deferred with next_attempt <= now,
+ * oldest next_attempt first, at most limit of them, leaving out the ids in
+ * skip[0..nskip) (deliveries in flight; copied), grouped by message. Uses
+ * the message_rcpts_due index. Reader thread; cb on the loop thread.
+ */
+void store_due_async(struct store *st, int64_t now, size_t limit, const int64_t *skip, size_t nskip,
+                     store_due_cb cb, void *arg);
+
+/* data[0..len) is valid only during the callback; total is the body size. */
+typedef void (*store_body_cb)(void *arg, int status, const char *data, size_t len, uint64_t total);
+
+/* Reads up to max octets of message msg_id's stored body (our Received:
+ * header included) from offset. Reader thread; cb on the loop thread.
+ * MXD_ENOENT when the message is gone. */
+void store_body_read_async(struct store *st, int64_t msg_id, uint64_t offset, size_t max,
+                           store_body_cb cb, void *arg);
+
+/* The result of one delivery attempt for one recipient. */
+struct store_outcome {
+    int64_t rcpt_id;
+    int64_t msg_id;
+    enum store_rcpt_state state; /* DELIVERED, DEFERRED, HELD (backup: waits for the primary)
+                                    or BOUNCED */
+    int64_t next_attempt;        /* DEFERRED: when to try again */
+    char *last_reply;            /* owned: "250 2.0.0 ...", "451 4.4.1 connect failed ..." */
+    char *remote_mta;            /* owned, may be NULL: who answered */
+};
+
+/* status: 0 or MXD_E*. */
+typedef void (*store_done_cb)(void *arg, int status);
+
+/*
+ * Records outcomes (each attempts + 1, state, next_attempt, last_reply) in
+ * one transaction. In the same transaction: a message whose recipients are
+ * now all delivered or bounced is deleted; for the bounced recipients of a
+ * message whose sender is not <>, one DSN per message (dsn_compose, with
+ * the original headers) is inserted as a new queued message from <> to the
+ * original sender. Takes ownership of list[0..n) and the array. Writer
+ * thread; cb on the loop thread (may be NULL).
+ */
+void store_outcomes_async(struct store *st, struct store_outcome *list, size_t n, store_done_cb cb,
+                          void *arg);
+
+enum store_op {
+    STORE_OP_FLUSH,   /* arg: domain or NULL/"" for all: queued/deferred -> due now */
+    STORE_OP_HOLD,    /* arg: qid: queued/deferred recipients -> held */
+    STORE_OP_RELEASE, /* arg: qid: held -> queued, due now */
+    STORE_OP_DELETE,  /* arg: qid: the message and its recipients are removed, no DSN */
+    STORE_OP_BOUNCE,  /* arg: qid: every recipient not final -> bounced (5.0.0), with a DSN */
+};
+
+/* Operator actions. status: 0, MXD_ENOENT (no such qid, or FLUSH matched
+ * nothing is still 0), MXD_ESTORE. Writer thread; cb on the loop thread. */
+void store_op_async(struct store *st, enum store_op op, const char *arg, store_done_cb cb,
+                    void *cbarg);
+
+/* Our hostname for the DSNs the store writes (Reporting-MTA, From:
+ * MAILER-DAEMON@hostname). Call once after store_open. Copied. */
+void store_set_hostname(struct store *st, const char *hostname);
+
+#endif

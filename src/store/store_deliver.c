@@ -1,0 +1,817 @@
+/*
+ * store_deliver: the store's delivery and operator jobs. Due recipients and
+ * body reads run on the reader thread; outcomes and operator actions on the
+ * writer thread, each in its own savepoint inside the writer's group-commit
+ * transaction, together with the DSNs they produce and the deletion of
+ * messages that are done.
+ * Owns: each job's struct store__djob (arguments and results, the outcome
+ * list handed over included) until its callback has run; the DSN messages
+ * it inserts (rows like any other message: queued, from <>).
+ * Threads: store_* entry points on the loop thread; reader_* on the reader,
+ * writer_* on the writer thread, through store__reader_run and
+ * store__writer_run; store__complete on the loop thread.
+ * Errors: every job gets one callback: 0, MXD_ENOENT (no such message or
+ * qid), MXD_EINVAL (bad arguments), MXD_ESTORE (SQLite: the job's changes
+ * were rolled back, nothing is lost, try again later) or MXD_ECLOSING.
+ * Does not: decide when or where to deliver, compute retry times or log
+ * per-recipient outcomes (the scheduler does), send the DSNs (they are
+ * queued and delivered like any message).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "base/log.h"
+#include "msg/dsn.h"
+#include "msg/mime7.h"
+#include "store/qid.h"
+#include "store/store.h"
+#include "store/store_impl.h"
+
+/* A DSN inserted by a job, logged once its transaction committed. */
+struct store_dsn_note {
+    char qid[24];
+    char dsn_qid[QID_LEN + 1];
+    size_t nrcpts;
+};
+
+/* Arguments and results of a DUE, BODY, OUTCOMES or OP job (all owned). */
+struct store__djob {
+    int64_t now, next_due; /* due */
+    size_t limit, nskip;
+    int64_t *skip;           /* sorted copy */
+    struct store_dmsg *list; /* result, handed to the callback */
+    uint64_t offset, total;  /* body */
+    size_t max, len;
+    char *data;
+    struct store_outcome *outcomes; /* outcomes */
+    size_t n;
+    enum store_op op;             /* op */
+    char *oparg;                  /* qid, domain (lower case) or NULL */
+    struct store_dsn_note *notes; /* outcomes and op: the DSNs created */
+    size_t nnotes;
+};
+
+/* The bounced recipients of one message, for its DSN. */
+struct store_bounce {
+    struct dsn_rcpt *r; /* .address owned */
+    char (*status)[16];
+    size_t n, cap;
+};
+
+static const char *const store_op_names[] = {"flush", "hold", "release", "delete", "bounce"};
+
+/* last_reply (and so the DSN's Diagnostic-Code) of an operator's bounce */
+static const char store_op_bounce_reply[] = "550 5.0.0 Bounced by the operator";
+
+static void
+djob_free(struct store__djob *d)
+{
+    if (d == NULL)
+        return;
+    free(d->skip);
+    store_dmsg_free_list(d->list);
+    free(d->data);
+    for (size_t i = 0; i < d->n && d->outcomes != NULL; i++) {
+        free(d->outcomes[i].last_reply);
+        free(d->outcomes[i].remote_mta);
+    }
+    free(d->outcomes);
+    free(d->oparg);
+    free(d->notes);
+    free(d);
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static const char *
+col_text(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+
+    return t != NULL ? (const char *)t : "";
+}
+
+/* Fills m's envelope from a row of STORE_SQL_ENVELOPE. */
+static void
+env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
+{
+    snprintf(m->qid, sizeof(m->qid), "%s", col_text(s, 0));
+    m->received = sqlite3_column_int64(s, 1);
+    m->sender = xstrdup(col_text(s, 2));
+    m->size = (uint64_t)sqlite3_column_int64(s, 3);
+    m->smtputf8 = sqlite3_column_int(s, 4) != 0;
+    m->body_8bit = sqlite3_column_int(s, 5) != 0;
+    m->utf8_needed = sqlite3_column_int(s, 6) != 0;
+    m->hops = (unsigned)sqlite3_column_int(s, 7);
+}
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- reader thread ------------------------------------------------------ */
+
+static int
+reader_fail(struct store_conn *c, enum store_stmt i)
+{
+    log_msg(LOG_ERR, NULL, "store", "%s failed reason=\"%s\"", store__sql[i].label,
+            sqlite3_errmsg(c->db));
+    sqlite3_reset(c->stmt[i]);
+    return MXD_ESTORE;
+}
+
+static int
+reader_exec(struct store_conn *c, enum store_stmt i)
+{
+    if (sqlite3_step(c->stmt[i]) != SQLITE_DONE)
+        return reader_fail(c, i);
+    sqlite3_reset(c->stmt[i]);
+    return 0;
+}
+
+/* Appends a due recipient to its message's entry, new at the list's end. */
+static void
+due_add(struct store__djob *d, struct store_dmsg **last, sqlite3_stmt *s)
+{
+    int64_t msg_id = sqlite3_column_int64(s, 1);
+    struct store_dmsg *m = *last;
+    struct store_drcpt *r;
+
+    if (m == NULL || m->id != msg_id) {
+        for (m = d->list; m != NULL && m->id != msg_id; m = m->next)
+            continue;
+    }
+    if (m == NULL) {
+        m = xcalloc(1, sizeof(*m));
+        m->id = msg_id;
+        if (*last != NULL)
+            (*last)->next = m;
+        else
+            d->list = m;
+        *last = m;
+    }
+    /* Grows to 1, 2, 4, 8, ... */
+    if ((m->nrcpts & (m->nrcpts - 1)) == 0)
+        m->rcpts = xrealloc(m->rcpts, (m->nrcpts ? 2 * m->nrcpts : 1) * sizeof(*m->rcpts));
+    r = &m->rcpts[m->nrcpts++];
+    r->id = sqlite3_column_int64(s, 0);
+    r->address = xstrdup(col_text(s, 2));
+    r->domain = xstrdup(col_text(s, 3));
+    r->attempts = (unsigned)sqlite3_column_int64(s, 4);
+}
+
+/* The due recipients, at most limit after dropping those in skip. */
+static int
+reader_due_rcpts(struct store_conn *c, struct store__djob *d)
+{
+    sqlite3_stmt *s = c->stmt[STORE_R_DUE];
+    struct store_dmsg *last = NULL;
+    size_t kept = 0;
+    int rc = SQLITE_DONE;
+
+    sqlite3_bind_int64(s, 1, d->now);
+    sqlite3_bind_int64(
+        s, 2, d->limit > (size_t)INT64_MAX - d->nskip ? INT64_MAX : (int64_t)(d->limit + d->nskip));
+    while (kept < d->limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0);
+
+        if (d->nskip > 0 && bsearch(&id, d->skip, d->nskip, sizeof(id), cmp_i64) != NULL)
+            continue;
+        due_add(d, &last, s);
+        kept++;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return reader_fail(c, STORE_R_DUE);
+    sqlite3_reset(s);
+    return 0;
+}
+
+/* Joins each message's envelope; drops a message that is gone. */
+static int
+reader_envelopes(struct store_conn *c, struct store__djob *d)
+{
+    sqlite3_stmt *s = c->stmt[STORE_R_ENVELOPE];
+    struct store_dmsg **pm = &d->list;
+
+    while (*pm != NULL) {
+        struct store_dmsg *m = *pm;
+        int rc;
+
+        sqlite3_bind_int64(s, 1, m->id);
+        if ((rc = sqlite3_step(s)) == SQLITE_DONE) {
+            *pm = m->next;
+            m->next = NULL;
+            store_dmsg_free_list(m);
+            sqlite3_reset(s);
+            continue;
+        }
+        if (rc != SQLITE_ROW)
+            return reader_fail(c, STORE_R_ENVELOPE);
+        env_from_row(s, m);
+        sqlite3_reset(s);
+        pm = &m->next;
+    }
+    return 0;
+}
+
+static int
+reader_next_due(struct store_conn *c, struct store__djob *d)
+{
+    sqlite3_stmt *s = c->stmt[STORE_R_NEXT_DUE];
+
+    sqlite3_bind_int64(s, 1, d->now);
+    if (sqlite3_step(s) != SQLITE_ROW)
+        return reader_fail(c, STORE_R_NEXT_DUE);
+    d->next_due = sqlite3_column_type(s, 0) == SQLITE_NULL ? 0 : sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return 0;
+}
+
+/* All three queries see one snapshot. */
+static int
+reader_due(struct store_conn *c, struct store__djob *d)
+{
+    int rc;
+
+    if (reader_exec(c, STORE_R_BEGIN) != 0)
+        return MXD_ESTORE;
+    rc = reader_due_rcpts(c, d);
+    if (rc == 0)
+        rc = reader_envelopes(c, d);
+    if (rc == 0)
+        rc = reader_next_due(c, d);
+    if (reader_exec(c, STORE_R_COMMIT) != 0 && rc == 0)
+        rc = MXD_ESTORE;
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    if (rc != 0) {
+        store_dmsg_free_list(d->list);
+        d->list = NULL;
+        d->next_due = 0;
+    }
+    return rc;
+}
+
+static int
+reader_body(struct store_conn *c, struct store_job *j)
+{
+    struct store__djob *d = j->d;
+    sqlite3_blob *blob = NULL;
+    int rc = MXD_ESTORE;
+
+    if (sqlite3_blob_open(c->db, "main", "messages", "body", j->msg_id, 0, &blob) != SQLITE_OK) {
+        /* MXD_ENOENT when the row is gone */
+        sqlite3_bind_int64(c->stmt[STORE_R_ENVELOPE], 1, j->msg_id);
+        if (sqlite3_step(c->stmt[STORE_R_ENVELOPE]) == SQLITE_DONE)
+            rc = MXD_ENOENT;
+        sqlite3_reset(c->stmt[STORE_R_ENVELOPE]);
+        goto fail;
+    }
+    d->total = (uint64_t)sqlite3_blob_bytes(blob);
+    d->len = d->offset >= d->total           ? 0
+             : d->total - d->offset < d->max ? (size_t)(d->total - d->offset)
+                                             : d->max;
+    d->data = xmalloc(d->len > 0 ? d->len : 1);
+    /* blob sizes and offsets fit an int: SQLITE_LIMIT_LENGTH */
+    if (d->len == 0 || sqlite3_blob_read(blob, d->data, (int)d->len, (int)d->offset) == SQLITE_OK)
+        rc = 0;
+fail:
+    if (rc == MXD_ESTORE)
+        log_msg(LOG_ERR, NULL, "store", "body read failed id=%lld reason=\"%s\"",
+                (long long)j->msg_id, sqlite3_errmsg(c->db));
+    sqlite3_blob_close(blob); /* NULL is a no-op */
+    return rc;
+}
+
+int
+store__reader_run(struct store_conn *c, struct store_job *j)
+{
+    return j->kind == STORE_JOB_DUE ? reader_due(c, j->d) : reader_body(c, j);
+}
+
+/* ---- writer thread: DSNs ------------------------------------------------ */
+
+/* Steps writer statement i: 1 a row (the caller resets), 0 done, MXD_ESTORE. */
+static int
+writer_step(struct store_writer *w, enum store_stmt i)
+{
+    int rc = sqlite3_step(w->c.stmt[i]);
+
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc != SQLITE_DONE)
+        store__writer_reason(w, "%s: %s", store__sql[i].label, sqlite3_errmsg(w->c.db));
+    sqlite3_reset(w->c.stmt[i]);
+    return rc == SQLITE_DONE ? 0 : MXD_ESTORE;
+}
+
+/* A DSN's Status for a reply "550 5.1.1 text": its RFC 3463 enhanced code
+ * (class.subject.detail), else 5.0.0 for a 5xx and 4.4.7 (delivery time
+ * expired) for anything else. */
+static void
+reply_status(const char *reply, char out[16])
+{
+    const char *p = reply != NULL && strlen(reply) > 4 ? reply + 4 : "";
+    size_t i = 1;
+
+    for (int part = 0; part < 2 && strchr("245", p[0]) != NULL && p[0] != '\0'; part++) {
+        size_t k = 0;
+
+        if (p[i++] != '.')
+            break;
+        for (; k < 3 && p[i] >= '0' && p[i] <= '9'; k++)
+            i++;
+        if (k == 0)
+            break;
+        if (part == 1 && (p[i] == '\0' || p[i] == ' ') && (reply[3] == ' ' || reply[3] == '-')) {
+            memcpy(out, p, i);
+            out[i] = '\0';
+            return;
+        }
+    }
+    snprintf(out, 16, "%s", reply == NULL || reply[0] == '5' ? "5.0.0" : "4.4.7");
+}
+
+/* Takes ownership of address; reply and remote must outlive b. */
+static void
+bounce_add(struct store_bounce *b, char *address, const char *reply, const char *remote)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 4;
+        b->r = xrealloc(b->r, b->cap * sizeof(*b->r));
+        b->status = xrealloc(b->status, b->cap * sizeof(*b->status));
+    }
+    reply_status(reply, b->status[b->n]);
+    b->r[b->n] = (struct dsn_rcpt){
+        .address = address,
+        .diagnostic = reply != NULL ? reply : "no reply recorded",
+        .remote_mta = remote,
+    };
+    b->n++;
+}
+
+static void
+bounce_clear(struct store_bounce *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free((char *)b->r[i].address);
+    b->n = 0;
+}
+
+/* The original headers: the body up to and including its first empty
+ * line, at most STORE_CHUNK octets, into w->buf. */
+static int
+writer_headers(struct store_writer *w, int64_t msg_id, size_t *len)
+{
+    const unsigned char *p = w->buf;
+    sqlite3_blob *blob = NULL;
+    size_t n = 0;
+    int rc = MXD_ESTORE;
+
+    if (sqlite3_blob_open(w->c.db, "main", "messages", "body", msg_id, 0, &blob) != SQLITE_OK) {
+        store__writer_reason(w, "headers open: %s", sqlite3_errmsg(w->c.db));
+        goto fail;
+    }
+    n = (size_t)sqlite3_blob_bytes(blob);
+    n = n < STORE_CHUNK ? n : STORE_CHUNK;
+    if (n > 0 && sqlite3_blob_read(blob, w->buf, (int)n, 0) != SQLITE_OK) {
+        store__writer_reason(w, "headers read: %s", sqlite3_errmsg(w->c.db));
+        goto fail;
+    }
+    *len = n;
+    if (n >= 2 && p[0] == '\r' && p[1] == '\n')
+        *len = 2;
+    for (size_t i = 0; *len == n && i + 4 <= n; i++) {
+        if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n')
+            *len = i + 4;
+    }
+    rc = 0;
+fail:
+    sqlite3_blob_close(blob);
+    return rc;
+}
+
+/* Inserts the DSN text as a new queued message from <> to sender. */
+static int
+writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dmsg *env,
+                  const char *text, size_t len, int64_t now)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_MSG];
+    const char *at = strrchr(env->sender, '@');
+    char *domain = xstrdup(at != NULL ? at + 1 : "");
+    bool eight = false;
+    int64_t id;
+    int rc;
+
+    for (size_t i = 0; i < len && !eight; i++)
+        eight = (unsigned char)text[i] >= 0x80;
+    for (char *p = domain; *p != '\0'; p++)
+        *p = ascii_lower(*p);
+    sqlite3_bind_text(s, 1, qid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now);
+    sqlite3_bind_text(s, 3, "127.0.0.1", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, w->hostname, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, "", -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 6, env->smtputf8);
+    sqlite3_bind_int(s, 7, eight);
+    sqlite3_bind_int64(s, 8, (sqlite3_int64)len);
+    sqlite3_bind_blob64(s, 9, text, len, SQLITE_STATIC);
+    rc = store__writer_exec(w, STORE_W_INSERT_MSG);
+    id = sqlite3_last_insert_rowid(w->c.db);
+    /* RFC 6531 3.4: the DSN needs SMTPUTF8 for a UTF-8 sender or header,
+     * not for the UTF-8 in its body parts (RFC 6533 message/global-*); a
+     * DSN starts afresh: no Received: yet */
+    if (rc == 0) {
+        struct mime7_hscan h = {0};
+        bool need = false;
+
+        if (env->smtputf8) {
+            mime7_hscan_feed(&h, text, len);
+            need = h.eight || mime7_has_8bit(env->sender, strlen(env->sender));
+        }
+        rc = store__writer_facts(w, id, need, 0);
+    }
+    if (rc == 0) {
+        s = w->c.stmt[STORE_W_INSERT_RCPT];
+        sqlite3_bind_int64(s, 1, id);
+        sqlite3_bind_text(s, 2, env->sender, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, domain, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, now);
+        rc = store__writer_exec(w, STORE_W_INSERT_RCPT);
+    }
+    free(domain);
+    return rc;
+}
+
+static void
+note_add(struct store__djob *d, const char *qid, const char *dsn_qid, size_t nrcpts)
+{
+    struct store_dsn_note *n;
+
+    d->notes = xrealloc(d->notes, (d->nnotes + 1) * sizeof(*d->notes));
+    n = &d->notes[d->nnotes++];
+    snprintf(n->qid, sizeof(n->qid), "%s", qid);
+    snprintf(n->dsn_qid, sizeof(n->dsn_qid), "%s", dsn_qid);
+    n->nrcpts = nrcpts;
+}
+
+/* One DSN for the bounced recipients b of message msg_id. */
+static int
+writer_dsn(struct store_writer *w, struct store__djob *d, int64_t msg_id,
+           const struct store_dmsg *env, struct store_bounce *b, int64_t ms)
+{
+    struct dsn_input in;
+    char qid[QID_LEN + 1];
+    char *text = NULL;
+    size_t hlen = 0, len = 0;
+    int rc;
+
+    if ((rc = writer_headers(w, msg_id, &hlen)) != 0)
+        return rc;
+    for (size_t i = 0; i < b->n; i++)
+        b->r[i].status = b->status[i];
+    qid_next(&w->qids, (uint64_t)ms, qid);
+    in = (struct dsn_input){
+        .reporting_mta = w->hostname,
+        .qid = env->qid,
+        .new_qid = qid,
+        .sender = env->sender,
+        .arrival = (time_t)env->received,
+        .now = (time_t)(ms / 1000),
+        .rcpts = b->r,
+        .nrcpts = b->n,
+        .headers = (const char *)w->buf,
+        .headers_len = hlen,
+        .smtputf8 = env->smtputf8,
+    };
+    rc = dsn_compose(&in, &text, &len);
+    for (size_t i = 0; rc != 0 && i < b->n; i++)
+        b->r[i].remote_mta = NULL; /* free text from mxd.conf: the likeliest culprit */
+    if (rc != 0 && dsn_compose(&in, &text, &len) != 0) {
+        /* Retrying cannot help: the recipients still settle, without DSN. */
+        log_msg(LOG_ERR, env->qid, "store", "dsn failed reason=\"cannot compose\" rcpts=%zu", b->n);
+        return 0;
+    }
+    if ((rc = writer_insert_dsn(w, qid, env, text, len, ms / 1000)) == 0)
+        note_add(d, env->qid, qid, b->n);
+    free(text);
+    return rc;
+}
+
+/* After recipients of msg_id changed: a DSN for those in b (if its sender
+ * may get one), and the message deleted when no recipient is pending. */
+static int
+writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id, struct store_bounce *b,
+              int64_t ms)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_ENVELOPE];
+    struct store_dmsg env = {.next = NULL};
+    int rc, pending;
+
+    sqlite3_bind_int64(s, 1, msg_id);
+    if ((rc = writer_step(w, STORE_W_ENVELOPE)) != 1)
+        return rc; /* 0: gone already */
+    env_from_row(s, &env);
+    sqlite3_reset(s);
+    if (b->n > 0 && !dsn_suppressed(env.sender) &&
+        (rc = writer_dsn(w, d, msg_id, &env, b, ms)) != 0)
+        goto done;
+    s = w->c.stmt[STORE_W_PENDING];
+    sqlite3_bind_int64(s, 1, msg_id);
+    if ((rc = writer_step(w, STORE_W_PENDING)) != 1)
+        goto done;
+    pending = sqlite3_column_int(s, 0);
+    sqlite3_reset(s);
+    rc = 0;
+    if (!pending) {
+        sqlite3_bind_int64(w->c.stmt[STORE_W_DELETE_MSG], 1, msg_id);
+        rc = store__writer_exec(w, STORE_W_DELETE_MSG);
+    }
+done:
+    free(env.sender);
+    return rc;
+}
+
+/* ---- writer thread: outcomes and operator actions ----------------------- */
+
+/* Records one outcome; *msg_id is 0 when the recipient is gone or final
+ * already, *address (owned) set for a bounce. */
+static int
+writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *msg_id,
+               char **address)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_OUTCOME];
+    int rc;
+
+    sqlite3_bind_int64(s, 1, o->rcpt_id);
+    sqlite3_bind_text(s, 2, store_rcpt_state_name(o->state), -1, SQLITE_STATIC);
+    if (o->state == STORE_RCPT_DEFERRED || o->state == STORE_RCPT_HELD)
+        sqlite3_bind_int64(s, 3, o->next_attempt);
+    else
+        sqlite3_bind_null(s, 3);
+    sqlite3_bind_text(s, 4, o->last_reply, -1, SQLITE_STATIC); /* NULL binds NULL */
+    if ((rc = writer_step(w, STORE_W_OUTCOME)) != 1)
+        return rc;
+    *msg_id = sqlite3_column_int64(s, 0);
+    if (o->state == STORE_RCPT_BOUNCED)
+        *address = xstrdup(col_text(s, 1));
+    sqlite3_reset(s); /* RETURNING: the row was updated by the first step */
+    return 0;
+}
+
+/* Settles each message touched, once, with its bounces from this job. */
+static int
+writer_settle_all(struct store_writer *w, struct store__djob *d, int64_t *ids, char **addrs,
+                  int64_t ms)
+{
+    struct store_bounce b = {.r = NULL};
+    int rc = 0;
+
+    for (size_t i = 0; i < d->n && rc == 0; i++) {
+        size_t k = 0;
+
+        while (k < i && ids[k] != ids[i])
+            k++;
+        if (ids[i] == 0 || k < i)
+            continue; /* nothing recorded, or settled already */
+        for (k = i; k < d->n; k++) {
+            const struct store_outcome *o = &d->outcomes[k];
+
+            if (ids[k] == ids[i] && addrs[k] != NULL) {
+                bounce_add(&b, addrs[k], o->last_reply, o->remote_mta);
+                addrs[k] = NULL;
+            }
+        }
+        rc = writer_settle(w, d, ids[i], &b, ms);
+        bounce_clear(&b);
+    }
+    free(b.r);
+    free(b.status);
+    return rc;
+}
+
+static int
+writer_outcomes(struct store_writer *w, struct store__djob *d)
+{
+    int64_t *ids = NULL;
+    char **addrs = NULL;
+    int rc = 0;
+
+    for (size_t i = 0; i < d->n; i++) {
+        enum store_rcpt_state st = d->outcomes[i].state;
+
+        if (st != STORE_RCPT_DELIVERED && st != STORE_RCPT_DEFERRED && st != STORE_RCPT_BOUNCED &&
+            st != STORE_RCPT_HELD) {
+            store__writer_reason(w, "outcome %zu: bad state %d", i, (int)st);
+            return MXD_EINVAL;
+        }
+    }
+    if (d->n == 0)
+        return 0;
+    ids = xcalloc(d->n, sizeof(*ids));
+    addrs = xcalloc(d->n, sizeof(*addrs));
+    for (size_t i = 0; i < d->n && rc == 0; i++)
+        rc = writer_outcome(w, &d->outcomes[i], &ids[i], &addrs[i]);
+    if (rc == 0)
+        rc = writer_settle_all(w, d, ids, addrs, now_ms());
+    for (size_t i = 0; i < d->n; i++)
+        free(addrs[i]);
+    free(addrs);
+    free(ids);
+    return rc;
+}
+
+/* Every pending recipient of msg_id bounced, a DSN, the message deleted. */
+static int
+writer_bounce(struct store_writer *w, struct store__djob *d, int64_t msg_id, int64_t ms)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_BOUNCE];
+    struct store_bounce b = {.r = NULL};
+    int rc;
+
+    sqlite3_bind_int64(s, 1, msg_id);
+    sqlite3_bind_text(s, 2, store_op_bounce_reply, -1, SQLITE_STATIC);
+    while ((rc = writer_step(w, STORE_W_BOUNCE)) == 1)
+        bounce_add(&b, xstrdup(col_text(s, 0)), store_op_bounce_reply, NULL);
+    if (rc == 0)
+        rc = writer_settle(w, d, msg_id, &b, ms);
+    bounce_clear(&b);
+    free(b.r);
+    free(b.status);
+    return rc;
+}
+
+static int
+writer_op(struct store_writer *w, struct store__djob *d)
+{
+    static const enum store_stmt stmts[] = {
+        [STORE_OP_HOLD] = STORE_W_HOLD,
+        [STORE_OP_RELEASE] = STORE_W_UNHOLD,
+        [STORE_OP_DELETE] = STORE_W_DELETE_MSG,
+    };
+    int64_t ms = now_ms(), id;
+    sqlite3_stmt *s;
+    int rc;
+
+    if (d->op == STORE_OP_FLUSH) {
+        s = w->c.stmt[STORE_W_FLUSH];
+        sqlite3_bind_int64(s, 1, ms / 1000);
+        sqlite3_bind_text(s, 2, d->oparg, -1, SQLITE_STATIC); /* NULL binds NULL */
+        return store__writer_exec(w, STORE_W_FLUSH);
+    }
+    if ((unsigned)d->op > STORE_OP_BOUNCE || d->oparg == NULL) {
+        store__writer_reason(w, "%s", d->oparg == NULL ? "no queue id" : "unknown action");
+        return MXD_EINVAL;
+    }
+    s = w->c.stmt[STORE_W_MSG_BY_QID];
+    sqlite3_bind_text(s, 1, d->oparg, -1, SQLITE_STATIC);
+    if ((rc = writer_step(w, STORE_W_MSG_BY_QID)) != 1)
+        return rc == 0 ? MXD_ENOENT : rc;
+    id = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (d->op == STORE_OP_BOUNCE)
+        return writer_bounce(w, d, id, ms);
+    s = w->c.stmt[stmts[d->op]];
+    sqlite3_bind_int64(s, 1, id);
+    if (d->op == STORE_OP_RELEASE)
+        sqlite3_bind_int64(s, 2, ms / 1000);
+    return store__writer_exec(w, stmts[d->op]);
+}
+
+int
+store__writer_run(struct store_writer *w, struct store_job *j)
+{
+    return j->kind == STORE_JOB_OUTCOMES ? writer_outcomes(w, j->d) : writer_op(w, j->d);
+}
+
+void
+store__writer_failed(const struct store_job *j, const char *reason)
+{
+    const struct store__djob *d = j->d;
+    bool op = j->kind == STORE_JOB_OP, known = op && (unsigned)d->op <= STORE_OP_BOUNCE;
+    char esc[320];
+
+    if (j->status != MXD_ENOENT) /* an answer, not a failure */
+        log_msg(LOG_ERR, known && d->op != STORE_OP_FLUSH ? d->oparg : NULL, "store",
+                "%s failed reason=%s",
+                known ? store_op_names[d->op]
+                : op  ? "operator action"
+                      : "outcomes",
+                log_esc(esc, sizeof(esc), reason, strlen(reason)));
+}
+
+void
+store__writer_done(struct store_job *j)
+{
+    const struct store__djob *d = j->d;
+
+    for (size_t i = 0; j->status == 0 && i < d->nnotes; i++)
+        log_msg(LOG_INFO, d->notes[i].qid, "store", "dsn created dsn=%s rcpts=%zu",
+                d->notes[i].dsn_qid, d->notes[i].nrcpts);
+}
+
+/* ---- loop thread -------------------------------------------------------- */
+
+void
+store__complete(struct store_job *j)
+{
+    struct store__djob *d = j->d;
+    bool ok = j->status == 0;
+
+    if (j->kind == STORE_JOB_DUE && j->cb.due != NULL) {
+        j->cb.due(j->arg, j->status, ok ? d->list : NULL, ok ? d->next_due : 0);
+        if (ok)
+            d->list = NULL;
+    } else if (j->kind == STORE_JOB_BODY && j->cb.body != NULL) {
+        j->cb.body(j->arg, j->status, ok ? d->data : "", ok ? d->len : 0, ok ? d->total : 0);
+    } else if ((j->kind == STORE_JOB_OUTCOMES || j->kind == STORE_JOB_OP) && j->cb.done != NULL) {
+        j->cb.done(j->arg, j->status);
+    }
+    djob_free(d);
+    j->d = NULL;
+}
+
+static struct store_job *
+djob_new(enum store_job_kind kind, void *arg)
+{
+    struct store_job *j = xcalloc(1, sizeof(*j));
+
+    j->kind = kind;
+    j->arg = arg;
+    j->d = xcalloc(1, sizeof(*j->d));
+    return j;
+}
+
+void
+store_due_async(struct store *st, int64_t now, size_t limit, const int64_t *skip, size_t nskip,
+                store_due_cb cb, void *arg)
+{
+    struct store_job *j = djob_new(STORE_JOB_DUE, arg);
+
+    j->cb.due = cb;
+    j->d->now = now;
+    j->d->limit = limit;
+    if (skip != NULL && nskip > 0) {
+        j->d->skip = xcalloc(nskip, sizeof(*skip));
+        memcpy(j->d->skip, skip, nskip * sizeof(*skip));
+        qsort(j->d->skip, nskip, sizeof(*skip), cmp_i64);
+        j->d->nskip = nskip;
+    }
+    store__submit(st, j, false);
+}
+
+void
+store_body_read_async(struct store *st, int64_t msg_id, uint64_t offset, size_t max,
+                      store_body_cb cb, void *arg)
+{
+    struct store_job *j = djob_new(STORE_JOB_BODY, arg);
+
+    j->cb.body = cb;
+    j->msg_id = msg_id;
+    j->d->offset = offset;
+    j->d->max = max;
+    store__submit(st, j, false);
+}
+
+void
+store_outcomes_async(struct store *st, struct store_outcome *list, size_t n, store_done_cb cb,
+                     void *arg)
+{
+    struct store_job *j = djob_new(STORE_JOB_OUTCOMES, arg);
+
+    j->cb.done = cb;
+    j->d->outcomes = list;
+    j->d->n = list != NULL ? n : 0;
+    store__submit(st, j, true);
+}
+
+void
+store_op_async(struct store *st, enum store_op op, const char *arg, store_done_cb cb, void *cbarg)
+{
+    struct store_job *j = djob_new(STORE_JOB_OP, cbarg);
+
+    j->cb.done = cb;
+    j->d->op = op;
+    if (arg != NULL && arg[0] != '\0')
+        j->d->oparg = xstrdup(arg);
+    /* message_rcpts.domain is lower case */
+    for (char *p = j->d->oparg; op == STORE_OP_FLUSH && p != NULL && *p != '\0'; p++)
+        *p = ascii_lower(*p);
+    store__submit(st, j, true);
+}

@@ -1,0 +1,216 @@
+/* store internals shared by store.c (threads, queues, message commits,
+ * lookups) and store_deliver.c (delivery and operator jobs). Not for other
+ * modules. */
+#ifndef MXD_STORE_IMPL_H
+#define MXD_STORE_IMPL_H
+
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "store/qid.h"
+#include "store/store.h"
+
+/* Spool reads, blob writes and the original headers of a DSN go by this much. */
+#define STORE_CHUNK (64 * 1024)
+
+/* The envelope of a stored message, read by both threads. */
+#define STORE_SQL_ENVELOPE                                                                         \
+    "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
+    "CASE WHEN m.smtputf8 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0) "        \
+    "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
+
+/* id, label for error messages, SQL: the writer's statements, then the
+ * reader's from R_LOOKUP on. recipients.address is COLLATE NOCASE, so the
+ * lookup compares case-insensitively and uses the primary key for both
+ * terms. Every query on due recipients repeats the partial index's
+ * `state IN ('queued', 'deferred', 'held')` word for word so that SQLite
+ * uses message_rcpts_due (schema 002); an operator's hold is next_attempt
+ * = INT64_MAX, never due, and a flush leaves it alone. An outcome never moves a final recipient,
+ * and a deferral leaves a held one held. */
+#define STORE_SQL(X)                                                                               \
+    X(W_BEGIN, "begin", "BEGIN IMMEDIATE")                                                         \
+    X(W_COMMIT, "commit", "COMMIT")                                                                \
+    X(W_ROLLBACK, "rollback", "ROLLBACK")                                                          \
+    X(W_SAVEPOINT, "savepoint", "SAVEPOINT msg")                                                   \
+    X(W_RELEASE, "release", "RELEASE msg")                                                         \
+    X(W_ROLLBACK_TO, "rollback to savepoint", "ROLLBACK TO msg")                                   \
+    X(W_INSERT_MSG, "insert message",                                                              \
+      "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
+      "size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")                                   \
+    X(W_INSERT_FACTS, "insert message facts",                                                      \
+      "INSERT OR REPLACE INTO message_facts (message_id, utf8_needed, hops) VALUES (?1, ?2, ?3)")  \
+    X(W_INSERT_RCPT, "insert recipient",                                                           \
+      "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt) "    \
+      "VALUES (?1, ?2, ?3, 'queued', 0, ?4)")                                                      \
+    X(W_OUTCOME, "record outcome",                                                                 \
+      "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND ?2 = 'deferred' THEN 'held' " \
+      "ELSE ?2 END, attempts = attempts + 1, next_attempt = CASE WHEN state = 'held' AND "         \
+      "next_attempt = 9223372036854775807 AND ?2 IN ('deferred', 'held') THEN next_attempt "       \
+      "ELSE coalesce(?3, next_attempt) END, "                                                      \
+      "last_reply = ?4 WHERE id = ?1 AND state IN ('queued', 'deferred', 'held') "                 \
+      "RETURNING message_id, address")                                                             \
+    X(W_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)                                             \
+    X(W_MSG_BY_QID, "find queue id", "SELECT id FROM messages WHERE qid = ?1")                     \
+    X(W_PENDING, "count pending",                                                                  \
+      "SELECT EXISTS (SELECT 1 FROM message_rcpts WHERE message_id = ?1 AND "                      \
+      "state IN ('queued', 'deferred', 'held'))")                                                  \
+    X(W_DELETE_MSG, "delete message", "DELETE FROM messages WHERE id = ?1")                        \
+    X(W_FLUSH, "flush",                                                                            \
+      "UPDATE message_rcpts SET next_attempt = ?1 WHERE state IN ('queued', 'deferred', 'held') "  \
+      "AND next_attempt > ?1 AND next_attempt < 9223372036854775807 "                              \
+      "AND (?2 IS NULL OR domain = ?2)")                                                           \
+    X(W_HOLD, "hold",                                                                              \
+      "UPDATE message_rcpts SET state = 'held', next_attempt = 9223372036854775807 "               \
+      "WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held')")                         \
+    X(W_UNHOLD, "release",                                                                         \
+      "UPDATE message_rcpts SET state = 'queued', next_attempt = ?2 WHERE message_id = ?1 AND "    \
+      "state = 'held'")                                                                            \
+    X(W_BOUNCE, "bounce",                                                                          \
+      "UPDATE message_rcpts SET state = 'bounced', last_reply = ?2 WHERE message_id = ?1 AND "     \
+      "state IN ('queued', 'deferred', 'held') RETURNING address")                                 \
+    X(R_LOOKUP, "lookup",                                                                          \
+      "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1")                \
+    X(R_BEGIN, "begin", "BEGIN")                                                                   \
+    X(R_COMMIT, "commit", "COMMIT")                                                                \
+    X(R_DUE, "due recipients",                                                                     \
+      "SELECT id, message_id, address, domain, attempts FROM message_rcpts "                       \
+      "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 "                      \
+      "ORDER BY next_attempt, id LIMIT ?2")                                                        \
+    X(R_NEXT_DUE, "next due",                                                                      \
+      "SELECT MIN(next_attempt) FROM message_rcpts "                                               \
+      "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt > ?1 "                       \
+      "AND next_attempt < 9223372036854775807")                                                    \
+    X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)
+
+#define STORE_STMT_ENUM(id, label, sql) STORE_##id,
+
+enum store_stmt { STORE_SQL(STORE_STMT_ENUM) STORE_NSTMT };
+
+struct store__sql {
+    const char *label;
+    const char *sql;
+};
+
+/* Indexed by enum store_stmt (defined in store.c). */
+extern const struct store__sql store__sql[STORE_NSTMT];
+
+/* A connection and its prepared statements [first, end), kept till closed. */
+struct store_conn {
+    sqlite3 *db;
+    enum store_stmt first, end;
+    sqlite3_stmt *stmt[STORE_NSTMT];
+};
+
+/* COMMIT and LOOKUP: store.c; the others: store_deliver.c. */
+enum store_job_kind {
+    STORE_JOB_COMMIT,   /* writer */
+    STORE_JOB_LOOKUP,   /* reader */
+    STORE_JOB_DUE,      /* reader */
+    STORE_JOB_BODY,     /* reader */
+    STORE_JOB_OUTCOMES, /* writer */
+    STORE_JOB_OP,       /* writer */
+};
+
+/* store_deliver.c's part of a job: arguments and results (opaque here). */
+struct store__djob;
+
+/* One request. Belongs to the loop until pushed, then to the worker thread,
+ * then to the loop again from the done list until its callback ran. */
+struct store_job {
+    struct store_job *next;
+    enum store_job_kind kind;
+    int status;
+    int64_t msg_id; /* commit: the new row; body read: the row read */
+    union {
+        store_commit_cb commit;
+        store_lookup_cb lookup;
+        store_due_cb due;
+        store_body_cb body;
+        store_done_cb done;
+    } cb;
+    void *arg;
+    struct store_msg *msg; /* commit: owned until the batch is done */
+    struct store__djob *d; /* DUE, BODY, OUTCOMES, OP: owned, freed by store__complete */
+    size_t domain_off;     /* lookup: the domain is at text + domain_off */
+    char text[];           /* lookup: address NUL domain NUL */
+};
+
+struct store_queue {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    struct store_job *head;
+    struct store_job **tail;
+    bool stop; /* drain, then exit */
+};
+
+/* Writer thread's private state. */
+struct store_writer {
+    struct store_conn c;
+    unsigned char *buf; /* STORE_CHUNK octets */
+    char reason[256];   /* first error of the current message or transaction */
+    struct store_stats stats;
+    struct qid_gen qids; /* queue ids of the DSNs it inserts */
+    char hostname[256];  /* copy of store.hostname taken with each batch */
+};
+
+struct store {
+    /* private, loop thread */
+    uv_async_t async;
+    uv_thread_t writer_tid, reader_tid;
+    bool closing;
+    bool writer_told; /* the writer was told to stop (after the reader closed) */
+    store_closed_cb closed_cb;
+    void *closed_arg;
+    struct store_stats stats; /* as of the last delivery */
+    /* private, writer thread once started */
+    struct store_writer w;
+    /* private, reader thread once started */
+    struct store_conn r;
+    /* shared, each under its own mutex */
+    struct store_queue wq, rq;
+    char hostname[256]; /* under wq.mu: store_set_hostname */
+    uv_mutex_t done_mu;
+    struct store_job *done_head, **done_tail;
+    struct store_stats done_stats;
+    unsigned nexited; /* threads that have closed their connection */
+};
+
+/* ---- store.c, for store_deliver.c -------------------------------------- */
+
+/* Loop thread: hands j to the writer (to_writer) or the reader thread; after
+ * store_close it fails with MXD_ECLOSING instead, never from inside the call. */
+void store__submit(struct store *st, struct store_job *j, bool to_writer);
+
+/* Writer thread: records why the current job failed (the first reason wins). */
+void store__writer_reason(struct store_writer *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Writer thread: steps a statement that returns no row and resets it; 0, or
+ * MXD_ESTORE with the reason recorded. */
+int store__writer_exec(struct store_writer *w, enum store_stmt i);
+
+/* Writer thread: for a message that carried SMTPUTF8 (schema 003), records
+ * whether it needs it; 0 or MXD_ESTORE. */
+/* The message_facts row of message msg_id (schema 003). */
+int store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed, unsigned hops);
+
+/* ---- store_deliver.c, for store.c -------------------------------------- */
+
+/* Reader thread: runs a DUE or BODY job; returns its status. */
+int store__reader_run(struct store_conn *c, struct store_job *j) MXD_WUR;
+
+/* Writer thread, inside the job's savepoint: runs an OUTCOMES or OP job;
+ * returns its status (on failure the caller rolls the savepoint back). */
+int store__writer_run(struct store_writer *w, struct store_job *j) MXD_WUR;
+
+/* Writer thread: j failed with j->status (already set); logs why. */
+void store__writer_failed(const struct store_job *j, const char *reason);
+
+/* Writer thread, once j's transaction is over: logs what it committed. */
+void store__writer_done(struct store_job *j);
+
+/* Loop thread: runs the callback of a DUE, BODY, OUTCOMES or OP job and
+ * frees j->d (not j). */
+void store__complete(struct store_job *j);
+
+#endif
