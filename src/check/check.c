@@ -1,0 +1,386 @@
+/* check: the pipeline (check.h for the contract, check_impl.h for what a
+ * check is). One struct check_session per connection: the checks' states,
+ * what the transaction has learned (check_facts), the stage in flight and
+ * its budget timer. Loop thread only.
+ *
+ * A stage runs its checks one after another: run() calls a hook; a hook
+ * that answers inside the call lets the loop go on, one that answers later
+ * resumes it from check_answer. The first check that does not accept ends
+ * the stage. The budget timer answers for a check that has not answered
+ * in time; its ticket then no longer matches (gen) and its late answer is
+ * dropped. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "check/check_impl.h"
+
+struct check_session {
+    struct check_info info;
+    struct check_facts facts;
+    const struct check_ops *const *list;
+    size_t n;
+    void **st; /* each check's state */
+    check_sink_fn sink;
+    void *sink_arg;
+    uint64_t budget_ms;
+    uv_timer_t timer;
+    unsigned holds; /* work out that will call back, and the timer */
+    bool dead;      /* check_session_free was called */
+    /* the stage in flight */
+    bool asking, waiting, in_hook;
+    enum check_stage stage;
+    size_t next;    /* the check to run next */
+    size_t current; /* the check that was asked */
+    unsigned gen;   /* tickets: the answer awaited carries this */
+    check_done_fn done;
+    void *done_arg;
+    struct check_verdict verdict;
+    struct addr rcpt;
+    /* end of data: header fields to add */
+    char *fields;
+    size_t fields_len, fields_cap;
+};
+
+static const char *const stage_names[] = {"connect", "helo", "mail", "rcpt", "end"};
+
+struct check_session *
+check_session_new_list(const struct check_env *env, const struct conf *conf,
+                       const struct check_client *client, check_sink_fn sink, void *sink_arg,
+                       const struct check_ops *const *list, size_t n, uint64_t budget_ms)
+{
+    struct check_session *cs = xcalloc(1, sizeof(*cs));
+
+    cs->info.conf = conf_ref(conf);
+    cs->info.env = *env;
+    cs->info.client = *client;
+    cs->list = list;
+    cs->n = n;
+    cs->st = xcalloc(n > 0 ? n : 1, sizeof(*cs->st));
+    cs->sink = sink;
+    cs->sink_arg = sink_arg;
+    cs->budget_ms = budget_ms > 0 ? budget_ms : conf->command_timeout_ms;
+    if (uv_timer_init(env->loop, &cs->timer) != 0)
+        mxd_panic("check: uv_timer_init failed");
+    cs->timer.data = cs;
+    cs->holds = 1; /* the timer, until closed */
+    for (size_t i = 0; i < n; i++)
+        if (list[i]->start != NULL)
+            cs->st[i] = list[i]->start(cs);
+    return cs;
+}
+
+static void
+really_free(struct check_session *cs)
+{
+    for (size_t i = 0; i < cs->n; i++)
+        if (cs->list[i]->stop != NULL)
+            cs->list[i]->stop(cs->st[i]);
+    conf_free((struct conf *)cs->info.conf);
+    free(cs->st);
+    free(cs->fields);
+    free(cs);
+}
+
+void
+check_hold(struct check_session *cs)
+{
+    cs->holds++;
+}
+
+bool
+check_unhold(struct check_session *cs)
+{
+    if (--cs->holds == 0 && cs->dead) {
+        really_free(cs);
+        return true;
+    }
+    return cs->dead;
+}
+
+static void
+timer_closed(uv_handle_t *h)
+{
+    check_unhold(h->data);
+}
+
+void
+check_session_free(struct check_session *cs)
+{
+    if (cs == NULL)
+        return;
+    if (cs->asking)
+        mxd_panic("check_session_free: a stage is in flight");
+    cs->dead = true;
+    uv_close((uv_handle_t *)&cs->timer, timer_closed);
+}
+
+const struct check_info *
+check_info(const struct check_session *cs)
+{
+    return &cs->info;
+}
+
+struct check_facts *
+check_facts(struct check_session *cs)
+{
+    return &cs->facts;
+}
+
+/* ---- stages ------------------------------------------------------------ */
+
+static bool
+has_hook(const struct check_ops *o, enum check_stage stage)
+{
+    switch (stage) {
+    case CHECK_STAGE_CONNECT:
+        return o->connect != NULL;
+    case CHECK_STAGE_HELO:
+        return o->helo != NULL;
+    case CHECK_STAGE_MAIL:
+        return o->mail != NULL;
+    case CHECK_STAGE_RCPT:
+        return o->rcpt != NULL;
+    case CHECK_STAGE_END:
+        return o->end != NULL;
+    }
+    return false;
+}
+
+static void
+call_hook(struct check_session *cs, size_t i, struct check_ticket t)
+{
+    const struct check_ops *o = cs->list[i];
+
+    switch (cs->stage) {
+    case CHECK_STAGE_CONNECT:
+        o->connect(cs->st[i], t);
+        break;
+    case CHECK_STAGE_HELO:
+        o->helo(cs->st[i], t);
+        break;
+    case CHECK_STAGE_MAIL:
+        o->mail(cs->st[i], t);
+        break;
+    case CHECK_STAGE_RCPT:
+        o->rcpt(cs->st[i], t, &cs->rcpt);
+        break;
+    case CHECK_STAGE_END:
+        o->end(cs->st[i], t);
+        break;
+    }
+}
+
+/* The stage has its answer: give it to the session. Nothing of the stage
+ * is touched after done, which may ask the next stage. */
+static void
+finish(struct check_session *cs)
+{
+    struct check_verdict v = cs->verdict;
+    check_done_fn done = cs->done;
+    void *arg = cs->done_arg;
+
+    uv_timer_stop(&cs->timer);
+    cs->asking = false;
+    cs->waiting = false;
+    if (cs->stage == CHECK_STAGE_END && v.action == CHECK_ACCEPT) {
+        v.fields = cs->fields != NULL ? cs->fields : "";
+        v.fields_len = cs->fields_len;
+        v.hops = cs->facts.received + 1;
+    }
+    if (cs->stage == CHECK_STAGE_HELO && v.action != CHECK_ACCEPT)
+        cs->info.helo[0] = '\0';
+    done(arg, &v);
+}
+
+static void
+on_budget(uv_timer_t *t)
+{
+    struct check_session *cs = t->data;
+
+    log_msg(LOG_WARN, cs->info.qid[0] ? cs->info.qid : NULL, "check",
+            "no answer in time check=%s stage=%s client=%s budget_ms=%llu",
+            cs->list[cs->current]->name, stage_names[cs->stage], cs->info.client.ip,
+            (unsigned long long)cs->budget_ms);
+    cs->gen++; /* its answer, if it comes, is dropped */
+    cs->verdict.action = CHECK_TEMPFAIL;
+    cs->verdict.code = 451;
+    snprintf(cs->verdict.text, sizeof(cs->verdict.text),
+             "4.3.0 Error: checks did not finish in time, try again later");
+    finish(cs);
+}
+
+/* Runs the stage's checks from cs->next until one waits or decides. */
+static void
+run(struct check_session *cs)
+{
+    while (cs->next < cs->n) {
+        size_t i = cs->next++;
+
+        if (!has_hook(cs->list[i], cs->stage))
+            continue;
+        cs->current = i;
+        cs->waiting = true;
+        cs->in_hook = true;
+        call_hook(cs, i, (struct check_ticket){cs, ++cs->gen});
+        cs->in_hook = false;
+        if (cs->waiting) {
+            if (!uv_is_active((uv_handle_t *)&cs->timer))
+                uv_timer_start(&cs->timer, on_budget, cs->budget_ms, 0);
+            return;
+        }
+        if (cs->verdict.action != CHECK_ACCEPT)
+            break;
+    }
+    finish(cs);
+}
+
+static void
+stage_begin(struct check_session *cs, enum check_stage stage, check_done_fn done, void *arg)
+{
+    if (cs->asking)
+        mxd_panic("check: stage %s asked while %s is in flight", stage_names[stage],
+                  stage_names[cs->stage]);
+    cs->asking = true;
+    cs->stage = stage;
+    cs->done = done;
+    cs->done_arg = arg;
+    cs->next = 0;
+    memset(&cs->verdict, 0, sizeof(cs->verdict));
+    cs->verdict.action = CHECK_ACCEPT;
+    run(cs);
+}
+
+void
+check_answer(struct check_ticket t, enum check_action action, int code, const char *text)
+{
+    struct check_session *cs = t.cs;
+
+    if (cs->dead || !cs->asking || !cs->waiting || t.gen != cs->gen)
+        return; /* too late: the budget answered, or the connection is gone */
+    if ((action == CHECK_TEMPFAIL && (code < 400 || code > 499)) ||
+        (action == CHECK_REJECT && (code < 500 || code > 599)))
+        mxd_panic("check %s: reply code %d for action %d", cs->list[cs->current]->name, code,
+                  (int)action);
+    cs->waiting = false;
+    if (action != CHECK_ACCEPT) {
+        cs->verdict.action = action;
+        cs->verdict.code = code;
+        snprintf(cs->verdict.text, sizeof(cs->verdict.text), "%s", text);
+    }
+    if (cs->in_hook)
+        return; /* run() goes on */
+    if (action != CHECK_ACCEPT)
+        finish(cs);
+    else
+        run(cs);
+}
+
+void
+check_pass(struct check_ticket t)
+{
+    check_answer(t, CHECK_ACCEPT, 0, "");
+}
+
+void
+check_connect(struct check_session *cs, check_done_fn done, void *arg)
+{
+    stage_begin(cs, CHECK_STAGE_CONNECT, done, arg);
+}
+
+void
+check_helo(struct check_session *cs, const char *helo, check_done_fn done, void *arg)
+{
+    snprintf(cs->info.helo, sizeof(cs->info.helo), "%s", helo);
+    stage_begin(cs, CHECK_STAGE_HELO, done, arg);
+}
+
+void
+check_reset(struct check_session *cs)
+{
+    for (size_t i = 0; i < cs->n; i++)
+        if (cs->list[i]->reset != NULL)
+            cs->list[i]->reset(cs->st[i]);
+    cs->fields_len = 0;
+}
+
+void
+check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
+           check_done_fn done, void *arg)
+{
+    check_reset(cs);
+    memset(&cs->facts, 0, sizeof(cs->facts));
+    snprintf(cs->info.qid, sizeof(cs->info.qid), "%s", qid);
+    cs->info.sender = *sender;
+    stage_begin(cs, CHECK_STAGE_MAIL, done, arg);
+}
+
+void
+check_rcpt(struct check_session *cs, const struct addr *rcpt, check_done_fn done, void *arg)
+{
+    cs->rcpt = *rcpt;
+    stage_begin(cs, CHECK_STAGE_RCPT, done, arg);
+}
+
+void
+check_end(struct check_session *cs, check_done_fn done, void *arg)
+{
+    stage_begin(cs, CHECK_STAGE_END, done, arg);
+}
+
+/* ---- content ----------------------------------------------------------- */
+
+/* Content into the first filter at or after index from, or the sink. */
+static void
+emit_from(struct check_session *cs, size_t from, const char *data, size_t len)
+{
+    for (size_t i = from; i < cs->n; i++) {
+        if (cs->list[i]->filter != NULL) {
+            cs->list[i]->filter(cs->st[i], data, len);
+            return;
+        }
+    }
+    cs->sink(cs->sink_arg, data, len);
+}
+
+void
+check_emit(struct check_stream out, const char *data, size_t len)
+{
+    emit_from(out.cs, out.next, data, len);
+}
+
+void
+check_data(struct check_session *cs)
+{
+    cs->fields_len = 0;
+    for (size_t i = 0; i < cs->n; i++)
+        if (cs->list[i]->data != NULL)
+            cs->list[i]->data(cs->st[i], (struct check_stream){cs, i + 1});
+}
+
+void
+check_body(struct check_session *cs, const char *data, size_t len)
+{
+    for (size_t i = 0; i < cs->n; i++)
+        if (cs->list[i]->observe != NULL)
+            cs->list[i]->observe(cs->st[i], data, len);
+    emit_from(cs, 0, data, len);
+}
+
+void
+check_add_fields(struct check_session *cs, const char *fields, size_t len)
+{
+    if (cs->fields_len + len + 1 > cs->fields_cap) {
+        size_t cap = cs->fields_cap ? cs->fields_cap : 1024;
+
+        while (cap < cs->fields_len + len + 1)
+            cap *= 2;
+        cs->fields = xrealloc(cs->fields, cap);
+        cs->fields_cap = cap;
+    }
+    memcpy(cs->fields + cs->fields_len, fields, len);
+    cs->fields_len += len;
+    cs->fields[cs->fields_len] = '\0';
+}

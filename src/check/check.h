@@ -1,0 +1,104 @@
+/* check: the check pipeline. Everything that decides on a client, a
+ * sender, a recipient or a message is a check; the SMTP session asks the
+ * pipeline at each stage and gets one verdict back, now or later, through
+ * one completion callback. The session never knows which checks exist, and
+ * no check knows the session: the arrow goes one way, smtp/ -> check/.
+ *
+ * Stages, in the order a transaction meets them: connect (before the
+ * greeting), HELO/EHLO, MAIL, RCPT (once per recipient), and the content:
+ * data (it begins), body (chunks, through the checks' filters to the
+ * session's sink), end (the final dot or the last BDAT). The checks of a
+ * stage run one after another in the registered order (check_list.c); the
+ * first that does not accept decides, and the stage's answer comes when
+ * all have answered or its time budget is spent (then 451 4.4.3).
+ *
+ * One stage is asked at a time, and each is answered exactly once; the
+ * callback may run inside the call (no check had to wait). Loop thread
+ * only. */
+#ifndef MXD_CHECK_H
+#define MXD_CHECK_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "base/addr.h"
+#include "base/conf.h"
+
+struct store;
+struct callahead;
+
+/* The services checks may use; set once when the server starts. */
+struct check_env {
+    uv_loop_t *loop;
+    struct store *store;
+    struct callahead *callahead; /* NULL: recipients are not verified */
+};
+
+/* What the session knows of its client, copied at check_session_new. */
+struct check_client {
+    struct sockaddr_storage peer;
+    char ip[INET6_ADDRSTRLEN]; /* numeric, for logs and headers */
+};
+
+enum check_action {
+    CHECK_ACCEPT,   /* go on (at the end of data: store the message) */
+    CHECK_TEMPFAIL, /* 4xx: code and text say it */
+    CHECK_REJECT,   /* 5xx */
+};
+
+#define CHECK_TEXT_MAX 512
+
+struct check_verdict {
+    enum check_action action;
+    int code;                  /* the reply code when not accepted */
+    char text[CHECK_TEXT_MAX]; /* "5.7.1 ..." as smtp_proto_answer takes it */
+    /* At the end of data, accepted: header fields to put above our
+     * Received: (CRLF-terminated, "" when none) and the Received: fields
+     * counted in the message (its hops before ours). Owned by the pipeline
+     * until the next transaction. */
+    const char *fields;
+    size_t fields_len;
+    unsigned hops;
+};
+
+struct check_session;
+
+/* The answer for the stage that was asked. */
+typedef void (*check_done_fn)(void *arg, const struct check_verdict *v);
+/* Content that passed the checks' filters, on its way to the store. */
+typedef void (*check_sink_fn)(void *arg, const char *data, size_t len);
+
+/* A pipeline for one connection. conf is referenced (a reload leaves it);
+ * the sink receives the content between check_data and check_end. */
+struct check_session *check_session_new(const struct check_env *env, const struct conf *conf,
+                                        const struct check_client *client, check_sink_fn sink,
+                                        void *sink_arg);
+/* The connection is gone. Nothing is called back any more; work a check
+ * still has out (a lookup that cannot be cancelled) frees it later. A
+ * stage must not be in flight. */
+void check_session_free(struct check_session *cs);
+
+void check_connect(struct check_session *cs, check_done_fn done, void *arg);
+/* helo is copied. */
+void check_helo(struct check_session *cs, const char *helo, check_done_fn done, void *arg);
+/* A transaction begins: its queue id (for logs) and sender are copied. */
+void check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
+                check_done_fn done, void *arg);
+/* rcpt is copied. */
+void check_rcpt(struct check_session *cs, const struct addr *rcpt, check_done_fn done, void *arg);
+/* The content begins; nothing is answered. */
+void check_data(struct check_session *cs);
+/* A chunk of content as received; it reaches the sink, maybe rewritten,
+ * before this returns or with a later chunk. */
+void check_body(struct check_session *cs, const char *data, size_t len);
+/* The content is complete: the verdict on the message. */
+void check_end(struct check_session *cs, check_done_fn done, void *arg);
+/* The transaction ended without a message (RSET, a new MAIL, an error). */
+void check_reset(struct check_session *cs);
+
+#endif

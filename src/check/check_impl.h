@@ -1,0 +1,127 @@
+/* check internals: what a check is, and what the pipeline gives it. For the
+ * checks in src/check/ and the pipeline's tests; not for other modules.
+ *
+ * A check is a struct check_ops with a hook for each stage it takes part
+ * in. A stage hook answers exactly once, now (inside the hook) or later
+ * (from a callback of its own work), with check_pass or check_answer and
+ * the ticket it was given; an answer with a ticket the pipeline no longer
+ * waits for (the stage's budget was spent) is dropped. Work that will call
+ * back later holds the pipeline (check_hold), so a check's state lives
+ * until the work is back even when the connection is gone.
+ *
+ * A new check is one file with its struct check_ops, plus one line in
+ * check_list.c where the order is set. */
+#ifndef MXD_CHECK_IMPL_H
+#define MXD_CHECK_IMPL_H
+
+#include "base/addr.h"
+#include "check/authres.h"
+#include "check/check.h"
+#include "check/dkim.h"
+#include "check/dmarc.h"
+#include "check/spf.h"
+#include "store/qid.h"
+
+enum check_stage {
+    CHECK_STAGE_CONNECT,
+    CHECK_STAGE_HELO,
+    CHECK_STAGE_MAIL,
+    CHECK_STAGE_RCPT,
+    CHECK_STAGE_END,
+};
+
+/* Answers the stage a hook was called for. */
+struct check_ticket {
+    struct check_session *cs;
+    unsigned gen;
+};
+
+/* Where a filter passes the content on (the next filter or the sink). */
+struct check_stream {
+    struct check_session *cs;
+    size_t next; /* index in the list of the check after this one */
+};
+
+/* What the pipeline knows of the connection and the transaction. */
+struct check_info {
+    const struct conf *conf; /* the connection's config (a reference) */
+    struct check_env env;
+    struct check_client client;
+    char helo[256]; /* "" before HELO/EHLO */
+    char qid[QID_LEN + 1];
+    struct addr sender; /* of the transaction, after MAIL */
+};
+
+/* What the checks of a transaction learned, for the checks after them
+ * (and the header fields): reset at MAIL. */
+struct check_facts {
+    /* SPF (check_spf.c), once known */
+    bool spf_done;
+    struct spf_result spf;
+    /* the header, read at the end of data (check_authres.c) */
+    unsigned received;       /* Received: fields in it */
+    size_t nfrom_fields;     /* From: fields */
+    const char *from_malformed; /* why the From: field cannot be used, or NULL */
+    char from[DMARC_AUTHORS_MAX][AUTHRES_DOMAIN_MAX];
+    size_t nfrom; /* the authors' domains */
+    /* DKIM and DMARC (check_dkim.c), once verified */
+    bool verified;
+    struct dkim_result dkim;
+    struct dmarc_result dmarc;
+};
+
+struct check_ops {
+    const char *name; /* for logs */
+    /* State for one connection (NULL: none); freed by stop once the
+     * connection is gone and no held work is out. */
+    void *(*start)(struct check_session *cs);
+    void (*stop)(void *st);
+    /* Stage hooks (NULL: the check does not take part). */
+    void (*connect)(void *st, struct check_ticket t);
+    void (*helo)(void *st, struct check_ticket t);
+    void (*mail)(void *st, struct check_ticket t);
+    void (*rcpt)(void *st, struct check_ticket t, const struct addr *rcpt);
+    void (*end)(void *st, struct check_ticket t);
+    /* The content begins; a filter passes what it keeps to out. */
+    void (*data)(void *st, struct check_stream out);
+    /* The content as received (all observers see it before any filter). */
+    void (*observe)(void *st, const char *data, size_t len);
+    /* The content on its way to the store: what goes on, through
+     * check_emit(out, ...), may differ. */
+    void (*filter)(void *st, const char *data, size_t len);
+    /* The transaction is over (RSET, a new MAIL, an error, or after the
+     * end's answer). */
+    void (*reset)(void *st);
+};
+
+/* The registered checks, in order (check_list.c). */
+extern const struct check_ops *const check_list[];
+extern const size_t check_list_len;
+
+/* check_session_new with another list (the pipeline's tests). */
+struct check_session *check_session_new_list(const struct check_env *env, const struct conf *conf,
+                                             const struct check_client *client,
+                                             check_sink_fn sink, void *sink_arg,
+                                             const struct check_ops *const *list, size_t n,
+                                             uint64_t budget_ms);
+
+const struct check_info *check_info(const struct check_session *cs);
+struct check_facts *check_facts(struct check_session *cs);
+
+/* The check accepts: the next one runs. */
+void check_pass(struct check_ticket t);
+/* The check decides: code and text ("5.7.1 ..."), or CHECK_ACCEPT. */
+void check_answer(struct check_ticket t, enum check_action action, int code, const char *text);
+/* End of data, accepting: fields to add above Received: (CRLF-ended). */
+void check_add_fields(struct check_session *cs, const char *fields, size_t len);
+/* Passes content on from a filter. */
+void check_emit(struct check_stream out, const char *data, size_t len);
+
+/* Work that will call back is out: the pipeline and every check's state
+ * stay until check_unhold. */
+void check_hold(struct check_session *cs);
+/* The work came back. True when the connection is gone: then cs may be
+ * freed already, and the caller must not touch it or its state. */
+bool check_unhold(struct check_session *cs);
+
+#endif
