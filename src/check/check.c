@@ -307,8 +307,8 @@ check_reset(struct check_session *cs)
 }
 
 void
-check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
-           check_done_fn done, void *arg)
+check_mail(struct check_session *cs, const char *qid, const struct addr *sender, check_done_fn done,
+           void *arg)
 {
     check_reset(cs);
     memset(&cs->facts, 0, sizeof(cs->facts));

@@ -18,11 +18,12 @@
 #ifndef MXD_CHECK_H
 #define MXD_CHECK_H
 
+#include <sys/socket.h>
+
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
 #include <uv.h>
 

@@ -59,8 +59,8 @@ struct check_facts {
     bool spf_done;
     struct spf_result spf;
     /* the header, read at the end of data (check_authres.c) */
-    unsigned received;       /* Received: fields in it */
-    size_t nfrom_fields;     /* From: fields */
+    unsigned received;          /* Received: fields in it */
+    size_t nfrom_fields;        /* From: fields */
     const char *from_malformed; /* why the From: field cannot be used, or NULL */
     char from[DMARC_AUTHORS_MAX][AUTHRES_DOMAIN_MAX];
     size_t nfrom; /* the authors' domains */
@@ -100,10 +100,9 @@ extern const size_t check_list_len;
 
 /* check_session_new with another list (the pipeline's tests). */
 struct check_session *check_session_new_list(const struct check_env *env, const struct conf *conf,
-                                             const struct check_client *client,
-                                             check_sink_fn sink, void *sink_arg,
-                                             const struct check_ops *const *list, size_t n,
-                                             uint64_t budget_ms);
+                                             const struct check_client *client, check_sink_fn sink,
+                                             void *sink_arg, const struct check_ops *const *list,
+                                             size_t n, uint64_t budget_ms);
 
 const struct check_info *check_info(const struct check_session *cs);
 struct check_facts *check_facts(struct check_session *cs);

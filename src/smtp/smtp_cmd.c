@@ -61,22 +61,16 @@ helo_arg(struct smtp_proto *p, const char *arg, size_t len)
     return true;
 }
 
-static enum smtp_step
-cmd_helo_common(struct smtp_proto *p, const char *verb, const char *arg, size_t len, bool esmtp)
+void
+smtp_proto__helo_reply(struct smtp_proto *p)
 {
+    const char *verb = p->esmtp ? "EHLO" : "HELO";
     char buf[SMTP_REPLY_MAX];
     size_t off;
 
-    if (!helo_arg(p, arg, len)) {
-        R(p, verb, 501, "5.5.4 Syntax: %s hostname", verb);
-        return STEP_AGAIN;
-    }
-    smtp_proto__txn_reset(p);
-    p->esmtp = esmtp;
-    p->pend_helo = true;
-    if (!esmtp) {
+    if (!p->esmtp) {
         R(p, verb, 250, "%s", p->cfg.hostname);
-        return STEP_AGAIN;
+        return;
     }
     /* RFC 5321 4.1.1.1: multi-line reply, one extension a line. */
     snprintf(buf, sizeof(buf),
@@ -89,21 +83,40 @@ cmd_helo_common(struct smtp_proto *p, const char *verb, const char *arg, size_t 
     /* "250 -host" -> "250-host": the first line continues. */
     memmove(p->reply + off + 3, p->reply + off + 4, p->reply_len - off - 4);
     p->reply_len--;
+}
+
+static enum smtp_step
+cmd_helo_common(struct smtp_proto *p, const char *verb, const char *arg, size_t len, bool esmtp,
+                struct smtp_event *ev)
+{
+    if (!helo_arg(p, arg, len)) {
+        R(p, verb, 501, "5.5.4 Syntax: %s hostname", verb);
+        return STEP_AGAIN;
+    }
+    smtp_proto__txn_reset(p);
+    p->esmtp = esmtp;
+    if (p->cfg.helo_answered) {
+        p->owed = OWE_HELO;
+        ev->type = SMTP_EV_HELO;
+        ev->data = p->helo;
+        ev->len = strlen(p->helo);
+        return STEP_EVENT;
+    }
+    p->pend_helo = true;
+    smtp_proto__helo_reply(p);
     return STEP_AGAIN;
 }
 
 static enum smtp_step
 cmd_ehlo(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *ev)
 {
-    (void)ev;
-    return cmd_helo_common(p, "EHLO", arg, len, true);
+    return cmd_helo_common(p, "EHLO", arg, len, true, ev);
 }
 
 static enum smtp_step
 cmd_helo(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *ev)
 {
-    (void)ev;
-    return cmd_helo_common(p, "HELO", arg, len, false);
+    return cmd_helo_common(p, "HELO", arg, len, false, ev);
 }
 
 /* Parses "FROM:<path>" / "TO:<path>" up to the parameters. Returns the

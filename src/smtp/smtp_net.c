@@ -168,6 +168,7 @@ server_take_conf(struct smtp_server *srv, const struct conf *conf)
     srv->pcfg.max_message_size = conf->max_message_size;
     srv->pcfg.max_recipients = conf->max_recipients;
     srv->pcfg.hard_error_limit = conf->hard_error_limit;
+    srv->pcfg.helo_answered = true; /* the checks' HELO stage */
     conf_free(old);
 }
 

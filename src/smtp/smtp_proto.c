@@ -468,6 +468,15 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text_in)
     switch (p->owed) {
     case OWE_NONE:
         mxd_panic("smtp_proto_answer: no answer is owed");
+    case OWE_HELO:
+        if (ok) {
+            smtp_proto__helo_reply(p);
+        } else {
+            smtp_proto__reply(p, p->esmtp ? "EHLO" : "HELO", code, "%s", text);
+            p->helo[0] = '\0'; /* MAIL needs a HELO/EHLO that was accepted */
+            p->esmtp = false;
+        }
+        break;
     case OWE_MAIL:
         smtp_proto__reply(p, "MAIL", code, "%s", text);
         if (ok) {

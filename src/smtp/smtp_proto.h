@@ -23,13 +23,14 @@ struct smtp_proto_cfg {
     unsigned max_recipients;   /* per transaction */
     bool tls_offer;            /* advertise STARTTLS (certificate and key configured) */
     unsigned hard_error_limit; /* errors before 421 and close; 0: SMTP_ERROR_MAX */
+    bool helo_answered;        /* HELO/EHLO waits for smtp_proto_answer (checks decide) */
 };
 
 #define SMTP_EVENTS(X)                                                                             \
     X(NEED_INPUT) /* feed more bytes (or wait for them) */                                         \
     X(WAIT)       /* an answer is owed: call smtp_proto_answer() */                                \
     X(REPLY)      /* send data[0..len) (CRLF-terminated reply lines); code set */                  \
-    X(HELO)       /* HELO/EHLO accepted: data[0..len) is the client's name */                      \
+    X(HELO)       /* HELO/EHLO: data[0..len) is the name; answer owed if helo_answered */          \
     X(MAIL)       /* MAIL parsed and legal: addr is the sender; answer owed */                     \
     X(RCPT)       /* RCPT parsed and legal: addr is the recipient; answer owed */                  \
     X(BODY_BEGIN) /* message content starts (DATA 354 or first BDAT) */                            \
@@ -85,9 +86,11 @@ size_t smtp_proto_feed_copy(struct smtp_proto *p, const char *data, size_t len);
 /* Pulls the next event into *ev and returns its type. */
 enum smtp_ev smtp_proto_next(struct smtp_proto *p, struct smtp_event *ev);
 
-/* Answers the MAIL, RCPT or BODY_END event that is owed: code and text
- * ("2.1.0 Ok"). The text is sent as one line: controls (CR, LF, ...)
- * become '?' and it is cut at SMTP_ANSWER_MAX - 1 octets. A 2xx accepts it. */
+/* Answers the HELO (helo_answered), MAIL, RCPT or BODY_END event that is
+ * owed: code and text ("2.1.0 Ok"); a 2xx for HELO/EHLO sends its usual
+ * reply (the text is not used), a refused one forgets the name. The text is sent as one line:
+ * controls (CR, LF, ...) become '?' and it is cut at SMTP_ANSWER_MAX - 1 octets. A 2xx accepts it.
+ */
 void smtp_proto_answer(struct smtp_proto *p, int code, const char *text);
 
 /* State for the glue. */

@@ -7,7 +7,7 @@
 #include "smtp/smtp_proto.h"
 
 enum smtp_phase { PH_CMD, PH_DATA, PH_BDAT, PH_CLOSED };
-enum smtp_owed { OWE_NONE, OWE_MAIL, OWE_RCPT, OWE_BODY, OWE_ETRN };
+enum smtp_owed { OWE_NONE, OWE_HELO, OWE_MAIL, OWE_RCPT, OWE_BODY, OWE_ETRN };
 enum smtp_step { STEP_AGAIN, STEP_EVENT, STEP_NEED };
 
 struct smtp_proto {
@@ -52,6 +52,8 @@ struct smtp_proto {
     char buf_none[1];
 };
 
+/* The reply to an accepted HELO/EHLO (p->esmtp says which). */
+void smtp_proto__helo_reply(struct smtp_proto *p);
 /* Appends a reply ("CODE text" CRLF); counts protocol errors. */
 void smtp_proto__reply(struct smtp_proto *p, const char *verb, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -17,7 +17,7 @@
 #include "base/iptab.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "check/callahead.h"
+#include "check/check.h"
 #include "smtp/smtp_net_impl.h"
 #include "smtp/smtp_session_impl.h"
 #include "store/spool.h"
@@ -182,7 +182,7 @@ session_free(struct smtp_session *s)
     if (s->next != NULL)
         s->next->prev = s->prev;
     smtp_proto_free(s->proto);
-    smtp_auth_free(s);
+    check_session_free(s->checks);
     tls_conn_free(s->tls);
     free(s->cbuf);
     free(s->body);
@@ -356,87 +356,6 @@ reading_start(struct smtp_session *s)
     }
 }
 
-/* ---- recipients -------------------------------------------------------- */
-
-static void
-on_rcpt_lookup(void *arg, int status)
-{
-    struct smtp_session *s = arg;
-
-    if (smtp_session__release(s))
-        return;
-    if (status == 0) {
-        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
-    } else if (status == MXD_ENOENT) {
-        smtp_proto_answer(s->proto, 550, "5.1.1 Recipient address rejected: User unknown");
-    } else {
-        smtp_proto_answer(s->proto, 451, "4.3.0 Error: temporary lookup failure, try again later");
-    }
-    smtp_session__pump(s);
-}
-
-static void
-on_callahead(void *arg, int result)
-{
-    struct smtp_session *s = arg;
-
-    if (smtp_session__release(s))
-        return;
-    if (result == 0)
-        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
-    else if (result == MXD_ENOENT)
-        smtp_proto_answer(s->proto, 550, "5.1.1 Recipient address rejected: User unknown");
-    else
-        smtp_proto_answer(s->proto, 450,
-                          "4.1.1 Recipient address verification failed, try again later");
-    smtp_session__pump(s);
-}
-
-/* RCPT policy: is the domain ours, and is the user known? RFC 5321 4.5.1:
- * <postmaster> without a domain, and postmaster at every domain we serve,
- * are always accepted, whatever the domain's recipients policy. */
-void
-smtp_session__rcpt(struct smtp_session *s, const struct addr *a)
-{
-    const struct conf *c = s->conf;
-    const struct conf_domain *d = NULL;
-
-    if (a->is_postmaster) {
-        if (c->ndomains > 0) {
-            smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
-            return;
-        }
-    } else if (!a->domain_literal) {
-        d = conf_domain_find(c, a->domain_lc, strlen(a->domain_lc));
-    }
-    if (d == NULL) {
-        /* Not ours: never a relay, whatever the local part says. */
-        smtp_proto_answer(s->proto, 550, "5.7.1 Error: relay access denied");
-        return;
-    }
-    if (addr_is_postmaster(a)) {
-        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
-        return;
-    }
-    if (d->recipients == CONF_RCPTS_TABLE) {
-        s->pending++;
-        store_rcpt_lookup_async(s->srv->store, a->mailbox, a->domain_lc, on_rcpt_lookup, s);
-    } else if ((d->recipients == CONF_RCPTS_LMTP || d->recipients == CONF_RCPTS_PRIMARY) &&
-               s->srv->callahead != NULL) {
-        unsigned char key[IPTAB_KEY_LEN];
-        char client[INET6_ADDRSTRLEN];
-
-        /* the client as the per-client limits count it (an IPv6 /64) */
-        iptab_key((const struct sockaddr *)&s->peer, c->ipv6_prefix_length, key);
-        if (inet_ntop(AF_INET6, key, client, sizeof(client)) == NULL)
-            snprintf(client, sizeof(client), "%s", s->ip);
-        s->pending++;
-        callahead_check(s->srv->callahead, c, d, a->mailbox, client, on_callahead, s);
-    } else {
-        smtp_proto_answer(s->proto, 250, "2.1.5 Ok");
-    }
-}
-
 /* ---- body -------------------------------------------------------------- */
 
 static void
@@ -494,15 +413,18 @@ body_spool(struct smtp_session *s)
     s->spool_busy = true;
 }
 
-void
-smtp_session__body_append(struct smtp_session *s, const char *data, size_t len)
+/* The content, past the checks' filters (check_body's sink). */
+static void
+body_append(void *arg, const char *data, size_t len)
 {
+    struct smtp_session *s = arg;
+
     if (s->spool_failed)
         return;
     /* Only an SMTPUTF8 transaction can need to know (utf8_needed). */
     if (smtp_proto_txn(s->proto)->smtputf8)
         mime7_hscan_feed(&s->hscan, data, len);
-    /* One event may append twice (smtp_auth's header filter): never start
+    /* One chunk may arrive in two pieces (the header filter): never start
      * a second spool write while one is running. */
     if (s->body_len + len > BODY_MEM_MAX && s->body_len > 0 && !s->spool_busy)
         body_spool(s);
@@ -570,14 +492,13 @@ utf8_needed(const struct smtp_session *s, const struct smtp_txn *t, const struct
 }
 
 static struct store_msg *
-commit_build(struct smtp_session *s)
+commit_build(struct smtp_session *s, const struct check_verdict *v)
 {
     const struct smtp_txn *t = smtp_proto_txn(s->proto);
     const struct conf *c = s->conf;
     struct store_msg *m = xcalloc(1, sizeof(*m));
     char hdr[2048];
-    const char *auth;
-    size_t hl, al;
+    size_t hl, al = v->fields_len;
 
     memcpy(m->qid, s->qid, sizeof(s->qid));
     m->received = (int64_t)time(NULL);
@@ -586,7 +507,7 @@ commit_build(struct smtp_session *s)
     m->sender = xstrdup(t->sender.mailbox);
     m->smtputf8 = t->smtputf8;
     m->body_8bit = t->body_8bit;
-    m->hops = smtp_auth_hops(s);
+    m->hops = v->hops;
     m->rcpts = xcalloc(t->nrcpts, sizeof(*m->rcpts));
     m->nrcpts = t->nrcpts;
     for (size_t i = 0; i < t->nrcpts; i++) {
@@ -601,9 +522,9 @@ commit_build(struct smtp_session *s)
         }
     }
     hl = smtp_proto_received(s->proto, s->ip, s->qid, (time_t)m->received, hdr, sizeof(hdr));
-    auth = smtp_auth_header(s, &al); /* RFC 7208 9.1: above our Received: */
+    /* the checks' fields above our Received: (RFC 7208 9.1, RFC 8601 5) */
     m->header = xmalloc(al + hl + 1);
-    memcpy(m->header, auth, al);
+    memcpy(m->header, v->fields, al);
     memcpy(m->header + al, hdr, hl);
     m->header[al + hl] = '\0';
     m->header_len = al + hl;
@@ -619,16 +540,71 @@ commit_build(struct smtp_session *s)
     return m;
 }
 
-void
-smtp_session__body_commit(struct smtp_session *s)
+/* The checks' verdict on the message: store it, answer from the commit. */
+static void
+on_end_verdict(void *arg, const struct check_verdict *v)
 {
-    if (s->spool_failed) {
+    struct smtp_session *s = arg;
+
+    if (smtp_session__release(s))
+        return;
+    if (v->action != CHECK_ACCEPT) {
+        smtp_session__body_drop(s);
+        smtp_proto_answer(s->proto, v->code, v->text);
+    } else if (s->spool_failed) {
         smtp_session__body_drop(s);
         smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
-        return;
+    } else {
+        s->pending++;
+        store_commit_async(s->srv->store, commit_build(s, v), on_committed, s);
     }
-    s->pending++;
-    store_commit_async(s->srv->store, commit_build(s), on_committed, s);
+    smtp_session__pump(s);
+}
+
+/* The answer for MAIL, RCPT or HELO/EHLO: a 2xx of ours when the checks
+ * accept (the protocol writes HELO/EHLO's own), theirs when not. */
+static void
+answer_verdict(struct smtp_session *s, const struct check_verdict *v, const char *ok)
+{
+    if (v->action == CHECK_ACCEPT)
+        smtp_proto_answer(s->proto, 250, ok);
+    else
+        smtp_proto_answer(s->proto, v->code, v->text);
+}
+
+static void
+on_helo_verdict(void *arg, const struct check_verdict *v)
+{
+    struct smtp_session *s = arg;
+
+    if (smtp_session__release(s))
+        return;
+    answer_verdict(s, v, "");
+    smtp_session__pump(s);
+}
+
+static void
+on_mail_verdict(void *arg, const struct check_verdict *v)
+{
+    struct smtp_session *s = arg;
+
+    if (smtp_session__release(s))
+        return;
+    answer_verdict(s, v, "2.1.0 Ok");
+    if (v->action != CHECK_ACCEPT)
+        s->qid[0] = '\0';
+    smtp_session__pump(s);
+}
+
+static void
+on_rcpt_verdict(void *arg, const struct check_verdict *v)
+{
+    struct smtp_session *s = arg;
+
+    if (smtp_session__release(s))
+        return;
+    answer_verdict(s, v, "2.1.5 Ok");
+    smtp_session__pump(s);
 }
 
 static void
@@ -638,8 +614,8 @@ on_mail(struct smtp_session *s, const struct addr *sender)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     qid_next(&s->srv->qids, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, s->qid);
-    smtp_auth_mail(s, sender);
-    smtp_proto_answer(s->proto, 250, "2.1.0 Ok");
+    s->pending++;
+    check_mail(s->checks, s->qid, sender, on_mail_verdict, s);
 }
 
 /* RFC 1985: 250 when delivery for the node was started, 458 when this
@@ -753,21 +729,23 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
         on_mail(s, ev->addr);
         return true;
     case SMTP_EV_RCPT:
-        if (!smtp_auth_rcpt_hold(s, ev->addr))
-            smtp_session__rcpt(s, ev->addr);
+        s->pending++;
+        check_rcpt(s->checks, ev->addr, on_rcpt_verdict, s);
         return true;
     case SMTP_EV_BODY_BEGIN:
         smtp_session__body_drop(s);
-        smtp_auth_body_begin(s);
+        check_data(s->checks);
         return true;
     case SMTP_EV_TXN_ABORT:
         smtp_session__body_drop(s);
+        check_reset(s->checks);
         return true;
     case SMTP_EV_BODY:
-        smtp_auth_body(s, ev->data, ev->len);
+        check_body(s->checks, ev->data, ev->len);
         return true;
     case SMTP_EV_BODY_END:
-        smtp_auth_body_end(s);
+        s->pending++;
+        check_end(s->checks, on_end_verdict, s);
         return true;
     case SMTP_EV_CLOSE:
         smtp_session__close(s);
@@ -779,6 +757,8 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
         smtp_session__tls_start(s);
         return false; /* the protocol resumes after the handshake */
     case SMTP_EV_HELO:
+        s->pending++;
+        check_helo(s->checks, ev->data, on_helo_verdict, s);
         return true;
     }
     return true;
@@ -859,6 +839,42 @@ session_refuse(struct smtp_session *s, const char *why)
     smtp_session__close(s);
 }
 
+/* The connect stage's verdict: the greeting, or its refusal and goodbye
+ * (RFC 5321 3.1: 554 or 421 instead of 220). */
+static void
+on_connect_verdict(void *arg, const struct check_verdict *v)
+{
+    struct smtp_session *s = arg;
+    char line[CHECK_TEXT_MAX + 8];
+
+    if (smtp_session__release(s))
+        return;
+    if (v->action == CHECK_ACCEPT) {
+        smtp_session__pump(s);
+        return;
+    }
+    log_msg(LOG_INFO, NULL, "smtp", "refused client=%s reason=check reply=%d", s->ip, v->code);
+    metrics_count(METRICS_F_SESSIONS_REJECTED, "check", NULL);
+    snprintf(line, sizeof(line), "%d %s\r\n", v->code, v->text);
+    say(s, line);
+    smtp_session__close(s);
+}
+
+static void
+session_start(struct smtp_session *s)
+{
+    struct smtp_server *srv = s->srv;
+    struct check_env env = {srv->loop, srv->store, srv->callahead};
+    struct check_client client;
+
+    client.peer = s->peer;
+    memcpy(client.ip, s->ip, sizeof(client.ip));
+    s->proto = smtp_proto_new(&srv->pcfg);
+    s->checks = check_session_new(&env, s->conf, &client, body_append, s);
+    s->pending++;
+    check_connect(s->checks, on_connect_verdict, s);
+}
+
 void
 smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
 {
@@ -898,8 +914,7 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
         session_refuse(s, "per-ip-limit");
     } else {
         uv_tcp_nodelay(&s->tcp, 1);
-        s->proto = smtp_proto_new(&srv->pcfg);
-        smtp_session__pump(s);
+        session_start(s);
     }
 }
 

@@ -78,40 +78,18 @@ struct smtp_session {
     bool tls_bye;           /* close_notify sent */
     size_t tls_wbytes;      /* ciphertext queued in uv_write */
     char tls_desc[96];
-    /* sender authentication (smtp_auth.c); NULL while unused */
-    struct smtp_auth *auth;
+    /* the check pipeline (NULL for a connection refused at accept) */
+    struct check_session *checks;
 };
 
 void smtp_session__pump(struct smtp_session *s);
 /* Octets of output not yet taken by the kernel, whatever the transport. */
 size_t smtp_session__unsent(const struct smtp_session *s);
-/* A callback (store job, spool write, SPF check) came back: true when the
+/* A callback (store job, spool write, check verdict) came back: true when the
  * session is gone or going and the caller must not touch the protocol. */
 bool smtp_session__release(struct smtp_session *s);
-/* RCPT policy (domain ours? user known?): answers now or later. */
-void smtp_session__rcpt(struct smtp_session *s, const struct addr *a);
-/* Appends message content to the body being received. */
-void smtp_session__body_append(struct smtp_session *s, const char *data, size_t len);
 /* Drops the body being received (memory and spool file). */
 void smtp_session__body_drop(struct smtp_session *s);
-/* The content is complete and acceptable: store it, answer from the commit. */
-void smtp_session__body_commit(struct smtp_session *s);
-
-/* Sender authentication (smtp_auth.c). MAIL accepted: start SPF. */
-void smtp_auth_mail(struct smtp_session *s, const struct addr *sender);
-/* true when the RCPT was answered (SPF refusal) or is held until SPF is
- * known (then smtp_auth calls smtp_session__rcpt or answers it). */
-bool smtp_auth_rcpt_hold(struct smtp_session *s, const struct addr *rcpt);
-void smtp_auth_body_begin(struct smtp_session *s);
-/* Content through the Authentication-Results filter to body_append. */
-void smtp_auth_body(struct smtp_session *s, const char *data, size_t len);
-/* End of content: waits for the checks, then smtp_session__body_commit. */
-void smtp_auth_body_end(struct smtp_session *s);
-/* The trace fields to put above Received: ("" when none); owned by s. */
-const char *smtp_auth_header(struct smtp_session *s, size_t *len);
-void smtp_auth_free(struct smtp_session *s);
-/* The stored message's hop count: its Received: fields and ours. */
-unsigned smtp_auth_hops(const struct smtp_session *s);
 /* Closes once the replies already queued are written. Idempotent. */
 void smtp_session__close(struct smtp_session *s);
 

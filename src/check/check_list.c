@@ -1,0 +1,24 @@
+/* check_list: the registered checks, in the order every stage runs them.
+ * A new check is one file with its struct check_ops and one line here.
+ *
+ * The order matters: the header check filters the content before anything
+ * reads the header and refuses what the header alone decides before any
+ * lookup is awaited; SPF answers RCPT before the recipient policy spends a
+ * lookup or a callahead on a sender it refuses; DKIM and DMARC need SPF's
+ * result and the From: authors; the trace fields are written last, from
+ * what the others found. */
+#include "check/check_impl.h"
+
+extern const struct check_ops check_header, check_spf, check_dkim, check_trace, check_rcpt_policy;
+
+const struct check_ops *const check_list[] = {
+    &check_header, &check_spf, &check_dkim, &check_trace, &check_rcpt_policy,
+};
+const size_t check_list_len = sizeof(check_list) / sizeof(check_list[0]);
+
+struct check_session *
+check_session_new(const struct check_env *env, const struct conf *conf,
+                  const struct check_client *client, check_sink_fn sink, void *sink_arg)
+{
+    return check_session_new_list(env, conf, client, sink, sink_arg, check_list, check_list_len, 0);
+}

@@ -1,0 +1,134 @@
+/* check_rcpt: the recipient policy as a check of the pipeline. Is the
+ * domain ours, and is the user known (the domain's `recipients`: any, the
+ * recipients table in the store, or a callahead to its LMTP server or
+ * primary)? RFC 5321 4.5.1: <postmaster> without a domain, and postmaster
+ * at every domain we serve, are always accepted, whatever the domain's
+ * recipients policy. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/iptab.h"
+#include "check/callahead.h"
+#include "check/check_impl.h"
+#include "store/store.h"
+
+/* One lookup or callahead out; holds the pipeline until it is back. */
+struct rcpt_job {
+    struct check_session *cs;
+    struct check_ticket t;
+};
+
+static const char *const user_unknown = "5.1.1 Recipient address rejected: User unknown";
+
+/* The job is back: true (and the answer is up to the caller) when the
+ * connection is still there. */
+static bool
+job_back(struct rcpt_job *j, struct check_ticket *t)
+{
+    struct check_session *cs = j->cs;
+
+    *t = j->t;
+    free(j);
+    return !check_unhold(cs);
+}
+
+/* The recipients table: 451 4.3.0 when it could not be read. */
+static void
+on_lookup(void *arg, int status)
+{
+    struct check_ticket t;
+
+    if (!job_back(arg, &t))
+        return;
+    if (status == 0)
+        check_pass(t);
+    else if (status == MXD_ENOENT)
+        check_answer(t, CHECK_REJECT, 550, user_unknown);
+    else
+        check_answer(t, CHECK_TEMPFAIL, 451,
+                     "4.3.0 Error: temporary lookup failure, try again later");
+}
+
+/* A callahead: 450 4.1.1 when the server could not say. */
+static void
+on_callahead(void *arg, int result)
+{
+    struct check_ticket t;
+
+    if (!job_back(arg, &t))
+        return;
+    if (result == 0)
+        check_pass(t);
+    else if (result == MXD_ENOENT)
+        check_answer(t, CHECK_REJECT, 550, user_unknown);
+    else
+        check_answer(t, CHECK_TEMPFAIL, 450,
+                     "4.1.1 Recipient address verification failed, try again later");
+}
+
+static struct rcpt_job *
+job_new(struct check_session *cs, struct check_ticket t)
+{
+    struct rcpt_job *j = xmalloc(sizeof(*j));
+
+    j->cs = cs;
+    j->t = t;
+    check_hold(cs);
+    return j;
+}
+
+static void
+rcpt_rcpt(void *arg, struct check_ticket t, const struct addr *a)
+{
+    struct check_session *cs = arg;
+    const struct check_info *in = check_info(cs);
+    const struct conf *c = in->conf;
+    const struct conf_domain *d = NULL;
+
+    if (a->is_postmaster) {
+        if (c->ndomains > 0) {
+            check_pass(t);
+            return;
+        }
+    } else if (!a->domain_literal) {
+        d = conf_domain_find(c, a->domain_lc, strlen(a->domain_lc));
+    }
+    if (d == NULL) {
+        /* Not ours: never a relay, whatever the local part says. */
+        check_answer(t, CHECK_REJECT, 550, "5.7.1 Error: relay access denied");
+        return;
+    }
+    if (addr_is_postmaster(a)) {
+        check_pass(t);
+        return;
+    }
+    if (d->recipients == CONF_RCPTS_TABLE) {
+        store_rcpt_lookup_async(in->env.store, a->mailbox, a->domain_lc, on_lookup, job_new(cs, t));
+    } else if ((d->recipients == CONF_RCPTS_LMTP || d->recipients == CONF_RCPTS_PRIMARY) &&
+               in->env.callahead != NULL) {
+        unsigned char key[IPTAB_KEY_LEN];
+        char client[INET6_ADDRSTRLEN];
+
+        /* the client as the per-client limits count it (an IPv6 /64) */
+        iptab_key((const struct sockaddr *)&in->client.peer, c->ipv6_prefix_length, key);
+        if (inet_ntop(AF_INET6, key, client, sizeof(client)) == NULL)
+            snprintf(client, sizeof(client), "%s", in->client.ip);
+        callahead_check(in->env.callahead, c, d, a->mailbox, client, on_callahead, job_new(cs, t));
+    } else {
+        check_pass(t);
+    }
+}
+
+static void *
+rcpt_start(struct check_session *cs)
+{
+    return cs;
+}
+
+const struct check_ops check_rcpt_policy = {
+    .name = "recipient",
+    .start = rcpt_start,
+    .rcpt = rcpt_rcpt,
+};

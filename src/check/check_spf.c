@@ -1,0 +1,240 @@
+/* check_spf: SPF (RFC 7208) as a check of the pipeline, with libspf2
+ * through spf.c on a lookup thread.
+ *
+ * The check starts at MAIL and is awaited at the first RCPT (spf =
+ * reject: the answer depends on it) or at the end of data (spf = tag), so
+ * it overlaps with the client's pipeline. A connection runs one check at a
+ * time (issue 14): a new MAIL for the identity of the check in flight
+ * takes it over, one for another identity waits for it to return (a
+ * blocking libspf2 call cannot be cancelled), and a result other than
+ * temperror serves later transactions with the same identity. The result
+ * goes into the transaction's facts for DMARC and the header fields. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/metrics.h"
+#include "check/check_impl.h"
+
+enum spf_wait_for { WAIT_NONE, WAIT_RCPT, WAIT_END };
+
+struct spf_job;
+
+struct spf_state {
+    struct check_session *cs;
+    struct spf_query q;     /* the identity the transaction needs */
+    bool running;           /* the transaction waits for its result */
+    bool done;              /* res holds the result for q */
+    struct spf_result res;  /* the last result */
+    struct spf_job *job;    /* the one check in flight, or NULL */
+    enum spf_wait_for wait; /* a stage waits for the result */
+    struct check_ticket t;  /* ... and answers with this */
+};
+
+struct spf_job {
+    struct spf_state *st;
+    struct spf_query q;
+    struct spf_result res;
+};
+
+static void *
+spf_start_state(struct check_session *cs)
+{
+    struct spf_state *st = xcalloc(1, sizeof(*st));
+
+    st->cs = cs;
+    return st;
+}
+
+static void
+spf_stop(void *arg)
+{
+    free(arg);
+}
+
+static const struct conf *
+conf_of(const struct spf_state *st)
+{
+    return check_info(st->cs)->conf;
+}
+
+static void
+log_spf(const struct spf_state *st, const struct spf_result *r)
+{
+    const struct check_info *in = check_info(st->cs);
+    const char *id = r->helo_identity ? st->q.helo : st->q.sender;
+    char from[600];
+
+    log_msg(LOG_INFO, in->qid, "auth",
+            "spf result=%s identity=%s id=%s client=%s queries=%u voids=%u ms=%.1f",
+            spf_res_name(r->res), r->helo_identity ? "helo" : "mailfrom",
+            log_addr(from, sizeof(from), id), in->client.ip, r->queries, r->voids, r->ms);
+}
+
+/* spf = reject: 550 for fail, 451 for temperror (RFC 7372 3.2, 3.3). */
+static void
+rcpt_answer(struct spf_state *st, struct check_ticket t)
+{
+    const struct spf_result *r = &st->res;
+    char text[400];
+
+    if (r->res == SPF_RES_FAIL) {
+        snprintf(text, sizeof(text), "5.7.23 SPF validation failed: %.300s",
+                 r->explanation[0] ? r->explanation : r->comment);
+        check_answer(t, CHECK_REJECT, 550, text);
+    } else if (r->res == SPF_RES_TEMPERROR) {
+        check_answer(t, CHECK_TEMPFAIL, 451, "4.7.24 SPF validation error (DNS), try again later");
+    } else {
+        check_pass(t);
+    }
+}
+
+static bool
+same_identity(const struct spf_query *x, const struct spf_query *y)
+{
+    return strcmp(x->sender, y->sender) == 0 && strcmp(x->helo, y->helo) == 0;
+}
+
+/* The transaction has its result: into the facts, and on with what
+ * waited for it. */
+static void
+spf_known(struct spf_state *st)
+{
+    enum spf_wait_for wait = st->wait;
+    struct check_facts *f = check_facts(st->cs);
+
+    st->running = false;
+    st->done = true;
+    f->spf_done = true;
+    f->spf = st->res;
+    log_spf(st, &st->res);
+    st->wait = WAIT_NONE;
+    if (wait == WAIT_RCPT)
+        rcpt_answer(st, st->t);
+    else if (wait == WAIT_END)
+        check_pass(st->t);
+}
+
+static void job_start(struct spf_state *st);
+
+static void
+on_spf(void *arg, struct spf_result *res)
+{
+    struct spf_job *j = arg;
+    struct spf_state *st = j->st;
+
+    st->job = NULL;
+    if (check_unhold(st->cs) || !st->running) {
+        free(j);
+        return;
+    }
+    if (!same_identity(&j->q, &st->q)) {
+        free(j); /* superseded: now the identity the transaction needs */
+        job_start(st);
+        return;
+    }
+    metrics_observe(METRICS_H_SPF_SECONDS, res->ms / 1000.0);
+    st->res = *res;
+    free(j);
+    spf_known(st);
+}
+
+/* Starts the check for st->q; none may be in flight. */
+static void
+job_start(struct spf_state *st)
+{
+    struct spf_job *j = xcalloc(1, sizeof(*j));
+    const struct check_info *in = check_info(st->cs);
+
+    j->st = st;
+    j->q = st->q;
+    st->job = j;
+    check_hold(st->cs);
+    spf_check_async(in->env.loop, in->conf, &j->q, &j->res, on_spf, j);
+}
+
+static void
+spf_mail(void *arg, struct check_ticket t)
+{
+    struct spf_state *st = arg;
+    const struct check_info *in = check_info(st->cs);
+    struct spf_query q;
+
+    st->wait = WAIT_NONE;
+    if (in->conf->spf == CONF_AUTH_OFF) {
+        check_pass(t);
+        return;
+    }
+    memset(&q, 0, sizeof(q));
+    snprintf(q.ip, sizeof(q.ip), "%s", in->client.ip);
+    snprintf(q.helo, sizeof(q.helo), "%s", in->helo);
+    snprintf(q.sender, sizeof(q.sender), "%s", in->sender.mailbox);
+    snprintf(q.receiver, sizeof(q.receiver), "%s", in->conf->hostname);
+    if (st->done && st->res.res != SPF_RES_TEMPERROR && same_identity(&q, &st->q)) {
+        struct spf_result r = st->res; /* the same identity: the same answer */
+        struct check_facts *f = check_facts(st->cs);
+
+        r.queries = r.voids = 0;
+        r.ms = 0;
+        log_spf(st, &r);
+        f->spf_done = true;
+        f->spf = st->res;
+        check_pass(t);
+        return;
+    }
+    st->q = q;
+    st->done = false;
+    st->running = true;
+    if (st->job == NULL)
+        job_start(st);
+    /* else on_spf takes the check in flight, or starts ours after it */
+    check_pass(t);
+}
+
+static void
+spf_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
+{
+    struct spf_state *st = arg;
+
+    (void)rcpt;
+    if (conf_of(st)->spf != CONF_AUTH_REJECT || (!st->running && !st->done)) {
+        check_pass(t);
+    } else if (st->running) {
+        st->t = t;
+        st->wait = WAIT_RCPT;
+    } else {
+        rcpt_answer(st, t);
+    }
+}
+
+static void
+spf_end(void *arg, struct check_ticket t)
+{
+    struct spf_state *st = arg;
+
+    if (st->running) {
+        st->t = t;
+        st->wait = WAIT_END;
+        return;
+    }
+    check_pass(t);
+}
+
+static void
+spf_reset(void *arg)
+{
+    struct spf_state *st = arg;
+
+    st->wait = WAIT_NONE;
+}
+
+const struct check_ops check_spf = {
+    .name = "spf",
+    .start = spf_start_state,
+    .stop = spf_stop,
+    .mail = spf_mail,
+    .rcpt = spf_rcpt,
+    .end = spf_end,
+    .reset = spf_reset,
+};
