@@ -9,6 +9,7 @@
  * once) rather than loses. It does not speak LMTP (lmtp_net, lmtp_proto)
  * or compose DSNs (the store does, with the outcomes). */
 #include "deliver/deliver.h"
+#include "deliver/deliver_calc.h"
 
 #include <stdio.h>
 #include <stdlib.h>

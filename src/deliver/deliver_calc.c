@@ -1,6 +1,6 @@
 /* deliver_calc: the scheduler's arithmetic, pure so it can be tested:
  * retry backoff. Owns nothing; any thread. */
-#include "deliver/deliver.h"
+#include "deliver/deliver_calc.h"
 
 uint64_t
 deliver_backoff(unsigned attempts, uint64_t retry_min_s, uint64_t retry_max_s, double rand01)

@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "deliver/deliver.h"
+#include "deliver/deliver_calc.h"
 
 struct backoff_case {
     unsigned attempts;
