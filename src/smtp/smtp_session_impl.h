@@ -88,8 +88,14 @@ size_t smtp_session__unsent(const struct smtp_session *s);
 /* A callback (store job, spool write, check verdict) came back: true when the
  * session is gone or going and the caller must not touch the protocol. */
 bool smtp_session__release(struct smtp_session *s);
-/* Drops the body being received (memory and spool file). */
+/* smtp_body.c: drops the body being received (memory and spool file). */
 void smtp_session__body_drop(struct smtp_session *s);
+/* The content, past the checks' filters (check_body's sink); arg is s. */
+void smtp_session__body_append(void *arg, const char *data, size_t len);
+struct check_verdict;
+/* The checks' verdict on the message (check_end's callback; arg is s):
+ * refused, or stored and answered from the commit. */
+void smtp_session__end_verdict(void *arg, const struct check_verdict *v);
 /* Closes once the replies already queued are written. Idempotent. */
 void smtp_session__close(struct smtp_session *s);
 
