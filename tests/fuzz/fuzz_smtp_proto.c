@@ -1,10 +1,10 @@
 /* Fuzz target: the SMTP server state machine (smtp_proto, smtp_cmd,
  * dotstuff for DATA, BDAT framing, addr for MAIL/RCPT) fed an arbitrary
  * client byte stream. The first octet picks the configuration, the split
- * size and how the policy answers; the rest is what the client sends.
- * Checks: every reply is CRLF-terminated with a code in 200..599, BODY
- * octets never exceed what was fed, nothing loops, and a session that says
- * CLOSE says nothing more. */
+ * size, whether HELO waits for an answer and how the policy answers; the
+ * rest is what the client sends. Checks: every reply is CRLF-terminated
+ * with a code in 200..599, BODY octets never exceed what was fed, nothing
+ * loops, and a session that says CLOSE says nothing more. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,6 +15,7 @@
 
 struct drive {
     uint8_t mode;
+    bool helo_answered; /* HELO/EHLO waits for an answer (the checks') */
     uint64_t fed, body;
     char rbuf[512];
     bool closed;
@@ -24,6 +25,10 @@ static void
 answer(struct smtp_proto *p, const struct smtp_event *ev, struct drive *d)
 {
     switch (ev->type) {
+    case SMTP_EV_HELO:
+        if (d->helo_answered) /* refuse some names so both paths run */
+            smtp_proto_answer(p, ev->len > 0 && ev->data[0] == 'x' ? 550 : 250, "5.7.1 No");
+        break;
     case SMTP_EV_MAIL:
         smtp_proto_answer(p, (d->mode & 0x10) ? 451 : 250, "2.1.0 Ok");
         break;
@@ -92,6 +97,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.max_message_size = (d.mode & 1) ? 64 : 1u << 20;
     cfg.max_recipients = (d.mode & 2) ? 2 : 100;
     cfg.tls_offer = (d.mode & 4) != 0;
+    cfg.helo_answered = d.helo_answered = (d.mode & 0x30) == 0x30;
     step = (d.mode & 8) ? 1 + (d.mode >> 7) * 6 : 0;
     p = smtp_proto_new(&cfg);
     drain(p, &d);

@@ -462,6 +462,49 @@ test_proto_wait(void **state)
     smtp_proto_free(p);
 }
 
+/* Issue 15: with helo_answered, HELO/EHLO waits for the checks' verdict. A
+ * refusal is the reply and forgets the name (MAIL then needs a HELO); an
+ * accept sends the usual EHLO reply, and what was pipelined behind it
+ * waits until then. Fails if the proto answers HELO by itself. */
+static void
+test_proto_issue15_helo_answered(void **state)
+{
+    struct smtp_proto_cfg cfg = test_cfg;
+    struct smtp_proto *p;
+    struct smtp_event ev;
+    const char *in1 = "EHLO bad.test\r\nMAIL FROM:<a@b.test>\r\n";
+    const char *in2 = "EHLO good.test\r\nMAIL FROM:<a@b.test>\r\n";
+
+    (void)state;
+    cfg.helo_answered = true;
+    p = smtp_proto_new(&cfg);
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY); /* 220 */
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_NEED_INPUT);
+    smtp_proto_feed_copy(p, in1, strlen(in1));
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_HELO);
+    assert_int_equal(ev.len, strlen("bad.test"));
+    assert_memory_equal(ev.data, "bad.test", ev.len);
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_WAIT);
+    smtp_proto_answer(p, 550, "5.7.1 Go away");
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
+    assert_int_equal(ev.code, 550);
+    assert_string_equal(smtp_proto_helo(p), "");
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
+    assert_int_equal(ev.code, 503); /* MAIL: send HELO/EHLO first */
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_NEED_INPUT);
+    smtp_proto_feed_copy(p, in2, strlen(in2));
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_HELO);
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_WAIT);
+    smtp_proto_answer(p, 250, "");
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_REPLY);
+    assert_int_equal(ev.code, 250);
+    assert_true(ev.len > 12 && memcmp(ev.data, "250-mx.test\r\n", 13) == 0);
+    assert_string_equal(smtp_proto_helo(p), "good.test");
+    assert_true(smtp_proto_esmtp(p));
+    assert_int_equal(smtp_proto_next(p, &ev), SMTP_EV_MAIL);
+    smtp_proto_free(p);
+}
+
 /* Issue 14 item 8: an answer carrying CR LF (an SPF exp= text) is one
  * reply line, controls made visible, bounded; the client stays in sync. */
 static void
@@ -615,6 +658,7 @@ main(void)
         cmocka_unit_test(test_proto_after_tls),
         cmocka_unit_test(test_proto_duplicate_rcpt),
         cmocka_unit_test(test_proto_wait),
+        cmocka_unit_test(test_proto_issue15_helo_answered),
         cmocka_unit_test(test_proto_issue14_answer_one_line),
         cmocka_unit_test(test_proto_received),
         cmocka_unit_test(test_proto_issue14_received_with),
