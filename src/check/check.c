@@ -23,7 +23,7 @@ struct check_session {
     const struct check_ops *const *list;
     size_t n;
     void **st; /* each check's state */
-    check_sink_fn sink;
+    check_sink_cb sink;
     void *sink_arg;
     uint64_t budget_ms;
     uv_timer_t timer;
@@ -35,7 +35,7 @@ struct check_session {
     size_t next;    /* the check to run next */
     size_t current; /* the check that was asked */
     unsigned gen;   /* tickets: the answer awaited carries this */
-    check_done_fn done;
+    check_done_cb done;
     void *done_arg;
     struct check_verdict verdict;
     struct addr rcpt;
@@ -48,7 +48,7 @@ static const char *const stage_names[] = {"connect", "helo", "mail", "rcpt", "en
 
 struct check_session *
 check_session_new_list(const struct check_env *env, const struct conf *conf,
-                       const struct check_client *client, check_sink_fn sink, void *sink_arg,
+                       const struct check_client *client, check_sink_cb sink, void *sink_arg,
                        const struct check_ops *const *list, size_t n, uint64_t budget_ms)
 {
     struct check_session *cs = xcalloc(1, sizeof(*cs));
@@ -173,13 +173,21 @@ call_hook(struct check_session *cs, size_t i, struct check_ticket t)
     }
 }
 
+static void
+reset_hooks(struct check_session *cs)
+{
+    for (size_t i = 0; i < cs->n; i++)
+        if (cs->list[i]->reset != NULL)
+            cs->list[i]->reset(cs->st[i]);
+}
+
 /* The stage has its answer: give it to the session. Nothing of the stage
  * is touched after done, which may ask the next stage. */
 static void
 finish(struct check_session *cs)
 {
     struct check_verdict v = cs->verdict;
-    check_done_fn done = cs->done;
+    check_done_cb done = cs->done;
     void *arg = cs->done_arg;
 
     uv_timer_stop(&cs->timer);
@@ -192,6 +200,8 @@ finish(struct check_session *cs)
     }
     if (cs->stage == CHECK_STAGE_HELO && v.action != CHECK_ACCEPT)
         cs->info.helo[0] = '\0';
+    if (cs->stage == CHECK_STAGE_END) /* the transaction is over (v has the fields) */
+        reset_hooks(cs);
     done(arg, &v);
 }
 
@@ -238,7 +248,7 @@ run(struct check_session *cs)
 }
 
 static void
-stage_begin(struct check_session *cs, enum check_stage stage, check_done_fn done, void *arg)
+stage_begin(struct check_session *cs, enum check_stage stage, check_done_cb done, void *arg)
 {
     if (cs->asking)
         mxd_panic("check: stage %s asked while %s is in flight", stage_names[stage],
@@ -285,13 +295,13 @@ check_pass(struct check_ticket t)
 }
 
 void
-check_connect(struct check_session *cs, check_done_fn done, void *arg)
+check_connect(struct check_session *cs, check_done_cb done, void *arg)
 {
     stage_begin(cs, CHECK_STAGE_CONNECT, done, arg);
 }
 
 void
-check_helo(struct check_session *cs, const char *helo, check_done_fn done, void *arg)
+check_helo(struct check_session *cs, const char *helo, check_done_cb done, void *arg)
 {
     snprintf(cs->info.helo, sizeof(cs->info.helo), "%s", helo);
     stage_begin(cs, CHECK_STAGE_HELO, done, arg);
@@ -300,14 +310,12 @@ check_helo(struct check_session *cs, const char *helo, check_done_fn done, void 
 void
 check_reset(struct check_session *cs)
 {
-    for (size_t i = 0; i < cs->n; i++)
-        if (cs->list[i]->reset != NULL)
-            cs->list[i]->reset(cs->st[i]);
+    reset_hooks(cs);
     cs->fields_len = 0;
 }
 
 void
-check_mail(struct check_session *cs, const char *qid, const struct addr *sender, check_done_fn done,
+check_mail(struct check_session *cs, const char *qid, const struct addr *sender, check_done_cb done,
            void *arg)
 {
     check_reset(cs);
@@ -318,14 +326,14 @@ check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
 }
 
 void
-check_rcpt(struct check_session *cs, const struct addr *rcpt, check_done_fn done, void *arg)
+check_rcpt(struct check_session *cs, const struct addr *rcpt, check_done_cb done, void *arg)
 {
     cs->rcpt = *rcpt;
     stage_begin(cs, CHECK_STAGE_RCPT, done, arg);
 }
 
 void
-check_end(struct check_session *cs, check_done_fn done, void *arg)
+check_end(struct check_session *cs, check_done_cb done, void *arg)
 {
     stage_begin(cs, CHECK_STAGE_END, done, arg);
 }
@@ -355,7 +363,9 @@ void
 check_data(struct check_session *cs)
 {
     cs->fields_len = 0;
-    for (size_t i = 0; i < cs->n; i++)
+    /* last to first: a filter's stream is ready before anything can flow
+     * into it, even from a data hook before it */
+    for (size_t i = cs->n; i-- > 0;)
         if (cs->list[i]->data != NULL)
             cs->list[i]->data(cs->st[i], (struct check_stream){cs, i + 1});
 }

@@ -10,7 +10,7 @@
  * session's sink), end (the final dot or the last BDAT). The checks of a
  * stage run one after another in the registered order (check_list.c); the
  * first that does not accept decides, and the stage's answer comes when
- * all have answered or its time budget is spent (then 451 4.4.3).
+ * all have answered or its time budget is spent (then 451 4.3.0).
  *
  * One stage is asked at a time, and each is answered exactly once; the
  * callback may run inside the call (no check had to wait). Loop thread
@@ -70,35 +70,35 @@ struct check_verdict {
 struct check_session;
 
 /* The answer for the stage that was asked. */
-typedef void (*check_done_fn)(void *arg, const struct check_verdict *v);
+typedef void (*check_done_cb)(void *arg, const struct check_verdict *v);
 /* Content that passed the checks' filters, on its way to the store. */
-typedef void (*check_sink_fn)(void *arg, const char *data, size_t len);
+typedef void (*check_sink_cb)(void *arg, const char *data, size_t len);
 
 /* A pipeline for one connection. conf is referenced (a reload leaves it);
  * the sink receives the content between check_data and check_end. */
 struct check_session *check_session_new(const struct check_env *env, const struct conf *conf,
-                                        const struct check_client *client, check_sink_fn sink,
+                                        const struct check_client *client, check_sink_cb sink,
                                         void *sink_arg);
 /* The connection is gone. Nothing is called back any more; work a check
  * still has out (a lookup that cannot be cancelled) frees it later. A
  * stage must not be in flight. */
 void check_session_free(struct check_session *cs);
 
-void check_connect(struct check_session *cs, check_done_fn done, void *arg);
+void check_connect(struct check_session *cs, check_done_cb done, void *arg);
 /* helo is copied. */
-void check_helo(struct check_session *cs, const char *helo, check_done_fn done, void *arg);
+void check_helo(struct check_session *cs, const char *helo, check_done_cb done, void *arg);
 /* A transaction begins: its queue id (for logs) and sender are copied. */
 void check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
-                check_done_fn done, void *arg);
+                check_done_cb done, void *arg);
 /* rcpt is copied. */
-void check_rcpt(struct check_session *cs, const struct addr *rcpt, check_done_fn done, void *arg);
+void check_rcpt(struct check_session *cs, const struct addr *rcpt, check_done_cb done, void *arg);
 /* The content begins; nothing is answered. */
 void check_data(struct check_session *cs);
 /* A chunk of content as received; it reaches the sink, maybe rewritten,
  * before this returns or with a later chunk. */
 void check_body(struct check_session *cs, const char *data, size_t len);
 /* The content is complete: the verdict on the message. */
-void check_end(struct check_session *cs, check_done_fn done, void *arg);
+void check_end(struct check_session *cs, check_done_cb done, void *arg);
 /* The transaction ended without a message (RSET, a new MAIL, an error). */
 void check_reset(struct check_session *cs);
 

@@ -82,7 +82,8 @@ struct check_ops {
     void (*mail)(void *st, struct check_ticket t);
     void (*rcpt)(void *st, struct check_ticket t, const struct addr *rcpt);
     void (*end)(void *st, struct check_ticket t);
-    /* The content begins; a filter passes what it keeps to out. */
+    /* The content begins (hooks run last to first); a filter passes what
+     * it keeps to out. */
     void (*data)(void *st, struct check_stream out);
     /* The content as received (all observers see it before any filter). */
     void (*observe)(void *st, const char *data, size_t len);
@@ -100,7 +101,7 @@ extern const size_t check_list_len;
 
 /* check_session_new with another list (the pipeline's tests). */
 struct check_session *check_session_new_list(const struct check_env *env, const struct conf *conf,
-                                             const struct check_client *client, check_sink_fn sink,
+                                             const struct check_client *client, check_sink_cb sink,
                                              void *sink_arg, const struct check_ops *const *list,
                                              size_t n, uint64_t budget_ms);
 

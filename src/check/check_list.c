@@ -18,7 +18,7 @@ const size_t check_list_len = sizeof(check_list) / sizeof(check_list[0]);
 
 struct check_session *
 check_session_new(const struct check_env *env, const struct conf *conf,
-                  const struct check_client *client, check_sink_fn sink, void *sink_arg)
+                  const struct check_client *client, check_sink_cb sink, void *sink_arg)
 {
     return check_session_new_list(env, conf, client, sink, sink_arg, check_list, check_list_len, 0);
 }

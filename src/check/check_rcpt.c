@@ -16,56 +16,39 @@
 
 /* One lookup or callahead out; holds the pipeline until it is back. */
 struct rcpt_job {
-    struct check_session *cs;
-    struct check_ticket t;
+    struct check_ticket t; /* its pipeline, and the answer awaited */
 };
 
-static const char *const user_unknown = "5.1.1 Recipient address rejected: User unknown";
-
-/* The job is back: true (and the answer is up to the caller) when the
- * connection is still there. */
-static bool
-job_back(struct rcpt_job *j, struct check_ticket *t)
+/* The job is back with result (0, MXD_ENOENT, or it could not say: then
+ * code and text): answer, unless the connection is gone. */
+static void
+job_back(struct rcpt_job *j, int result, int code, const char *text)
 {
-    struct check_session *cs = j->cs;
+    struct check_ticket t = j->t;
 
-    *t = j->t;
     free(j);
-    return !check_unhold(cs);
+    if (check_unhold(t.cs))
+        return;
+    if (result == 0)
+        check_pass(t);
+    else if (result == MXD_ENOENT)
+        check_answer(t, CHECK_REJECT, 550, "5.1.1 Recipient address rejected: User unknown");
+    else
+        check_answer(t, CHECK_TEMPFAIL, code, text);
 }
 
 /* The recipients table: 451 4.3.0 when it could not be read. */
 static void
 on_lookup(void *arg, int status)
 {
-    struct check_ticket t;
-
-    if (!job_back(arg, &t))
-        return;
-    if (status == 0)
-        check_pass(t);
-    else if (status == MXD_ENOENT)
-        check_answer(t, CHECK_REJECT, 550, user_unknown);
-    else
-        check_answer(t, CHECK_TEMPFAIL, 451,
-                     "4.3.0 Error: temporary lookup failure, try again later");
+    job_back(arg, status, 451, "4.3.0 Error: temporary lookup failure, try again later");
 }
 
 /* A callahead: 450 4.1.1 when the server could not say. */
 static void
 on_callahead(void *arg, int result)
 {
-    struct check_ticket t;
-
-    if (!job_back(arg, &t))
-        return;
-    if (result == 0)
-        check_pass(t);
-    else if (result == MXD_ENOENT)
-        check_answer(t, CHECK_REJECT, 550, user_unknown);
-    else
-        check_answer(t, CHECK_TEMPFAIL, 450,
-                     "4.1.1 Recipient address verification failed, try again later");
+    job_back(arg, result, 450, "4.1.1 Recipient address verification failed, try again later");
 }
 
 static struct rcpt_job *
@@ -73,7 +56,6 @@ job_new(struct check_session *cs, struct check_ticket t)
 {
     struct rcpt_job *j = xmalloc(sizeof(*j));
 
-    j->cs = cs;
     j->t = t;
     check_hold(cs);
     return j;
