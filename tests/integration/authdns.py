@@ -131,10 +131,20 @@ class AuthDns:
                     self.request.sendall(struct.pack("!H", len(out)) + out)
 
         socketserver.ThreadingUDPServer.allow_reuse_address = True
-        self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
-        self.port = self._udp.server_address[1]
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+        # The kernel picks a free UDP port; the same TCP port may be taken
+        # (a client's ephemeral port): then try another pair.
+        for attempt in range(50):
+            self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
+            self.port = self._udp.server_address[1]
+            try:
+                self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+                break
+            except OSError:
+                self._udp.server_close()
+                self._udp = None
+                if attempt == 49:
+                    raise
         for srv in (self._udp, self._tcp):
             t = threading.Thread(target=srv.serve_forever, daemon=True)
             t.start()
