@@ -87,6 +87,14 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       .arg = &l_dns)                                                                               \
     X(ETRN_CLIENTS, SECT_SERVER, "etrn_clients", set_list, S(etrn_clients), S(netrn_clients),      \
       .arg = &l_cidr)                                                                              \
+    X(CONNECTION_RATE_LIMIT, SECT_SERVER, "connection_rate_limit", set_uint,                       \
+      S(connection_rate_limit), .def = "0", .max = 1000000)                                        \
+    X(MESSAGE_RATE_LIMIT, SECT_SERVER, "message_rate_limit", set_uint, S(message_rate_limit),      \
+      .def = "0", .max = 1000000)                                                                  \
+    X(RECIPIENT_RATE_LIMIT, SECT_SERVER, "recipient_rate_limit", set_uint,                         \
+      S(recipient_rate_limit), .def = "0", .max = 1000000)                                         \
+    X(TRUSTED_NETWORKS, SECT_SERVER, "trusted_networks", set_list, S(trusted_networks),            \
+      S(ntrusted_networks), .arg = &l_cidr)                                                        \
     X(METRICS_LISTEN, SECT_SERVER, "metrics_listen", set_endpoint, S(metrics_listen),              \
       .arg = &ep_tcp)                                                                              \
     X(CONTROL_SOCKET, SECT_SERVER, "control_socket", set_sock, S(control_socket))                  \
@@ -696,6 +704,7 @@ conf_free(struct conf *conf)
     free(conf->database);
     free(conf->dns_servers);
     free(conf->etrn_clients);
+    free(conf->trusted_networks);
     free(conf->control_socket);
     free(conf->tls_certificate);
     free(conf->tls_key);

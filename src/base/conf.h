@@ -78,6 +78,12 @@ struct conf {
     size_t ndns_servers;
     struct conf_cidr *etrn_clients;
     size_t netrn_clients;
+    /* per client and minute (Postfix's smtpd_client_*_rate_limit); 0: off */
+    unsigned connection_rate_limit;     /* new connections */
+    unsigned message_rate_limit;        /* MAIL FROM commands */
+    unsigned recipient_rate_limit;      /* RCPT TO commands */
+    struct conf_cidr *trusted_networks; /* exempt from the rate limits */
+    size_t ntrusted_networks;
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */

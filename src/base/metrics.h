@@ -27,6 +27,8 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "SMTP sessions refused or ended by mxd, by reason")                                          \
     X(RECIPIENTS_REJECTED, "mxd_recipients_rejected_total", "status", NULL,                        \
       "RCPT commands refused, by enhanced status code")                                            \
+    X(RATE_LIMITED, "mxd_rate_limited_total", "rule", NULL,                                        \
+      "Connections, MAIL and RCPT commands refused by a per-client rate limit, by rule")           \
     X(DELIVERY_ATTEMPTS, "mxd_delivery_attempts_total", "outcome", "destination",                  \
       "Delivery attempts per recipient, by outcome and destination")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,

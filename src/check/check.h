@@ -32,12 +32,14 @@
 
 struct store;
 struct callahead;
+struct anvil;
 
 /* The services checks may use; set once when the server starts. */
 struct check_env {
     uv_loop_t *loop;
     struct store *store;
     struct callahead *callahead; /* NULL: recipients are not verified */
+    struct anvil *anvil;         /* per-client rates, for the process; NULL: not counted */
 };
 
 /* What the session knows of its client, copied at check_session_new. */

@@ -1,18 +1,23 @@
 /* check_list: the registered checks, in the order every stage runs them.
  * A new check is one file with its struct check_ops and one line here.
  *
- * The order matters: the header check filters the content before anything
- * reads the header and refuses what the header alone decides before any
- * lookup is awaited; SPF answers RCPT before the recipient policy spends a
- * lookup or a callahead on a sender it refuses; DKIM and DMARC need SPF's
- * result and the From: authors; the trace fields are written last, from
- * what the others found. */
+ * The order matters: the rate limits come first, because they must count
+ * every request that reaches the pipeline (Postfix's anvil counts a
+ * request whether or not it is then accepted), and a client past its rate
+ * must not cost an SPF lookup, a table lookup or a callahead; they need
+ * nothing the others learn. The header check filters the content before
+ * anything reads the header and refuses what the header alone decides
+ * before any lookup is awaited; SPF answers RCPT before the recipient
+ * policy spends a lookup or a callahead on a sender it refuses; DKIM and
+ * DMARC need SPF's result and the From: authors; the trace fields are
+ * written last, from what the others found. */
 #include "check/check_impl.h"
 
-extern const struct check_ops check_header, check_spf, check_dkim, check_trace, check_rcpt_policy;
+extern const struct check_ops check_rate, check_header, check_spf, check_dkim, check_trace,
+    check_rcpt_policy;
 
 const struct check_ops *const check_list[] = {
-    &check_header, &check_spf, &check_dkim, &check_trace, &check_rcpt_policy,
+    &check_rate, &check_header, &check_spf, &check_dkim, &check_trace, &check_rcpt_policy,
 };
 const size_t check_list_len = sizeof(check_list) / sizeof(check_list[0]);
 

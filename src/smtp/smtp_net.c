@@ -1,11 +1,12 @@
 /* smtp_net: owns the listening sockets, every session (its TCP handle,
- * timer, output buffers and the body being received) and the per-IP
- * connection table. Loop thread only. It moves bytes between sockets and
- * smtp_proto, applies connection limits and timeouts, asks the store about
- * recipients and to commit bodies, and replies 250 only from the store's
- * commit completion. It makes no protocol decisions of its own beyond
- * those limits, and never blocks: bodies over BODY_MEM_MAX go to a spool
- * file through the libuv threadpool. */
+ * timer, output buffers and the body being received), the per-IP
+ * connection table and the per-client rate table (anvil) that the checks
+ * count in through their environment. Loop thread only. It moves bytes
+ * between sockets and smtp_proto, applies connection limits and timeouts,
+ * asks the store about recipients and to commit bodies, and replies 250
+ * only from the store's commit completion. It makes no protocol decisions
+ * of its own beyond those limits, and never blocks: bodies over
+ * BODY_MEM_MAX go to a spool file through the libuv threadpool. */
 #include "smtp/smtp_net.h"
 
 #include <sys/socket.h>
@@ -22,6 +23,7 @@
 #include "base/iptab.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "check/anvil.h"
 #include "smtp/smtp_net_impl.h"
 #include "smtp/smtp_proto.h"
 #include "store/qid.h"
@@ -44,6 +46,7 @@ server_maybe_done(struct smtp_server *srv)
         return;
     srv->shutdown_cb = NULL;
     iptab_free(srv->ips);
+    anvil_free(srv->anvil);
     free(srv->spool_dir);
     conf_free(srv->conf_ref);
     free(srv);
@@ -178,8 +181,13 @@ smtp_server_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
                   struct smtp_server **out, char **err)
 {
     struct smtp_server *srv = xcalloc(1, sizeof(*srv));
+    uint64_t seed;
     int rc = 0;
 
+    /* the rate table's hash key: clients pick their addresses */
+    if (uv_random(NULL, NULL, &seed, sizeof(seed), 0, NULL) != 0)
+        seed = uv_hrtime() ^ (uint64_t)(uintptr_t)srv;
+    srv->anvil = anvil_new(ANVIL_CLIENTS, ANVIL_WINDOW_MS, seed);
     srv->loop = loop;
     srv->store = store;
     srv->spool_dir = xstrdup(spool_dir);

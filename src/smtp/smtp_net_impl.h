@@ -28,6 +28,7 @@ struct smtp_server {
     unsigned listeners_open;
     bool activated; /* listeners came from systemd: reload leaves them */
     struct iptab *ips;
+    struct anvil *anvil; /* per-client rates (check_rate), for the server's life */
     struct qid_gen qids;
     struct smtp_session *sessions; /* doubly linked, for shutdown */
     size_t nsessions;

@@ -23,6 +23,8 @@
 #include "smtp/smtp_net_impl.h"
 #include "smtp/smtp_session_impl.h"
 
+#define ERROR_DELAY_MAX_MS (60 * 1000) /* the longest wait before one refusal */
+
 static uint64_t
 now_ms(const struct smtp_session *s)
 {
@@ -441,18 +443,29 @@ on_delay_done(uv_timer_t *t)
     smtp_session__pump(s);
 }
 
-/* Past the soft error limit every reject is held back error_sleep before
- * it goes out (Postfix's smtpd_error_sleep_time): a harvester or a
- * garbage sender gets slow answers. true when the pump must pause. */
+/* Past the soft error limit every reject is held back before it goes out,
+ * longer with each error: error_sleep x (errors - soft_error_limit), at
+ * most ERROR_DELAY_MAX_MS (Postfix 2.0 and earlier slept error_count
+ * seconds past smtpd_soft_error_limit). A harvester or a garbage sender
+ * gets ever slower answers until the hard limit closes the session; the
+ * cap keeps each one well inside a client's 5-minute reply timeout (RFC
+ * 5321 4.5.3.2). true when the pump must pause. */
 static bool
 error_delay(struct smtp_session *s)
 {
     const struct conf *c = s->conf;
+    unsigned errors = smtp_proto_errors(s->proto);
+    uint64_t ms;
 
-    if (smtp_proto_errors(s->proto) <= c->soft_error_limit || c->error_sleep_ms == 0)
+    if (errors <= c->soft_error_limit || c->error_sleep_ms == 0)
         return false;
+    /* at most 60000 x 2^32: no overflow */
+    ms = c->error_sleep_ms < ERROR_DELAY_MAX_MS ? c->error_sleep_ms : ERROR_DELAY_MAX_MS;
+    ms *= errors - c->soft_error_limit;
+    if (ms > ERROR_DELAY_MAX_MS)
+        ms = ERROR_DELAY_MAX_MS;
     s->delaying = true;
-    uv_timer_start(&s->timer, on_delay_done, c->error_sleep_ms, 0);
+    uv_timer_start(&s->timer, on_delay_done, ms, 0);
     return true;
 }
 
@@ -632,7 +645,7 @@ static void
 session_start(struct smtp_session *s)
 {
     struct smtp_server *srv = s->srv;
-    struct check_env env = {srv->loop, srv->store, srv->callahead};
+    struct check_env env = {srv->loop, srv->store, srv->callahead, srv->anvil};
     struct check_client client;
 
     client.peer = s->peer;

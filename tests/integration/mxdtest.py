@@ -350,8 +350,8 @@ class Mxd:
 
     # -- clients and database
 
-    def client(self, timeout=10, banner=True, host="127.0.0.1"):
-        c = SmtpClient(self.port, host=host, timeout=timeout)
+    def client(self, timeout=10, banner=True, host="127.0.0.1", source=None):
+        c = SmtpClient(self.port, host=host, timeout=timeout, source=source)
         if banner:
             r = c.reply()
             if r.code != 220:
@@ -427,9 +427,12 @@ class SmtpClient:
     """A byte-exact SMTP client: send whatever bytes, parse replies strictly
     (CRLF line ends, consistent codes on continuation lines)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10):
+    def __init__(self, port, host="127.0.0.1", timeout=10, source=None):
+        """source: the local address to connect from; Linux lets a client
+        bind any 127.0.0.0/8 address, so tests can be many clients."""
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None)
         self.sock.settimeout(timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
@@ -781,8 +784,8 @@ class MxdTestCase(ClassMxd, unittest.TestCase):
         cls.start_mxd(Mxd(cls.tmpdir, server=dict(cls.SERVER), domains=cls.DOMAINS,
                           extra=cls.EXTRA, env=cls.ENV, control=cls.CONTROL))
 
-    def client(self, timeout=10, banner=True):
-        c = self.mxd.client(timeout=timeout, banner=banner)
+    def client(self, timeout=10, banner=True, source=None):
+        c = self.mxd.client(timeout=timeout, banner=banner, source=source)
         self.addCleanup(c.close)
         return c
 

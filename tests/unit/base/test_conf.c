@@ -104,6 +104,10 @@ check_defaults(const struct conf *c)
     assert_int_equal(c->ndns_servers, 0);
     assert_null(c->dns_servers);
     assert_int_equal(c->netrn_clients, 0);
+    assert_int_equal(c->connection_rate_limit, 0);
+    assert_int_equal(c->message_rate_limit, 0);
+    assert_int_equal(c->recipient_rate_limit, 0);
+    assert_int_equal(c->ntrusted_networks, 0);
     assert_null(c->metrics_listen.text);
     assert_null(c->control_socket);
     assert_null(c->tls_certificate);
@@ -245,6 +249,19 @@ check_etrn(const struct conf *c)
 }
 
 static void
+check_rate_limits(const struct conf *c)
+{
+    assert_int_equal(c->connection_rate_limit, 30);
+    assert_int_equal(c->message_rate_limit, 1000000);
+    assert_int_equal(c->recipient_rate_limit, 0);
+    assert_int_equal(c->ntrusted_networks, 2);
+    assert_int_equal(c->trusted_networks[0].family, AF_INET);
+    assert_int_equal(c->trusted_networks[0].prefix, 24);
+    assert_int_equal(c->trusted_networks[1].family, AF_INET6);
+    assert_int_equal(c->trusted_networks[1].prefix, 48);
+}
+
+static void
 check_limits(const struct conf *c)
 {
     assert_int_equal(c->max_message_size, UINT64_C(16) << 30);
@@ -293,6 +310,10 @@ static struct ok_case ok_cases[] = {
           "mode = backup\nprimary = mx\n",
      check_long_domain},
     {"etrn clients", BASE "etrn_clients = 192.0.2.10, 2001:db8::/32, 0.0.0.0/0\n", check_etrn},
+    {"rate limits",
+     BASE "connection_rate_limit = 30\nmessage_rate_limit = 1000000\nrecipient_rate_limit = 0\n"
+          "trusted_networks = 192.0.2.0/24, 2001:db8:25::/48\n",
+     check_rate_limits},
     {"dkim budget", BASE "[auth]\ndkim_max_signatures = 20\ndkim_timeout = 30s\n",
      check_dkim_budget},
     {"limits",
@@ -415,6 +436,17 @@ static struct err_case err_cases[] = {
     {"etrn bad v6 prefix", BASE "etrn_clients = 2001:db8::/129\n", 4, "bad prefix length"},
     {"etrn bad ip", BASE "etrn_clients = 192.0.2\n", 4, "etrn_clients: bad IP address"},
     {"etrn hostname", BASE "etrn_clients = client.example\n", 4, "etrn_clients: bad IP address"},
+    {"rate limit negative", BASE "connection_rate_limit = -1\n", 4,
+     "connection_rate_limit: want an integer from 0 to 1000000 (got '-1')"},
+    {"rate limit too big", BASE "message_rate_limit = 1000001\n", 4,
+     "message_rate_limit: want an integer from 0 to 1000000"},
+    {"rate limit word", BASE "recipient_rate_limit = lots\n", 4,
+     "recipient_rate_limit: want an integer"},
+    {"trusted host bits", BASE "trusted_networks = 192.0.2.1/24\n", 4, "host bits set"},
+    {"trusted hostname", BASE "trusted_networks = 127.0.0.1, mx.example\n", 4,
+     "trusted_networks: bad IP address"},
+    {"rate limit in domain", BASE "[domain a.example]\nmessage_rate_limit = 5\n", 5,
+     "unknown key 'message_rate_limit' in [domain]"},
     {"control socket too long",
      BASE "control_socket = /run/mxd/"
           "0123456789012345678901234567890123456789012345678901234567890123456789"

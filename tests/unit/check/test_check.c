@@ -511,8 +511,8 @@ harness_init(struct harness *h, const struct fake_def *defs, size_t n)
     make_addr(&h->rcpt[0], "r1", "example.net");
     make_addr(&h->rcpt[1], "r2", "example.net");
     make_addr(&h->rcpt[2], "r3", "example.net");
-    h->cs = check_session_new_list(&(struct check_env){&h->loop, NULL, NULL}, h->conf, &client,
-                                   sink_cb, h, h->list, n, BUDGET_MS);
+    h->cs = check_session_new_list(&(struct check_env){&h->loop, NULL, NULL, NULL}, h->conf,
+                                   &client, sink_cb, h, h->list, n, BUDGET_MS);
     assert_non_null(h->cs);
     assert_int_equal(h->nstarted, n);
     assert_int_equal(h->conf->refs, 2); /* the pipeline took a reference */
