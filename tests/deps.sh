@@ -32,6 +32,8 @@ packages=(
     clang libclang-rt-14-dev valgrind
     # disk-full test on a loop-mounted ext4 image (test_faults.py)
     e2fsprogs mount
+    # PROXY protocol in front of mxd (test_proxy.py)
+    haproxy
 )
 
 apt-get update

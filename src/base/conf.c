@@ -95,6 +95,10 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       S(recipient_rate_limit), .def = "0", .max = 1000000)                                         \
     X(TRUSTED_NETWORKS, SECT_SERVER, "trusted_networks", set_list, S(trusted_networks),            \
       S(ntrusted_networks), .arg = &l_cidr)                                                        \
+    X(PROXY_NETWORKS, SECT_SERVER, "proxy_networks", set_list, S(proxy_networks),                  \
+      S(nproxy_networks), .arg = &l_cidr)                                                          \
+    X(PROXY_TIMEOUT, SECT_SERVER, "proxy_timeout", set_time, S(proxy_timeout_ms), .def = "5s",     \
+      .arg = &in_ms)                                                                               \
     X(METRICS_LISTEN, SECT_SERVER, "metrics_listen", set_endpoint, S(metrics_listen),              \
       .arg = &ep_tcp)                                                                              \
     X(CONTROL_SOCKET, SECT_SERVER, "control_socket", set_sock, S(control_socket))                  \
@@ -575,6 +579,24 @@ check_domain(struct parse *p, struct conf_domain *d, const struct dominfo *di)
         perr(p, l[K_D_RECIPIENTS], "recipients = primary: only valid with mode = backup");
 }
 
+/* A listener marked proxy trusts the headers of proxy_networks only, and
+ * proxy_networks without such a listener is a mistake (the balancer's
+ * address would pass for every client's). */
+static void
+check_proxy(struct parse *p)
+{
+    const struct conf *c = p->conf;
+    const int *l = p->seen;
+    bool marked = false;
+
+    for (size_t i = 0; i < c->nlisten; i++)
+        marked = marked || c->listen[i].proxy;
+    if (marked && l[K_PROXY_NETWORKS] == 0)
+        perr(p, l[K_LISTEN], "listen: an address marked proxy needs proxy_networks");
+    if (!marked && l[K_PROXY_NETWORKS] > 0 && l[K_LISTEN] >= 0)
+        perr(p, l[K_PROXY_NETWORKS], "proxy_networks: no listen address is marked proxy");
+}
+
 /* After the last line: defaults, required keys, rules across keys. */
 static void
 check_conf(struct parse *p)
@@ -592,6 +614,7 @@ check_conf(struct parse *p)
     if ((l[K_CERTIFICATE] != 0) != (l[K_KEY] != 0)) /* one of them is 0 */
         perr(p, abs(l[K_CERTIFICATE] + l[K_KEY]),
              "[tls]: set both certificate and key, or neither");
+    check_proxy(p);
     if (l[K_RETRY_MIN] >= 0 && l[K_RETRY_MAX] >= 0 && c->retry_max_s < c->retry_min_s)
         perr(p, l[K_RETRY_MAX] ? l[K_RETRY_MAX] : l[K_RETRY_MIN],
              "retry_max: must not be less than retry_min");
@@ -705,6 +728,7 @@ conf_free(struct conf *conf)
     free(conf->dns_servers);
     free(conf->etrn_clients);
     free(conf->trusted_networks);
+    free(conf->proxy_networks);
     free(conf->control_socket);
     free(conf->tls_certificate);
     free(conf->tls_key);

@@ -21,9 +21,10 @@ struct conf_endpoint {
 
 /* A listen address: always a numeric IP and port. */
 struct conf_listen {
-    char *text;
+    char *text; /* the address as written, without options */
     struct sockaddr_storage ss;
     socklen_t sslen;
+    bool proxy; /* "ADDR proxy": connections start with a PROXY header */
 };
 
 struct conf_cidr {
@@ -84,6 +85,9 @@ struct conf {
     unsigned recipient_rate_limit;      /* RCPT TO commands */
     struct conf_cidr *trusted_networks; /* exempt from the rate limits */
     size_t ntrusted_networks;
+    struct conf_cidr *proxy_networks; /* the balancers that may send PROXY headers */
+    size_t nproxy_networks;
+    uint64_t proxy_timeout_ms;           /* for the whole PROXY header */
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */

@@ -231,7 +231,8 @@ conf__listen_free(void *item)
     free(((struct conf_listen *)item)->text);
 }
 
-/* A numeric "IPv4:port" or "[IPv6]:port". */
+/* A numeric "IPv4:port" or "[IPv6]:port", optionally followed by the word
+ * "proxy" (the listener takes PROXY protocol headers). */
 int
 conf__parse_listen(const char *s, const void *arg, void *out, const char **why)
 {
@@ -240,10 +241,24 @@ conf__parse_listen(const char *s, const void *arg, void *out, const char **why)
     struct conf_endpoint e;
     struct sockaddr_in sin = {.sin_family = AF_INET};
     struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6};
+    size_t alen = strcspn(s, " \t");
+    const char *opt = s + alen;
+    char *addr;
+    int rc;
 
     (void)arg;
-    if (conf__parse_endpoint(s, &numeric, &e, why) < 0)
+    while (conf__is_space(*opt))
+        opt++;
+    if (*opt != '\0' && strcmp(opt, "proxy") != 0) {
+        *why = "unknown listen option (the only one is 'proxy')";
         return MXD_EINVAL;
+    }
+    addr = xstrndup(s, alen);
+    rc = conf__parse_endpoint(addr, &numeric, &e, why);
+    free(addr);
+    if (rc < 0)
+        return MXD_EINVAL;
+    l->proxy = *opt != '\0';
     sin.sin_port = sin6.sin6_port = htons(e.port);
     if (inet_pton(AF_INET, e.host, &sin.sin_addr) == 1) {
         memcpy(&l->ss, &sin, sizeof(sin));

@@ -30,7 +30,10 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
     X(RATE_LIMITED, "mxd_rate_limited_total", "rule", NULL,                                        \
       "Connections, MAIL and RCPT commands refused by a per-client rate limit, by rule")           \
     X(DELIVERY_ATTEMPTS, "mxd_delivery_attempts_total", "outcome", "destination",                  \
-      "Delivery attempts per recipient, by outcome and destination")
+      "Delivery attempts per recipient, by outcome and destination")                               \
+    X(PROXY_HEADERS, "mxd_proxy_headers_total", "result", "reason",                                \
+      "PROXY protocol headers on listeners marked proxy: accepted (by version and command) "       \
+      "or refused (by reason)")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,
 enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
 #undef METRICS_F_ENUM

@@ -34,6 +34,7 @@ struct smtp_listener {
     struct smtp_server *srv;
     char *text; /* the conf address; NULL for a socket systemd passed */
     bool keep;  /* reload: still configured */
+    bool proxy; /* marked proxy in the conf: connections start with a PROXY header */
 };
 
 static void
@@ -74,7 +75,7 @@ on_connection(uv_stream_t *lstream, int status)
     }
     metrics_add(METRICS_CONNECTIONS_TOTAL, 1);
     metrics_add(METRICS_CONNECTIONS_OPEN, 1);
-    smtp_session_accept(srv, lstream);
+    smtp_session_accept(srv, lstream, l->proxy);
 }
 
 static void
@@ -128,9 +129,49 @@ fail:
     return MXD_EIO;
 }
 
+static bool
+same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    const struct sockaddr_in *a4 = (const struct sockaddr_in *)a,
+                             *b4 = (const struct sockaddr_in *)b;
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
+    const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)b;
+
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+    return a->ss_family == AF_INET6 && a6->sin6_port == b6->sin6_port &&
+           memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
+}
+
+/* Whether the listener is marked proxy in conf: its listen entry, found by
+ * the address as written, or for a socket systemd passed by the address
+ * it is bound to (not listed: not marked). Logs a change. */
+static void
+listener_mark(struct smtp_listener *l, const struct conf *conf, bool log_change)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    bool was = l->proxy;
+
+    l->proxy = false;
+    if (l->text == NULL && uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    for (size_t i = 0; i < conf->nlisten; i++) {
+        const struct conf_listen *cl = &conf->listen[i];
+
+        if (l->text != NULL ? strcmp(l->text, cl->text) == 0 : same_sockaddr(&ss, &cl->ss))
+            l->proxy = cl->proxy;
+    }
+    if (log_change && was != l->proxy)
+        log_msg(LOG_INFO, NULL, "smtp", "listener address=%s proxy=%s",
+                l->text ? l->text : "systemd-socket", l->proxy ? "yes" : "no");
+}
+
 /* Takes fd (a listening socket) into a new listener; text may be NULL. */
 static int
-listener_add(struct smtp_server *srv, int fd, const char *text, char **err)
+listener_add(struct smtp_server *srv, int fd, const char *text, const struct conf *conf, char **err)
 {
     struct smtp_listener *l = xcalloc(1, sizeof(*l));
     int rc;
@@ -153,10 +194,13 @@ listener_add(struct smtp_server *srv, int fd, const char *text, char **err)
         listener_close(l);
         return rc;
     }
+    listener_mark(l, conf, false);
     if (text != NULL)
-        log_msg(LOG_INFO, NULL, "smtp", "listening address=%s", text);
+        log_msg(LOG_INFO, NULL, "smtp", "listening address=%s%s", text,
+                l->proxy ? " proxy=yes" : "");
     else
-        log_msg(LOG_INFO, NULL, "smtp", "listening fd=%d source=systemd", fd);
+        log_msg(LOG_INFO, NULL, "smtp", "listening fd=%d source=systemd%s", fd,
+                l->proxy ? " proxy=yes" : "");
     return 0;
 }
 
@@ -197,7 +241,8 @@ smtp_server_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
     qid_init(&srv->qids);
     for (size_t i = 0; i < fds->n; i++) {
         if (rc == 0)
-            rc = listener_add(srv, fds->fd[i], fds->activated ? NULL : conf->listen[i].text, err);
+            rc = listener_add(srv, fds->fd[i], fds->activated ? NULL : conf->listen[i].text, conf,
+                              err);
         else
             close(fds->fd[i]);
     }
@@ -240,7 +285,7 @@ server_relisten(struct smtp_server *srv, const struct conf *conf)
         if (have)
             continue;
         if (smtp_listen_fd(&conf->listen[i], &fd, &err) != 0 ||
-            listener_add(srv, fd, conf->listen[i].text, &err) != 0) {
+            listener_add(srv, fd, conf->listen[i].text, conf, &err) != 0) {
             log_msg(LOG_ERR, NULL, "smtp", "reload: %s", err);
             free(err);
         }
@@ -255,6 +300,10 @@ smtp_server_set_conf(struct smtp_server *srv, const struct conf *conf)
     server_take_conf(srv, conf);
     if (!srv->activated)
         server_relisten(srv, conf);
+    /* A listener kept may have gained or lost its proxy mark: new
+     * connections follow the new conf. */
+    for (struct smtp_listener *l = srv->listeners; l != NULL; l = l->next)
+        listener_mark(l, conf, true);
 }
 
 static void

@@ -44,8 +44,9 @@ struct smtp_server {
     void *on_queued_arg;
 };
 
-/* A new connection is waiting on lstream: accept it and run its session. */
-void smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream);
+/* A new connection is waiting on lstream: accept it and run its session;
+ * proxy: the listener is marked proxy (a PROXY header comes first). */
+void smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream, bool proxy);
 /* SIGTERM: 421 and close every session that owes nothing; the others
  * follow once their commit or lookup has been answered. */
 void smtp_session_shutdown_all(struct smtp_server *srv);

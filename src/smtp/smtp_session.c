@@ -4,7 +4,9 @@
  * and the body being received (smtp_body.c). The pump turns the protocol's
  * events into actions: each stage (connect, HELO/EHLO, MAIL, RCPT, end of
  * data) is asked of the checks, and their verdict is the answer. The
- * session knows no check by name. Loop thread only. Unsent
+ * session knows no check by name. On a listener marked proxy the PROXY
+ * header comes first (smtp_proxy.c): the client it names is the session's
+ * peer from the start. Loop thread only. Unsent
  * output is capped (OUT_HIGH, TLS ciphertext included): past it no command
  * is taken and nothing read, and a client that never reads meets the
  * command timeout, then a bounded linger and a reset. A session is freed
@@ -151,7 +153,8 @@ session_free(struct smtp_session *s)
                 s->ip, s->nmsgs, s->nrejects, dur);
     }
     smtp_session__body_drop(s);
-    iptab_dec(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
+    if (s->ip_counted)
+        iptab_dec(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -161,6 +164,7 @@ session_free(struct smtp_session *s)
     smtp_proto_free(s->proto);
     check_session_free(s->checks);
     tls_conn_free(s->tls);
+    free(s->proxy);
     free(s->cbuf);
     free(s->body);
     free(s->out.data);
@@ -642,7 +646,7 @@ on_connect_verdict(void *arg, const struct check_verdict *v)
 }
 
 static void
-session_start(struct smtp_session *s)
+session_start(struct smtp_session *s, const char *early, size_t n)
 {
     struct smtp_server *srv = s->srv;
     struct check_env env = {srv->loop, srv->store, srv->callahead, srv->anvil};
@@ -651,17 +655,43 @@ session_start(struct smtp_session *s)
     client.peer = s->peer;
     memcpy(client.ip, s->ip, sizeof(client.ip));
     s->proto = smtp_proto_new(&srv->pcfg);
+    if (n > 0 && smtp_proto_feed_copy(s->proto, early, n) != n)
+        mxd_panic("smtp: %zu octets after the PROXY header do not fit", n);
     s->checks = check_session_new(&env, s->conf, &client, smtp_session__body_append, s);
     s->pending++;
     check_connect(s->checks, on_connect_verdict, s);
 }
 
 void
-smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
+smtp_session__name_peer(struct smtp_session *s)
+{
+    if (s->peer.ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)&s->peer, s->ip, sizeof(s->ip));
+    else
+        uv_ip4_name((const struct sockaddr_in *)&s->peer, s->ip, sizeof(s->ip));
+}
+
+void
+smtp_session__admit(struct smtp_session *s, const char *early, size_t n)
+{
+    struct smtp_server *srv = s->srv;
+    unsigned per_ip =
+        iptab_inc(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
+
+    s->ip_counted = true;
+    if (per_ip > s->conf->max_connections_per_ip) {
+        session_refuse(s, "per-ip-limit");
+        return;
+    }
+    uv_tcp_nodelay(&s->tcp, 1);
+    session_start(s, early, n);
+}
+
+void
+smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream, bool proxy)
 {
     struct smtp_session *s = xcalloc(1, sizeof(*s));
     int len = sizeof(s->peer);
-    unsigned per_ip;
 
     s->srv = srv;
     s->conf = conf_ref(srv->conf);
@@ -679,24 +709,16 @@ smtp_session_accept(struct smtp_server *srv, uv_stream_t *lstream)
     srv->stats.connections_open++;
     if (uv_accept(lstream, (uv_stream_t *)&s->tcp) != 0 ||
         uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len) != 0) {
-        s->peer.ss_family = AF_UNSPEC;
-        iptab_inc(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
         smtp_session__close(s);
         return;
     }
-    if (s->peer.ss_family == AF_INET6)
-        uv_ip6_name((const struct sockaddr_in6 *)&s->peer, s->ip, sizeof(s->ip));
-    else
-        uv_ip4_name((const struct sockaddr_in *)&s->peer, s->ip, sizeof(s->ip));
-    per_ip = iptab_inc(srv->ips, (const struct sockaddr *)&s->peer, s->conf->ipv6_prefix_length);
-    if (srv->nsessions > s->conf->max_connections) {
+    smtp_session__name_peer(s);
+    if (srv->nsessions > s->conf->max_connections)
         session_refuse(s, "max-connections");
-    } else if (per_ip > s->conf->max_connections_per_ip) {
-        session_refuse(s, "per-ip-limit");
-    } else {
-        uv_tcp_nodelay(&s->tcp, 1);
-        session_start(s);
-    }
+    else if (proxy)
+        smtp_session__proxy_begin(s); /* the client is in the header */
+    else
+        smtp_session__admit(s, NULL, 0);
 }
 
 void
@@ -709,6 +731,8 @@ smtp_session_shutdown_all(struct smtp_server *srv)
 
         if (s->proto != NULL)
             session_shutdown_now(s);
+        else if (s->proxy != NULL)
+            smtp_session__close(s); /* still waiting for its PROXY header */
         s = next;
     }
 }

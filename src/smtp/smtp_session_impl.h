@@ -50,9 +50,12 @@ struct smtp_session {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t wreq;
-    struct smtp_proto *proto; /* NULL for a connection refused at accept */
+    struct smtp_proto *proto; /* NULL until the session starts (refused, PROXY header) */
+    /* The client: the connection's peer, or the one its PROXY header named. */
     struct sockaddr_storage peer;
     char ip[INET6_ADDRSTRLEN];
+    bool ip_counted;          /* peer holds a slot in srv->ips (the per-IP limit) */
+    struct smtp_proxy *proxy; /* smtp_proxy.c: reading the PROXY header; then NULL */
     char qid[QID_LEN + 1];
     uint64_t started_ms;
     unsigned handles_open;
@@ -98,6 +101,20 @@ struct check_verdict;
 void smtp_session__end_verdict(void *arg, const struct check_verdict *v);
 /* Closes once the replies already queued are written. Idempotent. */
 void smtp_session__close(struct smtp_session *s);
+
+/* s->ip from s->peer. */
+void smtp_session__name_peer(struct smtp_session *s);
+/* The client is known (s->peer): counts it for the per-IP limit, then
+ * starts the session (the connect stage, the banner) with early[0..n),
+ * input that came with the PROXY header, as its first input; or refuses
+ * it past the limit. */
+void smtp_session__admit(struct smtp_session *s, const char *early, size_t n);
+
+/* smtp_proxy.c: a connection to a listener marked proxy: refuses a peer
+ * outside proxy_networks, else reads the PROXY header (proxy_timeout),
+ * puts the client it names into s->peer and calls smtp_session__admit;
+ * a missing or bad header closes the connection. */
+void smtp_session__proxy_begin(struct smtp_session *s);
 
 /* STARTTLS was answered 220: everything read from now on is TLS. */
 void smtp_session__tls_start(struct smtp_session *s);

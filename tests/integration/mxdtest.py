@@ -11,6 +11,7 @@ Set MXD_KEEP_TMP=1 to keep the temporary directories for inspection.
 """
 
 import email.utils
+import ipaddress
 import os
 import re
 import shlex
@@ -84,6 +85,33 @@ def free_port(host="127.0.0.1"):
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# PROXY protocol (HAProxy's spec): how tests present many client addresses
+# while all traffic stays on loopback (a listener marked `proxy`)
+
+PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_header(client, version=2, dst="127.0.0.1", sport=40000, dport=25, tlvs=b""):
+    """A PROXY header claiming the connection comes from client (an IPv4 or
+    IPv6 literal), version 1 (text) or 2 (binary, with optional raw TLVs).
+    client=None: v1 UNKNOWN / v2 LOCAL (keep the connection's address)."""
+    if client is None:
+        if version == 1:
+            return b"PROXY UNKNOWN\r\n"
+        return PROXY_V2_SIG + b"\x20\x00" + len(tlvs).to_bytes(2, "big") + tlvs
+    src = ipaddress.ip_address(client)
+    dst_ip = ipaddress.ip_address(dst)
+    if src.version != dst_ip.version:
+        dst_ip = ipaddress.ip_address("::1" if src.version == 6 else "127.0.0.1")
+    if version == 1:
+        return f"PROXY TCP{src.version} {src} {dst_ip} {sport} {dport}\r\n".encode()
+    block = (src.packed + dst_ip.packed + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+             + tlvs)
+    fam = b"\x11" if src.version == 4 else b"\x21"
+    return PROXY_V2_SIG + b"\x21" + fam + len(block).to_bytes(2, "big") + block
 
 
 # --------------------------------------------------------------------------
@@ -222,6 +250,8 @@ class Mxd:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
                     s.settimeout(5)
+                    if self.listen_is_proxy():
+                        s.sendall(proxy_header(None))
                     data = b""
                     while not data.endswith(b"\n"):
                         chunk = s.recv(4096)
@@ -244,6 +274,16 @@ class Mxd:
             f"mxd did not accept on 127.0.0.1:{self.port} within {timeout}s ({last_err}); "
             f"stderr:\n{self.stderr()}"
         )
+
+    def listen_is_proxy(self, port=None):
+        """Whether the listen entry for 127.0.0.1:port (default self.port) is
+        marked proxy."""
+        want = f"127.0.0.1:{port or self.port}"
+        for item in (self.server.get("listen") or "").split(","):
+            words = item.split()
+            if words and words[0] == want:
+                return words[1:] == ["proxy"]
+        return False
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -350,8 +390,12 @@ class Mxd:
 
     # -- clients and database
 
-    def client(self, timeout=10, banner=True, host="127.0.0.1", source=None):
-        c = SmtpClient(self.port, host=host, timeout=timeout, source=source)
+    def client(self, timeout=10, banner=True, host="127.0.0.1", port=None, proxy=None,
+               proxy_version=2, source=None):
+        """An SmtpClient, past the 220 banner when banner is true. proxy: a
+        client address to claim in a PROXY header (see SmtpClient)."""
+        c = SmtpClient(port or self.port, host=host, timeout=timeout, proxy=proxy,
+                       proxy_version=proxy_version, source=source)
         if banner:
             r = c.reply()
             if r.code != 220:
@@ -427,9 +471,12 @@ class SmtpClient:
     """A byte-exact SMTP client: send whatever bytes, parse replies strictly
     (CRLF line ends, consistent codes on continuation lines)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10, source=None):
-        """source: the local address to connect from; Linux lets a client
-        bind any 127.0.0.0/8 address, so tests can be many clients."""
+    def __init__(self, port, host="127.0.0.1", timeout=10, proxy=None, proxy_version=2,
+                 source=None):
+        """proxy: first send a PROXY header (version proxy_version) claiming
+        this client address, to a listener marked proxy ("local": a v1
+        UNKNOWN or v2 LOCAL header). source: the local address to connect
+        from (any 127.0.0.0/8 address works)."""
         self.timeout = timeout
         self.sock = socket.create_connection(
             (host, port), timeout=timeout, source_address=(source, 0) if source else None)
@@ -438,6 +485,8 @@ class SmtpClient:
         self.buf = b""
         self.eof = False
         self.banner = None
+        if proxy is not None:
+            self.sock.sendall(proxy_header(None if proxy == "local" else proxy, proxy_version))
 
     def fileno(self):
         return self.sock.fileno()
@@ -784,8 +833,10 @@ class MxdTestCase(ClassMxd, unittest.TestCase):
         cls.start_mxd(Mxd(cls.tmpdir, server=dict(cls.SERVER), domains=cls.DOMAINS,
                           extra=cls.EXTRA, env=cls.ENV, control=cls.CONTROL))
 
-    def client(self, timeout=10, banner=True, source=None):
-        c = self.mxd.client(timeout=timeout, banner=banner, source=source)
+    def client(self, timeout=10, banner=True, **kw):
+        """mxd.client (port, proxy, proxy_version, source...), closed at the
+        end of the test."""
+        c = self.mxd.client(timeout=timeout, banner=banner, **kw)
         self.addCleanup(c.close)
         return c
 

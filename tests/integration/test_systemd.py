@@ -225,6 +225,27 @@ class SocketActivation(unittest.TestCase):
         self.assertEqual(self.proc.wait(timeout=20), 0, self.stderr())
         self.assertIn("source=systemd", self.stderr())
 
+    def test_socket_marked_proxy_by_its_address(self):
+        # Issue 16: the passed socket is bound to an address listed with
+        # `proxy`: a PROXY header comes first, and names the client.
+        self.mxd.server["listen"] = f"127.0.0.1:{self.port} proxy"
+        self.mxd.server["proxy_networks"] = "127.0.0.1"
+        self.mxd.write_config()
+        self.start()
+        self.notify.wait_for("READY=1")
+        c = mxdtest.SmtpClient(self.port, proxy="192.0.2.33")
+        try:
+            self.assertEqual(c.reply().code, 220)
+            r = c.send_message("a@sender.test", ["u@example.test"], b"Subject: x\r\n\r\nhi\r\n")
+            self.assertEqual(r.code, 250, r)
+        finally:
+            c.close()
+        self.assertEqual(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["client_addr"],
+                         "192.0.2.33")
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=20), 0, self.stderr())
+        self.assertIn("source=systemd proxy=yes", self.stderr())
+
     def test_listen_pid_of_another_process_is_ignored(self):
         # LISTEN_FDS meant for another pid: mxd binds its own listen address.
         self.start(listen_pid_ok=False)

@@ -274,7 +274,37 @@ check_limits(const struct conf *c)
     assert_int_equal(c->domains[0].lmtp_concurrency, 1000);
 }
 
+/* Issue 16: listeners marked proxy, the balancers' networks, the timeout. */
+static void
+check_proxy(const struct conf *c)
+{
+    assert_int_equal(c->nlisten, 3);
+    assert_string_equal(c->listen[0].text, "0.0.0.0:25");
+    assert_true(c->listen[0].proxy);
+    assert_string_equal(c->listen[1].text, "[::1]:25");
+    assert_true(c->listen[1].proxy);
+    assert_string_equal(c->listen[2].text, "127.0.0.1:2525");
+    assert_false(c->listen[2].proxy);
+    assert_int_equal(c->nproxy_networks, 2);
+    assert_int_equal(c->proxy_networks[0].prefix, 24);
+    assert_int_equal(c->proxy_networks[1].family, AF_INET6);
+    assert_int_equal(c->proxy_timeout_ms, 3000);
+}
+
+static void
+check_proxy_default(const struct conf *c)
+{
+    assert_false(c->listen[0].proxy);
+    assert_int_equal(c->nproxy_networks, 0);
+    assert_int_equal(c->proxy_timeout_ms, 5000);
+}
+
 static struct ok_case ok_cases[] = {
+    {"proxy",
+     BASE "listen = 0.0.0.0:25 proxy, [::1]:25\tproxy , 127.0.0.1:2525\n"
+          "proxy_networks = 10.1.2.0/24, ::1\nproxy_timeout = 3s\n",
+     check_proxy},
+    {"proxy off by default", BASE, check_proxy_default},
     {"defaults", BASE, check_defaults},
     {"empty sections", BASE "[tls]\n[queue]\n[auth]\n", check_defaults},
     {"domain defaults", BASE "[domain example.test]\n", check_domain_defaults},
@@ -431,6 +461,21 @@ static struct err_case err_cases[] = {
      "metrics_listen: missing :port"},
     {"bounce relay bad host", BASE "[queue]\nbounce_relay = relay..example:25\n", 5,
      "bounce_relay: bad host name"},
+    {"listen unknown option", BASE "listen = 127.0.0.1:25 proxi\n", 4,
+     "listen: unknown listen option (the only one is 'proxy') (got '127.0.0.1:25 proxi')"},
+    {"listen two options", BASE "listen = 127.0.0.1:25 proxy proxy\n", 4,
+     "listen: unknown listen option"},
+    {"listen proxy bad address", BASE "listen = 127.0.0.1 proxy\n", 4, "listen: missing :port"},
+    {"listen proxy without networks", BASE "max_recipients = 5\nlisten = 127.0.0.1:25 proxy\n", 5,
+     "listen: an address marked proxy needs proxy_networks"},
+    {"proxy networks without listener", BASE "proxy_networks = 10.0.0.0/8\n", 4,
+     "proxy_networks: no listen address is marked proxy"},
+    {"proxy networks bad", BASE "listen = 127.0.0.1:25 proxy\nproxy_networks = 10.0.0.1/8\n", 5,
+     "proxy_networks: host bits set"},
+    {"proxy networks name", BASE "listen = 127.0.0.1:25 proxy\nproxy_networks = lb.example\n", 5,
+     "proxy_networks: bad IP address"},
+    {"proxy timeout zero", BASE "proxy_timeout = 0s\n", 4, "proxy_timeout: must be greater"},
+    {"proxy timeout junk", BASE "proxy_timeout = soon\n", 4, "proxy_timeout: want a duration"},
     {"etrn host bits", BASE "etrn_clients = 192.0.2.1/24\n", 4, "host bits set"},
     {"etrn bad prefix", BASE "etrn_clients = 10.0.0.0/33\n", 4, "bad prefix length"},
     {"etrn bad v6 prefix", BASE "etrn_clients = 2001:db8::/129\n", 4, "bad prefix length"},
