@@ -50,6 +50,7 @@ struct conf_domain {
     uint64_t lifetime_s; /* 0: use [queue] lifetime */
     enum conf_tls tls;   /* default opportunistic */
     char *ca_file;
+    bool greylist; /* greylist = on: unknown (client, sender, recipient) triplets get 451 */
 };
 
 struct conf {
@@ -78,6 +79,11 @@ struct conf {
     size_t ndns_servers;
     struct conf_cidr *etrn_clients;
     size_t netrn_clients;
+    struct conf_cidr *trusted_networks; /* exempt from rate limits, screening, greylisting */
+    size_t ntrusted_networks;
+    uint64_t greylist_delay_s;  /* a retry passes this long after the first attempt ... */
+    uint64_t greylist_window_s; /* ... and before this long after it */
+    uint64_t greylist_ttl_s; /* a triplet that passed is remembered this long after its last pass */
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */

@@ -28,7 +28,9 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
     X(RECIPIENTS_REJECTED, "mxd_recipients_rejected_total", "status", NULL,                        \
       "RCPT commands refused, by enhanced status code")                                            \
     X(DELIVERY_ATTEMPTS, "mxd_delivery_attempts_total", "outcome", "destination",                  \
-      "Delivery attempts per recipient, by outcome and destination")
+      "Delivery attempts per recipient, by outcome and destination")                               \
+    X(GREYLIST, "mxd_greylist_total", "action", NULL,                                              \
+      "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,
 enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
 #undef METRICS_F_ENUM
