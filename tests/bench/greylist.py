@@ -21,13 +21,17 @@ sessions, a new recipient per message (-N). Prints messages/s for:
    fsyncs) with a flood of triplet inserts;
 6. 1 beside the same client refused at RCPT by a rule that asks no store
    (550 relay access denied): the share of 5's loss that is the clients'
-   and the loop's CPU, not the writer.
+   and the loop's CPU, not the writer;
+7. one session, 200 RCPTs each: the RCPT round trip without greylisting,
+   answered by the reader, and through the writer (a refresh, a new
+   triplet), which waits for a group commit and its fsync.
 """
 
 import argparse
 import asyncio
 import os
 import re
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -100,7 +104,7 @@ def flood(port, total, domain="grey.test", code=451):
     return asyncio.run(_flood(port, total, domain, code))
 
 
-def seed(db, count, fresh):
+def seed(db, count, fresh, fmt="{i}user@grey.test"):
     """Passed rows for smtp-source's triplets 0user..count+1user@grey.test."""
     now = int(time.time())
     seen = now if fresh else now - 2 * 86400
@@ -109,9 +113,45 @@ def seed(db, count, fresh):
         con.execute("DELETE FROM greylist")
         con.executemany(
             "INSERT INTO greylist VALUES ('net:127.0.0.0/24', ?, ?, ?, ?, ?, ?)",
-            [(SENDER, f"{i}user@grey.test", seen - 600, seen, seen, seen + 35 * 86400)
+            [(SENDER, fmt.format(i=i), seen - 600, seen, seen, seen + 35 * 86400)
              for i in range(count + 2)])
     con.close()
+
+
+def rcpt_latency(port, n, fmt, code, per_conn=5):
+    """Median and p99 RCPT round trip (ms) of n recipients, each in its own
+    transaction (MAIL, RCPT, RSET), per_conn to a session (a session with
+    more deferrals than hard_error_limit is closed)."""
+    times = []
+    for first in range(0, n, per_conn):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        f = s.makefile("rb")
+
+        def reply():
+            while True:
+                line = f.readline()
+                if line[3:4] != b"-":
+                    return int(line[:3])
+
+        reply()
+        s.sendall(b"EHLO lat.test\r\n")
+        reply()
+        for i in range(first, min(n, first + per_conn)):
+            s.sendall(f"MAIL FROM:<{SENDER}>\r\n".encode())
+            reply()
+            t0 = time.perf_counter()
+            s.sendall(f"RCPT TO:<{fmt.format(i=i)}>\r\n".encode())
+            got = reply()
+            times.append((time.perf_counter() - t0) * 1000)
+            assert got == code, (got, code)
+            s.sendall(b"RSET\r\n")
+            reply()
+        s.sendall(b"QUIT\r\n")
+        reply()
+        f.close()
+        s.close()
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99)]
 
 
 def commits(mport):
@@ -141,6 +181,14 @@ def start_mxd(tmp, rep):
     return m
 
 
+# RCPT round trips at concurrency 1: label, recipients, reply, seeded rows
+LATENCY = [
+    ("7a. RCPT, greylist off", "l{i}@plain.test", 250, None),
+    ("7b. RCPT, known triplet (reader)", "l{i}@grey.test", 250, True),
+    ("7c. RCPT, known, refreshed (writer)", "l{i}@grey.test", 250, False),
+    ("7d. RCPT, new triplet (writer)", "n{i}@grey.test", 451, None),
+]
+
 SCENARIOS = {
     "off": ("1. greylist off", "plain.test", None),
     "fresh": ("2. known triplets (reader, no write)", "grey.test", True),
@@ -158,6 +206,7 @@ def main():
     rates = {k: [] for k in SCENARIOS}
     per_msg = {k: [] for k in SCENARIOS}
     floods, mixed, flood_mixed, mixed_ref, flood_ref = [], [], [], [], []
+    lat = {key: [] for key, _, _, _ in LATENCY}
     order = list(SCENARIOS)
     try:
         for rep in range(args.r):
@@ -184,6 +233,10 @@ def main():
                 mixed_ref.append(smtp_source(m.port, n, "plain.test"))
                 t.join()
                 flood_ref.append(res["d"])
+                for key, fmt, code, fresh in LATENCY:
+                    if fresh is not None:
+                        seed(m.db_path, 200, fresh, fmt)
+                    lat[key].append(rcpt_latency(m.port, 200, fmt, code))
             finally:
                 m.stop()
     finally:
@@ -204,6 +257,9 @@ def main():
           f"({med(mixed) / base:4.0%}); the flood: {med(flood_mixed):.0f} deferrals/s")
     print(f"{'6. the same beside a flood of 550s (no store)':46} {med(mixed_ref):6.0f} msg/s "
           f"({med(mixed_ref) / base:4.0%}); the flood: {med(flood_ref):.0f} refusals/s")
+    for key, _, _, _ in LATENCY:
+        print(f"{key:46} median {med(x[0] for x in lat[key]):6.2f} ms, "
+              f"p99 {med(x[1] for x in lat[key]):6.2f} ms")
 
 
 if __name__ == "__main__":
