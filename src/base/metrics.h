@@ -33,7 +33,9 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "Delivery attempts per recipient, by outcome and destination")                               \
     X(PROXY_HEADERS, "mxd_proxy_headers_total", "result", "reason",                                \
       "PROXY protocol headers on listeners marked proxy: accepted (by version and command) "       \
-      "or refused (by reason)")
+      "or refused (by reason)")                                                                    \
+    X(GREYLIST, "mxd_greylist_total", "action", NULL,                                              \
+      "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,
 enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
 #undef METRICS_F_ENUM

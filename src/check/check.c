@@ -319,7 +319,8 @@ check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
            void *arg)
 {
     check_reset(cs);
-    memset(&cs->facts, 0, sizeof(cs->facts));
+    /* what the checks learned of the connection stays */
+    cs->facts = (struct check_facts){.client_trusted = cs->facts.client_trusted};
     snprintf(cs->info.qid, sizeof(cs->info.qid), "%s", qid);
     cs->info.sender = *sender;
     stage_begin(cs, CHECK_STAGE_MAIL, done, arg);

@@ -52,9 +52,16 @@ struct check_info {
     struct addr sender; /* of the transaction, after MAIL */
 };
 
-/* What the checks of a transaction learned, for the checks after them
- * (and the header fields): reset at MAIL. */
+/* What the checks learned, for the checks after them (and the header
+ * fields). The connection's facts stay for its life; the transaction's,
+ * from spf_done on, are reset at MAIL. */
 struct check_facts {
+    /* the connection */
+    /* The screening trusts the client (it passed before, or a DNSWL lists
+     * it): greylisting spares it. Set by a screening check (issue 16 part
+     * 3), none yet. */
+    bool client_trusted;
+    /* the transaction, from here on */
     /* SPF (check_spf.c), once known */
     bool spf_done;
     struct spf_result spf;

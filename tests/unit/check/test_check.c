@@ -997,6 +997,7 @@ test_check_mail_resets(void **state)
     harness_init(&h, defs, 3);
     check_facts(h.cs)->received = 7;
     check_facts(h.cs)->spf_done = true;
+    check_facts(h.cs)->client_trusted = true; /* of the connection: it stays */
     ask(&h, CHECK_STAGE_MAIL);
     assert_int_equal(h.ndone, 1);
     assert_int_equal(h.got[0].v.action, CHECK_ACCEPT);
@@ -1007,6 +1008,7 @@ test_check_mail_resets(void **state)
     assert_int_equal(h.mail_received, 0);
     assert_false(h.mail_spf_done);
     assert_int_equal(check_facts(h.cs)->received, 0);
+    assert_true(check_facts(h.cs)->client_trusted);
     assert_string_equal(h.mail_qid, "QID1");
     assert_string_equal(h.mail_sender, "sender@example.org");
     assert_string_equal(check_info(h.cs)->qid, "QID1");
