@@ -1,5 +1,5 @@
-/* dns: MX and address lookups for forwarding, off the loop thread, and the
- * resolver set-up the sender checks share. */
+/* dns: MX and address lookups for forwarding, through the resolver, and the
+ * libresolv set-up the sender checks share. */
 #ifndef MXD_DNS_H
 #define MXD_DNS_H
 
@@ -67,12 +67,12 @@ int dns_txt_each(struct __res_state *rs, const char *name, dns_txt_fn fn, void *
 typedef void (*dns_mx_cb)(void *arg, int status, struct dns_mx_result *res);
 
 /*
- * Looks up domain's MX records (through conf->dns_servers when set, else
- * /etc/resolv.conf), keeps the hosts better than `self` (mx_select), and
- * resolves each kept host's A and AAAA records. No MX records: the domain
- * itself at preference 0 (RFC 5321 5.1 implicit MX). Runs on a lookup
- * thread (lookup.h); cb on the loop thread. conf, domain and self are
- * copied.
+ * Looks up domain's MX records through the resolver for conf (its
+ * dns_servers, else /etc/resolv.conf), keeps the hosts better than `self`
+ * (mx_select), and resolves each kept host's A and AAAA records. No MX
+ * records: the domain itself at preference 0 (RFC 5321 5.1 implicit MX).
+ * Asynchronous on loop; cb runs on the loop thread, never from inside this
+ * call, within about 20 s. conf, domain and self are copied.
  */
 void dns_mx_async(uv_loop_t *loop, const struct conf *conf, const char *domain, const char *self,
                   dns_mx_cb cb, void *arg);
