@@ -2,11 +2,11 @@
  * name servers, with its cache, asked asynchronously from the uv loop.
  *
  * Owns the contexts (a process-wide list, one per distinct server list,
- * kept until exit), for each the uv_poll_t that watches ub_fd while queries
- * are out, and each struct resolver_query (its timer) until its callback.
- * libunbound runs its work on one background thread of its own
- * (ub_ctx_async(ctx, 1)) and hands answers back through a pipe; ub_process
- * runs them on the loop. Everything here is loop thread only.
+ * kept until exit; and private ones, resolver_new, for tools and tests), for each the uv_poll_t
+ * that watches ub_fd while queries are out, and each struct resolver_query (its timer) until its
+ * callback. libunbound runs its work on one background thread of its own (ub_ctx_async(ctx, 1)) and
+ * hands answers back through a pipe; ub_process runs them on the loop. Everything here is loop
+ * thread only.
  *
  * libunbound's asynchronous API has no timeout, so each query has a uv
  * timer: when it fires first, the query is cancelled (ub_cancel: its
@@ -27,8 +27,9 @@
  * from its cache. mxd_dns_cache_hits_total counts queries for a name and
  * type that an earlier positive answer's TTL still covered (a table of
  * RESOLVER_HIT_SLOTS entries, newest wins): those are answered from the
- * cache unless unbound evicted them. Negative answers without an SOA
- * (cached 5 s by unbound) are not counted. */
+ * cache unless unbound evicted them. Repeats of negative answers (cached
+ * by unbound for their SOA's negative TTL, or 5 s without one) are not
+ * counted. */
 #include "dns/resolver.h"
 
 #include <pthread.h>
@@ -107,6 +108,7 @@ static struct resolver *resolvers; /* every resolver made; kept until exit */
  * word "nodefault" still attached, so it never matches.) */
 static const char *const options[][2] = {
     {"verbosity:", "0"},
+    {"rrset-roundrobin:", "no"}, /* records in the order the server gave (SPF's 10-name limits) */
     {"outgoing-range:", "128"},  /* libunbound's 16 would queue queries behind silent ones */
     {"outgoing-num-tcp:", "16"}, /* truncated answers retried over TCP at once */
     {"msg-cache-size:", "4m"},
@@ -173,7 +175,7 @@ ctx_new(const char *const *servers, size_t n, const char **why)
 }
 
 static struct resolver *
-resolver_new(const char *key, const char *const *servers, size_t n)
+resolver_make(const char *key, const char *const *servers, size_t n)
 {
     struct resolver *r = xcalloc(1, sizeof(*r));
     const char *why = NULL;
@@ -183,26 +185,20 @@ resolver_new(const char *key, const char *const *servers, size_t n)
     r->ctx = ctx_new(servers, n, &why);
     if (r->ctx != NULL) {
         r->fd = ub_fd(r->ctx);
-        log_msg(LOG_INFO, NULL, "dns", "resolver ready forwarders=\"%s\"",
-                n > 0 ? key : "/etc/resolv.conf");
     } else {
         log_msg(LOG_ERR, NULL, "dns", "resolver set-up failed forwarders=\"%s\" error=\"%s\"",
                 n > 0 ? key : "/etc/resolv.conf", why);
     }
-    r->next = resolvers;
-    resolvers = r;
     return r;
 }
 
-struct resolver *
-resolver_get_servers(uv_loop_t *loop, const char *const *servers, size_t n)
+/* The servers joined by spaces (caller frees). */
+static char *
+servers_key(const char *const *servers, size_t n)
 {
-    struct resolver *r;
     size_t len = 1;
     char *key;
 
-    if (loop == NULL)
-        mxd_panic("resolver_get: NULL loop");
     for (size_t i = 0; i < n; i++)
         len += strlen(servers[i]) + 1;
     key = xmalloc(len);
@@ -212,12 +208,54 @@ resolver_get_servers(uv_loop_t *loop, const char *const *servers, size_t n)
             strcat(key, " ");
         strcat(key, servers[i]);
     }
+    return key;
+}
+
+struct resolver *
+resolver_new(uv_loop_t *loop, const char *const *servers, size_t n)
+{
+    char *key = servers_key(servers, n);
+    struct resolver *r = resolver_make(key, servers, n);
+
+    free(key);
+    r->loop = loop;
+    return r;
+}
+
+void
+resolver_free(struct resolver *r)
+{
+    if (r == NULL)
+        return;
+    if (r->handles > 0 || r->out > 0)
+        mxd_panic("resolver_free: queries or handles still out");
+    if (r->ctx != NULL)
+        ub_ctx_delete(r->ctx);
+    free(r->key);
+    free(r);
+}
+
+struct resolver *
+resolver_get_servers(uv_loop_t *loop, const char *const *servers, size_t n)
+{
+    struct resolver *r;
+    char *key;
+
+    if (loop == NULL)
+        mxd_panic("resolver_get: NULL loop");
+    key = servers_key(servers, n);
     for (r = resolvers; r != NULL; r = r->next) {
         if (strcmp(r->key, key) == 0)
             break;
     }
-    if (r == NULL)
-        r = resolver_new(key, servers, n);
+    if (r == NULL) {
+        r = resolver_make(key, servers, n);
+        r->next = resolvers;
+        resolvers = r;
+        if (r->ctx != NULL)
+            log_msg(LOG_INFO, NULL, "dns", "resolver ready forwarders=\"%s\"",
+                    n > 0 ? key : "/etc/resolv.conf");
+    }
     free(key);
     if (r->loop != loop) {
         if (r->handles > 0)
@@ -422,7 +460,7 @@ on_ub_answer(void *arg, int err, struct ub_result *res)
     q->in_ub = false;
     r->out--;
     answer_from(&a, err, res);
-    if (a.ttl > 0 && a.status != RESOLVER_SERVFAIL)
+    if (a.ttl > 0 && a.status == RESOLVER_OK)
         hit_remember(r, q->key, a.ttl, uv_hrtime());
     finish(q, &a);
     ub_resolve_free(res);

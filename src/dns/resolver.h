@@ -77,6 +77,13 @@ struct resolver *resolver_get(uv_loop_t *loop, const struct conf *conf);
  * (servers[0..n)); n == 0: /etc/resolv.conf. For tools and tests. */
 struct resolver *resolver_get_servers(uv_loop_t *loop, const char *const *servers, size_t n);
 
+/* A resolver of its own for servers (as above), shared with no one and
+ * not kept: a tool's or test's empty cache. NULL never. Free it with
+ * resolver_free once its queries are answered and loop has run their
+ * close callbacks. */
+struct resolver *resolver_new(uv_loop_t *loop, const char *const *servers, size_t n);
+void resolver_free(struct resolver *r);
+
 /*
  * Asks for name's records of rrtype (class IN); name is copied. cb gets
  * the answer, or RESOLVER_TIMEOUT after timeout_ms (0: RESOLVER_TIMEOUT_MS),
