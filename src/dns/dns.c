@@ -1,7 +1,5 @@
 /* dns: MX, A and AAAA lookups for forwarding from a backup MX, through the
- * resolver (resolver.h: libunbound, asynchronous, on the loop), and the
- * libresolv set-up (dns_res_open, dns_res_fit, dns_txt_each) the sender
- * checks still use from their lookup threads.
+ * resolver (resolver.h: libunbound, asynchronous, on the loop).
  *
  * Owns each struct dns_job (the kept MX hosts, their addresses as they
  * come in, and the result under construction) from dns_mx_async until its
@@ -15,222 +13,18 @@
  *
  * It does not follow CNAMEs itself (the resolver does), log (the caller
  * logs the outcome), or support cancellation. */
-#define _DEFAULT_SOURCE
 #include "dns/dns.h"
 
-#include <sys/socket.h>
-#include <sys/types.h>
-
-#include <arpa/inet.h>
-#include <arpa/nameser.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <resolv.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/metrics.h"
 #include "dns/dnsmsg.h"
 #include "dns/resolver.h"
 
-#if !defined(__GLIBC__) || !__GLIBC_PREREQ(2, 26)
-#error "dns.c needs glibc >= 2.26 (resolver name server layout)"
-#endif
-
-_Static_assert(DNS_MAXNS == MAXNS, "DNS_MAXNS must be glibc's MAXNS");
-
-#define DNS_ANS_MAX   NS_MAXMSG
 #define DNS_PORT_SMTP 25
-#define DNS_RETRANS_S 2 /* seconds per try and server (glibc: RES_TIMEOUT) */
-#define DNS_TRIES     2
 /* Bounds an MX lookup: its MX query, then its address queries side by side. */
 #define DNS_JOB_BUDGET_NS (20ull * 1000 * 1000 * 1000)
-
-/* Replaces the resolv.conf servers res_ninit loaded. glibc >= 2.26: an IPv4
- * server lives in nsaddr_list[i] (res_send makes its own copy); an IPv6 one
- * has nsaddr_list[i].sin_family == 0 and a malloc'd _u._ext.nsaddrs[i],
- * which res_nclose frees for i < nscount. */
-static void
-set_servers(res_state rs, const struct dns_servers *sv)
-{
-    for (int i = 0; i < rs->nscount && i < MAXNS; i++) {
-        free(rs->_u._ext.nsaddrs[i]);
-        rs->_u._ext.nsaddrs[i] = NULL;
-    }
-    for (size_t i = 0; i < sv->n; i++) {
-        const struct sockaddr_storage *ss = &sv->addrs[i];
-
-        memset(&rs->nsaddr_list[i], 0, sizeof(rs->nsaddr_list[i]));
-        if (ss->ss_family == AF_INET) {
-            memcpy(&rs->nsaddr_list[i], ss, sizeof(struct sockaddr_in));
-        } else {
-            rs->_u._ext.nsaddrs[i] = xmalloc(sizeof(struct sockaddr_in6));
-            memcpy(rs->_u._ext.nsaddrs[i], ss, sizeof(struct sockaddr_in6));
-        }
-        rs->_u._ext.nssocks[i] = -1;
-    }
-    rs->nscount = (int)sv->n;
-    rs->_u._ext.nscount = 0; /* res_send rebuilds its copies */
-}
-
-enum dns_q { DNS_Q_OK, DNS_Q_NXDOMAIN, DNS_Q_NODATA, DNS_Q_TEMP };
-
-/* One query through a libresolv state (the sender checks' blocking path);
- * *len is the usable reply length on DNS_Q_OK. */
-static enum dns_q
-query(res_state rs, const char *name, ns_type type, unsigned char *ans, int *len)
-{
-    int n;
-
-    rs->res_h_errno = 0;
-    n = res_nquery(rs, name, ns_c_in, type, ans, DNS_ANS_MAX);
-    if (n >= 0) {
-        *len = n < DNS_ANS_MAX ? n : DNS_ANS_MAX;
-        return DNS_Q_OK;
-    }
-    switch (rs->res_h_errno) {
-    case HOST_NOT_FOUND:
-        return DNS_Q_NXDOMAIN;
-    case NO_DATA:
-        return DNS_Q_NODATA;
-    default: /* TRY_AGAIN (SERVFAIL, timeout), NO_RECOVERY (REFUSED...) */
-        return DNS_Q_TEMP;
-    }
-}
-
-int
-dns_res_open(res_state rs, const struct dns_servers *sv)
-{
-    memset(rs, 0, sizeof(*rs));
-    if (res_ninit(rs) != 0)
-        return MXD_EIO;
-    if (sv->override)
-        set_servers(rs, sv);
-    rs->retrans = DNS_RETRANS_S;
-    rs->retry = DNS_TRIES;
-    if (rs->nscount == 0) {
-        res_nclose(rs);
-        return MXD_EIO;
-    }
-    (void)dns_res_fit(rs, sv->deadline_ns);
-    return 0;
-}
-
-/* glibc (res_send.c) waits retrans seconds for the first server and about
- * retrans x 2^i / nscount for server i, every try: close to nscount x
- * retrans per try in all. */
-bool
-dns_res_fit(res_state rs, uint64_t deadline_ns)
-{
-    uint64_t now = uv_hrtime(), left_s;
-    unsigned n = rs->nscount > 0 ? (unsigned)rs->nscount : 1;
-
-    if (deadline_ns == 0)
-        return true;
-    if (now >= deadline_ns)
-        return false;
-    left_s = (deadline_ns - now) / 1000000000u;
-    if (left_s >= (uint64_t)DNS_RETRANS_S * DNS_TRIES * n) {
-        rs->retrans = DNS_RETRANS_S;
-        rs->retry = DNS_TRIES;
-    } else {
-        rs->retrans = left_s / n > 0 ? (int)(left_s / n) : 1;
-        rs->retry = 1;
-    }
-    return true;
-}
-
-/* conf keeps dns_servers as numeric IPs (CONF_EP_NUMERIC) with a port. */
-static bool
-server_addr(const struct conf_endpoint *ep, struct sockaddr_storage *ss)
-{
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-    memset(ss, 0, sizeof(*ss));
-    if (ep->host == NULL)
-        return false;
-    if (inet_pton(AF_INET, ep->host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(ep->port);
-        return true;
-    }
-    if (inet_pton(AF_INET6, ep->host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(ep->port);
-        return true;
-    }
-    return false;
-}
-
-int
-dns_txt_each(struct __res_state *rs, const char *name, dns_txt_fn fn, void *arg)
-{
-    unsigned char *ans = xmalloc(DNS_ANS_MAX);
-    char *txt = NULL;
-    ns_msg msg;
-    ns_rr rr;
-    int len = 0, rc = 0;
-
-    switch (query(rs, name, ns_t_txt, ans, &len)) {
-    case DNS_Q_NXDOMAIN:
-    case DNS_Q_NODATA:
-        rc = MXD_ENOENT;
-        goto done;
-    case DNS_Q_TEMP:
-        rc = MXD_EIO;
-        goto done;
-    case DNS_Q_OK:
-        break;
-    }
-    if (ns_initparse(ans, len, &msg) < 0) {
-        rc = MXD_EIO;
-        goto done;
-    }
-    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
-        const unsigned char *d;
-        size_t n = 0, rdlen;
-
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) {
-            rc = MXD_EIO;
-            goto done;
-        }
-        if (ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in)
-            continue;
-        d = ns_rr_rdata(rr);
-        rdlen = ns_rr_rdlen(rr);
-        txt = xrealloc(txt, rdlen + 1);
-        /* The character-strings of one record are concatenated (RFC 6376
-         * 3.6.2.2, RFC 7489 6.6.3). */
-        for (size_t j = 0; j < rdlen;) {
-            size_t k = d[j++];
-
-            if (k > rdlen - j)
-                k = rdlen - j;
-            memcpy(txt + n, d + j, k);
-            n += k;
-            j += k;
-        }
-        txt[n] = '\0';
-        fn(arg, txt, n);
-    }
-done:
-    free(txt);
-    free(ans);
-    return rc;
-}
-
-void
-dns_servers_from_conf(const struct conf *conf, struct dns_servers *sv)
-{
-    memset(sv, 0, sizeof(*sv));
-    sv->override = conf->ndns_servers > 0;
-    for (size_t i = 0; i < conf->ndns_servers && sv->n < DNS_MAXNS; i++) {
-        if (server_addr(&conf->dns_servers[i], &sv->addrs[sv->n]))
-            sv->n++;
-    }
-}
 
 /* Copies a name without one trailing dot; false if empty or too long. */
 static bool
