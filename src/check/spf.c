@@ -384,6 +384,9 @@ run(SPF_server_t *srv, SPF_request_t *req, struct spf_result *out)
         if (out->res == SPF_RES_FAIL && exp != NULL)
             reply_text_clean(out->explanation, sizeof(out->explanation), exp, strlen(exp), false);
     } else {
+        /* a record that did not compile is left behind (libspf2 1.2.10) */
+        if (rec != NULL)
+            SPF_record_free(rec);
         out->res = map_record_error(resp, err);
     }
     if (err == SPF_E_SUCCESS && SPF_response_errcode(resp) != SPF_E_SUCCESS)

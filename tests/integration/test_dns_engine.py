@@ -164,8 +164,10 @@ class SilentServer(mxdtest.ClassMxd, unittest.TestCase):
         cls.black_hole = silent_port()
         cls.addClassCleanup(cls.black_hole.close)
         port = cls.black_hole.getsockname()[1]
+        cls.mport = mxdtest.free_port()
         cls.start_mxd(mxdtest.Mxd(cls.tmpdir, extra=AUTH, server={
-            "dns_servers": f"127.0.0.1:{port}", "max_connections_per_ip": "200"}))
+            "dns_servers": f"127.0.0.1:{port}", "max_connections_per_ip": "200",
+            "metrics_listen": f"127.0.0.1:{cls.mport}"}))
 
     def session(self, i, results):
         try:
@@ -191,8 +193,11 @@ class SilentServer(mxdtest.ClassMxd, unittest.TestCase):
         took = time.monotonic() - t0
         codes = [c for r in results for c in r]
         stored = mxdtest.message_count(self.mxd.db_path)
+        answers = {r: metric(self.mport, f'mxd_dns_answers_total{{result="{r}"}}')
+                   for r in ("timeout", "servfail")}
         print(f"\nsilent name server: {len(codes)} messages from {SESSIONS} sessions in "
-              f"{took:.1f} s ({stored} stored, {stored / took:.1f} messages/s)", file=sys.stderr)
+              f"{took:.1f} s ({stored} stored, {stored / took:.1f} messages/s); DNS answers: "
+              f"{answers}", file=sys.stderr)
         self.assertEqual(codes, [250] * (SESSIONS * self.MESSAGES), results)
         # sessions wait side by side: at most each session's messages one
         # after the other, each within SPF's query timeout and the DKIM budget
