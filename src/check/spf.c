@@ -42,9 +42,10 @@
 #include "base/reply.h"
 #include "dns/resolver.h"
 
-#define SPF_EXEMPT_MAX  32  /* MX and PTR target names remembered per check */
-#define SPF_WANT_MAX    32  /* names asked for at once after a run */
-#define SPF_ANSWERS_MAX 512 /* names one check may ask for: far above libspf2's limits */
+#define SPF_EXEMPT_MAX     32  /* MX and PTR target names remembered per check */
+#define SPF_WANT_MAX       32  /* names asked for at once after a run */
+#define SPF_NAMES_PER_TERM 10  /* libspf2's max_dns_mx and max_dns_ptr */
+#define SPF_ANSWERS_MAX    512 /* names one check may ask for: far above libspf2's limits */
 
 #define SPF_RES_NAME(e, s) s,
 static const char *const res_names[] = {SPF_RESULTS(SPF_RES_NAME)};
@@ -59,6 +60,7 @@ spf_res_name(enum spf_res r)
 /* An answer a check has gathered: its name and type, and the reply. */
 struct spf_answer {
     char *name;
+    uint32_t hash; /* of the name (any case) and type */
     ns_type type;
     int herrno;            /* NETDB_SUCCESS, HOST_NOT_FOUND, NO_DATA or TRY_AGAIN */
     unsigned char *packet; /* NETDB_SUCCESS: the reply */
@@ -82,8 +84,10 @@ struct spf_ctx {
     /* Names from MX and PTR answers: the address lookups libspf2 makes for
      * them belong to the same term and are not void lookups of their own. */
     char exempt[SPF_EXEMPT_MAX][NS_MAXDNAME];
-    bool exempt_ptr[SPF_EXEMPT_MAX]; /* the name came from a PTR answer */
+    bool exempt_ptr[SPF_EXEMPT_MAX];       /* the name came from a PTR answer */
+    unsigned exempt_group[SPF_EXEMPT_MAX]; /* which answer it came from */
     size_t nexempt;
+    unsigned ngroups;
     struct spf_want want[SPF_WANT_MAX]; /* names this run did not have */
     size_t nwant;
     bool missed; /* this run missed a name (maybe more than want holds) */
@@ -137,6 +141,7 @@ rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_
         strcpy(rr->rr[cnt]->mx, name);
         if (c->nexempt < SPF_EXEMPT_MAX) {
             c->exempt_ptr[c->nexempt] = ns_rr_type(*r) == ns_t_ptr;
+            c->exempt_group[c->nexempt] = c->ngroups;
             strcpy(c->exempt[c->nexempt++], name);
         }
         return true;
@@ -171,6 +176,8 @@ parse_answer(SPF_dns_rr_t *rr, ns_type type, struct spf_ctx *c, const struct spf
         rr->herrno = TRY_AGAIN;
         return;
     }
+    if (type == ns_t_mx || type == ns_t_ptr)
+        c->ngroups++; /* the names of this answer, for ctx_want_siblings */
     for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
         if (ns_parserr(&msg, ns_s_an, i, &r) < 0) {
             rr->herrno = TRY_AGAIN;
@@ -216,11 +223,26 @@ domain_ok(const char *d)
     return name_labels(d) > 1;
 }
 
+/* FNV-1a of the name in ASCII lower case, and the type. */
+static uint32_t
+answer_hash(const char *name, ns_type type)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)type;
+
+    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++) {
+        h ^= *p >= 'A' && *p <= 'Z' ? *p + 32u : *p;
+        h *= 16777619u;
+    }
+    return h;
+}
+
 static const struct spf_answer *
 ctx_find(const struct spf_ctx *c, const char *name, ns_type type)
 {
+    uint32_t h = answer_hash(name, type);
+
     for (size_t i = 0; i < c->nans; i++) {
-        if (c->ans[i].type == type && strcasecmp(c->ans[i].name, name) == 0)
+        if (c->ans[i].hash == h && c->ans[i].type == type && strcasecmp(c->ans[i].name, name) == 0)
             return &c->ans[i];
     }
     return NULL;
@@ -245,6 +267,30 @@ ctx_want(struct spf_ctx *c, const char *name, ns_type type)
 /* libspf2 DNS layer: the answer gathered for (domain, type), or TRY_AGAIN
  * and a note to ask for it. Only gathered answers count as queries: they
  * are the ones sent. */
+/* libspf2 asks for the addresses of an MX or PTR answer's names one by
+ * one, and gives up at the first it lacks: when it lacks one, the names
+ * after it in the same answer (as many as libspf2 looks at, 10) are asked
+ * for too, so that one round of queries serves the whole term. */
+static void
+ctx_want_siblings(struct spf_ctx *c, const char *name, ns_type type)
+{
+    size_t i = 0, pos = 0;
+
+    while (i < c->nexempt && strcasecmp(c->exempt[i], name) != 0)
+        i++;
+    if (i == c->nexempt)
+        return;
+    for (size_t j = 0; j < i; j++)
+        pos += c->exempt_group[j] == c->exempt_group[i];
+    for (size_t j = i + 1; j < c->nexempt && pos + 1 < SPF_NAMES_PER_TERM; j++) {
+        if (c->exempt_group[j] != c->exempt_group[i])
+            continue;
+        pos++;
+        if (ctx_find(c, c->exempt[j], type) == NULL)
+            ctx_want(c, c->exempt[j], type);
+    }
+}
+
 static SPF_dns_rr_t *
 layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_cache)
 {
@@ -259,8 +305,11 @@ layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_c
         return SPF_dns_rr_new_init(d, domain, type, 0, HOST_NOT_FOUND);
     if ((a = ctx_find(c, domain, type)) == NULL) {
         /* no query after the budget, nor past the check's bound */
-        if (resolver_timeout_until(c->deadline_ns) > 0 && c->nans < SPF_ANSWERS_MAX)
+        if (resolver_timeout_until(c->deadline_ns) > 0 && c->nans < SPF_ANSWERS_MAX) {
             ctx_want(c, domain, type);
+            if (type == ns_t_a || type == ns_t_aaaa)
+                ctx_want_siblings(c, domain, type);
+        }
         return SPF_dns_rr_new_init(d, domain, type, 0, TRY_AGAIN);
     }
     c->queries++;
@@ -489,6 +538,7 @@ run_once(struct spf_job *j)
     c->queries = c->voids = c->terms = 0;
     c->last_txt_void = false;
     c->nexempt = 0;
+    c->ngroups = 0;
     c->nwant = 0;
     c->missed = false;
     memset(out, 0, sizeof(*out));
@@ -531,6 +581,7 @@ on_missing(void *arg, const struct resolver_answer *a)
     s = &j->c.ans[j->c.nans++];
     memset(s, 0, sizeof(*s));
     s->name = xstrdup(p->name);
+    s->hash = answer_hash(p->name, p->type);
     s->type = p->type;
     switch (a->status) {
     case RESOLVER_OK:
