@@ -2,11 +2,12 @@
  * name servers, with its cache, asked asynchronously from the uv loop.
  *
  * Owns the contexts (a process-wide list, one per distinct server list,
- * kept until exit; and private ones, resolver_new, for tools and tests), for each the uv_poll_t
- * that watches ub_fd while queries are out, and each struct resolver_query (its timer) until its
- * callback. libunbound runs its work on one background thread of its own (ub_ctx_async(ctx, 1)) and
- * hands answers back through a pipe; ub_process runs them on the loop. Everything here is loop
- * thread only.
+ * kept until exit; and private ones, resolver_new, for tools and tests),
+ * for each the uv_poll_t that watches ub_fd while queries are out, and
+ * each struct resolver_query (its timer) until its callback. libunbound
+ * runs its work on one background thread of its own (ub_ctx_async(ctx,
+ * 1)) and hands answers back through a pipe; ub_process runs them on the
+ * loop. Everything here is loop thread only.
  *
  * libunbound's asynchronous API has no timeout, so each query has a uv
  * timer: when it fires first, the query is cancelled (ub_cancel: its
@@ -18,10 +19,9 @@
  * own); no local answers: unbound's default local zones (localhost.,
  * test., invalid., onion., home.arpa., the loopback and RFC 1918/6303
  * reverse zones) are all turned off so that every name goes to the
- * configured servers (see options[]);
- * no trust anchor, so every answer is "insecure" until one is added (the
- * validator module stays loaded for DANE). The cache is libunbound's
- * (message and RRset caches, by TTL).
+ * configured servers (see options[]); no trust anchor, so every answer is
+ * "insecure" until one is added (the validator module stays loaded for
+ * DANE). The cache is libunbound's (message and RRset caches, by TTL).
  *
  * What it cannot count: libunbound does not say whether an answer came
  * from its cache. mxd_dns_cache_hits_total counts queries for a name and
@@ -76,6 +76,7 @@ struct resolver {
     size_t handles;             /* open or closing handles (poll, timers) on loop */
     bool bg_started;            /* libunbound's thread exists */
     bool in_process;            /* inside ub_process */
+    bool broken;                /* libunbound failed (its pipe): SERVFAIL from now on */
     struct hit_slot hits[RESOLVER_HIT_SLOTS];
 };
 
@@ -376,8 +377,13 @@ on_poll(uv_poll_t *h, int status, int events)
     r->in_process = true;
     rc = ub_process(r->ctx); /* runs on_ub_answer for each answer waiting */
     r->in_process = false;
-    if (rc != 0)
+    if (rc != 0 && !r->broken) {
+        /* its thread is gone: what is out times out, new queries fail */
         log_msg(LOG_ERR, NULL, "dns", "resolver ub_process failed error=\"%s\"", ub_strerror(rc));
+        r->broken = true;
+    }
+    if (r->broken)
+        uv_poll_stop(h);
     poll_detach_if_idle(r);
 }
 
@@ -528,7 +534,7 @@ resolver_query(struct resolver *r, const char *name, int rrtype, unsigned timeou
     r->handles++;
     metrics_add(METRICS_DNS_QUERIES, 1);
     len = strlen(name);
-    if (r->ctx != NULL && len > 0 && len < RESOLVER_NAME_MAX) {
+    if (r->ctx != NULL && !r->broken && len > 0 && len < RESOLVER_NAME_MAX) {
         if (hit_expected(r, q->key, q->t0))
             metrics_add(METRICS_DNS_CACHE_HITS, 1);
         rc = submit(r, name, rrtype, q);
@@ -538,6 +544,7 @@ resolver_query(struct resolver *r, const char *name, int rrtype, unsigned timeou
             poll_attach(r);
         } else {
             log_msg(LOG_ERR, NULL, "dns", "resolver query failed error=\"%s\"", ub_strerror(rc));
+            r->broken = true;
         }
     }
     /* not given to libunbound: answered SERVFAIL from the next iteration */
