@@ -9,7 +9,8 @@
  * all asked for at once through the resolver, and when the last is back
  * the check runs again. A run that missed nothing is the result. libspf2
  * itself never waits: each run is a few microseconds of computing on the
- * loop thread, and a check needs at most one run per name it looks up.
+ * loop thread, one run per round of queries (the rest of an MX or PTR
+ * answer's names are asked for with the first libspf2 lacks).
  * spf_check_async and its callback run on the loop thread. Every check
  * ends with a result; DNS trouble is temperror, never an error return.
  *
@@ -17,9 +18,9 @@
  * like any other (libspf2's entry points pass them unconditionally); the
  * obsolete SPF RR type is never queried (RFC 7208 3.1); a DNS error on the
  * address lookup of a name from a PTR answer skips that name (RFC 7208
- * 5.5, where libspf2 gives temperror); void lookups are
- * counted and more than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which
- * libspf2 does not implement); no new query is sent once the budget is
+ * 5.5, where libspf2 gives temperror); void lookups are counted and more
+ * than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which libspf2 does not
+ * implement); no new query is sent once the budget is
  * spent, and each query gives up when it ends (RESOLVER_TIMEOUT_MS at
  * most). The 10 DNS-querying terms limit is libspf2's own (max_dns_mech).
  * The resolver caches; this module does not log (the caller does). */
