@@ -16,7 +16,13 @@
     X(BYTES_ACCEPTED, "mxd_bytes_accepted_total", "counter", "Octets of accepted messages")        \
     X(RELOADS, "mxd_config_reloads_total", "counter", "Configuration reloads that took effect")    \
     X(RELOAD_FAILURES, "mxd_config_reload_failures_total", "counter",                              \
-      "Configuration reloads refused (the old configuration stayed)")
+      "Configuration reloads refused (the old configuration stayed)")                              \
+    X(DNS_QUERIES, "mxd_dns_queries_total", "counter", "DNS queries asked of mxd's resolver")      \
+    X(DNS_CACHE_HITS, "mxd_dns_cache_hits_total", "counter",                                       \
+      "DNS queries an earlier answer's TTL still covered (answered from the resolver's cache "     \
+      "unless it evicted them)")                                                                   \
+    X(DNS_TIMEOUTS, "mxd_dns_timeouts_total", "counter",                                           \
+      "DNS queries that got no answer within their time")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
 #undef METRICS_C_ENUM
@@ -35,7 +41,10 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "PROXY protocol headers on listeners marked proxy: accepted (by version and command) "       \
       "or refused (by reason)")                                                                    \
     X(GREYLIST, "mxd_greylist_total", "action", NULL,                                              \
-      "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")
+      "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")                       \
+    X(DNS_ANSWERS, "mxd_dns_answers_total", "result", NULL,                                        \
+      "DNS queries answered by mxd's resolver, by result (ok, nodata, nxdomain, servfail, "        \
+      "timeout)")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,
 enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
 #undef METRICS_F_ENUM
@@ -48,8 +57,8 @@ enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
     X(COMMIT_SECONDS, "mxd_store_commit_seconds",                                                  \
       "Time from BEGIN to a durable COMMIT of one group commit", 1000000, 0.0005, 0.001, 0.0025,   \
       0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)                                                      \
-    X(DNS_SECONDS, "mxd_dns_lookup_seconds", "DNS queries (MX, A, AAAA) made by mxd", 1000000,     \
-      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)                                       \
+    X(DNS_SECONDS, "mxd_dns_lookup_seconds", "Time from a DNS query to its answer or timeout",     \
+      1000000, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)              \
     X(SPF_SECONDS, "mxd_spf_check_seconds", "Whole SPF checks, all their DNS queries included",    \
       1000000, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 #define METRICS_H_ENUM(id, ...) METRICS_H_##id,

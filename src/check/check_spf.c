@@ -1,5 +1,5 @@
 /* check_spf: SPF (RFC 7208) as a check of the pipeline, with libspf2
- * through spf.c on a lookup thread.
+ * through spf.c (on the loop, its DNS answers from the resolver).
  *
  * The check starts at MAIL and is awaited at the first RCPT (spf =
  * reject: the answer depends on it; or a recipient that is greylisted:
@@ -7,9 +7,9 @@
  * data (spf = tag), so it overlaps with the client's pipeline. A
  * connection runs one check at a time (issue 14): a new MAIL for the
  * identity of the check in flight takes it over, one for another identity
- * waits for it to return (a blocking libspf2 call cannot be cancelled),
- * and a result other than temperror serves later transactions with the
- * same identity. The result goes into the transaction's facts for DMARC,
+ * waits for it to return (a check in flight is not cancelled), and a
+ * result other than temperror serves later transactions with the same
+ * identity. The result goes into the transaction's facts for DMARC,
  * greylisting and the header fields. */
 #include <stdio.h>
 #include <stdlib.h>
