@@ -42,7 +42,7 @@ struct end_job {
 };
 
 _Static_assert(sizeof(((struct dmarc_input *)0)->from_domains) ==
-                   sizeof(((struct check_facts *)0)->from),
+                   sizeof(((struct check_txn_facts *)0)->from),
                "From: author domains: the facts and DMARC's input agree");
 
 static bool
@@ -97,7 +97,7 @@ dkim_observe(void *arg, const char *data, size_t len)
 }
 
 static void
-log_results(const struct check_info *in, const struct check_facts *f)
+log_results(const struct check_info *in, const struct check_txn_facts *f)
 {
     const struct conf *c = in->conf;
     char esc[300], sel[300];
@@ -146,12 +146,12 @@ static void
 end_answer(struct end_job *j)
 {
     const struct check_info *in = check_info(j->cs);
-    const struct check_facts *f = check_facts(j->cs);
+    const struct check_txn_facts *f = check_txn_facts(j->cs);
     char text[400];
 
     j->answered = true;
     uv_close((uv_handle_t *)&j->timer, end_closed);
-    check_facts(j->cs)->verified = true;
+    check_txn_facts(j->cs)->verified = true;
     log_results(in, f);
     if (in->conf->dmarc == CONF_AUTH_REJECT && f->dmarc.reject) {
         snprintf(text, sizeof(text), "5.7.1 Rejected by DMARC policy for %.255s", f->dmarc.domain);
@@ -172,8 +172,8 @@ end_done(struct end_job *j)
     dkim_verifier_free(j->v);
     j->v = NULL;
     if (!answered) {
-        check_facts(j->cs)->dkim = j->dkim_res;
-        check_facts(j->cs)->dmarc = j->dmarc_res;
+        check_txn_facts(j->cs)->dkim = j->dkim_res;
+        check_txn_facts(j->cs)->dmarc = j->dmarc_res;
     }
     if (check_unhold(j->cs) || answered) {
         end_free(j); /* the timer answered, or the connection is gone */
@@ -226,7 +226,7 @@ dkim_end(void *arg, struct check_ticket t)
     struct dkim_state *st = arg;
     const struct check_info *in = check_info(st->cs);
     const struct conf *c = in->conf;
-    struct check_facts *f = check_facts(st->cs);
+    struct check_txn_facts *f = check_txn_facts(st->cs);
     struct end_job *j;
 
     if (!enabled(c)) {

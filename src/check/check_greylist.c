@@ -80,6 +80,7 @@ grey_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
     struct check_session *cs = arg;
     const struct check_info *in = check_info(cs);
     const struct check_facts *f = check_facts(cs);
+    const struct check_txn_facts *tf;
     const struct conf *c = in->conf;
     enum greylist_skip skip;
     struct store_grey_rules rules;
@@ -96,10 +97,11 @@ grey_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
         check_pass(t);
         return;
     }
+    tf = check_txn_facts(cs);
     j = xcalloc(1, sizeof(*j));
     j->t = t;
     greylist_client((const struct sockaddr *)&in->client.peer,
-                    f->spf_done && f->spf.res == SPF_RES_PASS ? f->spf.domain : NULL, j->client);
+                    tf->spf_done && tf->spf.res == SPF_RES_PASS ? tf->spf.domain : NULL, j->client);
     greylist_sender(in->sender.mailbox, j->sender);
     greylist_rcpt(rcpt->mailbox, j->rcpt);
     rules = (struct store_grey_rules){

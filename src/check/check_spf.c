@@ -106,7 +106,7 @@ static void
 spf_known(struct spf_state *st)
 {
     enum spf_wait_for wait = st->wait;
-    struct check_facts *f = check_facts(st->cs);
+    struct check_txn_facts *f = check_txn_facts(st->cs);
 
     st->running = false;
     st->done = true;
@@ -177,7 +177,7 @@ spf_mail(void *arg, struct check_ticket t)
     snprintf(q.receiver, sizeof(q.receiver), "%s", in->conf->hostname);
     if (st->done && st->res.res != SPF_RES_TEMPERROR && same_identity(&q, &st->q)) {
         struct spf_result r = st->res; /* the same identity: the same answer */
-        struct check_facts *f = check_facts(st->cs);
+        struct check_txn_facts *f = check_txn_facts(st->cs);
 
         r.queries = r.voids = 0;
         r.ms = 0;
