@@ -53,9 +53,12 @@ def _rdata(rtype, value):
 
 
 class AuthDns:
-    def __init__(self, zone=None, ttl=0):
+    def __init__(self, zone=None, ttl=0, neg_ttl=0):
         self.zone = zone or {}
         self.ttl = ttl
+        # the SOA's TTL on negative answers: 0 (no negative caching) unless
+        # asked (tests/bench/screening.py)
+        self.neg_ttl = neg_ttl
         self.queries = []
         self._udp = self._tcp = None
         self._threads = []
@@ -110,13 +113,13 @@ class AuthDns:
             return self._negative(reply, name, qtype)
         return reply.pack()
 
-    @staticmethod
-    def _negative(reply, name, qtype):
-        """The reply; NXDOMAIN or NODATA with an SOA of TTL 0 (RFC 2308 3)."""
+    def _negative(self, reply, name, qtype):
+        """The reply; NXDOMAIN or NODATA with an SOA of TTL neg_ttl (RFC 2308
+        3: the negative answer is cached that long; 0 by default)."""
         if qtype != "ANY" and not any(QTYPE[rr.rtype] == qtype for rr in reply.rr):
             zone = ".".join(name.rstrip(".").split(".")[-2:]) or "."
-            reply.add_auth(RR(zone, QTYPE.SOA, ttl=0,
-                              rdata=SOA("ns." + zone, "hostmaster." + zone, (1, 0, 0, 0, 0))))
+            soa = SOA("ns." + zone, "hostmaster." + zone, (1, 0, 0, 0, self.neg_ttl))
+            reply.add_auth(RR(zone, QTYPE.SOA, ttl=self.neg_ttl, rdata=soa))
         return reply.pack()
 
     def start(self):
