@@ -16,7 +16,9 @@
     X(BYTES_ACCEPTED, "mxd_bytes_accepted_total", "counter", "Octets of accepted messages")        \
     X(RELOADS, "mxd_config_reloads_total", "counter", "Configuration reloads that took effect")    \
     X(RELOAD_FAILURES, "mxd_config_reload_failures_total", "counter",                              \
-      "Configuration reloads refused (the old configuration stayed)")
+      "Configuration reloads refused (the old configuration stayed)")                              \
+    X(SCREEN_RECORDED, "mxd_screen_passes_recorded_total", "counter",                              \
+      "Screening passes written to the store (clients remembered for screen_ttl)")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
 #undef METRICS_C_ENUM
@@ -33,7 +35,13 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "Delivery attempts per recipient, by outcome and destination")                               \
     X(PROXY_HEADERS, "mxd_proxy_headers_total", "result", "reason",                                \
       "PROXY protocol headers on listeners marked proxy: accepted (by version and command) "       \
-      "or refused (by reason)")
+      "or refused (by reason)")                                                                    \
+    X(PREGREET, "mxd_pregreet_total", "result", NULL,                                              \
+      "Pre-greet tests: pass, fail (talked early), hangup, or skipped: known (remembered) "        \
+      "or trusted")                                                                                \
+    X(SCREEN_LOOKUPS, "mxd_screen_lookups_total", "source", "result",                              \
+      "Lookups in the screening's memory, by where they were answered (cache, store) and "         \
+      "what (known, unknown, error)")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,
 enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
 #undef METRICS_F_ENUM
