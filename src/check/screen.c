@@ -6,11 +6,11 @@
  * eviction or restart, and none while it is cached.
  *
  * Writes never hold up a message: passes go to the store's writer in one
- * job at a time, the passes since the last job in one batch (its own
- * savepoint in the group commit, one upsert per pass), so however many
- * clients pass, the writer sees at most one small screen job per
- * transaction. Past SCREEN_PENDING_MAX passes waiting (a writer that
- * stalls), more passes stay in the cache only. Errors: a lookup that
+ * job at a time, the passes since the last job in one batch of at most
+ * SCREEN_JOB_MAX (its own savepoint in the group commit, one upsert per
+ * pass), so however many clients pass, the writer sees at most one small
+ * screen job per transaction. Past SCREEN_PENDING_MAX passes waiting (a
+ * writer that stalls), more passes stay in the cache only. Errors: a lookup that
  * fails answers "no pass" (the client is tested again); a write that
  * fails loses those passes (they are taken again at the next visit). */
 #include "check/screen.h"
@@ -27,6 +27,15 @@
 #include "base/util.h"
 #include "store/store.h"
 
+/* Passes one write job carries: a few microseconds of upserts each, so a
+ * job of 64 is lost in the noise of the group commit it is in, while 4096
+ * passes a job added ~16 ms to every commit and cut the message rate to a
+ * quarter (tests/bench/screen_store.c, docs/performance.md); one job per
+ * transaction still writes far more passes a second than clients can pass
+ * (max_connections / greet_wait). */
+#define SCREEN_JOB_MAX 64
+/* Passes waiting for a job, at most: past that (a writer that stalls for
+ * long) passes stay in the cache only. */
 #define SCREEN_PENDING_MAX 4096
 
 struct screen {
@@ -174,22 +183,27 @@ on_written(void *arg, int status)
         really_free(sc);
 }
 
+/* The oldest SCREEN_JOB_MAX passes waiting go to the writer in one job. */
 static void
 flush(struct screen *sc)
 {
+    size_t n = sc->npending < SCREEN_JOB_MAX ? sc->npending : SCREEN_JOB_MAX;
+    struct store_screen_pass *job;
     int64_t now = 0;
 
-    if (sc->npending == 0)
+    if (n == 0)
         return;
-    for (size_t i = 0; i < sc->npending; i++)
-        if (sc->pending[i].passed > now)
-            now = sc->pending[i].passed;
+    job = xmalloc(n * sizeof(*job));
+    memcpy(job, sc->pending, n * sizeof(*job));
+    sc->npending -= n;
+    memmove(sc->pending, sc->pending + n, sc->npending * sizeof(*sc->pending));
+    for (size_t i = 0; i < n; i++)
+        if (job[i].passed > now)
+            now = job[i].passed;
     sc->writing = true;
-    sc->nwriting = sc->npending;
+    sc->nwriting = n;
     sc->jobs++;
-    store_screen_record_async(sc->store, sc->pending, sc->npending, now, on_written, sc);
-    sc->pending = NULL;
-    sc->npending = sc->cap = 0;
+    store_screen_record_async(sc->store, job, n, now, on_written, sc);
 }
 
 void
