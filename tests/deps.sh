@@ -18,6 +18,8 @@ packages=(
     meson ninja-build pkg-config gcc
     libuv1-dev libgnutls28-dev libsqlite3-dev libspf2-dev libcmocka-dev libinih-dev libjansson-dev
     libsystemd-dev scdoc
+    # the asynchronous DNS engine (issue 16)
+    libunbound-dev
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
     dnsmasq-base python3-aiosmtpd

@@ -99,6 +99,12 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       S(nproxy_networks), .arg = &l_cidr)                                                          \
     X(PROXY_TIMEOUT, SECT_SERVER, "proxy_timeout", set_time, S(proxy_timeout_ms), .def = "5s",     \
       .arg = &in_ms)                                                                               \
+    X(GREYLIST_DELAY, SECT_SERVER, "greylist_delay", set_time, S(greylist_delay_s), .def = "5m",   \
+      .arg = &in_s)                                                                                \
+    X(GREYLIST_WINDOW, SECT_SERVER, "greylist_window", set_time, S(greylist_window_s),             \
+      .def = "1d", .arg = &in_s)                                                                   \
+    X(GREYLIST_TTL, SECT_SERVER, "greylist_ttl", set_time, S(greylist_ttl_s), .def = "35d",        \
+      .arg = &in_s)                                                                                \
     X(GREET_ACTION, SECT_SERVER, "greet_action", set_enum, S(greet_action), .def = "off",          \
       .arg = "off|ignore|reject|drop")                                                             \
     X(GREET_WAIT, SECT_SERVER, "greet_wait", set_time, S(greet_wait_ms), .def = "6s",              \
@@ -137,7 +143,8 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(D_LIFETIME, SECT_DOMAIN, "lifetime", set_time, D(lifetime_s), .arg = &in_s)                  \
     X(D_TLS, SECT_DOMAIN, "tls", set_enum, D(tls), .def = "opportunistic",                         \
       .arg = "opportunistic|required|verify")                                                      \
-    X(D_CA_FILE, SECT_DOMAIN, "ca_file", set_str, D(ca_file))
+    X(D_CA_FILE, SECT_DOMAIN, "ca_file", set_str, D(ca_file))                                      \
+    X(D_GREYLIST, SECT_DOMAIN, "greylist", set_bool, D(greylist), .def = "off")
 #define KEY_ENUM(id, ...) K_##id,
 /* .sect names the first field so that clang sees a designated initialiser. */
 #define KEY_INIT(id, ...) [K_##id] = {.sect = __VA_ARGS__},
@@ -311,6 +318,18 @@ set_time(struct parse *p, const struct key *k, void *base, const char *value)
     if (ms == 0)
         return bad(p, k, value, "must be greater than zero");
     *f = ms / *(const uint64_t *)k->arg;
+    return 0;
+}
+
+/* on or off, into a bool. */
+static int
+set_bool(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    bool *f = field(base, k->off);
+
+    if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
+        return bad(p, k, value, "want on or off");
+    *f = strcmp(value, "on") == 0;
     return 0;
 }
 
@@ -650,6 +669,10 @@ check_conf(struct parse *p)
     if (l[K_RETRY_MIN] >= 0 && l[K_RETRY_MAX] >= 0 && c->retry_max_s < c->retry_min_s)
         perr(p, l[K_RETRY_MAX] ? l[K_RETRY_MAX] : l[K_RETRY_MIN],
              "retry_max: must not be less than retry_min");
+    if (l[K_GREYLIST_DELAY] >= 0 && l[K_GREYLIST_WINDOW] >= 0 &&
+        c->greylist_window_s <= c->greylist_delay_s)
+        perr(p, l[K_GREYLIST_WINDOW] ? l[K_GREYLIST_WINDOW] : l[K_GREYLIST_DELAY],
+             "greylist_window: must be longer than greylist_delay");
     for (size_t i = 0; i < c->ndomains; i++)
         check_domain(p, &c->domains[i], &p->dinfo[i]);
 }

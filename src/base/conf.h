@@ -54,6 +54,7 @@ struct conf_domain {
     uint64_t lifetime_s; /* 0: use [queue] lifetime */
     enum conf_tls tls;   /* default opportunistic */
     char *ca_file;
+    bool greylist; /* greylist = on: unknown (client, sender, recipient) triplets get 451 */
 };
 
 struct conf {
@@ -86,11 +87,14 @@ struct conf {
     unsigned connection_rate_limit;     /* new connections */
     unsigned message_rate_limit;        /* MAIL FROM commands */
     unsigned recipient_rate_limit;      /* RCPT TO commands */
-    struct conf_cidr *trusted_networks; /* exempt from the rate limits */
+    struct conf_cidr *trusted_networks; /* exempt from rate limits, screening, greylisting */
     size_t ntrusted_networks;
     struct conf_cidr *proxy_networks; /* the balancers that may send PROXY headers */
     size_t nproxy_networks;
-    uint64_t proxy_timeout_ms; /* for the whole PROXY header */
+    uint64_t proxy_timeout_ms;  /* for the whole PROXY header */
+    uint64_t greylist_delay_s;  /* a retry passes this long after the first attempt ... */
+    uint64_t greylist_window_s; /* ... and before this long after it */
+    uint64_t greylist_ttl_s; /* a triplet that passed is remembered this long after its last pass */
     /* screening (postscreen's pre-greet test and its memory of passes) */
     enum conf_greet greet_action;        /* off: no test */
     uint64_t greet_wait_ms;              /* postscreen_greet_wait */

@@ -17,6 +17,12 @@
     X(RELOADS, "mxd_config_reloads_total", "counter", "Configuration reloads that took effect")    \
     X(RELOAD_FAILURES, "mxd_config_reload_failures_total", "counter",                              \
       "Configuration reloads refused (the old configuration stayed)")                              \
+    X(DNS_QUERIES, "mxd_dns_queries_total", "counter", "DNS queries asked of mxd's resolver")      \
+    X(DNS_CACHE_HITS, "mxd_dns_cache_hits_total", "counter",                                       \
+      "DNS queries an earlier answer's TTL still covered (answered from the resolver's cache "     \
+      "unless it evicted them)")                                                                   \
+    X(DNS_TIMEOUTS, "mxd_dns_timeouts_total", "counter",                                           \
+      "DNS queries that got no answer within their time")                                          \
     X(SCREEN_RECORDED, "mxd_screen_passes_recorded_total", "counter",                              \
       "Screening passes written to the store (clients remembered for screen_ttl)")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
@@ -36,6 +42,11 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
     X(PROXY_HEADERS, "mxd_proxy_headers_total", "result", "reason",                                \
       "PROXY protocol headers on listeners marked proxy: accepted (by version and command) "       \
       "or refused (by reason)")                                                                    \
+    X(GREYLIST, "mxd_greylist_total", "action", NULL,                                              \
+      "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")                       \
+    X(DNS_ANSWERS, "mxd_dns_answers_total", "result", NULL,                                        \
+      "DNS queries answered by mxd's resolver, by result (ok, nodata, nxdomain, servfail, "        \
+      "timeout)")                                                                                  \
     X(PREGREET, "mxd_pregreet_total", "result", NULL,                                              \
       "Pre-greet tests: pass, fail (talked early), hangup, or skipped: known (remembered) "        \
       "or trusted")                                                                                \
@@ -54,8 +65,8 @@ enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
     X(COMMIT_SECONDS, "mxd_store_commit_seconds",                                                  \
       "Time from BEGIN to a durable COMMIT of one group commit", 1000000, 0.0005, 0.001, 0.0025,   \
       0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)                                                      \
-    X(DNS_SECONDS, "mxd_dns_lookup_seconds", "DNS queries (MX, A, AAAA) made by mxd", 1000000,     \
-      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)                                       \
+    X(DNS_SECONDS, "mxd_dns_lookup_seconds", "Time from a DNS query to its answer or timeout",     \
+      1000000, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)              \
     X(SPF_SECONDS, "mxd_spf_check_seconds", "Whole SPF checks, all their DNS queries included",    \
       1000000, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 #define METRICS_H_ENUM(id, ...) METRICS_H_##id,

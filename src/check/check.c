@@ -1,7 +1,8 @@
 /* check: the pipeline (check.h for the contract, check_impl.h for what a
  * check is). One struct check_session per connection: the checks' states,
- * what the transaction has learned (check_facts), the stage in flight and
- * its budget timer. Loop thread only.
+ * what the connection and the transaction have learned (check_facts,
+ * check_txn_facts), the stage in flight and its budget timer. Loop thread
+ * only.
  *
  * A stage runs its checks one after another: run() calls a hook; a hook
  * that answers inside the call lets the loop go on, one that answers later
@@ -20,6 +21,7 @@
 struct check_session {
     struct check_info info;
     struct check_facts facts;
+    struct check_txn_facts *txn; /* NULL until the first MAIL */
     const struct check_ops *const *list;
     size_t n;
     void **st; /* each check's state */
@@ -85,6 +87,7 @@ really_free(struct check_session *cs)
     conf_free((struct conf *)cs->info.conf);
     free(cs->st);
     free(cs->fields);
+    free(cs->txn);
     free(cs);
 }
 
@@ -131,6 +134,14 @@ struct check_facts *
 check_facts(struct check_session *cs)
 {
     return &cs->facts;
+}
+
+struct check_txn_facts *
+check_txn_facts(struct check_session *cs)
+{
+    if (cs->txn == NULL)
+        cs->txn = xcalloc(1, sizeof(*cs->txn));
+    return cs->txn;
 }
 
 /* ---- stages ------------------------------------------------------------ */
@@ -200,7 +211,7 @@ finish(struct check_session *cs)
     if (cs->stage == CHECK_STAGE_END && v.action == CHECK_ACCEPT) {
         v.fields = cs->fields != NULL ? cs->fields : "";
         v.fields_len = cs->fields_len;
-        v.hops = cs->facts.received + 1;
+        v.hops = check_txn_facts(cs)->received + 1;
     }
     if (cs->stage == CHECK_STAGE_HELO && v.action != CHECK_ACCEPT)
         cs->info.helo[0] = '\0';
@@ -373,9 +384,9 @@ check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
            void *arg)
 {
     check_reset(cs);
-    /* what the checks learned of the connection stays */
-    cs->facts = (struct check_facts){.client_trusted = cs->facts.client_trusted,
-                                     .screen = cs->facts.screen};
+    /* what the checks learned of the transaction goes; of the connection
+     * (the screening's facts, client_trusted) stays */
+    memset(check_txn_facts(cs), 0, sizeof(*cs->txn));
     snprintf(cs->info.qid, sizeof(cs->info.qid), "%s", qid);
     cs->info.sender = *sender;
     stage_begin(cs, CHECK_STAGE_MAIL, done, arg);

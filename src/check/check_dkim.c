@@ -3,48 +3,46 @@
  *
  * The content is hashed as it arrives (an observer: the message as
  * received, on the loop, no I/O). At the end of data, after the header
- * check and SPF, one lookup job looks the keys up, verifies, and evaluates
- * DMARC with the SPF result and the From: authors from the facts, within
- * dkim_timeout: a timer answers with what is left as temperror if the job
- * has not. The results go into the facts for the header fields; with
- * dmarc = reject a p=reject failure refuses the message (RFC 7489 10.3:
- * at the end of data, nothing stored). */
+ * check and SPF, the keys are looked up through the resolver and verified,
+ * then DMARC is evaluated with the SPF result and the From: authors from
+ * the facts, all asynchronously on the loop, within dkim_timeout: a timer
+ * answers with what is left as temperror ("time budget spent") if the
+ * lookups have not come back by then. The results go into the facts for
+ * the header fields; with dmarc = reject a p=reject failure refuses the
+ * message (RFC 7489 10.3: at the end of data, nothing stored). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
 #include "check/check_impl.h"
-#include "dns/lookup.h"
-
-/* The job may take dkim_timeout and this much more before the timer
- * answers for it (the resolver's timeouts are whole seconds). */
-#define END_GRACE_MS 1000
+#include "dns/resolver.h"
 
 struct dkim_state {
     struct check_session *cs;
     struct dkim_verifier *v; /* the message being hashed, or NULL */
 };
 
-/* The end-of-data job on a lookup thread, and the timer that answers for
- * it when it overruns. Freed when both the work has come back and the
- * timer has closed. */
+/* The end-of-data job (key lookups and verification, then DMARC), and
+ * the timer that answers for it when the budget runs out first. Freed
+ * when both the work has come back and the timer has closed. */
 struct end_job {
-    struct lookup_job work;
     uv_timer_t timer;
     struct check_session *cs;
     struct check_ticket t;
     bool answered, worked, timer_closed;
     struct dkim_verifier *v; /* owned by the job */
     bool do_dmarc;
-    struct dns_servers servers;
+    uv_loop_t *loop;
+    struct resolver *r;
+    uint64_t deadline_ns;
     struct dmarc_input din;
     struct dkim_result dkim_res;
     struct dmarc_result dmarc_res;
 };
 
 _Static_assert(sizeof(((struct dmarc_input *)0)->from_domains) ==
-                   sizeof(((struct check_facts *)0)->from),
+                   sizeof(((struct check_txn_facts *)0)->from),
                "From: author domains: the facts and DMARC's input agree");
 
 static bool
@@ -99,7 +97,7 @@ dkim_observe(void *arg, const char *data, size_t len)
 }
 
 static void
-log_results(const struct check_info *in, const struct check_facts *f)
+log_results(const struct check_info *in, const struct check_txn_facts *f)
 {
     const struct conf *c = in->conf;
     char esc[300], sel[300];
@@ -128,22 +126,6 @@ log_results(const struct check_info *in, const struct check_facts *f)
 }
 
 static void
-end_work(struct lookup_job *w)
-{
-    struct end_job *j = w->data;
-
-    dkim_verifier_finish(j->v, &j->servers, &j->dkim_res); /* NULL: temperror */
-    if (!j->do_dmarc)
-        return;
-    if (uv_hrtime() >= j->servers.deadline_ns) {
-        dmarc_result_unchecked(&j->din, "time budget spent", &j->dmarc_res);
-        return;
-    }
-    j->din.dkim = &j->dkim_res;
-    dmarc_check(&j->servers, &j->din, &j->dmarc_res);
-}
-
-static void
 end_free(struct end_job *j)
 {
     if (j->worked && j->timer_closed)
@@ -164,12 +146,12 @@ static void
 end_answer(struct end_job *j)
 {
     const struct check_info *in = check_info(j->cs);
-    const struct check_facts *f = check_facts(j->cs);
+    const struct check_txn_facts *f = check_txn_facts(j->cs);
     char text[400];
 
     j->answered = true;
     uv_close((uv_handle_t *)&j->timer, end_closed);
-    check_facts(j->cs)->verified = true;
+    check_txn_facts(j->cs)->verified = true;
     log_results(in, f);
     if (in->conf->dmarc == CONF_AUTH_REJECT && f->dmarc.reject) {
         snprintf(text, sizeof(text), "5.7.1 Rejected by DMARC policy for %.255s", f->dmarc.domain);
@@ -179,18 +161,19 @@ end_answer(struct end_job *j)
     check_pass(j->t);
 }
 
+/* The work is over (or was given up): the results into the facts unless
+ * the timer answered already, then on. */
 static void
-end_done(struct lookup_job *w)
+end_done(struct end_job *j)
 {
-    struct end_job *j = w->data;
     bool answered = j->answered;
 
     j->worked = true;
     dkim_verifier_free(j->v);
     j->v = NULL;
     if (!answered) {
-        check_facts(j->cs)->dkim = j->dkim_res;
-        check_facts(j->cs)->dmarc = j->dmarc_res;
+        check_txn_facts(j->cs)->dkim = j->dkim_res;
+        check_txn_facts(j->cs)->dmarc = j->dmarc_res;
     }
     if (check_unhold(j->cs) || answered) {
         end_free(j); /* the timer answered, or the connection is gone */
@@ -199,8 +182,33 @@ end_done(struct lookup_job *w)
     end_answer(j);
 }
 
-/* The budget is spent and the job has not come back (no thread was free,
- * or a lookup overran): answer with what dkim_end put in the facts. */
+static void
+on_dmarc(void *arg, struct dmarc_result *out)
+{
+    (void)out;
+    end_done(arg);
+}
+
+static void
+on_dkim(void *arg, struct dkim_result *out)
+{
+    struct end_job *j = arg;
+
+    if (!j->do_dmarc || j->answered) {
+        end_done(j);
+        return;
+    }
+    if (resolver_timeout_until(j->deadline_ns) == 0) {
+        dmarc_result_unchecked(&j->din, "time budget spent", &j->dmarc_res);
+        end_done(j);
+        return;
+    }
+    j->din.dkim = out;
+    dmarc_check_async(j->loop, j->r, &j->din, j->deadline_ns, &j->dmarc_res, on_dmarc, j);
+}
+
+/* The budget is spent and the lookups have not all come back: answer
+ * with what dkim_end put in the facts. */
 static void
 end_timeout(uv_timer_t *t)
 {
@@ -218,7 +226,7 @@ dkim_end(void *arg, struct check_ticket t)
     struct dkim_state *st = arg;
     const struct check_info *in = check_info(st->cs);
     const struct conf *c = in->conf;
-    struct check_facts *f = check_facts(st->cs);
+    struct check_txn_facts *f = check_txn_facts(st->cs);
     struct end_job *j;
 
     if (!enabled(c)) {
@@ -231,8 +239,9 @@ dkim_end(void *arg, struct check_ticket t)
     j->v = st->v;
     st->v = NULL;
     j->do_dmarc = c->dmarc != CONF_AUTH_OFF;
-    dns_servers_from_conf(c, &j->servers);
-    j->servers.deadline_ns = uv_hrtime() + c->dkim_timeout_ms * 1000000;
+    j->loop = in->env.loop;
+    j->r = resolver_get(in->env.loop, c);
+    j->deadline_ns = uv_hrtime() + c->dkim_timeout_ms * 1000000;
     snprintf(j->din.ip, sizeof(j->din.ip), "%s", in->client.ip);
     memcpy(j->din.from_domains, f->from, sizeof(j->din.from_domains));
     j->din.nfrom = f->nfrom;
@@ -244,14 +253,14 @@ dkim_end(void *arg, struct check_ticket t)
     /* The answer if the timer has to give it. */
     dkim_verifier_pending(j->v, &f->dkim);
     dmarc_result_unchecked(&j->din, "time budget spent", &f->dmarc);
-    j->work.data = j;
+    /* Started before the lookups: at the same moment it goes first. */
     if (uv_timer_init(in->env.loop, &j->timer) != 0)
         mxd_panic("check_dkim: uv_timer_init failed");
     j->timer.data = j;
-    if (uv_timer_start(&j->timer, end_timeout, c->dkim_timeout_ms + END_GRACE_MS, 0) != 0)
+    if (uv_timer_start(&j->timer, end_timeout, c->dkim_timeout_ms, 0) != 0)
         mxd_panic("check_dkim: uv_timer_start failed");
     check_hold(st->cs);
-    lookup_queue(in->env.loop, &j->work, end_work, end_done);
+    dkim_verifier_finish_async(j->v, j->loop, j->r, j->deadline_ns, &j->dkim_res, on_dkim, j);
 }
 
 const struct check_ops check_dkim = {

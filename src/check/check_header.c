@@ -81,7 +81,7 @@ header_filter(void *arg, const char *data, size_t len)
 /* The From: authors for DMARC; a malformed field is noted (RFC 5322 3.6:
  * exactly one From:; parsed whole or not at all). */
 static void
-note_from(const struct authres_filter *f, struct check_facts *facts)
+note_from(const struct authres_filter *f, struct check_txn_facts *facts)
 {
     int n = 0;
 
@@ -103,7 +103,7 @@ header_end(void *arg, struct check_ticket t)
     struct header_state *st = arg;
     const struct check_info *in = check_info(st->cs);
     const struct conf *c = in->conf;
-    struct check_facts *facts = check_facts(st->cs);
+    struct check_txn_facts *facts = check_txn_facts(st->cs);
     char text[200];
 
     if (!st->active) {
@@ -206,7 +206,7 @@ trace_end(void *arg, struct check_ticket t)
     struct check_session *cs = arg;
     const struct check_info *in = check_info(cs);
     const struct conf *c = in->conf;
-    const struct check_facts *f = check_facts(cs);
+    const struct check_txn_facts *f = check_txn_facts(cs);
     struct authres ar;
     char rspf[2048];
     size_t arlen, rlen = 0;

@@ -57,35 +57,41 @@ struct check_info {
 #define CHECK_EARLY_HEAD 64 /* octets of early input kept for the log */
 
 /* The screening's facts about the connection (check_screen.c,
- * check_pregreet.c and the pipeline). */
+ * check_pregreet.c and the pipeline). Carried by every connection, so the
+ * fields are ordered for the least padding (104 octets with one test). */
 struct check_screen_facts {
-    bool looked_up;               /* the memory was asked (until is its answer) */
     int64_t until[SCREEN_NTESTS]; /* the client's remembered pass of each test expires
                                      (unix seconds; 0: none) */
-    bool pregreet_passed;         /* the pre-greet test passed in this connection */
     /* input before the greeting (check_input_early) */
     size_t early_octets;
-    bool early_eof;    /* the client closed before the greeting */
     uint64_t early_ms; /* when the first came, since the connection began */
-    char early_head[CHECK_EARLY_HEAD];
     size_t early_head_len;
+    char early_head[CHECK_EARLY_HEAD];
+    bool early_eof;       /* the client closed before the greeting */
+    bool looked_up;       /* the memory was asked (until is its answer) */
+    bool pregreet_passed; /* the pre-greet test passed in this connection */
 };
 
-/* What the checks learned, for the checks after them (and the header
- * fields). The connection's facts stay for its life; the transaction's,
- * from spf_done on, are reset at MAIL. */
+/* What the checks learned of the connection, for the checks after them:
+ * kept for its life, inside the session (small: a connection that never
+ * sends MAIL costs no more). */
 struct check_facts {
-    /* the connection */
     /* The screening trusts the client: it passed every screening test
      * that is on within screen_ttl, in an earlier connection (check_screen.c):
      * greylisting spares it. */
     bool client_trusted;
     struct check_screen_facts screen;
-    /* the transaction, from here on */
+};
+
+/* What the checks learned of the transaction, for the checks after them
+ * (and the header fields): reset at MAIL. About 16 KiB (DKIM results), so
+ * allocated at the first MAIL only: 10,000 idle connections do not carry
+ * it (tests/bench: RSS per idle connection). */
+struct check_txn_facts {
     /* SPF (check_spf.c), once known */
     bool spf_done;
     struct spf_result spf;
-    /* the header, read at the end of data (check_authres.c) */
+    /* the header, read at the end of data (check_header.c) */
     unsigned received;          /* Received: fields in it */
     size_t nfrom_fields;        /* From: fields */
     const char *from_malformed; /* why the From: field cannot be used, or NULL */
@@ -138,6 +144,8 @@ struct check_session *check_session_new_list(const struct check_env *env, const 
 
 const struct check_info *check_info(const struct check_session *cs);
 struct check_facts *check_facts(struct check_session *cs);
+/* The transaction's facts (allocated at first use, reset at MAIL). */
+struct check_txn_facts *check_txn_facts(struct check_session *cs);
 
 /* True while the pipeline waits for t's answer (not after the budget
  * answered for it, nor once the connection is gone). cs must be alive

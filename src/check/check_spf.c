@@ -1,14 +1,16 @@
 /* check_spf: SPF (RFC 7208) as a check of the pipeline, with libspf2
- * through spf.c on a lookup thread.
+ * through spf.c (on the loop, its DNS answers from the resolver).
  *
  * The check starts at MAIL and is awaited at the first RCPT (spf =
- * reject: the answer depends on it) or at the end of data (spf = tag), so
- * it overlaps with the client's pipeline. A connection runs one check at a
- * time (issue 14): a new MAIL for the identity of the check in flight
- * takes it over, one for another identity waits for it to return (a
- * blocking libspf2 call cannot be cancelled), and a result other than
- * temperror serves later transactions with the same identity. The result
- * goes into the transaction's facts for DMARC and the header fields. */
+ * reject: the answer depends on it; or a recipient that is greylisted:
+ * its triplet is keyed by the domain SPF passed for) or at the end of
+ * data (spf = tag), so it overlaps with the client's pipeline. A
+ * connection runs one check at a time (issue 14): a new MAIL for the
+ * identity of the check in flight takes it over, one for another identity
+ * waits for it to return (a check in flight is not cancelled), and a
+ * result other than temperror serves later transactions with the same
+ * identity. The result goes into the transaction's facts for DMARC,
+ * greylisting and the header fields. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +18,10 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "check/check_impl.h"
+#include "check/greylist.h"
 
-enum spf_wait_for { WAIT_NONE, WAIT_RCPT, WAIT_END };
+/* RCPT waits to judge (spf = reject), or for the facts (greylisting). */
+enum spf_wait_for { WAIT_NONE, WAIT_RCPT, WAIT_RCPT_FACTS, WAIT_END };
 
 struct spf_job;
 
@@ -102,7 +106,7 @@ static void
 spf_known(struct spf_state *st)
 {
     enum spf_wait_for wait = st->wait;
-    struct check_facts *f = check_facts(st->cs);
+    struct check_txn_facts *f = check_txn_facts(st->cs);
 
     st->running = false;
     st->done = true;
@@ -112,7 +116,7 @@ spf_known(struct spf_state *st)
     st->wait = WAIT_NONE;
     if (wait == WAIT_RCPT)
         rcpt_answer(st, st->t);
-    else if (wait == WAIT_END)
+    else if (wait == WAIT_END || wait == WAIT_RCPT_FACTS)
         check_pass(st->t);
 }
 
@@ -173,7 +177,7 @@ spf_mail(void *arg, struct check_ticket t)
     snprintf(q.receiver, sizeof(q.receiver), "%s", in->conf->hostname);
     if (st->done && st->res.res != SPF_RES_TEMPERROR && same_identity(&q, &st->q)) {
         struct spf_result r = st->res; /* the same identity: the same answer */
-        struct check_facts *f = check_facts(st->cs);
+        struct check_txn_facts *f = check_txn_facts(st->cs);
 
         r.queries = r.voids = 0;
         r.ms = 0;
@@ -192,19 +196,31 @@ spf_mail(void *arg, struct check_ticket t)
     check_pass(t);
 }
 
+/* Whether rcpt's greylisting needs the result (check_greylist.c). */
+static bool
+greylisted(struct spf_state *st, const struct addr *rcpt)
+{
+    const struct check_info *in = check_info(st->cs);
+
+    return greylist_skip(in->conf, (const struct sockaddr *)&in->client.peer,
+                         check_facts(st->cs)->client_trusted, rcpt) == GREYLIST_APPLIES;
+}
+
 static void
 spf_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
 {
     struct spf_state *st = arg;
+    bool judge = conf_of(st)->spf == CONF_AUTH_REJECT;
 
-    (void)rcpt;
-    if (conf_of(st)->spf != CONF_AUTH_REJECT || (!st->running && !st->done)) {
-        check_pass(t);
-    } else if (st->running) {
+    if (!st->running && !st->done) {
+        check_pass(t); /* spf = off */
+    } else if (st->running && (judge || greylisted(st, rcpt))) {
         st->t = t;
-        st->wait = WAIT_RCPT;
-    } else {
+        st->wait = judge ? WAIT_RCPT : WAIT_RCPT_FACTS;
+    } else if (judge && st->done) {
         rcpt_answer(st, t);
+    } else {
+        check_pass(t);
     }
 }
 

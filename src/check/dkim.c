@@ -1,20 +1,23 @@
 /* dkim: verifies a message's DKIM-Signature fields (RFC 6376) with
- * libopendkim.
+ * libopendkim, its keys from the resolver.
  *
- * Owns one DKIM verify handle per message (struct dkim_verifier) and, while
- * dkim_verifier_finish runs, a private resolver state (dns_res_open, so
- * conf->dns_servers is honoured) and the list of keys that failed. The
- * message is fed on the loop thread (canonicalisation and hashing, no I/O);
- * the key lookups happen only in dkim_verifier_finish, on a lookup thread,
- * through our key-lookup callback, which refuses to run anywhere else (a
- * lookup from the loop would block it). The libopendkim library handle is
- * created once (pthread_once) and never changed afterwards.
+ * Owns one DKIM verify handle per message (struct dkim_verifier) and,
+ * while dkim_verifier_finish_async runs, the job that fetches the keys
+ * (struct dkim_job: one TXT query per signature to verify, all at once)
+ * and the list of keys that failed. Everything runs on the loop thread:
+ * the message is fed as it arrives (canonicalisation and hashing, no
+ * I/O); at the end the keys are asked for through the resolver, and once
+ * every answer is in, dkim_eom verifies with our key-lookup callback
+ * answering from those answers (computing only). The callback refuses to
+ * run at any other time (libopendkim must never look a key up itself).
+ * The libopendkim library handle is created once (pthread_once) and never
+ * changed afterwards.
  *
  * Bounded (issue 14): only the first max_sigs signatures are verified (our
  * prescreen callback has libopendkim ignore the rest, which are reported
- * in one neutral row), and no key lookup outlives the servers' deadline.
- * It does not sign, cache keys or check ADSP/ATPS; it does not log (the
- * caller does). */
+ * in one neutral row), no key query starts after the deadline, and each
+ * waits at most RESOLVER_TIMEOUT_MS. It does not sign, cache keys (the
+ * resolver caches) or check ADSP/ATPS; it does not log (the caller does). */
 #define _DEFAULT_SOURCE
 #include "check/dkim.h"
 
@@ -24,13 +27,15 @@
 #include <netinet/in.h>
 #include <opendkim/dkim.h>
 #include <pthread.h>
-#include <resolv.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <uv.h>
+
+#include "dns/dnsmsg.h"
 
 #define DKIM_RES_NAME(e, s) s,
 static const char *const res_names[] = {DKIM_RESULTS(DKIM_RES_NAME)};
@@ -50,16 +55,37 @@ struct temp_key {
     bool late; /* the time budget was spent: not asked */
 };
 
+/* A key to fetch: TXT <selector>._domainkey.<domain>. */
+enum key_state { KEY_PENDING, KEY_FOUND, KEY_NONE, KEY_TEMP, KEY_LATE };
+
+struct dkim_key {
+    char name[NS_MAXDNAME];
+    enum key_state state;
+    char *txt; /* KEY_FOUND: the first TXT record (RFC 6376 3.6.2.2) */
+    struct dkim_job *job;
+};
+
+struct dkim_job {
+    struct dkim_verifier *v; /* NULL: libopendkim could not start */
+    struct resolver *r;
+    uint64_t deadline_ns;
+    uint64_t start;
+    struct dkim_result *out;
+    dkim_cb cb;
+    void *arg;
+    uv_timer_t kick; /* starts the job from the loop */
+    struct dkim_key keys[DKIM_SIGS_MAX];
+    size_t nkeys, pending;
+};
+
 struct dkim_verifier {
     DKIM *dkim;
     DKIM_STAT status;  /* the first error dkim_chunk reported */
     unsigned max_sigs; /* verified; the rest are ignored */
     unsigned skipped;  /* signatures ignored for max_sigs (prescreen) */
-    /* set by dkim_verifier_finish, for the key-lookup callback */
+    /* set while dkim_eom runs in the job, for the key-lookup callback */
     bool finishing;
-    struct __res_state rs;
-    bool rs_ok;
-    uint64_t deadline_ns; /* no lookup after it; 0: none */
+    struct dkim_job *job;
     unsigned queries;
     struct temp_key *temp; /* max_sigs entries while finishing */
     size_t ntemp;
@@ -71,48 +97,40 @@ struct dkim_verifier {
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static DKIM_LIB *lib; /* written once under lib_once, read-only after */
 
-struct key_find {
-    u_char *buf;
-    size_t size;
-    bool found;
-};
-
-static void
-key_txt(void *arg, const char *txt, size_t len)
+static const struct dkim_key *
+key_of(const struct dkim_job *job, const char *name)
 {
-    struct key_find *k = arg;
-
-    if (k->found || len >= k->size)
-        return; /* RFC 6376 3.6.2.2: several records: use the first */
-    memcpy(k->buf, txt, len + 1);
-    k->found = true;
+    for (size_t i = 0; job != NULL && i < job->nkeys; i++) {
+        if (strcasecmp(job->keys[i].name, name) == 0)
+            return &job->keys[i];
+    }
+    return NULL;
 }
 
-/* libopendkim's key lookup: TXT <selector>._domainkey.<domain>. */
+/* libopendkim's key lookup, inside dkim_eom: the answer the job fetched
+ * for TXT <selector>._domainkey.<domain>. */
 static DKIM_CBSTAT
 key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
 {
     struct dkim_verifier *v = dkim_get_user_context(dkim);
-    struct key_find k = {buf, buflen, false};
+    const struct dkim_key *k;
     char name[NS_MAXDNAME];
-    int rc;
-    bool late;
 
-    if (v == NULL || !v->finishing || !v->rs_ok)
-        return DKIM_CBSTAT_TRYAGAIN; /* never a blocking lookup from the loop */
+    if (v == NULL || !v->finishing)
+        return DKIM_CBSTAT_TRYAGAIN; /* never a lookup of libopendkim's own */
     if (snprintf(name, sizeof(name), "%s._domainkey.%s", dkim_sig_getselector(sig),
                  dkim_sig_getdomain(sig)) >= (int)sizeof(name))
         return DKIM_CBSTAT_NOTFOUND;
-    late = !dns_res_fit(&v->rs, v->deadline_ns);
-    if (!late) {
-        v->queries++;
-        rc = dns_txt_each(&v->rs, name, key_txt, &k);
-        if (rc != MXD_EIO)
-            return k.found ? DKIM_CBSTAT_CONTINUE : DKIM_CBSTAT_NOTFOUND;
+    k = key_of(v->job, name);
+    if (k != NULL && k->state == KEY_FOUND && strlen(k->txt) < buflen) {
+        memcpy(buf, k->txt, strlen(k->txt) + 1);
+        return DKIM_CBSTAT_CONTINUE;
     }
+    if (k != NULL && (k->state == KEY_FOUND || k->state == KEY_NONE))
+        return DKIM_CBSTAT_NOTFOUND; /* none, or too long to be a key */
     if (v->ntemp < v->max_sigs) {
         strcpy(v->temp[v->ntemp].name, name);
-        v->temp[v->ntemp++].late = late;
+        v->temp[v->ntemp++].late = k == NULL || k->state == KEY_LATE;
     }
     return DKIM_CBSTAT_TRYAGAIN;
 }
@@ -302,36 +320,146 @@ dkim_verifier_pending(struct dkim_verifier *v, struct dkim_result *out)
     sig_rows(v, sigs, nsigs, false, out);
 }
 
-void
-dkim_verifier_finish(struct dkim_verifier *v, const struct dns_servers *servers,
-                     struct dkim_result *out)
+/* ---- the end of the message: keys, then verification ------------------ */
+
+static void
+on_kick_closed(uv_handle_t *h)
 {
-    uint64_t start = uv_hrtime();
+    struct dkim_job *job = h->data;
+
+    for (size_t i = 0; i < job->nkeys; i++)
+        free(job->keys[i].txt);
+    free(job);
+}
+
+/* Every key is in: verify (computing only) and answer. */
+static void
+verify(struct dkim_job *job)
+{
+    struct dkim_verifier *v = job->v;
+    struct dkim_result *out = job->out;
     DKIM_SIGINFO **sigs = NULL;
     int nsigs = 0;
 
-    if (!result_init(v, out))
-        return;
-    v->finishing = true;
-    v->deadline_ns = servers->deadline_ns;
-    v->temp = xcalloc(v->max_sigs, sizeof(*v->temp));
-    v->rs_ok = dns_res_open(&v->rs, servers) == 0;
-    if (v->status == DKIM_STAT_OK)
-        (void)dkim_chunk(v->dkim, NULL, 0); /* end of the message */
-    if (v->status == DKIM_STAT_OK) {
-        (void)dkim_eom(v->dkim, NULL);
-        if (dkim_getsiglist(v->dkim, &sigs, &nsigs) != DKIM_STAT_OK)
-            nsigs = 0;
+    if (result_init(v, out)) {
+        v->finishing = true;
+        v->job = job;
+        v->temp = xcalloc(v->max_sigs, sizeof(*v->temp));
+        if (v->status == DKIM_STAT_OK)
+            (void)dkim_chunk(v->dkim, NULL, 0); /* end of the message */
+        if (v->status == DKIM_STAT_OK) {
+            (void)dkim_eom(v->dkim, NULL);
+            if (dkim_getsiglist(v->dkim, &sigs, &nsigs) != DKIM_STAT_OK)
+                nsigs = 0;
+        }
+        sig_rows(v, sigs, nsigs, true, out);
+        v->finishing = false;
+        v->job = NULL;
+        free(v->temp);
+        v->temp = NULL;
+        v->ntemp = 0;
+        out->queries = v->queries;
     }
-    sig_rows(v, sigs, nsigs, true, out);
-    if (v->rs_ok)
-        res_nclose(&v->rs);
-    v->rs_ok = false;
-    free(v->temp);
-    v->temp = NULL;
-    v->ntemp = 0;
-    out->queries = v->queries;
-    out->ms = (double)(uv_hrtime() - start) / 1e6;
+    out->ms = (double)(uv_hrtime() - job->start) / 1e6;
+    job->cb(job->arg, out);
+    uv_close((uv_handle_t *)&job->kick, on_kick_closed);
+}
+
+static void
+key_txt(void *arg, const char *txt, size_t len)
+{
+    struct dkim_key *k = arg;
+
+    (void)len;
+    if (k->state != KEY_FOUND) { /* RFC 6376 3.6.2.2: several records: use the first */
+        k->txt = xstrdup(txt);
+        k->state = KEY_FOUND;
+    }
+}
+
+static void
+on_key(void *arg, const struct resolver_answer *a)
+{
+    struct dkim_key *k = arg;
+    struct dkim_job *job = k->job;
+
+    k->state = KEY_NONE;
+    if (a->status == RESOLVER_SERVFAIL || a->status == RESOLVER_TIMEOUT)
+        k->state = KEY_TEMP;
+    else if (a->status == RESOLVER_OK && dnsmsg_txt(a->packet, a->len, key_txt, k) != 0)
+        k->state = KEY_TEMP;
+    if (--job->pending == 0)
+        verify(job);
+}
+
+/* The keys of the signatures libopendkim will verify (not ignored), each
+ * asked for once. */
+static void
+ask_keys(struct dkim_job *job)
+{
+    struct dkim_verifier *v = job->v;
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+    bool late = resolver_timeout_until(job->deadline_ns) == 0;
+
+    if (v != NULL && v->status == DKIM_STAT_OK &&
+        dkim_getsiglist(v->dkim, &sigs, &nsigs) != DKIM_STAT_OK)
+        nsigs = 0;
+    for (int i = 0; v != NULL && v->status == DKIM_STAT_OK && i < nsigs; i++) {
+        const unsigned char *sel = dkim_sig_getselector(sigs[i]),
+                            *dom = dkim_sig_getdomain(sigs[i]);
+        struct dkim_key *k = &job->keys[job->nkeys];
+
+        if ((dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) != 0 || sel == NULL || dom == NULL ||
+            job->nkeys == DKIM_SIGS_MAX)
+            continue;
+        if (snprintf(k->name, sizeof(k->name), "%s._domainkey.%s", sel, dom) >=
+                (int)sizeof(k->name) ||
+            key_of(job, k->name) != NULL)
+            continue; /* cannot be asked for, or asked for already */
+        k->job = job;
+        k->state = late ? KEY_LATE : KEY_PENDING;
+        job->nkeys++;
+    }
+    for (size_t i = 0; i < job->nkeys; i++)
+        job->pending += job->keys[i].state == KEY_PENDING;
+    if (job->pending == 0) {
+        verify(job);
+        return;
+    }
+    for (size_t i = 0; i < job->nkeys; i++) {
+        if (job->keys[i].state != KEY_PENDING)
+            continue;
+        v->queries++;
+        (void)resolver_query(job->r, job->keys[i].name, RESOLVER_TYPE_TXT, RESOLVER_TIMEOUT_MS,
+                             on_key, &job->keys[i]);
+    }
+}
+
+static void
+on_kick(uv_timer_t *t)
+{
+    ask_keys(t->data);
+}
+
+void
+dkim_verifier_finish_async(struct dkim_verifier *v, uv_loop_t *loop, struct resolver *r,
+                           uint64_t deadline_ns, struct dkim_result *out, dkim_cb cb, void *arg)
+{
+    struct dkim_job *job = xcalloc(1, sizeof(*job));
+
+    job->v = v;
+    job->r = r;
+    job->deadline_ns = deadline_ns;
+    job->start = uv_hrtime();
+    job->out = out;
+    job->cb = cb;
+    job->arg = arg;
+    if (uv_timer_init(loop, &job->kick) != 0)
+        mxd_panic("dkim: uv_timer_init failed");
+    job->kick.data = job;
+    if (uv_timer_start(&job->kick, on_kick, 0, 0) != 0)
+        mxd_panic("dkim: uv_timer_start failed");
 }
 
 void

@@ -4,9 +4,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/util.h"
-#include "dns/dns.h"
+#include "dns/resolver.h"
 
 /* Rows per message: the signatures verified (dkim_max_signatures at most)
  * and one for those not verified. */
@@ -46,16 +47,22 @@ struct dkim_verifier *dkim_verifier_new(unsigned max_sigs);
 /* Feeds the next piece of the message as received (CRLF lines, after
  * dot-unstuffing). Hashing only, no I/O: the loop thread may call it. */
 void dkim_verifier_feed(struct dkim_verifier *v, const char *data, size_t len);
+/* out is filled; runs on the loop thread. */
+typedef void (*dkim_cb)(void *arg, struct dkim_result *out);
+
 /*
- * The message is complete: looks each signature's key up (TXT
- * <s>._domainkey.<d>, through servers) and verifies. No lookup runs past
- * servers->deadline_ns: those signatures are temperror. Signatures past
- * max_sigs are one neutral row. Blocks on DNS: never on the loop thread.
- * Always fills *out.
+ * The message is complete: asks r for each signature's key (TXT
+ * <s>._domainkey.<d>, all at once, none after deadline_ns, each for at most
+ * RESOLVER_TIMEOUT_MS), then verifies; a key that could not be had makes
+ * its signature temperror. Signatures past max_sigs are one neutral row.
+ * v may be NULL (one temperror row). v stays the caller's but must not be
+ * touched or freed until cb has run (loop thread, never from inside this
+ * call).
  */
-void dkim_verifier_finish(struct dkim_verifier *v, const struct dns_servers *servers,
-                          struct dkim_result *out);
-/* What to report when dkim_verifier_finish does not answer in time: each
+void dkim_verifier_finish_async(struct dkim_verifier *v, uv_loop_t *loop, struct resolver *r,
+                                uint64_t deadline_ns, struct dkim_result *out, dkim_cb cb,
+                                void *arg);
+/* What to report when dkim_verifier_finish_async does not answer in time: each
  * signature it would verify as temperror, the rest as above. After the
  * whole message was fed, before finishing; no I/O (loop thread). */
 void dkim_verifier_pending(struct dkim_verifier *v, struct dkim_result *out);

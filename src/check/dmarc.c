@@ -1,13 +1,13 @@
 /* dmarc: evaluates DMARC (RFC 7489) for one message with libopendmarc and
- * Debian's public suffix list.
+ * Debian's public suffix list, its records from the resolver.
  *
- * Owns, per check, a libopendmarc policy context and a private resolver
- * state (dns_res_open: conf->dns_servers is honoured). Runs on a threadpool
- * thread (it blocks on DNS). We look the _dmarc records up ourselves
- * (RFC 7489 6.6.3: the From domain, then its organizational domain) and
- * hand the record to libopendmarc, which parses it and decides alignment;
- * its own resolver is never used. The library (public suffix list) is
- * initialised once (pthread_once). It does not send reports (rua/ruf) and
+ * Owns, per check (struct dmarc_job), the state of each author domain: we
+ * look the _dmarc records up ourselves (RFC 7489 6.6.3: the From domain,
+ * then its organizational domain), for every author at once, and hand the
+ * record to libopendmarc, which parses it and decides alignment on the
+ * loop thread (computing only); its own resolver is never used. The
+ * library (public suffix list) is initialised once (pthread_once), at the
+ * first check. Loop thread only. It does not send reports (rua/ruf) and
  * does not log (the caller does). */
 #define _DEFAULT_SOURCE
 #include "check/dmarc.h"
@@ -18,10 +18,11 @@
 #include <netinet/in.h>
 #include <opendmarc/dmarc.h>
 #include <pthread.h>
-#include <resolv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "dns/dnsmsg.h"
 
 /* libopendmarc exports it but its header does not declare it: the
  * organizational domain of domain by the public suffix list. */
@@ -66,24 +67,6 @@ rec_txt(void *arg, const char *txt, size_t len)
         return;
     if (r->n++ == 0 && len < sizeof(r->rec))
         memcpy(r->rec, txt, len + 1);
-}
-
-/* 0 (one record in r), MXD_ENOENT (none, or several: RFC 7489 6.6.3 says
- * to ignore them all) or MXD_EIO. */
-static int
-fetch(struct __res_state *rs, const char *domain, struct rec_find *r, unsigned *queries)
-{
-    char name[NS_MAXDNAME];
-    int rc;
-
-    memset(r, 0, sizeof(*r));
-    if (snprintf(name, sizeof(name), "_dmarc.%s", domain) >= (int)sizeof(name))
-        return MXD_ENOENT;
-    (*queries)++;
-    rc = dns_txt_each(rs, name, rec_txt, r);
-    if (rc != 0)
-        return rc;
-    return r->n == 1 && r->rec[0] != '\0' ? 0 : MXD_ENOENT;
 }
 
 static int
@@ -134,32 +117,6 @@ store_auth(DMARC_POLICY_T *pctx, const struct dmarc_input *in)
     }
 }
 
-/* The record for the From domain, else its organizational domain's. */
-static int
-find_record(struct __res_state *rs, DMARC_POLICY_T *pctx, const char *from, unsigned *queries)
-{
-    struct rec_find r;
-    char org[256] = "";
-    int rc = fetch(rs, from, &r, queries);
-
-    if (rc == 0)
-        return opendmarc_policy_store_dmarc(pctx, (u_char *)r.rec, (u_char *)(uintptr_t)from,
-                                            NULL) == DMARC_PARSE_OKAY
-                   ? 0
-                   : MXD_EINVAL;
-    if (rc != MXD_ENOENT)
-        return rc;
-    if (opendmarc_get_tld((u_char *)(uintptr_t)from, (u_char *)org, sizeof(org)) != 0 ||
-        org[0] == '\0' || strcmp(org, from) == 0)
-        return MXD_ENOENT;
-    if ((rc = fetch(rs, org, &r, queries)) != 0)
-        return rc;
-    return opendmarc_policy_store_dmarc(pctx, (u_char *)r.rec, (u_char *)(uintptr_t)from,
-                                        (u_char *)org) == DMARC_PARSE_OKAY
-               ? 0
-               : MXD_EINVAL;
-}
-
 static void
 decide(DMARC_POLICY_T *pctx, struct dmarc_author *out)
 {
@@ -192,15 +149,25 @@ decide(DMARC_POLICY_T *pctx, struct dmarc_author *out)
     }
 }
 
-/* One author domain. */
+/* One author domain's outcome, once its lookups are over: rc is 0 (rec
+ * holds the record, found at the From domain or, when org is not "", at
+ * the organizational domain), MXD_ENOENT (no record) or MXD_EIO. */
 static void
-check_author(struct __res_state *rs, const struct dmarc_input *in, const char *from,
-             struct dmarc_author *out, unsigned *queries)
+evaluate(const struct dmarc_input *in, const char *from, int rc, const char *rec, const char *org,
+         struct dmarc_author *out)
 {
     DMARC_POLICY_T *pctx;
-    int rc;
 
     snprintf(out->domain, sizeof(out->domain), "%s", from);
+    if (rc == MXD_EIO) {
+        out->res = DMARC_RES_TEMPERROR;
+        snprintf(out->why, sizeof(out->why), "DNS failure");
+        return;
+    }
+    if (rc == MXD_ENOENT) {
+        out->res = DMARC_RES_NONE;
+        return;
+    }
     pctx = opendmarc_policy_connect_init((u_char *)(uintptr_t)in->ip,
                                          strchr(in->ip, ':') != NULL ? DMARC_POLICY_IP_TYPE_IPV6
                                                                      : DMARC_POLICY_IP_TYPE_IPV4);
@@ -208,13 +175,9 @@ check_author(struct __res_state *rs, const struct dmarc_input *in, const char *f
         mxd_panic("dmarc: out of memory");
     (void)opendmarc_policy_store_from_domain(pctx, (u_char *)(uintptr_t)from);
     store_auth(pctx, in);
-    rc = find_record(rs, pctx, from, queries);
-    if (rc == MXD_EIO) {
-        out->res = DMARC_RES_TEMPERROR;
-        snprintf(out->why, sizeof(out->why), "DNS failure");
-    } else if (rc == MXD_ENOENT) {
-        out->res = DMARC_RES_NONE;
-    } else if (rc != 0) {
+    if (opendmarc_policy_store_dmarc(pctx, (u_char *)(uintptr_t)rec, (u_char *)(uintptr_t)from,
+                                     org[0] != '\0' ? (u_char *)(uintptr_t)org : NULL) !=
+        DMARC_PARSE_OKAY) {
         out->res = DMARC_RES_PERMERROR;
         snprintf(out->why, sizeof(out->why), "malformed DMARC record");
     } else {
@@ -256,35 +219,161 @@ dmarc_result_unchecked(const struct dmarc_input *in, const char *why, struct dma
     memcpy(out->domain, in->from_domains[0], sizeof(out->domain));
 }
 
-void
-dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
-            struct dmarc_result *out)
+/* ---- the lookups ----------------------------------------------------- */
+
+struct dmarc_job;
+
+/* One author domain's lookups. */
+struct author_job {
+    struct dmarc_job *job;
+    size_t i;
+    char org[256]; /* "" until the From domain had no record */
+    struct rec_find r;
+};
+
+struct dmarc_job {
+    struct resolver *r;
+    uint64_t deadline_ns;
+    struct dmarc_input in;
+    struct dmarc_result *out;
+    dmarc_cb cb;
+    void *arg;
+    uv_timer_t kick; /* starts the job from the loop */
+    struct author_job authors[DMARC_AUTHORS_MAX];
+    size_t pending; /* authors still looking */
+};
+
+static void
+on_kick_closed(uv_handle_t *h)
 {
-    struct __res_state rs;
+    free(h->data);
+}
+
+static void
+job_done(struct dmarc_job *j)
+{
+    struct dmarc_result *out = j->out;
     const struct dmarc_author *worst = NULL;
 
-    memset(out, 0, sizeof(*out));
-    pthread_once(&lib_once, lib_init);
-    if (in->from_bad || in->nfrom == 0 || in->nfrom > DMARC_AUTHORS_MAX) {
-        out->res = DMARC_RES_PERMERROR; /* RFC 7489 6.6.1 */
-        snprintf(out->why, sizeof(out->why), "no usable From: domain");
-        return;
-    }
-    if (!lib_ok || dns_res_open(&rs, servers) != 0) {
-        out->res = DMARC_RES_TEMPERROR;
-        snprintf(out->why, sizeof(out->why), "%s", lib_ok ? "no name server" : "library");
-        return;
-    }
-    for (size_t i = 0; i < in->nfrom; i++) {
-        check_author(&rs, in, in->from_domains[i], &out->authors[i], &out->queries);
+    for (size_t i = 0; i < out->nauthors; i++) {
         if (worst == NULL || strictness(&out->authors[i]) > strictness(worst))
             worst = &out->authors[i];
     }
+    if (worst != NULL) {
+        out->res = worst->res;
+        out->reject = worst->reject;
+        memcpy(out->domain, worst->domain, sizeof(out->domain));
+        memcpy(out->policy, worst->policy, sizeof(out->policy));
+        memcpy(out->why, worst->why, sizeof(out->why));
+    }
+    j->cb(j->arg, out);
+    uv_close((uv_handle_t *)&j->kick, on_kick_closed);
+}
+
+static void
+author_done(struct author_job *a, int rc)
+{
+    struct dmarc_job *j = a->job;
+
+    evaluate(&j->in, j->in.from_domains[a->i], rc, a->r.rec, a->org, &j->out->authors[a->i]);
+    if (--j->pending == 0)
+        job_done(j);
+}
+
+static void on_record(void *arg, const struct resolver_answer *ans);
+
+/* Asks for _dmarc.<domain>; false when it cannot be asked for (too long,
+ * or the time is spent: rc says which). */
+static bool
+ask_record(struct author_job *a, const char *domain, int *rc)
+{
+    struct dmarc_job *j = a->job;
+    char name[NS_MAXDNAME];
+
+    memset(&a->r, 0, sizeof(a->r));
+    if (snprintf(name, sizeof(name), "_dmarc.%s", domain) >= (int)sizeof(name)) {
+        *rc = MXD_ENOENT;
+        return false;
+    }
+    if (resolver_timeout_until(j->deadline_ns) == 0) {
+        *rc = MXD_EIO;
+        return false;
+    }
+    j->out->queries++;
+    (void)resolver_query(j->r, name, RESOLVER_TYPE_TXT, RESOLVER_TIMEOUT_MS, on_record, a);
+    return true;
+}
+
+static void
+on_record(void *arg, const struct resolver_answer *ans)
+{
+    struct author_job *a = arg;
+    const char *from = a->job->in.from_domains[a->i];
+    int rc = MXD_ENOENT;
+
+    if (ans->status == RESOLVER_SERVFAIL || ans->status == RESOLVER_TIMEOUT ||
+        (ans->status == RESOLVER_OK && dnsmsg_txt(ans->packet, ans->len, rec_txt, &a->r) != 0))
+        rc = MXD_EIO;
+    else if (a->r.n == 1 && a->r.rec[0] != '\0')
+        rc = 0;
+    /* RFC 7489 6.6.3: none, or several (all ignored): the organizational
+     * domain's record, once */
+    if (rc == MXD_ENOENT && a->org[0] == '\0' &&
+        opendmarc_get_tld((u_char *)(uintptr_t)from, (u_char *)a->org, sizeof(a->org)) == 0 &&
+        a->org[0] != '\0' && strcmp(a->org, from) != 0 && ask_record(a, a->org, &rc))
+        return;
+    author_done(a, rc);
+}
+
+static void
+on_kick(uv_timer_t *t)
+{
+    struct dmarc_job *j = t->data;
+    const struct dmarc_input *in = &j->in;
+    struct dmarc_result *out = j->out;
+
+    if (in->from_bad || in->nfrom == 0 || in->nfrom > DMARC_AUTHORS_MAX) {
+        out->res = DMARC_RES_PERMERROR; /* RFC 7489 6.6.1 */
+        snprintf(out->why, sizeof(out->why), "no usable From: domain");
+        job_done(j);
+        return;
+    }
+    if (!lib_ok) {
+        out->res = DMARC_RES_TEMPERROR;
+        snprintf(out->why, sizeof(out->why), "library");
+        job_done(j);
+        return;
+    }
     out->nauthors = in->nfrom;
-    out->res = worst->res;
-    out->reject = worst->reject;
-    memcpy(out->domain, worst->domain, sizeof(out->domain));
-    memcpy(out->policy, worst->policy, sizeof(out->policy));
-    memcpy(out->why, worst->why, sizeof(out->why));
-    res_nclose(&rs);
+    j->pending = in->nfrom;
+    for (size_t i = 0; i < in->nfrom; i++) {
+        struct author_job *a = &j->authors[i];
+        int rc;
+
+        a->job = j;
+        a->i = i;
+        if (!ask_record(a, in->from_domains[i], &rc))
+            author_done(a, rc);
+    }
+}
+
+void
+dmarc_check_async(uv_loop_t *loop, struct resolver *r, const struct dmarc_input *in,
+                  uint64_t deadline_ns, struct dmarc_result *out, dmarc_cb cb, void *arg)
+{
+    struct dmarc_job *j = xcalloc(1, sizeof(*j));
+
+    pthread_once(&lib_once, lib_init);
+    memset(out, 0, sizeof(*out));
+    j->r = r;
+    j->deadline_ns = deadline_ns;
+    j->in = *in;
+    j->out = out;
+    j->cb = cb;
+    j->arg = arg;
+    if (uv_timer_init(loop, &j->kick) != 0)
+        mxd_panic("dmarc: uv_timer_init failed");
+    j->kick.data = j;
+    if (uv_timer_start(&j->kick, on_kick, 0, 0) != 0)
+        mxd_panic("dmarc: uv_timer_start failed");
 }

@@ -4,10 +4,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "check/dkim.h"
 #include "check/spf.h"
-#include "dns/dns.h"
+#include "dns/resolver.h"
 
 #define DMARC_PSL_PATH "/usr/share/publicsuffix/public_suffix_list.dat" /* Debian publicsuffix */
 
@@ -55,10 +56,17 @@ struct dmarc_result {
     size_t nauthors;
 };
 
-/* Evaluates DMARC for the message, for each author domain; looks _dmarc
- * records up (blocking: never on the loop thread). Always fills *out. */
-void dmarc_check(const struct dns_servers *servers, const struct dmarc_input *in,
-                 struct dmarc_result *out);
+/* out is filled; runs on the loop thread. */
+typedef void (*dmarc_cb)(void *arg, struct dmarc_result *out);
+
+/*
+ * Evaluates DMARC for the message, for each author domain, asking r for
+ * the _dmarc records (every author at once; none after deadline_ns, each
+ * for at most RESOLVER_TIMEOUT_MS). in is copied, but in->dkim is borrowed
+ * until cb runs (loop thread, never from inside this call) with *out filled.
+ */
+void dmarc_check_async(uv_loop_t *loop, struct resolver *r, const struct dmarc_input *in,
+                       uint64_t deadline_ns, struct dmarc_result *out, dmarc_cb cb, void *arg);
 
 /* The result when no check could be made in time: temperror (why) for the
  * message and for each author, so that every header.from is still named.

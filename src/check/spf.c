@@ -1,21 +1,29 @@
-/* spf: SPF (RFC 7208) checks with libspf2 on a lookup thread (lookup.h).
+/* spf: SPF (RFC 7208) checks with libspf2, on the loop, with every DNS
+ * answer from the resolver (resolver.h).
  *
- * Owns, per check, a libspf2 server, request and response and a private
- * DNS layer (struct spf_ctx: a resolver state from dns_res_open, so
- * conf->dns_servers is honoured, a reply buffer and counters). spf_check
- * runs on a lookup thread (it blocks on DNS); spf_check_async and its
- * callback run on the loop thread and share only the job, handed over
- * through lookup_queue. Every check ends with a result; DNS trouble is
- * temperror, never an error return.
+ * Owns, per check (struct spf_job), a libspf2 server and the answers
+ * gathered so far. libspf2's DNS layer is synchronous, so a check runs
+ * libspf2 from the start as often as it needs: our DNS layer answers from
+ * the answers gathered so far and notes each name it does not have yet
+ * (answering TRY_AGAIN meanwhile); after a run that missed names, they are
+ * all asked for at once through the resolver, and when the last is back
+ * the check runs again. A run that missed nothing is the result. libspf2
+ * itself never waits: each run is a few microseconds of computing on the
+ * loop thread, one run per round of queries (the rest of an MX or PTR
+ * answer's names are asked for with the first libspf2 lacks).
+ * spf_check_async and its callback run on the loop thread. Every check
+ * ends with a result; DNS trouble is temperror, never an error return.
  *
  * What it adds to libspf2 (see docs/auth.md): loopback clients are checked
  * like any other (libspf2's entry points pass them unconditionally); the
- * obsolete SPF RR type is never queried (RFC 7208 3.1); void lookups are
- * counted and more than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which
- * libspf2 does not implement); no new query is sent once the budget is
- * spent, and the last one gives up when it ends (dns_res_fit). The 10
- * DNS-querying terms limit is libspf2's own (max_dns_mech). It does not
- * cache (the recursive server does), nor log (the caller does). */
+ * obsolete SPF RR type is never queried (RFC 7208 3.1); a DNS error on the
+ * address lookup of a name from a PTR answer skips that name (RFC 7208
+ * 5.5, where libspf2 gives temperror); void lookups are counted and more
+ * than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which libspf2 does not
+ * implement); no new query is sent once the budget is
+ * spent, and each query gives up when it ends (RESOLVER_TIMEOUT_MS at
+ * most). The 10 DNS-querying terms limit is libspf2's own (max_dns_mech).
+ * The resolver caches; this module does not log (the caller does). */
 #define _DEFAULT_SOURCE
 #include "check/spf.h"
 
@@ -33,9 +41,12 @@
 #include <spf2/spf_dns.h>
 
 #include "base/reply.h"
-#include "dns/lookup.h"
+#include "dns/resolver.h"
 
-#define SPF_EXEMPT_MAX 32 /* MX and PTR target names remembered per check */
+#define SPF_EXEMPT_MAX     32  /* MX and PTR target names remembered per check */
+#define SPF_WANT_MAX       32  /* names asked for at once after a run */
+#define SPF_NAMES_PER_TERM 10  /* libspf2's max_dns_mx and max_dns_ptr */
+#define SPF_ANSWERS_MAX    512 /* names one check may ask for: far above libspf2's limits */
 
 #define SPF_RES_NAME(e, s) s,
 static const char *const res_names[] = {SPF_RESULTS(SPF_RES_NAME)};
@@ -47,28 +58,51 @@ spf_res_name(enum spf_res r)
     return (unsigned)r < sizeof(res_names) / sizeof(res_names[0]) ? res_names[r] : "?";
 }
 
+/* An answer a check has gathered: its name and type, and the reply. */
+struct spf_answer {
+    char *name;
+    uint32_t hash; /* of the name (any case) and type */
+    ns_type type;
+    int herrno;            /* NETDB_SUCCESS, HOST_NOT_FOUND, NO_DATA or TRY_AGAIN */
+    unsigned char *packet; /* NETDB_SUCCESS: the reply */
+    size_t len;
+};
+
+/* A name a run missed. */
+struct spf_want {
+    char name[NS_MAXDNAME];
+    ns_type type;
+};
+
 struct spf_ctx {
-    struct __res_state rs;
-    bool rs_ok;
     uint64_t deadline_ns;
+    struct spf_answer *ans; /* gathered so far, for every run */
+    size_t nans;
+    /* per run */
     unsigned queries, voids;
     unsigned terms;     /* queries that are not for an MX or PTR target */
     bool last_txt_void; /* the last query was TXT and void */
     /* Names from MX and PTR answers: the address lookups libspf2 makes for
      * them belong to the same term and are not void lookups of their own. */
     char exempt[SPF_EXEMPT_MAX][NS_MAXDNAME];
+    bool exempt_ptr[SPF_EXEMPT_MAX];       /* the name came from a PTR answer */
+    unsigned exempt_group[SPF_EXEMPT_MAX]; /* which answer it came from */
     size_t nexempt;
-    unsigned char ans[NS_MAXMSG];
+    unsigned ngroups;
+    struct spf_want want[SPF_WANT_MAX]; /* names this run did not have */
+    size_t nwant;
+    bool missed; /* this run missed a name (maybe more than want holds) */
 };
 
-static bool
+/* 1 for a name from an MX answer, 2 from a PTR answer, else 0. */
+static int
 ctx_exempt(const struct spf_ctx *c, const char *name)
 {
     for (size_t i = 0; i < c->nexempt; i++) {
         if (strcasecmp(c->exempt[i], name) == 0)
-            return true;
+            return c->exempt_ptr[i] ? 2 : 1;
     }
-    return false;
+    return 0;
 }
 
 static void
@@ -106,8 +140,11 @@ rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_
             SPF_dns_rr_buf_realloc(rr, cnt, strlen(name) + 1) != SPF_E_SUCCESS)
             return false;
         strcpy(rr->rr[cnt]->mx, name);
-        if (c->nexempt < SPF_EXEMPT_MAX)
+        if (c->nexempt < SPF_EXEMPT_MAX) {
+            c->exempt_ptr[c->nexempt] = ns_rr_type(*r) == ns_t_ptr;
+            c->exempt_group[c->nexempt] = c->ngroups;
             strcpy(c->exempt[c->nexempt++], name);
+        }
         return true;
     case ns_t_txt:
         /* RFC 7208 3.3: the character-strings are concatenated. */
@@ -130,16 +167,18 @@ rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_
 }
 
 static void
-parse_answer(SPF_dns_rr_t *rr, ns_type type, struct spf_ctx *c, int len)
+parse_answer(SPF_dns_rr_t *rr, ns_type type, struct spf_ctx *c, const struct spf_answer *a)
 {
     ns_msg msg;
     ns_rr r;
     int cnt = 0;
 
-    if (ns_initparse(c->ans, len, &msg) < 0) {
+    if (a->len > NS_MAXMSG || ns_initparse(a->packet, (int)a->len, &msg) < 0) {
         rr->herrno = TRY_AGAIN;
         return;
     }
+    if (type == ns_t_mx || type == ns_t_ptr)
+        c->ngroups++; /* the names of this answer, for ctx_want_siblings */
     for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
         if (ns_parserr(&msg, ns_s_an, i, &r) < 0) {
             rr->herrno = TRY_AGAIN;
@@ -185,40 +224,111 @@ domain_ok(const char *d)
     return name_labels(d) > 1;
 }
 
-/* libspf2 DNS layer: one query through our resolver state. */
+/* FNV-1a of the name in ASCII lower case, and the type. */
+static uint32_t
+answer_hash(const char *name, ns_type type)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)type;
+
+    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++) {
+        h ^= *p >= 'A' && *p <= 'Z' ? *p + 32u : *p;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static const struct spf_answer *
+ctx_find(const struct spf_ctx *c, const char *name, ns_type type)
+{
+    uint32_t h = answer_hash(name, type);
+
+    for (size_t i = 0; i < c->nans; i++) {
+        if (c->ans[i].hash == h && c->ans[i].type == type && strcasecmp(c->ans[i].name, name) == 0)
+            return &c->ans[i];
+    }
+    return NULL;
+}
+
+/* A name this run needs and the check has not asked for: noted, to be
+ * asked for after the run. */
+static void
+ctx_want(struct spf_ctx *c, const char *name, ns_type type)
+{
+    c->missed = true;
+    for (size_t i = 0; i < c->nwant; i++) {
+        if (c->want[i].type == type && strcasecmp(c->want[i].name, name) == 0)
+            return;
+    }
+    if (c->nwant < SPF_WANT_MAX && strlen(name) < NS_MAXDNAME) {
+        strcpy(c->want[c->nwant].name, name);
+        c->want[c->nwant++].type = type;
+    }
+}
+
+/* libspf2 DNS layer: the answer gathered for (domain, type), or TRY_AGAIN
+ * and a note to ask for it. Only gathered answers count as queries: they
+ * are the ones sent. */
+/* libspf2 asks for the addresses of an MX or PTR answer's names one by
+ * one, and gives up at the first it lacks: when it lacks one, the names
+ * after it in the same answer (as many as libspf2 looks at, 10) are asked
+ * for too, so that one round of queries serves the whole term. */
+static void
+ctx_want_siblings(struct spf_ctx *c, const char *name, ns_type type)
+{
+    size_t i = 0, pos = 0;
+
+    while (i < c->nexempt && strcasecmp(c->exempt[i], name) != 0)
+        i++;
+    if (i == c->nexempt)
+        return;
+    for (size_t j = 0; j < i; j++)
+        pos += c->exempt_group[j] == c->exempt_group[i];
+    for (size_t j = i + 1; j < c->nexempt && pos + 1 < SPF_NAMES_PER_TERM; j++) {
+        if (c->exempt_group[j] != c->exempt_group[i])
+            continue;
+        pos++;
+        if (ctx_find(c, c->exempt[j], type) == NULL)
+            ctx_want(c, c->exempt[j], type);
+    }
+}
+
 static SPF_dns_rr_t *
 layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_cache)
 {
     struct spf_ctx *c = d->hook;
+    const struct spf_answer *a;
     SPF_dns_rr_t *rr;
-    int n;
 
     (void)should_cache;
     if (type == ns_t_spf) /* RFC 7208 3.1: type SPF is not used any more */
         return SPF_dns_rr_new_init(d, domain, type, 0, NO_DATA);
     if (!name_ok(domain)) /* no such name can exist (libspf2 asks anyway) */
         return SPF_dns_rr_new_init(d, domain, type, 0, HOST_NOT_FOUND);
-    if (!c->rs_ok || !dns_res_fit(&c->rs, c->deadline_ns))
+    if ((a = ctx_find(c, domain, type)) == NULL) {
+        /* no query after the budget, nor past the check's bound */
+        if (resolver_timeout_until(c->deadline_ns) > 0 && c->nans < SPF_ANSWERS_MAX) {
+            ctx_want(c, domain, type);
+            if (type == ns_t_a || type == ns_t_aaaa)
+                ctx_want_siblings(c, domain, type);
+        }
         return SPF_dns_rr_new_init(d, domain, type, 0, TRY_AGAIN);
+    }
     c->queries++;
     c->last_txt_void = false;
     if (!((type == ns_t_a || type == ns_t_aaaa) && ctx_exempt(c, domain)))
         c->terms++;
-    c->rs.res_h_errno = 0;
-    n = res_nquery(&c->rs, domain, ns_c_in, type, c->ans, sizeof(c->ans));
-    if (n < 0) {
-        int h = c->rs.res_h_errno;
-
-        if (h == HOST_NOT_FOUND || h == NO_DATA)
+    if (a->herrno == TRY_AGAIN && (type == ns_t_a || type == ns_t_aaaa) &&
+        ctx_exempt(c, domain) == 2) /* RFC 7208 5.5: the name is skipped (libspf2: temperror) */
+        return SPF_dns_rr_new_init(d, domain, type, 0, NO_DATA);
+    if (a->herrno != NETDB_SUCCESS) {
+        if (a->herrno == HOST_NOT_FOUND || a->herrno == NO_DATA)
             ctx_void(c, domain, type);
-        else
-            h = TRY_AGAIN; /* SERVFAIL, REFUSED, timeout: temperror */
-        return SPF_dns_rr_new_init(d, domain, type, 0, h);
+        return SPF_dns_rr_new_init(d, domain, type, 0, a->herrno);
     }
     rr = SPF_dns_rr_new_init(d, domain, type, 0, NETDB_SUCCESS);
     if (rr == NULL)
         mxd_panic("spf: out of memory");
-    parse_answer(rr, type, c, n < (int)sizeof(c->ans) ? n : (int)sizeof(c->ans));
+    parse_answer(rr, type, c, a);
     if (rr->herrno == NETDB_SUCCESS && rr->num_rr == 0) {
         rr->herrno = NO_DATA;
         ctx_void(c, domain, type);
@@ -324,6 +434,9 @@ run(SPF_server_t *srv, SPF_request_t *req, struct spf_result *out)
         if (out->res == SPF_RES_FAIL && exp != NULL)
             reply_text_clean(out->explanation, sizeof(out->explanation), exp, strlen(exp), false);
     } else {
+        /* a record that did not compile is left behind (libspf2 1.2.10) */
+        if (rec != NULL)
+            SPF_record_free(rec);
         out->res = map_record_error(resp, err);
     }
     if (err == SPF_E_SUCCESS && SPF_response_errcode(resp) != SPF_E_SUCCESS)
@@ -388,6 +501,155 @@ limits(const struct spf_ctx *c, struct spf_result *out, const char **why)
         out->explanation[0] = '\0';
 }
 
+/* ---- the check: runs of libspf2 and the queries between them ---------- */
+
+struct spf_job;
+
+/* One query out for a name a run missed. */
+struct spf_pending {
+    struct spf_job *job;
+    char name[NS_MAXDNAME];
+    ns_type type;
+};
+
+struct spf_job {
+    struct resolver *r;
+    struct spf_query q;
+    struct spf_result *out;
+    spf_cb cb;
+    void *arg;
+    uint64_t start;
+    uv_timer_t first;     /* the first run, from the loop */
+    SPF_dns_server_t dns; /* our layer; libspf2 does not free it */
+    SPF_server_t *srv;
+    struct spf_ctx c;
+    struct spf_pending *pend; /* SPF_WANT_MAX, while queries are out */
+    size_t pending;
+};
+
+/* One run of check_host() with the answers gathered so far. */
+static void
+run_once(struct spf_job *j)
+{
+    struct spf_ctx *c = &j->c;
+    struct spf_result *out = j->out;
+    SPF_request_t *req;
+    const char *id, *why = "";
+
+    c->queries = c->voids = c->terms = 0;
+    c->last_txt_void = false;
+    c->nexempt = 0;
+    c->ngroups = 0;
+    c->nwant = 0;
+    c->missed = false;
+    memset(out, 0, sizeof(*out));
+    out->res = SPF_RES_NONE;
+    out->helo_identity = j->q.sender[0] == '\0';
+    id = out->helo_identity ? j->q.helo : j->q.sender;
+    if ((req = request_new(j->srv, &j->q, out)) != NULL) {
+        why = run(j->srv, req, out);
+        SPF_request_free(req);
+    }
+    limits(c, out, &why);
+    set_comment(out, &j->q, id, why);
+}
+
+static void on_first_closed(uv_handle_t *h);
+static void ask_missing(struct spf_job *j);
+
+/* Runs the check again; a run that missed nothing is the answer. */
+static void
+step(struct spf_job *j)
+{
+    run_once(j);
+    if (j->c.missed && j->c.nwant > 0) {
+        ask_missing(j);
+        return;
+    }
+    j->out->ms = (double)(uv_hrtime() - j->start) / 1e6;
+    j->cb(j->arg, j->out);
+    uv_close((uv_handle_t *)&j->first, on_first_closed);
+}
+
+static void
+on_missing(void *arg, const struct resolver_answer *a)
+{
+    struct spf_pending *p = arg;
+    struct spf_job *j = p->job;
+    struct spf_answer *s;
+
+    j->c.ans = xrealloc(j->c.ans, (j->c.nans + 1) * sizeof(*j->c.ans));
+    s = &j->c.ans[j->c.nans++];
+    memset(s, 0, sizeof(*s));
+    s->name = xstrdup(p->name);
+    s->hash = answer_hash(p->name, p->type);
+    s->type = p->type;
+    switch (a->status) {
+    case RESOLVER_OK:
+        s->herrno = NETDB_SUCCESS;
+        s->packet = xmalloc(a->len > 0 ? a->len : 1);
+        memcpy(s->packet, a->packet, a->len);
+        s->len = a->len;
+        break;
+    case RESOLVER_NODATA:
+        s->herrno = NO_DATA;
+        break;
+    case RESOLVER_NXDOMAIN:
+        s->herrno = HOST_NOT_FOUND;
+        break;
+    case RESOLVER_SERVFAIL: /* SERVFAIL, REFUSED, timeout: temperror */
+    case RESOLVER_TIMEOUT:
+        s->herrno = TRY_AGAIN;
+        break;
+    }
+    if (--j->pending == 0)
+        step(j);
+}
+
+/* Asks for every name the last run missed, each with the time left. */
+static void
+ask_missing(struct spf_job *j)
+{
+    unsigned timeout = resolver_timeout_until(j->c.deadline_ns);
+
+    if (timeout == 0) { /* spent since the run: the next run asks for nothing */
+        step(j);
+        return;
+    }
+    if (j->pend == NULL)
+        j->pend = xcalloc(SPF_WANT_MAX, sizeof(*j->pend));
+    j->pending = j->c.nwant;
+    for (size_t i = 0; i < j->c.nwant; i++) {
+        struct spf_pending *p = &j->pend[i];
+
+        p->job = j;
+        strcpy(p->name, j->c.want[i].name);
+        p->type = j->c.want[i].type;
+        (void)resolver_query(j->r, p->name, p->type, timeout, on_missing, p);
+    }
+}
+
+static void
+on_first(uv_timer_t *t)
+{
+    step(t->data);
+}
+
+static void
+on_first_closed(uv_handle_t *h)
+{
+    struct spf_job *j = h->data;
+
+    for (size_t i = 0; i < j->c.nans; i++) {
+        free(j->c.ans[i].name);
+        free(j->c.ans[i].packet);
+    }
+    free(j->c.ans);
+    free(j->pend);
+    SPF_server_free(j->srv);
+    free(j);
+}
+
 /* No query is sent after this uv_hrtime(), for a check starting at now. */
 static uint64_t
 query_deadline(const struct spf_query *q, uint64_t now)
@@ -398,85 +660,35 @@ query_deadline(const struct spf_query *q, uint64_t now)
 }
 
 void
-spf_check(const struct dns_servers *servers, const struct spf_query *q, struct spf_result *out)
+spf_check_with(uv_loop_t *loop, struct resolver *r, const struct spf_query *q,
+               struct spf_result *out, spf_cb cb, void *arg)
 {
-    struct spf_ctx *c = xcalloc(1, sizeof(*c));
-    SPF_dns_server_t *dns = xcalloc(1, sizeof(*dns));
-    SPF_server_t *srv = NULL;
-    SPF_request_t *req = NULL;
-    uint64_t start = uv_hrtime();
-    const char *id, *why = "";
+    struct spf_job *j = xcalloc(1, sizeof(*j));
 
-    memset(out, 0, sizeof(*out));
-    out->res = SPF_RES_NONE;
-    out->helo_identity = q->sender[0] == '\0';
-    id = out->helo_identity ? q->helo : q->sender;
-    c->deadline_ns = query_deadline(q, start);
-    c->rs_ok = dns_res_open(&c->rs, servers) == 0;
-    dns->lookup = layer_lookup; /* destroy NULL: we free it ourselves */
-    dns->name = "mxd";
-    dns->hook = c;
-    if ((srv = SPF_server_new_dns(dns, 0)) == NULL)
+    j->r = r;
+    j->q = *q;
+    j->out = out;
+    j->cb = cb;
+    j->arg = arg;
+    j->start = uv_hrtime();
+    /* The budget runs from now. */
+    j->c.deadline_ns = query_deadline(q, j->start);
+    j->dns.lookup = layer_lookup; /* destroy NULL: we free it ourselves */
+    j->dns.name = "mxd";
+    j->dns.hook = &j->c;
+    if ((j->srv = SPF_server_new_dns(&j->dns, 0)) == NULL)
         mxd_panic("spf: out of memory");
-    SPF_server_set_rec_dom(srv, q->receiver);
-    if ((req = request_new(srv, q, out)) != NULL)
-        why = run(srv, req, out);
-    limits(c, out, &why);
-    set_comment(out, q, id, why);
-    if (req != NULL)
-        SPF_request_free(req);
-    SPF_server_free(srv);
-    free(dns);
-    if (c->rs_ok)
-        res_nclose(&c->rs);
-    free(c);
-    out->ms = (double)(uv_hrtime() - start) / 1e6;
-}
-
-/* ---- async ------------------------------------------------------------- */
-
-struct spf_job {
-    struct lookup_job work;
-    struct dns_servers servers;
-    struct spf_query q;
-    struct spf_result *out;
-    spf_cb cb;
-    void *arg;
-};
-
-static void
-job_work(struct lookup_job *w)
-{
-    struct spf_job *j = w->data;
-
-    spf_check(&j->servers, &j->q, j->out);
-}
-
-static void
-job_done(struct lookup_job *w)
-{
-    struct spf_job *j = w->data;
-    spf_cb cb = j->cb;
-    void *arg = j->arg;
-    struct spf_result *out = j->out;
-
-    free(j);
-    cb(arg, out);
+    SPF_server_set_rec_dom(j->srv, q->receiver);
+    if (uv_timer_init(loop, &j->first) != 0)
+        mxd_panic("spf: uv_timer_init failed");
+    j->first.data = j;
+    if (uv_timer_start(&j->first, on_first, 0, 0) != 0)
+        mxd_panic("spf: uv_timer_start failed");
 }
 
 void
 spf_check_async(uv_loop_t *loop, const struct conf *conf, const struct spf_query *q,
                 struct spf_result *out, spf_cb cb, void *arg)
 {
-    struct spf_job *j = xcalloc(1, sizeof(*j));
-
-    dns_servers_from_conf(conf, &j->servers);
-    j->q = *q;
-    /* The budget runs from now: time spent waiting for a thread counts. */
-    j->q.deadline_ns = query_deadline(q, uv_hrtime());
-    j->out = out;
-    j->cb = cb;
-    j->arg = arg;
-    j->work.data = j;
-    lookup_queue(loop, &j->work, job_work, job_done);
+    spf_check_with(loop, resolver_get(loop, conf), q, out, cb, arg);
 }

@@ -1,4 +1,4 @@
-/* spf: SPF checks (RFC 7208) with libspf2, off the loop thread. */
+/* spf: SPF checks (RFC 7208) with libspf2, its DNS answers from the resolver. */
 #ifndef MXD_SPF_H
 #define MXD_SPF_H
 
@@ -11,7 +11,7 @@
 #include "base/addr.h"
 #include "base/conf.h"
 #include "base/util.h"
-#include "dns/dns.h"
+#include "dns/resolver.h"
 
 /* RFC 7208 section 2.6 results, and their names in headers (RFC 8601). */
 #define SPF_RESULTS(X)                                                                             \
@@ -48,21 +48,20 @@ struct spf_result {
     double ms;                        /* time taken */
 };
 
-/*
- * Runs check_host() (RFC 7208 4) for the MAIL FROM identity, or for the
- * HELO identity when the sender is <>. Blocks on DNS: never call it on the
- * loop thread. Unlike libspf2's own entry points, loopback clients get no
- * free pass. Always fills *out.
- */
-void spf_check(const struct dns_servers *servers, const struct spf_query *q,
-               struct spf_result *out);
-
-/* out is owned by the job until this runs (loop thread). */
+/* out is owned by the check until this runs (loop thread). */
 typedef void (*spf_cb)(void *arg, struct spf_result *out);
 
-/* spf_check on a lookup thread (lookup.h) through conf's dns_servers; q
- * is copied; the budget counts from this call; cb runs on the loop thread
- * with out. Never synchronous. */
+/*
+ * Runs check_host() (RFC 7208 4) for the MAIL FROM identity, or for the
+ * HELO identity when the sender is <>, asking r for every DNS answer
+ * (loop: r's loop). q is copied; the budget counts from this call. cb runs
+ * on the loop thread with *out filled, never from inside this call. Unlike
+ * libspf2's own entry points, loopback clients get no free pass.
+ */
+void spf_check_with(uv_loop_t *loop, struct resolver *r, const struct spf_query *q,
+                    struct spf_result *out, spf_cb cb, void *arg);
+
+/* spf_check_with through the resolver for conf's dns_servers. */
 void spf_check_async(uv_loop_t *loop, const struct conf *conf, const struct spf_query *q,
                      struct spf_result *out, spf_cb cb, void *arg);
 

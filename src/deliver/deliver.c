@@ -9,7 +9,6 @@
  * once) rather than loses. It does not speak LMTP (lmtp_net, lmtp_proto)
  * or compose DSNs (the store does, with the outcomes). */
 #include "deliver/deliver.h"
-#include "deliver/deliver_calc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "base/log.h"
 #include "base/metrics.h"
+#include "deliver/deliver_calc.h"
 #include "deliver/deliver_impl.h"
 
 #define DELIVER_MAX_INFLIGHT 2000 /* recipients picked and not yet recorded */

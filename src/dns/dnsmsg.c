@@ -1,4 +1,4 @@
-/* dnsmsg: MX, A and AAAA records out of a DNS reply with libresolv's
+/* dnsmsg: MX, A, AAAA and TXT records out of a DNS reply with libresolv's
  * ns_initparse/ns_parserr/dn_expand (which bound every read by the message
  * end).
  *
@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <resolv.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 int
@@ -86,4 +87,45 @@ dnsmsg_addrs(const unsigned char *ans, size_t len, bool want_aaaa, unsigned shor
         (*naddrs)++;
     }
     return 0;
+}
+
+int
+dnsmsg_txt(const unsigned char *ans, size_t len, dnsmsg_txt_fn fn, void *arg)
+{
+    char *txt = NULL;
+    ns_msg msg;
+    ns_rr rr;
+    int rc = 0;
+
+    if (len > NS_MAXMSG || ns_initparse(ans, (int)len, &msg) < 0)
+        return MXD_EIO;
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        const unsigned char *d;
+        size_t n = 0, rdlen;
+
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) {
+            rc = MXD_EIO;
+            break;
+        }
+        if (ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in)
+            continue;
+        d = ns_rr_rdata(rr);
+        rdlen = ns_rr_rdlen(rr);
+        txt = xrealloc(txt, rdlen + 1);
+        /* The character-strings of one record are concatenated (RFC 6376
+         * 3.6.2.2, RFC 7208 3.3, RFC 7489 6.6.3). */
+        for (size_t j = 0; j < rdlen;) {
+            size_t k = d[j++];
+
+            if (k > rdlen - j) /* a string running past its record: what is there */
+                k = rdlen - j;
+            memcpy(txt + n, d + j, k);
+            n += k;
+            j += k;
+        }
+        txt[n] = '\0';
+        fn(arg, txt, n);
+    }
+    free(txt);
+    return rc;
 }

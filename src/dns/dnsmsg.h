@@ -1,5 +1,5 @@
-/* dnsmsg: reading MX, A and AAAA records out of a DNS reply (pure: bytes
- * in, records out; no sockets, no resolver state). */
+/* dnsmsg: reading MX, A, AAAA and TXT records out of a DNS reply (pure:
+ * bytes in, records out; no sockets, no resolver state). */
 #ifndef MXD_DNSMSG_H
 #define MXD_DNSMSG_H
 
@@ -29,5 +29,17 @@ int dnsmsg_mx(const unsigned char *ans, size_t len, struct mx_host **hosts, size
  */
 int dnsmsg_addrs(const unsigned char *ans, size_t len, bool want_aaaa, unsigned short port,
                  struct sockaddr_storage *addrs, size_t *naddrs, size_t max) MXD_WUR;
+
+/* One TXT record: its character-strings concatenated, NUL-terminated
+ * (txt[len] == '\0'); borrowed for the call. */
+typedef void (*dnsmsg_txt_fn)(void *arg, const char *txt, size_t len);
+
+/*
+ * Calls fn for each TXT record (class IN) in the answer section of
+ * ans[0..len), in order; other records (the CNAME that led to them) are
+ * skipped. Returns 0, or MXD_EIO when the reply is malformed (fn may have
+ * run for the records before the damage).
+ */
+int dnsmsg_txt(const unsigned char *ans, size_t len, dnsmsg_txt_fn fn, void *arg) MXD_WUR;
 
 #endif

@@ -4,8 +4,9 @@
  * lookups); the job queues to them, the done list back and the uv_async_t
  * that wakes the loop for it; and each message handed over, spool file
  * included (unlinked when done). store_deliver.c adds delivery and operator
- * jobs, store_screen.c the screening's passes, to the same threads and
- * transactions (store_impl.h).
+ * jobs, store_screen.c the screening's passes, store_greylist.c greylist
+ * jobs (the reader hands those it cannot answer on to the writer), to the
+ * same threads and transactions (store_impl.h).
  * Threads: store_* entry points on the loop thread only; writer_* and
  * reader_* on their thread, the only one touching its connection once
  * store_open returns. Shared: the queues and the done list, each under a mutex.
@@ -427,6 +428,8 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
         rc = writer_insert(w, j->msg, &j->msg_id);
     else if (j->kind == STORE_JOB_SCREEN_PUT)
         rc = store__screen_write(w, j);
+    else if (j->kind == STORE_JOB_GREYLIST)
+        rc = store__greylist_write(w, j);
     else
         rc = store__writer_run(w, j);
     if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
@@ -450,6 +453,9 @@ writer_fail_range(struct store_job *from, struct store_job *to, int status, cons
         if (j->kind == STORE_JOB_COMMIT || j->kind == STORE_JOB_SCREEN_PUT)
             log_msg(LOG_ERR, job_qid(j), "store", "%s failed reason=%s",
                     j->kind == STORE_JOB_COMMIT ? "commit" : "screen record",
+                    log_esc(esc, sizeof(esc), reason, strlen(reason)));
+        else if (j->kind == STORE_JOB_GREYLIST)
+            log_msg(LOG_ERR, NULL, "store", "greylist failed reason=%s",
                     log_esc(esc, sizeof(esc), reason, strlen(reason)));
         else
             store__writer_failed(j, reason);
@@ -519,6 +525,8 @@ static void
 writer_finish(struct store_writer *w, struct store_job *jobs)
 {
     for (struct store_job *j = jobs; j != NULL; j = j->next) {
+        if (j->kind == STORE_JOB_GREYLIST)
+            continue;
         if (j->kind != STORE_JOB_COMMIT) {
             if (j->kind != STORE_JOB_SCREEN_PUT)
                 store__writer_done(j);
@@ -573,18 +581,31 @@ static void
 reader_main(void *arg)
 {
     struct store *st = arg;
-    struct store_job *jobs;
+    struct store_job *jobs, *next;
 
     while ((jobs = queue_take(&st->rq)) != NULL) {
-        for (struct store_job *j = jobs; j != NULL; j = j->next) {
+        struct store_job *done = NULL, **tail = &done;
+
+        for (struct store_job *j = jobs; j != NULL; j = next) {
+            next = j->next;
+            if (j->kind == STORE_JOB_GREYLIST && !store__greylist_read(&st->r, j)) {
+                /* The writer decides again and writes. It stops only after
+                 * this thread has exited, so it still takes the job. */
+                queue_push(&st->wq, j);
+                continue;
+            }
             if (j->kind == STORE_JOB_LOOKUP)
                 j->status = reader_lookup(&st->r, j->text, j->text + j->domain_off);
             else if (j->kind == STORE_JOB_SCREEN_GET)
                 j->status = store__screen_read(&st->r, j);
-            else
+            else if (j->kind != STORE_JOB_GREYLIST)
                 j->status = store__reader_run(&st->r, j);
+            j->next = NULL;
+            *tail = j;
+            tail = &j->next;
         }
-        store_post(st, jobs, NULL, false);
+        if (done != NULL)
+            store_post(st, done, NULL, false);
     }
     conn_close(&st->r);
     store_post(st, NULL, NULL, true);
@@ -625,6 +646,8 @@ store_run_done(struct store *st)
                 jobs->cb.lookup(jobs->arg, jobs->status);
         } else if (jobs->kind == STORE_JOB_SCREEN_GET || jobs->kind == STORE_JOB_SCREEN_PUT) {
             store__screen_complete(jobs);
+        } else if (jobs->kind == STORE_JOB_GREYLIST) {
+            store__greylist_complete(jobs);
         } else {
             store__complete(jobs);
         }

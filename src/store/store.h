@@ -215,6 +215,55 @@ void store_screen_lookup_async(struct store *st, const char *client, int64_t now
 void store_screen_record_async(struct store *st, struct store_screen_pass *passes, size_t n,
                                int64_t now, store_done_cb cb, void *arg);
 
+/* ---- greylisting (schema 004) ---------------------------------------- */
+
+/* What a greylisted triplet's attempt was: the first (or the first since
+ * its row expired), a retry before the delay, the retry that passes, or an
+ * attempt of a triplet that passed before. */
+#define STORE_GREY_STATES(X)  X(NEW, "new") X(EARLY, "early") X(RETRY, "retry") X(KNOWN, "known")
+#define STORE_GREY_ENUM(e, s) STORE_GREY_##e,
+enum store_grey_state { STORE_GREY_STATES(STORE_GREY_ENUM) };
+#undef STORE_GREY_ENUM
+const char *store_grey_state_name(enum store_grey_state s);
+
+/* The clock and the rules of one attempt, in seconds (now: unix time). A
+ * pass of a known triplet rewrites its row (expires = now + ttl) only when
+ * the last write is STORE_GREY_REFRESH(ttl) old or more: a busy triplet
+ * costs one write a day, not one per message, and lives ttl minus at most
+ * that after its last pass. */
+struct store_grey_rules {
+    int64_t now;
+    int64_t delay;  /* a retry passes from first_seen + delay ... */
+    int64_t window; /* ... until first_seen + window (then it starts afresh) */
+    int64_t ttl;    /* a triplet that passed is remembered this long */
+};
+#define STORE_GREY_REFRESH(ttl) ((ttl) / 10 < 86400 ? (ttl) / 10 : 86400)
+
+struct store_grey_answer {
+    bool pass;
+    enum store_grey_state state;
+    bool expired;       /* NEW: the triplet had a row, expired */
+    int64_t first_seen; /* of the triplet, after this attempt */
+    int64_t passed;     /* when it first passed; 0 while greylisted */
+    int64_t expires;
+    bool written; /* the writer recorded this attempt (false: the reader answered) */
+};
+
+/* status: 0 (answer filled in), MXD_ESTORE or MXD_ECLOSING (answer NULL). */
+typedef void (*store_greylist_cb)(void *arg, int status, const struct store_grey_answer *answer);
+
+/*
+ * The attempt of triplet (client, sender, recipient) at r->now: pass or
+ * defer, and the triplet's row updated in the same writer transaction
+ * (group commit). An attempt that changes nothing (an early retry; a pass
+ * with a fresh row) is answered by the reader thread alone. Each writer
+ * job also deletes a few expired rows. Strings and rules are copied; cb
+ * runs on the loop thread.
+ */
+void store_greylist_async(struct store *st, const char *client, const char *sender,
+                          const char *rcpt, const struct store_grey_rules *r, store_greylist_cb cb,
+                          void *arg);
+
 /* Our hostname for the DSNs the store writes (Reporting-MTA, From:
  * MAILER-DAEMON@hostname). Call once after store_open. Copied. */
 void store_set_hostname(struct store *st, const char *hostname);

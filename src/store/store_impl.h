@@ -19,6 +19,11 @@
     "CASE WHEN m.smtputf8 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0) "        \
     "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
 
+/* A greylisted triplet's row (schema 004), read by both threads. */
+#define STORE_SQL_GREY_GET                                                                         \
+    "SELECT first_seen, last_seen, passed, expires FROM greylist "                                 \
+    "WHERE client = ?1 AND sender = ?2 AND rcpt = ?3"
+
 /* id, label for error messages, SQL: the writer's statements, then the
  * reader's from R_LOOKUP on. recipients.address is COLLATE NOCASE, so the
  * lookup compares case-insensitively and uses the primary key for both
@@ -75,6 +80,13 @@
     X(W_SCREEN_EXPIRE, "expire screening passes",                                                  \
       "DELETE FROM screen WHERE (client, test) IN (SELECT client, test FROM screen "               \
       "WHERE expires <= ?1 LIMIT ?2)")                                                             \
+    X(W_GREY_GET, "read greylist", STORE_SQL_GREY_GET)                                             \
+    X(W_GREY_PUT, "write greylist",                                                                \
+      "INSERT OR REPLACE INTO greylist (client, sender, rcpt, first_seen, last_seen, passed, "     \
+      "expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                                              \
+    X(W_GREY_EXPIRE, "expire greylist",                                                            \
+      "DELETE FROM greylist WHERE (client, sender, rcpt) IN (SELECT client, sender, rcpt "         \
+      "FROM greylist WHERE expires <= ?1 LIMIT ?2)")                                               \
     X(R_LOOKUP, "lookup",                                                                          \
       "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1")                \
     X(R_BEGIN, "begin", "BEGIN")                                                                   \
@@ -89,7 +101,8 @@
       "AND next_attempt < 9223372036854775807")                                                    \
     X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)                                             \
     X(R_SCREEN_GET, "read screening passes",                                                       \
-      "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2")
+      "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2")       \
+    X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET)
 
 #define STORE_STMT_ENUM(id, label, sql) STORE_##id,
 
@@ -110,8 +123,8 @@ struct store_conn {
     sqlite3_stmt *stmt[STORE_NSTMT];
 };
 
-/* COMMIT and LOOKUP: store.c; SCREEN_*: store_screen.c; the others:
- * store_deliver.c. */
+/* COMMIT and LOOKUP: store.c; SCREEN_*: store_screen.c; GREYLIST:
+ * store_greylist.c; the others: store_deliver.c. */
 enum store_job_kind {
     STORE_JOB_COMMIT,     /* writer */
     STORE_JOB_LOOKUP,     /* reader */
@@ -121,12 +134,15 @@ enum store_job_kind {
     STORE_JOB_OP,         /* writer */
     STORE_JOB_SCREEN_GET, /* reader */
     STORE_JOB_SCREEN_PUT, /* writer */
+    STORE_JOB_GREYLIST,   /* reader, then the writer when it has to write */
 };
 
 /* store_deliver.c's part of a job: arguments and results (opaque here). */
 struct store__djob;
 /* store_screen.c's part of a job. */
 struct store__sjob;
+/* store_greylist.c's part of a job. */
+struct store__gjob;
 
 /* One request. Belongs to the loop until pushed, then to the worker thread,
  * then to the loop again from the done list until its callback ran. */
@@ -142,11 +158,13 @@ struct store_job {
         store_body_cb body;
         store_done_cb done;
         store_screen_cb screen;
+        store_greylist_cb greylist;
     } cb;
     void *arg;
     struct store_msg *msg; /* commit: owned until the batch is done */
     struct store__djob *d; /* DUE, BODY, OUTCOMES, OP: owned, freed by store__complete */
     struct store__sjob *s; /* SCREEN_*: owned, freed by store__screen_complete */
+    struct store__gjob *g; /* GREYLIST: owned, freed by store__greylist_complete */
     size_t domain_off;     /* lookup: the domain is at text + domain_off */
     char text[];           /* lookup: address NUL domain NUL */
 };
@@ -240,5 +258,18 @@ int store__screen_write(struct store_writer *w, struct store_job *j) MXD_WUR;
 
 /* Loop thread: runs a SCREEN_* job's callback and frees j->s (not j). */
 void store__screen_complete(struct store_job *j);
+
+/* ---- store_greylist.c, for store.c ------------------------------------- */
+
+/* Reader thread: answers a GREYLIST job that needs no write (true), or
+ * leaves it for the writer (false). */
+bool store__greylist_read(struct store_conn *c, struct store_job *j);
+
+/* Writer thread, inside the job's savepoint: the GREYLIST job's decision
+ * and write; returns its status. */
+int store__greylist_write(struct store_writer *w, struct store_job *j) MXD_WUR;
+
+/* Loop thread: runs a GREYLIST job's callback and frees j->g (not j). */
+void store__greylist_complete(struct store_job *j);
 
 #endif

@@ -1,7 +1,9 @@
 /* Fuzz target: DNS reply handling for MX routing: dnsmsg_mx and
  * dnsmsg_addrs on an arbitrary reply, then mx_select on the hosts found
- * (as dns.c does). Checks: names fit, addresses stay within the array,
- * mx_select keeps at most what it was given in preference order. */
+ * (as dns.c does); and dnsmsg_txt (DKIM keys, DMARC records). Checks:
+ * names fit, addresses stay within the array, mx_select keeps at most what
+ * it was given in preference order, each TXT record is NUL-terminated at
+ * its length and no longer than the reply. */
 #include <sys/socket.h>
 
 #include <stddef.h>
@@ -19,6 +21,14 @@ fixed_rand(void *arg)
     unsigned *x = arg;
 
     return *x = *x * 1103515245u + 12345u;
+}
+
+static void
+on_txt(void *arg, const char *txt, size_t len)
+{
+    size_t *size = arg;
+
+    check(len < *size && txt[len] == '\0');
 }
 
 int
@@ -43,5 +53,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(naddrs <= 8);
     (void)dnsmsg_addrs(data, size, true, 25, addrs, &naddrs, 8);
     check(naddrs <= 8);
+    (void)dnsmsg_txt(data, size, on_txt, &size);
     return 0;
 }

@@ -9,6 +9,10 @@ for one name (PEERS.md), so this serves a zone held in a dict, on
 
 A name with ("TIMEOUT", None) gets no answer (the resolver times out) for
 the types it has no records of; an unknown name gets NXDOMAIN, a known name without the type NODATA.
+Records carry `ttl` (0 unless given: mxd's resolver caches nothing); a
+negative answer carries an SOA of TTL 0 in its authority section, as RFC
+2308 3 asks, so that it is not cached either (a resolver keeps a negative
+answer without an SOA for a few seconds, which zone swaps would see).
 A TXT value may be a list of character-strings; a str longer than 255
 octets is split. CNAMEs are followed. The zone may be replaced while it runs
 (`server.zone = {...}`); `server.queries` counts what was asked.
@@ -19,7 +23,7 @@ import socketserver
 import struct
 import threading
 
-from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSRecord
 
 
 def _txt(value):
@@ -49,8 +53,9 @@ def _rdata(rtype, value):
 
 
 class AuthDns:
-    def __init__(self, zone=None):
+    def __init__(self, zone=None, ttl=0):
         self.zone = zone or {}
+        self.ttl = ttl
         self.queries = []
         self._udp = self._tcp = None
         self._threads = []
@@ -87,7 +92,7 @@ class AuthDns:
             if recs is None:
                 if name == qname:
                     reply.header.rcode = RCODE.NXDOMAIN
-                return reply.pack()
+                return self._negative(reply, name, qtype)
             cname = [v for t, v in recs if t == "CNAME"]
             # As in the RFC 7208 suite's driver: TIMEOUT answers the types
             # the name has no records of.
@@ -95,13 +100,23 @@ class AuthDns:
                     not any(t == qtype for t, _ in recs):
                 return None
             if cname and qtype != "CNAME":
-                reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(cname[0]), ttl=0))
+                reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(cname[0]), ttl=self.ttl))
                 name = cname[0]
                 continue
             for t, v in recs:
                 if t == qtype:
-                    reply.add_answer(RR(name, getattr(QTYPE, t), rdata=_rdata(t, v), ttl=0))
-            return reply.pack()
+                    reply.add_answer(RR(name, getattr(QTYPE, t), rdata=_rdata(t, v),
+                                        ttl=self.ttl))
+            return self._negative(reply, name, qtype)
+        return reply.pack()
+
+    @staticmethod
+    def _negative(reply, name, qtype):
+        """The reply; NXDOMAIN or NODATA with an SOA of TTL 0 (RFC 2308 3)."""
+        if qtype != "ANY" and not any(QTYPE[rr.rtype] == qtype for rr in reply.rr):
+            zone = ".".join(name.rstrip(".").split(".")[-2:]) or "."
+            reply.add_auth(RR(zone, QTYPE.SOA, ttl=0,
+                              rdata=SOA("ns." + zone, "hostmaster." + zone, (1, 0, 0, 0, 0))))
         return reply.pack()
 
     def start(self):

@@ -346,5 +346,48 @@ class Restart(Screening, MxdTestCase):
         c2.cmd("QUIT")
 
 
+class Greylisting(Screening, MxdTestCase):
+    """A client that passed the pre-greet test in an earlier connection is
+    client_trusted: greylisting spares it (the screening's facts and
+    client_trusted are the connection's and outlive MAIL)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mport = mxdtest.free_port()
+        cls.SERVER = {"greet_action": "reject", "greet_wait": "1s",
+                      "trusted_networks": "127.0.0.1", "greylist_delay": "1h",
+                      "metrics_listen": f"127.0.0.1:{cls.mport}"}
+        cls.DOMAINS = {"grey.test": {"mode": "local", "recipients": "any",
+                                     "greylist": "on"}}
+        super().setUpClass()
+
+    def test_passed_client_spared_greylisting(self):
+        # First connection: the test passes now, but the client was not
+        # known at connect, so its first triplet is greylisted.
+        c = self.passed("127.0.0.32")
+        self.assertReply(c.cmd("EHLO first.test"), 250)
+        self.assertReply(c.cmd("MAIL FROM:<s@client.test>"), 250)
+        self.assertReply(c.cmd("RCPT TO:<u@grey.test>"), 451, "4.7.1")
+        c.cmd("QUIT")
+        c.close()
+        # Next connection: known, greeted at once, trusted: two
+        # transactions (the second after a MAIL reset the transaction's
+        # facts) pass without greylisting.
+        c, r, took, _, _ = self.greet("127.0.0.32")
+        self.assertEqual(r.lines, [f"{HOSTNAME} ESMTP mxd"], "no teaser")
+        for n in range(2):
+            m = self.marker()
+            r = c.send_message("s@client.test", ["u@grey.test"],
+                               f"Subject: {m}\r\n\r\nknown {n}\r\n".encode(), ehlo=n == 0)
+            self.assertReply(r, 250, "2.0.0")
+        self.assertLogged(r"check greylist client=127\.0\.0\.32 .*action=skip "
+                          r"reason=client_trusted")
+        # A client never screened before is still greylisted.
+        c2 = self.passed("127.0.0.33")
+        self.assertReply(c2.cmd("EHLO other.test"), 250)
+        self.assertReply(c2.cmd("MAIL FROM:<s@client.test>"), 250)
+        self.assertReply(c2.cmd("RCPT TO:<u@grey.test>"), 451, "4.7.1")
+
+
 if __name__ == "__main__":
     mxdtest.main()

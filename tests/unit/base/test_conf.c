@@ -108,6 +108,10 @@ check_defaults(const struct conf *c)
     assert_int_equal(c->message_rate_limit, 0);
     assert_int_equal(c->recipient_rate_limit, 0);
     assert_int_equal(c->ntrusted_networks, 0);
+    assert_null(c->trusted_networks);
+    assert_int_equal(c->greylist_delay_s, 300);
+    assert_int_equal(c->greylist_window_s, 86400);
+    assert_int_equal(c->greylist_ttl_s, 35 * 86400);
     assert_null(c->metrics_listen.text);
     assert_null(c->control_socket);
     assert_null(c->tls_certificate);
@@ -141,6 +145,7 @@ check_domain_defaults(const struct conf *c)
     assert_false(d->primary_mx);
     assert_int_equal(d->lifetime_s, 0);
     assert_int_equal(d->tls, CONF_TLS_OPPORTUNISTIC);
+    assert_false(d->greylist);
     assert_null(d->ca_file);
 }
 
@@ -262,6 +267,20 @@ check_rate_limits(const struct conf *c)
 }
 
 static void
+check_greylist(const struct conf *c)
+{
+    assert_int_equal(c->ntrusted_networks, 2);
+    assert_int_equal(c->trusted_networks[0].family, AF_INET);
+    assert_int_equal(c->trusted_networks[0].prefix, 24);
+    assert_int_equal(c->trusted_networks[1].family, AF_INET6);
+    assert_int_equal(c->greylist_delay_s, 2);
+    assert_int_equal(c->greylist_window_s, 3);
+    assert_int_equal(c->greylist_ttl_s, 7 * 86400);
+    assert_true(c->domains[0].greylist);
+    assert_false(c->domains[1].greylist);
+}
+
+static void
 check_limits(const struct conf *c)
 {
     assert_int_equal(c->max_message_size, UINT64_C(16) << 30);
@@ -380,6 +399,11 @@ static struct ok_case ok_cases[] = {
      BASE "connection_rate_limit = 30\nmessage_rate_limit = 1000000\nrecipient_rate_limit = 0\n"
           "trusted_networks = 192.0.2.0/24, 2001:db8:25::/48\n",
      check_rate_limits},
+    {"greylist",
+     BASE "trusted_networks = 192.0.2.0/24, 2001:db8::/32\ngreylist_delay = 2s\n"
+          "greylist_window = 3\ngreylist_ttl = 7d\n"
+          "[domain a.example]\ngreylist = on\n[domain b.example]\ngreylist = off\n",
+     check_greylist},
     {"dkim budget", BASE "[auth]\ndkim_max_signatures = 20\ndkim_timeout = 30s\n",
      check_dkim_budget},
     {"limits",
@@ -523,6 +547,15 @@ static struct err_case err_cases[] = {
     {"screen ttl zero", BASE "screen_ttl = 0\n", 4, "screen_ttl: must be greater"},
     {"proxy timeout junk", BASE "proxy_timeout = soon\n", 4, "proxy_timeout: want a duration"},
     {"etrn host bits", BASE "etrn_clients = 192.0.2.1/24\n", 4, "host bits set"},
+    {"trusted bad ip", BASE "trusted_networks = 192.0.2.0/24, nowhere\n", 4,
+     "trusted_networks: bad IP address"},
+    {"greylist yes", BASE "[domain a.example]\ngreylist = yes\n", 5,
+     "greylist: want on or off (got 'yes')"},
+    {"greylist window", BASE "greylist_delay = 1h\ngreylist_window = 30m\n", 5,
+     "greylist_window: must be longer than greylist_delay"},
+    {"greylist window default", BASE "greylist_delay = 2d\n", 4,
+     "greylist_window: must be longer than greylist_delay"},
+    {"greylist ttl zero", BASE "greylist_ttl = 0\n", 4, "greylist_ttl: must be greater than zero"},
     {"etrn bad prefix", BASE "etrn_clients = 10.0.0.0/33\n", 4, "bad prefix length"},
     {"etrn bad v6 prefix", BASE "etrn_clients = 2001:db8::/129\n", 4, "bad prefix length"},
     {"etrn bad ip", BASE "etrn_clients = 192.0.2\n", 4, "etrn_clients: bad IP address"},
@@ -802,6 +835,11 @@ test_full_config(void **state)
     assert_int_equal(c->ndns_servers, 4);
     assert_int_equal(c->dns_servers[3].port, 53);
     assert_int_equal(c->netrn_clients, 3);
+    assert_int_equal(c->ntrusted_networks, 1);
+    assert_int_equal(c->greylist_delay_s, 60);
+    assert_int_equal(c->greylist_window_s, 2 * 86400);
+    assert_int_equal(c->greylist_ttl_s, 60 * 86400);
+    assert_true(c->domains[0].greylist);
     assert_string_equal(c->metrics_listen.text, "127.0.0.1:9125");
     assert_string_equal(c->control_socket, "/run/mxd/control.sock");
     assert_string_equal(c->tls_certificate, "/etc/mxd/cert.pem");

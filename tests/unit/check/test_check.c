@@ -340,8 +340,8 @@ fake_mail(void *st, struct check_ticket t)
     struct harness *h = f->h;
     const struct check_info *ci = check_info(f->cs);
 
-    h->mail_received = check_facts(f->cs)->received;
-    h->mail_spf_done = check_facts(f->cs)->spf_done;
+    h->mail_received = check_txn_facts(f->cs)->received;
+    h->mail_spf_done = check_txn_facts(f->cs)->spf_done;
     snprintf(h->mail_qid, sizeof(h->mail_qid), "%s", ci->qid);
     snprintf(h->mail_sender, sizeof(h->mail_sender), "%s", ci->sender.mailbox);
     fake_hook(f, CHECK_STAGE_MAIL, t);
@@ -366,7 +366,7 @@ fake_end(void *st, struct check_ticket t)
     if (d->fields != NULL)
         check_add_fields(f->cs, d->fields, strlen(d->fields));
     if (d->received > 0)
-        check_facts(f->cs)->received = d->received;
+        check_txn_facts(f->cs)->received = d->received;
     fake_hook(f, CHECK_STAGE_END, t);
 }
 
@@ -995,8 +995,9 @@ test_check_mail_resets(void **state)
 
     (void)state;
     harness_init(&h, defs, 3);
-    check_facts(h.cs)->received = 7;
-    check_facts(h.cs)->spf_done = true;
+    check_txn_facts(h.cs)->received = 7;
+    check_txn_facts(h.cs)->spf_done = true;
+    check_facts(h.cs)->client_trusted = true; /* of the connection: it stays */
     ask(&h, CHECK_STAGE_MAIL);
     assert_int_equal(h.ndone, 1);
     assert_int_equal(h.got[0].v.action, CHECK_ACCEPT);
@@ -1006,7 +1007,8 @@ test_check_mail_resets(void **state)
     assert_int_equal(h.resets[1], 1);
     assert_int_equal(h.mail_received, 0);
     assert_false(h.mail_spf_done);
-    assert_int_equal(check_facts(h.cs)->received, 0);
+    assert_int_equal(check_txn_facts(h.cs)->received, 0);
+    assert_true(check_facts(h.cs)->client_trusted);
     assert_string_equal(h.mail_qid, "QID1");
     assert_string_equal(h.mail_sender, "sender@example.org");
     assert_string_equal(check_info(h.cs)->qid, "QID1");

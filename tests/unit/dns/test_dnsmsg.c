@@ -1,7 +1,9 @@
 /* Unit tests for dnsmsg: hand-built DNS replies (MX with preference and a
  * CNAME before them, null MX, A/AAAA, the address bound) and malformed ones
  * (truncated header, record running past the end, a compression loop, an A
- * record of the wrong length), which must give MXD_EIO. */
+ * record of the wrong length), which must give MXD_EIO; TXT records (the
+ * character-strings of each glued together, CNAMEs skipped, truncations
+ * refused). */
 #include <sys/socket.h>
 
 #include <arpa/inet.h>
@@ -206,14 +208,76 @@ test_addrs_bad_length(void **state)
     assert_int_equal(dnsmsg_addrs(m.b, m.len, false, 25, ss, &n, 2), MXD_EIO);
 }
 
+struct txts {
+    char got[4][64];
+    size_t n;
+};
+
+static void
+on_txt(void *arg, const char *txt, size_t len)
+{
+    struct txts *t = arg;
+
+    assert_int_equal(strlen(txt), len);
+    assert_true(t->n < 4 && len < sizeof(t->got[0]));
+    memcpy(t->got[t->n++], txt, len + 1);
+}
+
+/* One TXT record of character-strings. */
+static void
+add_txt(struct msg *m, const char *const *parts, size_t nparts)
+{
+    size_t rdlen = 0;
+
+    for (size_t i = 0; i < nparts; i++)
+        rdlen += 1 + strlen(parts[i]);
+    rr_begin(m, 16, (unsigned)rdlen);
+    for (size_t i = 0; i < nparts; i++) {
+        unsigned char l = (unsigned char)strlen(parts[i]);
+
+        put(m, &l, 1);
+        put(m, parts[i], l);
+    }
+}
+
+static void
+test_txt(void **state)
+{
+    static const char *const spf[] = {"v=spf1 ip4:", "192.0.2.5 -all"};
+    static const char *const other[] = {"hello"};
+    struct msg m, cname = {.len = 0};
+    struct txts t = {.n = 0};
+
+    (void)state;
+    msg_begin(&m, 16, 3);
+    put_name(&cname, "alias.example.org");
+    rr_begin(&m, 5, (unsigned)cname.len); /* the CNAME that led here: skipped */
+    put(&m, cname.b, cname.len);
+    add_txt(&m, spf, 2);
+    add_txt(&m, other, 1);
+    assert_int_equal(dnsmsg_txt(m.b, m.len, on_txt, &t), 0);
+    assert_int_equal(t.n, 2);
+    assert_string_equal(t.got[0], "v=spf1 ip4:192.0.2.5 -all"); /* strings glued */
+    assert_string_equal(t.got[1], "hello");
+    /* every truncation is refused or stops early, never read past */
+    for (size_t cut = 0; cut < m.len; cut++) {
+        unsigned char *copy = malloc(cut ? cut : 1);
+
+        t.n = 0;
+        memcpy(copy, m.b, cut);
+        assert_int_equal(dnsmsg_txt(copy, cut, on_txt, &t), MXD_EIO);
+        free(copy);
+    }
+    assert_int_equal(dnsmsg_txt(m.b, 70000, on_txt, &t), MXD_EIO);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mx_records),
-        cmocka_unit_test(test_mx_malformed),
-        cmocka_unit_test(test_addrs),
-        cmocka_unit_test(test_addrs_bad_length),
+        cmocka_unit_test(test_mx_records), cmocka_unit_test(test_mx_malformed),
+        cmocka_unit_test(test_addrs),      cmocka_unit_test(test_addrs_bad_length),
+        cmocka_unit_test(test_txt),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
