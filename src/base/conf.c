@@ -105,6 +105,16 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       .def = "1d", .arg = &in_s)                                                                   \
     X(GREYLIST_TTL, SECT_SERVER, "greylist_ttl", set_time, S(greylist_ttl_s), .def = "35d",        \
       .arg = &in_s)                                                                                \
+    X(GREET_ACTION, SECT_SERVER, "greet_action", set_enum, S(greet_action), .def = "off",          \
+      .arg = "off|ignore|reject|drop")                                                             \
+    X(GREET_WAIT, SECT_SERVER, "greet_wait", set_time, S(greet_wait_ms), .def = "6s",              \
+      .arg = &in_ms)                                                                               \
+    X(GREET_STRESS_WAIT, SECT_SERVER, "greet_stress_wait", set_time, S(greet_stress_wait_ms),      \
+      .def = "2s", .arg = &in_ms)                                                                  \
+    X(GREET_BANNER, SECT_SERVER, "greet_banner", set_enum, S(greet_banner), .def = "on",           \
+      .arg = "off|on")                                                                             \
+    X(SCREEN_TTL, SECT_SERVER, "screen_ttl", set_time, S(screen_ttl_s), .def = "24h",              \
+      .arg = &in_s)                                                                                \
     X(METRICS_LISTEN, SECT_SERVER, "metrics_listen", set_endpoint, S(metrics_listen),              \
       .arg = &ep_tcp)                                                                              \
     X(CONTROL_SOCKET, SECT_SERVER, "control_socket", set_sock, S(control_socket))                  \
@@ -220,7 +230,8 @@ static const struct list_kind l_primary = {sizeof(struct conf_endpoint), conf__p
 static const struct list_kind l_cidr = {sizeof(struct conf_cidr), conf__parse_cidr, NULL, NULL};
 
 _Static_assert(sizeof(enum conf_auth) == sizeof(int) && sizeof(enum conf_mode) == sizeof(int) &&
-                   sizeof(enum conf_rcpts) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int),
+                   sizeof(enum conf_rcpts) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int) &&
+                   sizeof(enum conf_greet) == sizeof(int),
                "set_enum stores an int");
 
 /* Duration units of the fields: milliseconds or seconds. */
@@ -616,6 +627,26 @@ check_proxy(struct parse *p)
         perr(p, l[K_PROXY_NETWORKS], "proxy_networks: no listen address is marked proxy");
 }
 
+/* The pre-greet wait stays well inside the 5 minutes a client waits for
+ * the greeting (RFC 5321 4.5.3.2.1), and shrinks under load, never grows. */
+static void
+check_greet(struct parse *p)
+{
+    const struct conf *c = p->conf;
+    const int *l = p->seen;
+
+    if (l[K_GREET_WAIT] > 0 && c->greet_wait_ms > CONF_GREET_WAIT_MAX_MS)
+        perr(p, l[K_GREET_WAIT], "greet_wait: at most %us", CONF_GREET_WAIT_MAX_MS / 1000);
+    else if (l[K_GREET_WAIT] >= 0 && l[K_COMMAND_TIMEOUT] >= 0 && l[K_GREET_ACTION] > 0 &&
+             c->greet_action != CONF_GREET_OFF && c->greet_wait_ms >= c->command_timeout_ms)
+        perr(p, l[K_GREET_WAIT] ? l[K_GREET_WAIT] : l[K_COMMAND_TIMEOUT],
+             "greet_wait: must be shorter than command_timeout (the connect stage's budget)");
+    /* (the default stress wait counts as greet_wait when that is shorter) */
+    if (l[K_GREET_WAIT] >= 0 && l[K_GREET_STRESS_WAIT] > 0 &&
+        c->greet_stress_wait_ms > c->greet_wait_ms)
+        perr(p, l[K_GREET_STRESS_WAIT], "greet_stress_wait: must not be longer than greet_wait");
+}
+
 /* After the last line: defaults, required keys, rules across keys. */
 static void
 check_conf(struct parse *p)
@@ -634,6 +665,7 @@ check_conf(struct parse *p)
         perr(p, abs(l[K_CERTIFICATE] + l[K_KEY]),
              "[tls]: set both certificate and key, or neither");
     check_proxy(p);
+    check_greet(p);
     if (l[K_RETRY_MIN] >= 0 && l[K_RETRY_MAX] >= 0 && c->retry_max_s < c->retry_min_s)
         perr(p, l[K_RETRY_MAX] ? l[K_RETRY_MAX] : l[K_RETRY_MIN],
              "retry_max: must not be less than retry_min");

@@ -37,7 +37,10 @@ enum conf_mode { CONF_MODE_LOCAL, CONF_MODE_BACKUP };
 enum conf_rcpts { CONF_RCPTS_ANY, CONF_RCPTS_TABLE, CONF_RCPTS_LMTP, CONF_RCPTS_PRIMARY };
 enum conf_tls { CONF_TLS_OPPORTUNISTIC, CONF_TLS_REQUIRED, CONF_TLS_VERIFY };
 enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
-#define CONF_DKIM_SIGS_MAX 20 /* the highest dkim_max_signatures */
+/* The pre-greet test: off, or on and what a client that talks early gets. */
+enum conf_greet { CONF_GREET_OFF, CONF_GREET_IGNORE, CONF_GREET_REJECT, CONF_GREET_DROP };
+#define CONF_GREET_WAIT_MAX_MS 60000u
+#define CONF_DKIM_SIGS_MAX     20 /* the highest dkim_max_signatures */
 
 struct conf_domain {
     char *name; /* lower case ASCII */
@@ -92,6 +95,12 @@ struct conf {
     uint64_t greylist_delay_s;  /* a retry passes this long after the first attempt ... */
     uint64_t greylist_window_s; /* ... and before this long after it */
     uint64_t greylist_ttl_s; /* a triplet that passed is remembered this long after its last pass */
+    /* screening (postscreen's pre-greet test and its memory of passes) */
+    enum conf_greet greet_action;        /* off: no test */
+    uint64_t greet_wait_ms;              /* postscreen_greet_wait */
+    uint64_t greet_stress_wait_ms;       /* the wait from 90% of max_connections on */
+    int greet_banner;                    /* 1: send the "220-" teaser (off|on) */
+    uint64_t screen_ttl_s;               /* a pass is remembered this long */
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */

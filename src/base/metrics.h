@@ -22,7 +22,9 @@
       "DNS queries an earlier answer's TTL still covered (answered from the resolver's cache "     \
       "unless it evicted them)")                                                                   \
     X(DNS_TIMEOUTS, "mxd_dns_timeouts_total", "counter",                                           \
-      "DNS queries that got no answer within their time")
+      "DNS queries that got no answer within their time")                                          \
+    X(SCREEN_RECORDED, "mxd_screen_passes_recorded_total", "counter",                              \
+      "Screening passes written to the store (clients remembered for screen_ttl)")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
 #undef METRICS_C_ENUM
@@ -44,7 +46,13 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")                       \
     X(DNS_ANSWERS, "mxd_dns_answers_total", "result", NULL,                                        \
       "DNS queries answered by mxd's resolver, by result (ok, nodata, nxdomain, servfail, "        \
-      "timeout)")
+      "timeout)")                                                                                  \
+    X(PREGREET, "mxd_pregreet_total", "result", NULL,                                              \
+      "Pre-greet tests: pass, fail (talked early), hangup, or skipped: known (remembered) "        \
+      "or trusted")                                                                                \
+    X(SCREEN_LOOKUPS, "mxd_screen_lookups_total", "source", "result",                              \
+      "Lookups in the screening's memory, by where they were answered (cache, store) and "         \
+      "what (known, unknown, error)")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,
 enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
 #undef METRICS_F_ENUM

@@ -36,6 +36,9 @@ struct check_session {
     void **st; /* each check's state */
     check_sink_cb sink;
     void *sink_arg;
+    check_teaser_cb teaser;
+    void *teaser_arg;
+    bool teaser_sent;
     uint64_t budget_ms;
     uv_timer_t timer;
     unsigned holds; /* work out that will call back, and the timer */
@@ -69,6 +72,7 @@ check_session_new_list(const struct check_env *env, const struct conf *conf,
     cs->info.env = *env;
     cs->info.client = *client;
     cs->info.sender = &no_sender;
+    cs->info.started_ms = uv_now(env->loop);
     cs->list = list;
     cs->n = n;
     cs->st = xcalloc(n > 0 ? n : 1, sizeof(*cs->st));
@@ -296,10 +300,11 @@ check_answer(struct check_ticket t, enum check_action action, int code, const ch
 {
     struct check_session *cs = t.cs;
 
-    if (cs->dead || !cs->asking || !cs->waiting || t.gen != cs->gen)
+    if (!check_ticket_live(t))
         return; /* too late: the budget answered, or the connection is gone */
     if ((action == CHECK_TEMPFAIL && (code < 400 || code > 499)) ||
-        (action == CHECK_REJECT && (code < 500 || code > 599)))
+        (action == CHECK_REJECT && (code < 500 || code > 599)) ||
+        (action == CHECK_DROP && cs->stage != CHECK_STAGE_CONNECT))
         mxd_panic("check %s: reply code %d for action %d", cs->list[cs->current]->name, code,
                   (int)action);
     cs->waiting = false;
@@ -316,6 +321,14 @@ check_answer(struct check_ticket t, enum check_action action, int code, const ch
         run(cs);
 }
 
+bool
+check_ticket_live(struct check_ticket t)
+{
+    const struct check_session *cs = t.cs;
+
+    return !cs->dead && cs->asking && cs->waiting && t.gen == cs->gen;
+}
+
 void
 check_pass(struct check_ticket t)
 {
@@ -326,6 +339,47 @@ void
 check_connect(struct check_session *cs, check_done_cb done, void *arg)
 {
     stage_begin(cs, CHECK_STAGE_CONNECT, done, arg);
+}
+
+void
+check_set_teaser(struct check_session *cs, check_teaser_cb teaser, void *arg)
+{
+    cs->teaser = teaser;
+    cs->teaser_arg = arg;
+}
+
+bool
+check_teaser(struct check_session *cs, const char *text)
+{
+    if (cs->teaser == NULL || cs->teaser_sent || !cs->asking || cs->stage != CHECK_STAGE_CONNECT)
+        return false;
+    cs->teaser_sent = true;
+    cs->teaser(cs->teaser_arg, text);
+    return true;
+}
+
+void
+check_input_early(struct check_session *cs, const char *data, size_t len, bool eof)
+{
+    struct check_screen_facts *f = &cs->facts.screen;
+    size_t keep;
+
+    if (cs->dead || (len == 0 && !eof))
+        return;
+    if (f->early_octets == 0 && !f->early_eof)
+        f->early_ms = uv_now(cs->info.env.loop) - cs->info.started_ms;
+    keep = sizeof(f->early_head) - f->early_head_len;
+    keep = len < keep ? len : keep;
+    if (keep > 0) {
+        memcpy(f->early_head + f->early_head_len, data, keep);
+        f->early_head_len += keep;
+    }
+    f->early_octets += len;
+    f->early_eof = f->early_eof || eof;
+    /* a hook may answer the stage; the others still see the input */
+    for (size_t i = 0; i < cs->n && !cs->dead; i++)
+        if (cs->list[i]->early != NULL)
+            cs->list[i]->early(cs->st[i]);
 }
 
 void
@@ -349,8 +403,8 @@ check_mail(struct check_session *cs, const char *qid, const struct addr *sender,
     struct txn *t;
 
     check_reset(cs);
-    /* what the checks learned of the transaction goes (of the connection
-     * stays) */
+    /* what the checks learned of the transaction goes; of the connection
+     * (the screening's facts, client_trusted) stays */
     t = txn_of(cs);
     memset(&t->facts, 0, sizeof(t->facts));
     snprintf(cs->info.qid, sizeof(cs->info.qid), "%s", qid);

@@ -33,13 +33,17 @@
 struct store;
 struct callahead;
 struct anvil;
+struct screen;
 
-/* The services checks may use; set once when the server starts. */
+/* The services checks may use, the server's for its life; and its load
+ * when the connection began. */
 struct check_env {
     uv_loop_t *loop;
     struct store *store;
     struct callahead *callahead; /* NULL: recipients are not verified */
     struct anvil *anvil;         /* per-client rates, for the process; NULL: not counted */
+    struct screen *screen;       /* the screening's memory of passes; NULL: none kept */
+    size_t connections_open;     /* the server's open connections, this one included */
 };
 
 /* What the session knows of its client, copied at check_session_new. */
@@ -52,6 +56,7 @@ enum check_action {
     CHECK_ACCEPT,   /* go on (at the end of data: store the message) */
     CHECK_TEMPFAIL, /* 4xx: code and text say it */
     CHECK_REJECT,   /* 5xx */
+    CHECK_DROP,     /* connect stage only: close the connection without a word */
 };
 
 #define CHECK_TEXT_MAX 512
@@ -73,6 +78,10 @@ struct check_session;
 
 /* The answer for the stage that was asked. */
 typedef void (*check_done_cb)(void *arg, const struct check_verdict *v);
+/* A check wants the greeting begun now, with the line "220-<text>" (the
+ * pre-greet test's teaser): the final 220 line follows the connect stage's
+ * acceptance. text is valid during the call. */
+typedef void (*check_teaser_cb)(void *arg, const char *text);
 /* Content that passed the checks' filters, on its way to the store. */
 typedef void (*check_sink_cb)(void *arg, const char *data, size_t len);
 
@@ -86,7 +95,21 @@ struct check_session *check_session_new(const struct check_env *env, const struc
  * stage must not be in flight. */
 void check_session_free(struct check_session *cs);
 
+/* The connect stage, before the greeting. While it is in flight the
+ * session reads, and tells the pipeline of input with check_input_early;
+ * that input is the protocol's once the stage accepts, and is dropped
+ * with the connection otherwise. A refusal is the greeting's place (RFC
+ * 5321 3.1: 554 or 421 instead of 220); after a teaser it cannot be
+ * (RFC 5321 4.2.1: one code for all lines of a reply): the greeting ends
+ * with its 220 line and the refusal answers the client's first command.
+ * CHECK_DROP closes the connection at once. */
 void check_connect(struct check_session *cs, check_done_cb done, void *arg);
+/* Where a teaser goes (NULL, the default: none is sent). */
+void check_set_teaser(struct check_session *cs, check_teaser_cb teaser, void *arg);
+/* The connect stage is in flight and the client sent data[0..len) before
+ * the greeting (len may be 0), or closed its side (eof). Borrowed for the
+ * call; the checks may answer the stage from inside it. */
+void check_input_early(struct check_session *cs, const char *data, size_t len, bool eof);
 /* helo is copied. */
 void check_helo(struct check_session *cs, const char *helo, check_done_cb done, void *arg);
 /* A transaction begins: its queue id (for logs) and sender are copied. */

@@ -19,6 +19,7 @@
 #include "check/check.h"
 #include "check/dkim.h"
 #include "check/dmarc.h"
+#include "check/scache.h"
 #include "check/spf.h"
 #include "store/qid.h"
 
@@ -47,19 +48,39 @@ struct check_info {
     const struct conf *conf; /* the connection's config (a reference) */
     struct check_env env;
     struct check_client client;
-    char helo[256]; /* "" before HELO/EHLO */
+    uint64_t started_ms; /* the connection began (uv_now at check_session_new) */
+    char helo[256];      /* "" before HELO/EHLO */
     char qid[QID_LEN + 1];
     const struct addr *sender; /* of the transaction, after MAIL (empty before) */
+};
+
+#define CHECK_EARLY_HEAD 64 /* octets of early input kept for the log */
+
+/* The screening's facts about the connection (check_screen.c,
+ * check_pregreet.c and the pipeline). Carried by every connection, so the
+ * fields are ordered for the least padding (104 octets with one test). */
+struct check_screen_facts {
+    int64_t until[SCREEN_NTESTS]; /* the client's remembered pass of each test expires
+                                     (unix seconds; 0: none) */
+    /* input before the greeting (check_input_early) */
+    size_t early_octets;
+    uint64_t early_ms; /* when the first came, since the connection began */
+    size_t early_head_len;
+    char early_head[CHECK_EARLY_HEAD];
+    bool early_eof;       /* the client closed before the greeting */
+    bool looked_up;       /* the memory was asked (until is its answer) */
+    bool pregreet_passed; /* the pre-greet test passed in this connection */
 };
 
 /* What the checks learned of the connection, for the checks after them:
  * kept for its life, inside the session (small: a connection that never
  * sends MAIL costs no more). */
 struct check_facts {
-    /* The screening trusts the client (it passed before, or a DNSWL lists
-     * it): greylisting spares it. Set by a screening check (issue 16 part
-     * 3), none yet. */
+    /* The screening trusts the client: it passed every screening test
+     * that is on within screen_ttl, in an earlier connection (check_screen.c):
+     * greylisting spares it. */
     bool client_trusted;
+    struct check_screen_facts screen;
 };
 
 /* What the checks learned of the transaction, for the checks after them
@@ -105,6 +126,10 @@ struct check_ops {
     /* The transaction is over (RSET, a new MAIL, an error, or after the
      * end's answer). */
     void (*reset)(void *st);
+    /* Input arrived before the greeting, or the client closed, while the
+     * connect stage runs (check_input_early; the facts have it). May
+     * answer the connect stage with a ticket its hook kept. */
+    void (*early)(void *st);
 };
 
 /* The registered checks, in order (check_list.c). */
@@ -122,6 +147,10 @@ struct check_facts *check_facts(struct check_session *cs);
 /* The transaction's facts (allocated at first use, reset at MAIL). */
 struct check_txn_facts *check_txn_facts(struct check_session *cs);
 
+/* True while the pipeline waits for t's answer (not after the budget
+ * answered for it, nor once the connection is gone). cs must be alive
+ * (held, or inside a hook). */
+bool check_ticket_live(struct check_ticket t);
 /* The check accepts: the next one runs. */
 void check_pass(struct check_ticket t);
 /* The check decides: code and text ("5.7.1 ..."), or CHECK_ACCEPT. */
@@ -130,6 +159,10 @@ void check_answer(struct check_ticket t, enum check_action action, int code, con
 void check_add_fields(struct check_session *cs, const char *fields, size_t len);
 /* Passes content on from a filter. */
 void check_emit(struct check_stream out, const char *data, size_t len);
+/* The connect stage's checks: begin the greeting now with "220-<text>"
+ * (check.h, check_teaser_cb); at most once a connection. False when no
+ * teaser can be sent (the session takes none). */
+bool check_teaser(struct check_session *cs, const char *text);
 
 /* Work that will call back is out: the pipeline and every check's state
  * stay until check_unhold. */

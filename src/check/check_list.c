@@ -5,9 +5,14 @@
  * every request that reaches the pipeline (Postfix's anvil counts a
  * request whether or not it is then accepted), and a client past its rate
  * must not cost an SPF lookup, a table lookup or a callahead; they need
- * nothing the others learn. The header check filters the content before
- * anything reads the header and refuses what the header alone decides
- * before any lookup is awaited; SPF answers RCPT before the recipient
+ * nothing the others learn. The screening comes next, at the connect
+ * stage: its memory (check_screen) before the tests that skip what a
+ * client passed before, then the pre-greet test (check_pregreet), whose
+ * wait other screening may use: a check that starts lookups goes between
+ * the two, one that collects their answers after the test (greylisting
+ * reads the memory's client_trusted at RCPT). The header check filters
+ * the content before anything reads the header and refuses what the
+ * header alone decides before any lookup is awaited; SPF answers RCPT before the recipient
  * policy spends a lookup or a callahead on a sender it refuses; DKIM and
  * DMARC need SPF's result and the From: authors; the trace fields are
  * written last, from what the others found. Greylisting comes after the
@@ -17,12 +22,12 @@
  * result keys it. */
 #include "check/check_impl.h"
 
-extern const struct check_ops check_rate, check_header, check_spf, check_dkim, check_trace,
-    check_rcpt_policy, check_greylist;
+extern const struct check_ops check_rate, check_screen, check_pregreet, check_header, check_spf,
+    check_dkim, check_trace, check_rcpt_policy, check_greylist;
 
 const struct check_ops *const check_list[] = {
-    &check_rate,  &check_header,      &check_spf,      &check_dkim,
-    &check_trace, &check_rcpt_policy, &check_greylist,
+    &check_rate, &check_screen, &check_pregreet,    &check_header,   &check_spf,
+    &check_dkim, &check_trace,  &check_rcpt_policy, &check_greylist,
 };
 const size_t check_list_len = sizeof(check_list) / sizeof(check_list[0]);
 

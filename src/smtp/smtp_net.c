@@ -1,7 +1,8 @@
 /* smtp_net: owns the listening sockets, every session (its TCP handle,
  * timer, output buffers and the body being received), the per-IP
- * connection table and the per-client rate table (anvil) that the checks
- * count in through their environment. Loop thread only. It moves bytes
+ * connection table, the per-client rate table (anvil) that the checks
+ * count in through their environment, and the screening's memory of passes
+ * (screen) they ask and tell through it. Loop thread only. It moves bytes
  * between sockets and smtp_proto, applies connection limits and timeouts,
  * asks the store about recipients and to commit bodies, and replies 250
  * only from the store's commit completion. It makes no protocol decisions
@@ -24,6 +25,7 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "check/anvil.h"
+#include "check/screen.h"
 #include "smtp/smtp_net_impl.h"
 #include "smtp/smtp_proto.h"
 #include "store/qid.h"
@@ -48,6 +50,7 @@ server_maybe_done(struct smtp_server *srv)
     srv->shutdown_cb = NULL;
     iptab_free(srv->ips);
     anvil_free(srv->anvil);
+    screen_free(srv->screen); /* its last passes go to the store, still open */
     free(srv->spool_dir);
     conf_free(srv->conf_ref);
     free(srv);
@@ -219,6 +222,15 @@ server_take_conf(struct smtp_server *srv, const struct conf *conf)
     conf_free(old);
 }
 
+/* Another seed from the first, for a second table. */
+static uint64_t
+mix_seed(uint64_t seed)
+{
+    seed += UINT64_C(0x9e3779b97f4a7c15);
+    seed = (seed ^ (seed >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    return seed ^ (seed >> 31);
+}
+
 int
 smtp_server_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
                   const char *spool_dir, const struct smtp_listen_fds *fds,
@@ -232,6 +244,8 @@ smtp_server_start(uv_loop_t *loop, const struct conf *conf, struct store *store,
     if (uv_random(NULL, NULL, &seed, sizeof(seed), 0, NULL) != 0)
         seed = uv_hrtime() ^ (uint64_t)(uintptr_t)srv;
     srv->anvil = anvil_new(ANVIL_CLIENTS, ANVIL_WINDOW_MS, seed);
+    if (store != NULL)
+        srv->screen = screen_new(store, SCREEN_CLIENTS, mix_seed(seed));
     srv->loop = loop;
     srv->store = store;
     srv->spool_dir = xstrdup(spool_dir);

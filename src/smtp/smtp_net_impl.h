@@ -28,7 +28,8 @@ struct smtp_server {
     unsigned listeners_open;
     bool activated; /* listeners came from systemd: reload leaves them */
     struct iptab *ips;
-    struct anvil *anvil; /* per-client rates (check_rate), for the server's life */
+    struct anvil *anvil;   /* per-client rates (check_rate), for the server's life */
+    struct screen *screen; /* the screening's memory of passes (check_screen); NULL: none */
     struct qid_gen qids;
     struct smtp_session *sessions; /* doubly linked, for shutdown */
     size_t nsessions;

@@ -6,7 +6,9 @@
  * data) is asked of the checks, and their verdict is the answer. The
  * session knows no check by name. On a listener marked proxy the PROXY
  * header comes first (smtp_proxy.c): the client it names is the session's
- * peer from the start. Loop thread only. Unsent
+ * peer from the start. Until the greeting, smtp_greet.c has the session:
+ * the connect stage, a teaser, input reported to the checks and not taken
+ * as commands, a refusal. Loop thread only. Unsent
  * output is capped (OUT_HIGH, TLS ciphertext included): past it no command
  * is taken and nothing read, and a client that never reads meets the
  * command timeout, then a bounded linger and a reset. A session is freed
@@ -48,8 +50,6 @@ out_append(struct outbuf *o, const char *data, size_t len)
     o->len += len;
 }
 
-static void out_flush(struct smtp_session *s);
-
 static void
 write_failed(struct smtp_session *s, int status)
 {
@@ -71,7 +71,7 @@ on_write(uv_write_t *req, int status)
         return;
     }
     if (s->out.len > 0)
-        out_flush(s);
+        smtp_session__flush(s);
     /* Another on_write comes, unless out went straight to the socket: then
      * go on now, or a pump paused for output would wait for nothing. */
     if (s->wout.len > 0 || uv_is_closing((uv_handle_t *)&s->tcp))
@@ -85,8 +85,8 @@ on_write(uv_write_t *req, int status)
     }
 }
 
-static void
-out_flush(struct smtp_session *s)
+void
+smtp_session__flush(struct smtp_session *s)
 {
     struct outbuf tmp;
     uv_buf_t b;
@@ -139,6 +139,12 @@ say(struct smtp_session *s, const char *line)
     out_append(&s->out, line, strlen(line));
 }
 
+void
+smtp_session__out(struct smtp_session *s, const char *data, size_t len)
+{
+    out_append(&s->out, data, len);
+}
+
 /* ---- lifetime ---------------------------------------------------------- */
 
 static void
@@ -165,6 +171,7 @@ session_free(struct smtp_session *s)
     check_session_free(s->checks);
     tls_conn_free(s->tls);
     free(s->proxy);
+    free(s->refusal);
     free(s->cbuf);
     free(s->body);
     free(s->out.data);
@@ -221,12 +228,12 @@ smtp_session__close(struct smtp_session *s)
     if (!s->lingering)
         uv_timer_stop(&s->timer);
     if (s->out.len > 0)
-        out_flush(s); /* over TLS, before the close_notify */
+        smtp_session__flush(s); /* over TLS, before the close_notify */
     smtp_session__tls_bye(s);
     if (uv_is_closing((uv_handle_t *)&s->tcp))
         return;
     if (s->out.len > 0 && s->wout.len == 0)
-        out_flush(s);
+        smtp_session__flush(s);
     /* What is left in out now cannot be sent (mid-handshake): dropped. */
     if (s->wout.len > 0 || s->tls_wbytes > 0) {
         /* on_write comes back here, or on_linger gives up */
@@ -271,6 +278,12 @@ on_timeout(uv_timer_t *t)
     smtp_session__close(s); /* session_free drops the body, after any spool write */
 }
 
+void
+smtp_session__idle_timer(struct smtp_session *s)
+{
+    uv_timer_start(&s->timer, on_timeout, s->conf->command_timeout_ms, 0);
+}
+
 /* Command timeout runs from the start of each command (a client cannot
  * keep it alive by trickling bytes); the data timeout is idle time between
  * reads (RFC 5321 4.5.3.2). */
@@ -306,6 +319,10 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct smtp_session *s = stream->data;
 
+    if (s->connecting || s->refusal != NULL) {
+        smtp_session__early_read(s, nread, buf); /* before the greeting: smtp_greet.c */
+        return;
+    }
     if (nread > 0 && s->tls != NULL) {
         smtp_session__tls_input(s, buf->base, (size_t)nread);
         return;
@@ -328,8 +345,8 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     smtp_session__pump(s);
 }
 
-static void
-reading_start(struct smtp_session *s)
+void
+smtp_session__read_start(struct smtp_session *s)
 {
     if (!s->reading && !s->eof && !s->closing) {
         if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0)
@@ -499,7 +516,7 @@ session_event(struct smtp_session *s, const struct smtp_event *ev)
             smtp_session__close(s);
             return false;
         }
-        reading_start(s);
+        smtp_session__read_start(s);
         timer_arm(s);
         return false;
     case SMTP_EV_WAIT:
@@ -572,8 +589,8 @@ smtp_session__pump(struct smtp_session *s)
 {
     struct smtp_event ev;
 
-    if (s->in_pump || s->closing)
-        return;
+    if (s->in_pump || s->closing || s->connecting || s->refusal != NULL)
+        return; /* before the greeting (smtp_greet.c), nothing is taken */
     s->out_paused = false;
     for (;;) {
         bool full;
@@ -590,7 +607,7 @@ smtp_session__pump(struct smtp_session *s)
         if (s->delaying)
             return; /* on_delay_done sends the reply and goes on */
         full = smtp_session__unsent(s) >= OUT_HIGH;
-        out_flush(s);
+        smtp_session__flush(s);
         if (s->closing)
             return;
         if (!full)
@@ -624,32 +641,12 @@ session_refuse(struct smtp_session *s, const char *why)
     smtp_session__close(s);
 }
 
-/* The connect stage's verdict: the greeting, or its refusal and goodbye
- * (RFC 5321 3.1: 554 or 421 instead of 220). */
-static void
-on_connect_verdict(void *arg, const struct check_verdict *v)
-{
-    struct smtp_session *s = arg;
-    char line[CHECK_TEXT_MAX + 8];
-
-    if (smtp_session__release(s))
-        return;
-    if (v->action == CHECK_ACCEPT) {
-        smtp_session__pump(s);
-        return;
-    }
-    log_msg(LOG_INFO, NULL, "smtp", "refused client=%s reason=check reply=%d", s->ip, v->code);
-    metrics_count(METRICS_F_SESSIONS_REJECTED, "check", NULL);
-    snprintf(line, sizeof(line), "%d %s\r\n", v->code, v->text);
-    say(s, line);
-    smtp_session__close(s);
-}
-
 static void
 session_start(struct smtp_session *s, const char *early, size_t n)
 {
     struct smtp_server *srv = s->srv;
-    struct check_env env = {srv->loop, srv->store, srv->callahead, srv->anvil};
+    struct check_env env = {srv->loop,  srv->store,  srv->callahead,
+                            srv->anvil, srv->screen, srv->nsessions};
     struct check_client client;
 
     client.peer = s->peer;
@@ -658,8 +655,7 @@ session_start(struct smtp_session *s, const char *early, size_t n)
     if (n > 0 && smtp_proto_feed_copy(s->proto, early, n) != n)
         mxd_panic("smtp: %zu octets after the PROXY header do not fit", n);
     s->checks = check_session_new(&env, s->conf, &client, smtp_session__body_append, s);
-    s->pending++;
-    check_connect(s->checks, on_connect_verdict, s);
+    smtp_session__connect(s, early, n);
 }
 
 void

@@ -61,9 +61,13 @@ struct smtp_session {
     unsigned handles_open;
     unsigned pending; /* store jobs and spool writes that will call back */
     bool reading, eof, closing, in_pump, spool_busy, spool_failed;
-    bool delaying;           /* past the soft error limit: a reject waits error_sleep */
-    bool out_paused;         /* the pump stopped at OUT_HIGH */
-    bool lingering;          /* closing, the linger timer runs */
+    bool delaying;   /* past the soft error limit: a reject waits error_sleep */
+    bool out_paused; /* the pump stopped at OUT_HIGH */
+    bool lingering;  /* closing, the linger timer runs */
+    /* before the greeting (smtp_greet.c) */
+    bool connecting;         /* the connect stage is in flight: reads are reported, not taken */
+    bool teased;             /* a "220-" teaser went out: the greeting has begun */
+    char *refusal;           /* refused after the teaser: the reply to the client's first command */
     struct outbuf out, wout; /* filling, being written */
     /* the body of the transaction in progress */
     char *body;
@@ -86,6 +90,14 @@ struct smtp_session {
 };
 
 void smtp_session__pump(struct smtp_session *s);
+/* Queues data[0..len) for the client; smtp_session__flush writes what is
+ * queued (TLS or not). */
+void smtp_session__out(struct smtp_session *s, const char *data, size_t len);
+void smtp_session__flush(struct smtp_session *s);
+/* Starts reading (unless reading, at EOF or closing). */
+void smtp_session__read_start(struct smtp_session *s);
+/* The command timeout runs from now: 421 and close when it expires. */
+void smtp_session__idle_timer(struct smtp_session *s);
 /* Octets of output not yet taken by the kernel, whatever the transport. */
 size_t smtp_session__unsent(const struct smtp_session *s);
 /* A callback (store job, spool write, check verdict) came back: true when the
@@ -109,6 +121,15 @@ void smtp_session__name_peer(struct smtp_session *s);
  * input that came with the PROXY header, as its first input; or refuses
  * it past the limit. */
 void smtp_session__admit(struct smtp_session *s, const char *early, size_t n);
+
+/* smtp_greet.c: the connect stage (the pipeline's verdict before the
+ * greeting), with early[0..n) the input that came with the PROXY header:
+ * a teaser a check asks for goes out, input before the greeting is read
+ * and reported to the pipeline, and the verdict starts the protocol or
+ * refuses the client. */
+void smtp_session__connect(struct smtp_session *s, const char *early, size_t n);
+/* on_read's work before the greeting (s->connecting or s->refusal). */
+void smtp_session__early_read(struct smtp_session *s, ssize_t nread, const uv_buf_t *buf);
 
 /* smtp_proxy.c: a connection to a listener marked proxy: refuses a peer
  * outside proxy_networks, else reads the PROXY header (proxy_timeout),

@@ -4,9 +4,9 @@
  * lookups); the job queues to them, the done list back and the uv_async_t
  * that wakes the loop for it; and each message handed over, spool file
  * included (unlinked when done). store_deliver.c adds delivery and operator
- * jobs, store_greylist.c greylist jobs (the reader hands those it cannot
- * answer on to the writer), to the same threads and transactions
- * (store_impl.h).
+ * jobs, store_screen.c the screening's passes, store_greylist.c greylist
+ * jobs (the reader hands those it cannot answer on to the writer), to the
+ * same threads and transactions (store_impl.h).
  * Threads: store_* entry points on the loop thread only; writer_* and
  * reader_* on their thread, the only one touching its connection once
  * store_open returns. Shared: the queues and the done list, each under a mutex.
@@ -426,6 +426,8 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
     }
     if (j->kind == STORE_JOB_COMMIT)
         rc = writer_insert(w, j->msg, &j->msg_id);
+    else if (j->kind == STORE_JOB_SCREEN_PUT)
+        rc = store__screen_write(w, j);
     else if (j->kind == STORE_JOB_GREYLIST)
         rc = store__greylist_write(w, j);
     else
@@ -448,8 +450,9 @@ writer_fail_range(struct store_job *from, struct store_job *to, int status, cons
         if (j->status != 0)
             continue;
         j->status = status;
-        if (j->kind == STORE_JOB_COMMIT)
-            log_msg(LOG_ERR, job_qid(j), "store", "commit failed reason=%s",
+        if (j->kind == STORE_JOB_COMMIT || j->kind == STORE_JOB_SCREEN_PUT)
+            log_msg(LOG_ERR, job_qid(j), "store", "%s failed reason=%s",
+                    j->kind == STORE_JOB_COMMIT ? "commit" : "screen record",
                     log_esc(esc, sizeof(esc), reason, strlen(reason)));
         else if (j->kind == STORE_JOB_GREYLIST)
             log_msg(LOG_ERR, NULL, "store", "greylist failed reason=%s",
@@ -525,7 +528,8 @@ writer_finish(struct store_writer *w, struct store_job *jobs)
         if (j->kind == STORE_JOB_GREYLIST)
             continue;
         if (j->kind != STORE_JOB_COMMIT) {
-            store__writer_done(j);
+            if (j->kind != STORE_JOB_SCREEN_PUT)
+                store__writer_done(j);
             continue;
         }
         unlink_spool(j);
@@ -592,6 +596,8 @@ reader_main(void *arg)
             }
             if (j->kind == STORE_JOB_LOOKUP)
                 j->status = reader_lookup(&st->r, j->text, j->text + j->domain_off);
+            else if (j->kind == STORE_JOB_SCREEN_GET)
+                j->status = store__screen_read(&st->r, j);
             else if (j->kind != STORE_JOB_GREYLIST)
                 j->status = store__reader_run(&st->r, j);
             j->next = NULL;
@@ -638,6 +644,8 @@ store_run_done(struct store *st)
         } else if (jobs->kind == STORE_JOB_LOOKUP) {
             if (jobs->cb.lookup != NULL)
                 jobs->cb.lookup(jobs->arg, jobs->status);
+        } else if (jobs->kind == STORE_JOB_SCREEN_GET || jobs->kind == STORE_JOB_SCREEN_PUT) {
+            store__screen_complete(jobs);
         } else if (jobs->kind == STORE_JOB_GREYLIST) {
             store__greylist_complete(jobs);
         } else {

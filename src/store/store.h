@@ -184,6 +184,37 @@ enum store_op {
 void store_op_async(struct store *st, enum store_op op, const char *arg, store_done_cb cb,
                     void *cbarg);
 
+/* ---- screening passes (schema 005) --------------------------------------- */
+
+#define STORE_SCREEN_CLIENT_MAX 48 /* "2001:db8:1:2::/64", NUL included */
+#define STORE_SCREEN_TEST_MAX   16 /* "pregreet", NUL included */
+
+/* A client that passed a screening test, remembered until expires. */
+struct store_screen_pass {
+    char client[STORE_SCREEN_CLIENT_MAX]; /* "192.0.2.1" or "2001:db8:1:2::/64" */
+    char test[STORE_SCREEN_TEST_MAX];
+    int64_t passed, expires; /* unix seconds */
+};
+
+/* status 0: passes[0..n) are the client's passes that have not expired
+ * (n may be 0; valid during the call only), or MXD_ESTORE / MXD_ECLOSING
+ * with n = 0. */
+typedef void (*store_screen_cb)(void *arg, int status, const struct store_screen_pass *passes,
+                                size_t n);
+
+/* The passes of client (copied) that expire after now. Reader thread; cb on
+ * the loop thread. */
+void store_screen_lookup_async(struct store *st, const char *client, int64_t now,
+                               store_screen_cb cb, void *arg);
+
+/* Records passes[0..n) (takes ownership of the array): each becomes its
+ * (client, test) row, keeping the later expiry of the two; a few rows
+ * expired at now are deleted in the same job. One writer job in the group
+ * commit, in a savepoint of its own: a failure loses these passes, never a
+ * message. cb (may be NULL) on the loop thread. */
+void store_screen_record_async(struct store *st, struct store_screen_pass *passes, size_t n,
+                               int64_t now, store_done_cb cb, void *arg);
+
 /* ---- greylisting (schema 004) ---------------------------------------- */
 
 /* What a greylisted triplet's attempt was: the first (or the first since

@@ -73,6 +73,13 @@
     X(W_BOUNCE, "bounce",                                                                          \
       "UPDATE message_rcpts SET state = 'bounced', last_reply = ?2 WHERE message_id = ?1 AND "     \
       "state IN ('queued', 'deferred', 'held') RETURNING address")                                 \
+    X(W_SCREEN_PUT, "record screening pass",                                                       \
+      "INSERT INTO screen (client, test, passed, expires) VALUES (?1, ?2, ?3, ?4) "                \
+      "ON CONFLICT (client, test) DO UPDATE SET passed = max(passed, excluded.passed), "           \
+      "expires = max(expires, excluded.expires)")                                                  \
+    X(W_SCREEN_EXPIRE, "expire screening passes",                                                  \
+      "DELETE FROM screen WHERE (client, test) IN (SELECT client, test FROM screen "               \
+      "WHERE expires <= ?1 LIMIT ?2)")                                                             \
     X(W_GREY_GET, "read greylist", STORE_SQL_GREY_GET)                                             \
     X(W_GREY_PUT, "write greylist",                                                                \
       "INSERT OR REPLACE INTO greylist (client, sender, rcpt, first_seen, last_seen, passed, "     \
@@ -93,6 +100,8 @@
       "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt > ?1 "                       \
       "AND next_attempt < 9223372036854775807")                                                    \
     X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)                                             \
+    X(R_SCREEN_GET, "read screening passes",                                                       \
+      "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2")       \
     X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET)
 
 #define STORE_STMT_ENUM(id, label, sql) STORE_##id,
@@ -114,20 +123,24 @@ struct store_conn {
     sqlite3_stmt *stmt[STORE_NSTMT];
 };
 
-/* COMMIT and LOOKUP: store.c; GREYLIST: store_greylist.c; the others:
- * store_deliver.c. */
+/* COMMIT and LOOKUP: store.c; SCREEN_*: store_screen.c; GREYLIST:
+ * store_greylist.c; the others: store_deliver.c. */
 enum store_job_kind {
-    STORE_JOB_COMMIT,   /* writer */
-    STORE_JOB_LOOKUP,   /* reader */
-    STORE_JOB_DUE,      /* reader */
-    STORE_JOB_BODY,     /* reader */
-    STORE_JOB_OUTCOMES, /* writer */
-    STORE_JOB_OP,       /* writer */
-    STORE_JOB_GREYLIST, /* reader, then the writer when it has to write */
+    STORE_JOB_COMMIT,     /* writer */
+    STORE_JOB_LOOKUP,     /* reader */
+    STORE_JOB_DUE,        /* reader */
+    STORE_JOB_BODY,       /* reader */
+    STORE_JOB_OUTCOMES,   /* writer */
+    STORE_JOB_OP,         /* writer */
+    STORE_JOB_SCREEN_GET, /* reader */
+    STORE_JOB_SCREEN_PUT, /* writer */
+    STORE_JOB_GREYLIST,   /* reader, then the writer when it has to write */
 };
 
 /* store_deliver.c's part of a job: arguments and results (opaque here). */
 struct store__djob;
+/* store_screen.c's part of a job. */
+struct store__sjob;
 /* store_greylist.c's part of a job. */
 struct store__gjob;
 
@@ -144,11 +157,13 @@ struct store_job {
         store_due_cb due;
         store_body_cb body;
         store_done_cb done;
+        store_screen_cb screen;
         store_greylist_cb greylist;
     } cb;
     void *arg;
     struct store_msg *msg; /* commit: owned until the batch is done */
     struct store__djob *d; /* DUE, BODY, OUTCOMES, OP: owned, freed by store__complete */
+    struct store__sjob *s; /* SCREEN_*: owned, freed by store__screen_complete */
     struct store__gjob *g; /* GREYLIST: owned, freed by store__greylist_complete */
     size_t domain_off;     /* lookup: the domain is at text + domain_off */
     char text[];           /* lookup: address NUL domain NUL */
@@ -231,6 +246,18 @@ void store__writer_done(struct store_job *j);
 /* Loop thread: runs the callback of a DUE, BODY, OUTCOMES or OP job and
  * frees j->d (not j). */
 void store__complete(struct store_job *j);
+
+/* ---- store_screen.c, for store.c ------------------------------------- */
+
+/* Reader thread: runs a SCREEN_GET job; returns its status. */
+int store__screen_read(struct store_conn *c, struct store_job *j) MXD_WUR;
+
+/* Writer thread, inside the job's savepoint: runs a SCREEN_PUT job;
+ * returns its status. */
+int store__screen_write(struct store_writer *w, struct store_job *j) MXD_WUR;
+
+/* Loop thread: runs a SCREEN_* job's callback and frees j->s (not j). */
+void store__screen_complete(struct store_job *j);
 
 /* ---- store_greylist.c, for store.c ------------------------------------- */
 

@@ -311,6 +311,36 @@ check_proxy(const struct conf *c)
 }
 
 static void
+check_greet(const struct conf *c)
+{
+    assert_int_equal(c->greet_action, CONF_GREET_DROP);
+    assert_int_equal(c->greet_wait_ms, 3000);
+    assert_int_equal(c->greet_stress_wait_ms, 1000);
+    assert_int_equal(c->greet_banner, 0);
+    assert_int_equal(c->screen_ttl_s, 3600);
+}
+
+static void
+check_greet_default(const struct conf *c)
+{
+    assert_int_equal(c->greet_action, CONF_GREET_OFF);
+    assert_int_equal(c->greet_wait_ms, 6000);
+    assert_int_equal(c->greet_stress_wait_ms, 2000);
+    assert_int_equal(c->greet_banner, 1);
+    assert_int_equal(c->screen_ttl_s, 86400);
+}
+
+/* A greet_wait shorter than the default stress wait: the stress wait
+ * counts as greet_wait (pregreet_wait_ms), no error. */
+static void
+check_greet_short(const struct conf *c)
+{
+    assert_int_equal(c->greet_action, CONF_GREET_REJECT);
+    assert_int_equal(c->greet_wait_ms, 1000);
+    assert_int_equal(c->greet_stress_wait_ms, 2000);
+}
+
+static void
 check_proxy_default(const struct conf *c)
 {
     assert_false(c->listen[0].proxy);
@@ -324,6 +354,12 @@ static struct ok_case ok_cases[] = {
           "proxy_networks = 10.1.2.0/24, ::1\nproxy_timeout = 3s\n",
      check_proxy},
     {"proxy off by default", BASE, check_proxy_default},
+    {"greet",
+     BASE "greet_action = drop\ngreet_wait = 3s\ngreet_stress_wait = 1\n"
+          "greet_banner = off\nscreen_ttl = 1h\n",
+     check_greet},
+    {"greet off by default", BASE, check_greet_default},
+    {"greet short wait", BASE "greet_action = reject\ngreet_wait = 1\n", check_greet_short},
     {"defaults", BASE, check_defaults},
     {"empty sections", BASE "[tls]\n[queue]\n[auth]\n", check_defaults},
     {"domain defaults", BASE "[domain example.test]\n", check_domain_defaults},
@@ -499,6 +535,16 @@ static struct err_case err_cases[] = {
     {"proxy networks name", BASE "listen = 127.0.0.1:25 proxy\nproxy_networks = lb.example\n", 5,
      "proxy_networks: bad IP address"},
     {"proxy timeout zero", BASE "proxy_timeout = 0s\n", 4, "proxy_timeout: must be greater"},
+    {"greet action bad", BASE "greet_action = enforce\n", 4,
+     "greet_action: want off|ignore|reject|drop (got 'enforce')"},
+    {"greet wait too long", BASE "greet_wait = 2m\n", 4, "greet_wait: at most 60s"},
+    {"greet wait over command timeout",
+     BASE "greet_action = reject\ncommand_timeout = 10s\ngreet_wait = 10s\n", 6,
+     "greet_wait: must be shorter than command_timeout"},
+    {"greet stress longer", BASE "greet_wait = 3s\ngreet_stress_wait = 4s\n", 5,
+     "greet_stress_wait: must not be longer than greet_wait"},
+    {"greet banner bad", BASE "greet_banner = yes\n", 4, "greet_banner: want off|on"},
+    {"screen ttl zero", BASE "screen_ttl = 0\n", 4, "screen_ttl: must be greater"},
     {"proxy timeout junk", BASE "proxy_timeout = soon\n", 4, "proxy_timeout: want a duration"},
     {"etrn host bits", BASE "etrn_clients = 192.0.2.1/24\n", 4, "host bits set"},
     {"trusted bad ip", BASE "trusted_networks = 192.0.2.0/24, nowhere\n", 4,

@@ -511,8 +511,8 @@ harness_init(struct harness *h, const struct fake_def *defs, size_t n)
     make_addr(&h->rcpt[0], "r1", "example.net");
     make_addr(&h->rcpt[1], "r2", "example.net");
     make_addr(&h->rcpt[2], "r3", "example.net");
-    h->cs = check_session_new_list(&(struct check_env){&h->loop, NULL, NULL, NULL}, h->conf,
-                                   &client, sink_cb, h, h->list, n, BUDGET_MS);
+    h->cs = check_session_new_list(&(struct check_env){.loop = &h->loop}, h->conf, &client, sink_cb,
+                                   h, h->list, n, BUDGET_MS);
     assert_non_null(h->cs);
     assert_int_equal(h->nstarted, n);
     assert_int_equal(h->conf->refs, 2); /* the pipeline took a reference */
@@ -1337,6 +1337,180 @@ test_check_helo(void **state)
     }
 }
 
+/* ---- before the greeting: early input, the teaser, DROP ------------------ */
+
+struct early_fx {
+    struct check_session *cs;
+    struct check_ticket t;
+    int early_calls[2]; /* per check */
+    int teasers;
+    char teaser[64];
+    bool want_teaser;   /* the session set a teaser callback */
+    bool second_teaser; /* what a second check_teaser said */
+    size_t refuse_at;   /* the first check answers once this many octets came */
+    enum check_action action;
+    int ndone;
+    struct check_verdict v;
+};
+
+static struct early_fx *early_fx; /* the checks' state is the fixture */
+
+static void *
+early_start(struct check_session *cs)
+{
+    early_fx->cs = cs;
+    return early_fx;
+}
+
+static void
+early_connect(void *arg, struct check_ticket t)
+{
+    struct early_fx *fx = arg;
+
+    fx->t = t;
+    /* true only where the session takes teasers */
+    assert_int_equal(check_teaser(fx->cs, "mx.example.test ESMTP"), fx->want_teaser);
+    fx->second_teaser = check_teaser(fx->cs, "again");
+}
+
+static void
+early_first(void *arg)
+{
+    struct early_fx *fx = arg;
+
+    fx->early_calls[0]++;
+    if (check_facts(fx->cs)->screen.early_octets >= fx->refuse_at)
+        check_answer(fx->t, fx->action, fx->action == CHECK_REJECT ? 554 : 0, "5.5.1 early");
+}
+
+static void
+early_second(void *arg)
+{
+    struct early_fx *fx = arg;
+
+    fx->early_calls[1]++;
+}
+
+static void
+early_teaser_cb(void *arg, const char *text)
+{
+    struct early_fx *fx = arg;
+
+    fx->teasers++;
+    snprintf(fx->teaser, sizeof(fx->teaser), "%s", text);
+}
+
+static void
+early_done(void *arg, const struct check_verdict *v)
+{
+    struct early_fx *fx = arg;
+
+    fx->ndone++;
+    fx->v = *v;
+}
+
+static const struct check_ops early_ops[] = {
+    {.name = "waits", .start = early_start, .connect = early_connect, .early = early_first},
+    {.name = "sees", .start = early_start, .early = early_second},
+};
+static const struct check_ops *const early_list[] = {&early_ops[0], &early_ops[1]};
+
+/* A check asks for the teaser (once), the input before the greeting
+ * reaches every early hook and the facts (the first octets kept), a hook
+ * answers the stage from inside check_input_early; the connection's facts
+ * survive MAIL; no teaser outside the connect stage. */
+static void
+test_check_early_input(void **state)
+{
+    static const enum check_action actions[] = {CHECK_REJECT, CHECK_DROP};
+
+    (void)state;
+    for (size_t a = 0; a < 2; a++) {
+        struct early_fx fx = {.refuse_at = 6, .action = actions[a], .want_teaser = true};
+        struct check_client client = {.ip = "192.0.2.1"};
+        struct conf *conf = NULL;
+        char *err = NULL;
+        uv_loop_t loop;
+        struct addr sender;
+        const struct check_screen_facts *f;
+
+        early_fx = &fx;
+        assert_int_equal(uv_loop_init(&loop), 0);
+        if (conf_parse_string(CONF_TEXT, "t.conf", &conf, &err) != 0)
+            fail_msg("conf: %s", err != NULL ? err : "?");
+        fx.cs = check_session_new_list(&(struct check_env){.loop = &loop}, conf, &client, sink_cb,
+                                       NULL, early_list, 2, BUDGET_MS);
+        check_set_teaser(fx.cs, early_teaser_cb, &fx);
+        check_connect(fx.cs, early_done, &fx);
+        assert_int_equal(fx.teasers, 1);
+        assert_string_equal(fx.teaser, "mx.example.test ESMTP");
+        assert_false(fx.second_teaser);
+        assert_int_equal(fx.ndone, 0);
+        check_input_early(fx.cs, "EH", 2, false);
+        assert_int_equal(fx.early_calls[0], 1);
+        assert_int_equal(fx.early_calls[1], 1);
+        assert_int_equal(fx.ndone, 0);
+        check_input_early(fx.cs, "", 0, false); /* nothing: no call */
+        assert_int_equal(fx.early_calls[0], 1);
+        check_input_early(fx.cs, "LO x\r\n", 6, false);
+        assert_int_equal(fx.ndone, 1); /* answered from inside the call */
+        assert_int_equal(fx.v.action, actions[a]);
+        assert_int_equal(fx.early_calls[1], 2); /* the other hook still saw it */
+        f = &check_facts(fx.cs)->screen;
+        assert_int_equal(f->early_octets, 8);
+        assert_int_equal(f->early_head_len, 8);
+        assert_memory_equal(f->early_head, "EHLO x\r\n", 8);
+        assert_false(f->early_eof);
+        check_input_early(fx.cs, NULL, 0, true);
+        assert_true(f->early_eof);
+        check_facts(fx.cs)->client_trusted = true;
+        make_addr(&sender, "s", "example.org");
+        check_mail(fx.cs, "QID1", &sender, early_done, &fx);
+        assert_int_equal(fx.ndone, 2);
+        assert_true(check_facts(fx.cs)->client_trusted); /* the connection's facts stay */
+        assert_int_equal(check_facts(fx.cs)->screen.early_octets, 8);
+        assert_false(check_teaser(fx.cs, "late")); /* not the connect stage */
+        assert_int_equal(fx.teasers, 1);
+        check_session_free(fx.cs);
+        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        conf_free(conf);
+        assert_int_equal(uv_loop_close(&loop), 0);
+    }
+}
+
+/* Early input keeps only the first CHECK_EARLY_HEAD octets. */
+static void
+test_check_early_head_bounded(void **state)
+{
+    struct early_fx fx = {.refuse_at = SIZE_MAX, .action = CHECK_REJECT};
+    struct check_client client = {.ip = "192.0.2.1"};
+    struct conf *conf = NULL;
+    char *err = NULL, big[300];
+    uv_loop_t loop;
+
+    (void)state;
+    memset(big, 'x', sizeof(big));
+    early_fx = &fx;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    if (conf_parse_string(CONF_TEXT, "t.conf", &conf, &err) != 0)
+        fail_msg("conf: %s", err != NULL ? err : "?");
+    fx.cs = check_session_new_list(&(struct check_env){.loop = &loop}, conf, &client, sink_cb, NULL,
+                                   early_list, 2, BUDGET_MS);
+    check_connect(fx.cs, early_done, &fx); /* no teaser callback: check_teaser says false */
+    assert_int_equal(fx.teasers, 0);
+    check_input_early(fx.cs, big, 40, false);
+    check_input_early(fx.cs, big, sizeof(big), false);
+    assert_int_equal(check_facts(fx.cs)->screen.early_octets, 40 + sizeof(big));
+    assert_int_equal(check_facts(fx.cs)->screen.early_head_len, CHECK_EARLY_HEAD);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* the budget answers */
+    assert_int_equal(fx.ndone, 1);
+    assert_int_equal(fx.v.code, 451);
+    check_session_free(fx.cs);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    conf_free(conf);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int
 main(void)
 {
@@ -1355,6 +1529,8 @@ main(void)
         cmocka_unit_test(test_check_reentrant),
         cmocka_unit_test(test_check_budget_then_next_stage),
         cmocka_unit_test(test_check_helo),
+        cmocka_unit_test(test_check_early_input),
+        cmocka_unit_test(test_check_early_head_bounded),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
