@@ -57,9 +57,11 @@ struct check_info {
  * sends MAIL costs no more). */
 struct check_facts {
     /* The screening trusts the client (it passed before, or a DNSWL lists
-     * it): greylisting spares it. Set by a screening check (issue 16 part
-     * 3), none yet. */
+     * it: check_dnsbl.c): greylisting spares it. */
     bool client_trusted;
+    /* The client's forward-confirmed reverse name, "" when none
+     * (check_dnsbl.c, with fcrdns = on): our Received: shows it. */
+    char client_name[256];
 };
 
 /* What the checks learned of the transaction, for the checks after them
@@ -118,6 +120,11 @@ struct check_session *check_session_new_list(const struct check_env *env, const 
                                              size_t n, uint64_t budget_ms);
 
 const struct check_info *check_info(const struct check_session *cs);
+/* The state of the registered check ops in this pipeline (what its start
+ * returned), or NULL when it is not in the list: for a check with two
+ * places in the list (check_dnsbl.c). Valid from the start of the checks
+ * after ops. */
+void *check_state(struct check_session *cs, const struct check_ops *ops);
 struct check_facts *check_facts(struct check_session *cs);
 /* The transaction's facts (allocated at first use, reset at MAIL). */
 struct check_txn_facts *check_txn_facts(struct check_session *cs);

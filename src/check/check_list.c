@@ -5,7 +5,12 @@
  * every request that reaches the pipeline (Postfix's anvil counts a
  * request whether or not it is then accepted), and a client past its rate
  * must not cost an SPF lookup, a table lookup or a callahead; they need
- * nothing the others learn. The header check filters the content before
+ * nothing the others learn. The DNSBL check starts its lookups at connect
+ * (check_dnsbl) and collects them later (check_dnsbl_verdict, the end of
+ * the connect stage, or at the first RCPT): a check that waits at connect
+ * goes between the two, and the DNSBL's RCPT hook comes before the checks
+ * that spend lookups on a client it may refuse, and before greylisting,
+ * which reads the trust a DNSWL gives. The header check filters the content before
  * anything reads the header and refuses what the header alone decides
  * before any lookup is awaited; SPF answers RCPT before the recipient
  * policy spends a lookup or a callahead on a sender it refuses; DKIM and
@@ -17,12 +22,12 @@
  * result keys it. */
 #include "check/check_impl.h"
 
-extern const struct check_ops check_rate, check_header, check_spf, check_dkim, check_trace,
-    check_rcpt_policy, check_greylist;
+extern const struct check_ops check_rate, check_dnsbl, check_dnsbl_verdict, check_header, check_spf,
+    check_dkim, check_trace, check_rcpt_policy, check_greylist;
 
 const struct check_ops *const check_list[] = {
-    &check_rate,  &check_header,      &check_spf,      &check_dkim,
-    &check_trace, &check_rcpt_policy, &check_greylist,
+    &check_rate, &check_dnsbl, &check_dnsbl_verdict, &check_header,   &check_spf,
+    &check_dkim, &check_trace, &check_rcpt_policy,   &check_greylist,
 };
 const size_t check_list_len = sizeof(check_list) / sizeof(check_list[0]);
 
