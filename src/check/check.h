@@ -68,7 +68,7 @@ struct check_verdict {
     size_t fields_len;
     unsigned hops;
     /* At the end of data, accepted: the client's forward-confirmed reverse
-     * name for our Received: ("" when none is known). Owned by the
+     * name for our Received: (NULL when none is known). Owned by the
      * pipeline. */
     const char *client_name;
 };

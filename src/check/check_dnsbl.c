@@ -70,13 +70,13 @@ struct dnsbl_st {
     enum check_stage wait_stage;
     /* FCrDNS */
     enum fc_state fc;
-    char names[FCRDNS_NAMES_MAX][DNSMSG_NAME_MAX];
+    char (*names)[DNSMSG_NAME_MAX]; /* the PTR answer's names, while they are asked */
     size_t nnames;
-    int confirmed;   /* index in names, -1 none */
-    bool fwd_failed; /* a forward lookup failed (servfail, timeout) */
-    unsigned fc_out; /* forward lookups out */
-    char reply[CHECK_TEXT_MAX];
-    char rcpt[600]; /* the recipient asked, for the log */
+    int confirmed;           /* index in names, -1 none */
+    bool fwd_failed;         /* a forward lookup failed (servfail, timeout) */
+    unsigned fc_out;         /* forward lookups out */
+    char *client_name;       /* the confirmed name (facts.client_name points here) */
+    const struct addr *rcpt; /* the recipient asked (the pipeline's, for the stage) */
 };
 
 /* One query out; freed by its callback (the state may be gone by then). */
@@ -219,12 +219,17 @@ has_client(const struct dnsbl_st *st, const struct resolver_answer *a)
 static void
 fc_settle(struct dnsbl_st *st)
 {
-    if (st->confirmed >= 0)
+    if (st->confirmed >= 0) {
         st->fc = FC_CONFIRMED;
-    else if (st->fwd_failed)
+        st->client_name = xstrdup(st->names[st->confirmed]);
+        check_facts(st->cs)->client_name = st->client_name;
+    } else if (st->fwd_failed) {
         st->fc = FC_TEMPFAIL;
-    else
+    } else {
         st->fc = FC_UNCONFIRMED;
+    }
+    free(st->names);
+    st->names = NULL;
 }
 
 static void
@@ -238,6 +243,10 @@ on_forward(void *arg, const struct resolver_answer *a)
         return;
     free(q);
     st->fc_out--;
+    if (st->fc != FC_OUT) { /* settled without it (the verdict could not wait) */
+        maybe_done(st);
+        return;
+    }
     if (has_client(st, a)) {
         if (st->confirmed < 0 || i < st->confirmed)
             st->confirmed = i; /* the first name of the PTR answer that confirms */
@@ -269,6 +278,7 @@ on_ptr(void *arg, const struct resolver_answer *a)
         int type =
             client_v4(&check_info(st->cs)->client.peer) ? RESOLVER_TYPE_A : RESOLVER_TYPE_AAAA;
 
+        st->names = xcalloc(n > 0 ? n : 1, sizeof(*st->names));
         for (size_t i = 0; i < n; i++)
             if (dnsbl_name_ok(names[i]))
                 memcpy(st->names[st->nnames++], names[i], DNSMSG_NAME_MAX);
@@ -344,7 +354,7 @@ decide(struct dnsbl_st *st)
     const struct check_info *in = check_info(cs);
     const struct conf *c = in->conf;
     struct check_facts *f = check_facts(cs);
-    char hits[512], errs[256], failed[256], name[300];
+    char hits[512], errs[256], failed[256];
     const char *result;
 
     st->decided = true;
@@ -355,18 +365,9 @@ decide(struct dnsbl_st *st)
         dnsbl_score_add(&st->score, c->dnsbl_sites, i, st->sites[i].state == SITE_LISTED);
     if (st->fc == FC_UNCONFIRMED)
         st->score.score += c->fcrdns_weight;
-    if (st->fc == FC_CONFIRMED)
-        snprintf(f->client_name, sizeof(f->client_name), "%s", st->names[st->confirmed]);
     st->listed = st->score.score >= c->dnsbl_threshold;
     if (st->listed) {
         result = "listed";
-        if (st->score.nlisted > 0)
-            dnsbl_reply_text(st->reply, sizeof(st->reply), in->client.ip,
-                             &c->dnsbl_sites[st->score.top]);
-        else /* the score is FCrDNS's alone */
-            snprintf(st->reply, sizeof(st->reply),
-                     "5.7.1 Service unavailable; client [%s] has no confirmed reverse DNS name",
-                     in->client.ip);
     } else if (st->score.score <= c->dnsbl_allowlist_threshold) {
         result = "trusted";
         f->client_trusted = true;
@@ -376,16 +377,33 @@ decide(struct dnsbl_st *st)
     list_names(st, SITE_LISTED, false, hits, sizeof(hits));
     list_names(st, SITE_LISTED, true, errs, sizeof(errs));
     list_names(st, SITE_FAILED, false, failed, sizeof(failed));
-    snprintf(name, sizeof(name), "%s", st->fc == FC_CONFIRMED ? f->client_name : "-");
     log_msg(LOG_INFO, NULL, "check",
             "dnsbl client=%s result=%s score=%d threshold=%d lists=%s list_errors=%s "
             "timeouts=%s fcrdns=%s name=%s action=%s",
             in->client.ip, result, st->score.score, c->dnsbl_threshold, hits, errs, failed,
-            fc_names[st->fc], name, st->listed ? action_name(c->dnsbl_action) : "none");
+            fc_names[st->fc], st->client_name ? st->client_name : "-",
+            st->listed ? action_name(c->dnsbl_action) : "none");
     metrics_count(METRICS_F_DNSBL, result, NULL);
     count_lists(st);
     if (st->fc != FC_OFF)
         metrics_count(METRICS_F_FCRDNS, fc_names[st->fc], NULL);
+}
+
+/* The refusal's text: the public name of the heaviest list that lists
+ * the client (RFC 5321 3.1 for 554 at connect). */
+static void
+refuse(struct dnsbl_st *st, struct check_ticket t)
+{
+    const struct check_info *in = check_info(st->cs);
+    char text[CHECK_TEXT_MAX];
+
+    if (st->score.nlisted > 0)
+        dnsbl_reply_text(text, sizeof(text), in->client.ip, &in->conf->dnsbl_sites[st->score.top]);
+    else /* the score is FCrDNS's alone */
+        snprintf(text, sizeof(text),
+                 "5.7.1 Service unavailable; client [%s] has no confirmed reverse DNS name",
+                 in->client.ip);
+    check_answer(t, CHECK_REJECT, 554, text);
 }
 
 /* The verdict is known: refuse a listed client at connect (reject) or at
@@ -397,15 +415,16 @@ stage_answer(struct dnsbl_st *st, struct check_ticket t, enum check_stage stage)
     enum conf_dnsbl_action act = in->conf->dnsbl_action;
 
     if (st->listed && stage == CHECK_STAGE_CONNECT && act == CONF_DNSBL_REJECT) {
-        check_answer(t, CHECK_REJECT, 554, st->reply);
+        refuse(st, t);
     } else if (st->listed && stage == CHECK_STAGE_RCPT && act == CONF_DNSBL_ENFORCE) {
-        char to[600];
+        char from[600], to[600];
 
         log_msg(LOG_INFO, in->qid[0] ? in->qid : NULL, "check",
                 "dnsbl client=%s sender=%s rcpt=%s result=refused action=enforce", in->client.ip,
-                log_addr(to, sizeof(to), in->sender.mailbox), st->rcpt);
+                log_addr(from, sizeof(from), in->sender.mailbox),
+                log_addr(to, sizeof(to), st->rcpt->mailbox));
         metrics_count(METRICS_F_DNSBL, "refused-rcpt", NULL);
-        check_answer(t, CHECK_REJECT, 554, st->reply);
+        refuse(st, t);
     } else {
         check_pass(t);
     }
@@ -435,15 +454,19 @@ static void
 dnsbl_connect(void *arg, struct check_ticket t)
 {
     struct dnsbl_st *st = arg;
-    const struct check_info *in = check_info(st->cs);
-    const struct conf *c = in->conf;
-    const struct sockaddr *sa = (const struct sockaddr *)&in->client.peer;
+    const struct check_info *in;
+    const struct conf *c;
+    const struct sockaddr *sa;
     char qname[DNSBL_QNAME_MAX];
 
-    if (c->ndnsbl_sites == 0 && !c->fcrdns) {
+    if (st == NULL) { /* screening is off */
         check_pass(t);
         return;
     }
+    in = check_info(st->cs);
+    c = in->conf;
+    sa = (const struct sockaddr *)&in->client.peer;
+
     if (conf_cidr_match(c->trusted_networks, c->ntrusted_networks, sa)) {
         log_msg(LOG_INFO, NULL, "check", "dnsbl client=%s result=skip reason=trusted_networks",
                 in->client.ip);
@@ -480,14 +503,22 @@ dnsbl_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
 {
     struct dnsbl_st *st = arg;
 
-    log_addr(st->rcpt, sizeof(st->rcpt), rcpt->mailbox);
+    if (st != NULL)
+        st->rcpt = rcpt; /* the pipeline's copy, valid for the stage */
     need_verdict(st, t, CHECK_STAGE_RCPT);
 }
 
+/* State only when screening is on: idle connections of a server without
+ * it carry nothing. */
 static void *
 dnsbl_start(struct check_session *cs)
 {
-    struct dnsbl_st *st = xcalloc(1, sizeof(*st));
+    const struct conf *c = check_info(cs)->conf;
+    struct dnsbl_st *st;
+
+    if (c->ndnsbl_sites == 0 && !c->fcrdns)
+        return NULL;
+    st = xcalloc(1, sizeof(*st));
 
     st->cs = cs;
     st->confirmed = -1;
@@ -499,7 +530,11 @@ dnsbl_stop(void *arg)
 {
     struct dnsbl_st *st = arg;
 
+    if (st == NULL)
+        return;
     free(st->sites);
+    free(st->names);
+    free(st->client_name);
     free(st);
 }
 

@@ -59,9 +59,9 @@ struct check_facts {
     /* The screening trusts the client (it passed before, or a DNSWL lists
      * it: check_dnsbl.c): greylisting spares it. */
     bool client_trusted;
-    /* The client's forward-confirmed reverse name, "" when none
-     * (check_dnsbl.c, with fcrdns = on): our Received: shows it. */
-    char client_name[256];
+    /* The client's forward-confirmed reverse name, NULL when none
+     * (check_dnsbl.c, with fcrdns = on, owns it): our Received: shows it. */
+    const char *client_name;
 };
 
 /* What the checks learned of the transaction, for the checks after them
