@@ -39,7 +39,7 @@ log_grey(struct check_session *cs, const char *rcpt, const char *key, const char
     char from[600], to[600], k[600];
 
     log_msg(LOG_INFO, in->qid, "check", "greylist client=%s sender=%s rcpt=%s key=%s %s",
-            in->client.ip, log_addr(from, sizeof(from), in->sender.mailbox),
+            in->client.ip, log_addr(from, sizeof(from), in->sender->mailbox),
             log_addr(to, sizeof(to), rcpt), log_esc(k, sizeof(k), key, strlen(key)), what);
 }
 
@@ -102,7 +102,7 @@ grey_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
     j->t = t;
     greylist_client((const struct sockaddr *)&in->client.peer,
                     tf->spf_done && tf->spf.res == SPF_RES_PASS ? tf->spf.domain : NULL, j->client);
-    greylist_sender(in->sender.mailbox, j->sender);
+    greylist_sender(in->sender->mailbox, j->sender);
     greylist_rcpt(rcpt->mailbox, j->rcpt);
     rules = (struct store_grey_rules){
         .now = (int64_t)time(NULL),

@@ -150,7 +150,7 @@ static size_t
 add_spf(const struct check_info *in, const struct spf_result *r, struct authres *ar, char *rspf,
         size_t size)
 {
-    const char *helo = in->helo, *sender = in->sender.mailbox;
+    const char *helo = in->helo, *sender = in->sender->mailbox;
     struct authres_prop p = {r->helo_identity ? "smtp.helo" : "smtp.mailfrom",
                              r->helo_identity ? helo : sender};
     char from[ADDR_PATH_MAX + ADDR_DOMAIN_MAX + 16];

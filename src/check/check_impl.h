@@ -49,7 +49,7 @@ struct check_info {
     struct check_client client;
     char helo[256]; /* "" before HELO/EHLO */
     char qid[QID_LEN + 1];
-    struct addr sender; /* of the transaction, after MAIL */
+    const struct addr *sender; /* of the transaction, after MAIL (empty before) */
 };
 
 /* What the checks learned of the connection, for the checks after them:

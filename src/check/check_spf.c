@@ -25,12 +25,18 @@ enum spf_wait_for { WAIT_NONE, WAIT_RCPT, WAIT_RCPT_FACTS, WAIT_END };
 
 struct spf_job;
 
+/* The identity a transaction needs and its last result (2.4 KiB: apart,
+ * so that connections without MAIL do not carry it). */
+struct spf_ident {
+    struct spf_query q;
+    struct spf_result res;
+};
+
 struct spf_state {
     struct check_session *cs;
-    struct spf_query q;     /* the identity the transaction needs */
+    struct spf_ident *id;   /* NULL until the first MAIL with spf on */
     bool running;           /* the transaction waits for its result */
-    bool done;              /* res holds the result for q */
-    struct spf_result res;  /* the last result */
+    bool done;              /* id->res holds the result for id->q */
     struct spf_job *job;    /* the one check in flight, or NULL */
     enum spf_wait_for wait; /* a stage waits for the result */
     struct check_ticket t;  /* ... and answers with this */
@@ -54,7 +60,10 @@ spf_start_state(struct check_session *cs)
 static void
 spf_stop(void *arg)
 {
-    free(arg);
+    struct spf_state *st = arg;
+
+    free(st->id);
+    free(st);
 }
 
 static const struct conf *
@@ -67,7 +76,7 @@ static void
 log_spf(const struct spf_state *st, const struct spf_result *r)
 {
     const struct check_info *in = check_info(st->cs);
-    const char *id = r->helo_identity ? st->q.helo : st->q.sender;
+    const char *id = r->helo_identity ? st->id->q.helo : st->id->q.sender;
     char from[600];
 
     log_msg(LOG_INFO, in->qid, "auth",
@@ -80,7 +89,7 @@ log_spf(const struct spf_state *st, const struct spf_result *r)
 static void
 rcpt_answer(struct spf_state *st, struct check_ticket t)
 {
-    const struct spf_result *r = &st->res;
+    const struct spf_result *r = &st->id->res;
     char text[400];
 
     if (r->res == SPF_RES_FAIL) {
@@ -111,8 +120,8 @@ spf_known(struct spf_state *st)
     st->running = false;
     st->done = true;
     f->spf_done = true;
-    f->spf = st->res;
-    log_spf(st, &st->res);
+    f->spf = st->id->res;
+    log_spf(st, &st->id->res);
     st->wait = WAIT_NONE;
     if (wait == WAIT_RCPT)
         rcpt_answer(st, st->t);
@@ -133,18 +142,18 @@ on_spf(void *arg, struct spf_result *res)
         free(j);
         return;
     }
-    if (!same_identity(&j->q, &st->q)) {
+    if (!same_identity(&j->q, &st->id->q)) {
         free(j); /* superseded: now the identity the transaction needs */
         job_start(st);
         return;
     }
     metrics_observe(METRICS_H_SPF_SECONDS, res->ms / 1000.0);
-    st->res = *res;
+    st->id->res = *res;
     free(j);
     spf_known(st);
 }
 
-/* Starts the check for st->q; none may be in flight. */
+/* Starts the check for st->id->q; none may be in flight. */
 static void
 job_start(struct spf_state *st)
 {
@@ -152,7 +161,7 @@ job_start(struct spf_state *st)
     const struct check_info *in = check_info(st->cs);
 
     j->st = st;
-    j->q = st->q;
+    j->q = st->id->q;
     st->job = j;
     check_hold(st->cs);
     spf_check_async(in->env.loop, in->conf, &j->q, &j->res, on_spf, j);
@@ -173,21 +182,23 @@ spf_mail(void *arg, struct check_ticket t)
     memset(&q, 0, sizeof(q));
     snprintf(q.ip, sizeof(q.ip), "%s", in->client.ip);
     snprintf(q.helo, sizeof(q.helo), "%s", in->helo);
-    snprintf(q.sender, sizeof(q.sender), "%s", in->sender.mailbox);
+    snprintf(q.sender, sizeof(q.sender), "%s", in->sender->mailbox);
     snprintf(q.receiver, sizeof(q.receiver), "%s", in->conf->hostname);
-    if (st->done && st->res.res != SPF_RES_TEMPERROR && same_identity(&q, &st->q)) {
-        struct spf_result r = st->res; /* the same identity: the same answer */
+    if (st->done && st->id->res.res != SPF_RES_TEMPERROR && same_identity(&q, &st->id->q)) {
+        struct spf_result r = st->id->res; /* the same identity: the same answer */
         struct check_txn_facts *f = check_txn_facts(st->cs);
 
         r.queries = r.voids = 0;
         r.ms = 0;
         log_spf(st, &r);
         f->spf_done = true;
-        f->spf = st->res;
+        f->spf = st->id->res;
         check_pass(t);
         return;
     }
-    st->q = q;
+    if (st->id == NULL)
+        st->id = xcalloc(1, sizeof(*st->id));
+    st->id->q = q;
     st->done = false;
     st->running = true;
     if (st->job == NULL)

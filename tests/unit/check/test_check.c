@@ -343,7 +343,7 @@ fake_mail(void *st, struct check_ticket t)
     h->mail_received = check_txn_facts(f->cs)->received;
     h->mail_spf_done = check_txn_facts(f->cs)->spf_done;
     snprintf(h->mail_qid, sizeof(h->mail_qid), "%s", ci->qid);
-    snprintf(h->mail_sender, sizeof(h->mail_sender), "%s", ci->sender.mailbox);
+    snprintf(h->mail_sender, sizeof(h->mail_sender), "%s", ci->sender->mailbox);
     fake_hook(f, CHECK_STAGE_MAIL, t);
 }
 
@@ -1012,7 +1012,7 @@ test_check_mail_resets(void **state)
     assert_string_equal(h.mail_qid, "QID1");
     assert_string_equal(h.mail_sender, "sender@example.org");
     assert_string_equal(check_info(h.cs)->qid, "QID1");
-    assert_string_equal(check_info(h.cs)->sender.mailbox, "sender@example.org");
+    assert_string_equal(check_info(h.cs)->sender->mailbox, "sender@example.org");
     check_reset(h.cs);
     assert_int_equal(h.resets[0], 2);
     assert_int_equal(h.resets[1], 2);
