@@ -421,7 +421,7 @@ stage_answer(struct dnsbl_st *st, struct check_ticket t, enum check_stage stage)
 
         log_msg(LOG_INFO, in->qid[0] ? in->qid : NULL, "check",
                 "dnsbl client=%s sender=%s rcpt=%s result=refused action=enforce", in->client.ip,
-                log_addr(from, sizeof(from), in->sender.mailbox),
+                log_addr(from, sizeof(from), in->sender != NULL ? in->sender->mailbox : ""),
                 log_addr(to, sizeof(to), st->rcpt->mailbox));
         metrics_count(METRICS_F_DNSBL, "refused-rcpt", NULL);
         refuse(st, t);
