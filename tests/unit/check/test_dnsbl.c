@@ -171,6 +171,36 @@ test_query_name(void **state)
 }
 
 static void
+test_ptr_and_names(void **state)
+{
+    char out[DNSBL_QNAME_MAX];
+    struct sockaddr_storage ss = sa_of("192.0.2.20");
+
+    (void)state;
+    assert_int_equal(dnsbl_ptr_name((struct sockaddr *)&ss, out, sizeof(out)), 0);
+    assert_string_equal(out, "20.2.0.192.in-addr.arpa");
+    ss = sa_of("::ffff:192.0.2.20");
+    assert_int_equal(dnsbl_ptr_name((struct sockaddr *)&ss, out, sizeof(out)), 0);
+    assert_string_equal(out, "20.2.0.192.in-addr.arpa");
+    ss = sa_of("2001:db8::20");
+    assert_int_equal(dnsbl_ptr_name((struct sockaddr *)&ss, out, sizeof(out)), 0);
+    assert_string_equal(out,
+                        "0.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
+    assert_true(dnsbl_name_ok("mail.example.org"));
+    assert_true(dnsbl_name_ok("a-1_b.x"));
+    assert_true(dnsbl_name_ok("localhost"));
+    assert_false(dnsbl_name_ok(""));
+    assert_false(dnsbl_name_ok("a..b"));
+    assert_false(dnsbl_name_ok(".a"));
+    assert_false(dnsbl_name_ok("a."));
+    assert_false(dnsbl_name_ok("a b.example"));
+    assert_false(dnsbl_name_ok("a\\032b.example"));
+    assert_false(dnsbl_name_ok("x(y).example"));
+    assert_false(
+        dnsbl_name_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example"));
+}
+
+static void
 test_records(void **state)
 {
     static const struct {
@@ -332,10 +362,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_site_parse),  cmocka_unit_test(test_site_errors),
-        cmocka_unit_test(test_query_name),  cmocka_unit_test(test_records),
-        cmocka_unit_test(test_score),       cmocka_unit_test(test_conf_ok),
-        cmocka_unit_test(test_conf_errors),
+        cmocka_unit_test(test_site_parse), cmocka_unit_test(test_site_errors),
+        cmocka_unit_test(test_query_name), cmocka_unit_test(test_ptr_and_names),
+        cmocka_unit_test(test_records),    cmocka_unit_test(test_score),
+        cmocka_unit_test(test_conf_ok),    cmocka_unit_test(test_conf_errors),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
