@@ -115,6 +115,21 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       .arg = "off|on")                                                                             \
     X(SCREEN_TTL, SECT_SERVER, "screen_ttl", set_time, S(screen_ttl_s), .def = "24h",              \
       .arg = &in_s)                                                                                \
+    X(DNSBL_SITES, SECT_SERVER, "dnsbl_sites", set_list, S(dnsbl_sites), S(ndnsbl_sites),          \
+      .arg = &l_dnsbl_site)                                                                        \
+    X(DNSBL_REPLY_MAP, SECT_SERVER, "dnsbl_reply_map", set_list, S(dnsbl_reply_map),               \
+      S(ndnsbl_reply_map), .arg = &l_dnsbl_map)                                                    \
+    X(DNSBL_THRESHOLD, SECT_SERVER, "dnsbl_threshold", set_int, S(dnsbl_threshold), .def = "1",    \
+      .arg = &r_dnsbl_threshold)                                                                   \
+    X(DNSBL_ALLOWLIST_THRESHOLD, SECT_SERVER, "dnsbl_allowlist_threshold", set_int,                \
+      S(dnsbl_allowlist_threshold), .def = "-1", .arg = &r_dnsbl_allow)                            \
+    X(DNSBL_ACTION, SECT_SERVER, "dnsbl_action", set_enum, S(dnsbl_action), .def = "reject",       \
+      .arg = "reject|enforce|ignore")                                                              \
+    X(DNSBL_TIMEOUT, SECT_SERVER, "dnsbl_timeout", set_time, S(dnsbl_timeout_ms), .def = "5s",     \
+      .arg = &in_ms)                                                                               \
+    X(FCRDNS, SECT_SERVER, "fcrdns", set_bool, S(fcrdns), .def = "off")                            \
+    X(FCRDNS_WEIGHT, SECT_SERVER, "fcrdns_weight", set_int, S(fcrdns_weight), .def = "0",          \
+      .arg = &r_weight)                                                                            \
     X(METRICS_LISTEN, SECT_SERVER, "metrics_listen", set_endpoint, S(metrics_listen),              \
       .arg = &ep_tcp)                                                                              \
     X(CONTROL_SOCKET, SECT_SERVER, "control_socket", set_sock, S(control_socket))                  \
@@ -228,10 +243,23 @@ static const struct list_kind l_dns = {sizeof(struct conf_endpoint), conf__parse
 static const struct list_kind l_primary = {sizeof(struct conf_endpoint), conf__parse_endpoint,
                                            conf__endpoint_free, &ep_smtp};
 static const struct list_kind l_cidr = {sizeof(struct conf_cidr), conf__parse_cidr, NULL, NULL};
+static const struct list_kind l_dnsbl_site = {sizeof(struct conf_dnsbl_site),
+                                              conf__parse_dnsbl_site, conf__dnsbl_site_free, NULL};
+static const struct list_kind l_dnsbl_map = {sizeof(struct conf_dnsbl_map), conf__parse_dnsbl_map,
+                                             conf__dnsbl_map_free, NULL};
+
+/* The bounds of a signed integer key (set_int). */
+struct int_range {
+    int min, max;
+};
+static const struct int_range r_dnsbl_threshold = {1, 1000000};
+static const struct int_range r_dnsbl_allow = {-1000000, -1};
+static const struct int_range r_weight = {-100000, 100000};
 
 _Static_assert(sizeof(enum conf_auth) == sizeof(int) && sizeof(enum conf_mode) == sizeof(int) &&
                    sizeof(enum conf_rcpts) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int) &&
-                   sizeof(enum conf_greet) == sizeof(int),
+                   sizeof(enum conf_greet) == sizeof(int) &&
+                   sizeof(enum conf_dnsbl_action) == sizeof(int),
                "set_enum stores an int");
 
 /* Duration units of the fields: milliseconds or seconds. */
@@ -289,6 +317,27 @@ set_uint(struct parse *p, const struct key *k, void *base, const char *value)
         return MXD_EINVAL;
     }
     *f = (unsigned)n;
+    return 0;
+}
+
+/* arg: a struct int_range. An optional sign, then digits. */
+static int
+set_int(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    const struct int_range *r = k->arg;
+    int *f = field(base, k->off);
+    bool neg = *value == '-';
+    const char *end;
+    uint64_t n;
+    int64_t v;
+
+    if (conf__parse_u64(value + (neg || *value == '+'), &n, &end) < 0 || *end != '\0' ||
+        n > (uint64_t)INT32_MAX || (v = neg ? -(int64_t)n : (int64_t)n) < r->min || v > r->max) {
+        perr(p, p->line, "%s: want an integer from %d to %d (got '%s')", k->name, r->min, r->max,
+             value);
+        return MXD_EINVAL;
+    }
+    *f = (int)v;
     return 0;
 }
 
@@ -647,6 +696,38 @@ check_greet(struct parse *p)
         perr(p, l[K_GREET_STRESS_WAIT], "greet_stress_wait: must not be longer than greet_wait");
 }
 
+/* The reply map names lists of dnsbl_sites (a typo would show the private
+ * name); each list shows its mapped name. Allowlist and FCrDNS keys need
+ * what they act on. */
+static void
+check_dnsbl(struct parse *p)
+{
+    struct conf *c = p->conf;
+    const int *l = p->seen;
+
+    for (size_t i = 0; i < c->ndnsbl_reply_map; i++) {
+        const struct conf_dnsbl_map *m = &c->dnsbl_reply_map[i];
+        bool found = false;
+
+        for (size_t j = 0; j < c->ndnsbl_sites; j++) {
+            if (strcmp(c->dnsbl_sites[j].name, m->key) == 0) {
+                c->dnsbl_sites[j].display = m->display;
+                found = true;
+            }
+        }
+        if (!found && l[K_DNSBL_SITES] >= 0)
+            perr(p, l[K_DNSBL_REPLY_MAP], "dnsbl_reply_map: '%s' is not a list of dnsbl_sites",
+                 m->key);
+    }
+    if (l[K_DNSBL_THRESHOLD] >= 0 && l[K_DNSBL_ALLOWLIST_THRESHOLD] >= 0 &&
+        c->dnsbl_allowlist_threshold >= c->dnsbl_threshold)
+        perr(p,
+             l[K_DNSBL_ALLOWLIST_THRESHOLD] ? l[K_DNSBL_ALLOWLIST_THRESHOLD] : l[K_DNSBL_THRESHOLD],
+             "dnsbl_allowlist_threshold: must be less than dnsbl_threshold");
+    if (c->fcrdns_weight != 0 && !c->fcrdns && l[K_FCRDNS] >= 0)
+        perr(p, l[K_FCRDNS_WEIGHT], "fcrdns_weight: needs fcrdns = on");
+}
+
 /* After the last line: defaults, required keys, rules across keys. */
 static void
 check_conf(struct parse *p)
@@ -666,6 +747,7 @@ check_conf(struct parse *p)
              "[tls]: set both certificate and key, or neither");
     check_proxy(p);
     check_greet(p);
+    check_dnsbl(p);
     if (l[K_RETRY_MIN] >= 0 && l[K_RETRY_MAX] >= 0 && c->retry_max_s < c->retry_min_s)
         perr(p, l[K_RETRY_MAX] ? l[K_RETRY_MAX] : l[K_RETRY_MIN],
              "retry_max: must not be less than retry_min");
@@ -763,6 +845,12 @@ conf_free(struct conf *conf)
         conf__listen_free(&conf->listen[i]);
     for (size_t i = 0; i < conf->ndns_servers; i++)
         conf__endpoint_free(&conf->dns_servers[i]);
+    for (size_t i = 0; i < conf->ndnsbl_sites; i++)
+        conf__dnsbl_site_free(&conf->dnsbl_sites[i]);
+    for (size_t i = 0; i < conf->ndnsbl_reply_map; i++)
+        conf__dnsbl_map_free(&conf->dnsbl_reply_map[i]);
+    free(conf->dnsbl_sites);
+    free(conf->dnsbl_reply_map);
     for (size_t i = 0; i < conf->ndomains; i++) {
         struct conf_domain *d = &conf->domains[i];
 

@@ -40,7 +40,29 @@ enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
 /* The pre-greet test: off, or on and what a client that talks early gets. */
 enum conf_greet { CONF_GREET_OFF, CONF_GREET_IGNORE, CONF_GREET_REJECT, CONF_GREET_DROP };
 #define CONF_GREET_WAIT_MAX_MS 60000u
-#define CONF_DKIM_SIGS_MAX     20 /* the highest dkim_max_signatures */
+/* What a DNSBL score at or over dnsbl_threshold does (Postfix's
+ * postscreen_dnsbl_action, with reject for its drop). */
+enum conf_dnsbl_action { CONF_DNSBL_REJECT, CONF_DNSBL_ENFORCE, CONF_DNSBL_IGNORE };
+#define CONF_DKIM_SIGS_MAX 20 /* the highest dkim_max_signatures */
+
+#define CONF_DNSBL_NAME_MAX 180 /* a list's name: room for 64 octets of IPv6 nibbles */
+
+/* One entry of dnsbl_sites (Postfix's postscreen_dnsbl_sites syntax):
+ * name[=filter][*weight]. The filter is one set of octet values per
+ * octet of the A record, as "127.0.0.[2..11]" or "127.0.[0;2..3].[1..255]". */
+struct conf_dnsbl_site {
+    char *name;            /* the zone asked, lower case (may hold a private key) */
+    const char *display;   /* the name replies and logs show: dnsbl_reply_map's, else name */
+    bool filtered;         /* false: any record in 127.0.0.0/8 counts */
+    uint8_t filter[4][32]; /* filter[i]: bit v set when octet i may be v */
+    int weight;            /* added to the score when listed; < 0: an allowlist */
+};
+
+/* One entry of dnsbl_reply_map: key=display. */
+struct conf_dnsbl_map {
+    char *key;     /* a dnsbl_sites name, lower case */
+    char *display; /* the public name to show instead */
+};
 
 struct conf_domain {
     char *name; /* lower case ASCII */
@@ -96,11 +118,22 @@ struct conf {
     uint64_t greylist_window_s; /* ... and before this long after it */
     uint64_t greylist_ttl_s; /* a triplet that passed is remembered this long after its last pass */
     /* screening (postscreen's pre-greet test and its memory of passes) */
-    enum conf_greet greet_action;        /* off: no test */
-    uint64_t greet_wait_ms;              /* postscreen_greet_wait */
-    uint64_t greet_stress_wait_ms;       /* the wait from 90% of max_connections on */
-    int greet_banner;                    /* 1: send the "220-" teaser (off|on) */
-    uint64_t screen_ttl_s;               /* a pass is remembered this long */
+    enum conf_greet greet_action;  /* off: no test */
+    uint64_t greet_wait_ms;        /* postscreen_greet_wait */
+    uint64_t greet_stress_wait_ms; /* the wait from 90% of max_connections on */
+    int greet_banner;              /* 1: send the "220-" teaser (off|on) */
+    uint64_t screen_ttl_s;         /* a pass is remembered this long */
+    /* DNSBL and DNSWL screening, FCrDNS (check_dnsbl.c) */
+    struct conf_dnsbl_site *dnsbl_sites; /* NULL/0: no lists asked */
+    size_t ndnsbl_sites;
+    struct conf_dnsbl_map *dnsbl_reply_map;
+    size_t ndnsbl_reply_map;
+    int dnsbl_threshold;           /* a score at or over it is listed (default 1) */
+    int dnsbl_allowlist_threshold; /* at or under it (< 0) the client is trusted (default -1) */
+    enum conf_dnsbl_action dnsbl_action;
+    uint64_t dnsbl_timeout_ms;           /* the lookups' budget, from the connection's start */
+    bool fcrdns;                         /* look up the client's forward-confirmed reverse name */
+    int fcrdns_weight;                   /* added to the score when the name is not confirmed */
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */
@@ -148,6 +181,17 @@ const struct conf_domain *conf_domain_find(const struct conf *conf, const char *
 int conf_parse_size(const char *s, uint64_t *out) MXD_WUR;
 /* "5m" -> 300000 ms; suffixes s, m, h, d; a bare number is seconds. */
 int conf_parse_duration_ms(const char *s, uint64_t *out) MXD_WUR;
+
+/*
+ * One dnsbl_sites item, "name[=filter][*weight]" (conf_dnsbl.c), into *out
+ * (display = name; free with conf_dnsbl_site_free). 0, or MXD_EINVAL with
+ * *why a static message and nothing allocated.
+ */
+int conf_dnsbl_site_parse(const char *s, struct conf_dnsbl_site *out, const char **why) MXD_WUR;
+void conf_dnsbl_site_free(struct conf_dnsbl_site *s);
+/* True when the A record a (network order octets) passes s's filter (any
+ * record does when s has none). Says nothing of 127.0.0.0/8. */
+bool conf_dnsbl_filter_match(const struct conf_dnsbl_site *s, const unsigned char a[4]);
 
 /* True when the IP in ss is inside one of the CIDRs. */
 bool conf_cidr_match(const struct conf_cidr *cidrs, size_t n, const struct sockaddr *sa);

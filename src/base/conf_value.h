@@ -42,6 +42,12 @@ int conf__parse_listen(const char *s, const void *arg, void *out, const char **w
 /* "192.0.2.10", "192.0.2.0/24", "2001:db8::/32"; arg is unused. */
 int conf__parse_cidr(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
 
+/* dnsbl_sites and dnsbl_reply_map items (conf_dnsbl.c); arg is unused. */
+int conf__parse_dnsbl_site(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
+int conf__parse_dnsbl_map(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
+void conf__dnsbl_site_free(void *item);
+void conf__dnsbl_map_free(void *item);
+
 /* Free what a struct conf_endpoint or conf_listen item holds, not the item. */
 void conf__endpoint_free(void *item);
 void conf__listen_free(void *item);

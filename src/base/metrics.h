@@ -44,6 +44,13 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "or refused (by reason)")                                                                    \
     X(GREYLIST, "mxd_greylist_total", "action", NULL,                                              \
       "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")                       \
+    X(DNSBL, "mxd_dnsbl_total", "result", NULL,                                                    \
+      "DNSBL screening decisions per connection, by result (pass, listed, trusted, skip)")         \
+    X(DNSBL_LISTS, "mxd_dnsbl_list_answers_total", "list", "result",                               \
+      "Answers of each DNSBL or DNSWL (its public name), by result (listed, clean, error, "        \
+      "timeout)")                                                                                  \
+    X(FCRDNS, "mxd_fcrdns_total", "result", NULL,                                                  \
+      "Forward-confirmed reverse DNS of clients, by result (confirmed, unconfirmed, tempfail)")    \
     X(DNS_ANSWERS, "mxd_dns_answers_total", "result", NULL,                                        \
       "DNS queries answered by mxd's resolver, by result (ok, nodata, nxdomain, servfail, "        \
       "timeout)")                                                                                  \

@@ -141,6 +141,15 @@ check_info(const struct check_session *cs)
     return &cs->info;
 }
 
+void *
+check_state(struct check_session *cs, const struct check_ops *ops)
+{
+    for (size_t i = 0; i < cs->n; i++)
+        if (cs->list[i] == ops)
+            return cs->st[i];
+    return NULL;
+}
+
 struct check_facts *
 check_facts(struct check_session *cs)
 {
@@ -229,6 +238,7 @@ finish(struct check_session *cs)
         v.fields = cs->fields != NULL ? cs->fields : "";
         v.fields_len = cs->fields_len;
         v.hops = check_txn_facts(cs)->received + 1;
+        v.client_name = cs->facts.client_name;
     }
     if (cs->stage == CHECK_STAGE_HELO && v.action != CHECK_ACCEPT)
         cs->info.helo[0] = '\0';

@@ -72,6 +72,10 @@ struct check_verdict {
     const char *fields;
     size_t fields_len;
     unsigned hops;
+    /* At the end of data, accepted: the client's forward-confirmed reverse
+     * name for our Received: (NULL when none is known). Owned by the
+     * pipeline. */
+    const char *client_name;
 };
 
 struct check_session;

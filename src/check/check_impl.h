@@ -77,9 +77,13 @@ struct check_screen_facts {
  * sends MAIL costs no more). */
 struct check_facts {
     /* The screening trusts the client: it passed every screening test
-     * that is on within screen_ttl, in an earlier connection (check_screen.c):
-     * greylisting spares it. */
+     * that is on within screen_ttl, in an earlier connection
+     * (check_screen.c), or a DNSWL lists it (check_dnsbl.c): greylisting
+     * spares it. */
     bool client_trusted;
+    /* The client's forward-confirmed reverse name, NULL when none
+     * (check_dnsbl.c, with fcrdns = on, owns it): our Received: shows it. */
+    const char *client_name;
     struct check_screen_facts screen;
 };
 
@@ -143,6 +147,11 @@ struct check_session *check_session_new_list(const struct check_env *env, const 
                                              size_t n, uint64_t budget_ms);
 
 const struct check_info *check_info(const struct check_session *cs);
+/* The state of the registered check ops in this pipeline (what its start
+ * returned), or NULL when it is not in the list: for a check with two
+ * places in the list (check_dnsbl.c). Valid from the start of the checks
+ * after ops. */
+void *check_state(struct check_session *cs, const struct check_ops *ops);
 struct check_facts *check_facts(struct check_session *cs);
 /* The transaction's facts (allocated at first use, reset at MAIL). */
 struct check_txn_facts *check_txn_facts(struct check_session *cs);

@@ -7,10 +7,13 @@
  * must not cost an SPF lookup, a table lookup or a callahead; they need
  * nothing the others learn. The screening comes next, at the connect
  * stage: its memory (check_screen) before the tests that skip what a
- * client passed before, then the pre-greet test (check_pregreet), whose
- * wait other screening may use: a check that starts lookups goes between
- * the two, one that collects their answers after the test (greylisting
- * reads the memory's client_trusted at RCPT). The header check filters
+ * client passed before; the DNSBL check starts its lookups (check_dnsbl)
+ * before the pre-greet test (check_pregreet) waits, and collects them
+ * after it (check_dnsbl_verdict, at the end of the connect stage, or at
+ * the first RCPT with dnsbl_action = enforce or ignore), so the lookups
+ * run during the wait. The DNSBL's RCPT hook comes before the checks that
+ * spend lookups on a client it may refuse, and before greylisting, which
+ * reads the trust a DNSWL or the memory gives. The header check filters
  * the content before anything reads the header and refuses what the
  * header alone decides before any lookup is awaited; SPF answers RCPT before the recipient
  * policy spends a lookup or a callahead on a sender it refuses; DKIM and
@@ -22,12 +25,14 @@
  * result keys it. */
 #include "check/check_impl.h"
 
-extern const struct check_ops check_rate, check_screen, check_pregreet, check_header, check_spf,
-    check_dkim, check_trace, check_rcpt_policy, check_greylist;
+extern const struct check_ops check_rate, check_screen, check_dnsbl, check_pregreet,
+    check_dnsbl_verdict, check_header, check_spf, check_dkim, check_trace, check_rcpt_policy,
+    check_greylist;
 
 const struct check_ops *const check_list[] = {
-    &check_rate, &check_screen, &check_pregreet,    &check_header,   &check_spf,
-    &check_dkim, &check_trace,  &check_rcpt_policy, &check_greylist,
+    &check_rate,          &check_screen,      &check_dnsbl,    &check_pregreet,
+    &check_dnsbl_verdict, &check_header,      &check_spf,      &check_dkim,
+    &check_trace,         &check_rcpt_policy, &check_greylist,
 };
 const size_t check_list_len = sizeof(check_list) / sizeof(check_list[0]);
 

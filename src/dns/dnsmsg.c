@@ -1,4 +1,4 @@
-/* dnsmsg: MX, A, AAAA and TXT records out of a DNS reply with libresolv's
+/* dnsmsg: MX, A, AAAA, PTR and TXT records out of a DNS reply with libresolv's
  * ns_initparse/ns_parserr/dn_expand (which bound every read by the message
  * end).
  *
@@ -85,6 +85,38 @@ dnsmsg_addrs(const unsigned char *ans, size_t len, bool want_aaaa, unsigned shor
             return MXD_EIO;
         }
         (*naddrs)++;
+    }
+    return 0;
+}
+
+int
+dnsmsg_ptr(const unsigned char *ans, size_t len, char (*names)[DNSMSG_NAME_MAX], size_t *n,
+           size_t max)
+{
+    char name[NS_MAXDNAME];
+    ns_msg msg;
+    ns_rr rr;
+
+    if (len > NS_MAXMSG || ns_initparse(ans, (int)len, &msg) < 0)
+        return MXD_EIO;
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        size_t l;
+
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+            return MXD_EIO;
+        if (ns_rr_type(rr) != ns_t_ptr || ns_rr_class(rr) != ns_c_in)
+            continue; /* e.g. the CNAME of RFC 2317 classless delegation */
+        if (dn_expand(ns_msg_base(msg), ns_msg_end(msg), ns_rr_rdata(rr), name, sizeof(name)) < 0)
+            return MXD_EIO;
+        l = strlen(name);
+        if (l > 0 && name[l - 1] == '.')
+            name[--l] = '\0';
+        if (l == 0 || l >= DNSMSG_NAME_MAX || *n >= max)
+            continue;
+        for (size_t j = 0; j < l; j++)
+            names[*n][j] = name[j] >= 'A' && name[j] <= 'Z' ? (char)(name[j] + 32) : name[j];
+        names[*n][l] = '\0';
+        (*n)++;
     }
     return 0;
 }

@@ -1,4 +1,4 @@
-/* dnsmsg: reading MX, A, AAAA and TXT records out of a DNS reply (pure:
+/* dnsmsg: reading MX, A, AAAA, PTR and TXT records out of a DNS reply (pure:
  * bytes in, records out; no sockets, no resolver state). */
 #ifndef MXD_DNSMSG_H
 #define MXD_DNSMSG_H
@@ -29,6 +29,17 @@ int dnsmsg_mx(const unsigned char *ans, size_t len, struct mx_host **hosts, size
  */
 int dnsmsg_addrs(const unsigned char *ans, size_t len, bool want_aaaa, unsigned short port,
                  struct sockaddr_storage *addrs, size_t *naddrs, size_t max) MXD_WUR;
+
+#define DNSMSG_NAME_MAX 256 /* a domain name in presentation format, NUL included */
+
+/*
+ * Appends the names of the PTR records in the answer section of ans[0..len)
+ * to names[*n..max) (lower-cased, no trailing dot); other records are
+ * skipped, names past max dropped. Returns 0, or MXD_EIO when the reply is
+ * malformed.
+ */
+int dnsmsg_ptr(const unsigned char *ans, size_t len, char (*names)[DNSMSG_NAME_MAX], size_t *n,
+               size_t max) MXD_WUR;
 
 /* One TXT record: its character-strings concatenated, NUL-terminated
  * (txt[len] == '\0'); borrowed for the call. */

@@ -42,6 +42,15 @@ size_t
 smtp_proto_received(const struct smtp_proto *p, const char *client_ip, const char *qid, time_t now,
                     char *buf, size_t size)
 {
+    return smtp_proto_received_named(p, client_ip, NULL, qid, now, buf, size);
+}
+
+size_t
+smtp_proto_received_named(const struct smtp_proto *p, const char *client_ip,
+                          const char *client_name, const char *qid, time_t now, char *buf,
+                          size_t size)
+{
+    char name[256] = "";
     const struct smtp_txn *t = smtp_proto_txn(p);
     char helo[256];
     char date[64];
@@ -51,6 +60,10 @@ smtp_proto_received(const struct smtp_proto *p, const char *client_ip, const cha
     int n;
 
     received_clean(helo, sizeof(helo), smtp_proto_helo(p), t->smtputf8);
+    if (client_name != NULL && client_name[0] != '\0') {
+        received_clean(name, sizeof(name) - 1, client_name, false);
+        strcat(name, " ");
+    }
     received_date(date, sizeof(date), now);
     /* RFC 3848 (ESMTPS), RFC 6531 4.3 (UTF8SMTP, UTF8SMTPS) */
     if (!smtp_proto_esmtp(p))
@@ -66,9 +79,9 @@ smtp_proto_received(const struct smtp_proto *p, const char *client_ip, const cha
     if (t->nrcpts == 1)
         snprintf(for_clause, sizeof(for_clause), "\r\n\tfor <%s>", t->rcpts[0].mailbox);
     n = snprintf(buf, size,
-                 "Received: from %s (%s%s%s)\r\n\tby %s (mxd) with %s%s id %s%s;\r\n\t%s\r\n", helo,
-                 strchr(client_ip, ':') ? "[IPv6:" : "[", client_ip, "]", p->cfg.hostname, with,
-                 tls, qid, for_clause, date);
+                 "Received: from %s (%s%s%s%s)\r\n\tby %s (mxd) with %s%s id %s%s;\r\n\t%s\r\n",
+                 helo, name, strchr(client_ip, ':') ? "[IPv6:" : "[", client_ip, "]",
+                 p->cfg.hostname, with, tls, qid, for_clause, date);
     if (n < 0 || (size_t)n >= size)
         return 0;
     return (size_t)n;

@@ -208,7 +208,8 @@ commit_build(struct smtp_session *s, const struct check_verdict *v)
             m->rcpts[i].domain = xstrdup(a->domain_lc);
         }
     }
-    hl = smtp_proto_received(s->proto, s->ip, s->qid, (time_t)m->received, hdr, sizeof(hdr));
+    hl = smtp_proto_received_named(s->proto, s->ip, v->client_name, s->qid, (time_t)m->received,
+                                   hdr, sizeof(hdr));
     /* the checks' fields above our Received: (RFC 7208 9.1, RFC 8601 5) */
     m->header = xmalloc(al + hl + 1);
     memcpy(m->header, v->fields, al);

@@ -116,5 +116,11 @@ bool smtp_proto_tls(const struct smtp_proto *p);
  */
 size_t smtp_proto_received(const struct smtp_proto *p, const char *client_ip, const char *qid,
                            time_t now, char *buf, size_t size);
+/* The same, naming the client's verified reverse name before its address
+ * ("from HELO (NAME [IP])", as Postfix writes it); client_name NULL or ""
+ * when there is none. */
+size_t smtp_proto_received_named(const struct smtp_proto *p, const char *client_ip,
+                                 const char *client_name, const char *qid, time_t now, char *buf,
+                                 size_t size);
 
 #endif

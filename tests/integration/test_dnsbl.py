@@ -1,0 +1,320 @@
+"""DNSBL and DNSWL scoring and FCrDNS (issue 16 part 3) against the real
+mxd, with the scripted DNS server (authdns.py) serving a blocklist under a
+private query key, two small blocklists, an allowlist and reverse zones.
+Every client address comes in a PROXY header from 127.0.0.1 (the listener
+is marked proxy), so all traffic stays on loopback.
+
+Cases: a listed client is refused in the greeting's place with 554 5.7.1
+naming the public list (dnsbl_reply_map), never the private key, an IPv6
+one too (nibble query names); weights sum across lists (two lists of
+weight 1 reach the threshold 2, one does not); an answer outside a list's
+filter does not count; 127.255.255.254 never counts (logged as a list
+error); a DNSWL-listed client is trusted and spared greylisting;
+trusted_networks skip the lookups; dnsbl_action = enforce refuses each
+RCPT instead, with a log line per attempt; a silent DNS server costs a
+bounded wait (dnsbl_timeout), then the client is taken as not listed;
+FCrDNS confirmed (IPv4, IPv6) puts the name in Received:, an unconfirmed
+one adds fcrdns_weight to the score; the metrics count it all. Each test
+fails with check_dnsbl removed from check_list.c (the listed clients get
+220, the names are missing, the log lines and metrics absent).
+"""
+
+import os
+import re
+import sys
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mxdtest  # noqa: E402
+from authdns import AuthDns, silent_port  # noqa: E402
+
+KEY = "s3cr3tkey.dq.bl.test"  # the private query key
+PUBLIC = "zen.bl.test"  # what replies show instead
+SITES = (f"{KEY}*3, small.test=127.0.0.[2..11]*1, other.test*1, wl.test*-5")
+
+
+def rev4(ip):
+    return ".".join(reversed(ip.split(".")))
+
+
+def nibbles(ip6):
+    import ipaddress
+    return ".".join(reversed(ipaddress.ip_address(ip6).exploded.replace(":", "")))
+
+
+ZONE = {
+    # 192.0.2.10: on the private list alone (weight 3)
+    f"{rev4('192.0.2.10')}.{KEY}": [("A", "127.0.0.2")],
+    # 192.0.2.11: on both lists of weight 1 (2: the threshold)
+    f"{rev4('192.0.2.11')}.small.test": [("A", "127.0.0.3")],
+    f"{rev4('192.0.2.11')}.other.test": [("A", "127.0.0.2")],
+    # 192.0.2.12: on one list of weight 1
+    f"{rev4('192.0.2.12')}.small.test": [("A", "127.0.0.2")],
+    # 192.0.2.13: small.test answers outside its filter, other.test lists
+    f"{rev4('192.0.2.13')}.small.test": [("A", "127.0.0.12")],
+    f"{rev4('192.0.2.13')}.other.test": [("A", "127.0.0.2")],
+    # 192.0.2.14: the private list refuses the query (Spamhaus's error code)
+    f"{rev4('192.0.2.14')}.{KEY}": [("A", "127.255.255.254")],
+    # 192.0.2.15: on the allowlist
+    f"{rev4('192.0.2.15')}.wl.test": [("A", "127.0.10.2")],
+    # 192.0.2.16: listed, but in trusted_networks
+    f"{rev4('192.0.2.16')}.{KEY}": [("A", "127.0.0.2")],
+    # 2001:db8::10: listed
+    f"{nibbles('2001:db8::10')}.{KEY}": [("A", "127.0.0.4")],
+    # FCrDNS: .20 confirmed, .21 forged, .22 without PTR, 2001:db8::20 confirmed
+    f"{rev4('192.0.2.20')}.in-addr.arpa": [("PTR", "mail.good.test")],
+    "mail.good.test": [("A", "192.0.2.20")],
+    f"{rev4('192.0.2.21')}.in-addr.arpa": [("PTR", "forged.test")],
+    "forged.test": [("A", "192.0.2.99")],
+    f"{rev4('192.0.2.20')}.small.test": [("A", "127.0.0.2")],
+    f"{rev4('192.0.2.21')}.small.test": [("A", "127.0.0.2")],
+    f"{nibbles('2001:db8::20')}.ip6.arpa": [("PTR", "v6.good.test")],
+    "v6.good.test": [("AAAA", "2001:db8::20")],
+}
+
+DOMAINS = {
+    "example.test": {"mode": "local", "recipients": "any"},
+    "grey.test": {"mode": "local", "recipients": "any", "greylist": "on"},
+}
+
+
+class DnsblCase(mxdtest.ClassMxd, unittest.TestCase):
+    """One mxd behind a proxy listener, DNS from cls.dns (or SILENT)."""
+
+    SERVER = {}
+    SILENT = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        if cls.SILENT:
+            cls.silent = silent_port()
+            cls.addClassCleanup(cls.silent.close)
+            dns = f"127.0.0.1:{cls.silent.getsockname()[1]}"
+        else:
+            cls.dns = AuthDns(ZONE).start()
+            cls.addClassCleanup(cls.dns.stop)
+            dns = cls.dns.server
+        cls.mport = mxdtest.free_port()
+        server = {
+            "dns_servers": dns,
+            "proxy_networks": "127.0.0.1/32",
+            "metrics_listen": f"127.0.0.1:{cls.mport}",
+            "dnsbl_sites": SITES,
+            "dnsbl_reply_map": f"{KEY}={PUBLIC}",
+            "dnsbl_threshold": "2",
+            "dnsbl_timeout": "2s",
+            "trusted_networks": "192.0.2.16/32",
+            **cls.SERVER,
+        }
+        mxd = mxdtest.Mxd(cls.tmpdir, server=server, domains=DOMAINS)
+        mxd.server["listen"] = f"127.0.0.1:{mxd.port} proxy"
+        mxd.write_config()
+        cls.start_mxd(mxd)
+
+    def connect(self, ip, banner=True):
+        c = self.mxd.client(proxy=ip, banner=banner, timeout=15)
+        self.addCleanup(c.close)
+        return c
+
+    def metrics(self):
+        url = f"http://127.0.0.1:{self.mport}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode()
+
+    def metric(self, name, **labels):
+        sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        m = re.search(r"^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(sel)), self.metrics(),
+                      re.M)
+        return int(m.group(1)) if m else 0
+
+    def log_line(self, ip):
+        """The decision's log line for client ip (waits for it a little)."""
+        pat = re.compile(r"check dnsbl client=%s result=.*" % re.escape(ip))
+        deadline = time.monotonic() + 5
+        while True:
+            m = pat.search(self.mxd.stderr())
+            if m or time.monotonic() > deadline:
+                self.assertIsNotNone(m, f"no dnsbl log line for {ip}")
+                return m.group(0)
+            time.sleep(0.05)
+
+    def assertRefusedAtConnect(self, ip, public):
+        c = self.connect(ip, banner=False)
+        r = c.reply()
+        self.assertEqual(r.code, 554, r)
+        self.assertEqual(r.enh, "5.7.1", r)
+        self.assertIn(f"client [{ip}] blocked using {public}", r.text)
+        self.assertTrue(c.wait_closed(), "the session stays open after 554")
+        return r
+
+    def send(self, ip, rcpt="alice@example.test"):
+        """A message from ip; returns (final reply, qid)."""
+        c = self.connect(ip)
+        content = f"Subject: t\r\n\r\n{self.token()}\r\n".encode()
+        r = c.send_message("someone@sender.test", [rcpt], content)
+        return r, r.qid
+
+
+class RejectTest(DnsblCase):
+    def test_listed_refused_names_public_list(self):
+        before = self.metric("mxd_dnsbl_total", result="listed")
+        r = self.assertRefusedAtConnect("192.0.2.10", PUBLIC)
+        self.assertNotIn("s3cr3tkey", r.text)
+        line = self.log_line("192.0.2.10")
+        self.assertIn("result=listed score=3 threshold=2 lists=zen.bl.test:3", line)
+        self.assertIn("action=reject", line)
+        self.assertNotIn("s3cr3tkey", line)
+        # the query used the private key
+        self.assertIn((f"{rev4('192.0.2.10')}.{KEY}", "A"), self.dns.queries)
+        self.assertEqual(self.metric("mxd_dnsbl_total", result="listed"), before + 1)
+        self.assertGreaterEqual(self.metric("mxd_dnsbl_list_answers_total", list=PUBLIC,
+                                            result="listed"), 1)
+        self.assertNotIn("s3cr3tkey", self.metrics())
+
+    def test_ipv6_listed(self):
+        self.assertRefusedAtConnect("2001:db8::10", PUBLIC)
+        self.assertIn("result=listed score=3", self.log_line("2001:db8::10"))
+
+    def test_weights_sum(self):
+        # two lists of weight 1: 2, the threshold; the reply names one
+        r = self.assertRefusedAtConnect("192.0.2.11", "small.test")
+        self.assertIn("lists=small.test:1,other.test:1", self.log_line("192.0.2.11"))
+        self.assertNotIn("s3cr3tkey", r.text)
+        # one list of weight 1 only: accepted
+        r, qid = self.send("192.0.2.12")
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("result=pass score=1 threshold=2 lists=small.test:1",
+                      self.log_line("192.0.2.12"))
+
+    def test_answer_filtered_out(self):
+        # small.test's 127.0.0.12 is outside 127.0.0.[2..11]: 1, not 2
+        r, _ = self.send("192.0.2.13")
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("result=pass score=1 threshold=2 lists=other.test:1 list_errors=-",
+                      self.log_line("192.0.2.13"))
+
+    def test_list_error_not_counted(self):
+        errors = self.metric("mxd_dnsbl_list_answers_total", list=PUBLIC, result="error")
+        r, _ = self.send("192.0.2.14")
+        self.assertEqual(r.code, 250, r)
+        line = self.log_line("192.0.2.14")
+        self.assertIn("result=pass score=0 threshold=2 lists=- list_errors=zen.bl.test", line)
+        self.assertEqual(self.metric("mxd_dnsbl_list_answers_total", list=PUBLIC,
+                                     result="error"), errors + 1)
+
+    def test_allowlisted_trusted_spared_greylisting(self):
+        trusted = self.metric("mxd_dnsbl_total", result="trusted")
+        r, qid = self.send("192.0.2.15", rcpt="bob@grey.test")
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("result=trusted score=-5", self.log_line("192.0.2.15"))
+        self.assertRegex(self.mxd.stderr(), r"check greylist client=192\.0\.2\.15 .* "
+                                            r"action=skip reason=")
+        self.assertEqual(self.metric("mxd_dnsbl_total", result="trusted"), trusted + 1)
+        # a client the allowlist does not know is greylisted
+        c = self.connect("192.0.2.30")
+        c.ehlo()
+        self.assertEqual(c.cmd("MAIL FROM:<x@sender.test>").code, 250)
+        r = c.cmd("RCPT TO:<bob@grey.test>")
+        self.assertEqual((r.code, r.enh), (451, "4.7.1"), r)
+
+    def test_trusted_networks_skipped(self):
+        asked = len(self.dns.queries)
+        r, _ = self.send("192.0.2.16")
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("check dnsbl client=192.0.2.16 result=skip reason=trusted_networks",
+                      self.mxd.stderr())
+        self.assertFalse([q for q in self.dns.queries[asked:] if "16.2.0.192" in q[0]],
+                         "a trusted client was looked up")
+
+
+class EnforceTest(DnsblCase):
+    SERVER = {"dnsbl_action": "enforce"}
+
+    def test_each_rcpt_refused(self):
+        refused = self.metric("mxd_dnsbl_total", result="refused-rcpt")
+        c = self.connect("192.0.2.10")  # the greeting comes
+        c.ehlo()
+        self.assertEqual(c.cmd("MAIL FROM:<spammer@sender.test>").code, 250)
+        for rcpt in ("a@example.test", "b@example.test"):
+            r = c.cmd(f"RCPT TO:<{rcpt}>")
+            self.assertEqual((r.code, r.enh), (554, "5.7.1"), r)
+            self.assertIn(f"blocked using {PUBLIC}", r.text)
+            self.assertNotIn("s3cr3tkey", r.text)
+        log = self.mxd.stderr()
+        self.assertIn("result=listed score=3", self.log_line("192.0.2.10"))
+        self.assertIn("action=enforce", self.log_line("192.0.2.10"))
+        for rcpt in ("a@example.test", "b@example.test"):
+            self.assertIn(f"check dnsbl client=192.0.2.10 sender=<spammer@sender.test> "
+                          f"rcpt=<{rcpt}> result=refused action=enforce", log)
+        self.assertEqual(self.metric("mxd_dnsbl_total", result="refused-rcpt"), refused + 2)
+        # a clean client is not refused
+        r, _ = self.send("192.0.2.31")
+        self.assertEqual(r.code, 250, r)
+
+
+class SilentDnsTest(DnsblCase):
+    SILENT = True
+    SERVER = {"dnsbl_timeout": "1s"}
+
+    def test_bounded_wait_then_not_listed(self):
+        t0 = time.monotonic()
+        c = self.connect("192.0.2.10", banner=False)
+        r = c.reply(timeout=10)
+        waited = time.monotonic() - t0
+        self.assertEqual(r.code, 220, r)
+        self.assertGreater(waited, 0.8)
+        self.assertLess(waited, 3.0)
+        line = self.log_line("192.0.2.10")
+        self.assertIn("result=pass score=0", line)
+        self.assertIn("timeouts=zen.bl.test,small.test,other.test,wl.test", line)
+        self.assertGreaterEqual(self.metric("mxd_dnsbl_list_answers_total", list=PUBLIC,
+                                            result="timeout"), 1)
+        c.ehlo()
+        content = f"Subject: t\r\n\r\n{self.token()}\r\n".encode()
+        r = c.send_message("someone@sender.test", ["a@example.test"], content, ehlo=False)
+        self.assertEqual(r.code, 250, r)
+
+
+class FcrdnsTest(DnsblCase):
+    SERVER = {"dnsbl_sites": "small.test=127.0.0.[2..11]*1", "dnsbl_reply_map": None,
+              "fcrdns": "on", "fcrdns_weight": "1"}
+
+    def received(self, qid):
+        msg = mxdtest.message_by_qid(self.mxd.db_path, qid)
+        hdr, _ = mxdtest.split_received(msg["row"]["body"])
+        return mxdtest.unfold(hdr)
+
+    def test_confirmed_name_in_received(self):
+        confirmed = self.metric("mxd_fcrdns_total", result="confirmed")
+        r, qid = self.send("192.0.2.20")  # listed once (1), confirmed: 1 < 2
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("from client.test (mail.good.test [192.0.2.20])", self.received(qid))
+        line = self.log_line("192.0.2.20")
+        self.assertIn("result=pass score=1", line)
+        self.assertIn("fcrdns=confirmed name=mail.good.test", line)
+        self.assertEqual(self.metric("mxd_fcrdns_total", result="confirmed"), confirmed + 1)
+
+    def test_ipv6_confirmed(self):
+        r, qid = self.send("2001:db8::20")
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("(v6.good.test [IPv6:2001:db8::20])", self.received(qid))
+
+    def test_unconfirmed_adds_weight(self):
+        # forged PTR (its name points elsewhere) + one list = 2: refused
+        self.assertRefusedAtConnect("192.0.2.21", "small.test")
+        line = self.log_line("192.0.2.21")
+        self.assertIn("result=listed score=2", line)
+        self.assertIn("fcrdns=unconfirmed name=-", line)
+        # no PTR and no listing: 1, accepted, no name in Received:
+        r, qid = self.send("192.0.2.22")
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("from client.test ([192.0.2.22])", self.received(qid))
+        self.assertIn("fcrdns=unconfirmed", self.log_line("192.0.2.22"))
+        self.assertGreaterEqual(self.metric("mxd_fcrdns_total", result="unconfirmed"), 2)
+
+
+if __name__ == "__main__":
+    mxdtest.main()
