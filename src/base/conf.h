@@ -37,6 +37,8 @@ enum conf_mode { CONF_MODE_LOCAL, CONF_MODE_BACKUP };
 enum conf_rcpts { CONF_RCPTS_ANY, CONF_RCPTS_TABLE, CONF_RCPTS_LMTP, CONF_RCPTS_PRIMARY };
 enum conf_tls { CONF_TLS_OPPORTUNISTIC, CONF_TLS_REQUIRED, CONF_TLS_VERIFY };
 enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
+/* What a stage gets when a milter is down or misbehaves. */
+enum conf_milter_action { CONF_MILTER_ACCEPT, CONF_MILTER_TEMPFAIL, CONF_MILTER_REJECT };
 #define CONF_DKIM_SIGS_MAX 20 /* the highest dkim_max_signatures */
 
 struct conf_domain {
@@ -92,6 +94,13 @@ struct conf {
     uint64_t greylist_delay_s;  /* a retry passes this long after the first attempt ... */
     uint64_t greylist_window_s; /* ... and before this long after it */
     uint64_t greylist_ttl_s; /* a triplet that passed is remembered this long after its last pass */
+    /* content filters (milter protocol), asked in order for every session */
+    struct conf_endpoint *milters; /* inet:IP:port, inet6:[IP]:port, unix:/path */
+    size_t nmilters;
+    enum conf_milter_action milter_default_action;
+    uint64_t milter_connect_timeout_ms; /* Postfix's names and defaults */
+    uint64_t milter_command_timeout_ms;
+    uint64_t milter_content_timeout_ms;
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */

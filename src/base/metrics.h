@@ -42,6 +42,8 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "or refused (by reason)")                                                                    \
     X(GREYLIST, "mxd_greylist_total", "action", NULL,                                              \
       "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")                       \
+    X(MILTER, "mxd_milter_events_total", "filter", "event",                                        \
+      "Content filter (milter) replies and failures, by filter and event")                         \
     X(DNS_ANSWERS, "mxd_dns_answers_total", "result", NULL,                                        \
       "DNS queries answered by mxd's resolver, by result (ok, nodata, nxdomain, servfail, "        \
       "timeout)")

@@ -282,7 +282,8 @@ check_answer(struct check_ticket t, enum check_action action, int code, const ch
     if (cs->dead || !cs->asking || !cs->waiting || t.gen != cs->gen)
         return; /* too late: the budget answered, or the connection is gone */
     if ((action == CHECK_TEMPFAIL && (code < 400 || code > 499)) ||
-        (action == CHECK_REJECT && (code < 500 || code > 599)))
+        (action == CHECK_REJECT && (code < 500 || code > 599)) ||
+        (action == CHECK_DISCARD && (code != 250 || cs->stage != CHECK_STAGE_END)))
         mxd_panic("check %s: reply code %d for action %d", cs->list[cs->current]->name, code,
                   (int)action);
     cs->waiting = false;
