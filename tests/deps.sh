@@ -36,6 +36,8 @@ packages=(
     e2fsprogs mount
     # PROXY protocol in front of mxd (test_proxy.py)
     haproxy
+    # content filters over milter (issue 17): the libmilter test filter, rspamd
+    libmilter-dev rspamd
 )
 
 apt-get update

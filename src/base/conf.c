@@ -130,6 +130,15 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(FCRDNS, SECT_SERVER, "fcrdns", set_bool, S(fcrdns), .def = "off")                            \
     X(FCRDNS_WEIGHT, SECT_SERVER, "fcrdns_weight", set_int, S(fcrdns_weight), .def = "0",          \
       .arg = &r_weight)                                                                            \
+    X(MILTERS, SECT_SERVER, "milters", set_list, S(milters), S(nmilters), .arg = &l_milter)        \
+    X(MILTER_DEFAULT_ACTION, SECT_SERVER, "milter_default_action", set_enum,                       \
+      S(milter_default_action), .def = "tempfail", .arg = "accept|tempfail|reject")                \
+    X(MILTER_CONNECT_TIMEOUT, SECT_SERVER, "milter_connect_timeout", set_time,                     \
+      S(milter_connect_timeout_ms), .def = "30s", .arg = &in_ms)                                   \
+    X(MILTER_COMMAND_TIMEOUT, SECT_SERVER, "milter_command_timeout", set_time,                     \
+      S(milter_command_timeout_ms), .def = "30s", .arg = &in_ms)                                   \
+    X(MILTER_CONTENT_TIMEOUT, SECT_SERVER, "milter_content_timeout", set_time,                     \
+      S(milter_content_timeout_ms), .def = "300s", .arg = &in_ms)                                  \
     X(METRICS_LISTEN, SECT_SERVER, "metrics_listen", set_endpoint, S(metrics_listen),              \
       .arg = &ep_tcp)                                                                              \
     X(CONTROL_SOCKET, SECT_SERVER, "control_socket", set_sock, S(control_socket))                  \
@@ -256,10 +265,14 @@ static const struct int_range r_dnsbl_threshold = {1, 1000000};
 static const struct int_range r_dnsbl_allow = {-1000000, -1};
 static const struct int_range r_weight = {-100000, 100000};
 
+static const struct list_kind l_milter = {sizeof(struct conf_endpoint), conf__parse_milter,
+                                          conf__endpoint_free, NULL};
+
 _Static_assert(sizeof(enum conf_auth) == sizeof(int) && sizeof(enum conf_mode) == sizeof(int) &&
                    sizeof(enum conf_rcpts) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int) &&
                    sizeof(enum conf_greet) == sizeof(int) &&
-                   sizeof(enum conf_dnsbl_action) == sizeof(int),
+                   sizeof(enum conf_dnsbl_action) == sizeof(int) &&
+                   sizeof(enum conf_milter_action) == sizeof(int),
                "set_enum stores an int");
 
 /* Duration units of the fields: milliseconds or seconds. */

@@ -43,6 +43,8 @@ enum conf_greet { CONF_GREET_OFF, CONF_GREET_IGNORE, CONF_GREET_REJECT, CONF_GRE
 /* What a DNSBL score at or over dnsbl_threshold does (Postfix's
  * postscreen_dnsbl_action, with reject for its drop). */
 enum conf_dnsbl_action { CONF_DNSBL_REJECT, CONF_DNSBL_ENFORCE, CONF_DNSBL_IGNORE };
+/* What a stage gets when a milter is down or misbehaves. */
+enum conf_milter_action { CONF_MILTER_ACCEPT, CONF_MILTER_TEMPFAIL, CONF_MILTER_REJECT };
 #define CONF_DKIM_SIGS_MAX 20 /* the highest dkim_max_signatures */
 
 #define CONF_DNSBL_NAME_MAX 180 /* a list's name: room for 64 octets of IPv6 nibbles */
@@ -131,9 +133,16 @@ struct conf {
     int dnsbl_threshold;           /* a score at or over it is listed (default 1) */
     int dnsbl_allowlist_threshold; /* at or under it (< 0) the client is trusted (default -1) */
     enum conf_dnsbl_action dnsbl_action;
-    uint64_t dnsbl_timeout_ms;           /* the lookups' budget, from the connection's start */
-    bool fcrdns;                         /* look up the client's forward-confirmed reverse name */
-    int fcrdns_weight;                   /* added to the score when the name is not confirmed */
+    uint64_t dnsbl_timeout_ms; /* the lookups' budget, from the connection's start */
+    bool fcrdns;               /* look up the client's forward-confirmed reverse name */
+    int fcrdns_weight;         /* added to the score when the name is not confirmed */
+    /* content filters (milter protocol), asked in order for every session */
+    struct conf_endpoint *milters; /* inet:IP:port, inet6:[IP]:port, unix:/path */
+    size_t nmilters;
+    enum conf_milter_action milter_default_action;
+    uint64_t milter_connect_timeout_ms; /* Postfix's names and defaults */
+    uint64_t milter_command_timeout_ms;
+    uint64_t milter_content_timeout_ms;
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */

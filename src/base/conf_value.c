@@ -225,6 +225,31 @@ conf__parse_endpoint(const char *s, const void *arg, void *out, const char **why
     return 0;
 }
 
+int
+conf__parse_milter(const char *s, const void *arg, void *out, const char **why)
+{
+    static const struct conf_ep_opt opt = {CONF_EP_UNIX | CONF_EP_NUMERIC, 0};
+    struct conf_endpoint *e = out;
+    const char *rest = s;
+    int rc;
+
+    (void)arg;
+    if (strncmp(s, "inet:", 5) == 0)
+        rest = s + 5;
+    else if (strncmp(s, "inet6:", 6) == 0)
+        rest = s + 6;
+    if (rest != s && strncmp(rest, "unix:", 5) == 0) {
+        *why = "want inet:IP:port, inet6:[IP]:port or unix:/path";
+        return MXD_EINVAL;
+    }
+    rc = conf__parse_endpoint(rest, &opt, e, why);
+    if (rc < 0)
+        return rc;
+    free(e->text);
+    e->text = xstrdup(s);
+    return 0;
+}
+
 void
 conf__listen_free(void *item)
 {

@@ -37,6 +37,10 @@ bool conf__is_hostname(const char *s);
  */
 /* arg is a struct conf_ep_opt. */
 int conf__parse_endpoint(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
+/* A milter's socket: "inet:IP:port", "inet6:[IP]:port" (or "IP:port",
+ * "[IP]:port"), "unix:/path"; numeric, so connecting never waits for DNS.
+ * arg is unused. */
+int conf__parse_milter(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
 /* A numeric "IPv4:port" or "[IPv6]:port"; arg is unused. */
 int conf__parse_listen(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
 /* "192.0.2.10", "192.0.2.0/24", "2001:db8::/32"; arg is unused. */

@@ -51,6 +51,8 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "timeout)")                                                                                  \
     X(FCRDNS, "mxd_fcrdns_total", "result", NULL,                                                  \
       "Forward-confirmed reverse DNS of clients, by result (confirmed, unconfirmed, tempfail)")    \
+    X(MILTER, "mxd_milter_events_total", "filter", "event",                                        \
+      "Content filter (milter) replies and failures, by filter and event")                         \
     X(DNS_ANSWERS, "mxd_dns_answers_total", "result", NULL,                                        \
       "DNS queries answered by mxd's resolver, by result (ok, nodata, nxdomain, servfail, "        \
       "timeout)")                                                                                  \

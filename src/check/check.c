@@ -314,7 +314,8 @@ check_answer(struct check_ticket t, enum check_action action, int code, const ch
         return; /* too late: the budget answered, or the connection is gone */
     if ((action == CHECK_TEMPFAIL && (code < 400 || code > 499)) ||
         (action == CHECK_REJECT && (code < 500 || code > 599)) ||
-        (action == CHECK_DROP && cs->stage != CHECK_STAGE_CONNECT))
+        (action == CHECK_DROP && cs->stage != CHECK_STAGE_CONNECT) ||
+        (action == CHECK_DISCARD && (code != 250 || cs->stage != CHECK_STAGE_END)))
         mxd_panic("check %s: reply code %d for action %d", cs->list[cs->current]->name, code,
                   (int)action);
     cs->waiting = false;

@@ -57,6 +57,8 @@ enum check_action {
     CHECK_TEMPFAIL, /* 4xx: code and text say it */
     CHECK_REJECT,   /* 5xx */
     CHECK_DROP,     /* connect stage only: close the connection without a word */
+    CHECK_DISCARD,  /* end of data only: 250 (code and text say it), and nothing is stored
+                       (a content filter asked to drop the message) */
 };
 
 #define CHECK_TEXT_MAX 512

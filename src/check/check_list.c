@@ -22,17 +22,19 @@
  * recipient policy, so an unknown user gets its 550 at once and leaves no
  * triplet behind (a 451 first would have the client retry a recipient
  * that never exists, and harvesters fill the table), and after SPF, whose
- * result keys it. */
+ * result keys it. The content filters (milters) come last: they are asked
+ * only for what mxd's own checks accepted (as Postfix asks its milters
+ * after smtpd's restrictions), and see the content as it will be stored. */
 #include "check/check_impl.h"
 
 extern const struct check_ops check_rate, check_screen, check_dnsbl, check_pregreet,
     check_dnsbl_verdict, check_header, check_spf, check_dkim, check_trace, check_rcpt_policy,
-    check_greylist;
+    check_greylist, check_milter;
 
 const struct check_ops *const check_list[] = {
     &check_rate,          &check_screen,      &check_dnsbl,    &check_pregreet,
     &check_dnsbl_verdict, &check_header,      &check_spf,      &check_dkim,
-    &check_trace,         &check_rcpt_policy, &check_greylist,
+    &check_trace,         &check_rcpt_policy, &check_greylist, &check_milter,
 };
 const size_t check_list_len = sizeof(check_list) / sizeof(check_list[0]);
 

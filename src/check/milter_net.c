@@ -1,0 +1,243 @@
+/* milter_net: owns one milter connection: its stream handle (TCP or unix
+ * socket), its timer, the connect and write requests and the milter_proto
+ * it was given. Loop thread only. Reads go straight into the proto's
+ * buffer (bounded by the proto: one reply packet at most); writes copy
+ * what the proto hands out. The owner hears of input and failures through
+ * callbacks; once it closes the connection no callback runs, and the
+ * connection frees itself when its handles are closed. */
+#include "check/milter_net.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+
+struct milter_conn {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t timer;
+    uv_connect_t creq;
+    uv_shutdown_t sreq;
+    struct milter_proto *proto;
+    const struct milter_conn_cbs *cbs;
+    void *arg; /* NULL once closed by the owner */
+    unsigned handles;
+    bool connected, failed, closing;
+};
+
+struct wreq {
+    uv_write_t req;
+    struct milter_conn *c;
+    char data[];
+};
+
+static void
+handle_closed(uv_handle_t *h)
+{
+    struct milter_conn *c = h->data;
+
+    if (--c->handles == 0) {
+        milter_proto_free(c->proto);
+        free(c);
+    }
+}
+
+static void
+close_handles(struct milter_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    uv_close((uv_handle_t *)&c->h, handle_closed);
+}
+
+/* Tells the owner once; nothing more is read or written. */
+static void
+fail(struct milter_conn *c, const char *why)
+{
+    if (c->failed)
+        return;
+    c->failed = true;
+    uv_timer_stop(&c->timer);
+    if (c->connected)
+        uv_read_stop((uv_stream_t *)&c->h);
+    if (c->arg != NULL)
+        c->cbs->failed(c->arg, why);
+    else
+        close_handles(c);
+}
+
+static void
+on_timer(uv_timer_t *t)
+{
+    struct milter_conn *c = t->data;
+
+    fail(c, c->connected ? "timeout waiting for a reply" : "connect timeout");
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct milter_conn *c = h->data;
+    size_t avail;
+
+    (void)hint;
+    buf->base = milter_proto_rbuf(c->proto, &avail);
+    buf->len = avail;
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct milter_conn *c = s->data;
+
+    (void)buf;
+    if (n > 0) {
+        milter_proto_filled(c->proto, (size_t)n);
+        if (c->arg != NULL && !c->failed)
+            c->cbs->input(c->arg);
+    } else if (n < 0) {
+        fail(c, n == UV_EOF ? "connection closed by the filter" : "read error");
+    }
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct milter_conn *c = w->c;
+
+    free(w);
+    if (status < 0 && status != UV_ECANCELED)
+        fail(c, "write error");
+}
+
+void
+milter_conn_flush(struct milter_conn *c)
+{
+    size_t len;
+    const char *p = milter_proto_output(c->proto, &len);
+    struct wreq *w;
+    uv_buf_t b;
+
+    if (!c->connected || c->failed || len == 0)
+        return;
+    w = xmalloc(sizeof(*w) + len);
+    memcpy(w->data, p, len);
+    w->c = c;
+    milter_proto_taken(c->proto, len);
+    b = uv_buf_init(w->data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, on_write) != 0) {
+        free(w);
+        fail(c, "write error");
+    }
+}
+
+static void
+on_connect(uv_connect_t *req, int status)
+{
+    struct milter_conn *c = req->data;
+
+    if (c->failed || c->closing)
+        return;
+    uv_timer_stop(&c->timer);
+    if (status < 0) {
+        fail(c, uv_strerror(status));
+        return;
+    }
+    c->connected = true;
+    if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+        fail(c, "read error");
+        return;
+    }
+    if (c->arg != NULL)
+        c->cbs->connected(c->arg);
+}
+
+struct milter_conn *
+milter_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, struct milter_proto *proto,
+                 uint64_t connect_ms, const struct milter_conn_cbs *cbs, void *arg)
+{
+    struct milter_conn *c = xcalloc(1, sizeof(*c));
+    struct sockaddr_storage ss;
+    int rc;
+
+    c->proto = proto;
+    c->cbs = cbs;
+    c->arg = arg;
+    c->creq.data = c;
+    if (uv_timer_init(loop, &c->timer) != 0)
+        mxd_panic("milter: uv_timer_init failed");
+    c->timer.data = c;
+    c->handles = 2;
+    if (ep->is_unix) {
+        if (uv_pipe_init(loop, &c->h.pipe, 0) != 0)
+            mxd_panic("milter: uv_pipe_init failed");
+        c->h.pipe.data = c;
+        uv_pipe_connect(&c->creq, &c->h.pipe, ep->path, on_connect);
+        rc = 0;
+    } else {
+        if (uv_tcp_init(loop, &c->h.tcp) != 0)
+            mxd_panic("milter: uv_tcp_init failed");
+        c->h.tcp.data = c;
+        if (uv_ip4_addr(ep->host, ep->port, (struct sockaddr_in *)&ss) != 0 &&
+            uv_ip6_addr(ep->host, ep->port, (struct sockaddr_in6 *)&ss) != 0)
+            rc = UV_EINVAL;
+        else
+            rc = uv_tcp_connect(&c->creq, &c->h.tcp, (const struct sockaddr *)&ss, on_connect);
+    }
+    if (rc != 0) {
+        /* reported from the loop, never inside this call */
+        uv_timer_start(&c->timer, on_timer, 0, 0);
+        return c;
+    }
+    uv_timer_start(&c->timer, on_timer, connect_ms, 0);
+    return c;
+}
+
+struct milter_proto *
+milter_conn_proto(struct milter_conn *c)
+{
+    return c->proto;
+}
+
+void
+milter_conn_deadline(struct milter_conn *c, uint64_t ms)
+{
+    if (c->failed || !c->connected)
+        return;
+    if (ms == 0)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct milter_conn *c = req->data;
+
+    (void)status;
+    close_handles(c);
+}
+
+void
+milter_conn_close(struct milter_conn *c, bool quit)
+{
+    if (c == NULL)
+        return;
+    c->arg = NULL;
+    uv_timer_stop(&c->timer);
+    if (quit && c->connected && !c->failed && !milter_proto_awaiting(c->proto) &&
+        milter_proto_quit(c->proto, false) >= 0) {
+        milter_conn_flush(c);
+        c->sreq.data = c;
+        uv_read_stop((uv_stream_t *)&c->h);
+        if (!c->failed && uv_shutdown(&c->sreq, (uv_stream_t *)&c->h, on_shutdown) == 0)
+            return;
+    }
+    close_handles(c);
+}

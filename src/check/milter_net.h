@@ -1,0 +1,42 @@
+/* milter_net: one connection to a milter (content filter): the socket,
+ * its timer, the bytes between the socket and a milter_proto. Loop thread
+ * only. It makes no decisions: input and failures go to the owner's
+ * callbacks. */
+#ifndef MXD_MILTER_NET_H
+#define MXD_MILTER_NET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/conf.h"
+#include "check/milter_proto.h"
+
+struct milter_conn;
+
+struct milter_conn_cbs {
+    /* Connected: OPTNEG may be queued and flushed. */
+    void (*connected)(void *arg);
+    /* Replies arrived: pull them with milter_proto_next. */
+    void (*input)(void *arg);
+    /* The connection failed (connect, I/O, EOF, timeout: why says which).
+     * No callback follows; the owner calls milter_conn_close. */
+    void (*failed)(void *arg, const char *why);
+};
+
+/* Connects to ep (numeric or unix) within connect_ms. Takes ownership of
+ * proto. Callbacks never run inside this call. */
+struct milter_conn *milter_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep,
+                                     struct milter_proto *proto, uint64_t connect_ms,
+                                     const struct milter_conn_cbs *cbs, void *arg);
+struct milter_proto *milter_conn_proto(struct milter_conn *c);
+/* Writes what the proto hands out. */
+void milter_conn_flush(struct milter_conn *c);
+/* A reply must come within ms (0: none awaited, the timer stops). */
+void milter_conn_deadline(struct milter_conn *c, uint64_t ms);
+/* No more callbacks. With quit, a QUIT is sent first when the dialogue is
+ * idle; the connection frees itself (and the proto) once closed. */
+void milter_conn_close(struct milter_conn *c, bool quit);
+
+#endif

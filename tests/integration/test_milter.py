@@ -1,0 +1,404 @@
+"""Content filters over the milter protocol (issue 17): the real mxd
+against real filters on loopback.
+
+MilterFilterTest: a test filter on libmilter (tests/tools/milter_filter.c,
+Debian libmilter-dev; its mode picked per test) on a port mxd's
+`milters` names; each test starts the filter it needs. Checked: what the
+filter saw (commands and macros, from its log), reject at RCPT (that
+recipient only), tempfail at MAIL, a reply code with its text cleaned and
+its class set, header fields added and inserted in the stored message,
+discard (250, nothing stored), a filter that sleeps past
+milter_content_timeout (default action, other sessions unaffected) and
+one that is down (default action at connect).
+
+RspamdTest: rspamd (Debian rspamd) in milter mode, a private instance
+(its proxy worker with milter = yes and self_scan): a GTUBE message is
+refused with rspamd's reply; a clean one is stored with rspamd's
+X-Spamd-Result field; with rspamd stopped the default action applies.
+
+Each test fails with check_milter removed from check_list.c: nothing is
+refused, no header is added, the filter's log stays empty.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mxdtest  # noqa: E402
+from authdns import AuthDns  # noqa: E402
+
+FILTER = os.environ.get("MXD_MILTER_FILTER") or os.path.join(
+    os.path.dirname(mxdtest.mxd_path()), "..", "tests", "milter_filter")
+GTUBE = (b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X")
+
+
+def wait_port(port, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def message(token, subject="test", body=b"Hello.\r\n"):
+    return (f"From: <a@sender.test>\r\nTo: <u@example.test>\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{token}@sender.test>\r\n\r\n").encode() + body
+
+
+class Filter:
+    """One milter_filter process in a mode, logging what it got."""
+
+    def __init__(self, tmpdir, port, mode, extra=()):
+        self.log = os.path.join(tmpdir, f"filter-{mode}-{time.monotonic_ns()}.log")
+        self.proc = subprocess.Popen(
+            [FILTER, "-p", f"inet:{port}@127.0.0.1", "-m", mode, "-l", self.log, *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(port):
+            self.stop()
+            raise AssertionError("milter_filter did not start")
+
+    def lines(self):
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return [ln.rstrip("\n") for ln in f]
+        except FileNotFoundError:
+            return []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def need(ok, what):
+    """A missing peer fails the test (never a skip counted as a pass)."""
+    if not ok:
+        raise AssertionError(f"{what} missing: bash tests/deps.sh installs it")
+
+
+class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        need(os.access(FILTER, os.X_OK), "tests/milter_filter (libmilter-dev)")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.fport = mxdtest.free_port()
+        server = {
+            "milters": f"inet:127.0.0.1:{cls.fport}",
+            "milter_default_action": "tempfail",
+            "milter_connect_timeout": "2s",
+            "milter_command_timeout": "2s",
+            "milter_content_timeout": "2s",
+        }
+        # mxd's start waits for a greeting: a filter must answer by then
+        f = Filter(cls.tmpdir, cls.fport, "accept")
+        try:
+            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server))
+        finally:
+            f.stop()
+
+    def setUp(self):
+        super().setUp()
+        self.filter = None
+
+    def tearDown(self):
+        if self.filter is not None:
+            self.filter.stop()
+
+    def start_filter(self, mode, extra=()):
+        self.filter = Filter(self.tmpdir, self.fport, mode, extra)
+        return self.filter
+
+    def send(self, rcpts=("u@example.test",), content=None, token=None):
+        token = token or self.token()
+        c = self.mxd.client()
+        c.ehlo("helo.test")
+        r = c.cmd("MAIL FROM:<a@sender.test>")
+        replies = {"mail": r}
+        if r.code == 250:
+            for rcpt in rcpts:
+                replies[rcpt] = c.cmd(f"RCPT TO:<{rcpt}>")
+            if any(replies[x].code == 250 for x in rcpts):
+                r = c.cmd("DATA")
+                if r.code == 354:
+                    c.send(mxdtest.dot_stuff(content or message(token)) + b".\r\n")
+                    replies["end"] = c.reply()
+        c.cmd("QUIT")
+        c.close()
+        return replies, token
+
+    def stored(self, token):
+        return mxdtest.messages_containing(self.mxd.db_path, token)
+
+    def body(self, qid):
+        return bytes(mxdtest.message_by_qid(self.mxd.db_path, qid)["row"]["body"])
+
+    def test_accept_and_what_the_filter_saw(self):
+        f = self.start_filter("accept")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        qid = replies["end"].qid
+        self.assertEqual(self.stored(token), [qid])
+        deadline = time.monotonic() + 5
+        while "close - -" not in f.lines() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = f.lines()
+        for want in ["connect [127.0.0.1] -", f"macro j {mxdtest.HOSTNAME}",
+                     "macro {daemon_name} mxd", "macro {client_addr} 127.0.0.1",
+                     "macro {client_name} [127.0.0.1]", "helo helo.test -",
+                     "mail <a@sender.test> -", "macro {mail_addr} a@sender.test",
+                     f"macro i {qid}", "rcpt <u@example.test> -",
+                     "macro {rcpt_addr} u@example.test", "macro {rcpt_mailer} lmtp",
+                     "header Subject test", f"header Message-ID <{token}@sender.test>",
+                     "eoh - -", "body 8 -", "eom - -", "close - -"]:
+            self.assertIn(want, got)
+        self.assertTrue(any(x.startswith("macro {client_port} ") for x in got), got)
+
+    def test_reject_at_rcpt_is_for_that_recipient(self):
+        self.start_filter("reject-rcpt")
+        replies, token = self.send(rcpts=("reject@example.test", "u@example.test"))
+        self.assertEqual(replies["reject@example.test"].code, 550)
+        self.assertEqual(replies["reject@example.test"].enh, "5.7.1")
+        self.assertEqual(replies["u@example.test"].code, 250)
+        self.assertEqual(replies["end"].code, 250)
+        rcpts = mxdtest.message_by_qid(self.mxd.db_path, replies["end"].qid)["rcpts"]
+        self.assertEqual([r["address"] for r in rcpts], ["u@example.test"])
+
+    def test_tempfail_at_mail(self):
+        self.start_filter("tempfail-mail")
+        replies, _ = self.send()
+        self.assertEqual(replies["mail"].code, 451, replies)
+        self.assertEqual(replies["mail"].enh, "4.7.1")
+
+    def test_replycode_cleaned(self):
+        self.start_filter("replycode")
+        replies, token = self.send()
+        r = replies["end"]
+        # the filter said 554 4.7.0 with a tab and a control character
+        self.assertEqual(r.code, 554, r)
+        # class set to the code's; the tab and the control character gone
+        self.assertRegex(r.text, r"^5\.7\.0 Go away please +now$")
+        self.assertEqual(self.stored(token), [])
+        self.assertIn("action=replycode", self.mxd.stderr())
+
+    def test_add_and_insert_header(self):
+        self.start_filter("addheader")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        body = self.body(replies["end"].qid)
+        head = body.split(b"\r\n\r\n", 1)[0]
+        self.assertIn(b"X-Test-Filter: seen\r\n", head)
+        self.assertIn(b"X-Test-Top: first\r\n\tfolded\r\n", head)
+        # above our Received:, the inserted one first
+        self.assertTrue(body.startswith(b"X-Test-Top:"), body[:200])
+
+    def test_discard(self):
+        self.start_filter("discard")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        self.assertIn("discarded", replies["end"].text)
+        self.assertEqual(self.stored(token), [])
+
+    def test_unsupported_change_is_logged(self):
+        self.start_filter("chgheader")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        self.assertIn("ignored=change_header", self.mxd.stderr())
+        self.assertEqual(len(self.stored(token)), 1)
+
+    def test_slow_filter_default_action_and_no_stall(self):
+        self.start_filter("sleep", ("-s", "6"))
+        t0 = time.monotonic()
+        c = self.mxd.client()
+        c.ehlo("helo.test")
+        self.assertEqual(c.cmd("MAIL FROM:<a@sender.test>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.test>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        token = self.token()
+        c.send(mxdtest.dot_stuff(message(token)) + b".\r\n")
+        # while that filter sleeps, another session goes on
+        t1 = time.monotonic()
+        other = self.mxd.client()
+        self.assertEqual(other.ehlo("other.test").code, 250)
+        other.close()
+        self.assertLess(time.monotonic() - t1, 1.5)
+        r = c.reply(timeout=10)
+        waited = time.monotonic() - t0
+        c.close()
+        self.assertEqual(r.code, 451, r)
+        self.assertEqual(r.enh, "4.7.1")
+        self.assertGreaterEqual(waited, 1.8)
+        self.assertLess(waited, 5)
+        self.assertEqual(self.stored(token), [])
+        self.assertIn("timeout waiting for a reply", self.mxd.stderr())
+
+    def test_filter_down_default_action(self):
+        # nothing listens on the filter's port
+        c = self.mxd.client(banner=False)
+        r = c.reply()
+        c.close()
+        self.assertEqual(r.code, 451, r)
+        self.assertIn("filter failed", self.mxd.stderr())
+
+
+class MilterFcrdnsTest(mxdtest.ClassMxd, unittest.TestCase):
+    """With fcrdns = on, the filter is told the client's forward-confirmed
+    name ({client_name}, the connect command's host name), not "[IP]"."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(os.access(FILTER, os.X_OK), "tests/milter_filter (libmilter-dev)")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.dns = AuthDns({"1.0.0.127.in-addr.arpa": [("PTR", "client.good.test")],
+                           "client.good.test": [("A", "127.0.0.1")]})
+        cls.dns.start()
+        cls.addClassCleanup(cls.dns.stop)
+        cls.fport = mxdtest.free_port()
+        f = Filter(cls.tmpdir, cls.fport, "accept")
+        try:
+            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server={
+                "milters": f"inet:127.0.0.1:{cls.fport}", "fcrdns": "on",
+                "dns_servers": cls.dns.server}))
+        finally:
+            f.stop()
+
+    def test_client_name_is_the_confirmed_name(self):
+        f = Filter(self.tmpdir, self.fport, "accept")
+        self.addCleanup(f.stop)
+        c = self.mxd.client()
+        c.ehlo("helo.test")
+        c.cmd("QUIT")
+        c.close()
+        deadline = time.monotonic() + 5
+        while "close - -" not in f.lines() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = f.lines()
+        self.assertIn("macro {client_name} client.good.test", got)
+        self.assertIn("macro _ client.good.test [127.0.0.1]", got)
+        self.assertIn("connect client.good.test -", got)
+
+
+def rspamd_path():
+    return shutil.which("rspamd")
+
+
+class RspamdTest(mxdtest.ClassMxd, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        need(rspamd_path(), "rspamd")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.rport = mxdtest.free_port()
+        cls.rspamd = cls.start_rspamd(cls.tmpdir, cls.rport)
+        cls.addClassCleanup(cls.stop_rspamd)
+        server = {
+            "milters": f"inet:127.0.0.1:{cls.rport}",
+            "milter_default_action": "tempfail",
+            "milter_content_timeout": "20s",
+        }
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server))
+
+    @classmethod
+    def start_rspamd(cls, tmpdir, port):
+        rdir = os.path.join(tmpdir, "rspamd")
+        for d in ("db", "run", "log", "local.d"):
+            os.makedirs(os.path.join(rdir, d), exist_ok=True)
+        os.chmod(tmpdir, 0o755)
+        tld = os.path.join(rdir, "tld.dat")
+        with open(tld, "w") as f:
+            f.write("test\ncom\nnet\norg\n")
+        ctl, normal, dns = mxdtest.free_port(), mxdtest.free_port(), mxdtest.free_port()
+        # Debian's rspamd.conf with our own LOCAL_CONFDIR: every module as
+        # packaged, the sockets, paths and a few settings overridden
+        files = {
+            "override.d/worker-proxy.inc": f"""bind_socket = "127.0.0.1:{port}";
+milter = yes;
+timeout = 120s;
+count = 1;
+upstream "local" {{ default = yes; self_scan = yes; }}
+""",
+            "override.d/worker-normal.inc": f'bind_socket = "127.0.0.1:{normal}";\ncount = 1;\n',
+            "override.d/worker-controller.inc": f'bind_socket = "127.0.0.1:{ctl}";\ncount = 1;\n',
+            "override.d/options.inc": f"""url_tld = "{tld}";
+dns {{ nameserver = ["127.0.0.1:{dns}"]; timeout = 0.2s; retransmits = 1; }}
+hs_cache_dir = "{rdir}/db";
+""",
+            "override.d/logging.inc": f'type = "file";\nfilename = "{rdir}/log/rspamd.log";\n'
+                                      'level = "info";\n',
+            "local.d/milter_headers.conf": 'use = ["x-spamd-result", "x-spam-status"];\n'
+                                           "skip_local = false;\nskip_authenticated = false;\n",
+        }
+        os.makedirs(os.path.join(rdir, "override.d"), exist_ok=True)
+        for name, text in files.items():
+            with open(os.path.join(rdir, name), "w") as f:
+                f.write(text)
+        conf = "/etc/rspamd/rspamd.conf"
+        uid = "nobody"
+        subprocess.run(["chown", "-R", f"{uid}:nogroup", rdir], check=False)
+        log = open(os.path.join(rdir, "stderr.log"), "w")
+        proc = subprocess.Popen(
+            ["rspamd", "-f", "-c", conf, "-u", uid, "-g", "nogroup", "-i",
+             f"--var=DBDIR={rdir}/db", f"--var=RUNDIR={rdir}/run",
+             f"--var=LOGDIR={rdir}/log", f"--var=LOCAL_CONFDIR={rdir}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if not wait_port(port, 60):
+            proc.kill()
+            proc.wait()
+            with open(os.path.join(rdir, "stderr.log")) as f:
+                raise AssertionError("rspamd did not start: " + f.read()[-3000:])
+        return proc
+
+    @classmethod
+    def stop_rspamd(cls):
+        if cls.rspamd.poll() is None:
+            cls.rspamd.send_signal(signal.SIGTERM)
+            try:
+                cls.rspamd.wait(10)
+            except subprocess.TimeoutExpired:
+                cls.rspamd.kill()
+                cls.rspamd.wait()
+
+    def test_1_clean_message_gets_rspamd_headers(self):
+        token = self.token()
+        c = self.mxd.client()
+        r = c.send_message("a@sender.test", ["u@example.test"],
+                           mxdtest.dot_stuff(message(token)))
+        c.close()
+        self.assertEqual(r.code, 250, r)
+        body = bytes(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["body"])
+        head = body.split(b"\r\n\r\n", 1)[0]
+        self.assertIn(b"X-Spamd-Result:", head, head)
+
+    def test_2_gtube_refused(self):
+        token = self.token()
+        c = self.mxd.client()
+        c.ehlo()
+        self.assertEqual(c.cmd("MAIL FROM:<a@sender.test>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.test>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(mxdtest.dot_stuff(message(token, body=GTUBE + b"\r\n")) + b".\r\n")
+        r = c.reply(timeout=30)
+        c.close()
+        self.assertEqual(r.code, 554, r)
+        self.assertIn("Gtube pattern", r.text)
+        self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, token), [])
+
+    def test_3_rspamd_stopped_default_action(self):
+        self.stop_rspamd()
+        c = self.mxd.client(banner=False)
+        r = c.reply()
+        c.close()
+        self.assertEqual(r.code, 451, r)
+
+
+if __name__ == "__main__":
+    unittest.main()
