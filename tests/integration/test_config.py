@@ -10,6 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxdtest  # noqa: E402
+import tlsutil  # noqa: E402
 
 
 class Config(unittest.TestCase):
@@ -154,6 +155,22 @@ class Config(unittest.TestCase):
         path = os.path.join(root, "conf", "mxd.conf")
         self.assertTrue(os.path.exists(path), f"{path} missing")
         p = self.check(path, cwd=root)
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+
+    def test_port25_config_in_operations_md(self):
+        """docs/operations.md section 11's complete configuration loads (its
+        certificate paths replaced by a real pair: --check reads them)."""
+        root = mxdtest.source_root()
+        with open(os.path.join(root, "docs", "operations.md"), encoding="utf-8") as f:
+            doc = f.read()
+        m = re.search(r"<!-- port25:begin -->\n```ini\n(.*?)```\n<!-- port25:end -->", doc, re.S)
+        self.assertIsNotNone(m, "no port25 block in docs/operations.md")
+        pki = tlsutil.make_pki(os.path.join(self.tmpdir, "pki"))
+        text = m.group(1).replace("/etc/mxd/cert.pem", pki.cert).replace(
+            "/etc/mxd/key.pem", pki.key)
+        for line in text.splitlines():
+            self.assertLessEqual(len(line.encode()), 196, f"line too long for inih: {line}")
+        p = self.check(self.write(text))
         self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
 
     def test_version(self):
