@@ -45,7 +45,8 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
     X(GREYLIST, "mxd_greylist_total", "action", NULL,                                              \
       "Greylisting decisions at RCPT, by action (defer, pass, skip, error)")                       \
     X(DNSBL, "mxd_dnsbl_total", "result", NULL,                                                    \
-      "DNSBL screening decisions per connection, by result (pass, listed, trusted, skip)")         \
+      "DNSBL screening decisions per connection, by result (pass, listed, trusted, skip, "         \
+      "known)")                                                                                    \
     X(DNSBL_LISTS, "mxd_dnsbl_list_answers_total", "list", "result",                               \
       "Answers of each DNSBL or DNSWL (its public name), by result (listed, clean, error, "        \
       "timeout)")                                                                                  \
@@ -57,8 +58,8 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "DNS queries answered by mxd's resolver, by result (ok, nodata, nxdomain, servfail, "        \
       "timeout)")                                                                                  \
     X(PREGREET, "mxd_pregreet_total", "result", NULL,                                              \
-      "Pre-greet tests: pass, fail (talked early), hangup, or skipped: known (remembered) "        \
-      "or trusted")                                                                                \
+      "Pre-greet tests: pass, fail (talked early), hangup, allowlisted (a DNSWL ended the "        \
+      "wait), or skipped: known (remembered) or trusted")                                          \
     X(SCREEN_LOOKUPS, "mxd_screen_lookups_total", "source", "result",                              \
       "Lookups in the screening's memory, by where they were answered (cache, store) and "         \
       "what (known, unknown, error)")

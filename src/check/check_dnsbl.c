@@ -8,7 +8,10 @@
  *                                  then A/AAAA of its names; passes at once
  *   connect (check_dnsbl_verdict)  with dnsbl_action = reject, waits for
  *                                  the answers and decides: 554 5.7.1 in
- *                                  the greeting's place (RFC 5321 3.1)
+ *                                  the greeting's place (RFC 5321 3.1);
+ *                                  after a pre-greet wait it decides at
+ *                                  once on the answers in, the rest
+ *                                  counting as timeouts
  *   RCPT (check_dnsbl)             otherwise decides at the first RCPT
  *                                  (the answers came in while the client
  *                                  sent EHLO and MAIL); dnsbl_action =
@@ -25,6 +28,15 @@
  * (facts.client_trusted: greylisting spares it). Replies and logs name
  * each list by its public name (dnsbl_reply_map), never the name asked.
  *
+ * It is one of the screening's remembered tests (screen.h, SCREEN_DNSBL,
+ * on with dnsbl_sites): a client that is not listed, on complete answers
+ * (no timeout, no list error, no FCrDNS failure), is remembered for
+ * screen_ttl (screen_remember), and while that holds its connections ask
+ * no list and wait for none (result=known; with fcrdns = on only the PTR
+ * is still asked, for Received:). A listed client is never remembered. An
+ * allowlisted one (facts.screen.allowlisted) ends a pre-greet wait that
+ * is running (check_pregreet_allowlisted) as soon as the lists answered.
+ *
  * Budget: every lookup ends by dnsbl_timeout after the connection began
  * (the resolver's per-query timeout); one that did not answer counts as
  * not listed (logged, counted). trusted_networks skip all of it. One log
@@ -32,11 +44,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/metrics.h"
 #include "check/check_impl.h"
 #include "check/dnsbl.h"
+#include "check/screen.h"
 #include "dns/dnsmsg.h"
 #include "dns/resolver.h"
 
@@ -58,6 +72,7 @@ struct site_answer {
 struct dnsbl_st {
     struct check_session *cs;
     bool active;  /* lookups were started (not skipped) */
+    bool known;   /* the client's DNSBL pass is remembered: no list is asked */
     bool decided; /* the verdict is known */
     bool listed;  /* ... and the client is listed */
     unsigned out; /* queries out */
@@ -156,6 +171,10 @@ on_list(void *arg, const struct resolver_answer *a)
 
     if (!back(q))
         return;
+    if (st->decided) { /* too late: the verdict took it as not listed */
+        free(q);
+        return;
+    }
     c = check_info(st->cs)->conf;
     if (a->status == RESOLVER_OK &&
         dnsmsg_addrs(a->packet, a->len, false, 0, addrs, &n, DNSBL_ADDRS_MAX) != 0)
@@ -269,6 +288,8 @@ on_ptr(void *arg, const struct resolver_answer *a)
     if (!back(q))
         return;
     free(q);
+    if (st->decided) /* too late: the verdict settled FCrDNS as tempfail */
+        return;
     if (a->status == RESOLVER_SERVFAIL || a->status == RESOLVER_TIMEOUT) {
         st->fc = FC_TEMPFAIL;
     } else if (a->status != RESOLVER_OK ||
@@ -347,6 +368,59 @@ action_name(enum conf_dnsbl_action a)
     return a == CONF_DNSBL_REJECT ? "reject" : a == CONF_DNSBL_ENFORCE ? "enforce" : "ignore";
 }
 
+/* Whatever is still out when the verdict is taken (the pre-greet wait is
+ * over: the greeting does not wait for the lists) counts as not answered:
+ * a list as a timeout (not listed), FCrDNS as a temporary failure (no
+ * weight) unless a name was confirmed already. */
+static void
+settle_out(struct dnsbl_st *st)
+{
+    const struct conf *c = check_info(st->cs)->conf;
+
+    for (size_t i = 0; i < c->ndnsbl_sites; i++)
+        if (st->sites[i].state == SITE_OUT)
+            st->sites[i].state = SITE_FAILED;
+    if (st->fc == FC_OUT) {
+        st->fwd_failed = true;
+        fc_settle(st);
+    }
+}
+
+/* A client that is not listed passed the DNSBL test (postscreen's rule),
+ * remembered for screen_ttl so that its next connections ask no list;
+ * but only on complete answers: a list that timed out or answered with an
+ * error, or FCrDNS that failed, may have hidden a listing, so such a
+ * client is let in now and asked again next time. True when remembered. */
+static bool
+remember(struct dnsbl_st *st)
+{
+    const struct check_info *in = check_info(st->cs);
+    const struct conf *c = in->conf;
+    int64_t now = (int64_t)time(NULL);
+
+    if (in->env.screen == NULL || c->ndnsbl_sites == 0 || st->listed || st->fc == FC_TEMPFAIL)
+        return false;
+    for (size_t i = 0; i < c->ndnsbl_sites; i++)
+        if (st->sites[i].state == SITE_FAILED || st->sites[i].error)
+            return false;
+    screen_remember(in->env.screen, (const struct sockaddr *)&in->client.peer,
+                    c->ipv6_prefix_length, SCREEN_DNSBL, now, now + (int64_t)c->screen_ttl_s);
+    return true;
+}
+
+/* A remembered pass: no list was asked (FCrDNS may have been, for its name). */
+static void
+log_known(struct dnsbl_st *st)
+{
+    const struct check_info *in = check_info(st->cs);
+
+    log_msg(LOG_INFO, NULL, "check", "dnsbl client=%s result=known fcrdns=%s name=%s",
+            in->client.ip, fc_names[st->fc], st->client_name ? st->client_name : "-");
+    metrics_count(METRICS_F_DNSBL, "known", NULL);
+    if (st->fc != FC_OFF)
+        metrics_count(METRICS_F_FCRDNS, fc_names[st->fc], NULL);
+}
+
 static void
 decide(struct dnsbl_st *st)
 {
@@ -356,10 +430,14 @@ decide(struct dnsbl_st *st)
     struct check_facts *f = check_facts(cs);
     char hits[512], errs[256], failed[256];
     const char *result;
+    bool kept;
 
     st->decided = true;
-    if (st->fc == FC_OUT)
-        fc_settle(st);
+    settle_out(st);
+    if (st->known) { /* only FCrDNS was asked, for its name: no score */
+        log_known(st);
+        return;
+    }
     memset(&st->score, 0, sizeof(st->score));
     for (size_t i = 0; i < c->ndnsbl_sites; i++)
         dnsbl_score_add(&st->score, c->dnsbl_sites, i, st->sites[i].state == SITE_LISTED);
@@ -371,22 +449,26 @@ decide(struct dnsbl_st *st)
     } else if (st->score.score <= c->dnsbl_allowlist_threshold) {
         result = "trusted";
         f->client_trusted = true;
+        f->screen.allowlisted = true;
     } else {
         result = "pass";
     }
     list_names(st, SITE_LISTED, false, hits, sizeof(hits));
     list_names(st, SITE_LISTED, true, errs, sizeof(errs));
     list_names(st, SITE_FAILED, false, failed, sizeof(failed));
+    kept = remember(st);
     log_msg(LOG_INFO, NULL, "check",
             "dnsbl client=%s result=%s score=%d threshold=%d lists=%s list_errors=%s "
-            "timeouts=%s fcrdns=%s name=%s action=%s",
+            "timeouts=%s fcrdns=%s name=%s action=%s remembered=%s",
             in->client.ip, result, st->score.score, c->dnsbl_threshold, hits, errs, failed,
             fc_names[st->fc], st->client_name ? st->client_name : "-",
-            st->listed ? action_name(c->dnsbl_action) : "none");
+            st->listed ? action_name(c->dnsbl_action) : "none", kept ? "yes" : "no");
     metrics_count(METRICS_F_DNSBL, result, NULL);
     count_lists(st);
     if (st->fc != FC_OFF)
         metrics_count(METRICS_F_FCRDNS, fc_names[st->fc], NULL);
+    if (f->screen.allowlisted) /* last: it may end the pre-greet wait (next loop turn) */
+        check_pregreet_allowlisted(cs);
 }
 
 /* The refusal's text: the public name of the heaviest list that lists
@@ -474,11 +556,21 @@ dnsbl_connect(void *arg, struct check_ticket t)
         check_pass(t);
         return;
     }
+    /* A remembered pass: no list is asked (and the greeting waits for
+     * none); FCrDNS still is, with fcrdns = on, for the name in Received:. */
+    st->known = c->ndnsbl_sites > 0 &&
+                check_facts(st->cs)->screen.until[SCREEN_DNSBL] > (int64_t)time(NULL);
+    if (st->known && !c->fcrdns) {
+        st->decided = true;
+        log_known(st);
+        check_pass(t);
+        return;
+    }
     st->active = true;
     st->confirmed = -1;
     st->deadline_ns = uv_hrtime() + c->dnsbl_timeout_ms * 1000000u;
     st->sites = xcalloc(c->ndnsbl_sites > 0 ? c->ndnsbl_sites : 1, sizeof(*st->sites));
-    for (size_t i = 0; i < c->ndnsbl_sites; i++) {
+    for (size_t i = 0; i < c->ndnsbl_sites && !st->known; i++) {
         bool first = true;
 
         for (size_t j = 0; j < i && first; j++)
@@ -539,16 +631,22 @@ dnsbl_stop(void *arg)
 }
 
 /* The second connect hook: the greeting waits for the verdict only when
- * a listed client is refused at connect. */
+ * a listed client is refused at connect, and a remembered client is not
+ * asked. After a pre-greet wait the verdict is taken at once, on the
+ * answers in (the lists ran during the wait): the greeting never waits
+ * longer than greet_wait for them. Without that wait, the lists get up to
+ * dnsbl_timeout from the connection's start. */
 static void
 verdict_connect(void *arg, struct check_ticket t)
 {
     struct dnsbl_st *st = arg;
 
-    if (st == NULL || check_info(st->cs)->conf->dnsbl_action != CONF_DNSBL_REJECT) {
+    if (st == NULL || st->known || check_info(st->cs)->conf->dnsbl_action != CONF_DNSBL_REJECT) {
         check_pass(t);
         return;
     }
+    if (st->active && !st->decided && check_facts(st->cs)->screen.pregreet_waited)
+        decide(st);
     need_verdict(st, t, CHECK_STAGE_CONNECT);
 }
 

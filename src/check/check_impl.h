@@ -57,8 +57,9 @@ struct check_info {
 #define CHECK_EARLY_HEAD 64 /* octets of early input kept for the log */
 
 /* The screening's facts about the connection (check_screen.c,
- * check_pregreet.c and the pipeline). Carried by every connection, so the
- * fields are ordered for the least padding (104 octets with one test). */
+ * check_pregreet.c, check_dnsbl.c and the pipeline). Carried by every
+ * connection, so the fields are ordered for the least padding (112 octets
+ * with two tests). */
 struct check_screen_facts {
     int64_t until[SCREEN_NTESTS]; /* the client's remembered pass of each test expires
                                      (unix seconds; 0: none) */
@@ -70,6 +71,8 @@ struct check_screen_facts {
     bool early_eof;       /* the client closed before the greeting */
     bool looked_up;       /* the memory was asked (until is its answer) */
     bool pregreet_passed; /* the pre-greet test passed in this connection */
+    bool pregreet_waited; /* the pre-greet test made the client wait (its timer ran) */
+    bool allowlisted;     /* the DNSBL score is at or under dnsbl_allowlist_threshold */
 };
 
 /* What the checks learned of the connection, for the checks after them:
@@ -77,9 +80,9 @@ struct check_screen_facts {
  * sends MAIL costs no more). */
 struct check_facts {
     /* The screening trusts the client: it passed every screening test
-     * that is on within screen_ttl, in an earlier connection
-     * (check_screen.c), or a DNSWL lists it (check_dnsbl.c): greylisting
-     * spares it. */
+     * that is on (the pre-greet test, the DNSBL test) within screen_ttl,
+     * in earlier connections (check_screen.c), or a DNSWL lists it now
+     * (check_dnsbl.c): greylisting spares it. */
     bool client_trusted;
     /* The client's forward-confirmed reverse name, NULL when none
      * (check_dnsbl.c, with fcrdns = on, owns it): our Received: shows it. */
@@ -172,6 +175,12 @@ void check_emit(struct check_stream out, const char *data, size_t len);
  * (check.h, check_teaser_cb); at most once a connection. False when no
  * teaser can be sent (the session takes none). */
 bool check_teaser(struct check_session *cs, const char *text);
+
+/* The screening: the DNSBL check found the client allowlisted
+ * (facts.screen.allowlisted). A pre-greet wait still running ends at the
+ * next turn of the loop, as a pass (check_pregreet.c; postscreen ends its
+ * greet wait for an allowlisted client too). No-op otherwise. */
+void check_pregreet_allowlisted(struct check_session *cs);
 
 /* Work that will call back is out: the pipeline and every check's state
  * stay until check_unhold. */

@@ -20,7 +20,12 @@
  *
  * either way not remembered. A client that closes during the wait is a
  * hangup (dropped, not remembered). Skipped: trusted_networks, and a
- * client whose pass is remembered (facts.screen.until). Each outcome is
+ * client whose pass is remembered (facts.screen.until). A client a DNSWL
+ * vouches for (the DNSBL check's score at or under
+ * dnsbl_allowlist_threshold, check_pregreet_allowlisted) ends its wait as
+ * soon as the lists have answered, as a pass (result=allowlisted),
+ * remembered like one: postscreen lets an allowlisted client skip the
+ * other tests. Each outcome is
  * one log line (`check pregreet client=... result=...`) and one count in
  * mxd_pregreet_total{result}. Other checks may run beside the wait: a
  * connect hook placed before this one that starts work and passes, and
@@ -36,11 +41,14 @@
 #include "check/pregreet.h"
 #include "check/screen.h"
 
+extern const struct check_ops check_pregreet;
+
 struct pregreet {
     struct check_session *cs;
     struct check_ticket t;
-    bool waiting; /* the connect hook's answer is owed */
-    bool failed;  /* talked early (ignore: it passes at the end of the wait) */
+    bool waiting;     /* the connect hook's answer is owed */
+    bool failed;      /* talked early (ignore: it passes at the end of the wait) */
+    bool allowlisted; /* the wait ends early: a DNSWL vouches for the client */
     uint64_t wait_ms;
     uv_timer_t timer; /* initialised while the pipeline is held for it */
 };
@@ -140,11 +148,31 @@ on_wait_over(uv_timer_t *t)
             screen_remember(in->env.screen, (const struct sockaddr *)&in->client.peer,
                             c->ipv6_prefix_length, SCREEN_PREGREET, now,
                             now + (int64_t)c->screen_ttl_s);
-        log_msg(LOG_INFO, NULL, "check", "pregreet client=%s result=pass wait_ms=%llu",
-                in->client.ip, (unsigned long long)pg->wait_ms);
-        metrics_count(METRICS_F_PREGREET, "pass", NULL);
+        if (pg->allowlisted) {
+            log_msg(LOG_INFO, NULL, "check",
+                    "pregreet client=%s result=allowlisted wait_ms=%llu after_ms=%llu",
+                    in->client.ip, (unsigned long long)pg->wait_ms,
+                    (unsigned long long)(uv_now(in->env.loop) - in->started_ms));
+            metrics_count(METRICS_F_PREGREET, "allowlisted", NULL);
+        } else {
+            log_msg(LOG_INFO, NULL, "check", "pregreet client=%s result=pass wait_ms=%llu",
+                    in->client.ip, (unsigned long long)pg->wait_ms);
+            metrics_count(METRICS_F_PREGREET, "pass", NULL);
+        }
     }
     finish(pg, CHECK_ACCEPT, 0, "");
+}
+
+void
+check_pregreet_allowlisted(struct check_session *cs)
+{
+    struct pregreet *pg = check_state(cs, &check_pregreet);
+
+    if (pg == NULL || !pg->waiting || pg->failed || pg->allowlisted)
+        return;
+    pg->allowlisted = true;
+    /* at the next turn of the loop: the DNSBL check is inside its answer */
+    uv_timer_start(&pg->timer, on_wait_over, 0, 0);
 }
 
 static void
@@ -180,6 +208,7 @@ pregreet_connect(void *arg, struct check_ticket t)
         mxd_panic("check_pregreet: uv_timer_init failed");
     pg->timer.data = pg;
     check_hold(pg->cs);
+    check_facts(pg->cs)->screen.pregreet_waited = true;
     uv_timer_start(&pg->timer, on_wait_over, pg->wait_ms, 0);
     /* It may have talked already, while the memory was asked. */
     if (f->screen.early_octets > 0 || f->screen.early_eof) {

@@ -6,11 +6,15 @@
  *   facts.screen.until[t]  when the client's remembered pass of test t
  *                          expires: the screening tests skip what it
  *                          passed (no teaser, no wait, no lookups);
- *   facts.client_trusted   it passed every screening test that is on, in
- *                          an earlier connection: greylisting spares it.
+ *   facts.client_trusted   it passed every screening test that is on (the
+ *                          pre-greet test with greet_action on, the DNSBL
+ *                          test with dnsbl_sites set), in earlier
+ *                          connections: greylisting spares it. One test
+ *                          remembered and another not is not enough.
  *
- * Nothing is asked when no screening test is on (greet_action = off), nor
- * for trusted_networks (the tests skip those anyway). It never refuses:
+ * Nothing is asked when no screening test is on (greet_action = off and
+ * no dnsbl_sites), nor for trusted_networks (the tests skip those
+ * anyway). It never refuses:
  * a store that fails answers "no pass", and the client is tested. The
  * state lives in a job held while the store is asked. Loop thread. */
 #include <stdlib.h>
@@ -31,6 +35,8 @@ test_on(const struct conf *c, enum screen_test t)
     switch (t) {
     case SCREEN_PREGREET:
         return c->greet_action != CONF_GREET_OFF;
+    case SCREEN_DNSBL:
+        return c->ndnsbl_sites > 0;
     case SCREEN_NTESTS:
         break;
     }

@@ -12,13 +12,14 @@
 #include "base/iptab.h"
 
 /* The screening tests whose passes are remembered: id, and its name in the
- * store (schema 005, screen.test), logs and metrics. */
-#define SCREEN_TESTS(X)            X(PREGREET, "pregreet")
+ * store (schema 005, screen.test: a free text column keyed with the client,
+ * so a new test needs no migration), logs and metrics. */
+#define SCREEN_TESTS(X)            X(PREGREET, "pregreet") X(DNSBL, "dnsbl")
 #define SCREEN_TEST_ENUM(id, name) SCREEN_##id,
 enum screen_test { SCREEN_TESTS(SCREEN_TEST_ENUM) SCREEN_NTESTS };
 #undef SCREEN_TEST_ENUM
 
-/* "pregreet", ...; "?" for anything else. */
+/* "pregreet", "dnsbl"; "?" for anything else. */
 const char *screen_test_name(enum screen_test t);
 /* The test named name, or -1. */
 int screen_test_find(const char *name);

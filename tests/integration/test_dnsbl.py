@@ -17,6 +17,16 @@ FCrDNS confirmed (IPv4, IPv6) puts the name in Received:, an unconfirmed
 one adds fcrdns_weight to the score; the metrics count it all. Each test
 fails with check_dnsbl removed from check_list.c (the listed clients get
 220, the names are missing, the log lines and metrics absent).
+
+ScreeningTest: the DNSBL test as one of the screening's tests, beside the
+pre-greet test: a silent list delays the greeting by greet_wait, not
+dnsbl_timeout, and a listed client is refused right after the wait; a
+pass is remembered (the store's screen table) and the next connection
+asks no query and is greeted at once; a listed client is not remembered;
+client_trusted (greylisting spared) needs both tests remembered; an
+allowlisted client ends the pre-greet wait and is remembered for both.
+These fail on the code before the two were joined (the greeting waits
+dnsbl_timeout, nothing is remembered, the pre-greet pass alone trusts).
 """
 
 import os
@@ -72,6 +82,15 @@ ZONE = {
     f"{rev4('192.0.2.21')}.small.test": [("A", "127.0.0.2")],
     f"{nibbles('2001:db8::20')}.ip6.arpa": [("PTR", "v6.good.test")],
     "v6.good.test": [("AAAA", "2001:db8::20")],
+    f"{rev4('192.0.2.23')}.in-addr.arpa": [("PTR", "mx23.good.test")],
+    "mx23.good.test": [("A", "192.0.2.23")],
+    # the screening (ScreeningTest): .40 the private list never answers;
+    # .41 listed there (3), small.test never answers; .43 a list error
+    f"{rev4('192.0.2.40')}.{KEY}": [("TIMEOUT", None)],
+    f"{rev4('192.0.2.41')}.{KEY}": [("A", "127.0.0.2")],
+    f"{rev4('192.0.2.41')}.small.test": [("TIMEOUT", None)],
+    f"{rev4('192.0.2.43')}.{KEY}": [("A", "127.255.255.254")],
+    f"{rev4('192.0.2.45')}.wl.test": [("A", "127.0.10.2")],
 }
 
 DOMAINS = {
@@ -140,6 +159,13 @@ class DnsblCase(mxdtest.ClassMxd, unittest.TestCase):
                 self.assertIsNotNone(m, f"no dnsbl log line for {ip}")
                 return m.group(0)
             time.sleep(0.05)
+
+    def assertLogged(self, text, timeout=5):
+        """text shows up in the log (the file may lag a reply a little)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.mxd.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn(text, self.mxd.stderr())
 
     def assertRefusedAtConnect(self, ip, public):
         c = self.connect(ip, banner=False)
@@ -243,12 +269,13 @@ class EnforceTest(DnsblCase):
             self.assertEqual((r.code, r.enh), (554, "5.7.1"), r)
             self.assertIn(f"blocked using {PUBLIC}", r.text)
             self.assertNotIn("s3cr3tkey", r.text)
-        log = self.mxd.stderr()
         self.assertIn("result=listed score=3", self.log_line("192.0.2.10"))
         self.assertIn("action=enforce", self.log_line("192.0.2.10"))
-        for rcpt in ("a@example.test", "b@example.test"):
-            self.assertIn(f"check dnsbl client=192.0.2.10 sender=<spammer@sender.test> "
-                          f"rcpt=<{rcpt}> result=refused action=enforce", log)
+        want = [f"check dnsbl client=192.0.2.10 sender=<spammer@sender.test> "
+                f"rcpt=<{rcpt}> result=refused action=enforce"
+                for rcpt in ("a@example.test", "b@example.test")]
+        for w in want:
+            self.assertLogged(w)
         self.assertEqual(self.metric("mxd_dnsbl_total", result="refused-rcpt"), refused + 2)
         # a clean client is not refused
         r, _ = self.send("192.0.2.31")
@@ -314,6 +341,161 @@ class FcrdnsTest(DnsblCase):
         self.assertIn("from client.test ([192.0.2.22])", self.received(qid))
         self.assertIn("fcrdns=unconfirmed", self.log_line("192.0.2.22"))
         self.assertGreaterEqual(self.metric("mxd_fcrdns_total", result="unconfirmed"), 2)
+
+    def test_remembered_client_name_still_looked_up(self):
+        # not listed, confirmed: remembered; next time no list is asked,
+        # but the PTR is, for the name in Received:
+        ip = "192.0.2.23"
+        r, qid = self.send(ip)
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("remembered=yes", self.log_line(ip))
+        asked = len(self.dns.queries)
+        r, qid = self.send(ip)
+        self.assertEqual(r.code, 250, r)
+        self.assertIn("(mx23.good.test [192.0.2.23])", self.received(qid))
+        self.assertLogged(f"check dnsbl client={ip} result=known fcrdns=confirmed "
+                          f"name=mx23.good.test")
+        names = [q[0] for q in self.dns.queries[asked:]]
+        self.assertIn(f"{rev4(ip)}.in-addr.arpa", names)
+        self.assertNotIn(f"{rev4(ip)}.small.test", names)
+
+
+class ScreeningTest(DnsblCase):
+    """The DNSBL test inside the screening, beside the pre-greet test
+    (greet_wait 1s, dnsbl_timeout 4s): the greeting waits no longer than
+    the pre-greet wait for the lists; a pass is remembered and skips the
+    lookups; a DNSWL ends the wait; client_trusted needs both passes."""
+
+    WAIT = 1.0
+    SERVER = {"greet_action": "reject", "greet_wait": "1s", "dnsbl_timeout": "4s",
+              "trusted_networks": "127.0.0.1, 192.0.2.16/32", "greylist_delay": "1h"}
+
+    def greet(self, ip):
+        """Connects: (client, greeting, seconds to the greeting's last line)."""
+        t0 = time.monotonic()
+        c = self.connect(ip, banner=False)
+        r = c.reply(timeout=10)
+        return c, r, time.monotonic() - t0
+
+    def asked(self, ip, since=0):
+        """DNSBL/DNSWL queries for ip since index since of the query log."""
+        return [q for q in self.dns.queries[since:] if q[0].startswith(rev4(ip) + ".")]
+
+    def remembered(self, ip, test="dnsbl", timeout=5):
+        """Whether the store's screen table has ip's pass of test (waits a
+        little for the write)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            db = self.mxd.db()
+            try:
+                row = db.execute("SELECT 1 FROM screen WHERE client = ? AND test = ?",
+                                 (ip, test)).fetchone()
+            finally:
+                db.close()
+            if row is not None or time.monotonic() > deadline:
+                return row is not None
+            time.sleep(0.1)
+
+    def greylisted(self, c):
+        """The client's first RCPT to a greylisted domain: 451 (True) or 250."""
+        c.ehlo()
+        self.assertEqual(c.cmd("MAIL FROM:<s@sender.test>").code, 250)
+        r = c.cmd("RCPT TO:<bob@grey.test>")
+        self.assertIn(r.code, (250, 451), r)
+        return r.code == 451
+
+    def test_silent_list_greeting_after_greet_wait(self):
+        c, r, took = self.greet("192.0.2.40")
+        self.assertEqual(r.code, 220, r)
+        self.assertEqual(len(r.lines), 2, "teaser and greeting")
+        self.assertGreaterEqual(took, self.WAIT - 0.05)
+        self.assertLess(took, self.WAIT + 1.0, "the greeting waited for the silent list")
+        line = self.log_line("192.0.2.40")
+        self.assertIn("result=pass score=0", line)
+        self.assertIn("timeouts=zen.bl.test ", line)
+        self.assertIn("remembered=no", line)  # a list did not answer
+
+    def test_listed_refused_after_the_wait(self):
+        c, r, took = self.greet("192.0.2.41")  # small.test (silent) still out
+        self.assertEqual(r.code, 220, r)  # the teaser's greeting ends ...
+        self.assertGreaterEqual(took, self.WAIT - 0.05)
+        self.assertLess(took, self.WAIT + 1.0, "the verdict waited for the silent list")
+        r = c.cmd("EHLO client.test")  # ... and its first command is refused
+        self.assertEqual((r.code, r.enh), (554, "5.7.1"), r)
+        self.assertIn(f"blocked using {PUBLIC}", r.text)
+        self.assertTrue(c.wait_closed())
+        line = self.log_line("192.0.2.41")
+        self.assertIn("result=listed score=3", line)
+        self.assertIn("timeouts=small.test ", line)
+        self.assertIn("remembered=no", line)
+
+    def test_pass_remembered_lookups_skipped(self):
+        ip, listed = "192.0.2.42", "192.0.2.10"
+        c, r, took = self.greet(ip)
+        self.assertEqual((r.code, len(r.lines)), (220, 2), r)  # teaser, then the wait
+        self.assertTrue(self.asked(ip))
+        self.assertIn("result=pass score=0", self.log_line(ip))
+        self.assertIn("remembered=yes", self.log_line(ip))
+        self.assertTrue(self.greylisted(c), "trusted before both tests passed")
+        c.close()
+        # a listed client is refused and not remembered
+        c, r, _ = self.greet(listed)
+        self.assertEqual(c.cmd("EHLO client.test").code, 554)
+        self.assertIn("remembered=no", self.log_line(listed))
+        self.assertTrue(self.remembered(ip))
+        self.assertFalse(self.remembered(listed, timeout=0.5))
+        self.assertTrue(self.remembered(listed, test="pregreet"))  # it waited
+        # next time: no query at all, greeted at once, trusted
+        asked = len(self.dns.queries)
+        known = self.metric("mxd_dnsbl_total", result="known")
+        c, r, took = self.greet(ip)
+        self.assertEqual((r.code, len(r.lines)), (220, 1), r)
+        self.assertLess(took, 0.5)
+        self.assertFalse(self.asked(ip, asked), "a remembered client was looked up")
+        self.assertLogged(f"check dnsbl client={ip} result=known")
+        self.assertEqual(self.metric("mxd_dnsbl_total", result="known"), known + 1)
+        self.assertFalse(self.greylisted(c), "both tests passed: greylisting spares it")
+        # the listed client is asked again (and refused, now without a wait)
+        asked = len(self.dns.queries)
+        c, r, took = self.greet(listed)
+        self.assertEqual((r.code, r.enh), (554, "5.7.1"), r)
+        self.assertTrue(self.asked(listed, asked))
+
+    def test_trusted_only_when_every_test_passed(self):
+        # pre-greet passes, the DNSBL test does not count (a list error)
+        ip = "192.0.2.43"
+        c, r, _ = self.greet(ip)
+        self.assertEqual((r.code, len(r.lines)), (220, 2), r)
+        self.assertIn("list_errors=zen.bl.test", self.log_line(ip))
+        self.assertIn("remembered=no", self.log_line(ip))
+        c.close()
+        self.assertTrue(self.remembered(ip, test="pregreet"))
+        asked = len(self.dns.queries)
+        c, r, took = self.greet(ip)
+        self.assertEqual((r.code, len(r.lines)), (220, 1), r)  # pre-greet remembered
+        self.assertTrue(self.asked(ip, asked), "the DNSBL test is taken again")
+        self.assertTrue(self.greylisted(c), "trusted with the DNSBL test not passed")
+
+    def test_allowlisted_ends_the_wait(self):
+        ip = "192.0.2.45"
+        allow = self.metric("mxd_pregreet_total", result="allowlisted")
+        c, r, took = self.greet(ip)
+        self.assertEqual((r.code, len(r.lines)), (220, 2), r)  # the teaser went out
+        self.assertLess(took, self.WAIT / 2, "an allowlisted client waited")
+        self.assertIn("result=trusted score=-5", self.log_line(ip))
+        self.assertLogged(f"check pregreet client={ip} result=allowlisted")
+        self.assertEqual(self.metric("mxd_pregreet_total", result="allowlisted"), allow + 1)
+        self.assertFalse(self.greylisted(c))
+        c.close()
+        # both tests count as passed: next time no wait, no lookup, trusted
+        self.assertTrue(self.remembered(ip, test="pregreet"))
+        self.assertTrue(self.remembered(ip))
+        asked = len(self.dns.queries)
+        c, r, took = self.greet(ip)
+        self.assertEqual((r.code, len(r.lines)), (220, 1), r)
+        self.assertLess(took, 0.5)
+        self.assertFalse(self.asked(ip, asked))
+        self.assertFalse(self.greylisted(c))
 
 
 if __name__ == "__main__":

@@ -141,6 +141,8 @@ test_scache_test_names(void **state)
     (void)state;
     assert_string_equal(screen_test_name(SCREEN_PREGREET), "pregreet");
     assert_int_equal(screen_test_find("pregreet"), SCREEN_PREGREET);
+    assert_string_equal(screen_test_name(SCREEN_DNSBL), "dnsbl");
+    assert_int_equal(screen_test_find("dnsbl"), SCREEN_DNSBL);
     assert_int_equal(screen_test_find("nope"), -1);
     assert_string_equal(screen_test_name(SCREEN_NTESTS), "?");
 }
