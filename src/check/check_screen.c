@@ -9,8 +9,12 @@
  *   facts.client_trusted   it passed every screening test that is on (the
  *                          pre-greet test with greet_action on, the DNSBL
  *                          test with dnsbl_sites set), in earlier
- *                          connections: greylisting spares it. One test
- *                          remembered and another not is not enough.
+ *                          connections, and the pre-greet test is one of
+ *                          them: greylisting spares it. One test
+ *                          remembered and another not is not enough, and
+ *                          a DNSBL pass alone (not being listed) says
+ *                          nothing of the client's behaviour: with the
+ *                          pre-greet test off only a DNSWL trusts.
  *
  * Nothing is asked when no screening test is on (greet_action = off and
  * no dnsbl_sites), nor for trusted_networks (the tests skip those
@@ -59,7 +63,7 @@ note(struct check_session *cs, const int64_t until[SCREEN_NTESTS])
             all = all && until[t] > now;
         }
     }
-    f->client_trusted = any && all;
+    f->client_trusted = any && all && test_on(c, SCREEN_PREGREET);
 }
 
 static void

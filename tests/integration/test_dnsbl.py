@@ -360,6 +360,40 @@ class FcrdnsTest(DnsblCase):
         self.assertNotIn(f"{rev4(ip)}.small.test", names)
 
 
+class DnsblOnlyTest(DnsblCase):
+    """With the pre-greet test off, a remembered DNSBL pass skips the
+    lookups but does not make the client trusted: not being listed says
+    nothing of its behaviour, so greylisting still applies (only a DNSWL
+    spares it)."""
+
+    SERVER = {"greylist_delay": "1h"}
+
+    def test_dnsbl_pass_alone_does_not_spare_greylisting(self):
+        ip = "192.0.2.44"  # on no list
+        for attempt in range(2):
+            c = self.connect(ip)
+            if attempt == 1:
+                self.assertLogged(f"check dnsbl client={ip} result=known")
+            c.ehlo()
+            self.assertEqual(c.cmd("MAIL FROM:<s@sender.test>").code, 250)
+            r = c.cmd(f"RCPT TO:<bob{attempt}@grey.test>")
+            self.assertEqual(r.code, 451, f"attempt {attempt}: {r}")
+            c.close()
+            if attempt == 0:  # the pass is written by the store's writer
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    db = self.mxd.db()
+                    try:
+                        row = db.execute("SELECT 1 FROM screen WHERE client = ? AND test = "
+                                         "'dnsbl'", (ip,)).fetchone()
+                    finally:
+                        db.close()
+                    if row:
+                        break
+                    time.sleep(0.1)
+                self.assertTrue(row, "the DNSBL pass was not remembered")
+
+
 class ScreeningTest(DnsblCase):
     """The DNSBL test inside the screening, beside the pre-greet test
     (greet_wait 1s, dnsbl_timeout 4s): the greeting waits no longer than
