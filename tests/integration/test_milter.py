@@ -102,7 +102,7 @@ class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
         # mxd's start waits for a greeting: a filter must answer by then
         f = Filter(cls.tmpdir, cls.fport, "accept")
         try:
-            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server))
+            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, control=True))
         finally:
             f.stop()
 
@@ -190,16 +190,147 @@ class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertEqual(self.stored(token), [])
         self.assertIn("action=replycode", self.mxd.stderr())
 
+    def head(self, qid):
+        """The stored message's header below our Received:, and its body."""
+        body = self.body(qid)
+        head, rest = body.split(b"\r\n\r\n", 1) if b"\r\n\r\n" in body else (body, b"")
+        ours = head.index(b"Received: from ")
+        nxt = head.index(b"\r\n", ours)
+        while head[nxt + 2:nxt + 3] in (b" ", b"\t"):
+            nxt = head.index(b"\r\n", nxt + 2)
+        return head[:ours], head[nxt + 2:] + b"\r\n", rest
+
     def test_add_and_insert_header(self):
         self.start_filter("addheader")
         replies, token = self.send()
         self.assertEqual(replies["end"].code, 250, replies)
-        body = self.body(replies["end"].qid)
-        head = body.split(b"\r\n\r\n", 1)[0]
-        self.assertIn(b"X-Test-Filter: seen\r\n", head)
-        self.assertIn(b"X-Test-Top: first\r\n\tfolded\r\n", head)
-        # above our Received:, the inserted one first
-        self.assertTrue(body.startswith(b"X-Test-Top:"), body[:200])
+        above, head, _ = self.head(replies["end"].qid)
+        # inserted at index 0: the top of the header the filter saw (below
+        # our Received:); added: after its last field
+        self.assertTrue(head.startswith(b"X-Test-Top: first\r\n\tfolded\r\nFrom: "), head)
+        self.assertTrue(head.endswith(b"Message-ID: <%s@sender.test>\r\nX-Test-Filter: seen\r\n"
+                                      % token.encode()), head)
+        self.assertNotIn(b"X-Test", above)
+
+    def test_modify_header_and_envelope(self):
+        self.start_filter("modify")
+        token = self.token()
+        content = (f"From: <a@sender.test>\r\nSubject: old\r\nX-Drop: me\r\n"
+                   f"X-Twice: one\r\nX-Twice: two\r\n\tfolded\r\n"
+                   f"Message-ID: <{token}@sender.test>\r\n\r\nBody.\r\n").encode()
+        replies, _ = self.send(rcpts=("u@example.test", "del@example.test"), content=content,
+                               token=token)
+        self.assertEqual(replies["end"].code, 250, replies)
+        qid = replies["end"].qid
+        _, head, rest = self.head(qid)
+        self.assertEqual(head, (f"From: <a@sender.test>\r\nX-Inserted: at1\r\nSubject: changed\r\n"
+                                f"X-Twice: one\r\nX-Twice: second changed\r\n"
+                                f"Message-ID: <{token}@sender.test>\r\nX-Added: last\r\n").encode())
+        self.assertEqual(rest, b"Body.\r\n")
+        m = mxdtest.message_by_qid(self.mxd.db_path, qid)
+        self.assertEqual([r["address"] for r in m["rcpts"]],
+                         ["u@example.test", "added@example.test", "par@example.test"])
+        self.assertEqual(m["row"]["sender"], "new@sender.test")
+        err = self.mxd.stderr()
+        self.assertIn("ignored=add_rcpt reason=domain-not-served", err)
+        self.assertIn('esmtp-args-ignored "NOTIFY=NEVER"', err)
+
+    def test_replace_body(self):
+        self.start_filter("replbody")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        _, head, rest = self.head(replies["end"].qid)
+        self.assertIn(f"Message-ID: <{token}@sender.test>".encode(), head)
+        # LF line ends made CRLF
+        self.assertEqual(rest, b"Replaced body\r\nline 2\r\n")
+
+    def test_replace_body_large_is_spooled(self):
+        # 3 MB of new body for a small message: spooled like a large one
+        self.start_filter("replbody-big", ("-b", "3000000"))
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        _, _, rest = self.head(replies["end"].qid)
+        # every LF made CRLF, nothing else changed
+        self.assertEqual(len(rest), 3000000 + rest.count(b"\r\n"))
+        self.assertEqual(rest.replace(b"\r\n", b""), b"x" * (3000000 - rest.count(b"\r\n")))
+        self.assertNotIn(b"Hello.", rest)
+        self.wait_spool_empty()
+
+    def wait_spool_empty(self):
+        deadline = time.monotonic() + 5
+        while self.mxd.spool_files() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.mxd.spool_files(), [])
+
+    def test_replace_body_filter_dies_midway(self):
+        # half of a new body, then the filter is gone: nothing half-made is
+        # stored, the client may retry (with default_action = accept too:
+        # MisbehavingMilterTest), and no spool file is left
+        self.start_filter("replbody-die", ("-b", "2000000"))
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 451, replies)
+        self.assertEqual(self.stored(token), [])
+        self.assertIn("filter failed", self.mxd.stderr())
+        self.wait_spool_empty()
+
+    def test_quarantine_held_and_released(self):
+        self.start_filter("quarantine")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        qid = replies["end"].qid
+        rcpts = mxdtest.message_by_qid(self.mxd.db_path, qid)["rcpts"]
+        self.assertEqual([r["state"] for r in rcpts], ["held"])
+        self.assertIn("test quarantine", rcpts[0]["last_reply"])
+        q = self.mxd.mxctl("queue")
+        self.assertEqual(q.returncode, 0, q)
+        self.assertIn(qid, q.stdout.decode())
+        self.assertIn("held", q.stdout.decode())
+        self.assertIn("test quarantine", q.stdout.decode())
+        r = self.mxd.mxctl("release", qid)
+        self.assertEqual(r.returncode, 0, r)
+        rcpts = mxdtest.message_by_qid(self.mxd.db_path, qid)["rcpts"]
+        self.assertNotEqual(rcpts[0]["state"], "held")
+
+    def test_progress_keeps_the_timeout_alive(self):
+        # 4 s at the end of message, past milter_content_timeout (2 s),
+        # with PROGRESS every half second: the message is accepted
+        self.start_filter("progress", ("-s", "4"))
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        self.assertEqual(len(self.stored(token)), 1)
+
+    def test_slow_filter_back_pressure_50mb(self):
+        # a filter slower than the client: mxd stops reading instead of
+        # queueing the message for it (or failing it past 1 MiB queued)
+        f = self.start_filter("slow", ("-d", "4"))
+        rss0 = self.mxd.rss_kib()
+        token = self.token()
+        line = b"y" * 998 + b"\r\n"
+        c = self.mxd.client(timeout=120)
+        c.ehlo("helo.test")
+        self.assertEqual(c.cmd("MAIL FROM:<a@sender.test>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.test>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(message(token, body=b""))
+        peak = 0
+        total = 50 * 1000 * 1000
+        sent = 0
+        chunk = line * 1000
+        while sent < total:
+            c.send(chunk)
+            sent += len(chunk)
+            if sent % (5 * len(chunk)) == 0:
+                peak = max(peak, self.mxd.rss_kib())
+        c.send(b".\r\n")
+        r = c.reply(timeout=120)
+        c.close()
+        self.assertEqual(r.code, 250, r)
+        body_seen = sum(int(x.split()[1]) for x in f.lines() if x.startswith("body "))
+        self.assertGreaterEqual(body_seen, total)
+        grew = peak - rss0
+        print(f"slow filter, 50 MB: rss before {rss0} KiB, peak {peak} KiB, grew {grew} KiB",
+              file=sys.stderr)
+        self.assertLess(grew, 24 * 1024, (rss0, peak))
 
     def test_discard(self):
         self.start_filter("discard")
@@ -208,12 +339,17 @@ class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertIn("discarded", replies["end"].text)
         self.assertEqual(self.stored(token), [])
 
-    def test_unsupported_change_is_logged(self):
+    def test_change_header(self):
         self.start_filter("chgheader")
-        replies, token = self.send()
+        content = (b"From: <a@sender.test>\r\nSubject: old\r\nX-Drop: me\r\n"
+                   b"Message-ID: <%s@sender.test>\r\n\r\nHi.\r\n")
+        token = self.token()
+        replies, _ = self.send(content=content % token.encode(), token=token)
         self.assertEqual(replies["end"].code, 250, replies)
-        self.assertIn("ignored=change_header", self.mxd.stderr())
-        self.assertEqual(len(self.stored(token)), 1)
+        _, head, _ = self.head(replies["end"].qid)
+        self.assertIn(b"Subject: changed\r\n", head)
+        self.assertNotIn(b"X-Drop", head)
+        self.assertNotIn(b"old", head)
 
     def test_slow_filter_default_action_and_no_stall(self):
         self.start_filter("sleep", ("-s", "6"))
