@@ -24,9 +24,11 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -421,6 +423,165 @@ class MilterFcrdnsTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertIn("macro {client_name} client.good.test", got)
         self.assertIn("macro _ client.good.test [127.0.0.1]", got)
         self.assertIn("connect client.good.test -", got)
+
+
+class BadMilter:
+    """A milter server written here that misbehaves on purpose, one way per
+    connection: mode is read for each new connection."""
+
+    def __init__(self, port):
+        self.mode = "ok"
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.conns = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.talk, args=(c, self.mode), daemon=True).start()
+
+    @staticmethod
+    def packet(cmd, data=b""):
+        return struct.pack(">I", len(data) + 1) + cmd + data
+
+    @staticmethod
+    def read_packet(c):
+        head = b""
+        while len(head) < 4:
+            got = c.recv(4 - len(head))
+            if not got:
+                return None, None
+            head += got
+        n = struct.unpack(">I", head)[0]
+        data = b""
+        while len(data) < n:
+            got = c.recv(n - len(data))
+            if not got:
+                return None, None
+            data += got
+        return data[:1], data[1:]
+
+    def talk(self, c, mode):
+        try:
+            while True:
+                cmd, data = self.read_packet(c)
+                if cmd is None:
+                    return
+                if cmd == b"O":
+                    c.sendall(self.packet(b"O", struct.pack(">III", 6, 0x1ff, 0)))
+                elif cmd in (b"D", b"A"):
+                    continue
+                elif cmd == b"Q":
+                    return
+                elif cmd == b"C" and mode == "garbage":
+                    c.sendall(b"\x00\x00\x00\x02Zgarbage")
+                elif cmd == b"C" and mode == "oversized":
+                    c.sendall(b"\x7f\xff\xff\xffc")
+                elif cmd == b"B" and mode == "close":
+                    return
+                elif cmd == b"E" and mode == "silence":
+                    time.sleep(30)
+                    return
+                elif cmd == b"E" and mode == "half-body":
+                    c.sendall(self.packet(b"b", b"half of a new body\r\n" * 100))
+                    return
+                elif cmd == b"E":
+                    c.sendall(self.packet(b"a"))
+                else:
+                    c.sendall(self.packet(b"c"))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class MisbehavingMilterTest(mxdtest.ClassMxd, unittest.TestCase):
+    """A filter that answers garbage, an oversized length, closes
+    mid-message or falls silent, with milter_default_action = accept:
+    the message is stored as received (nothing accepted is lost), the
+    filter's failure is logged, and other sessions go on meanwhile. A
+    filter that dies halfway through a new body: 451, nothing stored."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.fport = mxdtest.free_port()
+        cls.bad = BadMilter(cls.fport)
+        cls.addClassCleanup(cls.bad.stop)
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server={
+            "milters": f"inet:127.0.0.1:{cls.fport}",
+            "milter_default_action": "accept",
+            "milter_command_timeout": "2s",
+            "milter_content_timeout": "2s"}))
+
+    def deliver(self, mode):
+        self.bad.mode = mode
+        token = self.token()
+        c = self.mxd.client(timeout=15)
+        r = c.send_message("a@sender.test", ["u@example.test"],
+                           mxdtest.dot_stuff(message(token)))
+        c.close()
+        return r, token
+
+    def assert_stored_whole(self, r, token):
+        self.assertEqual(r.code, 250, r)
+        body = bytes(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["body"])
+        self.assertTrue(body.endswith(message(token)), body[-300:])
+
+    def test_garbage(self):
+        r, token = self.deliver("garbage")
+        self.assert_stored_whole(r, token)
+        self.assertIn("filter failed", self.mxd.stderr())
+
+    def test_oversized_length(self):
+        r, token = self.deliver("oversized")
+        self.assert_stored_whole(r, token)
+
+    def test_close_mid_message(self):
+        r, token = self.deliver("close")
+        self.assert_stored_whole(r, token)
+        self.assertIn("connection closed by the filter", self.mxd.stderr())
+
+    def test_silence_does_not_stall_others(self):
+        self.bad.mode = "silence"
+        token = self.token()
+        c = self.mxd.client(timeout=15)
+        c.ehlo()
+        self.assertEqual(c.cmd("MAIL FROM:<a@sender.test>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.test>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(mxdtest.dot_stuff(message(token)) + b".\r\n")
+        # meanwhile another session, with a filter that behaves
+        self.bad.mode = "ok"
+        t0 = time.monotonic()
+        r2, token2 = self.deliver("ok")
+        self.assertLess(time.monotonic() - t0, 1.5)
+        self.assert_stored_whole(r2, token2)
+        r = c.reply(timeout=10)
+        c.close()
+        self.assert_stored_whole(r, token)
+        self.assertIn("timeout waiting for a reply", self.mxd.stderr())
+
+    def test_half_new_body_is_not_stored(self):
+        r, token = self.deliver("half-body")
+        self.assertEqual(r.code, 451, r)
+        self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, token), [])
+        self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, "half of a new"), [])
 
 
 def rspamd_path():
