@@ -391,6 +391,13 @@ check_set_teaser(struct check_session *cs, check_teaser_cb teaser, void *arg)
 }
 
 void
+check_tls(struct check_session *cs, const char *version, const char *cipher)
+{
+    snprintf(cs->info.tls_version, sizeof(cs->info.tls_version), "%s", version);
+    snprintf(cs->info.tls_cipher, sizeof(cs->info.tls_cipher), "%s", cipher);
+}
+
+void
 check_set_content(struct check_session *cs, check_rewind_cb rewind, check_resume_cb resume)
 {
     cs->rewind = rewind;

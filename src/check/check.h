@@ -155,6 +155,9 @@ void check_set_content(struct check_session *cs, check_rewind_cb rewind, check_r
 /* A content filter is behind (its queue is full): the session must not
  * call check_body until resume is called. */
 bool check_busy(const struct check_session *cs);
+/* STARTTLS succeeded: the protocol version and cipher (copied), for the
+ * checks (the milter macros {tls_version} and {cipher}). */
+void check_tls(struct check_session *cs, const char *version, const char *cipher);
 /* helo is copied. */
 void check_helo(struct check_session *cs, const char *helo, check_done_cb done, void *arg);
 /* A transaction begins: its queue id (for logs) and sender are copied. */

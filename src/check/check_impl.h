@@ -52,6 +52,8 @@ struct check_info {
     char helo[256];      /* "" before HELO/EHLO */
     char qid[QID_LEN + 1];
     const struct addr *sender; /* of the transaction, after MAIL (empty before) */
+    char tls_version[32];      /* "" without TLS, else "TLS1.3" (check_tls) */
+    char tls_cipher[64];
 };
 
 #define CHECK_EARLY_HEAD 64 /* octets of early input kept for the log */

@@ -695,22 +695,32 @@ send_stage(struct mf *f)
     const struct check_info *in = check_info(ms->cs);
     char path[ADDR_PATH_MAX + 3];
     const char *args[1] = {path};
+    /* without TLS the macros are not sent (NULL) */
+    const char *tls_v = in->tls_version[0] != '\0' ? in->tls_version : NULL;
+    const char *tls_c = in->tls_version[0] != '\0' ? in->tls_cipher : NULL;
     int rc;
 
     switch (ms->ask) {
     case ASK_CONNECT:
         ms->want = 'C';
         return send_connect(f);
-    case ASK_HELO:
+    case ASK_HELO: {
+        struct milter_macro mac[] = {{"{tls_version}", tls_v}, {"{cipher}", tls_c}};
+
         ms->want = 'H';
-        return milter_proto_helo(proto(f), in->helo);
+        rc = milter_proto_macros(proto(f), MILTER_ST_HELO, mac, 2);
+        return rc < 0 ? rc : milter_proto_helo(proto(f), in->helo);
+    }
     case ASK_MAIL: {
-        struct milter_macro mac[] = {{"i", in->qid}, {"{mail_addr}", in->sender->mailbox}};
+        struct milter_macro mac[] = {{"i", in->qid},
+                                     {"{mail_addr}", in->sender->mailbox},
+                                     {"{tls_version}", tls_v},
+                                     {"{cipher}", tls_c}};
 
         ms->want = 'M';
         f->txn_started = true;
         snprintf(path, sizeof(path), "<%s>", in->sender->mailbox);
-        rc = milter_proto_macros(proto(f), MILTER_ST_MAIL, mac, 2);
+        rc = milter_proto_macros(proto(f), MILTER_ST_MAIL, mac, 4);
         return rc < 0 ? rc : milter_proto_mail(proto(f), args, 1);
     }
     case ASK_RCPT: {

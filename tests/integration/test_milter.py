@@ -23,7 +23,9 @@ refused, no header is added, the filter's log stays empty.
 import os
 import shutil
 import signal
+import smtplib
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -35,6 +37,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxdtest  # noqa: E402
 from authdns import AuthDns  # noqa: E402
+import tlsutil  # noqa: E402
 
 FILTER = os.environ.get("MXD_MILTER_FILTER") or os.path.join(
     os.path.dirname(mxdtest.mxd_path()), "..", "tests", "milter_filter")
@@ -423,6 +426,38 @@ class MilterFcrdnsTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertIn("macro {client_name} client.good.test", got)
         self.assertIn("macro _ client.good.test [127.0.0.1]", got)
         self.assertIn("connect client.good.test -", got)
+
+
+class MilterTlsTest(mxdtest.ClassMxd, unittest.TestCase):
+    """After STARTTLS the filter is told {tls_version} and {cipher}."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(os.access(FILTER, os.X_OK), "tests/milter_filter (libmilter-dev)")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        pki = tlsutil.make_pki(os.path.join(cls.tmpdir, "pki"))
+        cls.fport = mxdtest.free_port()
+        f = Filter(cls.tmpdir, cls.fport, "accept")
+        try:
+            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server={
+                "milters": f"inet:127.0.0.1:{cls.fport}"},
+                extra=tlsutil.tls_section(pki.cert, pki.key)))
+        finally:
+            f.stop()
+
+    def test_tls_macros(self):
+        f = Filter(self.tmpdir, self.fport, "accept")
+        self.addCleanup(f.stop)
+        s = smtplib.SMTP("127.0.0.1", self.mxd.port, timeout=10)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s.starttls(context=ctx)
+        s.sendmail("a@sender.test", ["u@example.test"], message(self.token()))
+        s.quit()
+        got = f.lines()
+        self.assertTrue(any(x.startswith("macro {tls_version} TLS1.") for x in got), got)
+        self.assertTrue(any(x.startswith("macro {cipher} ") for x in got), got)
 
 
 class BadMilter:

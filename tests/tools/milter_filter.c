@@ -91,6 +91,8 @@ on_mail(SMFICTX *ctx, char **argv)
     logline("mail", argv[0], argv[1]);
     logmacro(ctx, "i");
     logmacro(ctx, "{mail_addr}");
+    logmacro(ctx, "{tls_version}");
+    logmacro(ctx, "{cipher}");
     if (strcmp(mode, "tempfail-mail") == 0)
         return SMFIS_TEMPFAIL;
     return SMFIS_CONTINUE;
