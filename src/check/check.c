@@ -55,6 +55,11 @@ struct check_session {
     /* end of data: header fields to add */
     char *fields;
     size_t fields_len, fields_cap;
+    /* the content filters' edits, and their flow */
+    struct check_edits edits;
+    check_rewind_cb rewind;
+    check_resume_cb resume;
+    bool busy;
 };
 
 static const struct addr no_sender; /* info.sender before MAIL */
@@ -90,8 +95,33 @@ check_session_new_list(const struct check_env *env, const struct conf *conf,
 }
 
 static void
+edits_clear(struct check_edits *e)
+{
+    free(e->header);
+    free(e->sender);
+    for (size_t i = 0; i < e->nadd; i++) {
+        free(e->add[i].address);
+        free(e->add[i].domain);
+    }
+    free(e->add);
+    for (size_t i = 0; i < e->ndel; i++)
+        free(e->del[i]);
+    free(e->del);
+    free(e->quarantine);
+    *e = (struct check_edits){0};
+}
+
+static bool
+edits_made(const struct check_edits *e)
+{
+    return e->header != NULL || e->sender != NULL || e->nadd > 0 || e->ndel > 0 ||
+           e->quarantine != NULL;
+}
+
+static void
 really_free(struct check_session *cs)
 {
+    edits_clear(&cs->edits);
     for (size_t i = 0; i < cs->n; i++)
         if (cs->list[i]->stop != NULL)
             cs->list[i]->stop(cs->st[i]);
@@ -239,6 +269,7 @@ finish(struct check_session *cs)
         v.fields_len = cs->fields_len;
         v.hops = check_txn_facts(cs)->received + 1;
         v.client_name = cs->facts.client_name;
+        v.edits = edits_made(&cs->edits) ? &cs->edits : NULL;
     }
     if (cs->stage == CHECK_STAGE_HELO && v.action != CHECK_ACCEPT)
         cs->info.helo[0] = '\0';
@@ -359,6 +390,51 @@ check_set_teaser(struct check_session *cs, check_teaser_cb teaser, void *arg)
     cs->teaser_arg = arg;
 }
 
+void
+check_tls(struct check_session *cs, const char *version, const char *cipher)
+{
+    snprintf(cs->info.tls_version, sizeof(cs->info.tls_version), "%s", version);
+    snprintf(cs->info.tls_cipher, sizeof(cs->info.tls_cipher), "%s", cipher);
+}
+
+void
+check_set_content(struct check_session *cs, check_rewind_cb rewind, check_resume_cb resume)
+{
+    cs->rewind = rewind;
+    cs->resume = resume;
+}
+
+bool
+check_busy(const struct check_session *cs)
+{
+    return cs != NULL && cs->busy;
+}
+
+struct check_edits *
+check_edits(struct check_session *cs)
+{
+    return &cs->edits;
+}
+
+bool
+check_rewind(struct check_session *cs)
+{
+    if (cs->rewind == NULL || cs->dead)
+        return false;
+    cs->rewind(cs->sink_arg);
+    return true;
+}
+
+void
+check_set_busy(struct check_session *cs, bool busy)
+{
+    bool was = cs->busy;
+
+    cs->busy = busy;
+    if (was && !busy && !cs->dead && cs->resume != NULL)
+        cs->resume(cs->sink_arg);
+}
+
 bool
 check_teaser(struct check_session *cs, const char *text)
 {
@@ -405,6 +481,8 @@ check_reset(struct check_session *cs)
 {
     reset_hooks(cs);
     cs->fields_len = 0;
+    edits_clear(&cs->edits);
+    check_set_busy(cs, false);
 }
 
 void
@@ -462,6 +540,7 @@ void
 check_data(struct check_session *cs)
 {
     cs->fields_len = 0;
+    edits_clear(&cs->edits);
     /* last to first: a filter's stream is ready before anything can flow
      * into it, even from a data hook before it */
     for (size_t i = cs->n; i-- > 0;)

@@ -63,6 +63,29 @@ enum check_action {
 
 #define CHECK_TEXT_MAX 512
 
+/* A recipient a content filter added. */
+struct check_edit_rcpt {
+    char *address; /* "local@domain" */
+    char *domain;  /* lower case, a domain of the configuration */
+};
+
+/* What content filters changed in a message (check_milter.c): the
+ * session applies it to what it stores. */
+struct check_edits {
+    /* The message's header as it must be stored, below our Received:
+     * (CRLF-ended fields, without the empty line that ends it): the
+     * pipeline withheld the header from the sink, which got the content
+     * from the empty line on. NULL: the content carried its header. */
+    char *header;
+    size_t header_len;
+    char *sender;                /* the new envelope sender ("" the null sender), NULL: unchanged */
+    struct check_edit_rcpt *add; /* recipients added */
+    size_t nadd;
+    char **del; /* recipients removed, as received (compared in any case) */
+    size_t ndel;
+    char *quarantine; /* stored held with this reason; NULL: delivered as usual */
+};
+
 struct check_verdict {
     enum check_action action;
     int code;                  /* the reply code when not accepted */
@@ -78,6 +101,9 @@ struct check_verdict {
      * name for our Received: (NULL when none is known). Owned by the
      * pipeline. */
     const char *client_name;
+    /* At the end of data, accepted: what content filters changed (NULL:
+     * nothing). Owned by the pipeline until the next transaction. */
+    const struct check_edits *edits;
 };
 
 struct check_session;
@@ -90,6 +116,12 @@ typedef void (*check_done_cb)(void *arg, const struct check_verdict *v);
 typedef void (*check_teaser_cb)(void *arg, const char *text);
 /* Content that passed the checks' filters, on its way to the store. */
 typedef void (*check_sink_cb)(void *arg, const char *data, size_t len);
+
+/* The content the sink received since check_data is void: a filter
+ * replaces it, and the new content follows through the sink. */
+typedef void (*check_rewind_cb)(void *arg);
+/* The pipeline takes content again (see check_busy). */
+typedef void (*check_resume_cb)(void *arg);
 
 /* A pipeline for one connection. conf is referenced (a reload leaves it);
  * the sink receives the content between check_data and check_end. */
@@ -116,6 +148,16 @@ void check_set_teaser(struct check_session *cs, check_teaser_cb teaser, void *ar
  * the greeting (len may be 0), or closed its side (eof). Borrowed for the
  * call; the checks may answer the stage from inside it. */
 void check_input_early(struct check_session *cs, const char *data, size_t len, bool eof);
+/* Where a replaced body goes (rewind) and who is told when content may
+ * flow again (resume); both get the sink's arg. Without rewind (NULL, the
+ * default) a body replacement is refused. */
+void check_set_content(struct check_session *cs, check_rewind_cb rewind, check_resume_cb resume);
+/* A content filter is behind (its queue is full): the session must not
+ * call check_body until resume is called. */
+bool check_busy(const struct check_session *cs);
+/* STARTTLS succeeded: the protocol version and cipher (copied), for the
+ * checks (the milter macros {tls_version} and {cipher}). */
+void check_tls(struct check_session *cs, const char *version, const char *cipher);
 /* helo is copied. */
 void check_helo(struct check_session *cs, const char *helo, check_done_cb done, void *arg);
 /* A transaction begins: its queue id (for logs) and sender are copied. */

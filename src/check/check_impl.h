@@ -52,6 +52,8 @@ struct check_info {
     char helo[256];      /* "" before HELO/EHLO */
     char qid[QID_LEN + 1];
     const struct addr *sender; /* of the transaction, after MAIL (empty before) */
+    char tls_version[32];      /* "" without TLS, else "TLS1.3" (check_tls) */
+    char tls_cipher[64];
 };
 
 #define CHECK_EARLY_HEAD 64 /* octets of early input kept for the log */
@@ -169,6 +171,16 @@ void check_pass(struct check_ticket t);
 void check_answer(struct check_ticket t, enum check_action action, int code, const char *text);
 /* End of data, accepting: fields to add above Received: (CRLF-ended). */
 void check_add_fields(struct check_session *cs, const char *fields, size_t len);
+/* The transaction's edits for the verdict at the end of data (emptied at
+ * MAIL, DATA and a reset); a check fills it with owned strings
+ * (xstrdup), the pipeline frees them. */
+struct check_edits *check_edits(struct check_session *cs);
+/* The content the sink received is void, what follows replaces it (a
+ * body replacement). False when the session cannot. */
+bool check_rewind(struct check_session *cs);
+/* A filter is behind (busy) or caught up: the session stops or resumes
+ * feeding content (check_busy, check_resume_cb). */
+void check_set_busy(struct check_session *cs, bool busy);
 /* Passes content on from a filter. */
 void check_emit(struct check_stream out, const char *data, size_t len);
 /* The connect stage's checks: begin the greeting now with "220-<text>"

@@ -15,19 +15,29 @@
  * tempfail and a reply code (its class checked, its text cleaned) refuse
  * the stage (a recipient alone at RCPT); discard drops the message after a
  * 250 (CHECK_DISCARD); a refusal during the content is the verdict at the
- * end. At the end, header fields a filter adds or inserts go above our
- * Received: (check_add_fields). What the pipeline and the store cannot do
- * yet (change or delete header fields, replace the body, change
- * recipients or the sender, quarantine) is logged and counted as ignored.
+ * end.
+ *
+ * Modifications (the reply to end of message) are kept until the filter's
+ * final reply and applied only when it passes the message, in the order
+ * sent: header edits on the message's header, which this check withholds
+ * from the store while the content flows (up to HEAD_MAX; a larger one
+ * passes unedited) and hands back in the verdict's edits (check_edits);
+ * recipients added (a domain of the configuration only; ESMTP arguments
+ * logged and ignored) and removed, the sender changed, quarantine (stored
+ * held with the reason). A new body goes straight to the session as it
+ * comes (check_rewind: spooled like any large body); a filter that fails
+ * halfway through one makes the message 451, whatever the default action.
  *
  * A filter that cannot be reached, times out (milter_connect_timeout,
  * milter_command_timeout, milter_content_timeout for the end of message),
  * closes or breaks the protocol is closed and milter_default_action
  * answers for it from then on, for the rest of the connection. Memory is
- * bounded: one header field (64 KiB) and one body chunk per connection,
- * and at most MILTER_OUT_MAX queued per filter (past it the filter has
- * failed for the message). Every decision is logged with the queue id and
- * counted (mxd_milter_events_total{filter,event}). */
+ * bounded: the header (HEAD_MAX), one header field (64 KiB) and one body
+ * chunk per connection; past BUSY_HIGH queued for a filter the session
+ * stops feeding content (check_set_busy) until every filter is under
+ * BUSY_LOW, so a slow filter slows its client instead of filling memory.
+ * Every decision is logged with the queue id and counted
+ * (mxd_milter_events_total{filter,event}). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -37,9 +47,31 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "check/check_impl.h"
+#include "check/milter_edit.h"
 #include "check/milter_net.h"
 
 #define HDR_MAX 65000u /* a header field handed to a filter: name and value fit MILTER_DATA_MAX */
+/* The message's header is withheld from the store while filters read it,
+ * so that their edits apply to it; past this it passes unedited. */
+#define HEAD_MAX (1024u * 1024u)
+/* Modifications a filter sends before its final reply, kept until it:
+ * past this the filter misbehaves. */
+#define MODS_MAX (1024u * 1024u)
+/* Back-pressure: past BUSY_HIGH octets queued for a filter the session
+ * stops feeding content, and goes on once every filter is under BUSY_LOW. */
+#define BUSY_HIGH (256u * 1024u)
+#define BUSY_LOW  (64u * 1024u)
+
+/* The message's header: not withheld (no filter takes part), being read,
+ * held whole (ms->head), or too large and passed on unedited. */
+enum head { HEAD_NONE, HEAD_READING, HEAD_HELD, HEAD_PASSED };
+
+/* A modification kept until its filter's final reply. */
+struct mod {
+    enum milter_ev type;
+    uint32_t index;
+    char *a, *b;
+};
 
 enum ask { ASK_NONE, ASK_CONNECT, ASK_HELO, ASK_MAIL, ASK_RCPT, ASK_END };
 static const char *const ask_names[] = {"-", "connect", "helo", "mail", "rcpt", "end"};
@@ -78,10 +110,20 @@ struct mstate {
     size_t hdr_len;
     char *chunk; /* the body chunk being filled */
     size_t chunk_len;
-    /* header fields the current filter adds at the end of message: given
-     * to the pipeline when it passes the message */
-    char *fields;
-    size_t fields_len;
+    /* the header, withheld: raw while read, then the fields */
+    enum head head_state;
+    char *raw;
+    size_t raw_len;
+    struct milter_head *head;
+    /* the current filter's modifications, applied at its final reply */
+    struct mod *mods;
+    size_t nmods, mods_bytes;
+    /* a body replacement */
+    struct mf *repl_by; /* the filter whose new body the sink is getting */
+    struct milter_crlf crlf;
+    char *repl_buf;   /* 2 * MILTER_REPLY_MAX: a chunk with its line ends made CRLF */
+    bool body_broken; /* a filter failed halfway through its new body */
+    bool busy;        /* the session was told to stop feeding content */
 };
 
 static void run(struct mstate *ms);
@@ -122,6 +164,21 @@ mf_flush(struct mf *f)
         milter_conn_deadline(f->conn, 0);
 }
 
+static void
+mods_clear(struct mstate *ms)
+{
+    for (size_t i = 0; i < ms->nmods; i++) {
+        free(ms->mods[i].a);
+        free(ms->mods[i].b);
+    }
+    free(ms->mods);
+    ms->mods = NULL;
+    ms->nmods = ms->mods_bytes = 0;
+}
+
+static void update_busy(struct mstate *ms);
+static void mods_apply(struct mf *f);
+
 /* The filter is out for the rest of the connection. */
 static void
 mf_fail(struct mf *f, const char *why)
@@ -134,9 +191,13 @@ mf_fail(struct mf *f, const char *why)
             log_esc(w, sizeof(w), why, strlen(why)));
     count(f, "error");
     f->dead = true;
-    ms->fields_len = 0; /* what it added goes with it */
+    if (ms->ask == ASK_END && &ms->f[ms->cur] == f)
+        mods_clear(ms);   /* what it changed goes with it */
+    if (ms->repl_by == f) /* its new body is half there: the message cannot be stored */
+        ms->body_broken = true;
     milter_conn_close(f->conn, false);
     f->conn = NULL;
+    update_busy(ms);
 }
 
 /* The stage's answer; the next stage may be asked inside. */
@@ -145,6 +206,17 @@ answer(struct mstate *ms, enum check_action action, int code, const char *text)
 {
     struct check_ticket t = ms->t;
 
+    if (ms->ask == ASK_END && action == CHECK_ACCEPT && ms->body_broken) {
+        action = CHECK_TEMPFAIL;
+        code = 451;
+        text = "4.3.0 Error: a content filter failed while replacing the body, try again";
+    }
+    if (ms->ask == ASK_END && action == CHECK_ACCEPT && ms->head_state == HEAD_HELD) {
+        struct check_edits *e = check_edits(ms->cs);
+
+        free(e->header);
+        e->header = milter_head_text(ms->head, &e->header_len);
+    }
     ms->ask = ASK_NONE;
     check_answer(t, action, code, text);
 }
@@ -235,7 +307,7 @@ stage_reply(struct mf *f, const struct milter_event *ev)
         return;
     }
     if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
-        ms->fields_len = 0;
+        mods_clear(ms);
         if (ms->ask == ASK_MAIL || ms->ask == ASK_END || action == CHECK_DISCARD)
             f->txn_done = true;
         if (action == CHECK_DISCARD && ms->ask != ASK_END) {
@@ -250,9 +322,9 @@ stage_reply(struct mf *f, const struct milter_event *ev)
         answer(ms, action, code, text);
         return;
     }
-    if (ms->ask == ASK_END && ms->fields_len > 0) /* the filter passes the message */
-        check_add_fields(ms->cs, ms->fields, ms->fields_len);
-    ms->fields_len = 0;
+    if (ms->ask == ASK_END) /* the filter passes the message: its changes apply */
+        mods_apply(f);
+    mods_clear(ms);
     if (ev->type == MILTER_EV_ACCEPT) {
         if (ms->ask == ASK_CONNECT || ms->ask == ASK_HELO)
             f->conn_done = true;
@@ -291,37 +363,205 @@ content_reply(struct mf *f, const struct milter_event *ev)
     milter_proto_drop_queued(proto(f));
 }
 
-/* A modification in the reply to end of message. */
+/* ---- modifications ------------------------------------------------------ */
+
+static void
+log_mod(struct mf *f, const char *what, const char *detail)
+{
+    char d[300];
+
+    log_msg(LOG_INFO, qid_of(f->ms), "milter", "filter=%s %s %s", f->ep->text, what,
+            log_esc(d, sizeof(d), detail, strlen(detail)));
+}
+
+static void
+ignored(struct mf *f, const struct milter_event *ev, const char *why)
+{
+    count(f, "ignored");
+    log_msg(LOG_WARN, qid_of(f->ms), "milter", "filter=%s ignored=%s reason=%s", f->ep->text,
+            milter_ev_name(ev->type), why);
+}
+
+/* "<a@b>" or "a@b" as an address; false when it is not one. */
+static bool
+parse_path(const char *text, bool allow_null, struct addr *out)
+{
+    char path[ADDR_PATH_MAX + 3];
+    size_t used;
+
+    if (text[0] == '<')
+        snprintf(path, sizeof(path), "%s", text);
+    else
+        snprintf(path, sizeof(path), "<%s>", text);
+    return addr_parse_path(path, strlen(path), allow_null, true, out, &used) == ADDR_OK &&
+           path[used] == '\0' && !out->is_postmaster;
+}
+
+/* A recipient change goes into the pipeline's edits. */
+static void
+edit_rcpt(struct mf *f, const struct mod *m)
+{
+    struct check_edits *e = check_edits(f->ms->cs);
+    const struct conf *c = check_info(f->ms->cs)->conf;
+    struct addr a;
+
+    if (!parse_path(m->a, false, &a)) {
+        log_mod(f, "ignored=bad-address", m->a);
+        count(f, "ignored");
+        return;
+    }
+    if (m->type == MILTER_EV_DELRCPT) {
+        e->del = xrealloc(e->del, (e->ndel + 1) * sizeof(*e->del));
+        e->del[e->ndel++] = xstrdup(a.mailbox);
+        log_mod(f, "delete_rcpt", a.mailbox);
+        return;
+    }
+    /* mxd delivers only to the domains it serves */
+    if (conf_domain_find(c, a.domain_lc, strlen(a.domain_lc)) == NULL) {
+        log_mod(f, "ignored=add_rcpt reason=domain-not-served", a.mailbox);
+        count(f, "ignored");
+        return;
+    }
+    if (m->b != NULL && m->b[0] != '\0')
+        log_mod(f, "add_rcpt esmtp-args-ignored", m->b);
+    e->add = xrealloc(e->add, (e->nadd + 1) * sizeof(*e->add));
+    e->add[e->nadd].address = xstrdup(a.mailbox);
+    e->add[e->nadd].domain = xstrdup(a.domain_lc);
+    e->nadd++;
+    log_mod(f, "add_rcpt", a.mailbox);
+}
+
+static void
+edit_other(struct mf *f, const struct mod *m)
+{
+    struct check_edits *e = check_edits(f->ms->cs);
+    struct addr a;
+    char reason[200];
+    size_t n = 0;
+
+    if (m->type == MILTER_EV_CHGFROM) {
+        if (!parse_path(m->a, true, &a)) {
+            log_mod(f, "ignored=bad-address", m->a);
+            count(f, "ignored");
+            return;
+        }
+        if (m->b != NULL && m->b[0] != '\0')
+            log_mod(f, "change_from esmtp-args-ignored", m->b);
+        free(e->sender);
+        e->sender = xstrdup(a.mailbox);
+        log_mod(f, "change_from", a.mailbox[0] != '\0' ? a.mailbox : "<>");
+        return;
+    }
+    /* QUARANTINE: the reason, controls made spaces, for mxctl queue */
+    for (const char *p = m->a; *p != '\0' && n + 1 < sizeof(reason); p++)
+        reason[n++] = (unsigned char)*p < ' ' || *p == 127 ? ' ' : *p;
+    reason[n] = '\0';
+    free(e->quarantine);
+    e->quarantine = xasprintf("quarantined by %s: %s", f->ep->text, reason);
+    log_mod(f, "quarantine", reason);
+}
+
+/* The filter passed the message: its changes, in the order it sent them. */
+static void
+mods_apply(struct mf *f)
+{
+    struct mstate *ms = f->ms;
+
+    for (size_t i = 0; i < ms->nmods; i++) {
+        const struct mod *m = &ms->mods[i];
+        int rc = 0;
+
+        count(f, milter_ev_name(m->type));
+        switch (m->type) {
+        case MILTER_EV_ADDHEADER:
+        case MILTER_EV_INSHEADER:
+        case MILTER_EV_CHGHEADER:
+            if (ms->head_state != HEAD_HELD) {
+                log_mod(f, "ignored=header-not-held name=", m->a);
+                continue;
+            }
+            if (m->type == MILTER_EV_ADDHEADER)
+                rc = milter_head_add(ms->head, m->a, m->b);
+            else if (m->type == MILTER_EV_INSHEADER)
+                rc = milter_head_insert(ms->head, m->index, m->a, m->b);
+            else
+                rc = milter_head_change(ms->head, m->index, m->a, m->b);
+            log_mod(f, milter_ev_name(m->type), m->a);
+            if (rc < 0)
+                log_mod(f, "ignored=bad-field name=", m->a);
+            break;
+        case MILTER_EV_ADDRCPT:
+        case MILTER_EV_DELRCPT:
+            edit_rcpt(f, m);
+            break;
+        default:
+            edit_other(f, m);
+            break;
+        }
+    }
+}
+
+/* A chunk of the filter's new body, straight to the sink: the content
+ * received so far is dropped at its first chunk. */
+static void
+replace_body(struct mf *f, const struct milter_event *ev)
+{
+    struct mstate *ms = f->ms;
+    size_t n;
+
+    if (ms->repl_by != f) {
+        /* the withheld header stays; the sink gets the empty line and the new body */
+        if (ms->head_state != HEAD_HELD || !check_rewind(ms->cs)) {
+            ignored(f, ev, "header-not-held");
+            return;
+        }
+        if (ms->repl_buf == NULL)
+            ms->repl_buf = xmalloc(2 * MILTER_REPLY_MAX);
+        ms->repl_by = f;
+        ms->crlf = (struct milter_crlf){false};
+        check_emit(ms->out, "\r\n", 2);
+        count(f, "replace_body");
+        log_msg(LOG_INFO, qid_of(ms), "milter", "filter=%s replace_body", f->ep->text);
+    }
+    n = milter_crlf(&ms->crlf, ev->data, ev->len, ms->repl_buf);
+    check_emit(ms->out, ms->repl_buf, n);
+}
+
+/* A modification in the reply to end of message: kept until the filter's
+ * final reply (a filter that fails before it changes nothing), but for a
+ * new body, which is too large to keep. */
 static void
 modification(struct mf *f, const struct milter_event *ev)
 {
     struct mstate *ms = f->ms;
-    char field[HDR_MAX + 16];
-    size_t n;
+    size_t size;
+    struct mod *m;
 
-    if (ev->permitted &&
-        (ev->type == MILTER_EV_ADDHEADER || (ev->type == MILTER_EV_INSHEADER && ev->index == 0))) {
-        n = milter_header_format(field, sizeof(field), ev->a, ev->b);
-        if (n > 0) {
-            /* inserted at the top: before what was added */
-            bool top = ev->type == MILTER_EV_INSHEADER;
-
-            ms->fields = xrealloc(ms->fields, ms->fields_len + n);
-            if (top)
-                memmove(ms->fields + n, ms->fields, ms->fields_len);
-            memcpy(ms->fields + (top ? 0 : ms->fields_len), field, n);
-            ms->fields_len += n;
-            count(f, milter_ev_name(ev->type));
-            log_msg(LOG_INFO, qid_of(ms), "milter", "filter=%s %s name=%s", f->ep->text,
-                    milter_ev_name(ev->type), ev->a);
-            return;
-        }
+    if (ms->ask != ASK_END || &ms->f[ms->cur] != f) {
+        mf_fail(f, "modification out of place");
+        return;
     }
-    /* not supported by the pipeline and the store yet (or not negotiated) */
-    count(f, "ignored");
-    log_msg(LOG_WARN, qid_of(ms), "milter", "filter=%s ignored=%s%s name=%s", f->ep->text,
-            milter_ev_name(ev->type), ev->permitted ? "" : " not-negotiated=yes",
-            ev->a != NULL ? ev->a : "-");
+    if (!ev->permitted) {
+        ignored(f, ev, "not-negotiated");
+        return;
+    }
+    if (ev->type == MILTER_EV_REPLBODY) {
+        replace_body(f, ev);
+        return;
+    }
+    size = (ev->a != NULL ? strlen(ev->a) : 0) + (ev->b != NULL ? strlen(ev->b) : 0) + 64;
+    if (ms->mods_bytes + size > MODS_MAX) {
+        mf_fail(f, "too many modifications");
+        stage_default(f);
+        return;
+    }
+    ms->mods = xrealloc(ms->mods, (ms->nmods + 1) * sizeof(*ms->mods));
+    m = &ms->mods[ms->nmods++];
+    m->type = ev->type;
+    m->index = ev->index;
+    m->a = xstrdup(ev->a != NULL ? ev->a : "");
+    m->b = xstrdup(ev->b != NULL ? ev->b : "");
+    ms->mods_bytes += size;
 }
 
 static void
@@ -360,6 +600,7 @@ on_input(void *arg)
     if (!check_unhold(cs)) {
         for (size_t i = 0; i < ms->n; i++)
             mf_flush(&ms->f[i]);
+        update_busy(ms);
     }
 }
 
@@ -389,7 +630,19 @@ on_failed(void *arg, const char *why)
     check_unhold(ms->cs);
 }
 
-static const struct milter_conn_cbs conn_cbs = {on_connected, on_input, on_failed};
+/* The filter took what was written: the content may flow again. */
+static void
+on_written(void *arg)
+{
+    struct mf *f = arg;
+
+    check_hold(f->ms->cs);
+    mf_flush(f); /* it is alive: its deadline runs from now */
+    update_busy(f->ms);
+    check_unhold(f->ms->cs);
+}
+
+static const struct milter_conn_cbs conn_cbs = {on_connected, on_input, on_failed, on_written};
 
 /* ---- what a stage sends ------------------------------------------------ */
 
@@ -442,22 +695,32 @@ send_stage(struct mf *f)
     const struct check_info *in = check_info(ms->cs);
     char path[ADDR_PATH_MAX + 3];
     const char *args[1] = {path};
+    /* without TLS the macros are not sent (NULL) */
+    const char *tls_v = in->tls_version[0] != '\0' ? in->tls_version : NULL;
+    const char *tls_c = in->tls_version[0] != '\0' ? in->tls_cipher : NULL;
     int rc;
 
     switch (ms->ask) {
     case ASK_CONNECT:
         ms->want = 'C';
         return send_connect(f);
-    case ASK_HELO:
+    case ASK_HELO: {
+        struct milter_macro mac[] = {{"{tls_version}", tls_v}, {"{cipher}", tls_c}};
+
         ms->want = 'H';
-        return milter_proto_helo(proto(f), in->helo);
+        rc = milter_proto_macros(proto(f), MILTER_ST_HELO, mac, 2);
+        return rc < 0 ? rc : milter_proto_helo(proto(f), in->helo);
+    }
     case ASK_MAIL: {
-        struct milter_macro mac[] = {{"i", in->qid}, {"{mail_addr}", in->sender->mailbox}};
+        struct milter_macro mac[] = {{"i", in->qid},
+                                     {"{mail_addr}", in->sender->mailbox},
+                                     {"{tls_version}", tls_v},
+                                     {"{cipher}", tls_c}};
 
         ms->want = 'M';
         f->txn_started = true;
         snprintf(path, sizeof(path), "<%s>", in->sender->mailbox);
-        rc = milter_proto_macros(proto(f), MILTER_ST_MAIL, mac, 2);
+        rc = milter_proto_macros(proto(f), MILTER_ST_MAIL, mac, 4);
         return rc < 0 ? rc : milter_proto_mail(proto(f), args, 1);
     }
     case ASK_RCPT: {
@@ -556,6 +819,30 @@ in_content(const struct mf *f)
            f->txn_started;
 }
 
+/* Back-pressure: tells the pipeline whether a filter is too far behind. */
+static void
+update_busy(struct mstate *ms)
+{
+    bool high = false, low = true;
+
+    for (size_t i = 0; i < ms->n; i++) {
+        size_t q;
+
+        if (ms->f[i].conn == NULL || ms->f[i].dead)
+            continue;
+        q = milter_conn_queued(ms->f[i].conn);
+        high = high || q > BUSY_HIGH;
+        low = low && q <= BUSY_LOW;
+    }
+    if (ms->content && !ms->busy && high)
+        ms->busy = true;
+    else if (ms->busy && (low || !ms->content))
+        ms->busy = false;
+    else
+        return;
+    check_set_busy(ms->cs, ms->busy);
+}
+
 static void
 each_rc(struct mf *f, int rc)
 {
@@ -605,6 +892,15 @@ end_of_header(struct mstate *ms)
 {
     send_header_field(ms);
     ms->in_body = true;
+    if (ms->head_state == HEAD_READING) {
+        if (ms->head == NULL)
+            ms->head = milter_head_new();
+        milter_head_parse(ms->head, ms->raw, ms->raw_len);
+        free(ms->raw);
+        ms->raw = NULL;
+        ms->raw_len = 0;
+        ms->head_state = HEAD_HELD;
+    }
     for (size_t i = 0; i < ms->n; i++)
         if (in_content(&ms->f[i]))
             each_rc(&ms->f[i], milter_proto_eoh(proto(&ms->f[i])));
@@ -639,21 +935,22 @@ body_bytes(struct mstate *ms, const char *data, size_t len)
 }
 
 /* The header, octet by octet: a field ends where a line starts with
- * neither a blank nor the empty line that ends the header. */
-static void
-header_bytes(struct mstate *ms, const char *data, size_t len)
+ * neither a blank nor the empty line that ends the header. Returns where
+ * the empty line begins in data (len: all of it is header); *cr says its
+ * CR came at the end of an earlier chunk (it was withheld). The header's
+ * octets are kept in ms->raw while it is withheld. */
+static size_t
+header_bytes(struct mstate *ms, const char *data, size_t len, bool *cr)
 {
+    *cr = false;
     for (size_t i = 0; i < len; i++) {
         char ch = data[i];
 
-        if (ms->eoh_cr) { /* the empty line */
+        if (ms->eoh_cr) { /* the empty line (or a lone CR: the body begins) */
             ms->eoh_cr = false;
+            *cr = true;
             end_of_header(ms);
-            if (ch != '\n')
-                body_bytes(ms, data + i, len - i);
-            else
-                body_bytes(ms, data + i + 1, len - i - 1);
-            return;
+            return i;
         }
         if (ms->line_start) {
             ms->line_start = false;
@@ -663,17 +960,51 @@ header_bytes(struct mstate *ms, const char *data, size_t len)
             }
             if (ch == '\n') {
                 end_of_header(ms);
-                body_bytes(ms, data + i + 1, len - i - 1);
-                return;
+                return i;
             }
             if (ch != ' ' && ch != '\t')
                 send_header_field(ms);
         }
         if (ms->hdr_len < HDR_MAX)
             ms->hdr[ms->hdr_len++] = ch;
+        if (ms->head_state == HEAD_READING)
+            ms->raw[ms->raw_len++] = ch;
         if (ch == '\n')
             ms->line_start = true;
     }
+    return len;
+}
+
+/* Content while the header is read: withheld, then from the empty line on
+ * passed to the store. */
+static void
+header_content(struct mstate *ms, const char *data, size_t len)
+{
+    size_t off, skip;
+    bool cr;
+
+    if (ms->head_state == HEAD_READING && ms->raw_len + len > HEAD_MAX) {
+        /* too large to hold: what was withheld goes on, unedited */
+        log_msg(LOG_WARN, qid_of(ms), "milter", "header over %u octets: passed unedited", HEAD_MAX);
+        check_emit(ms->out, ms->raw, ms->raw_len);
+        free(ms->raw);
+        ms->raw = NULL;
+        ms->raw_len = 0;
+        ms->head_state = HEAD_PASSED;
+    }
+    if (ms->head_state == HEAD_READING && ms->raw == NULL)
+        ms->raw = xmalloc(HEAD_MAX);
+    off = header_bytes(ms, data, len, &cr);
+    if (ms->head_state == HEAD_PASSED)
+        check_emit(ms->out, data, off);
+    if (off == len && !ms->in_body)
+        return;
+    if (cr) /* "\r" ended the last chunk: it begins the empty line */
+        check_emit(ms->out, "\r", 1);
+    check_emit(ms->out, data + off, len - off);
+    /* the filters' body begins after the empty line */
+    skip = off < len && data[off] == '\n' ? 1 : 0;
+    body_bytes(ms, data + off + skip, len - off - skip);
 }
 
 static void
@@ -702,6 +1033,7 @@ milter_data(void *arg, struct check_stream out)
         ms->line_start = true;
         ms->eoh_cr = false;
         ms->hdr_len = ms->chunk_len = 0;
+        ms->head_state = HEAD_READING;
         if (ms->hdr == NULL)
             ms->hdr = xmalloc(HDR_MAX + 1);
         if (ms->chunk == NULL)
@@ -714,13 +1046,17 @@ milter_filter(void *arg, const char *data, size_t len)
 {
     struct mstate *ms = arg;
 
-    check_emit(ms->out, data, len); /* nothing is rewritten on the way */
-    if (!ms->content)
+    if (!ms->content) {
+        check_emit(ms->out, data, len);
         return;
-    if (ms->in_body)
+    }
+    if (ms->in_body) {
+        check_emit(ms->out, data, len);
         body_bytes(ms, data, len);
-    else
-        header_bytes(ms, data, len);
+    } else {
+        header_content(ms, data, len);
+    }
+    update_busy(ms);
 }
 
 /* ---- hooks ------------------------------------------------------------- */
@@ -759,14 +1095,36 @@ milter_end(void *arg, struct check_ticket t)
 
     if (ms->content) {
         if (!ms->in_body) {
-            if (ms->eoh_cr)
+            if (ms->eoh_cr) { /* a lone CR after the header */
                 ms->eoh_cr = false;
+                check_emit(ms->out, "\r", 1);
+            }
             end_of_header(ms);
         }
         send_chunk(ms);
         ms->content = false;
+        update_busy(ms);
     }
     stage(ms, ASK_END, t);
+}
+
+/* What a message left behind. */
+static void
+txn_clear(struct mstate *ms)
+{
+    ms->content = false;
+    free(ms->hdr);
+    free(ms->chunk);
+    free(ms->raw);
+    free(ms->repl_buf);
+    ms->hdr = ms->chunk = ms->raw = ms->repl_buf = NULL;
+    ms->raw_len = 0;
+    milter_head_free(ms->head);
+    ms->head = NULL;
+    ms->head_state = HEAD_NONE;
+    mods_clear(ms);
+    ms->repl_by = NULL;
+    ms->body_broken = false;
 }
 
 static void
@@ -786,12 +1144,8 @@ milter_reset(void *arg)
         f->txn_started = f->txn_done = f->eob_sent = false;
         f->txn_code = 0;
     }
-    ms->content = false;
-    free(ms->hdr);
-    free(ms->chunk);
-    free(ms->fields);
-    ms->hdr = ms->chunk = ms->fields = NULL;
-    ms->fields_len = 0;
+    txn_clear(ms);
+    update_busy(ms);
 }
 
 static void *
@@ -819,9 +1173,7 @@ milter_stop(void *arg)
 
     for (size_t i = 0; i < ms->n; i++)
         milter_conn_close(ms->f[i].conn, true);
-    free(ms->hdr);
-    free(ms->chunk);
-    free(ms->fields);
+    txn_clear(ms);
     free(ms->f);
     free(ms);
 }

@@ -113,6 +113,8 @@ on_write(uv_write_t *req, int status)
     free(w);
     if (status < 0 && status != UV_ECANCELED)
         fail(c, "write error");
+    else if (status == 0 && c->arg != NULL && !c->failed && c->cbs->written != NULL)
+        c->cbs->written(c->arg);
 }
 
 void
@@ -202,6 +204,16 @@ struct milter_proto *
 milter_conn_proto(struct milter_conn *c)
 {
     return c->proto;
+}
+
+size_t
+milter_conn_queued(struct milter_conn *c)
+{
+    size_t n = milter_proto_pending(c->proto);
+
+    if (c->connected && !c->closing)
+        n += uv_stream_get_write_queue_size((uv_stream_t *)&c->h);
+    return n;
 }
 
 void

@@ -23,6 +23,9 @@ struct milter_conn_cbs {
     /* The connection failed (connect, I/O, EOF, timeout: why says which).
      * No callback follows; the owner calls milter_conn_close. */
     void (*failed)(void *arg, const char *why);
+    /* A write completed (the filter takes what it is sent): NULL or the
+     * owner's, to resume what waited for the queue to shrink. */
+    void (*written)(void *arg);
 };
 
 /* Connects to ep (numeric or unix) within connect_ms. Takes ownership of
@@ -33,6 +36,9 @@ struct milter_conn *milter_conn_open(uv_loop_t *loop, const struct conf_endpoint
 struct milter_proto *milter_conn_proto(struct milter_conn *c);
 /* Writes what the proto hands out. */
 void milter_conn_flush(struct milter_conn *c);
+/* Octets the filter has not taken: queued in the proto and written to the
+ * socket but not yet sent by the kernel. */
+size_t milter_conn_queued(struct milter_conn *c);
 /* A reply must come within ms (0: none awaited, the timer stops). */
 void milter_conn_deadline(struct milter_conn *c, uint64_t ms);
 /* No more callbacks. With quit, a QUIT is sent first when the dialogue is

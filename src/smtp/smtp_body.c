@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "base/log.h"
@@ -26,7 +27,17 @@ unlink_cb(uv_fs_t *req)
     free(req);
 }
 
-/* Drops the body being received; a spool file is removed in the background. */
+static void
+unlink_bg(struct smtp_session *s, const char *path)
+{
+    uv_fs_t *req = xmalloc(sizeof(*req));
+
+    if (uv_fs_unlink(s->srv->loop, req, path, unlink_cb) != 0)
+        free(req);
+}
+
+/* Drops the body being received; a spool file is removed in the background
+ * (and again by spool_done when a write into it was in flight). */
 void
 smtp_session__body_drop(struct smtp_session *s)
 {
@@ -35,14 +46,22 @@ smtp_session__body_drop(struct smtp_session *s)
     s->spool_failed = false;
     s->hscan = (struct mime7_hscan){0};
     if (s->spool_path != NULL) {
-        uv_fs_t *req = xmalloc(sizeof(*req));
-
-        if (uv_fs_unlink(s->srv->loop, req, s->spool_path, unlink_cb) != 0)
-            free(req);
+        unlink_bg(s, s->spool_path);
         free(s->spool_path);
         s->spool_path = NULL;
     }
 }
+
+void
+smtp_session__body_rewind(void *arg)
+{
+    struct smtp_session *s = arg;
+
+    smtp_session__body_drop(s);
+    s->spool_gen++; /* the new body's spool file is not the old one */
+}
+
+static void end_apply(struct smtp_session *s, const struct check_verdict *v);
 
 /* ---- body -------------------------------------------------------------- */
 
@@ -59,8 +78,12 @@ spool_done(uv_work_t *req, int status)
 {
     struct spool_job *j = req->data;
     struct smtp_session *s = j->s;
+    /* the body was dropped or replaced while the write ran */
+    bool stale = s->spool_path == NULL || strcmp(j->path, s->spool_path) != 0;
 
-    if (status != 0 || j->rc != 0)
+    if (stale)
+        unlink_bg(s, j->path);
+    else if (status != 0 || j->rc != 0)
         s->spool_failed = true;
     s->spool_busy = false;
     free(j->data);
@@ -70,6 +93,10 @@ spool_done(uv_work_t *req, int status)
         return;
     if (s->spool_failed)
         log_msg(LOG_ERR, s->qid, "smtp", "spool write failed path=%s", s->spool_path);
+    if (s->end_wait) { /* the verdict came while it ran */
+        s->end_wait = false;
+        end_apply(s, s->end_v);
+    }
     smtp_session__pump(s);
 }
 
@@ -81,7 +108,9 @@ body_spool(struct smtp_session *s)
     struct spool_job *j = xcalloc(1, sizeof(*j));
 
     if (s->spool_path == NULL)
-        s->spool_path = xasprintf("%s/%s", s->srv->spool_dir, s->qid);
+        s->spool_path = s->spool_gen == 0
+                            ? xasprintf("%s/%s", s->srv->spool_dir, s->qid)
+                            : xasprintf("%s/%s.%u", s->srv->spool_dir, s->qid, s->spool_gen);
     j->s = s;
     j->path = xstrdup(s->spool_path);
     j->data = s->body;
@@ -178,14 +207,62 @@ utf8_needed(const struct smtp_session *s, const struct smtp_txn *t, const struct
     return t->smtputf8 && need;
 }
 
+static bool
+deleted(const struct check_edits *e, const char *address)
+{
+    for (size_t i = 0; e != NULL && i < e->ndel; i++)
+        if (strcasecmp(e->del[i], address) == 0)
+            return true;
+    return false;
+}
+
+static void
+rcpt_put(struct store_msg *m, char *address, char *domain)
+{
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        if (strcasecmp(m->rcpts[i].address, address) == 0) { /* already there */
+            free(address);
+            free(domain);
+            return;
+        }
+    }
+    m->rcpts[m->nrcpts].address = address;
+    m->rcpts[m->nrcpts].domain = domain;
+    m->nrcpts++;
+}
+
+/* The recipients as stored: the transaction's, less those a content
+ * filter removed, plus those it added. */
+static void
+rcpts_build(struct smtp_session *s, const struct smtp_txn *t, const struct check_edits *e,
+            struct store_msg *m)
+{
+    const struct conf *c = s->conf;
+
+    m->rcpts = xcalloc(t->nrcpts + (e != NULL ? e->nadd : 0) + 1, sizeof(*m->rcpts));
+    for (size_t i = 0; i < t->nrcpts; i++) {
+        const struct addr *a = &t->rcpts[i];
+
+        if (deleted(e, a->mailbox))
+            continue;
+        if (a->is_postmaster) /* to the first domain we serve */
+            rcpt_put(m, xasprintf("%s@%s", a->mailbox, c->domains[0].name),
+                     xstrdup(c->domains[0].name));
+        else
+            rcpt_put(m, xstrdup(a->mailbox), xstrdup(a->domain_lc));
+    }
+    for (size_t i = 0; e != NULL && i < e->nadd; i++)
+        rcpt_put(m, xstrdup(e->add[i].address), xstrdup(e->add[i].domain));
+}
+
 static struct store_msg *
 commit_build(struct smtp_session *s, const struct check_verdict *v)
 {
     const struct smtp_txn *t = smtp_proto_txn(s->proto);
-    const struct conf *c = s->conf;
+    const struct check_edits *e = v->edits;
     struct store_msg *m = xcalloc(1, sizeof(*m));
     char hdr[2048];
-    size_t hl, al = v->fields_len;
+    size_t hl, ml, al = v->fields_len;
 
     memcpy(m->qid, s->qid, sizeof(s->qid));
     m->received = (int64_t)time(NULL);
@@ -195,27 +272,25 @@ commit_build(struct smtp_session *s, const struct check_verdict *v)
     m->smtputf8 = t->smtputf8;
     m->body_8bit = t->body_8bit;
     m->hops = v->hops;
-    m->rcpts = xcalloc(t->nrcpts, sizeof(*m->rcpts));
-    m->nrcpts = t->nrcpts;
-    for (size_t i = 0; i < t->nrcpts; i++) {
-        const struct addr *a = &t->rcpts[i];
-
-        if (a->is_postmaster) { /* to the first domain we serve */
-            m->rcpts[i].address = xasprintf("%s@%s", a->mailbox, c->domains[0].name);
-            m->rcpts[i].domain = xstrdup(c->domains[0].name);
-        } else {
-            m->rcpts[i].address = xstrdup(a->mailbox);
-            m->rcpts[i].domain = xstrdup(a->domain_lc);
-        }
-    }
+    rcpts_build(s, t, v->edits, m);
     hl = smtp_proto_received_named(s->proto, s->ip, v->client_name, s->qid, (time_t)m->received,
                                    hdr, sizeof(hdr));
-    /* the checks' fields above our Received: (RFC 7208 9.1, RFC 8601 5) */
-    m->header = xmalloc(al + hl + 1);
+    /* the checks' fields above our Received: (RFC 7208 9.1, RFC 8601 5),
+     * and the message's header when a content filter had it */
+    ml = e != NULL && e->header != NULL ? e->header_len : 0;
+    m->header = xmalloc(al + hl + ml + 1);
     memcpy(m->header, v->fields, al);
     memcpy(m->header + al, hdr, hl);
-    m->header[al + hl] = '\0';
-    m->header_len = al + hl;
+    if (ml > 0)
+        memcpy(m->header + al + hl, e->header, ml);
+    m->header[al + hl + ml] = '\0';
+    m->header_len = al + hl + ml;
+    if (e != NULL && e->sender != NULL) {
+        free(m->sender);
+        m->sender = xstrdup(e->sender);
+    }
+    if (e != NULL && e->quarantine != NULL)
+        m->hold_reason = xstrdup(e->quarantine);
     m->utf8_needed = utf8_needed(s, t, m);
     m->spool_path = s->spool_path;
     m->spool_len = s->spool_len;
@@ -228,6 +303,39 @@ commit_build(struct smtp_session *s, const struct check_verdict *v)
     return m;
 }
 
+/* Every recipient was removed by a content filter: nothing to store. */
+static bool
+no_rcpts_left(const struct smtp_txn *t, const struct check_edits *e)
+{
+    if (e == NULL || e->nadd > 0)
+        return false;
+    for (size_t i = 0; i < t->nrcpts; i++)
+        if (!deleted(e, t->rcpts[i].mailbox))
+            return false;
+    return true;
+}
+
+static void
+end_apply(struct smtp_session *s, const struct check_verdict *v)
+{
+    const struct smtp_txn *t = smtp_proto_txn(s->proto);
+
+    if (v->action != CHECK_ACCEPT) {
+        smtp_session__body_drop(s);
+        smtp_proto_answer(s->proto, v->code, v->text);
+    } else if (s->spool_failed) {
+        smtp_session__body_drop(s);
+        smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
+    } else if (no_rcpts_left(t, v->edits)) {
+        log_msg(LOG_INFO, s->qid, "smtp", "discarded reason=no-recipients-left client=%s", s->ip);
+        smtp_session__body_drop(s);
+        smtp_proto_answer(s->proto, 250, "2.0.0 Ok: discarded");
+    } else {
+        s->pending++;
+        store_commit_async(s->srv->store, commit_build(s, v), on_committed, s);
+    }
+}
+
 void
 smtp_session__end_verdict(void *arg, const struct check_verdict *v)
 {
@@ -235,16 +343,17 @@ smtp_session__end_verdict(void *arg, const struct check_verdict *v)
 
     if (smtp_session__release(s))
         return;
-    if (v->action != CHECK_ACCEPT) {
-        smtp_session__body_drop(s);
-        smtp_proto_answer(s->proto, v->code, v->text);
-    } else if (s->spool_failed) {
-        smtp_session__body_drop(s);
-        smtp_proto_answer(s->proto, 451, "4.3.0 Error: could not store the message, try again");
-    } else {
-        s->pending++;
-        store_commit_async(s->srv->store, commit_build(s, v), on_committed, s);
+    if (v->action == CHECK_ACCEPT && s->spool_busy) {
+        /* a filter replaced the body and its last spool write runs:
+         * spool_done goes on (the verdict's pointers live until the next
+         * transaction, which cannot begin before the answer) */
+        if (s->end_v == NULL)
+            s->end_v = xmalloc(sizeof(*s->end_v));
+        *s->end_v = *v;
+        s->end_wait = true;
+        return;
     }
+    end_apply(s, v);
     smtp_session__pump(s);
 }
 

@@ -172,6 +172,7 @@ session_free(struct smtp_session *s)
     tls_conn_free(s->tls);
     free(s->proxy);
     free(s->refusal);
+    free(s->end_v);
     free(s->cbuf);
     free(s->body);
     free(s->out.data);
@@ -596,7 +597,7 @@ smtp_session__pump(struct smtp_session *s)
         bool full;
 
         s->in_pump = true;
-        while (!s->closing && !s->spool_busy && !s->delaying &&
+        while (!s->closing && !s->spool_busy && !s->delaying && !check_busy(s->checks) &&
                smtp_session__unsent(s) < OUT_HIGH) {
             if (!session_event(s, (smtp_proto_next(s->proto, &ev), &ev)))
                 break;
@@ -622,7 +623,7 @@ smtp_session__pump(struct smtp_session *s)
     /* TLS input that arrived while the protocol's buffer was full is not
      * on the socket any more: move it now, and run again if it helped. */
     if (s->tls != NULL && !s->tls_handshaking && !s->tls_plain_pending && !s->spool_busy &&
-        tls_conn_pending(s->tls) && smtp_session__tls_drain(s))
+        !check_busy(s->checks) && tls_conn_pending(s->tls) && smtp_session__tls_drain(s))
         smtp_session__pump(s);
 }
 
@@ -641,6 +642,13 @@ session_refuse(struct smtp_session *s, const char *why)
     smtp_session__close(s);
 }
 
+/* A content filter caught up (check_busy): the pump takes content again. */
+static void
+on_checks_resume(void *arg)
+{
+    smtp_session__pump(arg);
+}
+
 static void
 session_start(struct smtp_session *s, const char *early, size_t n)
 {
@@ -655,6 +663,7 @@ session_start(struct smtp_session *s, const char *early, size_t n)
     if (n > 0 && smtp_proto_feed_copy(s->proto, early, n) != n)
         mxd_panic("smtp: %zu octets after the PROXY header do not fit", n);
     s->checks = check_session_new(&env, s->conf, &client, smtp_session__body_append, s);
+    check_set_content(s->checks, smtp_session__body_rewind, on_checks_resume);
     smtp_session__connect(s, early, n);
 }
 

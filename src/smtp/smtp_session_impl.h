@@ -74,7 +74,10 @@ struct smtp_session {
     size_t body_len, body_cap;
     char *spool_path;
     uint64_t spool_len;
-    struct mime7_hscan hscan; /* 8-bit octets in its header? (SMTPUTF8 needed) */
+    unsigned spool_gen; /* bodies replaced by a filter (each spools to a file of its own) */
+    bool end_wait;      /* the verdict waits for the spool write in flight */
+    struct check_verdict *end_v; /* that verdict (pointers the pipeline's until the next MAIL) */
+    struct mime7_hscan hscan;    /* 8-bit octets in its header? (SMTPUTF8 needed) */
     /* counters for the disconnect line */
     unsigned nmsgs, nrejects;
     /* STARTTLS (smtp_tls.c) */
@@ -105,6 +108,9 @@ size_t smtp_session__unsent(const struct smtp_session *s);
 bool smtp_session__release(struct smtp_session *s);
 /* smtp_body.c: drops the body being received (memory and spool file). */
 void smtp_session__body_drop(struct smtp_session *s);
+/* A filter replaces the content: what the sink got so far is dropped (a
+ * spool write in flight finishes into a file that is then removed); arg is s. */
+void smtp_session__body_rewind(void *arg);
 /* The content, past the checks' filters (check_body's sink); arg is s. */
 void smtp_session__body_append(void *arg, const char *data, size_t len);
 struct check_verdict;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "check/check.h"
 #include "smtp/smtp_session_impl.h"
 
 #define TLS_READ_HIGH (64 * 1024) /* stop reading while this much waits undecrypted */
@@ -106,6 +107,17 @@ tls_handshake(struct smtp_session *s)
     }
     s->tls_handshaking = false;
     tls_conn_describe(s->tls, s->tls_desc, sizeof(s->tls_desc));
+    {
+        /* "VERSION CIPHER": the checks get both (milter macros) */
+        char v[sizeof(s->tls_desc)];
+        char *sp;
+
+        snprintf(v, sizeof(v), "%s", s->tls_desc);
+        sp = strchr(v, ' ');
+        if (sp != NULL)
+            *sp++ = '\0';
+        check_tls(s->checks, v, sp != NULL ? sp : "");
+    }
     smtp_proto_tls_started(s->proto, s->tls_desc);
     log_msg(LOG_INFO, NULL, "smtp", "tls established client=%s tls=\"%s\"", s->ip, s->tls_desc);
     return true;

@@ -62,6 +62,7 @@ store_msg_free(struct store_msg *msg)
     free(msg->header);
     free(msg->spool_path);
     free(msg->body);
+    free(msg->hold_reason);
     free(msg);
 }
 
@@ -365,15 +366,19 @@ writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *t
 static int
 writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t id)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_RCPT];
+    enum store_stmt k = m->hold_reason != NULL ? STORE_W_INSERT_RCPT_HELD : STORE_W_INSERT_RCPT;
+    sqlite3_stmt *s = w->c.stmt[k];
     int rc;
 
     sqlite3_bind_int64(s, 1, id);
-    sqlite3_bind_int64(s, 4, m->received);
+    if (m->hold_reason != NULL) /* never due until released (as an operator's hold) */
+        sqlite3_bind_text(s, 4, m->hold_reason, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(s, 4, m->received);
     for (size_t i = 0; i < m->nrcpts; i++) {
         sqlite3_bind_text(s, 2, m->rcpts[i].address, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 3, m->rcpts[i].domain, -1, SQLITE_STATIC);
-        if ((rc = store__writer_exec(w, STORE_W_INSERT_RCPT)) != 0)
+        if ((rc = store__writer_exec(w, k)) != 0)
             return rc;
     }
     return 0;

@@ -35,6 +35,10 @@ struct store_msg {
     uint64_t spool_len;
     char *body; /* the rest of the body, in memory; may be NULL */
     size_t body_len;
+    /* Quarantined (a content filter said so): every recipient is stored
+     * held, with this reason as its last reply, until `mxctl release`;
+     * NULL: queued as usual. */
+    char *hold_reason;
 };
 
 /* Frees msg and everything it owns (does not unlink the spool file). NULL ok. */

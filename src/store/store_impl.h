@@ -47,6 +47,9 @@
     X(W_INSERT_RCPT, "insert recipient",                                                           \
       "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt) "    \
       "VALUES (?1, ?2, ?3, 'queued', 0, ?4)")                                                      \
+    X(W_INSERT_RCPT_HELD, "insert held recipient",                                                 \
+      "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt, "    \
+      "last_reply) VALUES (?1, ?2, ?3, 'held', 0, 9223372036854775807, ?4)")                       \
     X(W_OUTCOME, "record outcome",                                                                 \
       "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND ?2 = 'deferred' THEN 'held' " \
       "ELSE ?2 END, attempts = attempts + 1, next_attempt = CASE WHEN state = 'held' AND "         \

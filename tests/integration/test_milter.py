@@ -23,16 +23,21 @@ refused, no header is added, the filter's log stays empty.
 import os
 import shutil
 import signal
+import smtplib
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxdtest  # noqa: E402
 from authdns import AuthDns  # noqa: E402
+import tlsutil  # noqa: E402
 
 FILTER = os.environ.get("MXD_MILTER_FILTER") or os.path.join(
     os.path.dirname(mxdtest.mxd_path()), "..", "tests", "milter_filter")
@@ -102,7 +107,7 @@ class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
         # mxd's start waits for a greeting: a filter must answer by then
         f = Filter(cls.tmpdir, cls.fport, "accept")
         try:
-            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server))
+            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, control=True))
         finally:
             f.stop()
 
@@ -190,16 +195,147 @@ class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertEqual(self.stored(token), [])
         self.assertIn("action=replycode", self.mxd.stderr())
 
+    def head(self, qid):
+        """The stored message's header below our Received:, and its body."""
+        body = self.body(qid)
+        head, rest = body.split(b"\r\n\r\n", 1) if b"\r\n\r\n" in body else (body, b"")
+        ours = head.index(b"Received: from ")
+        nxt = head.index(b"\r\n", ours)
+        while head[nxt + 2:nxt + 3] in (b" ", b"\t"):
+            nxt = head.index(b"\r\n", nxt + 2)
+        return head[:ours], head[nxt + 2:] + b"\r\n", rest
+
     def test_add_and_insert_header(self):
         self.start_filter("addheader")
         replies, token = self.send()
         self.assertEqual(replies["end"].code, 250, replies)
-        body = self.body(replies["end"].qid)
-        head = body.split(b"\r\n\r\n", 1)[0]
-        self.assertIn(b"X-Test-Filter: seen\r\n", head)
-        self.assertIn(b"X-Test-Top: first\r\n\tfolded\r\n", head)
-        # above our Received:, the inserted one first
-        self.assertTrue(body.startswith(b"X-Test-Top:"), body[:200])
+        above, head, _ = self.head(replies["end"].qid)
+        # inserted at index 0: the top of the header the filter saw (below
+        # our Received:); added: after its last field
+        self.assertTrue(head.startswith(b"X-Test-Top: first\r\n\tfolded\r\nFrom: "), head)
+        self.assertTrue(head.endswith(b"Message-ID: <%s@sender.test>\r\nX-Test-Filter: seen\r\n"
+                                      % token.encode()), head)
+        self.assertNotIn(b"X-Test", above)
+
+    def test_modify_header_and_envelope(self):
+        self.start_filter("modify")
+        token = self.token()
+        content = (f"From: <a@sender.test>\r\nSubject: old\r\nX-Drop: me\r\n"
+                   f"X-Twice: one\r\nX-Twice: two\r\n\tfolded\r\n"
+                   f"Message-ID: <{token}@sender.test>\r\n\r\nBody.\r\n").encode()
+        replies, _ = self.send(rcpts=("u@example.test", "del@example.test"), content=content,
+                               token=token)
+        self.assertEqual(replies["end"].code, 250, replies)
+        qid = replies["end"].qid
+        _, head, rest = self.head(qid)
+        self.assertEqual(head, (f"From: <a@sender.test>\r\nX-Inserted: at1\r\nSubject: changed\r\n"
+                                f"X-Twice: one\r\nX-Twice: second changed\r\n"
+                                f"Message-ID: <{token}@sender.test>\r\nX-Added: last\r\n").encode())
+        self.assertEqual(rest, b"Body.\r\n")
+        m = mxdtest.message_by_qid(self.mxd.db_path, qid)
+        self.assertEqual([r["address"] for r in m["rcpts"]],
+                         ["u@example.test", "added@example.test", "par@example.test"])
+        self.assertEqual(m["row"]["sender"], "new@sender.test")
+        err = self.mxd.stderr()
+        self.assertIn("ignored=add_rcpt reason=domain-not-served", err)
+        self.assertIn('esmtp-args-ignored "NOTIFY=NEVER"', err)
+
+    def test_replace_body(self):
+        self.start_filter("replbody")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        _, head, rest = self.head(replies["end"].qid)
+        self.assertIn(f"Message-ID: <{token}@sender.test>".encode(), head)
+        # LF line ends made CRLF
+        self.assertEqual(rest, b"Replaced body\r\nline 2\r\n")
+
+    def test_replace_body_large_is_spooled(self):
+        # 3 MB of new body for a small message: spooled like a large one
+        self.start_filter("replbody-big", ("-b", "3000000"))
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        _, _, rest = self.head(replies["end"].qid)
+        # every LF made CRLF, nothing else changed
+        self.assertEqual(len(rest), 3000000 + rest.count(b"\r\n"))
+        self.assertEqual(rest.replace(b"\r\n", b""), b"x" * (3000000 - rest.count(b"\r\n")))
+        self.assertNotIn(b"Hello.", rest)
+        self.wait_spool_empty()
+
+    def wait_spool_empty(self):
+        deadline = time.monotonic() + 5
+        while self.mxd.spool_files() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.mxd.spool_files(), [])
+
+    def test_replace_body_filter_dies_midway(self):
+        # half of a new body, then the filter is gone: nothing half-made is
+        # stored, the client may retry (with default_action = accept too:
+        # MisbehavingMilterTest), and no spool file is left
+        self.start_filter("replbody-die", ("-b", "2000000"))
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 451, replies)
+        self.assertEqual(self.stored(token), [])
+        self.assertIn("filter failed", self.mxd.stderr())
+        self.wait_spool_empty()
+
+    def test_quarantine_held_and_released(self):
+        self.start_filter("quarantine")
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        qid = replies["end"].qid
+        rcpts = mxdtest.message_by_qid(self.mxd.db_path, qid)["rcpts"]
+        self.assertEqual([r["state"] for r in rcpts], ["held"])
+        self.assertIn("test quarantine", rcpts[0]["last_reply"])
+        q = self.mxd.mxctl("queue")
+        self.assertEqual(q.returncode, 0, q)
+        self.assertIn(qid, q.stdout.decode())
+        self.assertIn("held", q.stdout.decode())
+        self.assertIn("test quarantine", q.stdout.decode())
+        r = self.mxd.mxctl("release", qid)
+        self.assertEqual(r.returncode, 0, r)
+        rcpts = mxdtest.message_by_qid(self.mxd.db_path, qid)["rcpts"]
+        self.assertNotEqual(rcpts[0]["state"], "held")
+
+    def test_progress_keeps_the_timeout_alive(self):
+        # 4 s at the end of message, past milter_content_timeout (2 s),
+        # with PROGRESS every half second: the message is accepted
+        self.start_filter("progress", ("-s", "4"))
+        replies, token = self.send()
+        self.assertEqual(replies["end"].code, 250, replies)
+        self.assertEqual(len(self.stored(token)), 1)
+
+    def test_slow_filter_back_pressure_50mb(self):
+        # a filter slower than the client: mxd stops reading instead of
+        # queueing the message for it (or failing it past 1 MiB queued)
+        f = self.start_filter("slow", ("-d", "4"))
+        rss0 = self.mxd.rss_kib()
+        token = self.token()
+        line = b"y" * 998 + b"\r\n"
+        c = self.mxd.client(timeout=120)
+        c.ehlo("helo.test")
+        self.assertEqual(c.cmd("MAIL FROM:<a@sender.test>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.test>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(message(token, body=b""))
+        peak = 0
+        total = 50 * 1000 * 1000
+        sent = 0
+        chunk = line * 1000
+        while sent < total:
+            c.send(chunk)
+            sent += len(chunk)
+            if sent % (5 * len(chunk)) == 0:
+                peak = max(peak, self.mxd.rss_kib())
+        c.send(b".\r\n")
+        r = c.reply(timeout=120)
+        c.close()
+        self.assertEqual(r.code, 250, r)
+        body_seen = sum(int(x.split()[1]) for x in f.lines() if x.startswith("body "))
+        self.assertGreaterEqual(body_seen, total)
+        grew = peak - rss0
+        print(f"slow filter, 50 MB: rss before {rss0} KiB, peak {peak} KiB, grew {grew} KiB",
+              file=sys.stderr)
+        self.assertLess(grew, 24 * 1024, (rss0, peak))
 
     def test_discard(self):
         self.start_filter("discard")
@@ -208,12 +344,17 @@ class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertIn("discarded", replies["end"].text)
         self.assertEqual(self.stored(token), [])
 
-    def test_unsupported_change_is_logged(self):
+    def test_change_header(self):
         self.start_filter("chgheader")
-        replies, token = self.send()
+        content = (b"From: <a@sender.test>\r\nSubject: old\r\nX-Drop: me\r\n"
+                   b"Message-ID: <%s@sender.test>\r\n\r\nHi.\r\n")
+        token = self.token()
+        replies, _ = self.send(content=content % token.encode(), token=token)
         self.assertEqual(replies["end"].code, 250, replies)
-        self.assertIn("ignored=change_header", self.mxd.stderr())
-        self.assertEqual(len(self.stored(token)), 1)
+        _, head, _ = self.head(replies["end"].qid)
+        self.assertIn(b"Subject: changed\r\n", head)
+        self.assertNotIn(b"X-Drop", head)
+        self.assertNotIn(b"old", head)
 
     def test_slow_filter_default_action_and_no_stall(self):
         self.start_filter("sleep", ("-s", "6"))
@@ -285,6 +426,197 @@ class MilterFcrdnsTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertIn("macro {client_name} client.good.test", got)
         self.assertIn("macro _ client.good.test [127.0.0.1]", got)
         self.assertIn("connect client.good.test -", got)
+
+
+class MilterTlsTest(mxdtest.ClassMxd, unittest.TestCase):
+    """After STARTTLS the filter is told {tls_version} and {cipher}."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(os.access(FILTER, os.X_OK), "tests/milter_filter (libmilter-dev)")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        pki = tlsutil.make_pki(os.path.join(cls.tmpdir, "pki"))
+        cls.fport = mxdtest.free_port()
+        f = Filter(cls.tmpdir, cls.fport, "accept")
+        try:
+            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server={
+                "milters": f"inet:127.0.0.1:{cls.fport}"},
+                extra=tlsutil.tls_section(pki.cert, pki.key)))
+        finally:
+            f.stop()
+
+    def test_tls_macros(self):
+        f = Filter(self.tmpdir, self.fport, "accept")
+        self.addCleanup(f.stop)
+        s = smtplib.SMTP("127.0.0.1", self.mxd.port, timeout=10)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s.starttls(context=ctx)
+        s.sendmail("a@sender.test", ["u@example.test"], message(self.token()))
+        s.quit()
+        got = f.lines()
+        self.assertTrue(any(x.startswith("macro {tls_version} TLS1.") for x in got), got)
+        self.assertTrue(any(x.startswith("macro {cipher} ") for x in got), got)
+
+
+class BadMilter:
+    """A milter server written here that misbehaves on purpose, one way per
+    connection: mode is read for each new connection."""
+
+    def __init__(self, port):
+        self.mode = "ok"
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.conns = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.talk, args=(c, self.mode), daemon=True).start()
+
+    @staticmethod
+    def packet(cmd, data=b""):
+        return struct.pack(">I", len(data) + 1) + cmd + data
+
+    @staticmethod
+    def read_packet(c):
+        head = b""
+        while len(head) < 4:
+            got = c.recv(4 - len(head))
+            if not got:
+                return None, None
+            head += got
+        n = struct.unpack(">I", head)[0]
+        data = b""
+        while len(data) < n:
+            got = c.recv(n - len(data))
+            if not got:
+                return None, None
+            data += got
+        return data[:1], data[1:]
+
+    def talk(self, c, mode):
+        try:
+            while True:
+                cmd, data = self.read_packet(c)
+                if cmd is None:
+                    return
+                if cmd == b"O":
+                    c.sendall(self.packet(b"O", struct.pack(">III", 6, 0x1ff, 0)))
+                elif cmd in (b"D", b"A"):
+                    continue
+                elif cmd == b"Q":
+                    return
+                elif cmd == b"C" and mode == "garbage":
+                    c.sendall(b"\x00\x00\x00\x02Zgarbage")
+                elif cmd == b"C" and mode == "oversized":
+                    c.sendall(b"\x7f\xff\xff\xffc")
+                elif cmd == b"B" and mode == "close":
+                    return
+                elif cmd == b"E" and mode == "silence":
+                    time.sleep(30)
+                    return
+                elif cmd == b"E" and mode == "half-body":
+                    c.sendall(self.packet(b"b", b"half of a new body\r\n" * 100))
+                    return
+                elif cmd == b"E":
+                    c.sendall(self.packet(b"a"))
+                else:
+                    c.sendall(self.packet(b"c"))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class MisbehavingMilterTest(mxdtest.ClassMxd, unittest.TestCase):
+    """A filter that answers garbage, an oversized length, closes
+    mid-message or falls silent, with milter_default_action = accept:
+    the message is stored as received (nothing accepted is lost), the
+    filter's failure is logged, and other sessions go on meanwhile. A
+    filter that dies halfway through a new body: 451, nothing stored."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.fport = mxdtest.free_port()
+        cls.bad = BadMilter(cls.fport)
+        cls.addClassCleanup(cls.bad.stop)
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server={
+            "milters": f"inet:127.0.0.1:{cls.fport}",
+            "milter_default_action": "accept",
+            "milter_command_timeout": "2s",
+            "milter_content_timeout": "2s"}))
+
+    def deliver(self, mode):
+        self.bad.mode = mode
+        token = self.token()
+        c = self.mxd.client(timeout=15)
+        r = c.send_message("a@sender.test", ["u@example.test"],
+                           mxdtest.dot_stuff(message(token)))
+        c.close()
+        return r, token
+
+    def assert_stored_whole(self, r, token):
+        self.assertEqual(r.code, 250, r)
+        body = bytes(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["body"])
+        self.assertTrue(body.endswith(message(token)), body[-300:])
+
+    def test_garbage(self):
+        r, token = self.deliver("garbage")
+        self.assert_stored_whole(r, token)
+        self.assertIn("filter failed", self.mxd.stderr())
+
+    def test_oversized_length(self):
+        r, token = self.deliver("oversized")
+        self.assert_stored_whole(r, token)
+
+    def test_close_mid_message(self):
+        r, token = self.deliver("close")
+        self.assert_stored_whole(r, token)
+        self.assertIn("connection closed by the filter", self.mxd.stderr())
+
+    def test_silence_does_not_stall_others(self):
+        self.bad.mode = "silence"
+        token = self.token()
+        c = self.mxd.client(timeout=15)
+        c.ehlo()
+        self.assertEqual(c.cmd("MAIL FROM:<a@sender.test>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.test>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(mxdtest.dot_stuff(message(token)) + b".\r\n")
+        # meanwhile another session, with a filter that behaves
+        self.bad.mode = "ok"
+        t0 = time.monotonic()
+        r2, token2 = self.deliver("ok")
+        self.assertLess(time.monotonic() - t0, 1.5)
+        self.assert_stored_whole(r2, token2)
+        r = c.reply(timeout=10)
+        c.close()
+        self.assert_stored_whole(r, token)
+        self.assertIn("timeout waiting for a reply", self.mxd.stderr())
+
+    def test_half_new_body_is_not_stored(self):
+        r, token = self.deliver("half-body")
+        self.assertEqual(r.code, 451, r)
+        self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, token), [])
+        self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, "half of a new"), [])
 
 
 def rspamd_path():

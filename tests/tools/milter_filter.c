@@ -16,8 +16,21 @@
  *   sleep            sleep -s SECONDS (default 5) at the end of message
  *   quarantine       quarantine with a reason
  *   chgheader        change the first Subject:, delete X-Drop:
+ *   modify           every header and envelope change at once: Subject:
+ *                    changed, X-Drop: deleted, the second X-Twice:
+ *                    changed, X-Inserted: inserted at index 1, X-Added:
+ *                    added at the end, recipients added (one with ESMTP
+ *                    arguments, one in a domain mxd does not serve) and
+ *                    del@example.test removed, the sender changed
+ *   replbody         replace the body with LF-ended lines
+ *   replbody-big     replace the body with -b OCTETS of "x" lines
+ *   replbody-die     send half a new body, then exit (a filter that dies)
+ *   slow             accept, sleeping -d MILLISECONDS on each body chunk
+ *   progress         sleep -s SECONDS at the end of message, sending
+ *                    PROGRESS every half second
  * The log (one line per callback: name and what it got, macros included)
  * lets a test see what the MTA sent. Runs until killed. */
+#define _DEFAULT_SOURCE /* usleep */
 #include <libmilter/mfapi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +40,8 @@
 static const char *mode = "accept";
 static FILE *log_file;
 static unsigned sleep_s = 5;
+static unsigned delay_ms;
+static size_t big_len = 1024 * 1024;
 
 static void
 logline(const char *what, const char *a, const char *b)
@@ -76,6 +91,8 @@ on_mail(SMFICTX *ctx, char **argv)
     logline("mail", argv[0], argv[1]);
     logmacro(ctx, "i");
     logmacro(ctx, "{mail_addr}");
+    logmacro(ctx, "{tls_version}");
+    logmacro(ctx, "{cipher}");
     if (strcmp(mode, "tempfail-mail") == 0)
         return SMFIS_TEMPFAIL;
     return SMFIS_CONTINUE;
@@ -117,7 +134,59 @@ on_body(SMFICTX *ctx, unsigned char *data, size_t len)
     (void)data;
     snprintf(n, sizeof(n), "%zu", len);
     logline("body", n, NULL);
+    if (delay_ms > 0)
+        usleep(delay_ms * 1000);
     return SMFIS_CONTINUE;
+}
+
+static void
+modify(SMFICTX *ctx)
+{
+    smfi_chgheader(ctx, "Subject", 1, "changed");
+    smfi_chgheader(ctx, "X-Drop", 1, NULL);
+    smfi_chgheader(ctx, "X-Twice", 2, "second changed");
+    smfi_insheader(ctx, 1, "X-Inserted", "at1");
+    smfi_addheader(ctx, "X-Added", "last");
+    smfi_addrcpt(ctx, "<added@example.test>");
+    smfi_addrcpt_par(ctx, "<par@example.test>", "NOTIFY=NEVER");
+    smfi_addrcpt(ctx, "<x@not-served.test>");
+    smfi_delrcpt(ctx, "<del@example.test>");
+    smfi_chgfrom(ctx, "<new@sender.test>", NULL);
+}
+
+static sfsistat
+replbody(SMFICTX *ctx)
+{
+    static char line[] =
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n";
+    char buf[65536];
+    size_t n = 0, total = 0;
+
+    if (strcmp(mode, "replbody") == 0) {
+        static char nb[] = "Replaced body\nline 2\r\n";
+
+        smfi_replacebody(ctx, (unsigned char *)nb, (int)sizeof(nb) - 1);
+        return SMFIS_ACCEPT;
+    }
+    /* replbody-big and replbody-die: big_len octets of lines */
+    while (total < big_len) {
+        size_t k = sizeof(line) - 1;
+
+        if (k > big_len - total)
+            k = big_len - total;
+        if (n + k > sizeof(buf)) {
+            smfi_replacebody(ctx, (unsigned char *)buf, (int)n);
+            n = 0;
+            if (strcmp(mode, "replbody-die") == 0 && total >= big_len / 2)
+                _exit(1);
+        }
+        memcpy(buf + n, line, k);
+        n += k;
+        total += k;
+    }
+    if (n > 0)
+        smfi_replacebody(ctx, (unsigned char *)buf, (int)n);
+    return SMFIS_ACCEPT;
 }
 
 static sfsistat
@@ -142,6 +211,16 @@ on_eom(SMFICTX *ctx)
         smfi_chgheader(ctx, "Subject", 1, "changed");
         smfi_chgheader(ctx, "X-Drop", 1, NULL);
     }
+    if (strcmp(mode, "modify") == 0)
+        modify(ctx);
+    if (strncmp(mode, "replbody", 8) == 0)
+        return replbody(ctx);
+    if (strcmp(mode, "progress") == 0) {
+        for (unsigned i = 0; i < sleep_s * 2; i++) {
+            usleep(500000);
+            smfi_progress(ctx);
+        }
+    }
     return SMFIS_ACCEPT;
 }
 
@@ -164,7 +243,8 @@ on_close(SMFICTX *ctx)
 static struct smfiDesc desc = {
     .xxfi_name = "mxd-test",
     .xxfi_version = SMFI_VERSION,
-    .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE,
+    .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE | SMFIF_CHGBODY | SMFIF_ADDRCPT |
+                  SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT | SMFIF_CHGFROM,
     .xxfi_connect = on_connect,
     .xxfi_helo = on_helo,
     .xxfi_envfrom = on_mail,
@@ -183,7 +263,7 @@ main(int argc, char **argv)
     const char *sock = NULL;
     int c;
 
-    while ((c = getopt(argc, argv, "p:m:l:s:")) != -1) {
+    while ((c = getopt(argc, argv, "p:m:l:s:d:b:")) != -1) {
         switch (c) {
         case 'p':
             sock = optarg;
@@ -196,6 +276,12 @@ main(int argc, char **argv)
             break;
         case 's':
             sleep_s = (unsigned)atoi(optarg);
+            break;
+        case 'd':
+            delay_ms = (unsigned)atoi(optarg);
+            break;
+        case 'b':
+            big_len = (size_t)atoll(optarg);
             break;
         default:
             return 2;
