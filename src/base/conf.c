@@ -849,28 +849,40 @@ conf_load(const char *path, struct conf **out, char **errors)
     return rc;
 }
 
+/* Frees the list fields of base (struct conf or a struct conf_domain):
+ * every key of section kind whose value is a list (set_list and the
+ * setters built on it), each item dropped. A new list key is freed here
+ * without a line of its own. */
+static void
+free_lists(void *base, bool domain)
+{
+    for (size_t i = 0; i < K_N; i++) {
+        const struct key *k = &keys[i];
+        const struct list_kind *lk = k->arg;
+        char *arr;
+        size_t n;
+
+        if ((k->set != set_list && k->set != set_primary) || (k->sect == SECT_DOMAIN) != domain)
+            continue;
+        memcpy(&arr, field(base, k->off), sizeof(arr));
+        memcpy(&n, field(base, k->noff), sizeof(n));
+        for (size_t j = 0; arr != NULL && lk->drop != NULL && j < n; j++)
+            lk->drop(arr + j * lk->elsize);
+        free(arr);
+    }
+}
+
 void
 conf_free(struct conf *conf)
 {
     if (conf == NULL || --conf->refs > 0)
         return;
-    for (size_t i = 0; i < conf->nlisten; i++)
-        conf__listen_free(&conf->listen[i]);
-    for (size_t i = 0; i < conf->ndns_servers; i++)
-        conf__endpoint_free(&conf->dns_servers[i]);
-    for (size_t i = 0; i < conf->ndnsbl_sites; i++)
-        conf__dnsbl_site_free(&conf->dnsbl_sites[i]);
-    for (size_t i = 0; i < conf->ndnsbl_reply_map; i++)
-        conf__dnsbl_map_free(&conf->dnsbl_reply_map[i]);
-    free(conf->dnsbl_sites);
-    free(conf->dnsbl_reply_map);
+    free_lists(conf, false);
     for (size_t i = 0; i < conf->ndomains; i++) {
         struct conf_domain *d = &conf->domains[i];
 
-        for (size_t j = 0; j < d->nprimary; j++)
-            conf__endpoint_free(&d->primary[j]);
+        free_lists(d, true);
         conf__endpoint_free(&d->lmtp);
-        free(d->primary);
         free(d->name);
         free(d->ca_file);
     }
@@ -879,12 +891,7 @@ conf_free(struct conf *conf)
     free(conf->path);
     free(conf->hostname);
     free(conf->user);
-    free(conf->listen);
     free(conf->database);
-    free(conf->dns_servers);
-    free(conf->etrn_clients);
-    free(conf->trusted_networks);
-    free(conf->proxy_networks);
     free(conf->control_socket);
     free(conf->tls_certificate);
     free(conf->tls_key);
