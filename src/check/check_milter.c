@@ -1,18 +1,24 @@
 /* check_milter: content filters over the milter protocol (Sendmail's,
  * Postfix's) as a check of the pipeline, last in the list: a filter sees
  * only what mxd's own checks accepted, and the content as it will be
- * stored. Owns, per connection, one milter connection per filter in
- * [server] milters (milter_net.c), opened at the connect stage as Postfix
- * does, and the stages' dialogue with them; the content (HEADER, EOH and
+ * stored. Owns, per connection, one milter connection per filter of the
+ * configuration (conf->milter_defs; milter_net.c), opened when a list
+ * first asks it (at connect for the [server] list, as Postfix does), and
+ * the stages' dialogue with them; the content (HEADER, EOH and
  * BODY commands, the withheld header) and the modifications are in
  * check_milter_content.c, the state both share in check_milter_impl.h.
  * Loop thread only.
  *
  * Stages: connect, HELO, MAIL, RCPT, DATA and the content, end of message;
  * ABORT when a transaction ends without one, QUIT when the connection
- * goes. Each stage asks the filters in order; the first that does not
- * continue decides. Replies: continue and accept (for the rest of the
- * connection at connect and HELO, of the transaction later) pass; reject,
+ * goes. Each stage asks the filters of a list in order; the first that
+ * does not continue decides. Lists: [server] milters at connect, HELO and
+ * MAIL; from RCPT on the recipients' domain's list while every recipient
+ * of the transaction shares it, else the [server] list (rcpt_list). A
+ * filter that joins late catches up first (next_step: connect, HELO, MAIL,
+ * the transaction's earlier recipients); a refusal then is sticky.
+ * Replies: continue and accept (for the rest of the connection at connect
+ * and HELO, of the transaction later) pass; reject,
  * tempfail and a reply code (its class checked, its text cleaned) refuse
  * the stage (a recipient alone at RCPT); discard drops the message after a
  * 250 (CHECK_DISCARD); a refusal during the content is the verdict at the
@@ -29,16 +35,16 @@
  * comes (check_rewind: spooled like any large body); a filter that fails
  * halfway through one makes the message 451, whatever the default action.
  *
- * A filter that cannot be reached, times out (milter_connect_timeout,
- * milter_command_timeout, milter_content_timeout for the end of message),
- * closes or breaks the protocol is closed and milter_default_action
- * answers for it from then on, for the rest of the connection. Memory is
+ * A filter that cannot be reached, times out (its connect_timeout,
+ * command_timeout, content_timeout for the end of message), closes or
+ * breaks the protocol is closed and its default_action answers for it from
+ * then on, for the rest of the connection. Memory is
  * bounded: the header (HEAD_MAX), one header field (64 KiB) and one body
  * chunk per connection; past BUSY_HIGH queued for a filter the session
  * stops feeding content (check_set_busy) until every filter is under
  * BUSY_LOW, so a slow filter slows its client instead of filling memory.
  * Every decision is logged with the queue id and counted
- * (mxd_milter_events_total{filter,event}). */
+ * (mxd_milter_events_total{filter,event}; mxd_milter_reply_seconds). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -56,14 +62,14 @@ static void run(struct mstate *ms);
 void
 check_milter__flush(struct mf *f)
 {
-    const struct conf *c = check_info(f->ms->cs)->conf;
+    const struct conf_milter *d = f->def;
 
     if (f->conn == NULL)
         return;
     milter_conn_flush(f->conn);
     if (milter_proto_awaiting(mf_proto(f)) || milter_proto_pending(mf_proto(f)) > 0)
-        milter_conn_deadline(f->conn, f->ms->ask == ASK_END ? c->milter_content_timeout_ms
-                                                            : c->milter_command_timeout_ms);
+        milter_conn_deadline(f->conn,
+                             f->ms->ask == ASK_END ? d->content_timeout_ms : d->command_timeout_ms);
     else
         milter_conn_deadline(f->conn, 0);
 }
@@ -76,11 +82,11 @@ check_milter__fail(struct mf *f, const char *why)
     char w[200];
 
     log_msg(LOG_WARN, ms_qid(ms), "milter", "filter failed filter=%s client=%s stage=%s reason=%s",
-            f->ep->text, check_info(ms->cs)->client.ip, ask_names[ms->ask],
+            f->def->name, check_info(ms->cs)->client.ip, ask_names[ms->ask],
             log_esc(w, sizeof(w), why, strlen(why)));
     mf_count(f, "error");
     f->dead = true;
-    if (ms->ask == ASK_END && &ms->f[ms->cur] == f)
+    if (ms->ask == ASK_END && ms_current(ms) == f)
         check_milter__mods_clear(ms); /* what it changed goes with it */
     if (ms->repl_by == f)             /* its new body is half there: the message cannot be stored */
         ms->body_broken = true;
@@ -88,6 +94,8 @@ check_milter__fail(struct mf *f, const char *why)
     f->conn = NULL;
     check_milter__update_busy(ms);
 }
+
+static void rcpt_passed(struct mstate *ms);
 
 /* The stage's answer; the next stage may be asked inside. */
 static void
@@ -100,6 +108,8 @@ answer(struct mstate *ms, enum check_action action, int code, const char *text)
         code = 451;
         text = "4.3.0 Error: a content filter failed while replacing the body, try again";
     }
+    if (ms->ask == ASK_RCPT && action == CHECK_ACCEPT)
+        rcpt_passed(ms);
     if (ms->ask == ASK_END && action == CHECK_ACCEPT && ms->head_state == HEAD_HELD) {
         struct check_edits *e = check_edits(ms->cs);
 
@@ -110,17 +120,17 @@ answer(struct mstate *ms, enum check_action action, int code, const char *text)
     check_answer(t, action, code, text);
 }
 
-/* milter_default_action for a filter that cannot answer. */
+/* The filter's default_action for a filter that cannot answer. */
 void
 check_milter__default(struct mf *f)
 {
     struct mstate *ms = f->ms;
-    const struct conf *c = check_info(ms->cs)->conf;
+    enum conf_milter_action a = f->def->default_action;
 
-    if (c->milter_default_action == CONF_MILTER_ACCEPT) {
+    if (a == CONF_MILTER_ACCEPT) {
         ms->cur++;
         run(ms);
-    } else if (c->milter_default_action == CONF_MILTER_TEMPFAIL) {
+    } else if (a == CONF_MILTER_TEMPFAIL) {
         answer(ms, CHECK_TEMPFAIL, 451, "4.7.1 Service unavailable - try again later");
     } else {
         answer(ms, CHECK_REJECT, 550, "5.7.1 Command rejected");
@@ -154,7 +164,7 @@ refusal(struct mstate *ms, const struct milter_event *ev, enum check_action *act
         snprintf(text, size, "%s", ev->b);
         return true;
     case MILTER_EV_DISCARD:
-        if (ms->ask == ASK_CONNECT || ms->ask == ASK_HELO)
+        if (ms->step == ASK_CONNECT || ms->step == ASK_HELO)
             return false; /* no message to discard yet: Postfix ignores it too */
         *action = CHECK_DISCARD;
         *code = 250;
@@ -175,9 +185,48 @@ log_reply(struct mf *f, const struct milter_event *ev, const char *stage)
     if (ev->type == MILTER_EV_CONTINUE || ev->type == MILTER_EV_PROGRESS)
         return;
     log_msg(LOG_INFO, ms_qid(ms), "milter", "filter=%s client=%s stage=%s action=%s%s%s",
-            f->ep->text, check_info(ms->cs)->client.ip, stage, milter_ev_name(ev->type),
+            f->def->name, check_info(ms->cs)->client.ip, stage, milter_ev_name(ev->type),
             ev->type == MILTER_EV_REPLYCODE ? " reply=" : "",
             ev->type == MILTER_EV_REPLYCODE ? log_esc(t, sizeof(t), ev->b, strlen(ev->b)) : "");
+}
+
+/* The reply to a step a filter catches up on (see next_step): continue
+ * goes on with its next step, accept skips it, a refusal answers the
+ * stage and every later one that asks this filter (sticky). */
+static void
+catchup_reply(struct mf *f, const struct milter_event *ev)
+{
+    struct mstate *ms = f->ms;
+    enum check_action action;
+    int code;
+    char text[CHECK_TEXT_MAX];
+
+    if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
+        if (action == CHECK_DISCARD) { /* the message goes at its end */
+            f->txn_done = true;
+            f->txn_action = CHECK_DISCARD;
+            f->txn_code = 250;
+            snprintf(f->txn_text, sizeof(f->txn_text), "%s", text);
+            ms->cur++;
+            run(ms);
+            return;
+        }
+        f->sticky = true;
+        f->sticky_conn = ms->step == ASK_CONNECT || ms->step == ASK_HELO;
+        f->sticky_action = action;
+        f->sticky_code = code;
+        snprintf(f->sticky_text, sizeof(f->sticky_text), "%s", text);
+        answer(ms, action, code, text);
+        return;
+    }
+    if (ev->type == MILTER_EV_ACCEPT) {
+        if (ms->step == ASK_CONNECT || ms->step == ASK_HELO)
+            f->conn_done = true;
+        else
+            f->txn_done = true;
+        ms->cur++;
+    }
+    run(ms);
 }
 
 /* The final reply to the stage's command. */
@@ -189,10 +238,15 @@ stage_reply(struct mf *f, const struct milter_event *ev)
     int code;
     char text[CHECK_TEXT_MAX];
 
-    log_reply(f, ev, ask_names[ms->ask]);
+    log_reply(f, ev, ask_names[ms->step]);
+    metrics_observe(METRICS_H_MILTER_SECONDS, (double)(uv_hrtime() - f->asked_ns) / 1e9);
     if (ev->type == MILTER_EV_CONNFAIL) {
         check_milter__fail(f, "the filter asked to fail the connection");
         check_milter__default(f);
+        return;
+    }
+    if (ms->step != ms->ask || ms->replay) {
+        catchup_reply(f, ev);
         return;
     }
     if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
@@ -265,7 +319,7 @@ on_input(void *arg)
 
     check_hold(cs);
     while (f->conn != NULL && (rc = milter_proto_next(mf_proto(f), &ev)) != 0) {
-        bool mine = ms->ask != ASK_NONE && &ms->f[ms->cur] == f;
+        bool mine = ms->ask != ASK_NONE && ms_current(ms) == f;
 
         if (rc < 0) {
             check_milter__fail(f, milter_proto_error(mf_proto(f)));
@@ -311,7 +365,7 @@ on_failed(void *arg, const char *why)
 {
     struct mf *f = arg;
     struct mstate *ms = f->ms;
-    bool mine = ms->ask != ASK_NONE && &ms->f[ms->cur] == f;
+    bool mine = ms->ask != ASK_NONE && ms_current(ms) == f;
 
     check_hold(ms->cs);
     check_milter__fail(f, why);
@@ -390,14 +444,18 @@ send_stage(struct mf *f)
     const char *tls_c = in->tls_version[0] != '\0' ? in->tls_cipher : NULL;
     int rc;
 
-    switch (ms->ask) {
+    mf_count(f, "call");
+    f->asked_ns = uv_hrtime();
+    switch (ms->step) {
     case ASK_CONNECT:
         ms->want = 'C';
+        f->seen_connect = true;
         return send_connect(f);
     case ASK_HELO: {
         struct milter_macro mac[] = {{"{tls_version}", tls_v}, {"{cipher}", tls_c}};
 
         ms->want = 'H';
+        f->seen_helo = true;
         rc = milter_proto_macros(mf_proto(f), MILTER_ST_HELO, mac, 2);
         return rc < 0 ? rc : milter_proto_helo(mf_proto(f), in->helo);
     }
@@ -414,15 +472,16 @@ send_stage(struct mf *f)
         return rc < 0 ? rc : milter_proto_mail(mf_proto(f), args, 1);
     }
     case ASK_RCPT: {
-        const struct conf_domain *d =
-            conf_domain_find(in->conf, ms->rcpt.domain_lc, strlen(ms->rcpt.domain_lc));
+        const char *box = ms->replay ? ms->accepted[f->nrcpt_seen].mailbox : ms->rcpt.mailbox;
+        const char *dom = ms->replay ? ms->accepted[f->nrcpt_seen].domain_lc : ms->rcpt.domain_lc;
+        const struct conf_domain *d = conf_domain_find(in->conf, dom, strlen(dom));
         const char *mailer = d == NULL ? "error" : d->mode == CONF_MODE_LOCAL ? "lmtp" : "smtp";
-        struct milter_macro mac[] = {{"{rcpt_addr}", ms->rcpt.mailbox},
-                                     {"{rcpt_host}", ms->rcpt.domain_lc},
-                                     {"{rcpt_mailer}", mailer}};
+        struct milter_macro mac[] = {
+            {"{rcpt_addr}", box}, {"{rcpt_host}", dom}, {"{rcpt_mailer}", mailer}};
 
         ms->want = 'R';
-        snprintf(path, sizeof(path), "<%s>", ms->rcpt.mailbox);
+        f->nrcpt_seen += ms->replay;
+        snprintf(path, sizeof(path), "<%s>", box);
         rc = milter_proto_macros(mf_proto(f), MILTER_ST_RCPT, mac, 3);
         return rc < 0 ? rc : milter_proto_rcpt(mf_proto(f), args, 1);
     }
@@ -440,41 +499,81 @@ send_stage(struct mf *f)
     return MXD_EINVAL;
 }
 
-/* Asks the filters from ms->cur on until one waits or decides. */
+/* What f is told next for the stage: what it missed first (a filter of a
+ * domain's list joins at RCPT: connect, HELO, MAIL, the transaction's
+ * earlier recipients), then the stage's own command. */
+static enum ask
+next_step(struct mstate *ms, struct mf *f, bool *replay)
+{
+    *replay = false;
+    if (!f->seen_connect)
+        return ASK_CONNECT;
+    if (ms->ask > ASK_HELO && !f->seen_helo && check_info(ms->cs)->helo[0] != '\0')
+        return ASK_HELO;
+    if (ms->ask > ASK_MAIL && !f->txn_started)
+        return ASK_MAIL;
+    if (ms->ask >= ASK_RCPT && f->nrcpt_seen < ms->naccepted) {
+        *replay = true;
+        return ASK_RCPT;
+    }
+    return ms->ask;
+}
+
+/* f is out of the stage: true when it answered it (a sticky refusal, the
+ * default action), else *skip says whether it passes without a word. */
+static bool
+settled(struct mstate *ms, struct mf *f, bool *skip)
+{
+    bool txn_stage = ms->ask >= ASK_MAIL;
+
+    *skip = false;
+    if (f->dead) {
+        check_milter__default(f);
+        return true;
+    }
+    if (f->sticky && (f->sticky_conn || txn_stage)) {
+        answer(ms, f->sticky_action, f->sticky_code, f->sticky_text);
+        return true;
+    }
+    if (f->conn_done || (txn_stage && f->txn_done && ms->ask != ASK_END)) {
+        *skip = true;
+    } else if (ms->ask == ASK_END && f->txn_done) {
+        if (f->txn_code != 0) {
+            answer(ms, f->txn_action, f->txn_code, f->txn_text);
+            return true;
+        }
+        *skip = true;
+    }
+    return false;
+}
+
+/* Asks the filters of ms->list from ms->cur on until one waits or decides. */
 static void
 run(struct mstate *ms)
 {
-    while (ms->ask != ASK_NONE && ms->cur < ms->n) {
-        struct mf *f = &ms->f[ms->cur];
-        bool txn_stage = ms->ask >= ASK_MAIL;
+    struct mf *f;
+
+    while ((f = ms_current(ms)) != NULL) {
+        bool skip;
         int rc;
 
-        if (f->dead) {
-            check_milter__default(f);
+        if (settled(ms, f, &skip))
             return;
-        }
-        if (f->conn_done || (txn_stage && f->txn_done && ms->ask != ASK_END)) {
-            ms->cur++;
-            continue;
-        }
-        if (ms->ask == ASK_END && f->txn_done) {
-            if (f->txn_code != 0) {
-                answer(ms, f->txn_action, f->txn_code, f->txn_text);
-                return;
-            }
+        if (skip) {
             ms->cur++;
             continue;
         }
         if (f->conn == NULL) {
             const struct check_info *in = check_info(ms->cs);
 
-            f->conn = milter_conn_open(in->env.loop, f->ep,
+            f->conn = milter_conn_open(in->env.loop, &f->def->socket,
                                        milter_proto_new(MILTER_ACT_ALL, MILTER_P_OFFER),
-                                       in->conf->milter_connect_timeout_ms, &conn_cbs, f);
+                                       f->def->connect_timeout_ms, &conn_cbs, f);
             return; /* on_input runs this again once negotiated */
         }
         if (!f->negotiated)
             return;
+        ms->step = next_step(ms, f, &ms->replay);
         rc = send_stage(f);
         if (rc < 0) {
             check_milter__fail(f, rc == MXD_ETOOBIG ? "command too long" : "cannot send");
@@ -484,39 +583,91 @@ run(struct mstate *ms)
         check_milter__flush(f);
         if (rc == MILTER_AWAIT)
             return;
-        ms->cur++;
+        if (ms->step == ms->ask && !ms->replay)
+            ms->cur++;
     }
     if (ms->ask != ASK_NONE)
         answer(ms, CHECK_ACCEPT, 0, "");
 }
 
 static void
-stage(struct mstate *ms, enum ask ask, struct check_ticket t)
+stage(struct mstate *ms, enum ask ask, const struct conf_milters *list, struct check_ticket t)
 {
     ms->ask = ask;
+    ms->list = list;
     ms->t = t;
     ms->cur = 0;
     run(ms);
 }
 
+/* Two lists with the same filters in the same order. */
+static bool
+same_list(const struct conf_milters *a, const struct conf_milters *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->v[i] != b->v[i])
+            return false;
+    return true;
+}
+
+/* The list a recipient is asked of: its domain's (or the global one) while
+ * the transaction's recipients so far are all of that list, else the
+ * global list. */
+static const struct conf_milters *
+rcpt_list(struct mstate *ms, const struct addr *rcpt)
+{
+    const struct conf *c = check_info(ms->cs)->conf;
+    const struct conf_domain *d = conf_domain_find(c, rcpt->domain_lc, strlen(rcpt->domain_lc));
+    const struct conf_milters *dl = d != NULL && d->milters_set ? &d->milters : &c->milters;
+
+    if (ms->txn_list == NULL || same_list(ms->txn_list, dl))
+        return dl;
+    return &c->milters;
+}
+
+/* A recipient passed every filter of ms->list: the list is the
+ * transaction's, and it is kept for filters that catch up later. */
+static void
+rcpt_passed(struct mstate *ms)
+{
+    ms->txn_list = ms->list;
+    if (!ms->per_domain)
+        return;
+    ms->accepted = xrealloc(ms->accepted, (ms->naccepted + 1) * sizeof(*ms->accepted));
+    ms->accepted[ms->naccepted].mailbox = xstrdup(ms->rcpt.mailbox);
+    ms->accepted[ms->naccepted].domain_lc = xstrdup(ms->rcpt.domain_lc);
+    ms->naccepted++;
+    for (size_t i = 0; i < ms->list->n; i++)
+        ms->f[ms->list->v[i]->index].nrcpt_seen = ms->naccepted;
+}
+
 /* ---- hooks ------------------------------------------------------------- */
+
+/* Before a recipient is known (connect, HELO, MAIL) the global list. */
+static const struct conf_milters *
+global_list(const struct mstate *ms)
+{
+    return &check_info(ms->cs)->conf->milters;
+}
 
 static void
 milter_connect(void *arg, struct check_ticket t)
 {
-    stage(arg, ASK_CONNECT, t);
+    stage(arg, ASK_CONNECT, global_list(arg), t);
 }
 
 static void
 milter_helo(void *arg, struct check_ticket t)
 {
-    stage(arg, ASK_HELO, t);
+    stage(arg, ASK_HELO, global_list(arg), t);
 }
 
 static void
 milter_mail(void *arg, struct check_ticket t)
 {
-    stage(arg, ASK_MAIL, t);
+    stage(arg, ASK_MAIL, global_list(arg), t);
 }
 
 static void
@@ -525,7 +676,7 @@ milter_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
     struct mstate *ms = arg;
 
     ms->rcpt = *rcpt;
-    stage(ms, ASK_RCPT, t);
+    stage(ms, ASK_RCPT, rcpt_list(ms, rcpt), t);
 }
 
 static void
@@ -534,7 +685,7 @@ milter_end(void *arg, struct check_ticket t)
     struct mstate *ms = arg;
 
     check_milter__content_end(ms);
-    stage(ms, ASK_END, t);
+    stage(ms, ASK_END, ms->txn_list != NULL ? ms->txn_list : global_list(ms), t);
 }
 
 static void
@@ -551,9 +702,19 @@ milter_reset(void *arg)
             else
                 check_milter__flush(f);
         }
-        f->txn_started = f->txn_done = f->eob_sent = false;
+        f->txn_started = f->txn_done = f->eob_sent = f->in_txn = false;
         f->txn_code = 0;
+        f->nrcpt_seen = 0;
+        f->sticky = f->sticky && f->sticky_conn;
     }
+    for (size_t i = 0; i < ms->naccepted; i++) {
+        free(ms->accepted[i].mailbox);
+        free(ms->accepted[i].domain_lc);
+    }
+    free(ms->accepted);
+    ms->accepted = NULL;
+    ms->naccepted = 0;
+    ms->txn_list = NULL;
     check_milter__txn_clear(ms);
     check_milter__update_busy(ms);
 }
@@ -567,12 +728,14 @@ milter_start(struct check_session *cs)
     /* with no filters too: the content passes through milter_filter */
     ms = xcalloc(1, sizeof(*ms));
     ms->cs = cs;
-    ms->n = c->nmilters;
+    ms->n = c->nmilter_defs;
     ms->f = xcalloc(ms->n, sizeof(*ms->f));
     for (size_t i = 0; i < ms->n; i++) {
         ms->f[i].ms = ms;
-        ms->f[i].ep = &c->milters[i];
+        ms->f[i].def = &c->milter_defs[i];
     }
+    for (size_t i = 0; i < c->ndomains; i++)
+        ms->per_domain = ms->per_domain || c->domains[i].milters_set;
     return ms;
 }
 
@@ -583,6 +746,11 @@ milter_stop(void *arg)
 
     for (size_t i = 0; i < ms->n; i++)
         milter_conn_close(ms->f[i].conn, true);
+    for (size_t i = 0; i < ms->naccepted; i++) {
+        free(ms->accepted[i].mailbox);
+        free(ms->accepted[i].domain_lc);
+    }
+    free(ms->accepted);
     check_milter__txn_clear(ms);
     free(ms->f);
     free(ms);

@@ -33,7 +33,7 @@ log_mod(struct mf *f, const char *what, const char *detail)
 {
     char d[300];
 
-    log_msg(LOG_INFO, ms_qid(f->ms), "milter", "filter=%s %s %s", f->ep->text, what,
+    log_msg(LOG_INFO, ms_qid(f->ms), "milter", "filter=%s %s %s", f->def->name, what,
             log_esc(d, sizeof(d), detail, strlen(detail)));
 }
 
@@ -41,7 +41,7 @@ static void
 ignored(struct mf *f, const struct milter_event *ev, const char *why)
 {
     mf_count(f, "ignored");
-    log_msg(LOG_WARN, ms_qid(f->ms), "milter", "filter=%s ignored=%s reason=%s", f->ep->text,
+    log_msg(LOG_WARN, ms_qid(f->ms), "milter", "filter=%s ignored=%s reason=%s", f->def->name,
             milter_ev_name(ev->type), why);
 }
 
@@ -120,7 +120,7 @@ edit_other(struct mf *f, const struct mod *m)
         reason[n++] = (unsigned char)*p < ' ' || *p == 127 ? ' ' : *p;
     reason[n] = '\0';
     free(e->quarantine);
-    e->quarantine = xasprintf("quarantined by %s: %s", f->ep->text, reason);
+    e->quarantine = xasprintf("quarantined by %s: %s", f->def->name, reason);
     log_mod(f, "quarantine", reason);
 }
 
@@ -184,7 +184,7 @@ replace_body(struct mf *f, const struct milter_event *ev)
         ms->crlf = (struct milter_crlf){false};
         check_emit(ms->out, "\r\n", 2);
         mf_count(f, "replace_body");
-        log_msg(LOG_INFO, ms_qid(ms), "milter", "filter=%s replace_body", f->ep->text);
+        log_msg(LOG_INFO, ms_qid(ms), "milter", "filter=%s replace_body", f->def->name);
     }
     n = milter_crlf(&ms->crlf, ev->data, ev->len, ms->repl_buf);
     check_emit(ms->out, ms->repl_buf, n);
@@ -200,7 +200,7 @@ check_milter__modification(struct mf *f, const struct milter_event *ev)
     size_t size;
     struct mod *m;
 
-    if (ms->ask != ASK_END || &ms->f[ms->cur] != f) {
+    if (ms->ask != ASK_END || ms_current(ms) != f) {
         check_milter__fail(f, "modification out of place");
         return;
     }
@@ -234,7 +234,7 @@ static bool
 in_content(const struct mf *f)
 {
     return f->conn != NULL && f->negotiated && !f->dead && !f->conn_done && !f->txn_done &&
-           f->txn_started;
+           f->txn_started && f->in_txn;
 }
 
 /* Back-pressure: tells the pipeline whether a filter is too far behind. */
@@ -433,8 +433,12 @@ check_milter__data(void *arg, struct check_stream out)
     const struct check_info *in = check_info(ms->cs);
     struct milter_macro mac[] = {{"i", in->qid}};
 
+    const struct conf_milters *l = ms->txn_list != NULL ? ms->txn_list : &in->conf->milters;
+
     ms->out = out;
     ms->content = false;
+    for (size_t i = 0; i < l->n; i++) /* only the transaction's filters read the content */
+        ms->f[l->v[i]->index].in_txn = true;
     for (size_t i = 0; i < ms->n; i++) {
         struct mf *f = &ms->f[i];
 

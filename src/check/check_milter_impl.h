@@ -42,12 +42,26 @@ enum ask { ASK_NONE, ASK_CONNECT, ASK_HELO, ASK_MAIL, ASK_RCPT, ASK_END };
 
 struct mstate;
 
-/* One filter for one connection. */
+/* One filter for one connection: every filter of the configuration
+ * (conf->milter_defs) has one, opened when a list asks it first. */
 struct mf {
     struct mstate *ms;
-    const struct conf_endpoint *ep;
+    const struct conf_milter *def;
     struct milter_conn *conn; /* NULL before connect, and once failed */
     bool negotiated;
+    /* what it was told: a filter that joins later (a domain's list) is
+     * told connect, HELO, MAIL and the transaction's earlier recipients
+     * first (catching up) */
+    bool seen_connect, seen_helo;
+    size_t nrcpt_seen; /* of ms->accepted */
+    bool in_txn;       /* in the transaction's list at DATA: it reads the content */
+    uint64_t asked_ns; /* the current step's command went (uv_hrtime) */
+    /* a refusal it gave while catching up (at connect or HELO: for the
+     * connection; else for the transaction), for every later stage */
+    bool sticky, sticky_conn;
+    enum check_action sticky_action;
+    int sticky_code;
+    char sticky_text[CHECK_TEXT_MAX];
     bool dead;      /* failed: the default action answers for it */
     bool conn_done; /* accepted the connection: not asked again */
     bool txn_started, txn_done, eob_sent;
@@ -57,16 +71,31 @@ struct mf {
     char txn_text[CHECK_TEXT_MAX];
 };
 
+/* A recipient the filters passed, for those that catch up later. */
+struct mrcpt {
+    char *mailbox;
+    char *domain_lc;
+};
+
 struct mstate {
     struct check_session *cs;
-    struct mf *f;
+    struct mf *f; /* by conf_milter.index */
     size_t n;
-    /* the stage being asked */
+    /* the stage being asked, of the filters in list (ms->cur its index) */
     enum ask ask;
+    const struct conf_milters *list;
     struct check_ticket t;
     size_t cur;
-    char want; /* the command whose reply ends the current filter's turn */
+    enum ask step; /* the command the current filter is told: ask, or a step it catches up */
+    bool replay;   /* step RCPT: an earlier recipient (ms->accepted) */
+    char want;     /* the command whose reply ends the current filter's turn */
     struct addr rcpt;
+    /* the transaction: its list (NULL before a recipient passed) and
+     * recipients (kept only when a domain has its own list) */
+    bool per_domain;
+    const struct conf_milters *txn_list;
+    struct mrcpt *accepted;
+    size_t naccepted;
     /* the content */
     bool content, in_body, line_start, eoh_cr;
     struct check_stream out;
@@ -101,7 +130,16 @@ ms_qid(const struct mstate *ms)
 static inline void
 mf_count(const struct mf *f, const char *event)
 {
-    metrics_count(METRICS_F_MILTER, f->ep->text, event);
+    metrics_count(METRICS_F_MILTER, f->def->name, event);
+}
+
+/* The filter asked now, or NULL. */
+static inline struct mf *
+ms_current(struct mstate *ms)
+{
+    if (ms->ask == ASK_NONE || ms->list == NULL || ms->cur >= ms->list->n)
+        return NULL;
+    return &ms->f[ms->list->v[ms->cur]->index];
 }
 
 static inline struct milter_proto *
