@@ -36,9 +36,10 @@
 
 #define CONF_MAX_FILE (1024 * 1024) /* a bigger config file is a mistake */
 
-/* Section names; SECT_DOMAIN is "[domain NAME]". */
+/* Section names; SECT_DOMAIN is "[domain NAME]", SECT_MILTER "[milter NAME]". */
 #define CONF_SECTS(X)                                                                              \
-    X(SERVER, "server") X(TLS, "tls") X(QUEUE, "queue") X(AUTH, "auth") X(DOMAIN, "domain")
+    X(SERVER, "server")                                                                            \
+    X(TLS, "tls") X(QUEUE, "queue") X(AUTH, "auth") X(DOMAIN, "domain") X(MILTER, "milter")
 #define SECT_ENUM(id, name) SECT_##id,
 #define SECT_NAME(id, name) [SECT_##id] = name,
 
@@ -51,6 +52,7 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
  */
 #define S(f) offsetof(struct conf, f)
 #define D(f) offsetof(struct conf_domain, f)
+#define M(f) offsetof(struct conf_milter, f)
 #define CONF_KEYS(X)                                                                               \
     X(HOSTNAME, SECT_SERVER, "hostname", set_host, S(hostname), .required = true)                  \
     X(USER, SECT_SERVER, "user", set_str, S(user))                                                 \
@@ -130,7 +132,7 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(FCRDNS, SECT_SERVER, "fcrdns", set_bool, S(fcrdns), .def = "off")                            \
     X(FCRDNS_WEIGHT, SECT_SERVER, "fcrdns_weight", set_int, S(fcrdns_weight), .def = "0",          \
       .arg = &r_weight)                                                                            \
-    X(MILTERS, SECT_SERVER, "milters", set_list, S(milters), S(nmilters), .arg = &l_milter)        \
+    X(MILTERS, SECT_SERVER, "milters", set_milters, 0)                                             \
     X(MILTER_DEFAULT_ACTION, SECT_SERVER, "milter_default_action", set_enum,                       \
       S(milter_default_action), .def = "tempfail", .arg = "accept|tempfail|reject")                \
     X(MILTER_CONNECT_TIMEOUT, SECT_SERVER, "milter_connect_timeout", set_time,                     \
@@ -168,7 +170,17 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(D_TLS, SECT_DOMAIN, "tls", set_enum, D(tls), .def = "opportunistic",                         \
       .arg = "opportunistic|required|verify")                                                      \
     X(D_CA_FILE, SECT_DOMAIN, "ca_file", set_str, D(ca_file))                                      \
-    X(D_GREYLIST, SECT_DOMAIN, "greylist", set_bool, D(greylist), .def = "off")
+    X(D_GREYLIST, SECT_DOMAIN, "greylist", set_bool, D(greylist), .def = "off")                    \
+    X(D_MILTERS, SECT_DOMAIN, "milters", set_milters, 0)                                           \
+    X(M_SOCKET, SECT_MILTER, "socket", set_milter_socket, M(socket))                               \
+    X(M_CONNECT_TIMEOUT, SECT_MILTER, "connect_timeout", set_time, M(connect_timeout_ms),          \
+      .arg = &in_ms)                                                                               \
+    X(M_COMMAND_TIMEOUT, SECT_MILTER, "command_timeout", set_time, M(command_timeout_ms),          \
+      .arg = &in_ms)                                                                               \
+    X(M_CONTENT_TIMEOUT, SECT_MILTER, "content_timeout", set_time, M(content_timeout_ms),          \
+      .arg = &in_ms)                                                                               \
+    X(M_DEFAULT_ACTION, SECT_MILTER, "default_action", set_enum, M(default_action),                \
+      .arg = "accept|tempfail|reject")
 #define KEY_ENUM(id, ...) K_##id,
 /* .sect names the first field so that clang sees a designated initialiser. */
 #define KEY_INIT(id, ...) [K_##id] = {.sect = __VA_ARGS__},
@@ -191,10 +203,12 @@ struct key {
     bool required;
 };
 
-/* Per key, the line that set it: 0 unset, < 0 when its value was bad. */
+/* Per key, the line that set it: 0 unset, < 0 when its value was bad.
+ * For a [domain NAME] or [milter NAME] section. */
 struct dominfo {
     int header;
     int seen[K_N];
+    char *milters; /* the milters value as written, resolved at the end */
 };
 
 struct parse {
@@ -205,10 +219,14 @@ struct parse {
     int line; /* the line inih is on */
     enum sect sect;
     size_t dom; /* conf->domains index in SECT_DOMAIN */
+    size_t mil; /* conf->milter_defs index in SECT_MILTER */
     int sect_line[SECT_N];
     int seen[K_N]; /* keys outside [domain] */
     struct dominfo *dinfo;
-    char *err; /* "FILE:LINE: message\n" lines */
+    struct dominfo *minfo; /* per [milter NAME] section */
+    size_t nsections;      /* [milter NAME] sections (the first of conf->milter_defs) */
+    char *milters;         /* [server] milters as written */
+    char *err;             /* "FILE:LINE: message\n" lines */
     size_t nerr;
 };
 
@@ -264,9 +282,6 @@ struct int_range {
 static const struct int_range r_dnsbl_threshold = {1, 1000000};
 static const struct int_range r_dnsbl_allow = {-1000000, -1};
 static const struct int_range r_weight = {-100000, 100000};
-
-static const struct list_kind l_milter = {sizeof(struct conf_endpoint), conf__parse_milter,
-                                          conf__endpoint_free, NULL};
 
 _Static_assert(sizeof(enum conf_auth) == sizeof(int) && sizeof(enum conf_mode) == sizeof(int) &&
                    sizeof(enum conf_rcpts) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int) &&
@@ -471,12 +486,69 @@ set_primary(struct parse *p, const struct key *k, void *base, const char *value)
     return set_list(p, k, base, value);
 }
 
+/* A milters list, kept as written: the sections it names may come later
+ * in the file (resolve_milters). */
+static int
+set_milters(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    char **raw = p->sect == SECT_DOMAIN ? &p->dinfo[p->dom].milters : &p->milters;
+
+    (void)k;
+    (void)base;
+    *raw = xstrdup(value);
+    return 0;
+}
+
+static int
+set_milter_socket(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    const char *why = NULL;
+
+    if (conf__parse_milter(value, NULL, field(base, k->off), &why) < 0)
+        return bad(p, k, value, why);
+    return 0;
+}
+
 static const struct key keys[K_N] = {CONF_KEYS(KEY_INIT)};
 
 static int *
 key_seen(struct parse *p)
 {
+    if (p->sect == SECT_MILTER)
+        return p->minfo[p->mil].seen;
     return p->sect == SECT_DOMAIN ? p->dinfo[p->dom].seen : p->seen;
+}
+
+/* "[milter NAME]": a new filter; its keys default to the [server] milter_*
+ * values (check_milters). */
+static void
+begin_milter(struct parse *p, const char *name)
+{
+    struct conf *c = p->conf;
+
+    if (!conf__is_milter_name(name)) {
+        perr(p, p->line,
+             *name ? "bad filter name in [milter %s] (letters, digits, '-', '_', '.')"
+                   : "missing NAME in [milter%s]",
+             name);
+        return;
+    }
+    for (size_t i = 0; i < p->nsections; i++) {
+        if (ascii_casecmp(c->milter_defs[i].name, name) == 0) {
+            perr(p, p->line, "duplicate [milter %s] (first at line %d)", name, p->minfo[i].header);
+            return;
+        }
+    }
+    c->milter_defs = xrealloc(c->milter_defs, (p->nsections + 1) * sizeof(*c->milter_defs));
+    p->minfo = xrealloc(p->minfo, (p->nsections + 1) * sizeof(*p->minfo));
+    memset(&c->milter_defs[p->nsections], 0, sizeof(*c->milter_defs));
+    memset(&p->minfo[p->nsections], 0, sizeof(*p->minfo));
+    c->milter_defs[p->nsections].name = xstrdup(name);
+    c->milter_defs[p->nsections].index = p->nsections;
+    p->minfo[p->nsections].header = p->line;
+    p->mil = p->nsections++;
+    c->nmilter_defs = p->nsections;
+    p->sect = SECT_MILTER;
 }
 
 /* "[domain NAME]": NAME becomes a new, lower-cased domain entry. */
@@ -530,6 +602,10 @@ begin_section(struct parse *p, const char *s, size_t n)
     name = conf__trim(buf);
     if (strncmp(name, "domain", 6) == 0 && (name[6] == '\0' || conf__is_space(name[6]))) {
         begin_domain(p, conf__trim(name + 6));
+        return;
+    }
+    if (strncmp(name, "milter", 6) == 0 && (name[6] == '\0' || conf__is_space(name[6]))) {
+        begin_milter(p, conf__trim(name + 6));
         return;
     }
     for (int k = SECT_SERVER; k < SECT_DOMAIN; k++) {
@@ -631,7 +707,9 @@ conf_handler(void *user, const char *section, const char *name, const char *valu
         perr(p, p->line, "%s: empty value", name);
         *seen = -p->line;
     } else {
-        void *base = p->sect == SECT_DOMAIN ? (void *)&p->conf->domains[p->dom] : p->conf;
+        void *base = p->sect == SECT_DOMAIN   ? (void *)&p->conf->domains[p->dom]
+                     : p->sect == SECT_MILTER ? (void *)&p->conf->milter_defs[p->mil]
+                                              : p->conf;
 
         *seen = k->set(p, k, base, value) == 0 ? p->line : -p->line;
     }
@@ -741,6 +819,102 @@ check_dnsbl(struct parse *p)
         perr(p, l[K_FCRDNS_WEIGHT], "fcrdns_weight: needs fcrdns = on");
 }
 
+/* One milters list (raw, set at line) into the indexes of its filters:
+ * names and sockets, or `none` alone; *n of them. Caller frees. */
+static size_t *
+resolve_milters(struct parse *p, const char *raw, int line, size_t *n, bool *used)
+{
+    size_t cap = 1, *ix, len;
+    char *item;
+
+    for (const char *c = raw; *c != '\0'; c++)
+        cap += *c == ',';
+    ix = xcalloc(cap, sizeof(*ix));
+    *n = 0;
+    for (const char *c = raw;; c += len + 1) {
+        const char *why = NULL, *t;
+        size_t k, j;
+
+        len = strcspn(c, ",");
+        item = xstrndup(c, len);
+        t = conf__trim(item);
+        if (*t == '\0') {
+            perr(p, line, "milters: empty item");
+        } else if (strcmp(t, "none") == 0) {
+            if (strchr(raw, ',') != NULL)
+                perr(p, line, "milters: 'none' must be alone");
+        } else if (conf__milter_item(p->conf, p->nsections, t, &k, &why) < 0) {
+            perr(p, line, "milters: %s (got '%s')", why, t);
+        } else {
+            for (j = 0; j < *n && ix[j] != k; j++)
+                ;
+            if (j < *n) {
+                perr(p, line, "milters: '%s' is named twice", t);
+            } else {
+                if (k < p->nsections)
+                    used[k] = true;
+                ix[(*n)++] = k;
+            }
+        }
+        free(item);
+        if (c[len] == '\0')
+            break;
+    }
+    return ix;
+}
+
+/* [milter NAME] sections take the [server] milter_* values for what they
+ * do not set, need a socket and a list that names them; the lists become
+ * pointers into conf->milter_defs once it is whole. */
+static void
+check_milters(struct parse *p)
+{
+    struct conf *c = p->conf;
+    bool *used = xcalloc(p->nsections + 1, sizeof(*used));
+    size_t n, *gix, **dix = xcalloc(c->ndomains + 1, sizeof(*dix)), *dn;
+
+    dn = xcalloc(c->ndomains + 1, sizeof(*dn));
+    for (size_t i = 0; i < p->nsections; i++) {
+        struct conf_milter *m = &c->milter_defs[i];
+        const int *l = p->minfo[i].seen;
+
+        if (l[K_M_CONNECT_TIMEOUT] == 0)
+            m->connect_timeout_ms = c->milter_connect_timeout_ms;
+        if (l[K_M_COMMAND_TIMEOUT] == 0)
+            m->command_timeout_ms = c->milter_command_timeout_ms;
+        if (l[K_M_CONTENT_TIMEOUT] == 0)
+            m->content_timeout_ms = c->milter_content_timeout_ms;
+        if (l[K_M_DEFAULT_ACTION] == 0)
+            m->default_action = c->milter_default_action;
+        if (l[K_M_SOCKET] == 0)
+            perr(p, p->minfo[i].header, "[milter %s]: missing socket", m->name);
+    }
+    gix =
+        resolve_milters(p, p->milters != NULL ? p->milters : "none", p->seen[K_MILTERS], &n, used);
+    for (size_t d = 0; d < c->ndomains; d++) {
+        const struct dominfo *di = &p->dinfo[d];
+
+        c->domains[d].milters_set = di->seen[K_D_MILTERS] > 0;
+        if (di->milters != NULL)
+            dix[d] = resolve_milters(p, di->milters, di->seen[K_D_MILTERS], &dn[d], used);
+    }
+    for (size_t i = 0; i < p->nsections; i++)
+        if (!used[i])
+            perr(p, p->minfo[i].header,
+                 "[milter %s]: no milters list names it (comment it out to disable it)",
+                 c->milter_defs[i].name);
+    conf__milter_list_finish(c, &c->milters, gix, n);
+    for (size_t d = 0; d < c->ndomains; d++) {
+        if (dix[d] != NULL)
+            conf__milter_list_finish(c, &c->domains[d].milters, dix[d], dn[d]);
+        free(dix[d]);
+    }
+    free(gix);
+    free(dix);
+    free(dn);
+    free(used);
+}
+
 /* After the last line: defaults, required keys, rules across keys. */
 static void
 check_conf(struct parse *p)
@@ -770,6 +944,7 @@ check_conf(struct parse *p)
              "greylist_window: must be longer than greylist_delay");
     for (size_t i = 0; i < c->ndomains; i++)
         check_domain(p, &c->domains[i], &p->dinfo[i]);
+    check_milters(p);
 }
 
 static int
@@ -787,7 +962,11 @@ parse_text(const char *text, size_t len, const char *name, struct conf **out, ch
     if (rc > 0 && p.nerr == 0)
         perr(&p, rc, "syntax error"); /* conf_reader should have caught it */
     check_conf(&p);
+    for (size_t i = 0; i < p.conf->ndomains; i++)
+        free(p.dinfo[i].milters);
     free(p.dinfo);
+    free(p.minfo);
+    free(p.milters);
     if (p.nerr > 0) {
         conf_free(p.conf);
         *errors = p.err;
@@ -883,9 +1062,14 @@ conf_free(struct conf *conf)
 
         free_lists(d, true);
         conf__endpoint_free(&d->lmtp);
+        free(d->milters.v);
         free(d->name);
         free(d->ca_file);
     }
+    for (size_t i = 0; i < conf->nmilter_defs; i++)
+        conf__milter_free(&conf->milter_defs[i]);
+    free(conf->milter_defs);
+    free(conf->milters.v);
     conf__endpoint_free(&conf->metrics_listen);
     conf__endpoint_free(&conf->bounce_relay);
     free(conf->path);

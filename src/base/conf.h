@@ -66,6 +66,25 @@ struct conf_dnsbl_map {
     char *display; /* the public name to show instead */
 };
 
+/* A content filter: a [milter NAME] section, or a socket written in a
+ * milters list (an inline entry, with the [server] milter_* values). */
+struct conf_milter {
+    char *name; /* the section's NAME, or the socket as written: logs and metrics */
+    struct conf_endpoint socket; /* inet:IP:port, inet6:[IP]:port, unix:/path */
+    uint64_t connect_timeout_ms;
+    uint64_t command_timeout_ms;
+    uint64_t content_timeout_ms;
+    enum conf_milter_action default_action; /* when it is down or misbehaves */
+    size_t index;                           /* in conf->milter_defs */
+    bool is_inline;
+};
+
+/* A milters list: the filters in the order they are asked. */
+struct conf_milters {
+    const struct conf_milter **v;
+    size_t n;
+};
+
 struct conf_domain {
     char *name; /* lower case ASCII */
     enum conf_mode mode;
@@ -79,6 +98,10 @@ struct conf_domain {
     enum conf_tls tls;   /* default opportunistic */
     char *ca_file;
     bool greylist; /* greylist = on: unknown (client, sender, recipient) triplets get 451 */
+    /* milters = ...: this domain's filters for a transaction whose
+     * recipients are all in it (milters_set: the key is there) */
+    struct conf_milters milters;
+    bool milters_set;
 };
 
 struct conf {
@@ -136,9 +159,14 @@ struct conf {
     uint64_t dnsbl_timeout_ms; /* the lookups' budget, from the connection's start */
     bool fcrdns;               /* look up the client's forward-confirmed reverse name */
     int fcrdns_weight;         /* added to the score when the name is not confirmed */
-    /* content filters (milter protocol), asked in order for every session */
-    struct conf_endpoint *milters; /* inet:IP:port, inet6:[IP]:port, unix:/path */
-    size_t nmilters;
+    /* content filters (milter protocol): the global list (connect, HELO,
+     * MAIL, and transactions that no single domain's list covers) */
+    struct conf_milters milters;
+    /* every filter a list names, [milter NAME] sections first (in file
+     * order), then the inline entries */
+    struct conf_milter *milter_defs;
+    size_t nmilter_defs;
+    /* the defaults of every filter (a [milter NAME] section may override) */
     enum conf_milter_action milter_default_action;
     uint64_t milter_connect_timeout_ms; /* Postfix's names and defaults */
     uint64_t milter_command_timeout_ms;

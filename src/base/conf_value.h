@@ -52,6 +52,20 @@ int conf__parse_dnsbl_map(const char *s, const void *arg, void *out, const char 
 void conf__dnsbl_site_free(void *item);
 void conf__dnsbl_map_free(void *item);
 
+/* Content filters (conf_milter.c). A [milter NAME] section's NAME:
+ * letters, digits, '-', '_', '.', at most 64 octets, not "none". */
+bool conf__is_milter_name(const char *s);
+/* One milters list item: a section's name (among the first nsections of
+ * c->milter_defs, any case) or a socket, appended to c->milter_defs as an
+ * inline entry with the [server] milter_* values unless the same text is
+ * there. *index: its place in c->milter_defs. 0, or MXD_EINVAL with *why. */
+int conf__milter_item(struct conf *c, size_t nsections, const char *item, size_t *index,
+                      const char **why) MXD_WUR;
+/* l = the entries at ix[0..n), once c->milter_defs no longer moves. */
+void conf__milter_list_finish(const struct conf *c, struct conf_milters *l, const size_t *ix,
+                              size_t n);
+void conf__milter_free(struct conf_milter *m);
+
 /* Free what a struct conf_endpoint or conf_listen item holds, not the item. */
 void conf__endpoint_free(void *item);
 void conf__listen_free(void *item);

@@ -78,7 +78,11 @@ enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
     X(DNS_SECONDS, "mxd_dns_lookup_seconds", "Time from a DNS query to its answer or timeout",     \
       1000000, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)              \
     X(SPF_SECONDS, "mxd_spf_check_seconds", "Whole SPF checks, all their DNS queries included",    \
-      1000000, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+      1000000, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)                              \
+    X(MILTER_SECONDS, "mxd_milter_reply_seconds",                                                  \
+      "Time from a stage's command (connect, HELO, MAIL, RCPT, end of message) to a content "      \
+      "filter's final reply, all filters",                                                         \
+      1000000, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
 #define METRICS_H_ENUM(id, ...) METRICS_H_##id,
 enum metrics_histogram { METRICS_HISTOGRAMS(METRICS_H_ENUM) METRICS_NHISTOGRAMS };
 #undef METRICS_H_ENUM

@@ -1,17 +1,24 @@
 /* check_milter: content filters over the milter protocol (Sendmail's,
  * Postfix's) as a check of the pipeline, last in the list: a filter sees
  * only what mxd's own checks accepted, and the content as it will be
- * stored. Owns, per connection, one milter connection per filter in
- * [server] milters (milter_net.c), opened at the connect stage as Postfix
- * does, and the header/body parser that turns the content stream into
- * HEADER, EOH and BODY commands (chunks of at most 65,535 octets). Loop
- * thread only.
+ * stored. Owns, per connection, one milter connection per filter of the
+ * configuration (conf->milter_defs; milter_net.c), opened when a list
+ * first asks it (at connect for the [server] list, as Postfix does), and
+ * the stages' dialogue with them; the content (HEADER, EOH and
+ * BODY commands, the withheld header) and the modifications are in
+ * check_milter_content.c, the state both share in check_milter_impl.h.
+ * Loop thread only.
  *
  * Stages: connect, HELO, MAIL, RCPT, DATA and the content, end of message;
  * ABORT when a transaction ends without one, QUIT when the connection
- * goes. Each stage asks the filters in order; the first that does not
- * continue decides. Replies: continue and accept (for the rest of the
- * connection at connect and HELO, of the transaction later) pass; reject,
+ * goes. Each stage asks the filters of a list in order; the first that
+ * does not continue decides. Lists: [server] milters at connect, HELO and
+ * MAIL; from RCPT on the recipients' domain's list while every recipient
+ * of the transaction shares it, else the [server] list (rcpt_list). A
+ * filter that joins late catches up first (next_step: connect, HELO, MAIL,
+ * the transaction's earlier recipients); a refusal then is sticky.
+ * Replies: continue and accept (for the rest of the connection at connect
+ * and HELO, of the transaction later) pass; reject,
  * tempfail and a reply code (its class checked, its text cleaned) refuse
  * the stage (a recipient alone at RCPT); discard drops the message after a
  * 250 (CHECK_DISCARD); a refusal during the content is the verdict at the
@@ -28,16 +35,16 @@
  * comes (check_rewind: spooled like any large body); a filter that fails
  * halfway through one makes the message 451, whatever the default action.
  *
- * A filter that cannot be reached, times out (milter_connect_timeout,
- * milter_command_timeout, milter_content_timeout for the end of message),
- * closes or breaks the protocol is closed and milter_default_action
- * answers for it from then on, for the rest of the connection. Memory is
+ * A filter that cannot be reached, times out (its connect_timeout,
+ * command_timeout, content_timeout for the end of message), closes or
+ * breaks the protocol is closed and its default_action answers for it from
+ * then on, for the rest of the connection. Memory is
  * bounded: the header (HEAD_MAX), one header field (64 KiB) and one body
  * chunk per connection; past BUSY_HIGH queued for a filter the session
  * stops feeding content (check_set_busy) until every filter is under
  * BUSY_LOW, so a slow filter slows its client instead of filling memory.
  * Every decision is logged with the queue id and counted
- * (mxd_milter_events_total{filter,event}). */
+ * (mxd_milter_events_total{filter,event}; mxd_milter_reply_seconds). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -45,160 +52,50 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "base/metrics.h"
-#include "check/check_impl.h"
-#include "check/milter_edit.h"
-#include "check/milter_net.h"
+#include "check/check_milter_impl.h"
 
-#define HDR_MAX 65000u /* a header field handed to a filter: name and value fit MILTER_DATA_MAX */
-/* The message's header is withheld from the store while filters read it,
- * so that their edits apply to it; past this it passes unedited. */
-#define HEAD_MAX (1024u * 1024u)
-/* Modifications a filter sends before its final reply, kept until it:
- * past this the filter misbehaves. */
-#define MODS_MAX (1024u * 1024u)
-/* Back-pressure: past BUSY_HIGH octets queued for a filter the session
- * stops feeding content, and goes on once every filter is under BUSY_LOW. */
-#define BUSY_HIGH (256u * 1024u)
-#define BUSY_LOW  (64u * 1024u)
-
-/* The message's header: not withheld (no filter takes part), being read,
- * held whole (ms->head), or too large and passed on unedited. */
-enum head { HEAD_NONE, HEAD_READING, HEAD_HELD, HEAD_PASSED };
-
-/* A modification kept until its filter's final reply. */
-struct mod {
-    enum milter_ev type;
-    uint32_t index;
-    char *a, *b;
-};
-
-enum ask { ASK_NONE, ASK_CONNECT, ASK_HELO, ASK_MAIL, ASK_RCPT, ASK_END };
 static const char *const ask_names[] = {"-", "connect", "helo", "mail", "rcpt", "end"};
-
-struct mstate;
-
-/* One filter for one connection. */
-struct mf {
-    struct mstate *ms;
-    const struct conf_endpoint *ep;
-    struct milter_conn *conn; /* NULL before connect, and once failed */
-    bool negotiated;
-    bool dead;      /* failed: the default action answers for it */
-    bool conn_done; /* accepted the connection: not asked again */
-    bool txn_started, txn_done, eob_sent;
-    /* a refusal during the content, for the end */
-    enum check_action txn_action;
-    int txn_code;
-    char txn_text[CHECK_TEXT_MAX];
-};
-
-struct mstate {
-    struct check_session *cs;
-    struct mf *f;
-    size_t n;
-    /* the stage being asked */
-    enum ask ask;
-    struct check_ticket t;
-    size_t cur;
-    char want; /* the command whose reply ends the current filter's turn */
-    struct addr rcpt;
-    /* the content */
-    bool content, in_body, line_start, eoh_cr;
-    struct check_stream out;
-    char *hdr; /* the field being read (raw, CRLF-ended lines) */
-    size_t hdr_len;
-    char *chunk; /* the body chunk being filled */
-    size_t chunk_len;
-    /* the header, withheld: raw while read, then the fields */
-    enum head head_state;
-    char *raw;
-    size_t raw_len;
-    struct milter_head *head;
-    /* the current filter's modifications, applied at its final reply */
-    struct mod *mods;
-    size_t nmods, mods_bytes;
-    /* a body replacement */
-    struct mf *repl_by; /* the filter whose new body the sink is getting */
-    struct milter_crlf crlf;
-    char *repl_buf;   /* 2 * MILTER_REPLY_MAX: a chunk with its line ends made CRLF */
-    bool body_broken; /* a filter failed halfway through its new body */
-    bool busy;        /* the session was told to stop feeding content */
-};
 
 static void run(struct mstate *ms);
 
-static const char *
-qid_of(const struct mstate *ms)
-{
-    const char *q = check_info(ms->cs)->qid;
-
-    return q[0] != '\0' ? q : NULL;
-}
-
-static void
-count(const struct mf *f, const char *event)
-{
-    metrics_count(METRICS_F_MILTER, f->ep->text, event);
-}
-
-static struct milter_proto *
-proto(struct mf *f)
-{
-    return milter_conn_proto(f->conn);
-}
-
 /* Writes what may go, and (re)arms the reply timeout. */
-static void
-mf_flush(struct mf *f)
+void
+check_milter__flush(struct mf *f)
 {
-    const struct conf *c = check_info(f->ms->cs)->conf;
+    const struct conf_milter *d = f->def;
 
     if (f->conn == NULL)
         return;
     milter_conn_flush(f->conn);
-    if (milter_proto_awaiting(proto(f)) || milter_proto_pending(proto(f)) > 0)
-        milter_conn_deadline(f->conn, f->ms->ask == ASK_END ? c->milter_content_timeout_ms
-                                                            : c->milter_command_timeout_ms);
+    if (milter_proto_awaiting(mf_proto(f)) || milter_proto_pending(mf_proto(f)) > 0)
+        milter_conn_deadline(f->conn,
+                             f->ms->ask == ASK_END ? d->content_timeout_ms : d->command_timeout_ms);
     else
         milter_conn_deadline(f->conn, 0);
 }
 
-static void
-mods_clear(struct mstate *ms)
-{
-    for (size_t i = 0; i < ms->nmods; i++) {
-        free(ms->mods[i].a);
-        free(ms->mods[i].b);
-    }
-    free(ms->mods);
-    ms->mods = NULL;
-    ms->nmods = ms->mods_bytes = 0;
-}
-
-static void update_busy(struct mstate *ms);
-static void mods_apply(struct mf *f);
-
 /* The filter is out for the rest of the connection. */
-static void
-mf_fail(struct mf *f, const char *why)
+void
+check_milter__fail(struct mf *f, const char *why)
 {
     struct mstate *ms = f->ms;
     char w[200];
 
-    log_msg(LOG_WARN, qid_of(ms), "milter", "filter failed filter=%s client=%s stage=%s reason=%s",
-            f->ep->text, check_info(ms->cs)->client.ip, ask_names[ms->ask],
+    log_msg(LOG_WARN, ms_qid(ms), "milter", "filter failed filter=%s client=%s stage=%s reason=%s",
+            f->def->name, check_info(ms->cs)->client.ip, ask_names[ms->ask],
             log_esc(w, sizeof(w), why, strlen(why)));
-    count(f, "error");
+    mf_count(f, "error");
     f->dead = true;
-    if (ms->ask == ASK_END && &ms->f[ms->cur] == f)
-        mods_clear(ms);   /* what it changed goes with it */
-    if (ms->repl_by == f) /* its new body is half there: the message cannot be stored */
+    if (ms->ask == ASK_END && ms_current(ms) == f)
+        check_milter__mods_clear(ms); /* what it changed goes with it */
+    if (ms->repl_by == f)             /* its new body is half there: the message cannot be stored */
         ms->body_broken = true;
     milter_conn_close(f->conn, false);
     f->conn = NULL;
-    update_busy(ms);
+    check_milter__update_busy(ms);
 }
+
+static void rcpt_passed(struct mstate *ms);
 
 /* The stage's answer; the next stage may be asked inside. */
 static void
@@ -211,6 +108,8 @@ answer(struct mstate *ms, enum check_action action, int code, const char *text)
         code = 451;
         text = "4.3.0 Error: a content filter failed while replacing the body, try again";
     }
+    if (ms->ask == ASK_RCPT && action == CHECK_ACCEPT)
+        rcpt_passed(ms);
     if (ms->ask == ASK_END && action == CHECK_ACCEPT && ms->head_state == HEAD_HELD) {
         struct check_edits *e = check_edits(ms->cs);
 
@@ -221,17 +120,17 @@ answer(struct mstate *ms, enum check_action action, int code, const char *text)
     check_answer(t, action, code, text);
 }
 
-/* milter_default_action for a filter that cannot answer. */
-static void
-stage_default(struct mf *f)
+/* The filter's default_action for a filter that cannot answer. */
+void
+check_milter__default(struct mf *f)
 {
     struct mstate *ms = f->ms;
-    const struct conf *c = check_info(ms->cs)->conf;
+    enum conf_milter_action a = f->def->default_action;
 
-    if (c->milter_default_action == CONF_MILTER_ACCEPT) {
+    if (a == CONF_MILTER_ACCEPT) {
         ms->cur++;
         run(ms);
-    } else if (c->milter_default_action == CONF_MILTER_TEMPFAIL) {
+    } else if (a == CONF_MILTER_TEMPFAIL) {
         answer(ms, CHECK_TEMPFAIL, 451, "4.7.1 Service unavailable - try again later");
     } else {
         answer(ms, CHECK_REJECT, 550, "5.7.1 Command rejected");
@@ -265,7 +164,7 @@ refusal(struct mstate *ms, const struct milter_event *ev, enum check_action *act
         snprintf(text, size, "%s", ev->b);
         return true;
     case MILTER_EV_DISCARD:
-        if (ms->ask == ASK_CONNECT || ms->ask == ASK_HELO)
+        if (ms->step == ASK_CONNECT || ms->step == ASK_HELO)
             return false; /* no message to discard yet: Postfix ignores it too */
         *action = CHECK_DISCARD;
         *code = 250;
@@ -282,13 +181,52 @@ log_reply(struct mf *f, const struct milter_event *ev, const char *stage)
     struct mstate *ms = f->ms;
     char t[CHECK_TEXT_MAX + 16];
 
-    count(f, milter_ev_name(ev->type));
+    mf_count(f, milter_ev_name(ev->type));
     if (ev->type == MILTER_EV_CONTINUE || ev->type == MILTER_EV_PROGRESS)
         return;
-    log_msg(LOG_INFO, qid_of(ms), "milter", "filter=%s client=%s stage=%s action=%s%s%s",
-            f->ep->text, check_info(ms->cs)->client.ip, stage, milter_ev_name(ev->type),
+    log_msg(LOG_INFO, ms_qid(ms), "milter", "filter=%s client=%s stage=%s action=%s%s%s",
+            f->def->name, check_info(ms->cs)->client.ip, stage, milter_ev_name(ev->type),
             ev->type == MILTER_EV_REPLYCODE ? " reply=" : "",
             ev->type == MILTER_EV_REPLYCODE ? log_esc(t, sizeof(t), ev->b, strlen(ev->b)) : "");
+}
+
+/* The reply to a step a filter catches up on (see next_step): continue
+ * goes on with its next step, accept skips it, a refusal answers the
+ * stage and every later one that asks this filter (sticky). */
+static void
+catchup_reply(struct mf *f, const struct milter_event *ev)
+{
+    struct mstate *ms = f->ms;
+    enum check_action action;
+    int code;
+    char text[CHECK_TEXT_MAX];
+
+    if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
+        if (action == CHECK_DISCARD) { /* the message goes at its end */
+            f->txn_done = true;
+            f->txn_action = CHECK_DISCARD;
+            f->txn_code = 250;
+            snprintf(f->txn_text, sizeof(f->txn_text), "%s", text);
+            ms->cur++;
+            run(ms);
+            return;
+        }
+        f->sticky = true;
+        f->sticky_conn = ms->step == ASK_CONNECT || ms->step == ASK_HELO;
+        f->sticky_action = action;
+        f->sticky_code = code;
+        snprintf(f->sticky_text, sizeof(f->sticky_text), "%s", text);
+        answer(ms, action, code, text);
+        return;
+    }
+    if (ev->type == MILTER_EV_ACCEPT) {
+        if (ms->step == ASK_CONNECT || ms->step == ASK_HELO)
+            f->conn_done = true;
+        else
+            f->txn_done = true;
+        ms->cur++;
+    }
+    run(ms);
 }
 
 /* The final reply to the stage's command. */
@@ -300,14 +238,19 @@ stage_reply(struct mf *f, const struct milter_event *ev)
     int code;
     char text[CHECK_TEXT_MAX];
 
-    log_reply(f, ev, ask_names[ms->ask]);
+    log_reply(f, ev, ask_names[ms->step]);
+    metrics_observe(METRICS_H_MILTER_SECONDS, (double)(uv_hrtime() - f->asked_ns) / 1e9);
     if (ev->type == MILTER_EV_CONNFAIL) {
-        mf_fail(f, "the filter asked to fail the connection");
-        stage_default(f);
+        check_milter__fail(f, "the filter asked to fail the connection");
+        check_milter__default(f);
+        return;
+    }
+    if (ms->step != ms->ask || ms->replay) {
+        catchup_reply(f, ev);
         return;
     }
     if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
-        mods_clear(ms);
+        check_milter__mods_clear(ms);
         if (ms->ask == ASK_MAIL || ms->ask == ASK_END || action == CHECK_DISCARD)
             f->txn_done = true;
         if (action == CHECK_DISCARD && ms->ask != ASK_END) {
@@ -323,8 +266,8 @@ stage_reply(struct mf *f, const struct milter_event *ev)
         return;
     }
     if (ms->ask == ASK_END) /* the filter passes the message: its changes apply */
-        mods_apply(f);
-    mods_clear(ms);
+        check_milter__mods_apply(f);
+    check_milter__mods_clear(ms);
     if (ev->type == MILTER_EV_ACCEPT) {
         if (ms->ask == ASK_CONNECT || ms->ask == ASK_HELO)
             f->conn_done = true;
@@ -346,12 +289,12 @@ content_reply(struct mf *f, const struct milter_event *ev)
     char text[CHECK_TEXT_MAX];
 
     if (ev->type == MILTER_EV_CONTINUE || ev->type == MILTER_EV_SKIP) {
-        count(f, milter_ev_name(ev->type));
+        mf_count(f, milter_ev_name(ev->type));
         return;
     }
     log_reply(f, ev, "content");
     if (ev->type == MILTER_EV_CONNFAIL) {
-        mf_fail(f, "the filter asked to fail the connection");
+        check_milter__fail(f, "the filter asked to fail the connection");
         return;
     }
     if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
@@ -360,209 +303,10 @@ content_reply(struct mf *f, const struct milter_event *ev)
         snprintf(f->txn_text, sizeof(f->txn_text), "%s", text);
     }
     f->txn_done = true;
-    milter_proto_drop_queued(proto(f));
+    milter_proto_drop_queued(mf_proto(f));
 }
 
-/* ---- modifications ------------------------------------------------------ */
-
-static void
-log_mod(struct mf *f, const char *what, const char *detail)
-{
-    char d[300];
-
-    log_msg(LOG_INFO, qid_of(f->ms), "milter", "filter=%s %s %s", f->ep->text, what,
-            log_esc(d, sizeof(d), detail, strlen(detail)));
-}
-
-static void
-ignored(struct mf *f, const struct milter_event *ev, const char *why)
-{
-    count(f, "ignored");
-    log_msg(LOG_WARN, qid_of(f->ms), "milter", "filter=%s ignored=%s reason=%s", f->ep->text,
-            milter_ev_name(ev->type), why);
-}
-
-/* "<a@b>" or "a@b" as an address; false when it is not one. */
-static bool
-parse_path(const char *text, bool allow_null, struct addr *out)
-{
-    char path[ADDR_PATH_MAX + 3];
-    size_t used;
-
-    if (text[0] == '<')
-        snprintf(path, sizeof(path), "%s", text);
-    else
-        snprintf(path, sizeof(path), "<%s>", text);
-    return addr_parse_path(path, strlen(path), allow_null, true, out, &used) == ADDR_OK &&
-           path[used] == '\0' && !out->is_postmaster;
-}
-
-/* A recipient change goes into the pipeline's edits. */
-static void
-edit_rcpt(struct mf *f, const struct mod *m)
-{
-    struct check_edits *e = check_edits(f->ms->cs);
-    const struct conf *c = check_info(f->ms->cs)->conf;
-    struct addr a;
-
-    if (!parse_path(m->a, false, &a)) {
-        log_mod(f, "ignored=bad-address", m->a);
-        count(f, "ignored");
-        return;
-    }
-    if (m->type == MILTER_EV_DELRCPT) {
-        e->del = xrealloc(e->del, (e->ndel + 1) * sizeof(*e->del));
-        e->del[e->ndel++] = xstrdup(a.mailbox);
-        log_mod(f, "delete_rcpt", a.mailbox);
-        return;
-    }
-    /* mxd delivers only to the domains it serves */
-    if (conf_domain_find(c, a.domain_lc, strlen(a.domain_lc)) == NULL) {
-        log_mod(f, "ignored=add_rcpt reason=domain-not-served", a.mailbox);
-        count(f, "ignored");
-        return;
-    }
-    if (m->b != NULL && m->b[0] != '\0')
-        log_mod(f, "add_rcpt esmtp-args-ignored", m->b);
-    e->add = xrealloc(e->add, (e->nadd + 1) * sizeof(*e->add));
-    e->add[e->nadd].address = xstrdup(a.mailbox);
-    e->add[e->nadd].domain = xstrdup(a.domain_lc);
-    e->nadd++;
-    log_mod(f, "add_rcpt", a.mailbox);
-}
-
-static void
-edit_other(struct mf *f, const struct mod *m)
-{
-    struct check_edits *e = check_edits(f->ms->cs);
-    struct addr a;
-    char reason[200];
-    size_t n = 0;
-
-    if (m->type == MILTER_EV_CHGFROM) {
-        if (!parse_path(m->a, true, &a)) {
-            log_mod(f, "ignored=bad-address", m->a);
-            count(f, "ignored");
-            return;
-        }
-        if (m->b != NULL && m->b[0] != '\0')
-            log_mod(f, "change_from esmtp-args-ignored", m->b);
-        free(e->sender);
-        e->sender = xstrdup(a.mailbox);
-        log_mod(f, "change_from", a.mailbox[0] != '\0' ? a.mailbox : "<>");
-        return;
-    }
-    /* QUARANTINE: the reason, controls made spaces, for mxctl queue */
-    for (const char *p = m->a; *p != '\0' && n + 1 < sizeof(reason); p++)
-        reason[n++] = (unsigned char)*p < ' ' || *p == 127 ? ' ' : *p;
-    reason[n] = '\0';
-    free(e->quarantine);
-    e->quarantine = xasprintf("quarantined by %s: %s", f->ep->text, reason);
-    log_mod(f, "quarantine", reason);
-}
-
-/* The filter passed the message: its changes, in the order it sent them. */
-static void
-mods_apply(struct mf *f)
-{
-    struct mstate *ms = f->ms;
-
-    for (size_t i = 0; i < ms->nmods; i++) {
-        const struct mod *m = &ms->mods[i];
-        int rc = 0;
-
-        count(f, milter_ev_name(m->type));
-        switch (m->type) {
-        case MILTER_EV_ADDHEADER:
-        case MILTER_EV_INSHEADER:
-        case MILTER_EV_CHGHEADER:
-            if (ms->head_state != HEAD_HELD) {
-                log_mod(f, "ignored=header-not-held name=", m->a);
-                continue;
-            }
-            if (m->type == MILTER_EV_ADDHEADER)
-                rc = milter_head_add(ms->head, m->a, m->b);
-            else if (m->type == MILTER_EV_INSHEADER)
-                rc = milter_head_insert(ms->head, m->index, m->a, m->b);
-            else
-                rc = milter_head_change(ms->head, m->index, m->a, m->b);
-            log_mod(f, milter_ev_name(m->type), m->a);
-            if (rc < 0)
-                log_mod(f, "ignored=bad-field name=", m->a);
-            break;
-        case MILTER_EV_ADDRCPT:
-        case MILTER_EV_DELRCPT:
-            edit_rcpt(f, m);
-            break;
-        default:
-            edit_other(f, m);
-            break;
-        }
-    }
-}
-
-/* A chunk of the filter's new body, straight to the sink: the content
- * received so far is dropped at its first chunk. */
-static void
-replace_body(struct mf *f, const struct milter_event *ev)
-{
-    struct mstate *ms = f->ms;
-    size_t n;
-
-    if (ms->repl_by != f) {
-        /* the withheld header stays; the sink gets the empty line and the new body */
-        if (ms->head_state != HEAD_HELD || !check_rewind(ms->cs)) {
-            ignored(f, ev, "header-not-held");
-            return;
-        }
-        if (ms->repl_buf == NULL)
-            ms->repl_buf = xmalloc(2 * MILTER_REPLY_MAX);
-        ms->repl_by = f;
-        ms->crlf = (struct milter_crlf){false};
-        check_emit(ms->out, "\r\n", 2);
-        count(f, "replace_body");
-        log_msg(LOG_INFO, qid_of(ms), "milter", "filter=%s replace_body", f->ep->text);
-    }
-    n = milter_crlf(&ms->crlf, ev->data, ev->len, ms->repl_buf);
-    check_emit(ms->out, ms->repl_buf, n);
-}
-
-/* A modification in the reply to end of message: kept until the filter's
- * final reply (a filter that fails before it changes nothing), but for a
- * new body, which is too large to keep. */
-static void
-modification(struct mf *f, const struct milter_event *ev)
-{
-    struct mstate *ms = f->ms;
-    size_t size;
-    struct mod *m;
-
-    if (ms->ask != ASK_END || &ms->f[ms->cur] != f) {
-        mf_fail(f, "modification out of place");
-        return;
-    }
-    if (!ev->permitted) {
-        ignored(f, ev, "not-negotiated");
-        return;
-    }
-    if (ev->type == MILTER_EV_REPLBODY) {
-        replace_body(f, ev);
-        return;
-    }
-    size = (ev->a != NULL ? strlen(ev->a) : 0) + (ev->b != NULL ? strlen(ev->b) : 0) + 64;
-    if (ms->mods_bytes + size > MODS_MAX) {
-        mf_fail(f, "too many modifications");
-        stage_default(f);
-        return;
-    }
-    ms->mods = xrealloc(ms->mods, (ms->nmods + 1) * sizeof(*ms->mods));
-    m = &ms->mods[ms->nmods++];
-    m->type = ev->type;
-    m->index = ev->index;
-    m->a = xstrdup(ev->a != NULL ? ev->a : "");
-    m->b = xstrdup(ev->b != NULL ? ev->b : "");
-    ms->mods_bytes += size;
-}
+/* ---- the filters' replies ---------------------------------------------- */
 
 static void
 on_input(void *arg)
@@ -574,13 +318,13 @@ on_input(void *arg)
     int rc;
 
     check_hold(cs);
-    while (f->conn != NULL && (rc = milter_proto_next(proto(f), &ev)) != 0) {
-        bool mine = ms->ask != ASK_NONE && &ms->f[ms->cur] == f;
+    while (f->conn != NULL && (rc = milter_proto_next(mf_proto(f), &ev)) != 0) {
+        bool mine = ms->ask != ASK_NONE && ms_current(ms) == f;
 
         if (rc < 0) {
-            mf_fail(f, milter_proto_error(proto(f)));
+            check_milter__fail(f, milter_proto_error(mf_proto(f)));
             if (mine)
-                stage_default(f);
+                check_milter__default(f);
             break;
         }
         if (ev.type == MILTER_EV_NEGOTIATED) {
@@ -588,9 +332,9 @@ on_input(void *arg)
             if (mine)
                 run(ms);
         } else if (ev.type == MILTER_EV_PROGRESS) {
-            count(f, "progress");
+            mf_count(f, "progress");
         } else if (!ev.final) {
-            modification(f, &ev);
+            check_milter__modification(f, &ev);
         } else if (mine && ev.cmd == ms->want) {
             stage_reply(f, &ev);
         } else {
@@ -599,8 +343,8 @@ on_input(void *arg)
     }
     if (!check_unhold(cs)) {
         for (size_t i = 0; i < ms->n; i++)
-            mf_flush(&ms->f[i]);
-        update_busy(ms);
+            check_milter__flush(&ms->f[i]);
+        check_milter__update_busy(ms);
     }
 }
 
@@ -609,11 +353,11 @@ on_connected(void *arg)
 {
     struct mf *f = arg;
 
-    if (milter_proto_optneg(proto(f)) < 0) {
-        mf_fail(f, "cannot negotiate");
+    if (milter_proto_optneg(mf_proto(f)) < 0) {
+        check_milter__fail(f, "cannot negotiate");
         return;
     }
-    mf_flush(f);
+    check_milter__flush(f);
 }
 
 static void
@@ -621,12 +365,12 @@ on_failed(void *arg, const char *why)
 {
     struct mf *f = arg;
     struct mstate *ms = f->ms;
-    bool mine = ms->ask != ASK_NONE && &ms->f[ms->cur] == f;
+    bool mine = ms->ask != ASK_NONE && ms_current(ms) == f;
 
     check_hold(ms->cs);
-    mf_fail(f, why);
+    check_milter__fail(f, why);
     if (mine)
-        stage_default(f);
+        check_milter__default(f);
     check_unhold(ms->cs);
 }
 
@@ -637,8 +381,8 @@ on_written(void *arg)
     struct mf *f = arg;
 
     check_hold(f->ms->cs);
-    mf_flush(f); /* it is alive: its deadline runs from now */
-    update_busy(f->ms);
+    check_milter__flush(f); /* it is alive: its deadline runs from now */
+    check_milter__update_busy(f->ms);
     check_unhold(f->ms->cs);
 }
 
@@ -681,11 +425,11 @@ send_connect(struct mf *f)
             {"{if_name}", in->conf->hostname},
         };
 
-        rc = milter_proto_macros(proto(f), MILTER_ST_CONNECT, mac, sizeof(mac) / sizeof(mac[0]));
+        rc = milter_proto_macros(mf_proto(f), MILTER_ST_CONNECT, mac, sizeof(mac) / sizeof(mac[0]));
     }
     if (rc < 0)
         return rc;
-    return milter_proto_connect(proto(f), name, fam, port, in->client.ip);
+    return milter_proto_connect(mf_proto(f), name, fam, port, in->client.ip);
 }
 
 static int
@@ -700,16 +444,20 @@ send_stage(struct mf *f)
     const char *tls_c = in->tls_version[0] != '\0' ? in->tls_cipher : NULL;
     int rc;
 
-    switch (ms->ask) {
+    mf_count(f, "call");
+    f->asked_ns = uv_hrtime();
+    switch (ms->step) {
     case ASK_CONNECT:
         ms->want = 'C';
+        f->seen_connect = true;
         return send_connect(f);
     case ASK_HELO: {
         struct milter_macro mac[] = {{"{tls_version}", tls_v}, {"{cipher}", tls_c}};
 
         ms->want = 'H';
-        rc = milter_proto_macros(proto(f), MILTER_ST_HELO, mac, 2);
-        return rc < 0 ? rc : milter_proto_helo(proto(f), in->helo);
+        f->seen_helo = true;
+        rc = milter_proto_macros(mf_proto(f), MILTER_ST_HELO, mac, 2);
+        return rc < 0 ? rc : milter_proto_helo(mf_proto(f), in->helo);
     }
     case ASK_MAIL: {
         struct milter_macro mac[] = {{"i", in->qid},
@@ -720,29 +468,30 @@ send_stage(struct mf *f)
         ms->want = 'M';
         f->txn_started = true;
         snprintf(path, sizeof(path), "<%s>", in->sender->mailbox);
-        rc = milter_proto_macros(proto(f), MILTER_ST_MAIL, mac, 4);
-        return rc < 0 ? rc : milter_proto_mail(proto(f), args, 1);
+        rc = milter_proto_macros(mf_proto(f), MILTER_ST_MAIL, mac, 4);
+        return rc < 0 ? rc : milter_proto_mail(mf_proto(f), args, 1);
     }
     case ASK_RCPT: {
-        const struct conf_domain *d =
-            conf_domain_find(in->conf, ms->rcpt.domain_lc, strlen(ms->rcpt.domain_lc));
+        const char *box = ms->replay ? ms->accepted[f->nrcpt_seen].mailbox : ms->rcpt.mailbox;
+        const char *dom = ms->replay ? ms->accepted[f->nrcpt_seen].domain_lc : ms->rcpt.domain_lc;
+        const struct conf_domain *d = conf_domain_find(in->conf, dom, strlen(dom));
         const char *mailer = d == NULL ? "error" : d->mode == CONF_MODE_LOCAL ? "lmtp" : "smtp";
-        struct milter_macro mac[] = {{"{rcpt_addr}", ms->rcpt.mailbox},
-                                     {"{rcpt_host}", ms->rcpt.domain_lc},
-                                     {"{rcpt_mailer}", mailer}};
+        struct milter_macro mac[] = {
+            {"{rcpt_addr}", box}, {"{rcpt_host}", dom}, {"{rcpt_mailer}", mailer}};
 
         ms->want = 'R';
-        snprintf(path, sizeof(path), "<%s>", ms->rcpt.mailbox);
-        rc = milter_proto_macros(proto(f), MILTER_ST_RCPT, mac, 3);
-        return rc < 0 ? rc : milter_proto_rcpt(proto(f), args, 1);
+        f->nrcpt_seen += ms->replay;
+        snprintf(path, sizeof(path), "<%s>", box);
+        rc = milter_proto_macros(mf_proto(f), MILTER_ST_RCPT, mac, 3);
+        return rc < 0 ? rc : milter_proto_rcpt(mf_proto(f), args, 1);
     }
     case ASK_END: {
         struct milter_macro mac[] = {{"i", in->qid}};
 
         ms->want = 'E';
         f->eob_sent = true;
-        rc = milter_proto_macros(proto(f), MILTER_ST_EOM, mac, 1);
-        return rc < 0 ? rc : milter_proto_eob(proto(f));
+        rc = milter_proto_macros(mf_proto(f), MILTER_ST_EOM, mac, 1);
+        return rc < 0 ? rc : milter_proto_eob(mf_proto(f));
     }
     case ASK_NONE:
         break;
@@ -750,333 +499,175 @@ send_stage(struct mf *f)
     return MXD_EINVAL;
 }
 
-/* Asks the filters from ms->cur on until one waits or decides. */
+/* What f is told next for the stage: what it missed first (a filter of a
+ * domain's list joins at RCPT: connect, HELO, MAIL, the transaction's
+ * earlier recipients), then the stage's own command. */
+static enum ask
+next_step(struct mstate *ms, struct mf *f, bool *replay)
+{
+    *replay = false;
+    if (!f->seen_connect)
+        return ASK_CONNECT;
+    if (ms->ask > ASK_HELO && !f->seen_helo && check_info(ms->cs)->helo[0] != '\0')
+        return ASK_HELO;
+    if (ms->ask > ASK_MAIL && !f->txn_started)
+        return ASK_MAIL;
+    if (ms->ask >= ASK_RCPT && f->nrcpt_seen < ms->naccepted) {
+        *replay = true;
+        return ASK_RCPT;
+    }
+    return ms->ask;
+}
+
+/* f is out of the stage: true when it answered it (a sticky refusal, the
+ * default action), else *skip says whether it passes without a word. */
+static bool
+settled(struct mstate *ms, struct mf *f, bool *skip)
+{
+    bool txn_stage = ms->ask >= ASK_MAIL;
+
+    *skip = false;
+    if (f->dead) {
+        check_milter__default(f);
+        return true;
+    }
+    if (f->sticky && (f->sticky_conn || txn_stage)) {
+        answer(ms, f->sticky_action, f->sticky_code, f->sticky_text);
+        return true;
+    }
+    if (f->conn_done || (txn_stage && f->txn_done && ms->ask != ASK_END)) {
+        *skip = true;
+    } else if (ms->ask == ASK_END && f->txn_done) {
+        if (f->txn_code != 0) {
+            answer(ms, f->txn_action, f->txn_code, f->txn_text);
+            return true;
+        }
+        *skip = true;
+    }
+    return false;
+}
+
+/* Asks the filters of ms->list from ms->cur on until one waits or decides. */
 static void
 run(struct mstate *ms)
 {
-    while (ms->ask != ASK_NONE && ms->cur < ms->n) {
-        struct mf *f = &ms->f[ms->cur];
-        bool txn_stage = ms->ask >= ASK_MAIL;
+    struct mf *f;
+
+    while ((f = ms_current(ms)) != NULL) {
+        bool skip;
         int rc;
 
-        if (f->dead) {
-            stage_default(f);
+        if (settled(ms, f, &skip))
             return;
-        }
-        if (f->conn_done || (txn_stage && f->txn_done && ms->ask != ASK_END)) {
-            ms->cur++;
-            continue;
-        }
-        if (ms->ask == ASK_END && f->txn_done) {
-            if (f->txn_code != 0) {
-                answer(ms, f->txn_action, f->txn_code, f->txn_text);
-                return;
-            }
+        if (skip) {
             ms->cur++;
             continue;
         }
         if (f->conn == NULL) {
             const struct check_info *in = check_info(ms->cs);
 
-            f->conn = milter_conn_open(in->env.loop, f->ep,
+            f->conn = milter_conn_open(in->env.loop, &f->def->socket,
                                        milter_proto_new(MILTER_ACT_ALL, MILTER_P_OFFER),
-                                       in->conf->milter_connect_timeout_ms, &conn_cbs, f);
+                                       f->def->connect_timeout_ms, &conn_cbs, f);
             return; /* on_input runs this again once negotiated */
         }
         if (!f->negotiated)
             return;
+        ms->step = next_step(ms, f, &ms->replay);
         rc = send_stage(f);
         if (rc < 0) {
-            mf_fail(f, rc == MXD_ETOOBIG ? "command too long" : "cannot send");
-            stage_default(f);
+            check_milter__fail(f, rc == MXD_ETOOBIG ? "command too long" : "cannot send");
+            check_milter__default(f);
             return;
         }
-        mf_flush(f);
+        check_milter__flush(f);
         if (rc == MILTER_AWAIT)
             return;
-        ms->cur++;
+        if (ms->step == ms->ask && !ms->replay)
+            ms->cur++;
     }
     if (ms->ask != ASK_NONE)
         answer(ms, CHECK_ACCEPT, 0, "");
 }
 
 static void
-stage(struct mstate *ms, enum ask ask, struct check_ticket t)
+stage(struct mstate *ms, enum ask ask, const struct conf_milters *list, struct check_ticket t)
 {
     ms->ask = ask;
+    ms->list = list;
     ms->t = t;
     ms->cur = 0;
     run(ms);
 }
 
-/* ---- the content ------------------------------------------------------- */
-
-/* The filters that take part in this message's content. */
+/* Two lists with the same filters in the same order. */
 static bool
-in_content(const struct mf *f)
+same_list(const struct conf_milters *a, const struct conf_milters *b)
 {
-    return f->conn != NULL && f->negotiated && !f->dead && !f->conn_done && !f->txn_done &&
-           f->txn_started;
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->v[i] != b->v[i])
+            return false;
+    return true;
 }
 
-/* Back-pressure: tells the pipeline whether a filter is too far behind. */
-static void
-update_busy(struct mstate *ms)
+/* The list a recipient is asked of: its domain's (or the global one) while
+ * the transaction's recipients so far are all of that list, else the
+ * global list. */
+static const struct conf_milters *
+rcpt_list(struct mstate *ms, const struct addr *rcpt)
 {
-    bool high = false, low = true;
+    const struct conf *c = check_info(ms->cs)->conf;
+    const struct conf_domain *d = conf_domain_find(c, rcpt->domain_lc, strlen(rcpt->domain_lc));
+    const struct conf_milters *dl = d != NULL && d->milters_set ? &d->milters : &c->milters;
 
-    for (size_t i = 0; i < ms->n; i++) {
-        size_t q;
+    if (ms->txn_list == NULL || same_list(ms->txn_list, dl))
+        return dl;
+    return &c->milters;
+}
 
-        if (ms->f[i].conn == NULL || ms->f[i].dead)
-            continue;
-        q = milter_conn_queued(ms->f[i].conn);
-        high = high || q > BUSY_HIGH;
-        low = low && q <= BUSY_LOW;
-    }
-    if (ms->content && !ms->busy && high)
-        ms->busy = true;
-    else if (ms->busy && (low || !ms->content))
-        ms->busy = false;
-    else
+/* A recipient passed every filter of ms->list: the list is the
+ * transaction's, and it is kept for filters that catch up later. */
+static void
+rcpt_passed(struct mstate *ms)
+{
+    ms->txn_list = ms->list;
+    if (!ms->per_domain)
         return;
-    check_set_busy(ms->cs, ms->busy);
-}
-
-static void
-each_rc(struct mf *f, int rc)
-{
-    if (rc < 0) {
-        mf_fail(f, rc == MXD_ETOOBIG ? "filter too slow: content queue full" : "cannot send");
-        return;
-    }
-    mf_flush(f);
-}
-
-static void
-send_header_field(struct mstate *ms)
-{
-    char *colon, *name, *value, *w;
-
-    if (ms->hdr_len == 0)
-        return;
-    ms->hdr[ms->hdr_len] = '\0';
-    ms->hdr_len = 0;
-    colon = strchr(ms->hdr, ':');
-    if (colon == NULL)
-        return; /* not a field: nothing to tell */
-    *colon = '\0';
-    name = ms->hdr;
-    for (w = colon; w > name && (w[-1] == ' ' || w[-1] == '\t'); w--)
-        w[-1] = '\0';
-    /* CRLF line ends become LF, the last one goes */
-    value = colon + 1;
-    w = value;
-    for (char *r = value; *r != '\0'; r++) {
-        if (*r == '\r' && r[1] == '\n')
-            continue;
-        *w++ = *r;
-    }
-    while (w > value && (w[-1] == '\n' || w[-1] == '\r'))
-        w--;
-    *w = '\0';
-    if (name[0] == '\0')
-        return;
-    for (size_t i = 0; i < ms->n; i++)
-        if (in_content(&ms->f[i]))
-            each_rc(&ms->f[i], milter_proto_header(proto(&ms->f[i]), name, value));
-}
-
-static void
-end_of_header(struct mstate *ms)
-{
-    send_header_field(ms);
-    ms->in_body = true;
-    if (ms->head_state == HEAD_READING) {
-        if (ms->head == NULL)
-            ms->head = milter_head_new();
-        milter_head_parse(ms->head, ms->raw, ms->raw_len);
-        free(ms->raw);
-        ms->raw = NULL;
-        ms->raw_len = 0;
-        ms->head_state = HEAD_HELD;
-    }
-    for (size_t i = 0; i < ms->n; i++)
-        if (in_content(&ms->f[i]))
-            each_rc(&ms->f[i], milter_proto_eoh(proto(&ms->f[i])));
-}
-
-static void
-send_chunk(struct mstate *ms)
-{
-    if (ms->chunk_len == 0)
-        return;
-    for (size_t i = 0; i < ms->n; i++)
-        if (in_content(&ms->f[i]))
-            each_rc(&ms->f[i], milter_proto_body(proto(&ms->f[i]), ms->chunk, ms->chunk_len));
-    ms->chunk_len = 0;
-}
-
-static void
-body_bytes(struct mstate *ms, const char *data, size_t len)
-{
-    while (len > 0) {
-        size_t n = MILTER_CHUNK_MAX - ms->chunk_len;
-
-        if (n > len)
-            n = len;
-        memcpy(ms->chunk + ms->chunk_len, data, n);
-        ms->chunk_len += n;
-        data += n;
-        len -= n;
-        if (ms->chunk_len == MILTER_CHUNK_MAX)
-            send_chunk(ms);
-    }
-}
-
-/* The header, octet by octet: a field ends where a line starts with
- * neither a blank nor the empty line that ends the header. Returns where
- * the empty line begins in data (len: all of it is header); *cr says its
- * CR came at the end of an earlier chunk (it was withheld). The header's
- * octets are kept in ms->raw while it is withheld. */
-static size_t
-header_bytes(struct mstate *ms, const char *data, size_t len, bool *cr)
-{
-    *cr = false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = data[i];
-
-        if (ms->eoh_cr) { /* the empty line (or a lone CR: the body begins) */
-            ms->eoh_cr = false;
-            *cr = true;
-            end_of_header(ms);
-            return i;
-        }
-        if (ms->line_start) {
-            ms->line_start = false;
-            if (ch == '\r') {
-                ms->eoh_cr = true;
-                continue;
-            }
-            if (ch == '\n') {
-                end_of_header(ms);
-                return i;
-            }
-            if (ch != ' ' && ch != '\t')
-                send_header_field(ms);
-        }
-        if (ms->hdr_len < HDR_MAX)
-            ms->hdr[ms->hdr_len++] = ch;
-        if (ms->head_state == HEAD_READING)
-            ms->raw[ms->raw_len++] = ch;
-        if (ch == '\n')
-            ms->line_start = true;
-    }
-    return len;
-}
-
-/* Content while the header is read: withheld, then from the empty line on
- * passed to the store. */
-static void
-header_content(struct mstate *ms, const char *data, size_t len)
-{
-    size_t off, skip;
-    bool cr;
-
-    if (ms->head_state == HEAD_READING && ms->raw_len + len > HEAD_MAX) {
-        /* too large to hold: what was withheld goes on, unedited */
-        log_msg(LOG_WARN, qid_of(ms), "milter", "header over %u octets: passed unedited", HEAD_MAX);
-        check_emit(ms->out, ms->raw, ms->raw_len);
-        free(ms->raw);
-        ms->raw = NULL;
-        ms->raw_len = 0;
-        ms->head_state = HEAD_PASSED;
-    }
-    if (ms->head_state == HEAD_READING && ms->raw == NULL)
-        ms->raw = xmalloc(HEAD_MAX);
-    off = header_bytes(ms, data, len, &cr);
-    if (ms->head_state == HEAD_PASSED)
-        check_emit(ms->out, data, off);
-    if (off == len && !ms->in_body)
-        return;
-    if (cr) /* "\r" ended the last chunk: it begins the empty line */
-        check_emit(ms->out, "\r", 1);
-    check_emit(ms->out, data + off, len - off);
-    /* the filters' body begins after the empty line */
-    skip = off < len && data[off] == '\n' ? 1 : 0;
-    body_bytes(ms, data + off + skip, len - off - skip);
-}
-
-static void
-milter_data(void *arg, struct check_stream out)
-{
-    struct mstate *ms = arg;
-    const struct check_info *in = check_info(ms->cs);
-    struct milter_macro mac[] = {{"i", in->qid}};
-
-    ms->out = out;
-    ms->content = false;
-    for (size_t i = 0; i < ms->n; i++) {
-        struct mf *f = &ms->f[i];
-
-        if (!in_content(f))
-            continue;
-        ms->content = true;
-        if (milter_proto_macros(proto(f), MILTER_ST_DATA, mac, 1) < 0) {
-            mf_fail(f, "cannot send");
-            continue;
-        }
-        each_rc(f, milter_proto_data(proto(f)));
-    }
-    if (ms->content) {
-        ms->in_body = false;
-        ms->line_start = true;
-        ms->eoh_cr = false;
-        ms->hdr_len = ms->chunk_len = 0;
-        ms->head_state = HEAD_READING;
-        if (ms->hdr == NULL)
-            ms->hdr = xmalloc(HDR_MAX + 1);
-        if (ms->chunk == NULL)
-            ms->chunk = xmalloc(MILTER_CHUNK_MAX);
-    }
-}
-
-static void
-milter_filter(void *arg, const char *data, size_t len)
-{
-    struct mstate *ms = arg;
-
-    if (!ms->content) {
-        check_emit(ms->out, data, len);
-        return;
-    }
-    if (ms->in_body) {
-        check_emit(ms->out, data, len);
-        body_bytes(ms, data, len);
-    } else {
-        header_content(ms, data, len);
-    }
-    update_busy(ms);
+    ms->accepted = xrealloc(ms->accepted, (ms->naccepted + 1) * sizeof(*ms->accepted));
+    ms->accepted[ms->naccepted].mailbox = xstrdup(ms->rcpt.mailbox);
+    ms->accepted[ms->naccepted].domain_lc = xstrdup(ms->rcpt.domain_lc);
+    ms->naccepted++;
+    for (size_t i = 0; i < ms->list->n; i++)
+        ms->f[ms->list->v[i]->index].nrcpt_seen = ms->naccepted;
 }
 
 /* ---- hooks ------------------------------------------------------------- */
 
+/* Before a recipient is known (connect, HELO, MAIL) the global list. */
+static const struct conf_milters *
+global_list(const struct mstate *ms)
+{
+    return &check_info(ms->cs)->conf->milters;
+}
+
 static void
 milter_connect(void *arg, struct check_ticket t)
 {
-    stage(arg, ASK_CONNECT, t);
+    stage(arg, ASK_CONNECT, global_list(arg), t);
 }
 
 static void
 milter_helo(void *arg, struct check_ticket t)
 {
-    stage(arg, ASK_HELO, t);
+    stage(arg, ASK_HELO, global_list(arg), t);
 }
 
 static void
 milter_mail(void *arg, struct check_ticket t)
 {
-    stage(arg, ASK_MAIL, t);
+    stage(arg, ASK_MAIL, global_list(arg), t);
 }
 
 static void
@@ -1085,7 +676,7 @@ milter_rcpt(void *arg, struct check_ticket t, const struct addr *rcpt)
     struct mstate *ms = arg;
 
     ms->rcpt = *rcpt;
-    stage(ms, ASK_RCPT, t);
+    stage(ms, ASK_RCPT, rcpt_list(ms, rcpt), t);
 }
 
 static void
@@ -1093,38 +684,8 @@ milter_end(void *arg, struct check_ticket t)
 {
     struct mstate *ms = arg;
 
-    if (ms->content) {
-        if (!ms->in_body) {
-            if (ms->eoh_cr) { /* a lone CR after the header */
-                ms->eoh_cr = false;
-                check_emit(ms->out, "\r", 1);
-            }
-            end_of_header(ms);
-        }
-        send_chunk(ms);
-        ms->content = false;
-        update_busy(ms);
-    }
-    stage(ms, ASK_END, t);
-}
-
-/* What a message left behind. */
-static void
-txn_clear(struct mstate *ms)
-{
-    ms->content = false;
-    free(ms->hdr);
-    free(ms->chunk);
-    free(ms->raw);
-    free(ms->repl_buf);
-    ms->hdr = ms->chunk = ms->raw = ms->repl_buf = NULL;
-    ms->raw_len = 0;
-    milter_head_free(ms->head);
-    ms->head = NULL;
-    ms->head_state = HEAD_NONE;
-    mods_clear(ms);
-    ms->repl_by = NULL;
-    ms->body_broken = false;
+    check_milter__content_end(ms);
+    stage(ms, ASK_END, ms->txn_list != NULL ? ms->txn_list : global_list(ms), t);
 }
 
 static void
@@ -1136,16 +697,26 @@ milter_reset(void *arg)
         struct mf *f = &ms->f[i];
 
         if (f->conn != NULL && f->negotiated && f->txn_started && !f->eob_sent) {
-            if (milter_proto_abort(proto(f)) < 0)
-                mf_fail(f, "cannot send");
+            if (milter_proto_abort(mf_proto(f)) < 0)
+                check_milter__fail(f, "cannot send");
             else
-                mf_flush(f);
+                check_milter__flush(f);
         }
-        f->txn_started = f->txn_done = f->eob_sent = false;
+        f->txn_started = f->txn_done = f->eob_sent = f->in_txn = false;
         f->txn_code = 0;
+        f->nrcpt_seen = 0;
+        f->sticky = f->sticky && f->sticky_conn;
     }
-    txn_clear(ms);
-    update_busy(ms);
+    for (size_t i = 0; i < ms->naccepted; i++) {
+        free(ms->accepted[i].mailbox);
+        free(ms->accepted[i].domain_lc);
+    }
+    free(ms->accepted);
+    ms->accepted = NULL;
+    ms->naccepted = 0;
+    ms->txn_list = NULL;
+    check_milter__txn_clear(ms);
+    check_milter__update_busy(ms);
 }
 
 static void *
@@ -1157,12 +728,14 @@ milter_start(struct check_session *cs)
     /* with no filters too: the content passes through milter_filter */
     ms = xcalloc(1, sizeof(*ms));
     ms->cs = cs;
-    ms->n = c->nmilters;
+    ms->n = c->nmilter_defs;
     ms->f = xcalloc(ms->n, sizeof(*ms->f));
     for (size_t i = 0; i < ms->n; i++) {
         ms->f[i].ms = ms;
-        ms->f[i].ep = &c->milters[i];
+        ms->f[i].def = &c->milter_defs[i];
     }
+    for (size_t i = 0; i < c->ndomains; i++)
+        ms->per_domain = ms->per_domain || c->domains[i].milters_set;
     return ms;
 }
 
@@ -1173,7 +746,12 @@ milter_stop(void *arg)
 
     for (size_t i = 0; i < ms->n; i++)
         milter_conn_close(ms->f[i].conn, true);
-    txn_clear(ms);
+    for (size_t i = 0; i < ms->naccepted; i++) {
+        free(ms->accepted[i].mailbox);
+        free(ms->accepted[i].domain_lc);
+    }
+    free(ms->accepted);
+    check_milter__txn_clear(ms);
     free(ms->f);
     free(ms);
 }
@@ -1187,7 +765,7 @@ const struct check_ops check_milter = {
     .mail = milter_mail,
     .rcpt = milter_rcpt,
     .end = milter_end,
-    .data = milter_data,
-    .filter = milter_filter,
+    .data = check_milter__data,
+    .filter = check_milter__filter,
     .reset = milter_reset,
 };

@@ -36,9 +36,9 @@ def _master_cf(port):
 class Postfix:
     """domain: the domain it is MX for (any recipient exists); lmtp: a unix
     socket path to deliver to; hold: defer every delivery (queue only, as
-    mxd with its primary down)."""
+    mxd with its primary down); extra: more main.cf lines (smtpd_milters)."""
 
-    def __init__(self, tmpdir, port, domain, lmtp, hold=False):
+    def __init__(self, tmpdir, port, domain, lmtp, hold=False, extra=""):
         self.root = os.path.join(tmpdir, "postfix")
         self.etc = os.path.join(self.root, "etc")
         self.queue = os.path.join(self.root, "queue")
@@ -76,7 +76,7 @@ default_process_limit = 300
 lmtp_destination_concurrency_limit = 20
 biff = no
 smtputf8_enable = yes
-"""
+{extra}"""
         with open(os.path.join(self.etc, "main.cf"), "w", encoding="utf-8") as f:
             f.write(main)
         with open(os.path.join(self.etc, "master.cf"), "w", encoding="utf-8") as f:

@@ -71,6 +71,31 @@ class Config(unittest.TestCase):
         p = self.check(self.write(text))
         self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
 
+    def test_milter_sections(self):
+        """Issue 17: [milter NAME] sections and milters lists, checked with
+        FILE:LINE (an unknown name, a bad socket, a duplicate section, a
+        section no list names), and a valid set."""
+        base = self.valid_text()
+        ok = base + ("\n[milter rspamd]\nsocket = inet:127.0.0.1:11332\ndefault_action = accept\n")
+        text, _ = self.with_line("hostname", "milters = rspamd, unix:/run/clamav/milter.sock")
+        path = self.write(text + ok[len(base):])
+        p = self.check(path)
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        text, n = self.with_line("hostname", "milters = rspamd, spamass")
+        err = self.assert_error_at(text + ok[len(base):], n, "unknown filter")
+        self.assertIn("no [milter NAME] section of that name (got 'spamass')", err)
+        text, n = self.with_line("hostname", "milters = inet:example.net:11332")
+        self.assert_error_at(text, n, "socket with a host name")
+        text, _ = self.with_line("hostname", "milters = a")
+        text += "\n[milter a]\nsocket = unix:/a\n[milter a]\nsocket = unix:/b\n"
+        n = text.splitlines().index("[milter a]", text.splitlines().index("[milter a]") + 1) + 1
+        err = self.assert_error_at(text, n, "duplicate section")
+        self.assertIn("duplicate [milter a]", err)
+        text = base + "\n[milter unused]\nsocket = unix:/a\n"
+        n = text.splitlines().index("[milter unused]") + 1
+        err = self.assert_error_at(text, n, "unused section")
+        self.assertIn("no milters list names it", err)
+
     def test_unknown_key(self):
         text, n = self.with_line("hostname", "no_such_key = 1")
         err = self.assert_error_at(text, n, "unknown key")

@@ -107,7 +107,8 @@ class MilterFilterTest(mxdtest.ClassMxd, unittest.TestCase):
         # mxd's start waits for a greeting: a filter must answer by then
         f = Filter(cls.tmpdir, cls.fport, "accept")
         try:
-            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, control=True))
+            cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, control=True,
+                                      env=mxdtest.small_asan_quarantine()))
         finally:
             f.stop()
 
@@ -730,6 +731,221 @@ hs_cache_dir = "{rdir}/db";
         r = c.reply()
         c.close()
         self.assertEqual(r.code, 451, r)
+
+
+def metric_value(port, name, **labels):
+    """One series of mxd's /metrics (0 when absent)."""
+    import re
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    m = re.search(r"^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(sel)), text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def milter_section(name, port, **keys):
+    lines = [f"[milter {name}]", f"socket = inet:127.0.0.1:{port}"]
+    lines += [f"{k} = {v}" for k, v in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+class NamedMiltersTest(mxdtest.ClassMxd, unittest.TestCase):
+    """[milter NAME] sections and milters lists: two filters in order, a
+    domain's own list (and the global list for a message with recipients
+    in several domains), default_action per section, metrics per filter.
+    Each fails without the sections: the config does not load, or the
+    filters are asked as the [server] list alone says."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(os.access(FILTER, os.X_OK), "tests/milter_filter (libmilter-dev)")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        ports = {n: mxdtest.free_port() for n in ("first", "second", "dom", "down", "downrej")}
+        cls.mport = mxdtest.free_port()
+        cls.filters = {}
+        for name in ("first", "second", "dom"):
+            f = Filter(cls.tmpdir, ports[name], "addheader", ("-n", name))
+            cls.addClassCleanup(f.stop)
+            cls.filters[name] = f
+        extra = (milter_section("first", ports["first"])
+                 + milter_section("second", ports["second"], command_timeout="3s")
+                 + milter_section("dom", ports["dom"])
+                 + milter_section("down", ports["down"], default_action="accept")
+                 + milter_section("downrej", ports["downrej"], default_action="reject"))
+        server = {
+            "milters": "first, second",
+            "milter_default_action": "tempfail",
+            "milter_connect_timeout": "2s",
+            "milter_command_timeout": "2s",
+            "milter_content_timeout": "5s",
+            "metrics_listen": f"127.0.0.1:{cls.mport}",
+        }
+        domains = {
+            "example.test": {"mode": "local", "recipients": "any"},
+            "other.test": {"mode": "local", "recipients": "any", "milters": "dom"},
+            "skip.test": {"mode": "local", "recipients": "any", "milters": "down"},
+            "rej.test": {"mode": "local", "recipients": "any", "milters": "downrej"},
+            "none.test": {"mode": "local", "recipients": "any", "milters": "none"},
+        }
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, domains=domains, extra=extra))
+
+    def marks(self):
+        return {n: len(f.lines()) for n, f in self.filters.items()}
+
+    def new_lines(self, marks, name, wait_for=None):
+        deadline = time.monotonic() + 5
+        while True:
+            got = self.filters[name].lines()[marks[name]:]
+            if wait_for is None or wait_for in got or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
+
+    def send(self, rcpts, token):
+        c = self.mxd.client()
+        c.ehlo("helo.test")
+        replies = {"mail": c.cmd("MAIL FROM:<a@sender.test>")}
+        for rcpt in rcpts:
+            replies[rcpt] = c.cmd(f"RCPT TO:<{rcpt}>")
+        if any(replies[x].code == 250 for x in rcpts):
+            self.assertEqual(c.cmd("DATA").code, 354)
+            c.send(mxdtest.dot_stuff(message(token)) + b".\r\n")
+            replies["end"] = c.reply(timeout=20)
+        c.cmd("QUIT")
+        c.close()
+        return replies
+
+    def header(self, qid):
+        body = bytes(mxdtest.message_by_qid(self.mxd.db_path, qid)["row"]["body"])
+        return body.split(b"\r\n\r\n", 1)[0]
+
+    def test_two_named_filters_in_order(self):
+        calls = metric_value(self.mport, "mxd_milter_events_total", filter="second", event="call")
+        token = self.token()
+        m = self.marks()
+        replies = self.send(["u@example.test"], token)
+        self.assertEqual(replies["end"].code, 250, replies)
+        head = self.header(replies["end"].qid)
+        # each filter's changes in list order: first's field, then second's
+        self.assertIn(b"X-Test-Filter: first\r\nX-Test-Filter: second", head)
+        self.assertEqual(self.new_lines(m, "dom"), [])  # not in the global list
+        for name in ("first", "second"):
+            self.assertIn(f"header Message-ID <{token}@sender.test>",
+                          self.new_lines(m, name, "eom - -"))
+        # per filter: connect, HELO, MAIL, RCPT, end of message
+        self.assertEqual(metric_value(self.mport, "mxd_milter_events_total", filter="second",
+                                      event="call") - calls, 5)
+        self.assertGreater(metric_value(self.mport, "mxd_milter_events_total", filter="first",
+                                        event="accept"), 0)
+
+    def test_domain_list(self):
+        token = self.token()
+        m = self.marks()
+        replies = self.send(["u@other.test"], token)
+        self.assertEqual(replies["end"].code, 250, replies)
+        head = self.header(replies["end"].qid)
+        self.assertTrue(head.endswith(b"X-Test-Filter: dom"), head)
+        self.assertNotIn(b"X-Test-Filter: first", head)
+        self.assertNotIn(b"X-Test-Filter: second", head)
+        # dom joined at RCPT: told connect, HELO and MAIL first
+        got = self.new_lines(m, "dom", "eom - -")
+        for want in ["connect [127.0.0.1] -", "helo helo.test -", "mail <a@sender.test> -",
+                     "rcpt <u@other.test> -", f"header Message-ID <{token}@sender.test>",
+                     "eom - -"]:
+            self.assertIn(want, got)
+        self.assertLess(got.index("connect [127.0.0.1] -"), got.index("rcpt <u@other.test> -"))
+        # the global filters saw MAIL (before any recipient), then ABORT
+        got = self.new_lines(m, "first", "abort - -")
+        self.assertIn("mail <a@sender.test> -", got)
+        self.assertIn("abort - -", got)
+        self.assertNotIn("rcpt <u@other.test> -", got)
+        self.assertNotIn(f"header Message-ID <{token}@sender.test>", got)
+
+    def test_recipients_in_two_domains_use_the_global_list(self):
+        token = self.token()
+        m = self.marks()
+        replies = self.send(["u@other.test", "v@example.test"], token)
+        self.assertEqual(replies["end"].code, 250, replies)
+        head = self.header(replies["end"].qid)
+        self.assertIn(b"X-Test-Filter: first\r\nX-Test-Filter: second", head)
+        self.assertNotIn(b"X-Test-Filter: dom", head)
+        # the global filters catch up on the first recipient
+        got = self.new_lines(m, "second", "eom - -")
+        self.assertIn("rcpt <u@other.test> -", got)
+        self.assertIn("rcpt <v@example.test> -", got)
+        self.assertIn(f"header Message-ID <{token}@sender.test>", got)
+        got = self.new_lines(m, "dom", "abort - -")
+        self.assertIn("rcpt <u@other.test> -", got)
+        self.assertNotIn(f"header Message-ID <{token}@sender.test>", got)
+
+    def test_domain_with_no_filters(self):
+        token = self.token()
+        replies = self.send(["u@none.test"], token)
+        self.assertEqual(replies["end"].code, 250, replies)
+        self.assertNotIn(b"X-Test-Filter", self.header(replies["end"].qid))
+
+    def test_default_action_per_section(self):
+        # [server] says tempfail; the sections say accept and reject
+        token = self.token()
+        replies = self.send(["u@skip.test"], token)
+        self.assertEqual(replies["u@skip.test"].code, 250, replies)
+        self.assertEqual(replies["end"].code, 250, replies)
+        self.assertIn("filter failed filter=down", self.mxd.stderr())
+        replies = self.send(["u@rej.test"], self.token())
+        self.assertEqual(replies["u@rej.test"].code, 550, replies)
+        self.assertEqual(replies["u@rej.test"].enh, "5.7.1")
+        self.assertGreater(metric_value(self.mport, "mxd_milter_events_total", filter="downrej",
+                                        event="error"), 0)
+
+
+class MilterReloadTest(mxdtest.ClassMxd, unittest.TestCase):
+    """SIGHUP with a new filter list: new sessions ask the new filters, a
+    session open across the reload keeps its filters and is not dropped."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(os.access(FILTER, os.X_OK), "tests/milter_filter (libmilter-dev)")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.ports = {n: mxdtest.free_port() for n in ("old", "new")}
+        for name in ("old", "new"):
+            f = Filter(cls.tmpdir, cls.ports[name], "addheader", ("-n", name))
+            cls.addClassCleanup(f.stop)
+        server = {"milters": "old", "milter_command_timeout": "5s"}
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server,
+                                  extra=milter_section("old", cls.ports["old"])))
+
+    def finish(self, c, token):
+        self.assertEqual(c.cmd("MAIL FROM:<a@sender.test>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.test>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(mxdtest.dot_stuff(message(token)) + b".\r\n")
+        r = c.reply(timeout=20)
+        self.assertEqual(r.code, 250, r)
+        body = bytes(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["body"])
+        return body.split(b"\r\n\r\n", 1)[0]
+
+    def test_reload_new_list_for_new_sessions(self):
+        before = self.mxd.client()
+        self.addCleanup(before.close)
+        before.ehlo("helo.test")
+        self.mxd.server["milters"] = "new"
+        self.mxd.extra = milter_section("new", self.ports["new"])
+        self.mxd.write_config()
+        self.mxd.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "mxd reloaded" not in self.mxd.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("mxd reloaded", self.mxd.stderr())
+        after = self.mxd.client()
+        self.addCleanup(after.close)
+        after.ehlo("helo.test")
+        head = self.finish(after, self.token())
+        self.assertIn(b"X-Test-Filter: new", head)
+        self.assertNotIn(b"X-Test-Filter: old", head)
+        # the session from before the reload: its filters, not dropped
+        head = self.finish(before, self.token())
+        self.assertIn(b"X-Test-Filter: old", head)
+        self.assertNotIn(b"X-Test-Filter: new", head)
 
 
 if __name__ == "__main__":

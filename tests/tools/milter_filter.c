@@ -1,7 +1,7 @@
 /* milter_filter: a test filter on libmilter (Debian libmilter-dev), for
  * tests/integration/test_milter.py and for recording real exchanges.
  *
- *   milter_filter -p SOCKET -m MODE [-l LOG] [-s SECONDS]
+ *   milter_filter -p SOCKET -m MODE [-l LOG] [-s SECONDS] [-n NAME]
  *
  * SOCKET is libmilter's form (inet:PORT@127.0.0.1, unix:/path). MODE says
  * what it does:
@@ -11,7 +11,8 @@
  *   tempfail-mail    tempfail at MAIL
  *   replycode        at the end of message: 554 5.7.0 with custom text
  *                    holding a control character and a wrong class
- *   addheader        add "X-Test-Filter: seen" and insert a field at the top
+ *   addheader        add "X-Test-Filter: NAME" (-n, default "seen") and
+ *                    insert a field at the top
  *   discard          discard at the end of message
  *   sleep            sleep -s SECONDS (default 5) at the end of message
  *   quarantine       quarantine with a reason
@@ -42,6 +43,7 @@ static FILE *log_file;
 static unsigned sleep_s = 5;
 static unsigned delay_ms;
 static size_t big_len = 1024 * 1024;
+static const char *header_value = "seen";
 
 static void
 logline(const char *what, const char *a, const char *b)
@@ -198,7 +200,7 @@ on_eom(SMFICTX *ctx)
         return SMFIS_REJECT;
     }
     if (strcmp(mode, "addheader") == 0) {
-        smfi_addheader(ctx, "X-Test-Filter", "seen");
+        smfi_addheader(ctx, "X-Test-Filter", (char *)header_value);
         smfi_insheader(ctx, 0, "X-Test-Top", "first\n\tfolded");
     }
     if (strcmp(mode, "discard") == 0)
@@ -263,7 +265,7 @@ main(int argc, char **argv)
     const char *sock = NULL;
     int c;
 
-    while ((c = getopt(argc, argv, "p:m:l:s:d:b:")) != -1) {
+    while ((c = getopt(argc, argv, "p:m:l:s:d:b:n:")) != -1) {
         switch (c) {
         case 'p':
             sock = optarg;
@@ -282,6 +284,9 @@ main(int argc, char **argv)
             break;
         case 'b':
             big_len = (size_t)atoll(optarg);
+            break;
+        case 'n':
+            header_value = optarg;
             break;
         default:
             return 2;

@@ -348,7 +348,89 @@ check_proxy_default(const struct conf *c)
     assert_int_equal(c->proxy_timeout_ms, 5000);
 }
 
+/* [milter NAME] sections (named before or after the lists that use them),
+ * inline sockets with the [server] milter_* values, per-domain lists. */
+static void
+check_milter_sections(const struct conf *c)
+{
+    const struct conf_milter *r, *inl, *clam;
+    const struct conf_domain *a = conf_domain_find(c, "a.example", 9);
+    const struct conf_domain *b = conf_domain_find(c, "b.example", 9);
+    const struct conf_domain *d = conf_domain_find(c, "c.example", 9);
+
+    assert_int_equal(c->nmilter_defs, 3);
+    assert_int_equal(c->milters.n, 2);
+    r = c->milters.v[0];
+    inl = c->milters.v[1];
+    assert_string_equal(r->name, "rspamd");
+    assert_false(r->is_inline);
+    assert_string_equal(r->socket.text, "inet:127.0.0.1:11332");
+    assert_string_equal(r->socket.host, "127.0.0.1");
+    assert_int_equal(r->socket.port, 11332);
+    assert_int_equal(r->content_timeout_ms, 120000);
+    assert_int_equal(r->command_timeout_ms, 10000); /* [server] milter_command_timeout */
+    assert_int_equal(r->connect_timeout_ms, 30000);
+    assert_int_equal(r->default_action, CONF_MILTER_REJECT);
+    assert_string_equal(inl->name, "inet:127.0.0.1:7357");
+    assert_true(inl->is_inline);
+    assert_int_equal(inl->socket.port, 7357);
+    assert_int_equal(inl->default_action, CONF_MILTER_ACCEPT);
+    assert_int_equal(inl->command_timeout_ms, 10000);
+    assert_int_equal(inl->content_timeout_ms, 300000);
+    assert_true(a->milters_set);
+    assert_int_equal(a->milters.n, 3);
+    clam = a->milters.v[0];
+    assert_string_equal(clam->name, "clam");
+    assert_true(clam->socket.is_unix);
+    assert_string_equal(clam->socket.path, "/run/clamav/milter.sock");
+    assert_int_equal(clam->default_action, CONF_MILTER_TEMPFAIL);
+    assert_ptr_equal(a->milters.v[1], r);   /* one entry per filter */
+    assert_ptr_equal(a->milters.v[2], inl); /* the same socket: the same filter */
+    for (size_t i = 0; i < c->nmilter_defs; i++)
+        assert_int_equal(c->milter_defs[i].index, i);
+    assert_true(b->milters_set);
+    assert_int_equal(b->milters.n, 0);
+    assert_false(d->milters_set);
+    assert_int_equal(d->milters.n, 0);
+}
+
+/* The inline form of before the sections: every item a socket. */
+static void
+check_milter_inline(const struct conf *c)
+{
+    assert_int_equal(c->milters.n, 2);
+    assert_int_equal(c->nmilter_defs, 2);
+    assert_true(c->milters.v[0]->is_inline);
+    assert_string_equal(c->milters.v[0]->name, "inet:127.0.0.1:11332");
+    assert_true(c->milters.v[1]->socket.is_unix);
+    assert_int_equal(c->milters.v[1]->default_action, CONF_MILTER_TEMPFAIL);
+    assert_int_equal(c->milters.v[1]->connect_timeout_ms, 30000);
+    assert_int_equal(c->milters.v[1]->content_timeout_ms, 300000);
+}
+
+static void
+check_milter_none(const struct conf *c)
+{
+    assert_int_equal(c->milters.n, 0);
+    assert_int_equal(c->nmilter_defs, 0);
+    assert_null(c->milters.v);
+}
+
 static struct ok_case ok_cases[] = {
+    {"milter sections",
+     BASE "milters = rspamd, inet:127.0.0.1:7357\nmilter_default_action = accept\n"
+          "milter_command_timeout = 10s\n"
+          "[milter rspamd]\nsocket = inet:127.0.0.1:11332\ncontent_timeout = 2m\n"
+          "default_action = reject\n"
+          "[domain a.example]\nmilters = clam, rspamd, inet:127.0.0.1:7357\n"
+          "[domain b.example]\nmilters = none\n[domain c.example]\n"
+          "[milter clam]\nsocket = unix:/run/clamav/milter.sock\ndefault_action = tempfail\n",
+     check_milter_sections},
+    {"milters inline", BASE "milters = inet:127.0.0.1:11332 , unix:/run/f.sock\n",
+     check_milter_inline},
+    {"milters none", BASE "milters = none\n", check_milter_none},
+    {"no milters", BASE, check_milter_none},
+
     {"proxy",
      BASE "listen = 0.0.0.0:25 proxy, [::1]:25\tproxy , 127.0.0.1:2525\n"
           "proxy_networks = 10.1.2.0/24, ::1\nproxy_timeout = 3s\n",
@@ -435,6 +517,36 @@ struct err_case {
 };
 
 static struct err_case err_cases[] = {
+    {"milters unknown name", BASE "milters = rspamd\n", 4,
+     "milters: no [milter NAME] section of that name (got 'rspamd')"},
+    {"milters bad item", BASE "milters = a/b\n", 4,
+     "milters: want a [milter NAME] section's name or a socket"},
+    {"milters host name", BASE "milters = inet:localhost:11332\n", 4,
+     "milters: not an IP address (got 'inet:localhost:11332')"},
+    {"milters empty item", BASE "milters = inet:127.0.0.1:1,,unix:/a\n", 4, "milters: empty item"},
+    {"milters none not alone", BASE "milters = none, inet:127.0.0.1:1\n", 4,
+     "milters: 'none' must be alone"},
+    {"milters named twice", BASE "milters = a, A\n[milter a]\nsocket = unix:/a\n", 4,
+     "milters: 'A' is named twice"},
+    {"milter bad socket", BASE "milters = a\n[milter a]\nsocket = tcp:192.0.2.1\n", 6, "socket: "},
+    {"milter missing socket", BASE "milters = a\n[milter a]\ncontent_timeout = 1m\n", 5,
+     "[milter a]: missing socket"},
+    {"milter duplicate section",
+     BASE "milters = a\n[milter a]\nsocket = unix:/a\n[milter A]\nsocket = unix:/b\n", 7,
+     "duplicate [milter A] (first at line 5)"},
+    {"milter unused section", BASE "[milter a]\nsocket = unix:/a\n", 4,
+     "[milter a]: no milters list names it"},
+    {"milter bad name", BASE "[milter a:b]\n", 4, "bad filter name in [milter a:b]"},
+    {"milter without name", BASE "[milter]\n", 4, "missing NAME in [milter"},
+    {"milter unknown key", BASE "milters = a\n[milter a]\nsocket = unix:/a\nfrob = 1\n", 7,
+     "unknown key 'frob' in [milter]"},
+    {"milter bad action", BASE "milters = a\n[milter a]\nsocket = unix:/a\ndefault_action = drop\n",
+     7, "default_action: want accept|tempfail|reject"},
+    {"milter server key", BASE "milters = a\n[milter a]\nsocket = unix:/a\nmilters = a\n", 7,
+     "unknown key 'milters' in [milter]"},
+    {"domain milters unknown", BASE "[domain a.example]\nmilters = x\n", 5,
+     "milters: no [milter NAME] section of that name (got 'x')"},
+
     {"unknown section", BASE "[bogus]\nfoo = 1\n", 4, "unknown section [bogus]"},
     {"unknown key", BASE "frob = 1\n", 4, "unknown key 'frob' in [server]"},
     {"unknown domain key", BASE "[domain a.example]\nspf = off\n", 5,
