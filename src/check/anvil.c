@@ -1,6 +1,6 @@
-/* anvil: owns a hash table of clients threaded on a list in order of use
- * (most recent first): {client key, its current minute's counts and the
- * minute before}. One thread (the loop's, in practice); pure: no clock, no
+/* anvil: owns a table of clients in order of use (base/clru: keyed hash,
+ * least recently used evicted first): {client key, its current minute's
+ * counts and the minute before}. One thread (the loop's, in practice); pure: no clock, no
  * I/O; allocation failures panic (xmalloc).
  *
  * The window: two buckets per client, like Postfix's anvil starting at the
@@ -29,29 +29,25 @@
  * max_clients other clients must come between two of its events. Entries
  * whose counts have run out (no event for two windows) are freed from the
  * tail as the table is used, so a quiet table shrinks. Every operation is
- * O(1): one keyed hash lookup (load factor <= 1) and list splices. */
+ * O(1) (clru). */
 #include "check/anvil.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clru.h"
 #include "base/iptab.h"
 #include "base/util.h"
 
 struct anvil_client {
-    struct anvil_client *hnext;       /* hash chain */
-    struct anvil_client *prev, *next; /* order of use: a->head is the most recent */
-    unsigned char key[IPTAB_KEY_LEN];
-    uint64_t start_ms; /* the current bucket began */
+    struct clru_entry h; /* first: the table's entry is ours */
+    uint64_t start_ms;   /* the current bucket began */
     uint32_t cur[ANVIL_NRULES], old[ANVIL_NRULES];
 };
 
 struct anvil {
-    struct anvil_client **slots;
-    size_t mask; /* slots - 1 (a power of two) */
-    struct anvil_client *head, *tail;
-    size_t n, max;
-    uint64_t window_ms, seed;
+    struct clru *t;
+    uint64_t window_ms;
 };
 
 static const char *const rule_names[] = {
@@ -69,18 +65,13 @@ anvil_rule_name(enum anvil_rule rule)
 struct anvil *
 anvil_new(size_t max_clients, uint64_t window_ms, uint64_t seed)
 {
-    struct anvil *a = xcalloc(1, sizeof(*a));
-    size_t slots = 16;
+    struct anvil *a;
 
     if (max_clients == 0 || window_ms == 0)
         mxd_panic("anvil_new: max_clients and window_ms must be > 0");
-    while (slots < max_clients)
-        slots *= 2;
-    a->slots = xcalloc(slots, sizeof(*a->slots));
-    a->mask = slots - 1;
-    a->max = max_clients;
+    a = xcalloc(1, sizeof(*a));
+    a->t = clru_new(max_clients, sizeof(struct anvil_client), seed);
     a->window_ms = window_ms;
-    a->seed = seed;
     return a;
 }
 
@@ -89,89 +80,14 @@ anvil_free(struct anvil *a)
 {
     if (a == NULL)
         return;
-    for (struct anvil_client *e = a->head, *n; e != NULL; e = n) {
-        n = e->next;
-        free(e);
-    }
-    free(a->slots);
+    clru_free(a->t);
     free(a);
 }
 
 size_t
 anvil_size(const struct anvil *a)
 {
-    return a->n;
-}
-
-/* splitmix64's finaliser: every input bit moves every output bit. */
-static uint64_t
-mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= UINT64_C(0xbf58476d1ce4e5b9);
-    x ^= x >> 27;
-    x *= UINT64_C(0x94d049bb133111eb);
-    return x ^ (x >> 31);
-}
-
-/* A keyed mix, not a cryptographic hash: a client that does not know the
- * seed cannot pick addresses that share a chain. */
-static struct anvil_client **
-slot_of(const struct anvil *a, const unsigned char key[IPTAB_KEY_LEN])
-{
-    uint64_t hi, lo;
-
-    memcpy(&hi, key, sizeof(hi));
-    memcpy(&lo, key + sizeof(hi), sizeof(lo));
-    return &a->slots[mix64(mix64(hi ^ a->seed) ^ lo) & a->mask];
-}
-
-/* The link that points at key's entry (*link NULL when absent). */
-static struct anvil_client **
-find(const struct anvil *a, const unsigned char key[IPTAB_KEY_LEN])
-{
-    struct anvil_client **pp = slot_of(a, key);
-
-    while (*pp != NULL && memcmp((*pp)->key, key, IPTAB_KEY_LEN) != 0)
-        pp = &(*pp)->hnext;
-    return pp;
-}
-
-static void
-list_unlink(struct anvil *a, struct anvil_client *e)
-{
-    if (e->prev != NULL)
-        e->prev->next = e->next;
-    else
-        a->head = e->next;
-    if (e->next != NULL)
-        e->next->prev = e->prev;
-    else
-        a->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void
-list_push_front(struct anvil *a, struct anvil_client *e)
-{
-    e->prev = NULL;
-    e->next = a->head;
-    if (a->head != NULL)
-        a->head->prev = e;
-    else
-        a->tail = e;
-    a->head = e;
-}
-
-static void
-drop(struct anvil *a, struct anvil_client *e)
-{
-    struct anvil_client **pp = find(a, e->key);
-
-    *pp = e->hnext;
-    list_unlink(a, e);
-    a->n--;
-    free(e);
+    return clru_size(a->t);
 }
 
 /* No event for two windows: its counts are all zero now. */
@@ -213,34 +129,26 @@ anvil_hit(struct anvil *a, const struct sockaddr *sa, unsigned v6_prefix, enum a
           uint64_t now_ms)
 {
     unsigned char key[IPTAB_KEY_LEN];
-    struct anvil_client **pp, *e;
+    struct anvil_client *e;
+    bool added;
 
     if ((unsigned)rule >= ANVIL_NRULES)
         mxd_panic("anvil_hit: rule %d", (int)rule);
     iptab_key(sa, v6_prefix, key);
-    pp = find(a, key);
-    e = *pp;
-    if (e != NULL) {
-        list_unlink(a, e);
-    } else {
-        if (a->n == a->max) {
-            drop(a, a->tail);
-            pp = find(a, key); /* the chain may have changed */
-        }
-        e = xcalloc(1, sizeof(*e));
-        memcpy(e->key, key, IPTAB_KEY_LEN);
+    e = (struct anvil_client *)clru_put(a->t, key, &added);
+    if (added)
         e->start_ms = now_ms;
-        e->hnext = *pp;
-        *pp = e;
-        a->n++;
-    }
-    list_push_front(a, e);
     roll(a, e, now_ms);
     if (e->cur[rule] < UINT32_MAX)
         e->cur[rule]++;
     /* Sweep: at most two entries with nothing left to count. */
-    for (int i = 0; i < 2 && a->tail != e && stale(a, a->tail, now_ms); i++)
-        drop(a, a->tail);
+    for (int i = 0; i < 2; i++) {
+        struct anvil_client *old = (struct anvil_client *)clru_oldest(a->t);
+
+        if (old == e || !stale(a, old, now_ms))
+            break;
+        clru_drop(a->t, &old->h);
+    }
     return rate(a, e, rule, now_ms);
 }
 
@@ -254,7 +162,7 @@ anvil_rate(const struct anvil *a, const struct sockaddr *sa, unsigned v6_prefix,
     if ((unsigned)rule >= ANVIL_NRULES)
         return 0;
     iptab_key(sa, v6_prefix, key);
-    e = *find(a, key);
+    e = (struct anvil_client *)clru_peek(a->t, key);
     if (e == NULL)
         return 0;
     copy = *e;
