@@ -3,9 +3,11 @@
 #   1. tests/deps.sh (skip with MXD_SKIP_DEPS=1)
 #   2. a fresh default build in build-test, `meson test`
 #   3. a fresh address+undefined sanitizer build in build-asan, `meson test`
-#   4. memcheck: roundtrip, protocol, policy, hostile, lmtp, tls and the
+#   4. memcheck: roundtrip, protocol, policy, hostile, lmtp, tls, the
 #      issue 14 hardening suites (but hardening_io, which measures mxd's
-#      memory) with mxd under valgrind (zero errors, zero definite leaks)
+#      memory) and the issue 16-17 suites (proxy, rate, greylist, dnsbl,
+#      pregreet, milter) with mxd under valgrind (zero errors, zero
+#      definite leaks)
 #   5. the libFuzzer targets, 60 s each (tests/fuzz/run.sh; one test each)
 #   6. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
 #   7. clang-format --dry-run -Werror over the C sources (counted as one test)
@@ -104,7 +106,8 @@ if [ -x build-test/src/mxd ]; then
     MXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
         meson test -C build-test --print-errorlogs --logbase memcheck \
         roundtrip protocol policy hostile lmtp tls \
-        hardening hardening_auth hardening_mail hardening_checks
+        hardening hardening_auth hardening_mail hardening_checks \
+        proxy rate greylist dnsbl pregreet milter
     count build-test "memcheck (valgrind)" memcheck
 else
     summaries+=("memcheck: FAILED (no default build)")
