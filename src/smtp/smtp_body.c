@@ -207,20 +207,38 @@ utf8_needed(const struct smtp_session *s, const struct smtp_txn *t, const struct
     return t->smtputf8 && need;
 }
 
+/* Whether a and b are one mailbox: the local parts compared exactly (RFC
+ * 5321 2.4: only the receiving host may treat their case as
+ * insignificant), the domains without case. */
+static bool
+same_mailbox(const char *a, const char *b)
+{
+    const char *at_a = strrchr(a, '@'), *at_b = strrchr(b, '@');
+    size_t la = at_a != NULL ? (size_t)(at_a - a) : strlen(a);
+    size_t lb = at_b != NULL ? (size_t)(at_b - b) : strlen(b);
+
+    if (la != lb || memcmp(a, b, la) != 0 || (at_a == NULL) != (at_b == NULL))
+        return false;
+    return at_a == NULL || strcasecmp(at_a, at_b) == 0;
+}
+
 static bool
 deleted(const struct check_edits *e, const char *address)
 {
     for (size_t i = 0; e != NULL && i < e->ndel; i++)
-        if (strcasecmp(e->del[i], address) == 0)
+        if (same_mailbox(e->del[i], address))
             return true;
     return false;
 }
 
+/* Adds a recipient; with dedup (one a content filter added), not when the
+ * message has that mailbox already. The client's recipients are stored as
+ * it gave them, each one (as before content filters). */
 static void
-rcpt_put(struct store_msg *m, char *address, char *domain)
+rcpt_put(struct store_msg *m, char *address, char *domain, bool dedup)
 {
-    for (size_t i = 0; i < m->nrcpts; i++) {
-        if (strcasecmp(m->rcpts[i].address, address) == 0) { /* already there */
+    for (size_t i = 0; dedup && i < m->nrcpts; i++) {
+        if (same_mailbox(m->rcpts[i].address, address)) { /* already there */
             free(address);
             free(domain);
             return;
@@ -247,12 +265,12 @@ rcpts_build(struct smtp_session *s, const struct smtp_txn *t, const struct check
             continue;
         if (a->is_postmaster) /* to the first domain we serve */
             rcpt_put(m, xasprintf("%s@%s", a->mailbox, c->domains[0].name),
-                     xstrdup(c->domains[0].name));
+                     xstrdup(c->domains[0].name), false);
         else
-            rcpt_put(m, xstrdup(a->mailbox), xstrdup(a->domain_lc));
+            rcpt_put(m, xstrdup(a->mailbox), xstrdup(a->domain_lc), false);
     }
     for (size_t i = 0; e != NULL && i < e->nadd; i++)
-        rcpt_put(m, xstrdup(e->add[i].address), xstrdup(e->add[i].domain));
+        rcpt_put(m, xstrdup(e->add[i].address), xstrdup(e->add[i].domain), true);
 }
 
 static struct store_msg *
