@@ -265,7 +265,10 @@ milter_conn_close(struct milter_conn *c, bool quit)
         milter_conn_flush(c);
         c->sreq.data = c;
         uv_read_stop((uv_stream_t *)&c->h);
-        if (!c->failed && uv_shutdown(&c->sreq, (uv_stream_t *)&c->h, on_shutdown) == 0)
+        /* the QUIT is in the socket (the usual case): closing sends it and
+         * the FIN as a shutdown would, without the shutdown's loop turn */
+        if (!c->failed && uv_stream_get_write_queue_size((uv_stream_t *)&c->h) > 0 &&
+            uv_shutdown(&c->sreq, (uv_stream_t *)&c->h, on_shutdown) == 0)
             return;
     }
     close_handles(c);
