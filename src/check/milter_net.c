@@ -142,7 +142,7 @@ milter_conn_flush(struct milter_conn *c)
             return;
         p = milter_proto_output(c->proto, &len);
     }
-    /* an error (n < 0 but EAGAIN) is left to the write request: it reports
+    /* an error (n < 0, EAGAIN aside) is left to the write request: it reports
      * it from the loop, never inside this call */
     w = xmalloc(sizeof(*w) + len);
     memcpy(w->data, p, len);
