@@ -1,10 +1,12 @@
 /* milter_net: owns one milter connection: its stream handle (TCP or unix
  * socket), its timer, the connect and write requests and the milter_proto
  * it was given. Loop thread only. Reads go straight into the proto's
- * buffer (bounded by the proto: one reply packet at most); writes copy
- * what the proto hands out. The owner hears of input and failures through
- * callbacks; once it closes the connection no callback runs, and the
- * connection frees itself when its handles are closed. */
+ * buffer (bounded by the proto: one reply packet at most); writes go
+ * straight to the socket when it takes them (uv_try_write), else copy
+ * what the proto hands out into a write request. The owner hears of
+ * input and failures through callbacks; once it closes the connection no
+ * callback runs, and the connection frees itself when its handles are
+ * closed. */
 #include "check/milter_net.h"
 
 #include <stdlib.h>
@@ -124,9 +126,24 @@ milter_conn_flush(struct milter_conn *c)
     const char *p = milter_proto_output(c->proto, &len);
     struct wreq *w;
     uv_buf_t b;
+    int n;
 
     if (!c->connected || c->failed || len == 0)
         return;
+    /* Straight to the socket when nothing waits before it (libuv refuses
+     * while its queue is not empty, keeping the order): no request, no
+     * copy, no completion callback, no epoll change. What the socket does
+     * not take goes in a write request. */
+    b = uv_buf_init((char *)p, (unsigned)len);
+    n = uv_try_write((uv_stream_t *)&c->h, &b, 1);
+    if (n > 0) {
+        milter_proto_taken(c->proto, (size_t)n);
+        if ((size_t)n == len)
+            return;
+        p = milter_proto_output(c->proto, &len);
+    }
+    /* an error (n < 0, EAGAIN aside) is left to the write request: it reports
+     * it from the loop, never inside this call */
     w = xmalloc(sizeof(*w) + len);
     memcpy(w->data, p, len);
     w->c = c;
@@ -248,7 +265,10 @@ milter_conn_close(struct milter_conn *c, bool quit)
         milter_conn_flush(c);
         c->sreq.data = c;
         uv_read_stop((uv_stream_t *)&c->h);
-        if (!c->failed && uv_shutdown(&c->sreq, (uv_stream_t *)&c->h, on_shutdown) == 0)
+        /* the QUIT is in the socket (the usual case): closing sends it and
+         * the FIN as a shutdown would, without the shutdown's loop turn */
+        if (!c->failed && uv_stream_get_write_queue_size((uv_stream_t *)&c->h) > 0 &&
+            uv_shutdown(&c->sreq, (uv_stream_t *)&c->h, on_shutdown) == 0)
             return;
     }
     close_handles(c);

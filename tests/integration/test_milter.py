@@ -472,6 +472,7 @@ class BadMilter:
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(64)
         self.conns = []
+        self.bodies = []  # the body each connection was sent, at its end of message
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -505,31 +506,46 @@ class BadMilter:
         return data[:1], data[1:]
 
     def talk(self, c, mode):
+        body = bytearray()
+        if mode == "nr-slow":
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         try:
             while True:
                 cmd, data = self.read_packet(c)
                 if cmd is None:
                     return
                 if cmd == b"O":
-                    c.sendall(self.packet(b"O", struct.pack(">III", 6, 0x1ff, 0)))
+                    # nr-slow: no reply to header fields and body chunks (NR_HDR, NR_BODY)
+                    steps = 0x80 | 0x80000 if mode == "nr-slow" else 0
+                    c.sendall(self.packet(b"O", struct.pack(">III", 6, 0x1ff, steps)))
                 elif cmd in (b"D", b"A"):
                     continue
+                elif cmd == b"B" and mode == "close":
+                    return
+                elif cmd == b"B":
+                    body += data
+                    if mode == "nr-slow":
+                        time.sleep(0.01)  # reads slower than mxd writes: its socket fills
+                        continue
+                    c.sendall(self.packet(b"c"))
+                elif cmd == b"L" and mode == "nr-slow":
+                    continue
+                elif cmd == b"E":
+                    self.bodies.append(bytes(body))
+                    body = bytearray()
+                    if mode == "silence":
+                        time.sleep(30)
+                        return
+                    if mode == "half-body":
+                        c.sendall(self.packet(b"b", b"half of a new body\r\n" * 100))
+                        return
+                    c.sendall(self.packet(b"a"))
                 elif cmd == b"Q":
                     return
                 elif cmd == b"C" and mode == "garbage":
                     c.sendall(b"\x00\x00\x00\x02Zgarbage")
                 elif cmd == b"C" and mode == "oversized":
                     c.sendall(b"\x7f\xff\xff\xffc")
-                elif cmd == b"B" and mode == "close":
-                    return
-                elif cmd == b"E" and mode == "silence":
-                    time.sleep(30)
-                    return
-                elif cmd == b"E" and mode == "half-body":
-                    c.sendall(self.packet(b"b", b"half of a new body\r\n" * 100))
-                    return
-                elif cmd == b"E":
-                    c.sendall(self.packet(b"a"))
                 else:
                     c.sendall(self.packet(b"c"))
         except OSError:
@@ -612,6 +628,26 @@ class MisbehavingMilterTest(mxdtest.ClassMxd, unittest.TestCase):
         c.close()
         self.assert_stored_whole(r, token)
         self.assertIn("timeout waiting for a reply", self.mxd.stderr())
+
+    def test_no_reply_body_larger_than_the_socket_takes(self):
+        # the filter asks for no reply to header fields and body chunks and
+        # reads slowly: mxd's socket fills, what it does not take waits in
+        # a write request, and the filter still gets the whole body in order
+        self.bad.mode = "nr-slow"
+        token = self.token()
+        body = b"".join(b"%07d " % i + b"z" * 90 + b"\r\n" for i in range(80000))  # 7.8 MB
+        del self.bad.bodies[:]
+        c = self.mxd.client(timeout=60)
+        r = c.send_message("a@sender.test", ["u@example.test"],
+                           mxdtest.dot_stuff(message(token, body=body)))
+        c.close()
+        self.bad.mode = "ok"
+        self.assertEqual(r.code, 250, r)
+        self.assertEqual(len(self.bad.bodies), 1)
+        self.assertEqual(len(self.bad.bodies[0]), len(body))
+        self.assertTrue(self.bad.bodies[0] == body, "the filter got another body")
+        stored = bytes(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["body"])
+        self.assertTrue(stored.endswith(body))
 
     def test_half_new_body_is_not_stored(self):
         r, token = self.deliver("half-body")
