@@ -190,6 +190,17 @@ log_reply(struct mf *f, const struct milter_event *ev, const char *stage)
             ev->type == MILTER_EV_REPLYCODE ? log_esc(t, sizeof(t), ev->b, strlen(ev->b)) : "");
 }
 
+/* ACCEPT from a filter: it is done with the connection (at connect or
+ * HELO) or with the transaction (later). */
+static void
+accepted(struct mf *f, enum ask step)
+{
+    if (step == ASK_CONNECT || step == ASK_HELO)
+        f->conn_done = true;
+    else
+        f->txn_done = true;
+}
+
 /* The reply to a step a filter catches up on (see next_step): continue
  * goes on with its next step, accept skips it, a refusal answers the
  * stage and every later one that asks this filter (sticky). */
@@ -220,10 +231,7 @@ catchup_reply(struct mf *f, const struct milter_event *ev)
         return;
     }
     if (ev->type == MILTER_EV_ACCEPT) {
-        if (ms->step == ASK_CONNECT || ms->step == ASK_HELO)
-            f->conn_done = true;
-        else
-            f->txn_done = true;
+        accepted(f, ms->step);
         ms->cur++;
     }
     run(ms);
@@ -268,12 +276,8 @@ stage_reply(struct mf *f, const struct milter_event *ev)
     if (ms->ask == ASK_END) /* the filter passes the message: its changes apply */
         check_milter__mods_apply(f);
     check_milter__mods_clear(ms);
-    if (ev->type == MILTER_EV_ACCEPT) {
-        if (ms->ask == ASK_CONNECT || ms->ask == ASK_HELO)
-            f->conn_done = true;
-        else
-            f->txn_done = true;
-    }
+    if (ev->type == MILTER_EV_ACCEPT)
+        accepted(f, ms->ask);
     ms->cur++;
     run(ms);
 }
