@@ -8,7 +8,8 @@
 #      memory) and the issue 16-17 suites (proxy, rate, greylist, dnsbl,
 #      pregreet, milter) with mxd under valgrind (zero errors, zero
 #      definite leaks)
-#   5. the libFuzzer targets, 60 s each (tests/fuzz/run.sh; one test each)
+#   5. the libFuzzer targets, 40 s each (tests/fuzz/run.sh; one test each;
+#      FUZZ_SECONDS=14400 for the long form)
 #   6. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
 #   7. clang-format --dry-run -Werror over the C sources (counted as one test)
 # Prints a summary per build and, last, "N passed, N failed, N skipped"
@@ -114,12 +115,12 @@ else
     total_fail=$((total_fail + 1))
 fi
 
-# libFuzzer targets (tests/fuzz/run.sh), FUZZ_SECONDS each (default 60):
+# libFuzzer targets (tests/fuzz/run.sh), FUZZ_SECONDS each (default 40):
 # each target counts as one test, passed when it found nothing.
 echo "==== fuzz: tests/fuzz/run.sh"
 rm -rf build-fuzz
 fuzz_results=$(mktemp)
-FUZZ_RESULTS=$fuzz_results FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash tests/fuzz/run.sh
+FUZZ_RESULTS=$fuzz_results FUZZ_SECONDS=${FUZZ_SECONDS:-40} bash tests/fuzz/run.sh
 fuzz_ok=$(grep -c ' ok ' "$fuzz_results")
 fuzz_bad=$(grep -vc ' ok ' "$fuzz_results")
 fuzz_execs=$(awk '{n += $3} END {print n + 0}' "$fuzz_results")
