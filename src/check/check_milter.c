@@ -190,6 +190,15 @@ log_reply(struct mf *f, const struct milter_event *ev, const char *stage)
             ev->type == MILTER_EV_REPLYCODE ? log_esc(t, sizeof(t), ev->b, strlen(ev->b)) : "");
 }
 
+/* The filter's verdict on the message, given at the end of data. */
+static void
+txn_verdict(struct mf *f, enum check_action action, int code, const char *text)
+{
+    f->txn_action = action;
+    f->txn_code = code;
+    snprintf(f->txn_text, sizeof(f->txn_text), "%s", text);
+}
+
 /* ACCEPT from a filter: it is done with the connection (at connect or
  * HELO) or with the transaction (later). */
 static void
@@ -215,9 +224,7 @@ catchup_reply(struct mf *f, const struct milter_event *ev)
     if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
         if (action == CHECK_DISCARD) { /* the message goes at its end */
             f->txn_done = true;
-            f->txn_action = CHECK_DISCARD;
-            f->txn_code = 250;
-            snprintf(f->txn_text, sizeof(f->txn_text), "%s", text);
+            txn_verdict(f, CHECK_DISCARD, 250, text);
             ms->cur++;
             run(ms);
             return;
@@ -263,9 +270,7 @@ stage_reply(struct mf *f, const struct milter_event *ev)
             f->txn_done = true;
         if (action == CHECK_DISCARD && ms->ask != ASK_END) {
             /* the message goes at its end */
-            f->txn_action = CHECK_DISCARD;
-            f->txn_code = 250;
-            snprintf(f->txn_text, sizeof(f->txn_text), "%s", text);
+            txn_verdict(f, CHECK_DISCARD, 250, text);
             ms->cur++;
             run(ms);
             return;
@@ -301,11 +306,8 @@ content_reply(struct mf *f, const struct milter_event *ev)
         check_milter__fail(f, "the filter asked to fail the connection");
         return;
     }
-    if (refusal(ms, ev, &action, &code, text, sizeof(text))) {
-        f->txn_action = action;
-        f->txn_code = code;
-        snprintf(f->txn_text, sizeof(f->txn_text), "%s", text);
-    }
+    if (refusal(ms, ev, &action, &code, text, sizeof(text)))
+        txn_verdict(f, action, code, text);
     f->txn_done = true;
     milter_proto_drop_queued(mf_proto(f));
 }
