@@ -22,28 +22,9 @@
 
 #include "base/conf.h"
 #include "check/dnsbl.h"
+#include "sockaddr_of.h"
 
 #define BASE "[server]\nhostname = mx.example.test\ndatabase = /var/lib/mxd/queue.db\n"
-
-static struct sockaddr_storage
-sa_of(const char *ip)
-{
-    struct sockaddr_storage ss;
-
-    memset(&ss, 0, sizeof(ss));
-    if (strchr(ip, ':') != NULL) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-        s6->sin6_family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-        s4->sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
-    }
-    return ss;
-}
 
 static void
 a_of(const char *ip, unsigned char a[4])
