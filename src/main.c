@@ -24,6 +24,7 @@
 #include "base/metrics.h"
 #include "base/tls.h"
 #include "check/callahead.h"
+#include "check/milter_net.h"
 #include "deliver/deliver.h"
 #include "ops/control.h"
 #include "ops/metrics_http.h"
@@ -99,6 +100,8 @@ stop_next(struct mxd *m)
 {
     struct store_stats st;
 
+    if (m->server == NULL) /* the sessions are gone (or never came): filters are not needed */
+        milter_conn_idle_close();
     if (m->metrics != NULL) {
         struct metrics_http *h = m->metrics;
 
@@ -116,7 +119,6 @@ stop_next(struct mxd *m)
         smtp_server_shutdown(srv, on_server_stopped, m);
     } else if (m->deliver != NULL) {
         struct deliver *d = m->deliver;
-
         m->deliver = NULL;
         deliver_stop(d, on_deliver_stopped, m);
     } else if (m->callahead != NULL) {

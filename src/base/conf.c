@@ -141,6 +141,7 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       S(milter_command_timeout_ms), .def = "30s", .arg = &in_ms)                                   \
     X(MILTER_CONTENT_TIMEOUT, SECT_SERVER, "milter_content_timeout", set_time,                     \
       S(milter_content_timeout_ms), .def = "300s", .arg = &in_ms)                                  \
+    X(MILTER_REUSE, SECT_SERVER, "milter_reuse", set_bool, S(milter_reuse), .def = "off")          \
     X(METRICS_LISTEN, SECT_SERVER, "metrics_listen", set_endpoint, S(metrics_listen),              \
       .arg = &ep_tcp)                                                                              \
     X(CONTROL_SOCKET, SECT_SERVER, "control_socket", set_sock, S(control_socket))                  \
@@ -180,7 +181,8 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(M_CONTENT_TIMEOUT, SECT_MILTER, "content_timeout", set_time, M(content_timeout_ms),          \
       .arg = &in_ms)                                                                               \
     X(M_DEFAULT_ACTION, SECT_MILTER, "default_action", set_enum, M(default_action),                \
-      .arg = "accept|tempfail|reject")
+      .arg = "accept|tempfail|reject")                                                             \
+    X(M_REUSE, SECT_MILTER, "reuse", set_bool, M(reuse))
 #define KEY_ENUM(id, ...) K_##id,
 /* .sect names the first field so that clang sees a designated initialiser. */
 #define KEY_INIT(id, ...) [K_##id] = {.sect = __VA_ARGS__},
@@ -886,6 +888,8 @@ check_milters(struct parse *p)
             m->content_timeout_ms = c->milter_content_timeout_ms;
         if (l[K_M_DEFAULT_ACTION] == 0)
             m->default_action = c->milter_default_action;
+        if (l[K_M_REUSE] == 0)
+            m->reuse = c->milter_reuse;
         if (l[K_M_SOCKET] == 0)
             perr(p, p->minfo[i].header, "[milter %s]: missing socket", m->name);
     }

@@ -77,6 +77,9 @@ struct conf_milter {
     enum conf_milter_action default_action; /* when it is down or misbehaves */
     size_t index;                           /* in conf->milter_defs */
     bool is_inline;
+    /* reuse = on: its connection is kept for the next SMTP session
+     * (QUIT_NC) instead of closed */
+    bool reuse;
 };
 
 /* A milters list: the filters in the order they are asked. */
@@ -171,6 +174,7 @@ struct conf {
     uint64_t milter_connect_timeout_ms; /* Postfix's names and defaults */
     uint64_t milter_command_timeout_ms;
     uint64_t milter_content_timeout_ms;
+    bool milter_reuse;
     struct conf_endpoint metrics_listen; /* text == NULL when unset */
     char *control_socket;
     /* [tls] */

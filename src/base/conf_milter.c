@@ -71,6 +71,7 @@ conf__milter_item(struct conf *c, size_t nsections, const char *item, size_t *in
     m.command_timeout_ms = c->milter_command_timeout_ms;
     m.content_timeout_ms = c->milter_content_timeout_ms;
     m.default_action = c->milter_default_action;
+    m.reuse = c->milter_reuse;
     m.index = c->nmilter_defs;
     c->milter_defs = xrealloc(c->milter_defs, (c->nmilter_defs + 1) * sizeof(*c->milter_defs));
     c->milter_defs[c->nmilter_defs] = m;

@@ -327,6 +327,7 @@ on_input(void *arg)
     while (f->conn != NULL && (rc = milter_proto_next(mf_proto(f), &ev)) != 0) {
         bool mine = ms->ask != ASK_NONE && ms_current(ms) == f;
 
+        f->replied = true;
         if (rc < 0) {
             check_milter__fail(f, milter_proto_error(mf_proto(f)));
             if (mine)
@@ -366,17 +367,47 @@ on_connected(void *arg)
     check_milter__flush(f);
 }
 
+/* A parked connection that fails before its first reply in this session,
+ * before a transaction: the filter closed it (or restarted) while it was
+ * parked, or ignored the QUIT_NC (a reply never came: libmilter takes
+ * QUIT_NC only right after a message it continued). The filter starts
+ * over on a new connection (next_step catches it up on connect and HELO);
+ * after a timeout its connections are no longer parked. */
+static bool
+retry_fresh(struct mf *f, const char *why, bool timeout)
+{
+    if (!f->reused || f->replied || f->txn_started)
+        return false;
+    log_msg(timeout ? LOG_WARN : LOG_INFO, ms_qid(f->ms), "milter",
+            "reused connection failed filter=%s reason=%s: %s", f->def->name, why,
+            timeout ? "it ignores QUIT_NC, connections are no longer reused" : "reconnecting");
+    if (timeout)
+        milter_conn_reuse_off(f->def->socket.text);
+    mf_count(f, "reuse_failed");
+    milter_conn_close(f->conn, false);
+    f->conn = NULL;
+    f->reused = f->negotiated = false;
+    f->retried = true;
+    f->seen_connect = f->seen_helo = false;
+    return true;
+}
+
 static void
-on_failed(void *arg, const char *why)
+on_failed(void *arg, const char *why, bool timeout)
 {
     struct mf *f = arg;
     struct mstate *ms = f->ms;
     bool mine = ms->ask != ASK_NONE && ms_current(ms) == f;
 
     check_hold(ms->cs);
-    check_milter__fail(f, why);
-    if (mine)
-        check_milter__default(f);
+    if (retry_fresh(f, why, timeout)) {
+        if (mine)
+            run(ms);
+    } else {
+        check_milter__fail(f, why);
+        if (mine)
+            check_milter__default(f);
+    }
     check_unhold(ms->cs);
 }
 
@@ -569,6 +600,12 @@ run(struct mstate *ms)
             ms->cur++;
             continue;
         }
+        if (f->conn == NULL && f->def->reuse && !f->retried &&
+            (f->conn = milter_conn_reuse(f->def->socket.text, &conn_cbs, f)) != NULL) {
+            f->reused = f->negotiated = true;
+            f->replied = false;
+            mf_count(f, "reuse");
+        }
         if (f->conn == NULL) {
             const struct check_info *in = check_info(ms->cs);
 
@@ -745,13 +782,32 @@ milter_start(struct check_session *cs)
     return ms;
 }
 
+/* The session is over: with reuse = on, a filter's connection that is
+ * between messages (no reply awaited; a transaction it is in aborted
+ * first) is parked for the next session, else closed with QUIT. */
+static void
+park_or_close(struct mf *f)
+{
+    if (f->conn == NULL)
+        return;
+    if (f->def->reuse && f->negotiated && !f->dead) {
+        bool ok = true;
+
+        if (f->txn_started && !f->eob_sent)
+            ok = milter_proto_abort(mf_proto(f)) >= 0;
+        if (ok && milter_conn_park(f->conn, f->def->socket.text))
+            return;
+    }
+    milter_conn_close(f->conn, true);
+}
+
 static void
 milter_stop(void *arg)
 {
     struct mstate *ms = arg;
 
     for (size_t i = 0; i < ms->n; i++)
-        milter_conn_close(ms->f[i].conn, true);
+        park_or_close(&ms->f[i]);
     for (size_t i = 0; i < ms->naccepted; i++) {
         free(ms->accepted[i].mailbox);
         free(ms->accepted[i].domain_lc);

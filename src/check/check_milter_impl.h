@@ -49,6 +49,10 @@ struct mf {
     const struct conf_milter *def;
     struct milter_conn *conn; /* NULL before connect, and once failed */
     bool negotiated;
+    /* the connection was parked by an earlier session (reuse = on), and
+     * no reply has come on it yet in this one */
+    bool reused, replied;
+    bool retried; /* a parked one failed so: new connections only */
     /* what it was told: a filter that joins later (a domain's list) is
      * told connect, HELO, MAIL and the transaction's earlier recipients
      * first (catching up) */

@@ -6,7 +6,14 @@
  * what the proto hands out into a write request. The owner hears of
  * input and failures through callbacks; once it closes the connection no
  * callback runs, and the connection frees itself when its handles are
- * closed. */
+ * closed.
+ *
+ * Idle connections: a connection whose owner is done with it may be
+ * parked (QUIT_NC sent: the filter starts over on the same socket, with
+ * the options negotiated) and taken by the next owner that asks for the
+ * same socket, which saves it a connect and an option negotiation. At
+ * most IDLE_MAX are kept per socket, each for IDLE_MS; one the filter
+ * closes or writes to while parked is dropped. */
 #include "check/milter_net.h"
 
 #include <stdlib.h>
@@ -27,7 +34,35 @@ struct milter_conn {
     void *arg; /* NULL once closed by the owner */
     unsigned handles;
     bool connected, failed, closing;
+    /* parked: in the idle list (idle_head), under its socket's text */
+    bool idle;
+    char *key;
+    struct milter_conn *inext, *iprev;
 };
+
+#define IDLE_MAX 64u
+#define IDLE_MS  30000u
+
+/* Parked connections, the most recently parked first. */
+static struct milter_conn *idle_head;
+/* Sockets whose filter ignored a QUIT_NC: not parked again. */
+static char **no_reuse;
+static size_t nno_reuse;
+
+static void
+idle_unlink(struct milter_conn *c)
+{
+    if (!c->idle)
+        return;
+    c->idle = false;
+    if (c->iprev != NULL)
+        c->iprev->inext = c->inext;
+    else
+        idle_head = c->inext;
+    if (c->inext != NULL)
+        c->inext->iprev = c->iprev;
+    c->inext = c->iprev = NULL;
+}
 
 struct wreq {
     uv_write_t req;
@@ -42,6 +77,7 @@ handle_closed(uv_handle_t *h)
 
     if (--c->handles == 0) {
         milter_proto_free(c->proto);
+        free(c->key);
         free(c);
     }
 }
@@ -51,6 +87,7 @@ close_handles(struct milter_conn *c)
 {
     if (c->closing)
         return;
+    idle_unlink(c);
     c->closing = true;
     uv_close((uv_handle_t *)&c->timer, handle_closed);
     uv_close((uv_handle_t *)&c->h, handle_closed);
@@ -58,7 +95,7 @@ close_handles(struct milter_conn *c)
 
 /* Tells the owner once; nothing more is read or written. */
 static void
-fail(struct milter_conn *c, const char *why)
+fail_as(struct milter_conn *c, const char *why, bool timeout)
 {
     if (c->failed)
         return;
@@ -67,9 +104,15 @@ fail(struct milter_conn *c, const char *why)
     if (c->connected)
         uv_read_stop((uv_stream_t *)&c->h);
     if (c->arg != NULL)
-        c->cbs->failed(c->arg, why);
+        c->cbs->failed(c->arg, why, timeout);
     else
         close_handles(c);
+}
+
+static void
+fail(struct milter_conn *c, const char *why)
+{
+    fail_as(c, why, false);
 }
 
 static void
@@ -77,7 +120,7 @@ on_timer(uv_timer_t *t)
 {
     struct milter_conn *c = t->data;
 
-    fail(c, c->connected ? "timeout waiting for a reply" : "connect timeout");
+    fail_as(c, c->connected ? "timeout waiting for a reply" : "connect timeout", c->connected);
 }
 
 static void
@@ -97,7 +140,9 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     struct milter_conn *c = s->data;
 
     (void)buf;
-    if (n > 0) {
+    if (n > 0 && c->idle) {
+        fail(c, "the filter wrote to an idle connection");
+    } else if (n > 0) {
         milter_proto_filled(c->proto, (size_t)n);
         if (c->arg != NULL && !c->failed)
             c->cbs->input(c->arg);
@@ -272,4 +317,82 @@ milter_conn_close(struct milter_conn *c, bool quit)
             return;
     }
     close_handles(c);
+}
+
+static bool
+reuse_refused(const char *key)
+{
+    for (size_t i = 0; i < nno_reuse; i++)
+        if (strcmp(no_reuse[i], key) == 0)
+            return true;
+    return false;
+}
+
+bool
+milter_conn_park(struct milter_conn *c, const char *key)
+{
+    size_t n = 0;
+
+    if (c == NULL || !c->connected || c->failed || c->closing ||
+        milter_proto_awaiting(c->proto) || milter_proto_unread(c->proto) || reuse_refused(key))
+        return false;
+    for (struct milter_conn *i = idle_head; i != NULL; i = i->inext)
+        n += strcmp(i->key, key) == 0;
+    if (n >= IDLE_MAX || milter_proto_quit(c->proto, true) < 0)
+        return false;
+    c->arg = NULL;
+    milter_conn_flush(c);
+    if (c->failed)
+        return true; /* closed by the failure: the caller is done with it */
+    free(c->key);
+    c->key = xstrdup(key);
+    c->idle = true;
+    c->iprev = NULL;
+    c->inext = idle_head;
+    if (idle_head != NULL)
+        idle_head->iprev = c;
+    idle_head = c;
+    uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+    return true;
+}
+
+struct milter_conn *
+milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs, void *arg)
+{
+    for (struct milter_conn *c = idle_head; c != NULL; c = c->inext) {
+        if (strcmp(c->key, key) != 0)
+            continue;
+        idle_unlink(c);
+        uv_timer_stop(&c->timer);
+        c->cbs = cbs;
+        c->arg = arg;
+        return c;
+    }
+    return NULL;
+}
+
+void
+milter_conn_reuse_off(const char *key)
+{
+    if (reuse_refused(key))
+        return;
+    no_reuse = xrealloc(no_reuse, (nno_reuse + 1) * sizeof(*no_reuse));
+    no_reuse[nno_reuse++] = xstrdup(key);
+    for (struct milter_conn *c = idle_head, *next; c != NULL; c = next) {
+        next = c->inext;
+        if (strcmp(c->key, key) == 0)
+            close_handles(c);
+    }
+}
+
+void
+milter_conn_idle_close(void)
+{
+    while (idle_head != NULL)
+        close_handles(idle_head);
+    for (size_t i = 0; i < nno_reuse; i++)
+        free(no_reuse[i]);
+    free(no_reuse);
+    no_reuse = NULL;
+    nno_reuse = 0;
 }

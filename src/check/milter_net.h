@@ -20,9 +20,10 @@ struct milter_conn_cbs {
     void (*connected)(void *arg);
     /* Replies arrived: pull them with milter_proto_next. */
     void (*input)(void *arg);
-    /* The connection failed (connect, I/O, EOF, timeout: why says which).
+    /* The connection failed (connect, I/O, EOF, timeout: why says which;
+     * timeout: a reply did not come in time).
      * No callback follows; the owner calls milter_conn_close. */
-    void (*failed)(void *arg, const char *why);
+    void (*failed)(void *arg, const char *why, bool timeout);
     /* A write completed (the filter takes what it is sent): NULL or the
      * owner's, to resume what waited for the queue to shrink. */
     void (*written)(void *arg);
@@ -44,5 +45,22 @@ void milter_conn_deadline(struct milter_conn *c, uint64_t ms);
 /* No more callbacks. With quit, a QUIT is sent first when the dialogue is
  * idle; the connection frees itself (and the proto) once closed. */
 void milter_conn_close(struct milter_conn *c, bool quit);
+
+/* Idle connections (milter_net.c's comment). Parks c under key (the
+ * socket as written) with QUIT_NC sent, and takes it from its owner (no
+ * callback runs until milter_conn_reuse hands it to another); false when
+ * it cannot be parked (a reply awaited, input unread, the filter ignored
+ * QUIT_NC before, IDLE_MAX parked): the caller closes it. */
+bool milter_conn_park(struct milter_conn *c, const char *key);
+/* A parked connection for key, now the caller's (negotiated: CONNECT
+ * goes next), or NULL. */
+struct milter_conn *milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs,
+                                      void *arg);
+/* The filter behind key ignored a QUIT_NC: its parked connections are
+ * closed and none is parked again. */
+void milter_conn_reuse_off(const char *key);
+/* Closes every parked connection (at shutdown: they would keep the loop
+ * running). */
+void milter_conn_idle_close(void);
 
 #endif

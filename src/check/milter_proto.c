@@ -407,7 +407,10 @@ milter_proto_quit(struct milter_proto *m, bool new_conn)
         return MXD_EINVAL;
     milter_proto_drop_queued(m);
     rc = bare(m, new_conn ? 'K' : 'Q');
-    m->quit = true;
+    /* QUIT_NC: the filter forgets the connection but keeps what was
+     * negotiated; CONNECT follows on this socket */
+    m->quit = !new_conn;
+    m->skip_body = false;
     return rc;
 }
 
@@ -519,6 +522,12 @@ size_t
 milter_proto_pending(const struct milter_proto *m)
 {
     return m->out_len;
+}
+
+bool
+milter_proto_unread(const struct milter_proto *m)
+{
+    return m->in_len > m->in_pos;
 }
 
 bool

@@ -180,7 +180,9 @@ int milter_proto_unknown(struct milter_proto *m, const char *line) MXD_WUR;
 /* The transaction ends without a message: commands of it not yet handed
  * out are dropped, ABORT queued. */
 int milter_proto_abort(struct milter_proto *m) MXD_WUR;
-/* QUIT (new_conn: QUIT_NC, another connection follows on this socket). */
+/* QUIT; or, new_conn, QUIT_NC: the filter ends the connection's dialogue
+ * and a new one (CONNECT) follows on this socket, under the options
+ * negotiated: the proto stays usable. */
 int milter_proto_quit(struct milter_proto *m, bool new_conn) MXD_WUR;
 /* Drops every queued command not yet handed out (a filter accepted or
  * refused the message: the rest of it is not sent). */
@@ -194,6 +196,8 @@ void milter_proto_taken(struct milter_proto *m, size_t n);
 size_t milter_proto_pending(const struct milter_proto *m);
 /* A reply is awaited for a command already handed out. */
 bool milter_proto_awaiting(const struct milter_proto *m);
+/* Input read from the filter and not yet consumed. */
+bool milter_proto_unread(const struct milter_proto *m);
 
 /* Reading: space to read into (at least one octet unless an error
  * happened), then how much was read. */

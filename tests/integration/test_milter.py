@@ -668,10 +668,13 @@ class RspamdTest(mxdtest.ClassMxd, unittest.TestCase):
         cls.rport = mxdtest.free_port()
         cls.rspamd = cls.start_rspamd(cls.tmpdir, cls.rport)
         cls.addClassCleanup(cls.stop_rspamd)
+        cls.mport = mxdtest.free_port()
         server = {
             "milters": f"inet:127.0.0.1:{cls.rport}",
             "milter_default_action": "tempfail",
             "milter_content_timeout": "20s",
+            "milter_reuse": "on",  # rspamd takes QUIT_NC in any state
+            "metrics_listen": f"127.0.0.1:{cls.mport}",
         }
         cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server))
 
@@ -746,6 +749,15 @@ hs_cache_dir = "{rdir}/db";
         body = bytes(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["body"])
         head = body.split(b"\r\n\r\n", 1)[0]
         self.assertIn(b"X-Spamd-Result:", head, head)
+
+    def test_1b_connection_reused(self):
+        name = f"inet:127.0.0.1:{self.rport}"
+        before = metric_value(self.mport, "mxd_milter_events_total", filter=name, event="reuse")
+        for _ in range(3):
+            self.test_1_clean_message_gets_rspamd_headers()
+            time.sleep(0.1)  # the session's end parks the connection
+        after = metric_value(self.mport, "mxd_milter_events_total", filter=name, event="reuse")
+        self.assertGreaterEqual(after - before, 2)
 
     def test_2_gtube_refused(self):
         token = self.token()
@@ -932,6 +944,74 @@ class NamedMiltersTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertEqual(replies["u@rej.test"].enh, "5.7.1")
         self.assertGreater(metric_value(self.mport, "mxd_milter_events_total", filter="downrej",
                                         event="error"), 0)
+
+
+class MilterReuseTest(mxdtest.ClassMxd, unittest.TestCase):
+    """reuse = on: a filter's connection outlives its SMTP session (QUIT_NC)
+    and the next session takes it, without a connect or an option
+    negotiation. libmilter takes a QUIT_NC only right after a message it
+    answered with continue ("continue" mode); a filter that ignores it
+    ("accept" mode: libmilter drops both the QUIT_NC and the CONNECT after
+    it) costs one session a command timeout, then mxd stops reusing its
+    connections. Without reuse the counts of "reuse" stay 0 and each
+    session opens its own connection (the filter's accept count)."""
+
+    @classmethod
+    def setUpClass(cls):
+        need(os.access(FILTER, os.X_OK), "tests/milter_filter (libmilter-dev)")
+        cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
+        cls.ports = {n: mxdtest.free_port() for n in ("cont", "acc")}
+        cls.mport = mxdtest.free_port()
+        cls.filters = {}
+        for name, mode in (("cont", "continue"), ("acc", "accept")):
+            f = Filter(cls.tmpdir, cls.ports[name], mode, ("-n", name))
+            cls.addClassCleanup(f.stop)
+            cls.filters[name] = f
+        extra = (milter_section("cont", cls.ports["cont"], reuse="on")
+                 + milter_section("acc", cls.ports["acc"], reuse="on", command_timeout="1s"))
+        server = {"milters": "none", "milter_default_action": "tempfail",
+                  "metrics_listen": f"127.0.0.1:{cls.mport}"}
+        domains = {
+            "example.test": {"mode": "local", "recipients": "any", "milters": "cont"},
+            "acc.test": {"mode": "local", "recipients": "any", "milters": "acc"},
+        }
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, domains=domains, extra=extra))
+
+    def send(self, rcpt):
+        token = self.token()
+        c = self.mxd.client()
+        r = c.send_message("a@sender.test", [rcpt], mxdtest.dot_stuff(message(token)))
+        c.cmd("QUIT")
+        c.close()
+        return r, token
+
+    def count(self, name, event):
+        return metric_value(self.mport, "mxd_milter_events_total", filter=name, event=event)
+
+    def test_reused_across_sessions(self):
+        before = self.count("cont", "reuse")
+        for _ in range(4):
+            r, token = self.send("u@example.test")
+            self.assertEqual(r.code, 250, r)
+            self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, token), [r.qid])
+            time.sleep(0.1)  # the session's end parks the connection
+        self.assertGreaterEqual(self.count("cont", "reuse") - before, 3)
+        lines = self.filters["cont"].lines()
+        # the filter saw every session from the start: connect and HELO again
+        self.assertGreaterEqual(sum(ln.startswith("connect ") for ln in lines), 4, lines)
+        self.assertGreaterEqual(sum(ln.startswith("eom ") for ln in lines), 4, lines)
+
+    def test_filter_ignoring_quit_nc_costs_one_timeout(self):
+        start = time.monotonic()
+        for _ in range(4):
+            r, token = self.send("u@acc.test")
+            self.assertEqual(r.code, 250, r)
+            self.assertEqual(mxdtest.messages_containing(self.mxd.db_path, token), [r.qid])
+            time.sleep(0.1)
+        self.assertEqual(self.count("acc", "reuse_failed"), 1)
+        self.assertEqual(self.count("acc", "reuse"), 1)
+        self.assertIn("it ignores QUIT_NC", self.mxd.stderr())
+        self.assertLess(time.monotonic() - start, 10)
 
 
 class MilterReloadTest(mxdtest.ClassMxd, unittest.TestCase):

@@ -6,6 +6,8 @@
  * SOCKET is libmilter's form (inet:PORT@127.0.0.1, unix:/path). MODE says
  * what it does:
  *   accept           continue everywhere, accept at the end of message
+ *   continue         continue everywhere, the end of message too (so that
+ *                    libmilter takes a QUIT_NC after it: reuse = on)
  *   reject-connect   reject at connect
  *   reject-rcpt      reject recipients whose address contains "reject"
  *   tempfail-mail    tempfail at MAIL
@@ -205,6 +207,8 @@ on_eom(SMFICTX *ctx)
     }
     if (strcmp(mode, "discard") == 0)
         return SMFIS_DISCARD;
+    if (strcmp(mode, "continue") == 0)
+        return SMFIS_CONTINUE;
     if (strcmp(mode, "sleep") == 0)
         sleep(sleep_s);
     if (strcmp(mode, "quarantine") == 0)

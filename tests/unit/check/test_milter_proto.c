@@ -210,6 +210,28 @@ test_recorded_addheader(void **state)
     milter_proto_free(m);
 }
 
+/* QUIT_NC: 'K' goes, and the same negotiated dialogue starts over with
+ * CONNECT (the filter keeps the options); a body skipped before is not
+ * skipped in the next message. */
+static void
+test_quit_nc_starts_over(void **state)
+{
+    struct milter_proto *m = negotiated(0x31, 0x300, "", 0);
+
+    (void)state;
+    assert_int_equal(milter_proto_quit(m, true), MILTER_NOREPLY);
+    expect_out(m, S("\x00\x00\x00\x01K"));
+    assert_false(milter_proto_awaiting(m));
+    assert_false(milter_proto_unread(m));
+    assert_int_equal(milter_proto_connect(m, "[1.2.3.4]", MILTER_FAM_INET, 25, "1.2.3.4"),
+                     MILTER_AWAIT);
+    expect_out(m, S("\x00\x00\x00\x16"
+                    "C[1.2.3.4]\x00"
+                    "4\x00\x19"
+                    "1.2.3.4\x00"));
+    milter_proto_free(m);
+}
+
 static void
 test_recorded_replycode(void **state)
 {
@@ -694,6 +716,7 @@ main(void)
         cmocka_unit_test(test_empty_packet_then_more),
         cmocka_unit_test(test_negotiation),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_quit_nc_starts_over),
         cmocka_unit_test(test_split_input),
         cmocka_unit_test(test_header_format),
     };
