@@ -333,8 +333,8 @@ milter_conn_park(struct milter_conn *c, const char *key)
 {
     size_t n = 0;
 
-    if (c == NULL || !c->connected || c->failed || c->closing ||
-        milter_proto_awaiting(c->proto) || milter_proto_unread(c->proto) || reuse_refused(key))
+    if (c == NULL || !c->connected || c->failed || c->closing || milter_proto_awaiting(c->proto) ||
+        milter_proto_unread(c->proto) || reuse_refused(key))
         return false;
     for (struct milter_conn *i = idle_head; i != NULL; i = i->inext)
         n += strcmp(i->key, key) == 0;
