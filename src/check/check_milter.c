@@ -54,6 +54,9 @@
 #include "base/log.h"
 #include "check/check_milter_impl.h"
 
+/* How long a probe (milter_net.c) may stay silent before its first reply. */
+#define PROBE_MS 2000u
+
 static const char *const ask_names[] = {"-", "connect", "helo", "mail", "rcpt", "end"};
 
 static void run(struct mstate *ms);
@@ -67,10 +70,15 @@ check_milter__flush(struct mf *f)
     if (f->conn == NULL)
         return;
     milter_conn_flush(f->conn);
-    if (milter_proto_awaiting(mf_proto(f)) || milter_proto_pending(mf_proto(f)) > 0)
-        milter_conn_deadline(f->conn,
-                             f->ms->ask == ASK_END ? d->content_timeout_ms : d->command_timeout_ms);
-    else
+    if (milter_proto_awaiting(mf_proto(f)) || milter_proto_pending(mf_proto(f)) > 0) {
+        uint64_t ms = f->ms->ask == ASK_END ? d->content_timeout_ms : d->command_timeout_ms;
+
+        /* a probe's silence before the transaction: the filter dropped the
+         * QUIT_NC; no need to wait the whole timeout to learn that */
+        if (f->probe && !f->replied && !f->txn_started && ms > PROBE_MS)
+            ms = PROBE_MS;
+        milter_conn_deadline(f->conn, ms);
+    } else
         milter_conn_deadline(f->conn, 0);
 }
 
@@ -280,6 +288,8 @@ stage_reply(struct mf *f, const struct milter_event *ev)
     }
     if (ms->ask == ASK_END) /* the filter passes the message: its changes apply */
         check_milter__mods_apply(f);
+    /* a QUIT_NC may follow it on any filter (milter_net.c) */
+    f->after_message = ms->ask == ASK_END && ev->type == MILTER_EV_CONTINUE;
     check_milter__mods_clear(ms);
     if (ev->type == MILTER_EV_ACCEPT)
         accepted(f, ms->ask);
@@ -327,6 +337,8 @@ on_input(void *arg)
     while (f->conn != NULL && (rc = milter_proto_next(mf_proto(f), &ev)) != 0) {
         bool mine = ms->ask != ASK_NONE && ms_current(ms) == f;
 
+        if (f->probe && !f->replied)
+            milter_conn_quitnc_learn(f->def->socket.text, MILTER_QUITNC_ANYWHERE);
         f->replied = true;
         if (rc < 0) {
             check_milter__fail(f, milter_proto_error(mf_proto(f)));
@@ -369,24 +381,26 @@ on_connected(void *arg)
 
 /* A parked connection that fails before its first reply in this session,
  * before a transaction: the filter closed it (or restarted) while it was
- * parked, or ignored the QUIT_NC (a reply never came: libmilter takes
- * QUIT_NC only right after a message it continued). The filter starts
- * over on a new connection (next_step catches it up on connect and HELO);
- * after a timeout its connections are no longer parked. */
+ * parked, or, a probe that times out, dropped the QUIT_NC (libmilter
+ * takes it only right after a message it continued: from now on the
+ * filter's connections are parked only there). The filter starts over on
+ * a new connection (next_step catches it up on connect and HELO). */
 static bool
 retry_fresh(struct mf *f, const char *why, bool timeout)
 {
+    bool learnt = f->probe && !f->replied && timeout;
+
+    if (learnt)
+        milter_conn_quitnc_learn(f->def->socket.text, MILTER_QUITNC_AFTER_MESSAGE);
     if (!f->reused || f->replied || f->txn_started)
         return false;
-    log_msg(timeout ? LOG_WARN : LOG_INFO, ms_qid(f->ms), "milter",
-            "reused connection failed filter=%s reason=%s: %s", f->def->name, why,
-            timeout ? "it ignores QUIT_NC, connections are no longer reused" : "reconnecting");
-    if (timeout)
-        milter_conn_reuse_off(f->def->socket.text);
+    log_msg(LOG_INFO, ms_qid(f->ms), "milter", "reused connection failed filter=%s reason=%s: %s",
+            f->def->name, why,
+            learnt ? "it takes QUIT_NC only after a message, reconnecting" : "reconnecting");
     mf_count(f, "reuse_failed");
     milter_conn_close(f->conn, false);
     f->conn = NULL;
-    f->reused = f->negotiated = false;
+    f->reused = f->negotiated = f->probe = false;
     f->retried = true;
     f->seen_connect = f->seen_helo = false;
     return true;
@@ -483,6 +497,7 @@ send_stage(struct mf *f)
 
     mf_count(f, "call");
     f->asked_ns = uv_hrtime();
+    f->after_message = false;
     switch (ms->step) {
     case ASK_CONNECT:
         ms->want = 'C';
@@ -601,7 +616,7 @@ run(struct mstate *ms)
             continue;
         }
         if (f->conn == NULL && f->def->reuse && !f->retried &&
-            (f->conn = milter_conn_reuse(f->def->socket.text, &conn_cbs, f)) != NULL) {
+            (f->conn = milter_conn_reuse(f->def->socket.text, &conn_cbs, f, &f->probe)) != NULL) {
             f->reused = f->negotiated = true;
             f->replied = false;
             mf_count(f, "reuse");
@@ -740,6 +755,7 @@ milter_reset(void *arg)
         struct mf *f = &ms->f[i];
 
         if (f->conn != NULL && f->negotiated && f->txn_started && !f->eob_sent) {
+            f->after_message = false;
             if (milter_proto_abort(mf_proto(f)) < 0)
                 check_milter__fail(f, "cannot send");
             else
@@ -795,7 +811,7 @@ park_or_close(struct mf *f)
 
         if (f->txn_started && !f->eob_sent)
             ok = milter_proto_abort(mf_proto(f)) >= 0;
-        if (ok && milter_conn_park(f->conn, f->def->socket.text))
+        if (ok && milter_conn_park(f->conn, f->def->socket.text, f->after_message))
             return;
     }
     milter_conn_close(f->conn, true);

@@ -52,7 +52,9 @@ struct mf {
     /* the connection was parked by an earlier session (reuse = on), and
      * no reply has come on it yet in this one */
     bool reused, replied;
-    bool retried; /* a parked one failed so: new connections only */
+    bool probe;         /* reused, parked elsewhere than after a message */
+    bool retried;       /* a parked one failed so: new connections only */
+    bool after_message; /* its last reply: continue to an end of message */
     /* what it was told: a filter that joins later (a domain's list) is
      * told connect, HELO, MAIL and the transaction's earlier recipients
      * first (catching up) */

@@ -13,7 +13,11 @@
  * the options negotiated) and taken by the next owner that asks for the
  * same socket, which saves it a connect and an option negotiation. At
  * most IDLE_MAX are kept per socket, each for IDLE_MS; one the filter
- * closes or writes to while parked is dropped. */
+ * closes or writes to while parked is dropped. Filters on libmilter take
+ * QUIT_NC only right after a message they answered with continue (its
+ * state machine drops it anywhere else, and the CONNECT after it), others
+ * (rspamd) anywhere: what the owner learns of a filter (milter_quitnc) is
+ * kept per socket, and decides where a connection may be parked. */
 #include "check/milter_net.h"
 
 #include <stdlib.h>
@@ -34,8 +38,9 @@ struct milter_conn {
     void *arg; /* NULL once closed by the owner */
     unsigned handles;
     bool connected, failed, closing;
-    /* parked: in the idle list (idle_head), under its socket's text */
-    bool idle;
+    /* parked: in the idle list (idle_head), under its socket's text;
+     * after_message: right after a message the filter continued */
+    bool idle, after_message;
     char *key;
     struct milter_conn *inext, *iprev;
 };
@@ -45,9 +50,6 @@ struct milter_conn {
 
 /* Parked connections, the most recently parked first. */
 static struct milter_conn *idle_head;
-/* Sockets whose filter ignored a QUIT_NC: not parked again. */
-static char **no_reuse;
-static size_t nno_reuse;
 
 static void
 idle_unlink(struct milter_conn *c)
@@ -247,6 +249,9 @@ milter_conn_open(uv_loop_t *loop, const struct conf_endpoint *ep, struct milter_
         if (uv_tcp_init(loop, &c->h.tcp) != 0)
             mxd_panic("milter: uv_tcp_init failed");
         c->h.tcp.data = c;
+        /* a command the filter does not answer (macros, QUIT_NC, no-reply
+         * steps) must not hold back the next behind a delayed ACK */
+        (void)uv_tcp_nodelay(&c->h.tcp, 1);
         if (uv_ip4_addr(ep->host, ep->port, (struct sockaddr_in *)&ss) != 0 &&
             uv_ip6_addr(ep->host, ep->port, (struct sockaddr_in6 *)&ss) != 0)
             rc = UV_EINVAL;
@@ -319,22 +324,51 @@ milter_conn_close(struct milter_conn *c, bool quit)
     close_handles(c);
 }
 
-static bool
-reuse_refused(const char *key)
+/* What is known of key's filter and QUIT_NC. */
+static struct known {
+    char *key;
+    enum milter_quitnc q;
+} *known;
+static size_t nknown;
+
+enum milter_quitnc
+milter_conn_quitnc(const char *key)
 {
-    for (size_t i = 0; i < nno_reuse; i++)
-        if (strcmp(no_reuse[i], key) == 0)
-            return true;
-    return false;
+    for (size_t i = 0; i < nknown; i++)
+        if (strcmp(known[i].key, key) == 0)
+            return known[i].q;
+    return MILTER_QUITNC_UNKNOWN;
+}
+
+void
+milter_conn_quitnc_learn(const char *key, enum milter_quitnc q)
+{
+    size_t i;
+
+    for (i = 0; i < nknown && strcmp(known[i].key, key) != 0; i++)
+        ;
+    if (i == nknown) {
+        known = xrealloc(known, (nknown + 1) * sizeof(*known));
+        known[nknown++].key = xstrdup(key);
+    }
+    known[i].q = q;
+    if (q != MILTER_QUITNC_AFTER_MESSAGE)
+        return;
+    for (struct milter_conn *c = idle_head, *next; c != NULL; c = next) {
+        next = c->inext;
+        if (!c->after_message && strcmp(c->key, key) == 0)
+            close_handles(c); /* parked where the filter does not take QUIT_NC */
+    }
 }
 
 bool
-milter_conn_park(struct milter_conn *c, const char *key)
+milter_conn_park(struct milter_conn *c, const char *key, bool after_message)
 {
     size_t n = 0;
 
-    if (c == NULL || !c->connected || c->failed || c->closing || milter_proto_awaiting(c->proto) ||
-        milter_proto_unread(c->proto) || reuse_refused(key))
+    if (c == NULL || !c->connected || c->failed || c->closing ||
+        milter_proto_awaiting(c->proto) || milter_proto_unread(c->proto) ||
+        (!after_message && milter_conn_quitnc(key) == MILTER_QUITNC_AFTER_MESSAGE))
         return false;
     for (struct milter_conn *i = idle_head; i != NULL; i = i->inext)
         n += strcmp(i->key, key) == 0;
@@ -346,6 +380,7 @@ milter_conn_park(struct milter_conn *c, const char *key)
         return true; /* closed by the failure: the caller is done with it */
     free(c->key);
     c->key = xstrdup(key);
+    c->after_message = after_message;
     c->idle = true;
     c->iprev = NULL;
     c->inext = idle_head;
@@ -357,7 +392,7 @@ milter_conn_park(struct milter_conn *c, const char *key)
 }
 
 struct milter_conn *
-milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs, void *arg)
+milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs, void *arg, bool *probe)
 {
     for (struct milter_conn *c = idle_head; c != NULL; c = c->inext) {
         if (strcmp(c->key, key) != 0)
@@ -366,23 +401,10 @@ milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs, void *arg)
         uv_timer_stop(&c->timer);
         c->cbs = cbs;
         c->arg = arg;
+        *probe = !c->after_message;
         return c;
     }
     return NULL;
-}
-
-void
-milter_conn_reuse_off(const char *key)
-{
-    if (reuse_refused(key))
-        return;
-    no_reuse = xrealloc(no_reuse, (nno_reuse + 1) * sizeof(*no_reuse));
-    no_reuse[nno_reuse++] = xstrdup(key);
-    for (struct milter_conn *c = idle_head, *next; c != NULL; c = next) {
-        next = c->inext;
-        if (strcmp(c->key, key) == 0)
-            close_handles(c);
-    }
 }
 
 void
@@ -390,9 +412,9 @@ milter_conn_idle_close(void)
 {
     while (idle_head != NULL)
         close_handles(idle_head);
-    for (size_t i = 0; i < nno_reuse; i++)
-        free(no_reuse[i]);
-    free(no_reuse);
-    no_reuse = NULL;
-    nno_reuse = 0;
+    for (size_t i = 0; i < nknown; i++)
+        free(known[i].key);
+    free(known);
+    known = NULL;
+    nknown = 0;
 }

@@ -46,21 +46,32 @@ void milter_conn_deadline(struct milter_conn *c, uint64_t ms);
  * idle; the connection frees itself (and the proto) once closed. */
 void milter_conn_close(struct milter_conn *c, bool quit);
 
-/* Idle connections (milter_net.c's comment). Parks c under key (the
- * socket as written) with QUIT_NC sent, and takes it from its owner (no
- * callback runs until milter_conn_reuse hands it to another); false when
- * it cannot be parked (a reply awaited, input unread, the filter ignored
- * QUIT_NC before, IDLE_MAX parked): the caller closes it. */
-bool milter_conn_park(struct milter_conn *c, const char *key);
+/* Idle connections (milter_net.c's comment). */
+enum milter_quitnc {
+    MILTER_QUITNC_UNKNOWN,       /* not seen yet */
+    MILTER_QUITNC_ANYWHERE,      /* a reply came after a QUIT_NC sent elsewhere */
+    MILTER_QUITNC_AFTER_MESSAGE, /* ignored one elsewhere (libmilter) */
+};
+
+/* Parks c under key (the socket as written) with QUIT_NC sent, and takes
+ * it from its owner (no callback runs until milter_conn_reuse hands it to
+ * another). after_message: the filter's last reply was continue to an end
+ * of message. False when it cannot be parked (a reply awaited, input
+ * unread, IDLE_MAX parked, or not after a message for a filter that takes
+ * QUIT_NC only there): the caller closes it. */
+bool milter_conn_park(struct milter_conn *c, const char *key, bool after_message);
 /* A parked connection for key, now the caller's (negotiated: CONNECT
- * goes next), or NULL. */
+ * goes next), or NULL. *probe: it was parked elsewhere than after a
+ * message, so its first reply (or none) tells where the filter takes
+ * QUIT_NC. */
 struct milter_conn *milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs,
-                                      void *arg);
-/* The filter behind key ignored a QUIT_NC: its parked connections are
- * closed and none is parked again. */
-void milter_conn_reuse_off(const char *key);
-/* Closes every parked connection (at shutdown: they would keep the loop
- * running). */
+                                      void *arg, bool *probe);
+enum milter_quitnc milter_conn_quitnc(const char *key);
+/* What the owner learnt of key's filter; AFTER_MESSAGE closes the
+ * connections parked elsewhere. */
+void milter_conn_quitnc_learn(const char *key, enum milter_quitnc q);
+/* Closes every parked connection and forgets what was learnt (at
+ * shutdown: they would keep the loop running). */
 void milter_conn_idle_close(void);
 
 #endif
