@@ -328,7 +328,7 @@ milter_conn_close(struct milter_conn *c, bool quit)
 static struct known {
     char *key;
     enum milter_quitnc q;
-} *known;
+} * known;
 static size_t nknown;
 
 enum milter_quitnc
@@ -366,8 +366,8 @@ milter_conn_park(struct milter_conn *c, const char *key, bool after_message)
 {
     size_t n = 0;
 
-    if (c == NULL || !c->connected || c->failed || c->closing ||
-        milter_proto_awaiting(c->proto) || milter_proto_unread(c->proto) ||
+    if (c == NULL || !c->connected || c->failed || c->closing || milter_proto_awaiting(c->proto) ||
+        milter_proto_unread(c->proto) ||
         (!after_message && milter_conn_quitnc(key) == MILTER_QUITNC_AFTER_MESSAGE))
         return false;
     for (struct milter_conn *i = idle_head; i != NULL; i = i->inext)

@@ -64,8 +64,8 @@ bool milter_conn_park(struct milter_conn *c, const char *key, bool after_message
  * goes next), or NULL. *probe: it was parked elsewhere than after a
  * message, so its first reply (or none) tells where the filter takes
  * QUIT_NC. */
-struct milter_conn *milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs,
-                                      void *arg, bool *probe);
+struct milter_conn *milter_conn_reuse(const char *key, const struct milter_conn_cbs *cbs, void *arg,
+                                      bool *probe);
 enum milter_quitnc milter_conn_quitnc(const char *key);
 /* What the owner learnt of key's filter; AFTER_MESSAGE closes the
  * connections parked elsewhere. */
