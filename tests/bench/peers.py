@@ -1,0 +1,279 @@
+"""peers: private Exim 4.96 and OpenSMTPD 6.8 instances for the benchmarks,
+beside the private Postfix (postfix.py), without installing either.
+
+Debian's postfix, exim4-daemon-* and opensmtpd packages conflict (installing
+one removes the others), so `unpack()` fetches the two with `apt-get
+download` into a cache directory and unpacks them with `dpkg-deb -x` into a
+private root. Each runs from there inside `unshare -m`, with overlays on
+/etc, /var and /run that exist only in that mount namespace: /etc/passwd
+and /etc/group with their users added (Debian-exim; opensmtpd,
+opensmtpq), and for OpenSMTPD its compiled-in /var/spool/smtpd,
+/var/lib/opensmtpd/empty, /etc/mail and control socket. Nothing on the machine changes.
+
+Each gets mxd's job in the benchmarks: accept any recipient of one domain
+on 127.0.0.1:PORT and hold it (queue only, nothing delivered), or deliver
+it over LMTP to a unix socket (the private Dovecot). Durability as
+configured: Exim fsyncs a message's spool files before its 250 (its
+default); OpenSMTPD does not fsync at all (its queue writes files and
+renames them), so its numbers are not durable ones.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+CACHE = os.environ.get("MXD_PEERS_CACHE", "/var/cache/mxd-bench-peers")
+PACKAGES = ["exim4-daemon-light", "exim4-base", "libidn12", "opensmtpd"]
+LIBDIR = "usr/lib/x86_64-linux-gnu"
+
+
+def unpack():
+    """The private root with both peers unpacked (cached), or raises."""
+    root = os.path.join(CACHE, "root")
+    done = os.path.join(CACHE, "unpacked")
+    if os.path.exists(done):
+        return root
+    dl = os.path.join(CACHE, "dl")
+    os.makedirs(dl, exist_ok=True)
+    os.chmod(CACHE, 0o755)
+    p = subprocess.run(["apt-get", "download", *PACKAGES], cwd=dl, capture_output=True,
+                       text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"apt-get download failed: {p.stderr[-500:]}")
+    shutil.rmtree(root, ignore_errors=True)
+    for f in sorted(os.listdir(dl)):
+        if f.endswith(".deb"):
+            subprocess.run(["dpkg-deb", "-x", os.path.join(dl, f), root], check=True)
+    with open(done, "w") as f:
+        f.write("\n".join(sorted(os.listdir(dl))) + "\n")
+    return root
+
+
+def _users(dirpath):
+    """passwd and group with the peers' users added (OpenSMTPD chroots its
+    processes into the home directory: an empty one of the instance)."""
+    empty = os.path.join(dirpath, "empty")
+    os.makedirs(empty, exist_ok=True)
+    os.chmod(empty, 0o755)
+    add_pw = ["Debian-exim:x:64990:64990::/nonexistent:/usr/sbin/nologin",
+              f"opensmtpd:x:64991:64991::{empty}:/usr/sbin/nologin",
+              f"opensmtpq:x:64992:64992::{empty}:/usr/sbin/nologin"]
+    add_gr = ["Debian-exim:x:64990:", "opensmtpd:x:64991:", "opensmtpq:x:64992:"]
+    for name, add in (("passwd", add_pw), ("group", add_gr)):
+        with open(f"/etc/{name}", encoding="utf-8") as f:
+            lines = [ln for ln in f.read().splitlines()
+                     if ln.split(":")[0] not in {a.split(":")[0] for a in add}]
+        with open(os.path.join(dirpath, name), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines + add) + "\n")
+
+
+def _wait_port(port, proc, log, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}: {_tail(log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}: {_tail(log)}")
+
+
+def _tail(path, n=2000):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+class _Peer:
+    """One process tree started under `unshare -m` (its pid: the peer's
+    main process, which unshare execs into). /etc, /var and /run are
+    overlays in that namespace only (their upper layers in the instance's
+    directory): the users are added to /etc/passwd and /etc/group there,
+    and the peer's compiled-in paths made there."""
+
+    proc = None
+
+    def _spawn(self, argv, log, setup=()):
+        d = self.dir
+        script = ["set -e"]
+        for i, target in enumerate(("/etc", "/var", "/run")):
+            up, work = os.path.join(d, f"ov{i}-upper"), os.path.join(d, f"ov{i}-work")
+            os.makedirs(up, exist_ok=True)
+            os.makedirs(work, exist_ok=True)
+            script.append(f"mount -t overlay overlay -o lowerdir={target},upperdir={up},"
+                          f"workdir={work} {target}")
+        script.append(f"cat '{d}/passwd' > /etc/passwd; cat '{d}/group' > /etc/group")
+        script.extend(setup)
+        script.append(f"export LD_LIBRARY_PATH='{self.root}/{LIBDIR}'")
+        script.append("exec " + " ".join(f"'{a}'" for a in argv))
+        out = open(log, "ab")
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                      "\n".join(script)],
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        out.close()
+
+    pid = property(lambda self: self.proc.pid if self.proc else None)
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Exim(_Peer):
+    """Exim 4.96 (exim4-daemon-light) with its own config (-C) and spool.
+    hold: queue only (queue_only, no queue runner); else each message is
+    delivered at once over LMTP to lmtp (a unix socket path)."""
+
+    name = "exim"
+    durability = "fsync per message (its default)"
+
+    def __init__(self, tmpdir, port, domain, lmtp=None, hold=True, tls=None):
+        self.root = unpack()
+        self.port = port
+        self.dir = os.path.join(tmpdir, "exim")
+        self.spool = os.path.join(self.dir, "spool")
+        self.logdir = os.path.join(self.dir, "log")
+        for d in (self.spool, self.logdir):
+            os.makedirs(d, exist_ok=True)
+        _users(self.dir)
+        exim = os.path.join(self.root, "usr/sbin/exim4")
+        wrapper = os.path.join(self.dir, "exim")
+        with open(wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nLD_LIBRARY_PATH='{self.root}/{LIBDIR}' exec '{exim}' "
+                    f"-C '{os.path.join(self.dir, 'exim.conf')}' \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+        self.exim = exim
+        tls_lines = ""
+        if tls is not None:
+            tls_lines = (f"tls_advertise_hosts = *\ntls_certificate = {tls[0]}\n"
+                         f"tls_privatekey = {tls[1]}\n")
+        else:
+            tls_lines = "tls_advertise_hosts =\n"
+        conf = f"""primary_hostname = exim.bench.invalid
+domainlist local_domains = {domain}
+exim_path = {wrapper}
+keep_environment = LD_LIBRARY_PATH
+exim_user = root
+exim_group = root
+never_users =
+spool_directory = {self.spool}
+log_file_path = {self.logdir}/%slog
+pid_file_path = {self.dir}/exim.pid
+daemon_smtp_ports = {port}
+local_interfaces = 127.0.0.1
+smtp_accept_max = 1000
+smtp_accept_max_per_host = 0
+smtp_accept_queue_per_connection = 0
+smtp_accept_reserve = 0
+smtp_connect_backlog = 1024
+host_lookup =
+rfc1413_hosts =
+message_size_limit = 64M
+queue_only = {"true" if hold else "false"}
+received_header_text = Received: from ${{sender_rcvhost}} by ${{primary_hostname}} \\
+  with ${{received_protocol}} id ${{message_exim_id}}
+{tls_lines}acl_smtp_rcpt = acl_rcpt
+acl_smtp_data = acl_data
+
+begin acl
+acl_rcpt:
+  accept domains = +local_domains
+  deny message = relay not permitted
+
+acl_data:
+  accept
+
+begin routers
+lmtp:
+  driver = accept
+  domains = +local_domains
+  transport = lmtp
+
+begin transports
+lmtp:
+  driver = lmtp
+  socket = {lmtp or '/nonexistent'}
+  batch_max = 1
+
+begin retry
+*  *  F,1h,10m
+"""
+        with open(os.path.join(self.dir, "exim.conf"), "w") as f:
+            f.write(conf)
+
+    def start(self):
+        log = os.path.join(self.dir, "stderr.log")
+        self._spawn([self.exim, "-C", os.path.join(self.dir, "exim.conf"), "-bdf", "-odf"],
+                    log)
+        _wait_port(self.port, self.proc, log)
+
+    def queued(self):
+        n = 0
+        for _, _, files in os.walk(os.path.join(self.spool, "input")):
+            n += sum(1 for f in files if f.endswith("-H"))
+        return n
+
+
+class OpenSMTPD(_Peer):
+    """OpenSMTPD 6.8 with its own smtpd.conf (-f), its compiled-in queue
+    (/var/spool/smtpd) and /etc/mail made in the overlays. hold: a relay action to a port where nothing listens (mail
+    stays queued, retried later); else lmtp delivery to the socket."""
+
+    name = "opensmtpd"
+    durability = "no fsync (queue files written and renamed)"
+
+    def __init__(self, tmpdir, port, domain, lmtp=None, hold=True, tls=None):
+        self.root = unpack()
+        self.port = port
+        self.dir = os.path.join(tmpdir, "opensmtpd")
+        self.spool = os.path.join(self.dir, "ov1-upper", "spool", "smtpd")  # /var/spool/smtpd
+        self.etcmail = os.path.join(self.dir, "etc-mail")
+        os.makedirs(self.etcmail, exist_ok=True)
+        _users(self.dir)
+        with open(os.path.join(self.etcmail, "aliases"), "w") as f:
+            f.write("")
+        with open(os.path.join(self.etcmail, "mailname"), "w") as f:
+            f.write("opensmtpd.bench.invalid\n")
+        listen = f"listen on 127.0.0.1 port {port}"
+        pki = ""
+        if tls is not None:
+            pki = (f"pki bench cert \"{tls[0]}\"\npki bench key \"{tls[1]}\"\n")
+            listen += " tls pki bench"
+        action = ('action "out" relay host smtp://127.0.0.1:1' if hold
+                  else f'action "out" lmtp "{lmtp}" rcpt-to')
+        conf = f"""{pki}smtp max-message-size 64M
+queue ttl 1d
+{listen}
+{action}
+match from any for domain "{domain}" action "out"
+"""
+        with open(os.path.join(self.dir, "smtpd.conf"), "w") as f:
+            f.write(conf)
+
+    def start(self):
+        log = os.path.join(self.dir, "stderr.log")
+        self._spawn([os.path.join(self.root, "usr/sbin/smtpd"), "-d", "-f",
+                     os.path.join(self.dir, "smtpd.conf")], log,
+                    setup=["mkdir -p /etc/mail /var/spool/smtpd /var/lib/opensmtpd/empty",
+                           f"cp '{self.etcmail}/aliases' '{self.etcmail}/mailname' /etc/mail/",
+                           "chmod 711 /var/spool/smtpd"])
+        _wait_port(self.port, self.proc, log)
+
+    def queued(self):
+        n = 0
+        for _, _, files in os.walk(os.path.join(self.spool, "queue")):
+            n += sum(1 for f in files if f == "message")
+        return n
