@@ -66,12 +66,12 @@ is_filter(const char *s)
     if (*s != '(')
         return false;
     for (const char *c = s; *c != '\0'; c++) {
+        if (depth == 0 && c != s)
+            return false; /* something after the last ')' */
         if (*c == '(')
             depth++;
-        else if (*c == ')' && --depth < 0)
-            return false;
-        else if (depth == 0)
-            return false;
+        else if (*c == ')')
+            depth--;
     }
     return depth == 0;
 }

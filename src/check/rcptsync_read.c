@@ -22,7 +22,7 @@
 
 #define RCPTSYNC_FILE_MAX       (256u * 1024 * 1024)
 #define RCPTSYNC_LDAP_TIMEOUT_S 20
-#define RCPTSYNC_LDAP_PAGE      500
+#define RCPTSYNC_LDAP_PAGE      100
 
 static int
 read_file(struct rcptsync_read *r)
