@@ -17,6 +17,7 @@
 
 import os
 import re
+import signal
 import smtplib
 import subprocess
 import sys
@@ -113,6 +114,27 @@ class FileSync(mxdtest.ClassMxd, unittest.TestCase):
             self.assertEqual(self.code("erin@example.org"), 250)
             self.assertEqual(self.code("frank@example.org"), 550, "half a list was used")
         self.assertIn("keeping=old-list", self.mxd.stderr())
+
+    def test_4_reload_switches_source(self):
+        other = os.path.join(self.tmpdir, "lists", "other")
+        write_atomic(other, "zed@example.org\n")
+        self.mxd.domains["example.org"]["recipients_source"] = f"file:{other}"
+        self.mxd.write_config()
+        self.mxd.signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: self.code("zed@example.org") == 250, 5),
+                        f"the new source after a reload: {self.mxd.stderr()[-2000:]}")
+        self.assertEqual(self.code("erin@example.org"), 550)
+        # catch.example still reads the first file: its watch stays
+        write_atomic(self.users, "@catch.example\n")
+        self.assertTrue(wait_for(lambda: self.code("x@catch.example") == 250, 5))
+        # the first file dropped by both domains: no longer read (nor watched)
+        self.mxd.domains["catch.example"]["recipients_source"] = f"file:{other}"
+        self.mxd.write_config()
+        self.mxd.signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: self.code("x@catch.example") == 550, 5))
+        write_atomic(self.users, "@catch.example\n")
+        time.sleep(0.5)
+        self.assertEqual(self.code("x@catch.example"), 550)
 
 
 class Freshness(mxdtest.ClassMxd, unittest.TestCase):
