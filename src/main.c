@@ -25,6 +25,7 @@
 #include "base/tls.h"
 #include "check/callahead.h"
 #include "check/milter_net.h"
+#include "check/rcptsync.h"
 #include "deliver/deliver.h"
 #include "ops/control.h"
 #include "ops/metrics_http.h"
@@ -50,6 +51,7 @@ struct mxd {
     struct smtp_server *server;
     struct deliver *deliver;
     struct callahead *callahead;
+    struct rcptsync *rcptsync; /* recipients = sync: the lists' reads */
     struct control *control;
     struct tls_creds *tls;
     struct metrics_http *metrics;
@@ -94,7 +96,7 @@ static void on_callahead_stopped(void *arg);
 
 /* Shutdown order: the control socket (it uses everything else), SMTP
  * (commits in flight answered), deliveries (outcomes recorded), callahead,
- * then the store. Each stage starts the next; absent ones are skipped. */
+ * the recipient list reads, then the store. Each stage starts the next; absent ones are skipped. */
 static void
 stop_next(struct mxd *m)
 {
@@ -126,6 +128,11 @@ stop_next(struct mxd *m)
 
         m->callahead = NULL;
         callahead_stop(ca, on_callahead_stopped, m);
+    } else if (m->rcptsync != NULL) {
+        struct rcptsync *rs = m->rcptsync;
+
+        m->rcptsync = NULL;
+        rcptsync_stop(rs, on_callahead_stopped, m);
     } else if (m->store != NULL) {
         store_get_stats(m->store, &st);
         log_msg(LOG_INFO, NULL, "store",
@@ -305,6 +312,8 @@ mxd_reload(void *arg, char **err)
     if (m->deliver != NULL)
         deliver_set_conf(m->deliver, nc);
     store_set_hostname(m->store, nc->hostname);
+    if (m->rcptsync != NULL)
+        rcptsync_set_conf(m->rcptsync, nc);
     reload_metrics(m, nc);
     metrics_add(METRICS_RELOADS, 1);
     m->retired = xrealloc(m->retired, (m->nretired + 1) * sizeof(*m->retired));
@@ -413,6 +422,8 @@ mxd_start_services(struct mxd *m, char **err)
     smtp_server_on_etrn(m->server, on_etrn, m);
     m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
     smtp_server_set_callahead(m->server, m->callahead);
+    m->rcptsync = rcptsync_new(m->loop, m->store);
+    rcptsync_set_conf(m->rcptsync, m->conf);
     if (m->conf->control_socket != NULL) {
         rc = control_start(m->loop, m->conf->control_socket, m->store, m->deliver, m->server,
                            &m->control, err);

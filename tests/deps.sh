@@ -38,6 +38,8 @@ packages=(
     haproxy
     # content filters over milter (issue 17): the libmilter test filter, rspamd
     libmilter-dev rspamd
+    # recipients = sync from LDAP (issue 18): libldap, and a private slapd in the tests
+    libldap-dev slapd ldap-utils
 )
 
 apt-get update

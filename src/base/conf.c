@@ -165,7 +165,16 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(D_LMTP_CONCURRENCY, SECT_DOMAIN, "lmtp_concurrency", set_uint, D(lmtp_concurrency),          \
       .def = "8", .min = 1, .max = 1000)                                                           \
     X(D_RECIPIENTS, SECT_DOMAIN, "recipients", set_enum, D(recipients), .def = "any",              \
-      .arg = "any|table|lmtp|primary")                                                             \
+      .arg = "any|table|lmtp|primary|sync")                                                        \
+    X(D_RECIPIENTS_SOURCE, SECT_DOMAIN, "recipients_source", set_rsource, D(rsource))              \
+    X(D_RECIPIENTS_REFRESH, SECT_DOMAIN, "recipients_refresh", set_time, D(recipients_refresh_s),  \
+      .def = "5m", .arg = &in_s)                                                                   \
+    X(D_RECIPIENTS_MAX_AGE, SECT_DOMAIN, "recipients_max_age", set_time, D(recipients_max_age_s),  \
+      .def = "1h", .arg = &in_s)                                                                   \
+    X(D_VERIFY_POSITIVE_TTL, SECT_DOMAIN, "verify_positive_ttl", set_time,                         \
+      D(verify_positive_ttl_s), .def = "31d", .arg = &in_s)                                        \
+    X(D_VERIFY_NEGATIVE_TTL, SECT_DOMAIN, "verify_negative_ttl", set_time,                         \
+      D(verify_negative_ttl_s), .def = "3d", .arg = &in_s)                                         \
     X(D_PRIMARY, SECT_DOMAIN, "primary", set_primary, D(primary), D(nprimary), .arg = &l_primary)  \
     X(D_LIFETIME, SECT_DOMAIN, "lifetime", set_time, D(lifetime_s), .arg = &in_s)                  \
     X(D_TLS, SECT_DOMAIN, "tls", set_enum, D(tls), .def = "opportunistic",                         \
@@ -488,6 +497,17 @@ set_primary(struct parse *p, const struct key *k, void *base, const char *value)
     return set_list(p, k, base, value);
 }
 
+/* recipients_source: a file or an LDAP URL (conf_rsource.c). */
+static int
+set_rsource(struct parse *p, const struct key *k, void *base, const char *value)
+{
+    const char *why = NULL;
+
+    if (conf__parse_rsource(value, NULL, field(base, k->off), &why) < 0)
+        return bad(p, k, value, why);
+    return 0;
+}
+
 /* A milters list, kept as written: the sections it names may come later
  * in the file (resolve_milters). */
 static int
@@ -728,6 +748,41 @@ apply_defaults(struct parse *p, enum sect sect, void *base, const int *seen)
     }
 }
 
+/* The keys of recipients = sync and of the callahead cache belong to
+ * those policies; elsewhere they are a mistake. */
+static void
+check_domain_rcpts(struct parse *p, const struct conf_domain *d, const struct dominfo *di)
+{
+    const int *l = di->seen;
+    bool sync = d->recipients == CONF_RCPTS_SYNC;
+
+    if (sync && l[K_D_RECIPIENTS_SOURCE] == 0)
+        perr(p, l[K_D_RECIPIENTS], "recipients = sync: needs recipients_source");
+    if (!sync) {
+        static const enum key_id only_sync[] = {K_D_RECIPIENTS_SOURCE, K_D_RECIPIENTS_REFRESH,
+                                                K_D_RECIPIENTS_MAX_AGE};
+
+        for (size_t i = 0; i < sizeof(only_sync) / sizeof(only_sync[0]); i++)
+            if (l[only_sync[i]] > 0)
+                perr(p, l[only_sync[i]], "%s: only valid with recipients = sync",
+                     keys[only_sync[i]].name);
+    } else if ((l[K_D_RECIPIENTS_MAX_AGE] > 0 || l[K_D_RECIPIENTS_REFRESH] > 0) &&
+               d->recipients_max_age_s <= d->recipients_refresh_s) {
+        perr(p,
+             l[K_D_RECIPIENTS_MAX_AGE] > 0 ? l[K_D_RECIPIENTS_MAX_AGE] : l[K_D_RECIPIENTS_REFRESH],
+             "recipients_max_age: must be longer than recipients_refresh (%" PRIu64 "s)",
+             d->recipients_refresh_s);
+    }
+    if (d->recipients != CONF_RCPTS_PRIMARY) {
+        if (l[K_D_VERIFY_POSITIVE_TTL] > 0)
+            perr(p, l[K_D_VERIFY_POSITIVE_TTL],
+                 "verify_positive_ttl: only valid with recipients = primary");
+        if (l[K_D_VERIFY_NEGATIVE_TTL] > 0)
+            perr(p, l[K_D_VERIFY_NEGATIVE_TTL],
+                 "verify_negative_ttl: only valid with recipients = primary");
+    }
+}
+
 static void
 check_domain(struct parse *p, struct conf_domain *d, const struct dominfo *di)
 {
@@ -749,6 +804,10 @@ check_domain(struct parse *p, struct conf_domain *d, const struct dominfo *di)
         perr(p, l[K_D_RECIPIENTS], "recipients = lmtp: needs lmtp");
     if (d->recipients == CONF_RCPTS_PRIMARY && !backup)
         perr(p, l[K_D_RECIPIENTS], "recipients = primary: only valid with mode = backup");
+    else if (d->recipients == CONF_RCPTS_PRIMARY && d->primary_mx)
+        perr(p, l[K_D_RECIPIENTS],
+             "recipients = primary: needs primary hosts to ask (primary = mx names none)");
+    check_domain_rcpts(p, d, di);
 }
 
 /* A listener marked proxy trusts the headers of proxy_networks only, and
@@ -1066,6 +1125,7 @@ conf_free(struct conf *conf)
 
         free_lists(d, true);
         conf__endpoint_free(&d->lmtp);
+        conf__rsource_free(&d->rsource);
         free(d->milters.v);
         free(d->name);
         free(d->ca_file);

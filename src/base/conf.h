@@ -34,7 +34,29 @@ struct conf_cidr {
 };
 
 enum conf_mode { CONF_MODE_LOCAL, CONF_MODE_BACKUP };
-enum conf_rcpts { CONF_RCPTS_ANY, CONF_RCPTS_TABLE, CONF_RCPTS_LMTP, CONF_RCPTS_PRIMARY };
+enum conf_rcpts {
+    CONF_RCPTS_ANY,
+    CONF_RCPTS_TABLE,
+    CONF_RCPTS_LMTP,
+    CONF_RCPTS_PRIMARY,
+    CONF_RCPTS_SYNC
+};
+/* LDAP search scopes of an ldap:// URL (RFC 4516: base, one, sub). */
+enum conf_ldap_scope { CONF_LDAP_BASE, CONF_LDAP_ONE, CONF_LDAP_SUB };
+
+/* recipients_source: "file:/path" or "ldap://host[:port]/base?attr?scope?filter"
+ * (RFC 4516; the parts percent-decoded). */
+struct conf_rsource {
+    char *text; /* as written: the key the store keeps the list under */
+    bool ldap;
+    char *path; /* file: absolute */
+    char *host; /* ldap: host name or IP literal (without brackets) */
+    uint16_t port;
+    char *base; /* the search base DN, may be "" */
+    char *attr; /* the one attribute whose values are the addresses */
+    enum conf_ldap_scope scope;
+    char *filter; /* "(objectClass=*)" when the URL has none */
+};
 enum conf_tls { CONF_TLS_OPPORTUNISTIC, CONF_TLS_REQUIRED, CONF_TLS_VERIFY };
 enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
 /* The pre-greet test: off, or on and what a client that talks early gets. */
@@ -105,6 +127,16 @@ struct conf_domain {
      * recipients are all in it (milters_set: the key is there) */
     struct conf_milters milters;
     bool milters_set;
+    /* recipients = sync: the list comes from rsource (text NULL when unset),
+     * pulled every recipients_refresh; older than recipients_max_age, an
+     * unlisted address gets 450 instead of 550 */
+    struct conf_rsource rsource;
+    uint64_t recipients_refresh_s; /* default 5m */
+    uint64_t recipients_max_age_s; /* default 1h */
+    /* recipients = primary: how long the primary's answers are kept (and
+     * used while it cannot be asked) */
+    uint64_t verify_positive_ttl_s; /* default 31d */
+    uint64_t verify_negative_ttl_s; /* default 3d */
 };
 
 struct conf {

@@ -66,6 +66,11 @@ void conf__milter_list_finish(const struct conf *c, struct conf_milters *l, cons
                               size_t n);
 void conf__milter_free(struct conf_milter *m);
 
+/* recipients_source (conf_rsource.c): "file:/abs/path" or an ldap:// URL
+ * into a struct conf_rsource; arg is unused. */
+int conf__parse_rsource(const char *s, const void *arg, void *out, const char **why) MXD_WUR;
+void conf__rsource_free(void *item);
+
 /* Free what a struct conf_endpoint or conf_listen item holds, not the item. */
 void conf__endpoint_free(void *item);
 void conf__listen_free(void *item);

@@ -62,7 +62,14 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "wait), or skipped: known (remembered) or trusted")                                          \
     X(SCREEN_LOOKUPS, "mxd_screen_lookups_total", "source", "result",                              \
       "Lookups in the screening's memory, by where they were answered (cache, store) and "         \
-      "what (known, unknown, error)")
+      "what (known, unknown, error)")                                                              \
+    X(RCPT_SYNCS, "mxd_recipient_syncs_total", "result", NULL,                                     \
+      "Reads of recipients_source lists (recipients = sync), by result (changed, unchanged, "      \
+      "failed)")                                                                                   \
+    X(RCPT_UNSURE, "mxd_recipients_unsure_total", "reason", NULL,                                  \
+      "RCPT answered 450 4.1.1 because the backup could not know: stale (the synced list is "      \
+      "older than recipients_max_age), unverified (the primary cannot be asked and never "         \
+      "answered for the address)")
 #define METRICS_F_ENUM(id, ...) METRICS_F_##id,
 enum metrics_family { METRICS_FAMILIES(METRICS_F_ENUM) METRICS_NFAMILIES };
 #undef METRICS_F_ENUM

@@ -14,21 +14,32 @@
  *
  * Answers are cached (positive CALLAHEAD_TTL_OK, negative CALLAHEAD_TTL_NO);
  * temporary failures are never cached. The cache is bounded: when full it
- * is emptied, which costs only repeated questions. */
+ * is emptied, which costs only repeated questions.
+ *
+ * A primary's answers (issue 18) are also kept in the store (verify_cache,
+ * schema 006) for the domain's verify_positive_ttl / verify_negative_ttl,
+ * so they survive restarts: an address the memory does not know is looked
+ * up there before the primary is asked. An answer is fresh for
+ * PRIMARY_REFRESH_OK / _NO (then the primary is asked again); while the
+ * primary cannot be asked, a kept answer decides until it expires, and an
+ * address without one gets MXD_EIO (450 4.1.1), Postfix's
+ * unverified_recipient_tempfail_action. */
 #include "check/callahead.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
+#include "base/metrics.h"
 #include "check/vcache.h"
 #include "client/lmtp_net.h"
 
 #define CALLAHEAD_TTL_OK    3600 /* recipients = lmtp */
 #define CALLAHEAD_TTL_NO    600
-#define PRIMARY_TTL_OK      (7 * 86400) /* recipients = primary: the backup must keep */
-#define PRIMARY_TTL_NO      3600        /* accepting while the primary is down */
+#define PRIMARY_REFRESH_OK  (7 * 86400) /* recipients = primary: asked again after this */
+#define PRIMARY_REFRESH_NO  3600        /* (Postfix: address_verify_*_refresh_time) */
 #define CALLAHEAD_MAX       50000
 #define CALLAHEAD_QUEUE_MAX 1000 /* checks waiting for a connection */
 #define CLIENT_MAX          64   /* a client key: an IP address as text */
@@ -43,6 +54,7 @@ struct ca_check {
     void *arg;
     const struct conf_endpoint *ep; /* in a conf, which outlives every check */
     bool primary;                   /* asking a backup domain's primary (SMTP) */
+    uint64_t ttl_ok, ttl_no;        /* primary: how long its answers are kept, s */
     char client[CLIENT_MAX];
     char *address;
     const char *rcpts[1];
@@ -69,6 +81,7 @@ struct callahead {
     struct vcache *cache;
     struct ca_check *waiting, *waiting_tail, *active;
     size_t nwaiting;
+    unsigned nloading; /* checks waiting for the store's kept answer */
     struct ca_conn *conns;
     unsigned nconns;
     /* the limits of the configuration the last check came with */
@@ -89,21 +102,51 @@ struct ca_pending {
 
 static void kick(struct callahead *ca);
 
-/* The cached answer: 1 ok, 0 refused, -1 unknown (or expired, unless
- * stale_ok). */
-static int
-ca_lookup(struct callahead *ca, const char *address, bool stale_ok)
+/* Wall-clock milliseconds: a kept answer outlives the process. */
+static uint64_t
+wall_ms(void)
 {
-    return vcache_get(ca->cache, address, uv_now(ca->loop), stale_ok);
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The cached answer: 1 ok, 0 refused, -1 unknown or expired; *fresh: no
+ * need to ask again. */
+static int
+ca_lookup(struct callahead *ca, const char *address, bool *fresh)
+{
+    return vcache_get(ca->cache, address, wall_ms(), fresh);
+}
+
+/* A primary's answer into the memory cache: fresh for its refresh time,
+ * kept until expires (both wall-clock seconds from verified). */
+static void
+ca_remember(struct callahead *ca, const char *address, const struct store_verify *v)
+{
+    uint64_t refresh = v->ok ? PRIMARY_REFRESH_OK : PRIMARY_REFRESH_NO;
+
+    vcache_put(ca->cache, address, v->ok, ((uint64_t)v->verified + refresh) * 1000,
+               (uint64_t)v->expires * 1000);
 }
 
 static void
-ca_store(struct callahead *ca, const char *address, bool ok, bool primary)
+ca_store(struct callahead *ca, const struct ca_check *k, bool ok)
 {
-    uint64_t ttl = primary ? (ok ? PRIMARY_TTL_OK : PRIMARY_TTL_NO)
-                           : (ok ? CALLAHEAD_TTL_OK : CALLAHEAD_TTL_NO);
+    uint64_t now = wall_ms();
 
-    vcache_put(ca->cache, address, ok, uv_now(ca->loop), ttl * 1000);
+    if (k->primary) {
+        struct store_verify v = {.ok = ok, .verified = (int64_t)(now / 1000)};
+
+        v.expires = v.verified + (int64_t)(ok ? k->ttl_ok : k->ttl_no);
+        ca_remember(ca, k->address, &v);
+        if (ca->store != NULL)
+            store_verify_put_async(ca->store, k->address, &v);
+        return;
+    }
+    now += (ok ? CALLAHEAD_TTL_OK : CALLAHEAD_TTL_NO) * 1000;
+    vcache_put(ca->cache, k->address, ok, now, now);
 }
 
 static void
@@ -138,13 +181,23 @@ ca_answer_later(struct callahead *ca, callahead_cb cb, void *arg, int result)
     uv_timer_start(&ca->defer, on_defer, 0, 0);
 }
 
-/* The primary cannot be asked: a backup MX must keep accepting, so the
- * last answer we had decides, however old, and an address never seen is
- * accepted (the primary refuses it later, with a DSN). */
+/* The primary cannot be asked: a kept answer decides until it expires;
+ * an address it never answered for gets MXD_EIO (450 4.1.1: the sender
+ * retries, and the primary decides once it is back). */
 static int
 primary_fallback(struct callahead *ca, const char *address)
 {
-    return ca_lookup(ca, address, true) == 0 ? MXD_ENOENT : 0;
+    int cached = ca_lookup(ca, address, NULL);
+
+    if (cached < 0) {
+        char to[600];
+
+        metrics_count(METRICS_F_RCPT_UNSURE, "unverified", NULL);
+        log_msg(LOG_WARN, NULL, "callahead", "unverified to=%s reason=\"primary cannot be asked\"",
+                log_addr(to, sizeof(to), address));
+        return MXD_EIO;
+    }
+    return cached == 1 ? 0 : MXD_ENOENT;
 }
 
 /* ---- the lists --------------------------------------------------------- */
@@ -216,10 +269,10 @@ check_finish(struct ca_check *k, const char *reason)
 
     if (k->code >= 200 && k->code < 300) {
         result = 0;
-        ca_store(ca, k->address, true, k->primary);
+        ca_store(ca, k, true);
     } else if (k->code >= 500) {
         result = MXD_ENOENT;
-        ca_store(ca, k->address, false, k->primary);
+        ca_store(ca, k, false);
     } else {
         log_msg(LOG_WARN, NULL, "callahead", "no answer to=%s reason=%s",
                 log_addr(to, sizeof(to), k->address),
@@ -311,6 +364,15 @@ on_defer_closed(uv_handle_t *h)
         cb(arg);
 }
 
+/* Stopping, and nothing is out any more: close. */
+static void
+maybe_stopped(struct callahead *ca)
+{
+    if (ca->stopping && ca->nconns == 0 && ca->nloading == 0 &&
+        !uv_is_closing((uv_handle_t *)&ca->defer))
+        uv_close((uv_handle_t *)&ca->defer, on_defer_closed);
+}
+
 static void
 conn_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready)
 {
@@ -332,8 +394,8 @@ conn_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready)
         check_finish(k, reason); /* no answer: temporary */
     if (!ca->stopping)
         kick(ca);
-    else if (ca->nconns == 0)
-        uv_close((uv_handle_t *)&ca->defer, on_defer_closed);
+    else
+        maybe_stopped(ca);
 }
 
 static const struct lmtp_conn_cbs conn_cbs = {
@@ -387,6 +449,55 @@ callahead_new(uv_loop_t *loop, struct store *store, const char *lhlo_name)
     return ca;
 }
 
+/* k waits for a connection, at the tail of the FIFO. */
+static void
+ca_enqueue(struct callahead *ca, struct ca_check *k)
+{
+    k->prev = ca->waiting_tail;
+    if (ca->waiting_tail != NULL)
+        ca->waiting_tail->next = k;
+    else
+        ca->waiting = k;
+    ca->waiting_tail = k;
+    ca->nwaiting++;
+    /* Not now: a connection that has just answered this client's previous
+     * question becomes ready right after, and takes this one. */
+    uv_timer_start(&ca->defer, on_defer, 0, 0);
+}
+
+static void
+check_free(struct ca_check *k)
+{
+    free(k->address);
+    free(k);
+}
+
+/* The store's kept answer for a primary's address is in (or none): it
+ * decides if fresh, else the primary is asked. */
+static void
+on_loaded(void *arg, int status, const struct store_verify *v)
+{
+    struct ca_check *k = arg;
+    struct callahead *ca = k->ca;
+    bool fresh = false;
+    int cached;
+
+    ca->nloading--;
+    if (status == 0 && v != NULL)
+        ca_remember(ca, k->address, v);
+    cached = ca_lookup(ca, k->address, &fresh);
+    if (cached >= 0 && fresh) {
+        k->cb(k->arg, cached == 1 ? 0 : MXD_ENOENT);
+        check_free(k);
+    } else if (ca->stopping || k->ep == NULL) {
+        k->cb(k->arg, primary_fallback(ca, k->address));
+        check_free(k);
+    } else {
+        ca_enqueue(ca, k);
+    }
+    maybe_stopped(ca);
+}
+
 void
 callahead_check(struct callahead *ca, const struct conf *c, const struct conf_domain *d,
                 const char *address, const char *client, callahead_cb cb, void *arg)
@@ -394,14 +505,14 @@ callahead_check(struct callahead *ca, const struct conf *c, const struct conf_do
     bool primary = d->recipients == CONF_RCPTS_PRIMARY;
     const struct conf_endpoint *ep = primary ? (d->nprimary > 0 ? &d->primary[0] : NULL)
                                              : (d->lmtp.text != NULL ? &d->lmtp : NULL);
-    int cached = ca_lookup(ca, address, false);
+    bool fresh = false;
+    int cached = ca_lookup(ca, address, &fresh);
     struct ca_check *k;
 
-    if (cached >= 0 || ca->stopping || ep == NULL) {
+    if ((cached >= 0 && fresh) || ca->stopping || (ep == NULL && (!primary || cached >= 0))) {
         int r = cached == 1 ? 0 : cached == 0 ? MXD_ENOENT : MXD_EIO;
 
-        /* primary = mx has no fixed host to ask: the cache or accept. */
-        if (cached < 0 && primary)
+        if (!fresh && primary)
             r = primary_fallback(ca, address);
         ca_answer_later(ca, cb, arg, r);
         return;
@@ -422,6 +533,8 @@ callahead_check(struct callahead *ca, const struct conf *c, const struct conf_do
     k->arg = arg;
     k->ep = ep;
     k->primary = primary;
+    k->ttl_ok = d->verify_positive_ttl_s;
+    k->ttl_no = d->verify_negative_ttl_s;
     snprintf(k->client, sizeof(k->client), "%s", client);
     k->address = xstrdup(address);
     k->rcpts[0] = k->address;
@@ -429,17 +542,13 @@ callahead_check(struct callahead *ca, const struct conf *c, const struct conf_do
     k->txn.rcpts = k->rcpts;
     k->txn.nrcpts = 1;
     k->txn.verify_only = true;
-    /* FIFO: at the tail */
-    k->prev = ca->waiting_tail;
-    if (ca->waiting_tail != NULL)
-        ca->waiting_tail->next = k;
-    else
-        ca->waiting = k;
-    ca->waiting_tail = k;
-    ca->nwaiting++;
-    /* Not now: a connection that has just answered this client's previous
-     * question becomes ready right after, and takes this one. */
-    uv_timer_start(&ca->defer, on_defer, 0, 0);
+    if (primary && cached < 0 && ca->store != NULL) {
+        /* Not in memory: perhaps kept from before a restart. */
+        ca->nloading++;
+        store_verify_get_async(ca->store, address, (int64_t)(wall_ms() / 1000), on_loaded, k);
+        return;
+    }
+    ca_enqueue(ca, k);
 }
 
 void
@@ -454,11 +563,10 @@ callahead_stop(struct callahead *ca, void (*cb)(void *arg), void *arg)
 
         waiting_remove(ca, k);
         ca_answer_later(ca, k->cb, k->arg, k->primary ? primary_fallback(ca, k->address) : MXD_EIO);
-        free(k->address);
-        free(k);
+        check_free(k);
     }
     if (ca->nconns == 0) {
-        uv_close((uv_handle_t *)&ca->defer, on_defer_closed);
+        maybe_stopped(ca);
         return;
     }
     for (struct ca_conn *cc = ca->conns; cc != NULL; cc = cc->next)

@@ -14,7 +14,7 @@
 
 struct vc_entry {
     struct vc_entry *next;
-    uint64_t expires_ms;
+    uint64_t fresh_until_ms, expires_ms;
     bool ok;
     char address[];
 };
@@ -67,16 +67,25 @@ vcache_free(struct vcache *c)
 }
 
 int
-vcache_get(const struct vcache *c, const char *address, uint64_t now_ms, bool stale_ok)
+vcache_get(const struct vcache *c, const char *address, uint64_t now_ms, bool *fresh)
 {
-    for (const struct vc_entry *e = c->buckets[vc_hash(address)]; e != NULL; e = e->next)
-        if (ascii_casecmp(e->address, address) == 0)
-            return stale_ok || e->expires_ms > now_ms ? (int)e->ok : -1;
+    if (fresh != NULL)
+        *fresh = false;
+    for (const struct vc_entry *e = c->buckets[vc_hash(address)]; e != NULL; e = e->next) {
+        if (ascii_casecmp(e->address, address) != 0)
+            continue;
+        if (e->expires_ms <= now_ms)
+            return -1;
+        if (fresh != NULL)
+            *fresh = e->fresh_until_ms > now_ms;
+        return (int)e->ok;
+    }
     return -1;
 }
 
 void
-vcache_put(struct vcache *c, const char *address, bool ok, uint64_t now_ms, uint64_t ttl_ms)
+vcache_put(struct vcache *c, const char *address, bool ok, uint64_t fresh_until_ms,
+           uint64_t expires_ms)
 {
     size_t len = strlen(address);
     uint32_t h = vc_hash(address);
@@ -96,7 +105,8 @@ vcache_put(struct vcache *c, const char *address, bool ok, uint64_t now_ms, uint
     e = xmalloc(sizeof(*e) + len + 1);
     memcpy(e->address, address, len + 1);
     e->ok = ok;
-    e->expires_ms = now_ms + ttl_ms;
+    e->fresh_until_ms = fresh_until_ms < expires_ms ? fresh_until_ms : expires_ms;
+    e->expires_ms = expires_ms;
     e->next = c->buckets[h];
     c->buckets[h] = e;
     c->n++;

@@ -5,8 +5,10 @@
  * port. The queue, the ports' done lists and the port list are the only
  * shared state, all under one mutex.
  *
- * Why a pool of its own: libspf2, libopendkim's key lookups, DMARC record
- * lookups and MX lookups block on DNS, which a hostile sender domain can
+ * Used by check/rcptsync (issue 18): a recipients_source file read or LDAP
+ * search, each bounded (the LDAP requests by their timeouts). Why a pool
+ * of its own: libspf2, libopendkim's key lookups, DMARC record lookups
+ * and MX lookups blocked on DNS, which a hostile sender domain can
  * make slow. On the libuv threadpool they took the threads that spool
  * writes and the queue gauges need (DESIGN.md: blocking library calls get
  * a bounded share of threads, never the share spool writes need); here

@@ -1,5 +1,6 @@
-/* lookup: a bounded pool of threads for blocking DNS-bound work (SPF, DKIM
- * key and DMARC lookups, MX lookups), apart from the libuv threadpool. */
+/* lookup: a bounded pool of threads for blocking work (the reads of
+ * recipients = sync sources: files, LDAP searches), apart from the libuv
+ * threadpool. */
 #ifndef MXD_LOOKUP_H
 #define MXD_LOOKUP_H
 

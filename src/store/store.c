@@ -435,6 +435,8 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
         rc = store__screen_write(w, j);
     else if (j->kind == STORE_JOB_GREYLIST)
         rc = store__greylist_write(w, j);
+    else if (j->kind == STORE_JOB_RCPT_PUT)
+        rc = store__rcpt_write(w, j);
     else
         rc = store__writer_run(w, j);
     if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
@@ -462,6 +464,8 @@ writer_fail_range(struct store_job *from, struct store_job *to, int status, cons
         else if (j->kind == STORE_JOB_GREYLIST)
             log_msg(LOG_ERR, NULL, "store", "greylist failed reason=%s",
                     log_esc(esc, sizeof(esc), reason, strlen(reason)));
+        else if (j->kind == STORE_JOB_RCPT_PUT)
+            store__rcpt_failed(j, reason);
         else
             store__writer_failed(j, reason);
     }
@@ -530,7 +534,7 @@ static void
 writer_finish(struct store_writer *w, struct store_job *jobs)
 {
     for (struct store_job *j = jobs; j != NULL; j = j->next) {
-        if (j->kind == STORE_JOB_GREYLIST)
+        if (j->kind == STORE_JOB_GREYLIST || j->kind == STORE_JOB_RCPT_PUT)
             continue;
         if (j->kind != STORE_JOB_COMMIT) {
             if (j->kind != STORE_JOB_SCREEN_PUT)
@@ -603,6 +607,8 @@ reader_main(void *arg)
                 j->status = reader_lookup(&st->r, j->text, j->text + j->domain_off);
             else if (j->kind == STORE_JOB_SCREEN_GET)
                 j->status = store__screen_read(&st->r, j);
+            else if (j->kind == STORE_JOB_RCPT_GET)
+                j->status = store__rcpt_read(&st->r, j);
             else if (j->kind != STORE_JOB_GREYLIST)
                 j->status = store__reader_run(&st->r, j);
             j->next = NULL;
@@ -653,6 +659,8 @@ store_run_done(struct store *st)
             store__screen_complete(jobs);
         } else if (jobs->kind == STORE_JOB_GREYLIST) {
             store__greylist_complete(jobs);
+        } else if (jobs->kind == STORE_JOB_RCPT_GET || jobs->kind == STORE_JOB_RCPT_PUT) {
+            store__rcpt_complete(jobs);
         } else {
             store__complete(jobs);
         }

@@ -268,6 +268,51 @@ void store_greylist_async(struct store *st, const char *client, const char *send
                           const char *rcpt, const struct store_grey_rules *r, store_greylist_cb cb,
                           void *arg);
 
+/* ---- synced recipient lists and the callahead cache (schema 006) ------ */
+
+/* status 0: source was read whole at least once; listed: address (or its
+ * "@"domain catch-all) is on its list; synced: when it was last read, unix
+ * seconds. MXD_ENOENT: source was never read (listed false, synced 0);
+ * MXD_ESTORE, MXD_ECLOSING. */
+typedef void (*store_sync_lookup_cb)(void *arg, int status, bool listed, int64_t synced);
+
+/* Looks address up in source's list (one snapshot for the list and its
+ * time). Strings are copied. Reader thread; cb on the loop thread. */
+void store_sync_lookup_async(struct store *st, const char *source, const char *address,
+                             const char *domain, store_sync_lookup_cb cb, void *arg);
+
+/* status: 0 or MXD_E*; changed: the list differed from the stored one. */
+typedef void (*store_sync_cb)(void *arg, int status, bool changed);
+
+/* source's list is now list: n addresses, each NUL-terminated, packed in
+ * list[0..len) (the store takes ownership), read whole at now. When digest
+ * is the stored one only the time moves; otherwise the rows are replaced,
+ * all in one writer job (a reader sees the old list or the new). Strings
+ * copied; cb (may be NULL) on the loop thread. */
+void store_sync_replace_async(struct store *st, const char *source, char *list, size_t len,
+                              size_t n, const char *digest, int64_t now, store_sync_cb cb,
+                              void *arg);
+
+/* A remembered callahead answer. */
+struct store_verify {
+    bool ok;                   /* the primary took the address (else it refused it) */
+    int64_t verified, expires; /* unix seconds */
+};
+
+/* status 0: v is the answer for the address (valid during the call);
+ * MXD_ENOENT none that has not expired; MXD_ESTORE, MXD_ECLOSING. */
+typedef void (*store_verify_cb)(void *arg, int status, const struct store_verify *v);
+
+/* The remembered answer for address that expires after now. Reader thread;
+ * cb on the loop thread. */
+void store_verify_get_async(struct store *st, const char *address, int64_t now, store_verify_cb cb,
+                            void *arg);
+
+/* Remembers v for address (replacing the answer before it); the job also
+ * deletes a few rows expired at v->verified. Writer thread; no callback
+ * (a failure is logged and loses this answer only). */
+void store_verify_put_async(struct store *st, const char *address, const struct store_verify *v);
+
 /* Our hostname for the DSNs the store writes (Reporting-MTA, From:
  * MAILER-DAEMON@hostname). Call once after store_open. Copied. */
 void store_set_hostname(struct store *st, const char *hostname);

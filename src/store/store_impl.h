@@ -90,6 +90,20 @@
     X(W_GREY_EXPIRE, "expire greylist",                                                            \
       "DELETE FROM greylist WHERE (client, sender, rcpt) IN (SELECT client, sender, rcpt "         \
       "FROM greylist WHERE expires <= ?1 LIMIT ?2)")                                               \
+    X(W_SYNC_DIGEST, "read synced list digest",                                                    \
+      "SELECT digest FROM rcpt_sources WHERE source = ?1")                                         \
+    X(W_SYNC_CLEAR, "clear synced list", "DELETE FROM rcpt_synced WHERE source = ?1")              \
+    X(W_SYNC_ADD, "add synced recipient",                                                          \
+      "INSERT OR IGNORE INTO rcpt_synced (source, address) VALUES (?1, ?2)")                       \
+    X(W_SYNC_MARK, "mark synced list",                                                             \
+      "INSERT OR REPLACE INTO rcpt_sources (source, synced, digest, count) "                       \
+      "VALUES (?1, ?2, ?3, ?4)")                                                                   \
+    X(W_VERIFY_PUT, "record callahead answer",                                                     \
+      "INSERT OR REPLACE INTO verify_cache (address, ok, verified, expires) "                      \
+      "VALUES (?1, ?2, ?3, ?4)")                                                                   \
+    X(W_VERIFY_EXPIRE, "expire callahead answers",                                                 \
+      "DELETE FROM verify_cache WHERE address IN (SELECT address FROM verify_cache "               \
+      "WHERE expires <= ?1 LIMIT ?2)")                                                             \
     X(R_LOOKUP, "lookup",                                                                          \
       "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1")                \
     X(R_BEGIN, "begin", "BEGIN")                                                                   \
@@ -105,7 +119,12 @@
     X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)                                             \
     X(R_SCREEN_GET, "read screening passes",                                                       \
       "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2")       \
-    X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET)
+    X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET)                                             \
+    X(R_SYNC_GET, "synced recipient lookup",                                                       \
+      "SELECT s.synced, EXISTS (SELECT 1 FROM rcpt_synced r WHERE r.source = ?1 AND "              \
+      "(r.address = ?2 OR r.address = '@' || ?3)) FROM rcpt_sources s WHERE s.source = ?1")        \
+    X(R_VERIFY_GET, "read callahead answer",                                                       \
+      "SELECT ok, verified, expires FROM verify_cache WHERE address = ?1 AND expires > ?2")
 
 #define STORE_STMT_ENUM(id, label, sql) STORE_##id,
 
@@ -138,6 +157,8 @@ enum store_job_kind {
     STORE_JOB_SCREEN_GET, /* reader */
     STORE_JOB_SCREEN_PUT, /* writer */
     STORE_JOB_GREYLIST,   /* reader, then the writer when it has to write */
+    STORE_JOB_RCPT_GET,   /* reader: a synced list's lookup, a callahead answer */
+    STORE_JOB_RCPT_PUT,   /* writer: a synced list, a callahead answer */
 };
 
 /* store_deliver.c's part of a job: arguments and results (opaque here). */
@@ -146,6 +167,8 @@ struct store__djob;
 struct store__sjob;
 /* store_greylist.c's part of a job. */
 struct store__gjob;
+/* store_rcpt.c's part of a job. */
+struct store__rjob;
 
 /* One request. Belongs to the loop until pushed, then to the worker thread,
  * then to the loop again from the done list until its callback ran. */
@@ -164,12 +187,13 @@ struct store_job {
         store_greylist_cb greylist;
     } cb;
     void *arg;
-    struct store_msg *msg; /* commit: owned until the batch is done */
-    struct store__djob *d; /* DUE, BODY, OUTCOMES, OP: owned, freed by store__complete */
-    struct store__sjob *s; /* SCREEN_*: owned, freed by store__screen_complete */
-    struct store__gjob *g; /* GREYLIST: owned, freed by store__greylist_complete */
-    size_t domain_off;     /* lookup: the domain is at text + domain_off */
-    char text[];           /* lookup: address NUL domain NUL */
+    struct store_msg *msg;  /* commit: owned until the batch is done */
+    struct store__djob *d;  /* DUE, BODY, OUTCOMES, OP: owned, freed by store__complete */
+    struct store__sjob *s;  /* SCREEN_*: owned, freed by store__screen_complete */
+    struct store__gjob *g;  /* GREYLIST: owned, freed by store__greylist_complete */
+    struct store__rjob *rj; /* RCPT_*: owned, freed by store__rcpt_complete */
+    size_t domain_off;      /* lookup: the domain is at text + domain_off */
+    char text[];            /* lookup: address NUL domain NUL */
 };
 
 struct store_queue {
@@ -274,5 +298,20 @@ int store__greylist_write(struct store_writer *w, struct store_job *j) MXD_WUR;
 
 /* Loop thread: runs a GREYLIST job's callback and frees j->g (not j). */
 void store__greylist_complete(struct store_job *j);
+
+/* ---- store_rcpt.c, for store.c ----------------------------------------- */
+
+/* Reader thread: runs a RCPT_GET job; returns its status. */
+int store__rcpt_read(struct store_conn *c, struct store_job *j) MXD_WUR;
+
+/* Writer thread, inside the job's savepoint: runs a RCPT_PUT job; returns
+ * its status. */
+int store__rcpt_write(struct store_writer *w, struct store_job *j) MXD_WUR;
+
+/* Writer thread: j failed with j->status; logs why. */
+void store__rcpt_failed(const struct store_job *j, const char *reason);
+
+/* Loop thread: runs a RCPT_* job's callback and frees j->rj (not j). */
+void store__rcpt_complete(struct store_job *j);
 
 #endif

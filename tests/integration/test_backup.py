@@ -13,8 +13,8 @@ server (tests/integration/primary.py) that the tests stop and start.
   (forwarded to a sender in the backup domain, or discarded with a log line
   for a remote sender without bounce_relay), 450 -> kept and retried, the
   other recipients delivered in the same transaction.
-- recipients = primary (callahead, cached; an unknown address is accepted
-  while the primary is down) and recipients = table.
+- recipients = primary (callahead, cached; an address never verified gets
+  450 4.1.1 while the primary is down) and recipients = table.
 """
 
 import concurrent.futures
@@ -741,7 +741,7 @@ def rcpt_reply(port, rcpt):
 class CallaheadPrimary(BackupCase):
     """recipients = primary: RCPT asks the primary (MAIL FROM:<>, RCPT,
     RSET), answers are cached; while the primary is down the cache decides
-    and an address never seen is accepted."""
+    and an address never verified gets 450 4.1.1 (issue 18)."""
 
     RECIPIENTS = "primary"
     REJECT = {"nosuch@example.org": 550}
@@ -769,14 +769,15 @@ class CallaheadPrimary(BackupCase):
         self.assertEqual(len(self.primary.rcpt_attempts("nosuch@example.org")), n_nosuch,
                          "a cached negative answer asked the primary again")
 
-        # Primary down: the cache decides; a never-seen address is accepted.
+        # Primary down: the cache decides; a never-verified address gets 450.
         self.primary.stop()
         try:
             self.assertEqual(rcpt_reply(self.mxd.port, "known@example.org")[0], 250)
             code, text = rcpt_reply(self.mxd.port, "nosuch@example.org")
             self.assertEqual(code, 550, f"cached negative answer with the primary down: {text}")
             code, text = rcpt_reply(self.mxd.port, "never-seen@example.org")
-            self.assertEqual(code, 250, f"an address never seen, primary down: {text}")
+            self.assertEqual(code, 450, f"an address never seen, primary down: {text}")
+            self.assertIn(b"4.1.1", text)
         finally:
             self.primary.start()
 

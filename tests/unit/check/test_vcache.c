@@ -14,20 +14,31 @@ static void
 test_vcache_expiry(void **state)
 {
     struct vcache *c = vcache_new(100);
+    bool fresh = true;
 
     (void)state;
-    assert_int_equal(vcache_get(c, "a@example.org", 0, false), -1);
-    vcache_put(c, "a@example.org", true, 1000, 500);
-    vcache_put(c, "b@example.org", false, 1000, 200);
-    assert_int_equal(vcache_get(c, "a@example.org", 1000, false), 1);
-    assert_int_equal(vcache_get(c, "a@example.org", 1499, false), 1);
-    assert_int_equal(vcache_get(c, "a@example.org", 1500, false), -1); /* expired */
-    assert_int_equal(vcache_get(c, "b@example.org", 1199, false), 0);
-    assert_int_equal(vcache_get(c, "b@example.org", 1200, false), -1);
-    /* While the primary is down an expired answer still decides. */
-    assert_int_equal(vcache_get(c, "a@example.org", 99999, true), 1);
-    assert_int_equal(vcache_get(c, "b@example.org", 99999, true), 0);
-    assert_int_equal(vcache_get(c, "c@example.org", 99999, true), -1);
+    assert_int_equal(vcache_get(c, "a@example.org", 0, &fresh), -1);
+    assert_false(fresh);
+    vcache_put(c, "a@example.org", true, 1500, 1500);
+    vcache_put(c, "b@example.org", false, 1200, 1200);
+    assert_int_equal(vcache_get(c, "a@example.org", 1000, NULL), 1);
+    assert_int_equal(vcache_get(c, "a@example.org", 1499, &fresh), 1);
+    assert_true(fresh);
+    assert_int_equal(vcache_get(c, "a@example.org", 1500, NULL), -1); /* expired */
+    assert_int_equal(vcache_get(c, "b@example.org", 1199, NULL), 0);
+    assert_int_equal(vcache_get(c, "b@example.org", 1200, NULL), -1);
+    /* fresh until 2000, then kept (stale) until 9000: a primary that
+     * cannot be asked is answered from it */
+    vcache_put(c, "c@example.org", true, 2000, 9000);
+    assert_int_equal(vcache_get(c, "c@example.org", 1999, &fresh), 1);
+    assert_true(fresh);
+    assert_int_equal(vcache_get(c, "c@example.org", 2000, &fresh), 1);
+    assert_false(fresh);
+    assert_int_equal(vcache_get(c, "c@example.org", 9000, &fresh), -1);
+    assert_false(fresh);
+    /* fresh never outlives the entry */
+    vcache_put(c, "d@example.org", false, 5000, 3000);
+    assert_int_equal(vcache_get(c, "d@example.org", 3000, &fresh), -1);
     vcache_free(c);
 }
 
@@ -37,10 +48,10 @@ test_vcache_replace_and_case(void **state)
     struct vcache *c = vcache_new(100);
 
     (void)state;
-    vcache_put(c, "User@Example.ORG", false, 0, 1000);
-    assert_int_equal(vcache_get(c, "user@example.org", 10, false), 0);
-    vcache_put(c, "user@example.org", true, 10, 1000); /* a newer answer wins */
-    assert_int_equal(vcache_get(c, "USER@example.org", 20, false), 1);
+    vcache_put(c, "User@Example.ORG", false, 1000, 1000);
+    assert_int_equal(vcache_get(c, "user@example.org", 10, NULL), 0);
+    vcache_put(c, "user@example.org", true, 1010, 1010); /* a newer answer wins */
+    assert_int_equal(vcache_get(c, "USER@example.org", 20, NULL), 1);
     assert_int_equal(vcache_size(c), 1);
     vcache_free(c);
 }
@@ -54,10 +65,10 @@ test_vcache_bounded(void **state)
     (void)state;
     for (int i = 0; i < 10; i++) {
         snprintf(addr, sizeof(addr), "u%d@example.org", i);
-        vcache_put(c, addr, true, 0, 1000);
+        vcache_put(c, addr, true, 1000, 1000);
         assert_true(vcache_size(c) <= 3);
     }
-    assert_int_equal(vcache_get(c, "u9@example.org", 1, false), 1); /* the newest stays */
+    assert_int_equal(vcache_get(c, "u9@example.org", 1, NULL), 1); /* the newest stays */
     vcache_free(c);
     vcache_free(NULL);
 }
