@@ -2,7 +2,8 @@
  * connection it opens on the threadpool (closed before the completion).
  * The loop thread only starts requests and gets the results: the queries
  * run where blocking is allowed, and WAL mode lets them read while the
- * writer commits. Bounded: at most QSTAT_ROWS (domain, state) rows.
+ * writer commits. Bounded: at most QSTAT_ROWS (domain, state) rows, and
+ * the oldest held message of each domain with held recipients.
  * Does not cache; callers ask at their own pace (a scrape, a status tick). */
 #include "store/qstat.h"
 
@@ -29,6 +30,11 @@ static const char qstat_rows_sql[] =
     " WHERE state IN ('queued', 'deferred', 'held') GROUP BY domain, state"
     " ORDER BY domain, state LIMIT 1000";
 static const char qstat_msgs_sql[] = "SELECT count(*), coalesce(min(received), 0) FROM messages";
+/* The oldest held message per domain (a backup domain's mail waiting for
+ * its primary; an operator's holds too): only held rows are joined. */
+static const char qstat_held_sql[] = "SELECT r.domain, min(m.received) FROM message_rcpts AS r"
+                                     " JOIN messages AS m ON m.id = r.message_id"
+                                     " WHERE r.state = 'held' GROUP BY r.domain LIMIT 1000";
 
 static int
 qstat_rows(sqlite3 *db, struct metrics_queue *q)
@@ -51,6 +57,27 @@ qstat_rows(sqlite3 *db, struct metrics_queue *q)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : MXD_ESTORE;
 }
 
+static int
+qstat_held(sqlite3 *db, struct metrics_queue *q)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, qstat_held_sql, -1, &st, NULL);
+
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *d = sqlite3_column_text(st, 0);
+
+        for (size_t i = 0; d != NULL && i < q->nrows; i++) {
+            struct metrics_queue_row *r = &q->rows[i];
+
+            if (strcmp(r->state, "held") == 0 && strcmp(r->domain, (const char *)d) == 0)
+                r->oldest_received = sqlite3_column_int64(st, 1);
+        }
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : MXD_ESTORE;
+}
+
 static void
 qstat_work(uv_work_t *w)
 {
@@ -63,6 +90,7 @@ qstat_work(uv_work_t *w)
         goto done;
     sqlite3_busy_timeout(db, 2000);
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK || qstat_rows(db, &r->q) != 0 ||
+        qstat_held(db, &r->q) != 0 ||
         sqlite3_prepare_v2(db, qstat_msgs_sql, -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW)
         goto done;
