@@ -38,6 +38,9 @@ packages=(
     haproxy
     # content filters over milter (issue 17): the libmilter test filter, rspamd
     libmilter-dev rspamd
+    # the shipped alert rules and fail2ban filter, checked with the real tools
+    # (issue 23): promtool, fail2ban-regex
+    prometheus fail2ban
 )
 
 apt-get update

@@ -14,6 +14,8 @@
     X(MESSAGES_ACCEPTED, "mxd_messages_accepted_total", "counter",                                 \
       "Messages committed to the queue and answered 250")                                          \
     X(BYTES_ACCEPTED, "mxd_bytes_accepted_total", "counter", "Octets of accepted messages")        \
+    X(MESSAGES_ACCEPTED_TLS, "mxd_messages_accepted_tls_total", "counter",                         \
+      "Messages committed and answered 250 that came over TLS (STARTTLS)")                         \
     X(RELOADS, "mxd_config_reloads_total", "counter", "Configuration reloads that took effect")    \
     X(RELOAD_FAILURES, "mxd_config_reload_failures_total", "counter",                              \
       "Configuration reloads refused (the old configuration stayed)")                              \
