@@ -16,6 +16,7 @@ and conf/grafana/mxd-dashboard.json.
 import json
 import os
 import re
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -130,14 +131,14 @@ class Files(unittest.TestCase):
         self.assertEqual(len(ids), len(set(ids)))
 
 
-def make_cert(directory):
-    """An ECDSA key and a self-signed certificate valid 30 days; returns
+def make_cert(directory, days=30, stem="c"):
+    """An ECDSA key and a self-signed certificate valid days; returns
     (cert, key, notAfter in unix seconds)."""
     certtool = mxdtest.require_tool("certtool")
-    key, cert = os.path.join(directory, "k.pem"), os.path.join(directory, "c.pem")
-    tmpl = os.path.join(directory, "c.tmpl")
+    key, cert = os.path.join(directory, f"{stem}.key"), os.path.join(directory, f"{stem}.pem")
+    tmpl = os.path.join(directory, f"{stem}.tmpl")
     with open(tmpl, "w", encoding="ascii") as f:
-        f.write(f'cn = "{mxdtest.HOSTNAME}"\nexpiration_days = 30\ntls_www_server\n'
+        f.write(f'cn = "{mxdtest.HOSTNAME}"\nexpiration_days = {days}\ntls_www_server\n'
                 "signing_key\n")
     for args in (["--generate-privkey", "--key-type=ecdsa", "--outfile", key],
                  ["--generate-self-signed", "--load-privkey", key, "--template", tmpl,
@@ -236,6 +237,16 @@ class RealScrape(mxdtest.ClassMxd, unittest.TestCase):
         self.assertIn("mxd_messages_accepted_tls_total 1", self.text)
         self.assertIn("mxd_messages_accepted_total 2", self.text)
         self.assertIn("mxd_store_commit_failures_total 0", self.text)
+
+    def test_zz_reload_renewed_certificate(self):
+        # Renewing is a reload; the gauge follows (last: it changes the config).
+        cert, key, not_after = make_cert(self.tmpdir, days=90, stem="renewed")
+        self.assertGreater(not_after, self.not_after)
+        self.mxd.extra = f"[tls]\ncertificate = {cert}\nkey = {key}\n"
+        self.mxd.write_config()
+        self.mxd.signal(signal.SIGHUP)
+        want = f"mxd_tls_certificate_expiry_timestamp_seconds {not_after}\n"
+        self.assertIn(want, self.scrape_until(want))
 
 
 if __name__ == "__main__":
