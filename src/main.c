@@ -195,6 +195,30 @@ on_kick(void *arg)
         deliver_kick(m->deliver);
 }
 
+/* The gauges that come from the configuration in use: the certificate's
+ * expiry and the backup domains' lifetimes (for the alert on held mail,
+ * conf/prometheus/mxd-alerts.yml). At start-up and after each reload. */
+static void
+publish_conf_gauges(const struct conf *c, const struct tls_creds *tls)
+{
+    const char **names = xcalloc(c->ndomains + 1, sizeof(*names));
+    uint64_t *secs = xcalloc(c->ndomains + 1, sizeof(*secs));
+    size_t n = 0;
+
+    metrics_set(METRICS_TLS_CERT_EXPIRY, tls_creds_expiry(tls));
+    for (size_t i = 0; i < c->ndomains; i++) {
+        const struct conf_domain *d = &c->domains[i];
+
+        if (d->mode != CONF_MODE_BACKUP)
+            continue;
+        names[n] = d->name;
+        secs[n++] = d->lifetime_s > 0 ? d->lifetime_s : c->lifetime_s;
+    }
+    metrics_set_lifetimes(names, secs, n);
+    free(names);
+    free(secs);
+}
+
 /* The new conf's certificate (NULL when it has none) into *out. */
 static int
 reload_load_tls(const struct conf *nc, struct tls_creds **out, char **err)
@@ -315,6 +339,7 @@ mxd_reload(void *arg, char **err)
     if (m->rcptsync != NULL)
         rcptsync_set_conf(m->rcptsync, nc);
     reload_metrics(m, nc);
+    publish_conf_gauges(nc, tls);
     metrics_add(METRICS_RELOADS, 1);
     m->retired = xrealloc(m->retired, (m->nretired + 1) * sizeof(*m->retired));
     m->retired[m->nretired++] = m->conf;
@@ -488,6 +513,7 @@ mxd_start(struct mxd *m)
             goto fail;
         smtp_server_set_tls(m->server, m->tls);
     }
+    publish_conf_gauges(m->conf, m->tls);
     rc = mxd_start_services(m, &err);
     if (rc != 0)
         goto fail;

@@ -40,6 +40,9 @@ packages=(
     libmilter-dev rspamd
     # recipients = sync from LDAP (issue 18): libldap, and a private slapd in the tests
     libldap-dev slapd ldap-utils
+    # the shipped alert rules and fail2ban filter, checked with the real tools
+    # (issue 23): promtool, fail2ban-regex
+    prometheus fail2ban
 )
 
 apt-get update

@@ -71,14 +71,27 @@ struct hist {
     _Atomic uint64_t sum; /* in 1/scale units */
 };
 
+struct lifetime {
+    char domain[METRICS_LABEL_MAX];
+    uint64_t seconds;
+};
+
 static _Atomic int64_t counters[METRICS_NCOUNTERS];
 static struct family families[METRICS_NFAMILIES];
 static struct hist hists[METRICS_NHISTOGRAMS];
+static struct lifetime *lifetimes; /* loop thread */
+static size_t nlifetimes;
 
 void
 metrics_add(enum metrics_counter c, int64_t n)
 {
     atomic_fetch_add_explicit(&counters[c], n, memory_order_relaxed);
+}
+
+void
+metrics_set(enum metrics_counter c, int64_t v)
+{
+    atomic_store_explicit(&counters[c], v, memory_order_relaxed);
 }
 
 uint64_t
@@ -171,8 +184,21 @@ metrics_observe(enum metrics_histogram h, double value)
 }
 
 void
+metrics_set_lifetimes(const char *const *domains, const uint64_t *seconds, size_t n)
+{
+    free(lifetimes);
+    lifetimes = n > 0 ? xcalloc(n, sizeof(*lifetimes)) : NULL;
+    nlifetimes = n;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(lifetimes[i].domain, sizeof(lifetimes[i].domain), "%s", domains[i]);
+        lifetimes[i].seconds = seconds[i];
+    }
+}
+
+void
 metrics_reset(void)
 {
+    metrics_set_lifetimes(NULL, NULL, 0);
     for (size_t i = 0; i < METRICS_NCOUNTERS; i++)
         atomic_store(&counters[i], 0);
     memset(families, 0, sizeof(families));
@@ -293,6 +319,18 @@ render_histograms(struct buf *b)
 }
 
 static void
+render_lifetimes(struct buf *b)
+{
+    char e[METRICS_LABEL_MAX * 2];
+
+    header(b, "mxd_domain_lifetime_seconds", "gauge",
+           "How long a backup domain's mail may wait for its primary before it bounces");
+    for (size_t i = 0; i < nlifetimes; i++)
+        buf_printf(b, "mxd_domain_lifetime_seconds{domain=\"%s\"} %" PRIu64 "\n",
+                   label_esc(e, sizeof(e), lifetimes[i].domain), lifetimes[i].seconds);
+}
+
+static void
 render_queue(struct buf *b, const struct metrics_queue *q)
 {
     char e1[600], e2[40];
@@ -310,6 +348,17 @@ render_queue(struct buf *b, const struct metrics_queue *q)
     buf_printf(b, "mxd_queue_oldest_age_seconds %" PRId64 "\n",
                q->oldest_received > 0 && q->now > q->oldest_received ? q->now - q->oldest_received
                                                                      : 0);
+    header(b, "mxd_queue_held_oldest_age_seconds", "gauge",
+           "Age of the oldest message with held recipients, by domain");
+    for (size_t i = 0; i < q->nrows; i++) {
+        const struct metrics_queue_row *r = &q->rows[i];
+
+        if (strcmp(r->state, "held") != 0 || r->oldest_received <= 0)
+            continue;
+        buf_printf(b, "mxd_queue_held_oldest_age_seconds{domain=\"%s\"} %" PRId64 "\n",
+                   label_esc(e1, sizeof(e1), r->domain),
+                   q->now > r->oldest_received ? q->now - r->oldest_received : 0);
+    }
 }
 
 char *
@@ -325,6 +374,7 @@ metrics_render(const struct metrics_queue *q)
     }
     render_families(&b);
     render_histograms(&b);
+    render_lifetimes(&b);
     if (q != NULL && q->valid)
         render_queue(&b, q);
     return b.p;

@@ -14,6 +14,8 @@
     X(MESSAGES_ACCEPTED, "mxd_messages_accepted_total", "counter",                                 \
       "Messages committed to the queue and answered 250")                                          \
     X(BYTES_ACCEPTED, "mxd_bytes_accepted_total", "counter", "Octets of accepted messages")        \
+    X(MESSAGES_ACCEPTED_TLS, "mxd_messages_accepted_tls_total", "counter",                         \
+      "Messages committed and answered 250 that came over TLS (STARTTLS)")                         \
     X(RELOADS, "mxd_config_reloads_total", "counter", "Configuration reloads that took effect")    \
     X(RELOAD_FAILURES, "mxd_config_reload_failures_total", "counter",                              \
       "Configuration reloads refused (the old configuration stayed)")                              \
@@ -24,7 +26,11 @@
     X(DNS_TIMEOUTS, "mxd_dns_timeouts_total", "counter",                                           \
       "DNS queries that got no answer within their time")                                          \
     X(SCREEN_RECORDED, "mxd_screen_passes_recorded_total", "counter",                              \
-      "Screening passes written to the store (clients remembered for screen_ttl)")
+      "Screening passes written to the store (clients remembered for screen_ttl)")                 \
+    X(STORE_COMMIT_FAILURES, "mxd_store_commit_failures_total", "counter",                         \
+      "Messages whose commit to the queue failed (disk full, I/O error): the client got 451")      \
+    X(TLS_CERT_EXPIRY, "mxd_tls_certificate_expiry_timestamp_seconds", "gauge",                    \
+      "When the TLS certificate in use expires, unix seconds (0: no certificate)")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
 #undef METRICS_C_ENUM
@@ -99,6 +105,8 @@ enum metrics_histogram { METRICS_HISTOGRAMS(METRICS_H_ENUM) METRICS_NHISTOGRAMS 
 
 /* Any thread. n may be negative for gauges. */
 void metrics_add(enum metrics_counter c, int64_t n);
+/* Any thread: a gauge's value. */
+void metrics_set(enum metrics_counter c, int64_t v);
 uint64_t metrics_get(enum metrics_counter c);
 
 /* One more for the series (l1[, l2]); l2 is NULL for one-label families.
@@ -120,6 +128,7 @@ struct metrics_queue_row {
     char domain[256];
     char state[16];
     uint64_t recipients;
+    int64_t oldest_received; /* held rows: the oldest message's arrival; else 0 */
 };
 
 struct metrics_queue {
@@ -130,6 +139,11 @@ struct metrics_queue {
     struct metrics_queue_row *rows;
     size_t nrows;
 };
+
+/* The configured lifetime of each backup domain (mxd_domain_lifetime_seconds,
+ * beside the held mail's age): replaces the previous list, names copied.
+ * Loop thread. */
+void metrics_set_lifetimes(const char *const *domains, const uint64_t *seconds, size_t n);
 
 /* The whole exposition (caller frees); q may be NULL (no queue gauges). */
 char *metrics_render(const struct metrics_queue *q);

@@ -23,7 +23,8 @@
 struct tls_creds {
     gnutls_certificate_credentials_t xcred;
     gnutls_priority_t prio;
-    unsigned refs; /* the owner's, plus one per session using them */
+    unsigned refs;   /* the owner's, plus one per session using them */
+    int64_t expires; /* the certificate's notAfter, unix seconds; 0: none */
 };
 
 struct tls_conn {
@@ -63,6 +64,26 @@ creds_new(const char *priority, char **err)
     return c;
 }
 
+/* The notAfter of the (first) certificate just loaded into xcred. */
+static int64_t
+creds_expiry(gnutls_certificate_credentials_t xcred)
+{
+    gnutls_datum_t der = {NULL, 0};
+    gnutls_x509_crt_t crt = NULL;
+    int64_t t = 0;
+
+    if (gnutls_certificate_get_crt_raw(xcred, 0, 0, &der) < 0)
+        return 0;
+    if (gnutls_x509_crt_init(&crt) == 0 &&
+        gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) == 0) {
+        time_t e = gnutls_x509_crt_get_expiration_time(crt);
+
+        t = e == (time_t)-1 ? 0 : (int64_t)e;
+    }
+    gnutls_x509_crt_deinit(crt);
+    return t;
+}
+
 int
 tls_creds_load(const char *cert, const char *key, const char *priority, struct tls_creds **out,
                char **err)
@@ -87,11 +108,18 @@ tls_creds_load(const char *cert, const char *key, const char *priority, struct t
                          gnutls_strerror(rc));
         goto fail;
     }
+    c->expires = creds_expiry(c->xcred);
     *out = c;
     return 0;
 fail:
     tls_creds_free(c);
     return MXD_ECONFIG;
+}
+
+int64_t
+tls_creds_expiry(const struct tls_creds *c)
+{
+    return c != NULL ? c->expires : 0;
 }
 
 int

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/util.h"
 
@@ -21,6 +22,9 @@ int tls_creds_load(const char *cert, const char *key, const char *priority, stru
 void tls_creds_ref(struct tls_creds *c);
 /* Drops the caller's reference; sessions still using c keep it alive. */
 void tls_creds_free(struct tls_creds *c);
+/* When the server certificate loaded by tls_creds_load expires (its
+ * notAfter, unix seconds); 0 for NULL or client credentials. */
+int64_t tls_creds_expiry(const struct tls_creds *c);
 
 /* For mxd --check: as tls_creds_load, plus *warn (caller frees, may stay
  * NULL) when the certificate has expired or is not yet valid. */

@@ -34,6 +34,7 @@
 #include "base/conf.h"
 #include "base/util.h"
 #include "mxctl/mxctl_json.h"
+#include "mxctl/mxctl_summary.h"
 #include "store/db.h"
 
 #define MXCTL_CONF  "/etc/mxd/mxd.conf"
@@ -52,6 +53,7 @@ usage(FILE *f)
     fputs("usage: mxctl [-c FILE] [-d DATABASE] COMMAND [ARG...] [--json]\n"
           "commands:\n"
           "  queue                      list queued messages and their recipients\n"
+          "  queue --summary [--top N]  recipients waiting by domain and age (as qshape)\n"
           "  show QUEUE-ID              print a message's envelope, a blank line, the message\n"
           "  flush [DOMAIN]             retry deferred mail now (all, or DOMAIN's)\n"
           "  hold QUEUE-ID              stop delivering a message until released\n"
@@ -271,10 +273,41 @@ print_rcpts(sqlite3 *db, sqlite3_stmt *s, int64_t id, int64_t now, const char *p
     return rc == SQLITE_DONE ? MXCTL_OK : db_fail(db, "recipients");
 }
 
+/* queue [--summary [--top N]] */
+static int
+queue_opts(int argc, char **argv, bool *summary, size_t *top)
+{
+    bool top_given = false;
+    char *end;
+
+    *summary = false;
+    *top = MXCTL_SUMMARY_TOP;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--summary") == 0) {
+            *summary = true;
+        } else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
+            unsigned long long n = strtoull(argv[++i], &end, 10);
+
+            if (*end != '\0' || end == argv[i] || argv[i][0] == '-' || n > 1000000)
+                return usage_error("queue: --top wants a number, not '%s'", argv[i]);
+            *top = (size_t)n;
+            top_given = true;
+        } else {
+            return usage_error("queue: unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (top_given && !*summary)
+        return usage_error("queue: --top goes with --summary");
+    return MXCTL_OK;
+}
+
 static int
 queue_check(int argc, char **argv)
 {
-    return argc == 0 ? MXCTL_OK : usage_error("queue: unexpected argument '%s'", argv[0]);
+    bool summary;
+    size_t top;
+
+    return queue_opts(argc, argv, &summary, &top);
 }
 
 static int
@@ -285,8 +318,11 @@ queue_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
     int64_t now = (int64_t)time(NULL);
     int n = 0, rc = MXCTL_OK, step = SQLITE_DONE;
     char age[32];
+    bool summary = false;
+    size_t top;
 
-    (void)argc, (void)argv;
+    if (queue_opts(argc, argv, &summary, &top) == MXCTL_OK && summary)
+        return mxctl_summary(db, now, top, ctx->json);
     if (ctx->json)
         return mxctl_json_queue(db);
     /* One read transaction: a consistent snapshot while mxd keeps writing. */

@@ -173,6 +173,8 @@ on_committed(void *arg, int status, int64_t msg_id)
         s->srv->stats.bytes_accepted += t->body_size;
         metrics_add(METRICS_MESSAGES_ACCEPTED, 1);
         metrics_add(METRICS_BYTES_ACCEPTED, (int64_t)t->body_size);
+        if (s->tls)
+            metrics_add(METRICS_MESSAGES_ACCEPTED_TLS, 1);
         log_msg(LOG_INFO, s->qid, "smtp",
                 "queued from=%s size=%llu nrcpt=%zu client=%s tls=%s%s%s cmd=%s",
                 log_addr(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size,

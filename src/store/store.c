@@ -457,6 +457,8 @@ writer_fail_range(struct store_job *from, struct store_job *to, int status, cons
         if (j->status != 0)
             continue;
         j->status = status;
+        if (j->kind == STORE_JOB_COMMIT)
+            metrics_add(METRICS_STORE_COMMIT_FAILURES, 1);
         if (j->kind == STORE_JOB_COMMIT || j->kind == STORE_JOB_SCREEN_PUT)
             log_msg(LOG_ERR, job_qid(j), "store", "%s failed reason=%s",
                     j->kind == STORE_JOB_COMMIT ? "commit" : "screen record",

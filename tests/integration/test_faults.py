@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsfault  # noqa: E402
@@ -93,6 +94,8 @@ class DiskFull(FullDisk, MxdTestCase):
     @classmethod
     def setUpClass(cls):
         cls.ENV = None
+        cls.mport = mxdtest.free_port()
+        cls.SERVER = {"metrics_listen": f"127.0.0.1:{cls.mport}"}
         super().setUpClass()
         cls.mxd.stop()
         cls.flag = os.path.join(cls.tmpdir, "disk-full")
@@ -106,6 +109,12 @@ class DiskFull(FullDisk, MxdTestCase):
         stored, refused = self.full_then_back(
             lambda: open(self.flag, "w").close(), lambda: os.unlink(self.flag),
             (300, 2000, 400_000, 300), (300_000, 300, 300), "disk full")
+        # the commits that failed are counted (alert MxdStoreCommitErrors);
+        # a spooled body may fail before its commit, so not all four
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=10) as r:
+            m = re.search(r"^mxd_store_commit_failures_total (\d+)$", r.read().decode(), re.M)
+        self.assertIsNotNone(m)
+        self.assertTrue(1 <= int(m.group(1)) <= len(refused), m.group(0))
         print(f"\ndisk full: {len(refused)} refused with 451 4.3.0 while full, "
               f"{len(stored)} stored before and after, 0 half-stored", file=sys.stderr)
 

@@ -225,12 +225,13 @@ test_metrics_smtp_reject(void **state)
 static void
 test_metrics_queue(void **state)
 {
-    struct metrics_queue_row rows[2] = {
-        {"example.com", "queued", 5},
-        {"example.org", "held", 7},
+    struct metrics_queue_row rows[3] = {
+        {"example.com", "queued", 5, 0},
+        {"example.org", "held", 7, 1300},
+        {"example.net", "held", 1, 0}, /* no age known: no series */
     };
-    struct metrics_queue q = {true, 9, 1000, 1600, rows, 2};
-    struct metrics_queue bad = {false, 9, 1000, 1600, rows, 2};
+    struct metrics_queue q = {true, 9, 1000, 1600, rows, 3};
+    struct metrics_queue bad = {false, 9, 1000, 1600, rows, 3};
     struct metrics_queue empty = {true, 0, 0, 1600, NULL, 0};
     char *t;
 
@@ -240,6 +241,9 @@ test_metrics_queue(void **state)
     assert_line(t, "mxd_queue_recipients{domain=\"example.org\",state=\"held\"} 7");
     assert_line(t, "mxd_queue_messages 9");
     assert_line(t, "mxd_queue_oldest_age_seconds 600");
+    assert_line(t, "mxd_queue_held_oldest_age_seconds{domain=\"example.org\"} 300");
+    assert_no_line_prefix(t, "mxd_queue_held_oldest_age_seconds{domain=\"example.com\"");
+    assert_no_line_prefix(t, "mxd_queue_held_oldest_age_seconds{domain=\"example.net\"");
     assert_well_formed(t);
     free(t);
     t = metrics_render(&bad);
@@ -248,6 +252,36 @@ test_metrics_queue(void **state)
     t = metrics_render(&empty);
     assert_line(t, "mxd_queue_oldest_age_seconds 0");
     assert_line(t, "mxd_queue_messages 0");
+    free(t);
+}
+
+/* Issue 23: the gauges the alert rules need beside the queue's. */
+static void
+test_metrics_conf_gauges(void **state)
+{
+    const char *names[2] = {"backup.example", "b\"q.example"};
+    uint64_t secs[2] = {864000, 3600};
+    char *t;
+
+    (void)state;
+    metrics_set(METRICS_TLS_CERT_EXPIRY, 1900000000);
+    metrics_add(METRICS_STORE_COMMIT_FAILURES, 2);
+    metrics_set_lifetimes(names, secs, 2);
+    t = metrics_render(NULL);
+    assert_line(t, "mxd_tls_certificate_expiry_timestamp_seconds 1900000000");
+    assert_line(t, "# TYPE mxd_tls_certificate_expiry_timestamp_seconds gauge");
+    assert_line(t, "mxd_store_commit_failures_total 2");
+    assert_line(t, "mxd_domain_lifetime_seconds{domain=\"backup.example\"} 864000");
+    assert_line(t, "mxd_domain_lifetime_seconds{domain=\"b\\\"q.example\"} 3600");
+    assert_well_formed(t);
+    free(t);
+    /* A reload replaces the list; a certificate removed reads 0. */
+    metrics_set_lifetimes(names, secs, 1);
+    metrics_set(METRICS_TLS_CERT_EXPIRY, 0);
+    t = metrics_render(NULL);
+    assert_no_line_prefix(t, "mxd_domain_lifetime_seconds{domain=\"b\\\"q");
+    assert_line(t, "mxd_domain_lifetime_seconds{domain=\"backup.example\"} 864000");
+    assert_line(t, "mxd_tls_certificate_expiry_timestamp_seconds 0");
     free(t);
 }
 
@@ -261,6 +295,7 @@ main(void)
         cmocka_unit_test_setup(test_metrics_histogram, reset),
         cmocka_unit_test_setup(test_metrics_smtp_reject, reset),
         cmocka_unit_test_setup(test_metrics_queue, reset),
+        cmocka_unit_test_setup(test_metrics_conf_gauges, reset),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
