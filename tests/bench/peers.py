@@ -100,7 +100,7 @@ class _Peer:
 
     proc = None
 
-    def _spawn(self, argv, log, setup=()):
+    def _spawn(self, argv, log, setup=(), preload=None):
         d = self.dir
         script = ["set -e"]
         for i, target in enumerate(("/etc", "/var", "/run")):
@@ -112,6 +112,8 @@ class _Peer:
         script.append(f"cat '{d}/passwd' > /etc/passwd; cat '{d}/group' > /etc/group")
         script.extend(setup)
         script.append(f"export LD_LIBRARY_PATH='{self.root}/{LIBDIR}'")
+        if preload:
+            script.append(f"export LD_PRELOAD='{preload}'")
         script.append("exec " + " ".join(f"'{a}'" for a in argv))
         out = open(log, "ab")
         self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -230,14 +232,17 @@ begin retry
 class OpenSMTPD(_Peer):
     """OpenSMTPD 6.8 with its own smtpd.conf (-f), its compiled-in queue
     (/var/spool/smtpd) and /etc/mail made in the overlays. hold: a relay action to a port where nothing listens (mail
-    stays queued, retried later); else lmtp delivery to the socket."""
+    stays queued: `smtpctl pause mta` once started, so it makes no
+    attempt); else lmtp delivery to the socket."""
 
     name = "opensmtpd"
     durability = "no fsync (queue files written and renamed)"
 
-    def __init__(self, tmpdir, port, domain, lmtp=None, hold=True, tls=None):
+    def __init__(self, tmpdir, port, domain, lmtp=None, hold=True, tls=None, preload=None):
         self.root = unpack()
         self.port = port
+        self.hold = hold
+        self.preload = preload  # listen_backlog shim: its backlog of 5 is too small
         self.dir = os.path.join(tmpdir, "opensmtpd")
         self.spool = os.path.join(self.dir, "ov1-upper", "spool", "smtpd")  # /var/spool/smtpd
         self.etcmail = os.path.join(self.dir, "etc-mail")
@@ -269,8 +274,13 @@ match from any for domain "{domain}" action "out"
                      os.path.join(self.dir, "smtpd.conf")], log,
                     setup=["mkdir -p /etc/mail /var/spool/smtpd /var/lib/opensmtpd/empty",
                            f"cp '{self.etcmail}/aliases' '{self.etcmail}/mailname' /etc/mail/",
-                           "chmod 711 /var/spool/smtpd"])
+                           "chmod 711 /var/spool/smtpd"], preload=self.preload)
         _wait_port(self.port, self.proc, log)
+        if self.hold:  # no delivery attempts while it holds: as the others
+            subprocess.run(["nsenter", "-t", str(self.pid), "-m",
+                            os.path.join(self.root, "usr/sbin/smtpctl"), "pause", "mta"],
+                           check=True, capture_output=True, timeout=30,
+                           env={**os.environ, "LD_LIBRARY_PATH": f"{self.root}/{LIBDIR}"})
 
     def queued(self):
         n = 0
