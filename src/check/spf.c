@@ -82,12 +82,13 @@ struct spf_want {
 
 struct spf_ctx {
     uint64_t deadline_ns;
-    int family;             /* the client's, after RFC 7208 5.6's IPv4-mapped rule */
-    struct in_addr ip4;     /* the client, family AF_INET */
-    struct in6_addr ip6;    /* the client, family AF_INET6 */
-    bool synth;             /* the answer being parsed is for a CIDR0 name */
-    const char *syntax_why; /* the last record with a syntax error: which rule */
-    struct spf_answer *ans; /* gathered so far, for every run */
+    int family;               /* the client's, after RFC 7208 5.6's IPv4-mapped rule */
+    struct in_addr ip4;       /* the client, family AF_INET */
+    struct in6_addr ip6;      /* the client, family AF_INET6 */
+    bool synth;               /* the answer being parsed is for a CIDR0 name */
+    const char *syntax_why;   /* the last record with a syntax error: which rule */
+    const SPF_request_t *req; /* this run's: libspf2 keeps its current domain there */
+    struct spf_answer *ans;   /* gathered so far, for every run */
     size_t nans;
     /* per run */
     unsigned queries, voids;
@@ -210,6 +211,47 @@ rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_
     }
 }
 
+/* name is dom or below it (ASCII case-insensitive). */
+static bool
+name_under(const char *name, const char *dom)
+{
+    size_t n = strlen(name), d = strlen(dom);
+
+    while (d > 0 && dom[d - 1] == '.')
+        d--;
+    while (n > 0 && name[n - 1] == '.')
+        n--;
+    return d > 0 && n >= d && strncasecmp(name + n - d, dom, d) == 0 &&
+           (n == d || name[n - d - 1] == '.');
+}
+
+/* RFC 7208 7.3: of several validated names for %{p}, one at or below the
+ * current domain SHOULD be used; libspf2 takes the first that validates,
+ * so those names go first (a PTR RRset has no order of its own). The
+ * names remembered for this answer follow the new order. */
+static void
+ptr_order(SPF_dns_rr_t *rr, struct spf_ctx *c)
+{
+    const char *dom = c->req != NULL ? c->req->cur_dom : NULL;
+    size_t first = c->nexempt >= (size_t)rr->num_rr ? c->nexempt - (size_t)rr->num_rr : 0;
+    int k = 0;
+
+    if (dom == NULL)
+        return;
+    for (int i = 0; i < rr->num_rr; i++) {
+        if (name_under(rr->rr[i]->ptr, dom)) {
+            SPF_dns_rr_data_t *t = rr->rr[i];
+
+            memmove(&rr->rr[k + 1], &rr->rr[k], (size_t)(i - k) * sizeof(rr->rr[0]));
+            rr->rr[k++] = t;
+        }
+    }
+    if (k == 0 || c->nexempt - first != (size_t)rr->num_rr)
+        return;
+    for (int i = 0; i < rr->num_rr; i++)
+        snprintf(c->exempt[first + (size_t)i], sizeof(c->exempt[0]), "%s", rr->rr[i]->ptr);
+}
+
 static void
 parse_answer(SPF_dns_rr_t *rr, ns_type type, struct spf_ctx *c, const struct spf_answer *a)
 {
@@ -236,6 +278,8 @@ parse_answer(SPF_dns_rr_t *rr, ns_type type, struct spf_ctx *c, const struct spf
             cnt++;
     }
     rr->num_rr = cnt;
+    if (type == ns_t_ptr)
+        ptr_order(rr, c);
 }
 
 /* RFC 7208 4.3: a domain that is not a multi-label FQDN with labels of
@@ -673,7 +717,9 @@ run_once(struct spf_job *j)
     id = out->helo_identity ? j->q.helo : j->q.sender;
     c->syntax_why = NULL;
     if ((req = request_new(j->srv, c, &j->q, out)) != NULL) {
+        c->req = req;
         why = run(j->srv, req, out);
+        c->req = NULL;
         SPF_request_free(req);
     }
     if (out->res == SPF_RES_PERMERROR && c->syntax_why != NULL)
