@@ -227,9 +227,42 @@ ip6_network(const char *p, size_t len)
 
     if (len == 0 || len >= sizeof(buf))
         return false;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '\0' || (!is_digit(p[i]) && strchr("abcdefABCDEF:.", p[i]) == NULL))
+            return false; /* NUL among them: inet_pton would stop there */
+    }
     memcpy(buf, p, len);
     buf[len] = '\0';
     return inet_pton(AF_INET6, buf, &a) == 1;
+}
+
+/* ip4 and ip6: ":" network [ cidr-length ] */
+static int
+ip_args(struct term *t, const char *rest, size_t len, const char **why)
+{
+    size_t s;
+    int v = 0;
+
+    if (len == 0 || rest[0] != ':') {
+        *why = "invalid mechanism arguments (RFC 7208 5)";
+        return MXD_EINVAL;
+    }
+    t->net = rest + 1;
+    t->netlen = len - 1;
+    s = cidr_at(t->net, t->netlen, t->mech == M_IP4 ? 32 : 128, &v);
+    if (s < t->netlen) {
+        if (v < 0) {
+            *why = "invalid CIDR prefix length (RFC 7208 5.6, 12)";
+            return MXD_EINVAL;
+        }
+        *(t->mech == M_IP4 ? &t->cidr4 : &t->cidr6) = v;
+        t->netlen = s;
+    }
+    if (!(t->mech == M_IP4 ? ip4_network : ip6_network)(t->net, t->netlen)) {
+        *why = "invalid network in ip4 or ip6 (RFC 7208 5.6)";
+        return MXD_EINVAL;
+    }
+    return 0;
 }
 
 /* The arguments of a directive of mechanism m (rest: after its name). */
@@ -260,41 +293,26 @@ directive_args(struct term *t, const char *rest, size_t len, const char **why)
             t->cidr4 = v;
             len = s;
         }
-        /* fall through */
+        if (len == 0)
+            return 0;
+        break;
     case M_PTR:
         if (len == 0)
             return 0;
-        if (rest[0] != ':')
-            goto bad;
-        t->dom = rest + 1;
-        t->domlen = len - 1;
-        return domain_spec(t->dom, t->domlen, why);
+        break;
     case M_INCLUDE:
     case M_EXISTS:
-        if (len == 0 || rest[0] != ':')
-            goto bad;
-        t->dom = rest + 1;
-        t->domlen = len - 1;
-        return domain_spec(t->dom, t->domlen, why);
+        break;
     case M_IP4:
     case M_IP6:
-        if (len == 0 || rest[0] != ':')
-            goto bad;
-        t->net = rest + 1;
-        t->netlen = len - 1;
-        s = cidr_at(t->net, t->netlen, t->mech == M_IP4 ? 32 : 128, &v);
-        if (s < t->netlen) {
-            if (v < 0)
-                goto cidr;
-            *(t->mech == M_IP4 ? &t->cidr4 : &t->cidr6) = v;
-            t->netlen = s;
-        }
-        if (!(t->mech == M_IP4 ? ip4_network : ip6_network)(t->net, t->netlen)) {
-            *why = "invalid network in ip4 or ip6 (RFC 7208 5.6)";
-            return MXD_EINVAL;
-        }
-        return 0;
+        return ip_args(t, rest, len, why);
     }
+    /* ":" domain-spec */
+    if (len == 0 || rest[0] != ':')
+        goto bad;
+    t->dom = rest + 1;
+    t->domlen = len - 1;
+    return domain_spec(t->dom, t->domlen, why);
 bad:
     *why = "invalid mechanism arguments (RFC 7208 5)";
     return MXD_EINVAL;
