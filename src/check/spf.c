@@ -20,10 +20,16 @@
  * address lookup of a name from a PTR answer skips that name (RFC 7208
  * 5.5, where libspf2 gives temperror); void lookups are counted and more
  * than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which libspf2 does not
- * implement); no new query is sent once the budget is
- * spent, and each query gives up when it ends (RESOLVER_TIMEOUT_MS at
- * most). The 10 DNS-querying terms limit is libspf2's own (max_dns_mech).
- * The resolver caches; this module does not log (the caller does). */
+ * implement); every SPF record fetched is checked by RFC 7208 and
+ * rewritten to what libspf2 evaluates as the RFC says (spf_record.c:
+ * syntax errors become a record libspf2 refuses, a permerror; /0 prefixes,
+ * unknown modifiers, redirect= beside all), the layer answering the
+ * CIDR0 names of "a/0" and "mx/0"; an IPv4-mapped client is IPv4 (RFC
+ * 7208 5.6); PTR names past 10 are ignored (4.6.4, where libspf2 gives
+ * permerror) and the names under the current domain go first (%{p}, 7.3);
+ * no new query is sent once the budget is spent, and each query gives up
+ * when it ends (RESOLVER_TIMEOUT_MS at most). The 10 DNS-querying terms limit is libspf2's own
+ * (max_dns_mech). The resolver caches; this module does not log (the caller does). */
 #define _DEFAULT_SOURCE
 #include "check/spf.h"
 
