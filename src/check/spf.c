@@ -50,11 +50,10 @@
 #include "check/spf_record.h"
 #include "dns/resolver.h"
 
-#define SPF_EXEMPT_MAX     32   /* MX and PTR target names remembered per check */
-#define SPF_WANT_MAX       32   /* names asked for at once after a run */
-#define SPF_NAMES_PER_TERM 10   /* libspf2's max_dns_mx and max_dns_ptr */
-#define SPF_ANSWERS_MAX    512  /* names one check may ask for: far above libspf2's limits */
-#define SPF_RECORD_OUT_MAX 4096 /* a rewritten record (a TXT answer holds less than 64 KiB) */
+#define SPF_EXEMPT_MAX     32  /* MX and PTR target names remembered per check */
+#define SPF_WANT_MAX       32  /* names asked for at once after a run */
+#define SPF_NAMES_PER_TERM 10  /* libspf2's max_dns_mx and max_dns_ptr */
+#define SPF_ANSWERS_MAX    512 /* names one check may ask for: far above libspf2's limits */
 /* What libspf2 is given for a record with a syntax error: a record it
  * refuses to compile, so that the check, or the include or redirect that
  * fetched it, is a permerror (RFC 7208 4.6, 5.2, 6.1). */
@@ -140,25 +139,30 @@ ctx_void(struct spf_ctx *c, const char *domain, ns_type type)
 static bool
 txt_record(SPF_dns_rr_t *rr, int cnt, size_t len, struct spf_ctx *c)
 {
-    char out[SPF_RECORD_OUT_MAX];
+    /* a rewritten term is at most 10 times as long ("a/0"), never longer
+     * than 16 times and the version */
+    size_t size = 16 * len + 64;
+    char *out;
     const char *why;
     int n;
+    bool ok;
 
     if (!spf_record_is_spf(rr->rr[cnt]->txt, len))
         return true;
+    out = xmalloc(size);
     if (spf_record_check(rr->rr[cnt]->txt, len, &why) != 0) {
         /* RFC 7208 4.6: a syntax error anywhere in the record is a
          * permerror, before any of it is interpreted */
         c->syntax_why = why;
-        n = snprintf(out, sizeof(out), "%s", SPF_PERMERROR_RECORD);
-    } else if ((n = spf_record_rewrite(rr->rr[cnt]->txt, len, c->family, out, sizeof(out))) < 0) {
-        c->syntax_why = "record too long";
-        n = snprintf(out, sizeof(out), "%s", SPF_PERMERROR_RECORD);
+        n = snprintf(out, size, "%s", SPF_PERMERROR_RECORD);
+    } else if ((n = spf_record_rewrite(rr->rr[cnt]->txt, len, c->family, out, size)) < 0) {
+        mxd_panic("spf: a rewritten record does not fit");
     }
-    if (SPF_dns_rr_buf_realloc(rr, cnt, (size_t)n + 1) != SPF_E_SUCCESS)
-        return false;
-    memcpy(rr->rr[cnt]->txt, out, (size_t)n + 1);
-    return true;
+    ok = SPF_dns_rr_buf_realloc(rr, cnt, (size_t)n + 1) == SPF_E_SUCCESS;
+    if (ok)
+        memcpy(rr->rr[cnt]->txt, out, (size_t)n + 1);
+    free(out);
+    return ok;
 }
 
 /* Copies one answer record's data into rr->rr[*cnt]; false to skip it. */
