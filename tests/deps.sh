@@ -27,8 +27,9 @@ packages=(
     # benchmark (tests/bench): fsync counting
     strace
     # sender authentication (issue 6): DKIM/DMARC libraries, the public suffix
-    # list, and for the tests scripted DNS, the RFC 7208 suite, a DKIM signer
-    python3-dnslib python3-yaml python3-dkim openssl
+    # list, and for the tests scripted DNS, the RFC 7208 suite, a DKIM signer,
+    # pyspf (its RFC 4408 suite and the cross-check in test_spf_suite.py)
+    python3-dnslib python3-yaml python3-dkim python3-spf openssl
     libopendkim-dev libopendmarc-dev publicsuffix
     # fuzzing (libFuzzer, tests/fuzz) and memcheck
     clang libclang-rt-14-dev valgrind

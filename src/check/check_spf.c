@@ -85,7 +85,14 @@ log_spf(const struct spf_state *st, const struct spf_result *r)
             log_addr(from, sizeof(from), id), in->client.ip, r->queries, r->voids, r->ms);
 }
 
-/* spf = reject: 550 for fail, 451 for temperror (RFC 7372 3.2, 3.3). */
+/* spf = reject: 550 for fail (RFC 7208 8.4: the domain says the client
+ * may not send for it, "reject" is the suggested action), 451 for
+ * temperror (8.6: a transient DNS error, "try again later"); enhanced codes
+ * from RFC 7372 3.2 and 3.3. Nothing else is refused: none, neutral (8.1,
+ * 8.2), softfail (8.5: "SHOULD NOT reject ... on this result alone") and
+ * permerror (8.7: the record is broken; local policy, mxd passes) only tag
+ * the message. A permerror from a record with a syntax error
+ * (spf_record.c) is the RFC's (4.6), not mxd's. */
 static void
 rcpt_answer(struct spf_state *st, struct check_ticket t)
 {

@@ -20,10 +20,16 @@
  * address lookup of a name from a PTR answer skips that name (RFC 7208
  * 5.5, where libspf2 gives temperror); void lookups are counted and more
  * than SPF_VOID_MAX is permerror (RFC 7208 4.6.4, which libspf2 does not
- * implement); no new query is sent once the budget is
- * spent, and each query gives up when it ends (RESOLVER_TIMEOUT_MS at
- * most). The 10 DNS-querying terms limit is libspf2's own (max_dns_mech).
- * The resolver caches; this module does not log (the caller does). */
+ * implement); every SPF record fetched is checked by RFC 7208 and
+ * rewritten to what libspf2 evaluates as the RFC says (spf_record.c:
+ * syntax errors become a record libspf2 refuses, a permerror; /0 prefixes,
+ * unknown modifiers, redirect= beside all), the layer answering the
+ * CIDR0 names of "a/0" and "mx/0"; an IPv4-mapped client is IPv4 (RFC
+ * 7208 5.6); PTR names past 10 are ignored (4.6.4, where libspf2 gives
+ * permerror) and the names under the current domain go first (%{p}, 7.3);
+ * no new query is sent once the budget is spent, and each query gives up
+ * when it ends (RESOLVER_TIMEOUT_MS at most). The 10 DNS-querying terms limit is libspf2's own
+ * (max_dns_mech). The resolver caches; this module does not log (the caller does). */
 #define _DEFAULT_SOURCE
 #include "check/spf.h"
 
@@ -41,12 +47,17 @@
 #include <spf2/spf_dns.h>
 
 #include "base/reply.h"
+#include "check/spf_record.h"
 #include "dns/resolver.h"
 
 #define SPF_EXEMPT_MAX     32  /* MX and PTR target names remembered per check */
 #define SPF_WANT_MAX       32  /* names asked for at once after a run */
 #define SPF_NAMES_PER_TERM 10  /* libspf2's max_dns_mx and max_dns_ptr */
 #define SPF_ANSWERS_MAX    512 /* names one check may ask for: far above libspf2's limits */
+/* What libspf2 is given for a record with a syntax error: a record it
+ * refuses to compile, so that the check, or the include or redirect that
+ * fetched it, is a permerror (RFC 7208 4.6, 5.2, 6.1). */
+#define SPF_PERMERROR_RECORD "v=spf1 mxd-syntax-error"
 
 #define SPF_RES_NAME(e, s) s,
 static const char *const res_names[] = {SPF_RESULTS(SPF_RES_NAME)};
@@ -76,7 +87,13 @@ struct spf_want {
 
 struct spf_ctx {
     uint64_t deadline_ns;
-    struct spf_answer *ans; /* gathered so far, for every run */
+    int family;               /* the client's, after RFC 7208 5.6's IPv4-mapped rule */
+    struct in_addr ip4;       /* the client, family AF_INET */
+    struct in6_addr ip6;      /* the client, family AF_INET6 */
+    bool synth;               /* the answer being parsed is for a CIDR0 name */
+    const char *syntax_why;   /* the last record with a syntax error: which rule */
+    const SPF_request_t *req; /* this run's: libspf2 keeps its current domain there */
+    struct spf_answer *ans;   /* gathered so far, for every run */
     size_t nans;
     /* per run */
     unsigned queries, voids;
@@ -114,6 +131,40 @@ ctx_void(struct spf_ctx *c, const char *domain, ns_type type)
     c->voids++;
 }
 
+/* An SPF record in the TXT answer rr->rr[cnt] (len octets, NULs
+ * included) checked by RFC 7208 and rewritten for libspf2
+ * (spf_record.h): a record with a syntax error becomes
+ * SPF_PERMERROR_RECORD. Other TXT strings (an exp= text, RFC 7208 6.2;
+ * anything not SPF, 4.5) are left alone. */
+static bool
+txt_record(SPF_dns_rr_t *rr, int cnt, size_t len, struct spf_ctx *c)
+{
+    /* a rewritten term is at most 10 times as long ("a/0"), never longer
+     * than 16 times and the version */
+    size_t size = 16 * len + 64;
+    char *out;
+    const char *why;
+    int n;
+    bool ok;
+
+    if (!spf_record_is_spf(rr->rr[cnt]->txt, len))
+        return true;
+    out = xmalloc(size);
+    if (spf_record_check(rr->rr[cnt]->txt, len, &why) != 0) {
+        /* RFC 7208 4.6: a syntax error anywhere in the record is a
+         * permerror, before any of it is interpreted */
+        c->syntax_why = why;
+        n = snprintf(out, size, "%s", SPF_PERMERROR_RECORD);
+    } else if ((n = spf_record_rewrite(rr->rr[cnt]->txt, len, c->family, out, size)) < 0) {
+        mxd_panic("spf: a rewritten record does not fit");
+    }
+    ok = SPF_dns_rr_buf_realloc(rr, cnt, (size_t)n + 1) == SPF_E_SUCCESS;
+    if (ok)
+        memcpy(rr->rr[cnt]->txt, out, (size_t)n + 1);
+    free(out);
+    return ok;
+}
+
 /* Copies one answer record's data into rr->rr[*cnt]; false to skip it. */
 static bool
 rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_ctx *c)
@@ -136,8 +187,12 @@ rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_
         if (ns_rr_type(*r) == ns_t_mx && len < 3)
             return false;
         if (dn_expand(ns_msg_base(*msg), ns_msg_end(*msg), d + (ns_rr_type(*r) == ns_t_mx ? 2 : 0),
-                      name, sizeof(name)) < 0 ||
-            SPF_dns_rr_buf_realloc(rr, cnt, strlen(name) + 1) != SPF_E_SUCCESS)
+                      name, sizeof(name)) < 0)
+            return false;
+        /* the hosts of an "mx" with prefix length 0: CIDR0 names too */
+        if (c->synth && strlen(name) + strlen(SPF_RECORD_CIDR0_SUFFIX) < sizeof(name))
+            strcat(name, SPF_RECORD_CIDR0_SUFFIX);
+        if (SPF_dns_rr_buf_realloc(rr, cnt, strlen(name) + 1) != SPF_E_SUCCESS)
             return false;
         strcpy(rr->rr[cnt]->mx, name);
         if (c->nexempt < SPF_EXEMPT_MAX) {
@@ -160,10 +215,51 @@ rr_put(SPF_dns_rr_t *rr, int cnt, const ns_msg *msg, const ns_rr *r, struct spf_
             i += n;
         }
         rr->rr[cnt]->txt[o] = '\0';
-        return true;
+        return txt_record(rr, cnt, o, c);
     default:
         return false;
     }
+}
+
+/* name is dom or below it (ASCII case-insensitive). */
+static bool
+name_under(const char *name, const char *dom)
+{
+    size_t n = strlen(name), d = strlen(dom);
+
+    while (d > 0 && dom[d - 1] == '.')
+        d--;
+    while (n > 0 && name[n - 1] == '.')
+        n--;
+    return d > 0 && n >= d && strncasecmp(name + n - d, dom, d) == 0 &&
+           (n == d || name[n - d - 1] == '.');
+}
+
+/* RFC 7208 7.3: of several validated names for %{p}, one at or below the
+ * current domain SHOULD be used; libspf2 takes the first that validates,
+ * so those names go first (a PTR RRset has no order of its own). The
+ * names remembered for this answer follow the new order. */
+static void
+ptr_order(SPF_dns_rr_t *rr, struct spf_ctx *c)
+{
+    const char *dom = c->req != NULL ? c->req->cur_dom : NULL;
+    size_t first = c->nexempt >= (size_t)rr->num_rr ? c->nexempt - (size_t)rr->num_rr : 0;
+    int k = 0;
+
+    if (dom == NULL)
+        return;
+    for (int i = 0; i < rr->num_rr; i++) {
+        if (name_under(rr->rr[i]->ptr, dom)) {
+            SPF_dns_rr_data_t *t = rr->rr[i];
+
+            memmove(&rr->rr[k + 1], &rr->rr[k], (size_t)(i - k) * sizeof(rr->rr[0]));
+            rr->rr[k++] = t;
+        }
+    }
+    if (k == 0 || c->nexempt - first != (size_t)rr->num_rr)
+        return;
+    for (int i = 0; i < rr->num_rr; i++)
+        snprintf(c->exempt[first + (size_t)i], sizeof(c->exempt[0]), "%s", rr->rr[i]->ptr);
 }
 
 static void
@@ -184,10 +280,16 @@ parse_answer(SPF_dns_rr_t *rr, ns_type type, struct spf_ctx *c, const struct spf
             rr->herrno = TRY_AGAIN;
             return;
         }
+        /* RFC 7208 4.6.4: past 10 PTR names, the rest are ignored (libspf2
+         * would make it a permerror) */
+        if (type == ns_t_ptr && cnt == SPF_NAMES_PER_TERM)
+            break;
         if (ns_rr_type(r) == type && ns_rr_class(r) == ns_c_in && rr_put(rr, cnt, &msg, &r, c))
             cnt++;
     }
     rr->num_rr = cnt;
+    if (type == ns_t_ptr)
+        ptr_order(rr, c);
 }
 
 /* RFC 7208 4.3: a domain that is not a multi-label FQDN with labels of
@@ -237,9 +339,36 @@ answer_hash(const char *name, ns_type type)
     return h;
 }
 
-static const struct spf_answer *
-ctx_find(const struct spf_ctx *c, const char *name, ns_type type)
+/* The length of name without SPF_RECORD_CIDR0_SUFFIX; *synth whether it
+ * had it. A CIDR0 name is answered from the name without it. */
+static size_t
+base_len(const char *name, bool *synth)
 {
+    size_t n = strlen(name), k = strlen(SPF_RECORD_CIDR0_SUFFIX);
+
+    *synth = n > k && strcasecmp(name + n - k, SPF_RECORD_CIDR0_SUFFIX) == 0;
+    return *synth ? n - k : n;
+}
+
+/* name without SPF_RECORD_CIDR0_SUFFIX, into buf (NS_MAXDNAME). */
+static const char *
+base_name(const char *name, char *buf, bool *synth)
+{
+    size_t n = base_len(name, synth);
+
+    if (!*synth)
+        return name;
+    memcpy(buf, name, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static const struct spf_answer *
+ctx_find(const struct spf_ctx *c, const char *qname, ns_type type)
+{
+    char buf[NS_MAXDNAME];
+    bool synth;
+    const char *name = base_name(qname, buf, &synth);
     uint32_t h = answer_hash(name, type);
 
     for (size_t i = 0; i < c->nans; i++) {
@@ -252,8 +381,12 @@ ctx_find(const struct spf_ctx *c, const char *name, ns_type type)
 /* A name this run needs and the check has not asked for: noted, to be
  * asked for after the run. */
 static void
-ctx_want(struct spf_ctx *c, const char *name, ns_type type)
+ctx_want(struct spf_ctx *c, const char *qname, ns_type type)
 {
+    char buf[NS_MAXDNAME];
+    bool synth;
+    const char *name = base_name(qname, buf, &synth);
+
     c->missed = true;
     for (size_t i = 0; i < c->nwant; i++) {
         if (c->want[i].type == type && strcasecmp(c->want[i].name, name) == 0)
@@ -292,6 +425,23 @@ ctx_want_siblings(struct spf_ctx *c, const char *name, ns_type type)
     }
 }
 
+/* A CIDR0 name's address answer (spf_record_rewrite): an "a" or "mx"
+ * with prefix length 0 for the client's family matches any address of
+ * that family (RFC 7208 5.3, 5.4, 5.6), which libspf2 refuses to compile;
+ * the rewritten mechanism has the full length, and any address of the
+ * name becomes the client's. */
+static void
+synth_answer(SPF_dns_rr_t *rr, ns_type type, const struct spf_ctx *c)
+{
+    if (type == ns_t_a && c->family == AF_INET) {
+        memcpy(rr->rr[0], &c->ip4, sizeof(c->ip4));
+        rr->num_rr = 1;
+    } else if (type == ns_t_aaaa && c->family == AF_INET6) {
+        memcpy(rr->rr[0], &c->ip6, sizeof(c->ip6));
+        rr->num_rr = 1;
+    }
+}
+
 static SPF_dns_rr_t *
 layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_cache)
 {
@@ -299,10 +449,14 @@ layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_c
     const struct spf_answer *a;
     SPF_dns_rr_t *rr;
 
+    char base[NS_MAXDNAME];
+    bool synth;
+
     (void)should_cache;
     if (type == ns_t_spf) /* RFC 7208 3.1: type SPF is not used any more */
         return SPF_dns_rr_new_init(d, domain, type, 0, NO_DATA);
-    if (!name_ok(domain)) /* no such name can exist (libspf2 asks anyway) */
+    /* no such name can exist (libspf2 asks anyway) */
+    if (!name_ok(base_name(domain, base, &synth)))
         return SPF_dns_rr_new_init(d, domain, type, 0, HOST_NOT_FOUND);
     if ((a = ctx_find(c, domain, type)) == NULL) {
         /* no query after the budget, nor past the check's bound */
@@ -328,11 +482,15 @@ layer_lookup(SPF_dns_server_t *d, const char *domain, ns_type type, int should_c
     rr = SPF_dns_rr_new_init(d, domain, type, 0, NETDB_SUCCESS);
     if (rr == NULL)
         mxd_panic("spf: out of memory");
+    c->synth = synth;
     parse_answer(rr, type, c, a);
+    c->synth = false;
     if (rr->herrno == NETDB_SUCCESS && rr->num_rr == 0) {
         rr->herrno = NO_DATA;
         ctx_void(c, domain, type);
     }
+    if (synth && rr->num_rr > 0)
+        synth_answer(rr, type, c);
     return rr;
 }
 
@@ -447,17 +605,38 @@ run(SPF_server_t *srv, SPF_request_t *req, struct spf_result *out)
     return why;
 }
 
+/* The client of q into c; false when it is no address. RFC 7208 5.6:
+ * an IPv4-mapped IPv6 client (::ffff:a.b.c.d) is an IPv4 client. */
+static bool
+ctx_client(struct spf_ctx *c, const char *ip)
+{
+    if (inet_pton(AF_INET, ip, &c->ip4) == 1) {
+        c->family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, ip, &c->ip6) != 1)
+        return false;
+    c->family = AF_INET6;
+    if (IN6_IS_ADDR_V4MAPPED(&c->ip6)) {
+        memcpy(&c->ip4, c->ip6.s6_addr + 12, sizeof(c->ip4));
+        c->family = AF_INET;
+    }
+    return true;
+}
+
 /* Sets up libspf2 for q; NULL when the identity cannot be checked. */
 static SPF_request_t *
-request_new(SPF_server_t *srv, const struct spf_query *q, struct spf_result *out)
+request_new(SPF_server_t *srv, struct spf_ctx *c, const struct spf_query *q, struct spf_result *out)
 {
     SPF_request_t *req = SPF_request_new(srv);
     SPF_errcode_t e;
 
     if (req == NULL)
         mxd_panic("spf: out of memory");
-    e = strchr(q->ip, ':') != NULL ? SPF_request_set_ipv6_str(req, q->ip)
-                                   : SPF_request_set_ipv4_str(req, q->ip);
+    if (!ctx_client(c, q->ip))
+        goto fail;
+    e = c->family == AF_INET ? SPF_request_set_ipv4(req, c->ip4)
+                             : SPF_request_set_ipv6(req, c->ip6);
     if (e != SPF_E_SUCCESS)
         goto fail;
     if (q->helo[0] != '\0' && SPF_request_set_helo_dom(req, q->helo) != SPF_E_SUCCESS)
@@ -546,10 +725,15 @@ run_once(struct spf_job *j)
     out->res = SPF_RES_NONE;
     out->helo_identity = j->q.sender[0] == '\0';
     id = out->helo_identity ? j->q.helo : j->q.sender;
-    if ((req = request_new(j->srv, &j->q, out)) != NULL) {
+    c->syntax_why = NULL;
+    if ((req = request_new(j->srv, c, &j->q, out)) != NULL) {
+        c->req = req;
         why = run(j->srv, req, out);
+        c->req = NULL;
         SPF_request_free(req);
     }
+    if (out->res == SPF_RES_PERMERROR && c->syntax_why != NULL)
+        why = c->syntax_why;
     limits(c, out, &why);
     set_comment(out, &j->q, id, why);
 }

@@ -44,6 +44,7 @@
 
 #define RESOLVER_HIT_SLOTS 4096
 #define RCODE_NOERROR      0
+#define RCODE_SERVFAIL     2
 #define RCODE_NXDOMAIN     3
 
 #define RESOLVER_STATUS_NAME(e, s) s,
@@ -433,6 +434,21 @@ finish(struct resolver_query *q, struct resolver_answer *a)
     uv_close((uv_handle_t *)&q->timer, on_query_closed);
 }
 
+/* libunbound 1.17 (libworker.c, fill_res): an answer record with empty
+ * rdata, such as a TXT without any string (RFC 1035 3.3.14 wants one, but
+ * servers serve it), fails its copy (memdup of 0 octets is NULL, taken for
+ * out of memory) and the result says SERVFAIL, while answer_packet holds
+ * the server's NOERROR answer (util/net_help.c memdup). True for such a
+ * result: the reply is what the server said (never for a bogus answer). */
+static bool
+unbound_empty_rdata(const struct ub_result *res)
+{
+    const unsigned char *h = res->answer_packet;
+
+    return res->rcode == RCODE_SERVFAIL && !res->bogus && h != NULL && res->answer_len >= 12 &&
+           (h[3] & 0x0f) == RCODE_NOERROR && (h[6] != 0 || h[7] != 0);
+}
+
 static void
 answer_from(struct resolver_answer *a, int err, const struct ub_result *res)
 {
@@ -446,6 +462,10 @@ answer_from(struct resolver_answer *a, int err, const struct ub_result *res)
         a->status = res->havedata ? RESOLVER_OK : RESOLVER_NODATA;
     else if (res->rcode == RCODE_NXDOMAIN)
         a->status = RESOLVER_NXDOMAIN;
+    else if (unbound_empty_rdata(res)) {
+        a->rcode = RCODE_NOERROR; /* the reply's */
+        a->status = RESOLVER_OK;
+    }
     a->sec = res->secure  ? RESOLVER_SEC_SECURE
              : res->bogus ? RESOLVER_SEC_BOGUS
                           : RESOLVER_SEC_INSECURE;
