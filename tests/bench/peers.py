@@ -110,6 +110,9 @@ class _Peer:
             script.append(f"mount -t overlay overlay -o lowerdir={target},upperdir={up},"
                           f"workdir={work} {target}")
         script.append(f"cat '{d}/passwd' > /etc/passwd; cat '{d}/group' > /etc/group")
+        # a loopback address where no name server listens: a lookup fails at
+        # once (the machine's resolver may be unreachable: seconds per session)
+        script.append("rm -f /etc/resolv.conf; echo 'nameserver 127.0.0.77' > /etc/resolv.conf")
         script.extend(setup)
         script.append(f"export LD_LIBRARY_PATH='{self.root}/{LIBDIR}'")
         if preload:
@@ -247,6 +250,11 @@ class OpenSMTPD(_Peer):
         self.spool = os.path.join(self.dir, "ov1-upper", "spool", "smtpd")  # /var/spool/smtpd
         self.etcmail = os.path.join(self.dir, "etc-mail")
         os.makedirs(self.etcmail, exist_ok=True)
+        # smtpctl must be setgid opensmtpq (dpkg-deb -x cannot make it so)
+        self.smtpctl = os.path.join(self.dir, "smtpctl")
+        shutil.copy(os.path.join(self.root, "usr/sbin/smtpctl"), self.smtpctl)
+        os.chown(self.smtpctl, 0, 64992)
+        os.chmod(self.smtpctl, 0o2555)
         _users(self.dir)
         with open(os.path.join(self.etcmail, "aliases"), "w") as f:
             f.write("")
@@ -277,10 +285,16 @@ match from any for domain "{domain}" action "out"
                            "chmod 711 /var/spool/smtpd"], preload=self.preload)
         _wait_port(self.port, self.proc, log)
         if self.hold:  # no delivery attempts while it holds: as the others
-            subprocess.run(["nsenter", "-t", str(self.pid), "-m",
-                            os.path.join(self.root, "usr/sbin/smtpctl"), "pause", "mta"],
-                           check=True, capture_output=True, timeout=30,
-                           env={**os.environ, "LD_LIBRARY_PATH": f"{self.root}/{LIBDIR}"})
+            for _ in range(50):  # its control socket comes a moment after the port
+                p = subprocess.run(["nsenter", "-t", str(self.pid), "-m", self.smtpctl,
+                                    "pause", "mta"],
+                                   capture_output=True, text=True, timeout=30,
+                                   env={**os.environ, "LD_LIBRARY_PATH": f"{self.root}/{LIBDIR}"})
+                if p.returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"smtpctl pause mta: {p.stdout}{p.stderr}")
 
     def queued(self):
         n = 0
