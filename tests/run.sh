@@ -11,7 +11,8 @@
 #   5. the libFuzzer targets, 40 s each (tests/fuzz/run.sh; one test each;
 #      FUZZ_SECONDS=14400 for the long form)
 #   6. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
-#   7. clang-format --dry-run -Werror over the C sources (counted as one test)
+#   7. the peer benchmark, tests/bench/peers_bench.py --quick (one test)
+#   8. clang-format --dry-run -Werror over the C sources (counted as one test)
 # Prints a summary per build and, last, "N passed, N failed, N skipped"
 # over everything; exits non-zero if any test or any build failed.
 set -uo pipefail
@@ -142,6 +143,20 @@ if bash tests/bench/run.sh --quick --no-docs; then
     total_pass=$((total_pass + 1))
 else
     summaries+=("benchmark harness (--quick): FAILED")
+    total_fail=$((total_fail + 1))
+fi
+
+# The peer benchmark (issue 22) in its quick mode: mxd, Postfix, smtp-sink,
+# and Exim and OpenSMTPD when they can be fetched and started (said so
+# otherwise); it fails when mxd or the load generator does not work.
+echo "==== peer benchmark: tests/bench/peers_bench.py --quick"
+if env MXD="$PWD/build-bench/src/mxd" SMTP_LOAD="$PWD/build-test/tests/smtp_load" \
+        LISTEN_BACKLOG="$PWD/build-test/tests/liblisten_backlog.so" PYTHONDONTWRITEBYTECODE=1 \
+        /usr/bin/python3 tests/bench/peers_bench.py --quick; then
+    summaries+=("peer benchmark (--quick): passed")
+    total_pass=$((total_pass + 1))
+else
+    summaries+=("peer benchmark (--quick): FAILED")
     total_fail=$((total_fail + 1))
 fi
 

@@ -25,7 +25,9 @@ import socket
 import subprocess
 import time
 
-CACHE = os.environ.get("MXD_PEERS_CACHE", "/var/cache/mxd-bench-peers")
+# the downloads and the unpacked root: beside the benchmark build (git ignores it)
+CACHE = os.environ.get("MXD_PEERS_CACHE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build-bench", "peers")
 PACKAGES = ["exim4-daemon-light", "exim4-base", "libidn12", "opensmtpd"]
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 
