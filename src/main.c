@@ -187,6 +187,23 @@ on_kick(void *arg)
 }
 
 /* The new conf's certificate (NULL when it has none) into *out. */
+/* [queue] bounce_policy and delay_warning for the DSNs the store writes. */
+static void
+store_rules_set(struct store *st, const struct conf *c)
+{
+    static const enum store_bounce_policy policy[] = {
+        [CONF_BOUNCE_AUTHENTICATED] = STORE_BOUNCE_AUTHENTICATED,
+        [CONF_BOUNCE_ALWAYS] = STORE_BOUNCE_ALWAYS,
+        [CONF_BOUNCE_NEVER] = STORE_BOUNCE_NEVER,
+    };
+    struct store_dsn_rules r = {
+        .policy = policy[c->bounce_policy],
+        .delay_warning_s = (int64_t)c->delay_warning_s,
+    };
+
+    store_set_dsn_rules(st, &r);
+}
+
 static int
 reload_load_tls(const struct conf *nc, struct tls_creds **out, char **err)
 {
@@ -303,6 +320,7 @@ mxd_reload(void *arg, char **err)
     if (m->deliver != NULL)
         deliver_set_conf(m->deliver, nc);
     store_set_hostname(m->store, nc->hostname);
+    store_rules_set(m->store, nc);
     reload_metrics(m, nc);
     metrics_add(METRICS_RELOADS, 1);
     m->retired = xrealloc(m->retired, (m->nretired + 1) * sizeof(*m->retired));
@@ -458,6 +476,7 @@ mxd_start(struct mxd *m)
     if (rc != 0)
         goto fail;
     store_set_hostname(m->store, m->conf->hostname);
+    store_rules_set(m->store, m->conf);
     spool = spool_dir_for(m->conf->database);
     rc = spool_dir_prepare(spool, &err);
     if (rc == 0)

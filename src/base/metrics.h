@@ -24,7 +24,9 @@
     X(DNS_TIMEOUTS, "mxd_dns_timeouts_total", "counter",                                           \
       "DNS queries that got no answer within their time")                                          \
     X(SCREEN_RECORDED, "mxd_screen_passes_recorded_total", "counter",                              \
-      "Screening passes written to the store (clients remembered for screen_ttl)")
+      "Screening passes written to the store (clients remembered for screen_ttl)")                 \
+    X(BOUNCES_SUPPRESSED, "mxd_bounces_suppressed_total", "counter",                               \
+      "DSNs not sent: bounce_policy (never, or authenticated and the return path was not)")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
 #undef METRICS_C_ENUM

@@ -87,6 +87,7 @@ smtp_proto__txn_reset(struct smtp_proto *p)
     if (p->body_begun)
         p->pend_abort = true;
     free(p->txn.rcpts);
+    free(p->txn.rdsn);
     memset(&p->txn, 0, sizeof(p->txn));
     p->rcpt_cap = 0;
     p->txn_active = p->rcpt_seen = false;
@@ -99,6 +100,7 @@ smtp_proto_free(struct smtp_proto *p)
     if (p == NULL)
         return;
     free(p->txn.rcpts);
+    free(p->txn.rdsn);
     if (p->buf != p->buf_none)
         free(p->buf);
     free(p);
@@ -485,6 +487,8 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text_in)
             p->txn.smtputf8 = p->pend_utf8;
             p->txn.body_8bit = p->pend_8bit;
             p->txn.size_param = p->pend_size;
+            p->txn.ret = p->pend_ret;
+            memcpy(p->txn.envid, p->pend_envid, sizeof(p->txn.envid));
         }
         break;
     case OWE_RCPT:
@@ -497,7 +501,9 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text_in)
             if (p->txn.nrcpts == p->rcpt_cap) {
                 p->rcpt_cap = p->rcpt_cap ? p->rcpt_cap * 2 : 4;
                 p->txn.rcpts = xrealloc(p->txn.rcpts, p->rcpt_cap * sizeof(*p->txn.rcpts));
+                p->txn.rdsn = xrealloc(p->txn.rdsn, p->rcpt_cap * sizeof(*p->txn.rdsn));
             }
+            p->txn.rdsn[p->txn.nrcpts] = p->pend_rdsn;
             p->txn.rcpts[p->txn.nrcpts++] = p->pend_addr;
         }
         break;
