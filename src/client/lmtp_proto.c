@@ -268,7 +268,7 @@ send_rcpt_dsn(struct lmtp_proto *p, const struct lmtp_txn *t, size_t i)
     char buf[DSN_ORCPT_MAX * 3 + 64];
     unsigned notify = t->notify != NULL ? t->notify[i] : 0;
 
-    if (notify != 0) {
+    if (notify != 0 && p->dsn) {
         lmtp_proto__out_put(p, " NOTIFY=");
         lmtp_proto__out_put(p, dsn_notify_name(notify));
     }
@@ -285,7 +285,7 @@ send_rcpt(struct lmtp_proto *p, size_t i)
     lmtp_proto__out_put(p, "RCPT TO:<");
     lmtp_proto__out_put(p, p->txn->rcpts[i]);
     lmtp_proto__out_put(p, ">");
-    if (p->dsn && p->txn->dsn)
+    if ((p->dsn || p->dovecot) && p->txn->dsn)
         send_rcpt_dsn(p, p->txn, i);
     lmtp_proto__out_put(p, "\r\n");
 }

@@ -39,6 +39,10 @@ lmtp_proto__on_greeting(struct lmtp_proto *p)
         lmtp_proto__fail_reply(p, "%s refused the session", lmtp_proto__peer(p));
         return;
     }
+    /* Dovecot 2.3's LMTP takes ORCPT (lmtp_hdr_delivery_address =
+     * original uses it) but offers no DSN, and refuses the other DSN
+     * parameters; its default greeting says "Dovecot ready." */
+    p->dovecot = !p->smtp && strstr(p->rep.text, "Dovecot") != NULL;
     send_hello(p);
 }
 

@@ -275,17 +275,21 @@ step_line(struct smtp_proto *p, struct smtp_event *ev)
 {
     char *start = p->buf + p->rpos;
     size_t avail = p->wpos - p->rpos;
+    size_t limit = SMTP_LINE_MAX;
     size_t end;
     size_t n;
 
     if (p->skip_line)
         return skip_line(p);
     end = find_crlf(start, avail, false);
-    if (end == avail || end + 1 > SMTP_LINE_MAX) {
-        if (end == avail && avail < SMTP_LINE_MAX)
+    if (avail >= 5 && ascii_ncasecmp(start, "MAIL ", 5) == 0)
+        limit = SMTP_MAIL_LINE_MAX;
+    else if (avail >= 5 && ascii_ncasecmp(start, "RCPT ", 5) == 0)
+        limit = SMTP_RCPT_LINE_MAX;
+    if (end == avail || end + 1 > limit) {
+        if (end == avail && avail < limit)
             return STEP_NEED;
-        smtp_proto__reply(p, "-", 500, "5.5.2 Error: line too long (limit %d octets)",
-                          SMTP_LINE_MAX);
+        smtp_proto__reply(p, "-", 500, "5.5.2 Error: line too long (limit %zu octets)", limit);
         p->skip_line = true;
         p->skip_cr = false;
         return STEP_AGAIN;

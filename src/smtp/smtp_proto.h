@@ -12,11 +12,15 @@
 #include "base/util.h"
 #include "msg/dsnparam.h"
 
-#define SMTP_LINE_MAX   512  /* RFC 5321 4.5.3.1.4, octets including CRLF */
-#define SMTP_PROTO_BUF  8192 /* input buffer per session */
-#define SMTP_ERROR_MAX  20   /* protocol errors before we hang up */
-#define SMTP_REPLY_MAX  1024 /* longest reply we build (EHLO) */
-#define SMTP_ANSWER_MAX 507  /* an answer's text: 512 with "550 " and CRLF */
+#define SMTP_LINE_MAX 512 /* RFC 5321 4.5.3.1.4, octets including CRLF */
+/* RFC 3461 4: its parameters make MAIL up to 100 and RCPT up to 500
+ * characters longer (and RCPT's NOTIFY list comes on top of ORCPT) */
+#define SMTP_MAIL_LINE_MAX (SMTP_LINE_MAX + 100)
+#define SMTP_RCPT_LINE_MAX (SMTP_LINE_MAX + 500 + 32)
+#define SMTP_PROTO_BUF     8192 /* input buffer per session */
+#define SMTP_ERROR_MAX     20   /* protocol errors before we hang up */
+#define SMTP_REPLY_MAX     1024 /* longest reply we build (EHLO) */
+#define SMTP_ANSWER_MAX    507  /* an answer's text: 512 with "550 " and CRLF */
 
 struct smtp_proto_cfg {
     const char *hostname;      /* banner, EHLO, Received; borrowed for the proto's life */

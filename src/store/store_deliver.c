@@ -378,9 +378,9 @@ bounce_add(struct store_bounce *b, struct store_rinfo *ri, const char *reply, co
         b->status = xrealloc(b->status, b->cap * sizeof(*b->status));
     }
     reply_status(reply, b->status[b->n]);
-    if (action[0] == 'd' && action[2] == 'l') /* delayed: never 2.x or 5.x */
+    if (strcmp(action, "delayed") == 0) /* never 2.x or 5.x */
         b->status[b->n][0] = '4';
-    else if (action[0] != 'f') /* delivered, relayed */
+    else if (strcmp(action, "failed") != 0) /* delivered, relayed */
         snprintf(b->status[b->n], sizeof(b->status[b->n]), "2.0.0");
     b->r[b->n] = (struct dsn_rcpt){
         .address = ri->address,

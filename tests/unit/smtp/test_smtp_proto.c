@@ -160,8 +160,11 @@ struct proto_case {
 #define MAILOK "MAIL FROM:<a@b.test>\r\n"
 #define RCPTOK "RCPT TO:<c@d.test>\r\n"
 #define TXN    EHLO MAILOK RCPTOK
-#define RELAY  "RCPT TO:<x@relay.test>\r\n"
-#define R10    RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY
+#define X100                                                                                       \
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                           \
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+#define RELAY "RCPT TO:<x@relay.test>\r\n"
+#define R10   RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY
 
 static const struct proto_case proto_cases[] = {
     {"basic", TXN "DATA\r\nhi\r\n.\r\nQUIT\r\n", "220 250 250 250 354 250 221", "hi\r\n", 1, true},
@@ -247,6 +250,19 @@ static const struct proto_case proto_cases[] = {
           "012345678901234567890123456789012345678901234567890\r\n",
      "220 250 501", NULL, 0, false},
     {"envid twice", EHLO "MAIL FROM:<a@b.test> ENVID=a ENVID=b\r\n", "220 250 501", NULL, 0, false},
+    /* RFC 3461: MAIL and RCPT lines may be longer by its parameters */
+    {"long rcpt with orcpt",
+     TXN "RCPT TO:<e@d.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;" X100 X100 X100 X100
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@d.test\r\n",
+     "220 250 250 250 250", NULL, 0, false},
+    {"rcpt line over its limit",
+     TXN "RCPT TO:<e@d.test> NOTIFY=SUCCESS ORCPT=rfc822;" X100 X100 X100 X100 X100 X100 X100 X100
+         X100 X100 X100 "@d.test\r\nNOOP\r\n",
+     "220 250 250 250 500 250", NULL, 0, false},
+    {"long mail with envid", EHLO "MAIL FROM:<a@b.test> SIZE=10 ENVID=" X100 "\r\n", "220 250 250",
+     NULL, 0, false},
+    {"long noop still refused", "NOOP " X100 X100 X100 X100 X100 X100 "\r\nNOOP\r\n", "220 500 250",
+     NULL, 0, false},
     {"dsn param after helo", "HELO c\r\nMAIL FROM:<a@b.test> RET=FULL\r\n", "220 250 555", NULL, 0,
      false},
     {"utf8 without smtputf8", EHLO "MAIL FROM:<j\xc3\xb6rg@b.test>\r\n", "220 250 553", NULL, 0,
