@@ -66,7 +66,7 @@ struct lmtp_proto {
 
     /* server capabilities (LHLO/EHLO reply; none after HELO) */
     bool pipelining, eightbit, smtputf8, size_offered, dsn;
-    bool dovecot; /* LMTP: the greeting names Dovecot (it takes ORCPT without DSN) */
+    bool dovecot;      /* LMTP: the greeting names Dovecot (it takes ORCPT without DSN) */
     bool chunking;     /* SMTP mode only: LMTP never uses BDAT */
     uint64_t size_max; /* 0: no limit given */
 
