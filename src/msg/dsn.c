@@ -377,7 +377,9 @@ put_status(struct dsn_buf *b, const struct dsn_input *in, const char *arrival)
         char host[DSN_HOST_MAX + 1];
 
         buf_puts(b, "\r\n");
-        if (r->orcpt != NULL) { /* RFC 3464 2.3.1: "type; address" */
+        /* RFC 3464 2.3.1: "type; address"; raw UTF-8 (RFC 6533 utf-8
+         * type) only in a message/global-delivery-status */
+        if (r->orcpt != NULL && (in->smtputf8 || !has_8bit(r->orcpt))) {
             const char *semi = strchr(r->orcpt, ';');
 
             buf_printf(b, "Original-Recipient: %.*s; %s\r\n", (int)(semi - r->orcpt), r->orcpt,
