@@ -220,6 +220,23 @@ publish_conf_gauges(const struct conf *c, const struct tls_creds *tls)
 }
 
 /* The new conf's certificate (NULL when it has none) into *out. */
+/* [queue] bounce_policy and delay_warning for the DSNs the store writes. */
+static void
+store_rules_set(struct store *st, const struct conf *c)
+{
+    static const enum store_bounce_policy policy[] = {
+        [CONF_BOUNCE_AUTHENTICATED] = STORE_BOUNCE_AUTHENTICATED,
+        [CONF_BOUNCE_ALWAYS] = STORE_BOUNCE_ALWAYS,
+        [CONF_BOUNCE_NEVER] = STORE_BOUNCE_NEVER,
+    };
+    struct store_dsn_rules r = {
+        .policy = policy[c->bounce_policy],
+        .delay_warning_s = (int64_t)c->delay_warning_s,
+    };
+
+    store_set_dsn_rules(st, &r);
+}
+
 static int
 reload_load_tls(const struct conf *nc, struct tls_creds **out, char **err)
 {
@@ -338,6 +355,7 @@ mxd_reload(void *arg, char **err)
     store_set_hostname(m->store, nc->hostname);
     if (m->rcptsync != NULL)
         rcptsync_set_conf(m->rcptsync, nc);
+    store_rules_set(m->store, nc);
     reload_metrics(m, nc);
     publish_conf_gauges(nc, tls);
     metrics_add(METRICS_RELOADS, 1);
@@ -496,6 +514,7 @@ mxd_start(struct mxd *m)
     if (rc != 0)
         goto fail;
     store_set_hostname(m->store, m->conf->hostname);
+    store_rules_set(m->store, m->conf);
     spool = spool_dir_for(m->conf->database);
     rc = spool_dir_prepare(spool, &err);
     if (rc == 0)

@@ -153,6 +153,10 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(RETRY_MAX, SECT_QUEUE, "retry_max", set_time, S(retry_max_s), .def = "1h", .arg = &in_s)     \
     X(LIFETIME, SECT_QUEUE, "lifetime", set_time, S(lifetime_s), .def = "5d", .arg = &in_s)        \
     X(BOUNCE_RELAY, SECT_QUEUE, "bounce_relay", set_endpoint, S(bounce_relay), .arg = &ep_smtp)    \
+    X(DELAY_WARNING, SECT_QUEUE, "delay_warning", set_time, S(delay_warning_s), .def = "4h",       \
+      .arg = &in_s)                                                                                \
+    X(BOUNCE_POLICY, SECT_QUEUE, "bounce_policy", set_enum, S(bounce_policy),                      \
+      .def = "authenticated", .arg = "authenticated|always|never")                                 \
     X(SPF, SECT_AUTH, "spf", set_enum, S(spf), .def = "tag", .arg = "off|tag|reject")              \
     X(DKIM, SECT_AUTH, "dkim", set_enum, S(dkim), .def = "tag", .arg = "off|tag")                  \
     X(DMARC, SECT_AUTH, "dmarc", set_enum, S(dmarc), .def = "tag", .arg = "off|tag|reject")        \
@@ -298,7 +302,8 @@ _Static_assert(sizeof(enum conf_auth) == sizeof(int) && sizeof(enum conf_mode) =
                    sizeof(enum conf_rcpts) == sizeof(int) && sizeof(enum conf_tls) == sizeof(int) &&
                    sizeof(enum conf_greet) == sizeof(int) &&
                    sizeof(enum conf_dnsbl_action) == sizeof(int) &&
-                   sizeof(enum conf_milter_action) == sizeof(int),
+                   sizeof(enum conf_milter_action) == sizeof(int) &&
+                   sizeof(enum conf_bounce_policy) == sizeof(int),
                "set_enum stores an int");
 
 /* Duration units of the fields: milliseconds or seconds. */

@@ -59,6 +59,8 @@ struct conf_rsource {
 };
 enum conf_tls { CONF_TLS_OPPORTUNISTIC, CONF_TLS_REQUIRED, CONF_TLS_VERIFY };
 enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
+/* [queue] bounce_policy: who gets DSNs (issue 18) */
+enum conf_bounce_policy { CONF_BOUNCE_AUTHENTICATED, CONF_BOUNCE_ALWAYS, CONF_BOUNCE_NEVER };
 /* The pre-greet test: off, or on and what a client that talks early gets. */
 enum conf_greet { CONF_GREET_OFF, CONF_GREET_IGNORE, CONF_GREET_REJECT, CONF_GREET_DROP };
 #define CONF_GREET_WAIT_MAX_MS 60000u
@@ -218,6 +220,8 @@ struct conf {
     uint64_t retry_max_s;
     uint64_t lifetime_s;
     struct conf_endpoint bounce_relay; /* text == NULL when unset */
+    uint64_t delay_warning_s;          /* one "delayed" DSN per message this old; 0: none */
+    enum conf_bounce_policy bounce_policy;
     /* [auth] */
     enum conf_auth spf;
     enum conf_auth dkim; /* off | tag */

@@ -30,7 +30,9 @@
     X(STORE_COMMIT_FAILURES, "mxd_store_commit_failures_total", "counter",                         \
       "Messages whose commit to the queue failed (disk full, I/O error): the client got 451")      \
     X(TLS_CERT_EXPIRY, "mxd_tls_certificate_expiry_timestamp_seconds", "gauge",                    \
-      "When the TLS certificate in use expires, unix seconds (0: no certificate)")
+      "When the TLS certificate in use expires, unix seconds (0: no certificate)")                 \
+    X(BOUNCES_SUPPRESSED, "mxd_bounces_suppressed_total", "counter",                               \
+      "DSNs not sent: bounce_policy (never, or authenticated and the return path was not)")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
 #undef METRICS_C_ENUM

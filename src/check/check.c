@@ -252,6 +252,22 @@ reset_hooks(struct check_session *cs)
             cs->list[i]->reset(cs->st[i]);
 }
 
+/* SPF passed for the MAIL FROM domain itself (not the HELO identity of
+ * <>), or DKIM passed aligned with it. */
+static bool
+return_path_auth(struct check_session *cs)
+{
+    const struct check_txn_facts *f = check_txn_facts(cs);
+    const struct addr *a = cs->info.sender;
+
+    if (a == NULL || a->is_null || a->domain_lc[0] == '\0')
+        return false;
+    if (f->spf_done && f->spf.res == SPF_RES_PASS && !f->spf.helo_identity &&
+        ascii_casecmp(f->spf.domain, a->domain_lc) == 0)
+        return true;
+    return f->dkim_rp_aligned;
+}
+
 /* The stage has its answer: give it to the session. Nothing of the stage
  * is touched after done, which may ask the next stage. */
 static void
@@ -270,6 +286,7 @@ finish(struct check_session *cs)
         v.hops = check_txn_facts(cs)->received + 1;
         v.client_name = cs->facts.client_name;
         v.edits = edits_made(&cs->edits) ? &cs->edits : NULL;
+        v.return_auth = return_path_auth(cs);
     }
     if (cs->stage == CHECK_STAGE_HELO && v.action != CHECK_ACCEPT)
         cs->info.helo[0] = '\0';

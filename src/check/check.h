@@ -104,6 +104,10 @@ struct check_verdict {
     /* At the end of data, accepted: what content filters changed (NULL:
      * nothing). Owned by the pipeline until the next transaction. */
     const struct check_edits *edits;
+    /* At the end of data, accepted: the return path is authenticated (SPF
+     * pass for the MAIL FROM domain, or a DKIM pass aligned with it):
+     * bounce_policy = authenticated lets only such a message get DSNs. */
+    bool return_auth;
 };
 
 struct check_session;

@@ -172,8 +172,15 @@ end_done(struct end_job *j)
     dkim_verifier_free(j->v);
     j->v = NULL;
     if (!answered) {
-        check_txn_facts(j->cs)->dkim = j->dkim_res;
-        check_txn_facts(j->cs)->dmarc = j->dmarc_res;
+        struct check_txn_facts *f = check_txn_facts(j->cs);
+        const struct addr *a = check_info(j->cs)->sender;
+
+        f->dkim = j->dkim_res;
+        f->dmarc = j->dmarc_res;
+        for (size_t i = 0; i < f->dkim.nsigs && a != NULL && !a->is_null; i++)
+            if (f->dkim.sigs[i].res == DKIM_RES_PASS &&
+                dmarc_relaxed_aligned(f->dkim.sigs[i].domain, a->domain_lc))
+                f->dkim_rp_aligned = true;
     }
     if (check_unhold(j->cs) || answered) {
         end_free(j); /* the timer answered, or the connection is gone */

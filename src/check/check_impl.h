@@ -110,6 +110,9 @@ struct check_txn_facts {
     bool verified;
     struct dkim_result dkim;
     struct dmarc_result dmarc;
+    /* a DKIM pass whose d= is relaxed-aligned with the MAIL FROM domain
+     * (RFC 7489 3.1.1: the same organizational domain; check_dkim.c) */
+    bool dkim_rp_aligned;
 };
 
 struct check_ops {

@@ -52,6 +52,25 @@ lib_init(void)
     lib_ok = opendmarc_policy_library_init(&init) == DMARC_PARSE_OKAY;
 }
 
+bool
+dmarc_relaxed_aligned(const char *a, const char *b)
+{
+    char oa[256], ob[256];
+
+    if (a == NULL || b == NULL || a[0] == '\0' || b[0] == '\0')
+        return false;
+    if (ascii_casecmp(a, b) == 0)
+        return true;
+    pthread_once(&lib_once, lib_init);
+    if (!lib_ok || strlen(a) >= sizeof(oa) || strlen(b) >= sizeof(ob))
+        return false;
+    oa[0] = ob[0] = '\0';
+    if (opendmarc_get_tld((u_char *)(uintptr_t)a, (u_char *)oa, sizeof(oa)) != 0 ||
+        opendmarc_get_tld((u_char *)(uintptr_t)b, (u_char *)ob, sizeof(ob)) != 0)
+        return false;
+    return oa[0] != '\0' && ascii_casecmp(oa, ob) == 0;
+}
+
 struct rec_find {
     char rec[1024];
     unsigned n;

@@ -20,6 +20,10 @@ enum dmarc_res { DMARC_RESULTS(DMARC_RES_ENUM) };
 #undef DMARC_RES_ENUM
 const char *dmarc_res_name(enum dmarc_res r);
 
+/* RFC 7489 3.1.1 relaxed alignment: a and b have the same organizational
+ * domain (the public suffix list; without it, equal names only). */
+bool dmarc_relaxed_aligned(const char *a, const char *b);
+
 #define DMARC_AUTHORS_MAX 4 /* distinct author domains evaluated per message */
 
 struct dmarc_input {

@@ -650,6 +650,12 @@ lmtp_conn_deliver(struct lmtp_conn *c, const struct lmtp_txn *t, int64_t msg_id)
     conn_pump(c);
 }
 
+bool
+lmtp_conn_dsn(const struct lmtp_conn *c)
+{
+    return c->proto != NULL && lmtp_proto_dsn(c->proto);
+}
+
 const char *
 lmtp_conn_tls_desc(const struct lmtp_conn *c)
 {

@@ -75,6 +75,8 @@ bool lmtp_conn_idle(const struct lmtp_conn *c);
  * is read from the store. t (and its strings) are borrowed until
  * txn_done. */
 void lmtp_conn_deliver(struct lmtp_conn *c, const struct lmtp_txn *t, int64_t msg_id);
+/* The server offered DSN (RFC 3461) in its greeting's reply. */
+bool lmtp_conn_dsn(const struct lmtp_conn *c);
 
 /* QUIT when idle; otherwise aborts the open transaction (its recipients
  * get 4xx outcomes). closed follows. */

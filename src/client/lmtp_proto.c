@@ -261,12 +261,33 @@ lmtp_proto__fail_reply(struct lmtp_proto *p, const char *fmt, ...)
     lmtp_proto__fail(p, "4.4.2", reason);
 }
 
+/* RFC 3461 4.1, 4.2: NOTIFY as given, ORCPT as given or built. */
+static void
+send_rcpt_dsn(struct lmtp_proto *p, const struct lmtp_txn *t, size_t i)
+{
+    char buf[DSN_ORCPT_MAX * 3 + 64];
+    unsigned notify = t->notify != NULL ? t->notify[i] : 0;
+
+    if (notify != 0 && p->dsn) {
+        lmtp_proto__out_put(p, " NOTIFY=");
+        lmtp_proto__out_put(p, dsn_notify_name(notify));
+    }
+    if (dsn_orcpt_format(t->orcpt != NULL ? t->orcpt[i] : NULL, t->rcpts[i], buf, sizeof(buf)) >
+        0) {
+        lmtp_proto__out_put(p, " ORCPT=");
+        lmtp_proto__out_put(p, buf);
+    }
+}
+
 static void
 send_rcpt(struct lmtp_proto *p, size_t i)
 {
     lmtp_proto__out_put(p, "RCPT TO:<");
     lmtp_proto__out_put(p, p->txn->rcpts[i]);
-    lmtp_proto__out_put(p, ">\r\n");
+    lmtp_proto__out_put(p, ">");
+    if ((p->dsn || p->dovecot) && p->txn->dsn)
+        send_rcpt_dsn(p, p->txn, i);
+    lmtp_proto__out_put(p, "\r\n");
 }
 
 static void
@@ -287,6 +308,16 @@ send_mail(struct lmtp_proto *p, const struct lmtp_txn *t)
      * (lmtp_proto__refusal saw to that) */
     if (t->smtputf8 && p->smtputf8)
         lmtp_proto__out_put(p, " SMTPUTF8");
+    if (p->dsn && t->dsn && t->ret != DSN_RET_NONE) /* RFC 3461 4.3 */
+        lmtp_proto__out_put(p, t->ret == DSN_RET_FULL ? " RET=FULL" : " RET=HDRS");
+    if (p->dsn && t->dsn && t->envid != NULL && t->envid[0] != '\0') { /* 4.4 */
+        char buf[DSN_ENVID_MAX * 3 + 1];
+
+        if (dsn_xtext_encode(t->envid, strlen(t->envid), buf, sizeof(buf)) > 0) {
+            lmtp_proto__out_put(p, " ENVID=");
+            lmtp_proto__out_put(p, buf);
+        }
+    }
     lmtp_proto__out_put(p, "\r\n");
 }
 
@@ -638,4 +669,10 @@ lmtp_proto_abort(struct lmtp_proto *p, const char *reason)
         return;
     }
     lmtp_proto__fail(p, "4.4.1", reason);
+}
+
+bool
+lmtp_proto_dsn(const struct lmtp_proto *p)
+{
+    return p->dsn;
 }

@@ -11,6 +11,7 @@
 
 #include "base/reply.h"
 #include "base/util.h"
+#include "msg/dsnparam.h"
 
 /* One message to deliver in one LMTP (or SMTP) transaction. Strings are
  * borrowed until LMTP_EV_TXN_DONE. */
@@ -25,6 +26,15 @@ struct lmtp_txn {
                          each RCPT reply is the recipient's outcome */
     bool utf8_needed; /* smtputf8 and a non-ASCII envelope or header: a
                          server without SMTPUTF8 cannot take it (5.6.7) */
+    /* RFC 3461, passed on to a server that offers DSN: RET, ENVID (decoded,
+     * or NULL), and per recipient NOTIFY (bits, 0: not given) and ORCPT
+     * ("type;address" decoded, or NULL: "rfc822;" and the recipient, as
+     * Postfix sends). dsn false: none of it (a callahead). */
+    bool dsn;
+    enum dsn_ret ret;
+    const char *envid;
+    const unsigned *notify;   /* nrcpts entries, or NULL */
+    const char *const *orcpt; /* nrcpts entries (each may be NULL), or NULL */
 };
 
 #define LMTP_EVENTS(X)                                                                             \
@@ -117,6 +127,10 @@ void lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t);
  * passes them through after BDAT). last: this is the final piece (len may
  * be 0). */
 void lmtp_proto_body(struct lmtp_proto *p, const char *data, size_t len, bool last);
+
+/* The server offered DSN (RFC 3461) in its last LHLO/EHLO reply: it took
+ * over the DSN parameters of the transactions sent. */
+bool lmtp_proto_dsn(const struct lmtp_proto *p);
 
 /* Sends QUIT when idle (after READY); then LMTP_EV_CLOSED. */
 void lmtp_proto_quit(struct lmtp_proto *p);

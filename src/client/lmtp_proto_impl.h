@@ -65,7 +65,8 @@ struct lmtp_proto {
     char sum[LMTP_TEXT_MAX]; /* summary of rep */
 
     /* server capabilities (LHLO/EHLO reply; none after HELO) */
-    bool pipelining, eightbit, smtputf8, size_offered;
+    bool pipelining, eightbit, smtputf8, size_offered, dsn;
+    bool dovecot;      /* LMTP: the greeting names Dovecot (it takes ORCPT without DSN) */
     bool chunking;     /* SMTP mode only: LMTP never uses BDAT */
     uint64_t size_max; /* 0: no limit given */
 

@@ -39,6 +39,10 @@ lmtp_proto__on_greeting(struct lmtp_proto *p)
         lmtp_proto__fail_reply(p, "%s refused the session", lmtp_proto__peer(p));
         return;
     }
+    /* Dovecot 2.3's LMTP takes ORCPT (lmtp_hdr_delivery_address =
+     * original uses it) but offers no DSN, and refuses the other DSN
+     * parameters; its default greeting says "Dovecot ready." */
+    p->dovecot = !p->smtp && strstr(p->rep.text, "Dovecot") != NULL;
     send_hello(p);
 }
 
@@ -91,6 +95,7 @@ lmtp_proto__on_hello(struct lmtp_proto *p)
     p->pipelining = reply_has_keyword(&p->rep, "PIPELINING", NULL, NULL);
     p->eightbit = reply_has_keyword(&p->rep, "8BITMIME", NULL, NULL);
     p->smtputf8 = reply_has_keyword(&p->rep, "SMTPUTF8", NULL, NULL);
+    p->dsn = reply_has_keyword(&p->rep, "DSN", NULL, NULL);
     p->chunking = p->smtp && reply_has_keyword(&p->rep, "CHUNKING", NULL, NULL);
     p->size_offered = reply_has_keyword(&p->rep, "SIZE", &param, &plen);
     p->size_max = p->size_offered ? size_param(param, plen) : 0;
@@ -162,7 +167,7 @@ lmtp_proto_tls_up(struct lmtp_proto *p)
         mxd_panic("lmtp_proto_tls_up: no STARTTLS handshake was asked for");
     /* RFC 3207 4.2: discard what was learnt before TLS and greet again */
     p->tls_up = true;
-    p->pipelining = p->eightbit = p->smtputf8 = p->chunking = p->size_offered = false;
+    p->pipelining = p->eightbit = p->smtputf8 = p->chunking = p->size_offered = p->dsn = false;
     p->size_max = 0;
     send_hello(p);
 }

@@ -60,7 +60,11 @@ job_free(struct djob *j)
     for (size_t i = 0; i < j->nrcpts; i++) {
         free(j->addrs[i]);
         free(j->texts[i]);
+        free(j->orcpt[i]);
     }
+    free(j->notify);
+    free(j->orcpt);
+    free(j->envid);
     free(j->rcpt_ids);
     free(j->addrs);
     free(j->attempts);
@@ -86,12 +90,20 @@ job_new(struct deliver *d, const struct store_dmsg *m, size_t cap)
     j->attempts = xcalloc(cap, sizeof(*j->attempts));
     j->codes = xcalloc(cap, sizeof(*j->codes));
     j->texts = xcalloc(cap, sizeof(*j->texts));
+    j->notify = xcalloc(cap, sizeof(*j->notify));
+    j->orcpt = xcalloc(cap, sizeof(*j->orcpt));
+    j->envid = m->envid != NULL ? xstrdup(m->envid) : NULL;
     j->txn.sender = j->sender;
     j->txn.rcpts = (const char *const *)j->addrs;
     j->txn.size = m->size;
     j->txn.body_8bit = m->body_8bit;
     j->txn.smtputf8 = m->smtputf8;
     j->txn.utf8_needed = m->utf8_needed;
+    j->txn.dsn = true;
+    j->txn.ret = m->ret;
+    j->txn.envid = j->envid;
+    j->txn.notify = j->notify;
+    j->txn.orcpt = (const char *const *)j->orcpt;
     return j;
 }
 
@@ -101,6 +113,8 @@ job_add_rcpt(struct djob *j, const struct store_drcpt *r)
     j->rcpt_ids[j->nrcpts] = r->id;
     j->addrs[j->nrcpts] = xstrdup(r->address);
     j->attempts[j->nrcpts] = r->attempts;
+    j->notify[j->nrcpts] = r->notify;
+    j->orcpt[j->nrcpts] = r->orcpt != NULL ? xstrdup(r->orcpt) : NULL;
     j->nrcpts++;
     j->txn.nrcpts = j->nrcpts;
 }
@@ -197,6 +211,12 @@ outcome_fill(struct djob *j, size_t i, int64_t now, struct store_outcome *o)
     if (code >= 200 && code < 300) {
         o->state = STORE_RCPT_DELIVERED;
         o->last_reply = xstrdup(text);
+        /* RFC 3461 4.1: into a mailbox, "delivered"; to a next hop with
+         * DSN, its business; without, "relayed" */
+        if (j->dest != NULL && j->dest->proto == LMTP_CONN_LMTP)
+            o->success = STORE_SUCCESS_DELIVERED;
+        else if (j->dest != NULL && !j->next_dsn)
+            o->success = STORE_SUCCESS_RELAYED;
         result = "delivered";
         stat = &j->d->stats.delivered;
     } else if (code >= 500) {

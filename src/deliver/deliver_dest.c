@@ -93,9 +93,10 @@ conn_rcpt(void *arg, struct lmtp_conn *c, size_t index, int code, const char *te
 {
     struct dconn *dc = arg;
 
-    (void)c;
-    if (dc->job != NULL && index < dc->job->nrcpts)
+    if (dc->job != NULL && index < dc->job->nrcpts) {
+        dc->job->next_dsn = lmtp_conn_dsn(c);
         deliver__job_set(dc->job, index, code, text);
+    }
 }
 
 static void
@@ -367,11 +368,11 @@ on_mx(void *arg, int status, struct dns_mx_result *res)
         if (status == 0)
             snprintf(text, sizeof(text),
                      "451 4.4.6 mail for %s loops back to myself (no better MX than %s)",
-                     dest->dom->name, d->conf->hostname);
+                     dest->mx_domain, d->conf->hostname);
         else
-            snprintf(text, sizeof(text), "451 4.4.3 MX lookup for %s failed (%s)", dest->dom->name,
+            snprintf(text, sizeof(text), "451 4.4.3 MX lookup for %s failed (%s)", dest->mx_domain,
                      status == MXD_ENOENT ? "no such domain" : "DNS error");
-        log_msg(LOG_WARN, NULL, "deliver", "no route domain=%s reason=\"%s\"", dest->dom->name,
+        log_msg(LOG_WARN, NULL, "deliver", "no route domain=%s reason=\"%s\"", dest->mx_domain,
                 text + 10);
         dest_fail_waiting(dest, 451, text);
         deliver__watch(dest);
@@ -397,7 +398,7 @@ dest_resolved(struct dest *dest)
     if (!dest->resolving) {
         dest->resolving = true;
         d->pending_other++;
-        dns_mx_async(d->loop, d->conf, dest->dom->name, d->conf->hostname, on_mx, dest);
+        dns_mx_async(d->loop, d->conf, dest->mx_domain, d->conf->hostname, on_mx, dest);
     }
     return false;
 }
@@ -579,6 +580,7 @@ dest_backup(struct deliver *d, const struct conf_domain *dom)
     dest = dest_new(d, key, LMTP_CONN_SMTP, 4);
     dest->dom = dom;
     dest->mx = dom->primary_mx;
+    dest->mx_domain = xstrdup(dom->name);
     dest->eps = dom->primary;
     dest->neps = dom->nprimary;
     dest_tls_init(dest, dom);
@@ -602,6 +604,28 @@ dest_relay(struct deliver *d)
     return dest;
 }
 
+/* A DSN to a sender outside our domains, without a bounce_relay: to the
+ * MX hosts of the sender's domain, as any MTA would (issue 18), with the
+ * opportunistic TLS of the bounce relay. */
+static struct dest *
+dest_remote(struct deliver *d, const char *domain)
+{
+    char *key = xasprintf("remote:%s", domain);
+    struct dest *dest = dest_find(d, key);
+
+    if (dest != NULL) {
+        free(key);
+        return dest;
+    }
+    dest = dest_new(d, key, LMTP_CONN_SMTP, 2);
+    dest->mx = true;
+    dest->mx_domain = xstrdup(domain);
+    dest->eps = NULL;
+    dest->neps = 0;
+    dest_tls_init(dest, NULL);
+    return dest;
+}
+
 struct dest *
 deliver__route(struct deliver *d, const struct store_dmsg *m, const struct store_drcpt *r,
                const struct conf_domain **domp, int *code, const char **text)
@@ -612,13 +636,10 @@ deliver__route(struct deliver *d, const struct store_dmsg *m, const struct store
     if (dom == NULL && dsn_suppressed(m->sender)) {
         if (d->conf->bounce_relay.text != NULL)
             return dest_relay(d); /* a DSN to a remote sender */
-        char to[600];
-
-        log_msg(LOG_WARN, m->qid, "deliver",
-                "discard to=%s reason=\"DSN to a remote sender and no [queue] bounce_relay\"",
-                log_addr(to, sizeof(to), r->address));
+        if (r->domain[0] != '\0' && r->domain[0] != '[')
+            return dest_remote(d, r->domain);
         *code = 550;
-        *text = "550 5.4.4 DSN discarded: no bounce_relay configured for remote senders";
+        *text = "550 5.4.4 DSN not deliverable: the sender's domain is an address literal";
         return NULL;
     }
     if (dom == NULL) {
@@ -739,6 +760,7 @@ deliver__dests_free(struct deliver *d)
         dest_free_owned(d->dests);
         free(d->dests->tls_sess);
         free(d->dests->key);
+        free(d->dests->mx_domain);
         free(d->dests);
         d->dests = next;
     }

@@ -27,8 +27,12 @@ struct djob {
     int64_t *rcpt_ids;
     char **addrs;
     unsigned *attempts;
-    int *codes;   /* 0 until the outcome is known */
-    char **texts; /* reply summaries */
+    int *codes;       /* 0 until the outcome is known */
+    char **texts;     /* reply summaries */
+    unsigned *notify; /* RFC 3461, per recipient */
+    char **orcpt;
+    char *envid;
+    bool next_dsn; /* the next hop offered DSN: it took over the DSN parameters */
     struct lmtp_txn txn;
     const struct conf_domain *domain;
     char *relay;      /* the endpoint it was handed to */
@@ -55,6 +59,7 @@ struct dest {
     char *key;
     enum lmtp_conn_proto proto;
     const struct conf_domain *dom;   /* backup domain, or NULL */
+    char *mx_domain;                 /* mx: the domain whose MX hosts are looked up (owned) */
     const struct conf_endpoint *eps; /* tried in order */
     size_t neps;
     size_t ep_idx;                   /* the one new connections use */

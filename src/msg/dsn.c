@@ -16,9 +16,9 @@
  * The output is NUL-terminated too (not counted in *outlen).
  *
  * It deliberately does not: decide whether a DSN is due (the caller asks
- * dsn_suppressed), return the body (headers only, RFC 3461 RET=HDRS
- * style), write Original-Recipient or Original-Envelope-Id (not stored),
- * or RFC 2047-encode anything. */
+ * dsn_suppressed and reads NOTIFY), choose between headers and the whole
+ * message (the caller passes one or the other, with full), or RFC
+ * 2047-encode anything. */
 #include "msg/dsn.h"
 
 #include <stdarg.h>
@@ -161,6 +161,13 @@ rcpt_ok(const struct dsn_rcpt *r, bool utf8)
     if (!field_ok(r->address, DSN_ADDR_MAX, true, utf8) || !status_ok(r->status) ||
         r->diagnostic == NULL)
         return false;
+    if (r->action != NULL && strcmp(r->action, "failed") != 0 &&
+        strcmp(r->action, "delayed") != 0 && strcmp(r->action, "delivered") != 0 &&
+        strcmp(r->action, "relayed") != 0)
+        return false;
+    if (r->orcpt != NULL && (!field_ok(r->orcpt, DSN_ADDR_MAX + 40, true, true) ||
+                             strchr(r->orcpt, ';') == NULL || r->orcpt[0] == ';'))
+        return false;
     return r->remote_mta == NULL || r->remote_mta[0] == '\0' ||
            field_ok(r->remote_mta, DSN_HOST_MAX, false, false);
 }
@@ -175,6 +182,10 @@ input_ok(const struct dsn_input *in)
     if (!field_ok(in->reporting_mta, DSN_HOST_MAX, false, false) ||
         !field_ok(in->qid, DSN_QID_MAX, false, false) || !qid_ok(in->new_qid) ||
         !field_ok(in->sender, DSN_ADDR_MAX, true, in->smtputf8))
+        return false;
+    if (in->envid != NULL && !field_ok(in->envid, 100, true, false))
+        return false;
+    if ((unsigned)in->kind > DSN_KIND_SUCCESS)
         return false;
     for (i = 0; i < in->nrcpts; i++)
         if (!rcpt_ok(&in->rcpts[i], in->smtputf8))
@@ -276,10 +287,20 @@ put_human(struct dsn_buf *b, const struct dsn_input *in)
     size_t i;
 
     buf_printf(b, "This is the mail delivery system at %s.\r\n\r\n", in->reporting_mta);
-    buf_puts(b, "Your message could not be delivered to one or more of its recipients.\r\n"
-                "Delivery to them has been given up; it will not be tried again.\r\n"
-                "Each recipient is listed below with the reason. A delivery report\r\n"
-                "and the headers of your message are attached.\r\n\r\n");
+    if (in->kind == DSN_KIND_DELAY)
+        buf_puts(b, "Your message could not be delivered yet to one or more of its\r\n"
+                    "recipients. It is still being retried; you need not send it again.\r\n"
+                    "Each recipient is listed below with the last reason. A delivery\r\n"
+                    "report and the headers of your message are attached.\r\n\r\n");
+    else if (in->kind == DSN_KIND_SUCCESS)
+        buf_puts(b, "Your message was delivered to the recipients listed below, or\r\n"
+                    "handed on to a system that does not report delivery (relayed), as\r\n"
+                    "you asked. A delivery report and its headers are attached.\r\n\r\n");
+    else
+        buf_puts(b, "Your message could not be delivered to one or more of its recipients.\r\n"
+                    "Delivery to them has been given up; it will not be tried again.\r\n"
+                    "Each recipient is listed below with the reason. A delivery report\r\n"
+                    "and the headers of your message are attached.\r\n\r\n");
     buf_printf(b, "The message had queue id %s here.\r\n\r\n", in->qid);
     for (i = 0; i < in->nrcpts; i++) {
         const struct dsn_rcpt *r = &in->rcpts[i];
@@ -345,6 +366,9 @@ put_status(struct dsn_buf *b, const struct dsn_input *in, const char *arrival)
 {
     size_t i;
 
+    /* RFC 3464 2.2.1: the envelope id first */
+    if (in->envid != NULL && in->envid[0] != '\0')
+        buf_printf(b, "Original-Envelope-Id: %s\r\n", in->envid);
     buf_printf(b, "Reporting-MTA: dns; %s\r\n", in->reporting_mta);
     buf_printf(b, "Arrival-Date: %s\r\n", arrival);
     for (i = 0; i < in->nrcpts; i++) {
@@ -352,9 +376,18 @@ put_status(struct dsn_buf *b, const struct dsn_input *in, const char *arrival)
         char *diag = clean_text(r->diagnostic, in->smtputf8);
         char host[DSN_HOST_MAX + 1];
 
-        buf_printf(b, "\r\nFinal-Recipient: %s; %s\r\n", has_8bit(r->address) ? "utf-8" : "rfc822",
+        buf_puts(b, "\r\n");
+        /* RFC 3464 2.3.1: "type; address"; raw UTF-8 (RFC 6533 utf-8
+         * type) only in a message/global-delivery-status */
+        if (r->orcpt != NULL && (in->smtputf8 || !has_8bit(r->orcpt))) {
+            const char *semi = strchr(r->orcpt, ';');
+
+            buf_printf(b, "Original-Recipient: %.*s; %s\r\n", (int)(semi - r->orcpt), r->orcpt,
+                       semi + 1);
+        }
+        buf_printf(b, "Final-Recipient: %s; %s\r\n", has_8bit(r->address) ? "utf-8" : "rfc822",
                    r->address);
-        buf_puts(b, "Action: failed\r\n");
+        buf_printf(b, "Action: %s\r\n", r->action != NULL ? r->action : "failed");
         buf_printf(b, "Status: %s\r\n", r->status);
         if (mta_host(r->remote_mta, host, sizeof(host)))
             buf_printf(b, "Remote-MTA: dns; %s\r\n", host);
@@ -453,9 +486,13 @@ pick_boundary(const struct dsn_buf parts[3], const char *new_qid)
 static void
 put_head(struct dsn_buf *b, const struct dsn_input *in, const char *date, const char *boundary)
 {
+    static const char *const subjects[] = {"Undelivered Mail Returned to Sender",
+                                           "Delayed Mail (still being retried)",
+                                           "Successful Mail Delivery Report"};
+
     buf_printf(b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", in->reporting_mta);
     buf_printf(b, "To: <%s>\r\n", in->sender);
-    buf_puts(b, "Subject: Undelivered Mail Returned to Sender\r\n");
+    buf_printf(b, "Subject: %s\r\n", subjects[in->kind]);
     buf_printf(b, "Date: %s\r\n", date);
     buf_printf(b, "Message-ID: <%s@%s>\r\n", in->new_qid, in->reporting_mta);
     buf_puts(b, "Auto-Submitted: auto-replied\r\n");
@@ -468,18 +505,24 @@ put_head(struct dsn_buf *b, const struct dsn_input *in, const char *date, const 
 /* RFC 6522 3 order; RFC 6533 3 and 6 types when the original was SMTPUTF8.
  * Each part ends in CRLF, so "\r\n--" starts the next delimiter line. */
 static void
-put_parts(struct dsn_buf *b, const struct dsn_buf parts[3], const char *boundary, bool utf8)
+put_parts(struct dsn_buf *b, const struct dsn_buf parts[3], const char *boundary, bool utf8,
+          bool full, enum dsn_kind kind)
 {
-    static const char *const descr[3] = {"Notification", "Delivery report",
-                                         "Undelivered Message Headers"};
+    const char *descr[3] = {"Notification", "Delivery report", "Undelivered Message Headers"};
     const char *types[3] = {"text/plain; charset=us-ascii", "message/delivery-status",
                             "text/rfc822-headers"};
     size_t i;
 
+    if (kind != DSN_KIND_FAILURE)
+        descr[2] = "Message Headers";
+    if (full) { /* RFC 3461 4.3 RET=FULL, RFC 6522 3 */
+        descr[2] = "Undelivered Message";
+        types[2] = "message/rfc822";
+    }
     if (utf8) {
         types[0] = "text/plain; charset=utf-8";
         types[1] = "message/global-delivery-status";
-        types[2] = "message/global-headers";
+        types[2] = full ? "message/global" : "message/global-headers";
     }
     for (i = 0; i < 3; i++) {
         buf_printf(b, "\r\n--%s\r\n", boundary);
@@ -512,7 +555,7 @@ dsn_compose(const struct dsn_input *in, char **out, size_t *outlen)
     put_orig(&parts[2], in->headers, in->headers_len);
     boundary = pick_boundary(parts, in->new_qid);
     put_head(&msg, in, date, boundary);
-    put_parts(&msg, parts, boundary, in->smtputf8);
+    put_parts(&msg, parts, boundary, in->smtputf8, in->full, in->kind);
     buf_put(&msg, "", 1);
     free(boundary);
     for (i = 0; i < 3; i++)

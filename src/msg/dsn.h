@@ -15,7 +15,12 @@ struct dsn_rcpt {
     const char
         *diagnostic; /* the remote reply or our reason, one line, e.g. "550 5.1.1 User unknown" */
     const char *remote_mta; /* host that answered, or NULL */
+    const char *action;     /* RFC 3464 2.3.3: "failed" (NULL), "delayed", "delivered", "relayed" */
+    const char *orcpt;      /* RFC 3461 ORCPT "type;address" (Original-Recipient), or NULL */
 };
+
+/* What the DSN reports (subject and text; each recipient has its action). */
+enum dsn_kind { DSN_KIND_FAILURE, DSN_KIND_DELAY, DSN_KIND_SUCCESS };
 
 struct dsn_input {
     const char *reporting_mta; /* our hostname */
@@ -29,6 +34,10 @@ struct dsn_input {
     const char *headers; /* original message headers (up to the blank line) */
     size_t headers_len;
     bool smtputf8; /* the original needed SMTPUTF8 (RFC 6533 types then) */
+    enum dsn_kind kind;
+    const char *envid; /* RFC 3461 ENVID (Original-Envelope-Id), or NULL */
+    bool full;         /* headers[0..headers_len) is the whole message (RET=FULL):
+                          message/rfc822, not text/rfc822-headers */
 };
 
 /*

@@ -263,6 +263,8 @@ rcpts_build(struct smtp_session *s, const struct smtp_txn *t, const struct check
     for (size_t i = 0; i < t->nrcpts; i++) {
         const struct addr *a = &t->rcpts[i];
 
+        struct store_rcpt *r = &m->rcpts[m->nrcpts];
+
         if (deleted(e, a->mailbox))
             continue;
         if (a->is_postmaster) /* to the first domain we serve */
@@ -270,6 +272,9 @@ rcpts_build(struct smtp_session *s, const struct smtp_txn *t, const struct check
                      xstrdup(c->domains[0].name), false);
         else
             rcpt_put(m, xstrdup(a->mailbox), xstrdup(a->domain_lc), false);
+        /* RFC 3461 4.1, 4.2: as the client asked */
+        r->notify = t->rdsn[i].notify;
+        r->orcpt = t->rdsn[i].orcpt[0] != '\0' ? xstrdup(t->rdsn[i].orcpt) : NULL;
     }
     for (size_t i = 0; e != NULL && i < e->nadd; i++)
         rcpt_put(m, xstrdup(e->add[i].address), xstrdup(e->add[i].domain), true);
@@ -312,6 +317,9 @@ commit_build(struct smtp_session *s, const struct check_verdict *v)
     if (e != NULL && e->quarantine != NULL)
         m->hold_reason = xstrdup(e->quarantine);
     m->utf8_needed = utf8_needed(s, t, m);
+    m->ret = t->ret;
+    m->envid = t->envid[0] != '\0' ? xstrdup(t->envid) : NULL;
+    m->return_auth = v->return_auth;
     m->spool_path = s->spool_path;
     m->spool_len = s->spool_len;
     m->body = s->body;

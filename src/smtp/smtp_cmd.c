@@ -75,7 +75,7 @@ smtp_proto__helo_reply(struct smtp_proto *p)
     /* RFC 5321 4.1.1.1: multi-line reply, one extension a line. */
     snprintf(buf, sizeof(buf),
              "%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-             "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-ETRN\r\n%s250 CHUNKING",
+             "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-ETRN\r\n250-DSN\r\n%s250 CHUNKING",
              p->cfg.hostname, (unsigned long long)p->cfg.max_message_size,
              p->cfg.tls_offer && !p->tls ? "250-STARTTLS\r\n" : "");
     off = p->reply_len;
@@ -165,43 +165,94 @@ path_error(struct smtp_proto *p, const char *verb, int rc, bool is_mail)
 }
 
 struct mail_params {
-    bool size_seen, body_seen, utf8_seen;
+    bool size_seen, body_seen, utf8_seen, ret_seen, envid_seen;
     uint64_t size;
     bool body_8bit;
+    enum dsn_ret ret;
+    char envid[DSN_ENVID_MAX + 1];
 };
+
+static bool
+key_is(const char *k, size_t kl, const char *name)
+{
+    return kl == strlen(name) && ascii_ncasecmp(k, name, kl) == 0;
+}
+
+/* A known parameter given twice, without its value or with a bad one:
+ * RFC 3461 4: 501 5.5.4 for the DSN parameters, as for the others. */
+static bool
+param_bad(struct smtp_proto *p, const char *verb, const char *k, size_t kl)
+{
+    R(p, verb, 501, "5.5.4 Error: bad or repeated %.*s parameter", (int)kl, k);
+    return false;
+}
+
+static bool
+param_unknown(struct smtp_proto *p, const char *verb, const char *k, size_t kl)
+{
+    R(p, verb, 555, "5.5.4 Error: unsupported parameter %.*s", (int)(kl > 32 ? 32 : kl), k);
+    return false;
+}
 
 /* One MAIL parameter (RFC 5321 4.1.2 esmtp-param); false after replying. */
 static bool
 mail_param(struct smtp_proto *p, const char *k, size_t kl, const char *v, size_t vl, bool hasv,
            struct mail_params *mp)
 {
-    if (kl == 4 && ascii_ncasecmp(k, "SIZE", 4) == 0 && !mp->size_seen && hasv &&
-        is_digits(v, vl)) {
+    if (key_is(k, kl, "SIZE")) {
+        if (mp->size_seen || !hasv || !is_digits(v, vl))
+            return param_bad(p, "MAIL", k, kl);
         mp->size_seen = true;
         mp->size = parse_u64(v, vl);
-    } else if (kl == 4 && ascii_ncasecmp(k, "BODY", 4) == 0 && !mp->body_seen && hasv &&
-               ((vl == 4 && ascii_ncasecmp(v, "7BIT", 4) == 0) ||
-                (vl == 8 && ascii_ncasecmp(v, "8BITMIME", 8) == 0))) {
+    } else if (key_is(k, kl, "BODY")) {
+        if (mp->body_seen || !hasv ||
+            !((vl == 4 && ascii_ncasecmp(v, "7BIT", 4) == 0) ||
+              (vl == 8 && ascii_ncasecmp(v, "8BITMIME", 8) == 0)))
+            return param_bad(p, "MAIL", k, kl);
         mp->body_seen = true;
         mp->body_8bit = vl == 8;
-    } else if (kl == 8 && ascii_ncasecmp(k, "SMTPUTF8", 8) == 0 && !mp->utf8_seen && !hasv) {
+    } else if (key_is(k, kl, "SMTPUTF8")) {
+        if (mp->utf8_seen || hasv)
+            return param_bad(p, "MAIL", k, kl);
         mp->utf8_seen = true;
-    } else if ((kl == 4 &&
-                (ascii_ncasecmp(k, "SIZE", 4) == 0 || ascii_ncasecmp(k, "BODY", 4) == 0)) ||
-               (kl == 8 && ascii_ncasecmp(k, "SMTPUTF8", 8) == 0)) {
-        R(p, "MAIL", 501, "5.5.4 Error: bad or repeated %.*s parameter", (int)kl, k);
-        return false;
+    } else if (key_is(k, kl, "RET")) { /* RFC 3461 4.3 */
+        if (mp->ret_seen || !hasv || dsn_ret_parse(v, vl, &mp->ret) != 0)
+            return param_bad(p, "MAIL", k, kl);
+        mp->ret_seen = true;
+    } else if (key_is(k, kl, "ENVID")) { /* RFC 3461 4.4 */
+        if (mp->envid_seen || !hasv || dsn_envid_parse(v, vl, mp->envid, sizeof(mp->envid)) != 0)
+            return param_bad(p, "MAIL", k, kl);
+        mp->envid_seen = true;
     } else {
-        R(p, "MAIL", 555, "5.5.4 Error: unsupported parameter %.*s", (int)(kl > 32 ? 32 : kl), k);
-        return false;
+        return param_unknown(p, "MAIL", k, kl);
     }
     return true;
 }
 
-/* Walks " KEY[=VALUE]..." after the path. */
+/* One RCPT parameter: RFC 3461 4.1 NOTIFY, 4.2 ORCPT. */
+static bool
+rcpt_param(struct smtp_proto *p, const char *k, size_t kl, const char *v, size_t vl, bool hasv,
+           struct smtp_rcpt_dsn *rp)
+{
+    if (key_is(k, kl, "NOTIFY")) {
+        if (rp->notify != 0 || !hasv || dsn_notify_parse(v, vl, &rp->notify) != 0)
+            return param_bad(p, "RCPT", k, kl);
+    } else if (key_is(k, kl, "ORCPT")) {
+        if (rp->orcpt[0] != '\0' || !hasv ||
+            dsn_orcpt_parse(v, vl, rp->orcpt, sizeof(rp->orcpt)) != 0) {
+            rp->orcpt[0] = '\0';
+            return param_bad(p, "RCPT", k, kl);
+        }
+    } else {
+        return param_unknown(p, "RCPT", k, kl);
+    }
+    return true;
+}
+
+/* Walks " KEY[=VALUE]..." after the path: MAIL's into mp, RCPT's into rp. */
 static bool
 params_parse(struct smtp_proto *p, const char *verb, const char *s, size_t n,
-             struct mail_params *mp)
+             struct mail_params *mp, struct smtp_rcpt_dsn *rp)
 {
     size_t i = 0;
 
@@ -211,6 +262,7 @@ params_parse(struct smtp_proto *p, const char *verb, const char *s, size_t n,
     }
     while (i < n) {
         size_t k, eq, e;
+        bool ok;
 
         while (i < n && s[i] == ' ')
             i++;
@@ -222,13 +274,13 @@ params_parse(struct smtp_proto *p, const char *verb, const char *s, size_t n,
             ;
         k = i;
         i = e;
-        if (mp == NULL || !p->esmtp) {
-            /* RFC 5321 4.1.2: parameters only after EHLO; RCPT has none yet. */
-            R(p, verb, 555, "5.5.4 Error: unsupported parameter %.*s",
-              (int)(eq - k > 32 ? 32 : eq - k), s + k);
-            return false;
-        }
-        if (!mail_param(p, s + k, eq - k, s + eq + 1, eq < e ? e - eq - 1 : 0, eq < e, mp))
+        if (!p->esmtp) /* RFC 5321 4.1.2: parameters only after EHLO */
+            return param_unknown(p, verb, s + k, eq - k);
+        if (mp != NULL)
+            ok = mail_param(p, s + k, eq - k, s + eq + 1, eq < e ? e - eq - 1 : 0, eq < e, mp);
+        else
+            ok = rcpt_param(p, s + k, eq - k, s + eq + 1, eq < e ? e - eq - 1 : 0, eq < e, rp);
+        if (!ok)
             return false;
     }
     return true;
@@ -255,7 +307,7 @@ cmd_mail(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
         path_error(p, "MAIL", rc, true);
         return STEP_AGAIN;
     }
-    if (!params_parse(p, "MAIL", rest, rlen, &mp))
+    if (!params_parse(p, "MAIL", rest, rlen, &mp, NULL))
         return STEP_AGAIN;
     if (p->pend_addr.utf8 && !mp.utf8_seen) {
         R(p, "MAIL", 553, "5.6.7 Error: non-ASCII address requires SMTPUTF8 (RFC 6531)");
@@ -269,6 +321,8 @@ cmd_mail(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
     p->pend_utf8 = mp.utf8_seen;
     p->pend_8bit = mp.body_8bit;
     p->pend_size = mp.size;
+    p->pend_ret = mp.ret;
+    memcpy(p->pend_envid, mp.envid, sizeof(p->pend_envid));
     p->owed = OWE_MAIL;
     ev->type = SMTP_EV_MAIL;
     ev->addr = &p->pend_addr;
@@ -302,7 +356,8 @@ cmd_rcpt(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
         path_error(p, "RCPT", rc, false);
         return STEP_AGAIN;
     }
-    if (!params_parse(p, "RCPT", rest, rlen, NULL))
+    memset(&p->pend_rdsn, 0, sizeof(p->pend_rdsn));
+    if (!params_parse(p, "RCPT", rest, rlen, NULL, &p->pend_rdsn))
         return STEP_AGAIN;
     if (p->pend_addr.utf8 && !p->txn.smtputf8) {
         R(p, "RCPT", 553, "5.6.7 Error: non-ASCII address requires SMTPUTF8 (RFC 6531)");

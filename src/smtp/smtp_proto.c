@@ -87,6 +87,7 @@ smtp_proto__txn_reset(struct smtp_proto *p)
     if (p->body_begun)
         p->pend_abort = true;
     free(p->txn.rcpts);
+    free(p->txn.rdsn);
     memset(&p->txn, 0, sizeof(p->txn));
     p->rcpt_cap = 0;
     p->txn_active = p->rcpt_seen = false;
@@ -99,6 +100,7 @@ smtp_proto_free(struct smtp_proto *p)
     if (p == NULL)
         return;
     free(p->txn.rcpts);
+    free(p->txn.rdsn);
     if (p->buf != p->buf_none)
         free(p->buf);
     free(p);
@@ -273,17 +275,21 @@ step_line(struct smtp_proto *p, struct smtp_event *ev)
 {
     char *start = p->buf + p->rpos;
     size_t avail = p->wpos - p->rpos;
+    size_t limit = SMTP_LINE_MAX;
     size_t end;
     size_t n;
 
     if (p->skip_line)
         return skip_line(p);
     end = find_crlf(start, avail, false);
-    if (end == avail || end + 1 > SMTP_LINE_MAX) {
-        if (end == avail && avail < SMTP_LINE_MAX)
+    if (avail >= 5 && ascii_ncasecmp(start, "MAIL ", 5) == 0)
+        limit = SMTP_MAIL_LINE_MAX;
+    else if (avail >= 5 && ascii_ncasecmp(start, "RCPT ", 5) == 0)
+        limit = SMTP_RCPT_LINE_MAX;
+    if (end == avail || end + 1 > limit) {
+        if (end == avail && avail < limit)
             return STEP_NEED;
-        smtp_proto__reply(p, "-", 500, "5.5.2 Error: line too long (limit %d octets)",
-                          SMTP_LINE_MAX);
+        smtp_proto__reply(p, "-", 500, "5.5.2 Error: line too long (limit %zu octets)", limit);
         p->skip_line = true;
         p->skip_cr = false;
         return STEP_AGAIN;
@@ -485,6 +491,8 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text_in)
             p->txn.smtputf8 = p->pend_utf8;
             p->txn.body_8bit = p->pend_8bit;
             p->txn.size_param = p->pend_size;
+            p->txn.ret = p->pend_ret;
+            memcpy(p->txn.envid, p->pend_envid, sizeof(p->txn.envid));
         }
         break;
     case OWE_RCPT:
@@ -497,7 +505,9 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text_in)
             if (p->txn.nrcpts == p->rcpt_cap) {
                 p->rcpt_cap = p->rcpt_cap ? p->rcpt_cap * 2 : 4;
                 p->txn.rcpts = xrealloc(p->txn.rcpts, p->rcpt_cap * sizeof(*p->txn.rcpts));
+                p->txn.rdsn = xrealloc(p->txn.rdsn, p->rcpt_cap * sizeof(*p->txn.rdsn));
             }
+            p->txn.rdsn[p->txn.nrcpts] = p->pend_rdsn;
             p->txn.rcpts[p->txn.nrcpts++] = p->pend_addr;
         }
         break;

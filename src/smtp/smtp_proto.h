@@ -10,12 +10,17 @@
 
 #include "base/addr.h"
 #include "base/util.h"
+#include "msg/dsnparam.h"
 
-#define SMTP_LINE_MAX   512  /* RFC 5321 4.5.3.1.4, octets including CRLF */
-#define SMTP_PROTO_BUF  8192 /* input buffer per session */
-#define SMTP_ERROR_MAX  20   /* protocol errors before we hang up */
-#define SMTP_REPLY_MAX  1024 /* longest reply we build (EHLO) */
-#define SMTP_ANSWER_MAX 507  /* an answer's text: 512 with "550 " and CRLF */
+#define SMTP_LINE_MAX 512 /* RFC 5321 4.5.3.1.4, octets including CRLF */
+/* RFC 3461 4: its parameters make MAIL up to 100 and RCPT up to 500
+ * characters longer (and RCPT's NOTIFY list comes on top of ORCPT) */
+#define SMTP_MAIL_LINE_MAX (SMTP_LINE_MAX + 100)
+#define SMTP_RCPT_LINE_MAX (SMTP_LINE_MAX + 500 + 32)
+#define SMTP_PROTO_BUF     8192 /* input buffer per session */
+#define SMTP_ERROR_MAX     20   /* protocol errors before we hang up */
+#define SMTP_REPLY_MAX     1024 /* longest reply we build (EHLO) */
+#define SMTP_ANSWER_MAX    507  /* an answer's text: 512 with "550 " and CRLF */
 
 struct smtp_proto_cfg {
     const char *hostname;      /* banner, EHLO, Received; borrowed for the proto's life */
@@ -56,13 +61,22 @@ struct smtp_event {
     const struct addr *addr; /* MAIL, RCPT */
 };
 
+/* A recipient's RFC 3461 parameters (RCPT ... NOTIFY= ORCPT=). */
+struct smtp_rcpt_dsn {
+    unsigned notify;               /* DSN_NOTIFY_* bits, 0 when not given */
+    char orcpt[DSN_ORCPT_MAX + 1]; /* "type;address" decoded, "" when not given */
+};
+
 /* The transaction in progress, read-only for the caller. */
 struct smtp_txn {
     struct addr sender;
-    bool smtputf8;       /* MAIL ... SMTPUTF8 */
-    bool body_8bit;      /* MAIL ... BODY=8BITMIME */
-    uint64_t size_param; /* MAIL ... SIZE=n, 0 when absent */
-    struct addr *rcpts;  /* accepted recipients */
+    bool smtputf8;                 /* MAIL ... SMTPUTF8 */
+    bool body_8bit;                /* MAIL ... BODY=8BITMIME */
+    uint64_t size_param;           /* MAIL ... SIZE=n, 0 when absent */
+    enum dsn_ret ret;              /* MAIL ... RET= (RFC 3461 4.3) */
+    char envid[DSN_ENVID_MAX + 1]; /* MAIL ... ENVID=, decoded; "" when not given */
+    struct addr *rcpts;            /* accepted recipients */
+    struct smtp_rcpt_dsn *rdsn;    /* their DSN parameters, one per rcpts[i] */
     size_t nrcpts;
     uint64_t body_size; /* content octets so far */
     bool bdat;          /* the content came with BDAT, not DATA */

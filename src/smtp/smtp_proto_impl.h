@@ -37,6 +37,9 @@ struct smtp_proto {
     struct addr pend_addr;
     bool pend_utf8, pend_8bit;
     uint64_t pend_size;
+    enum dsn_ret pend_ret;
+    char pend_envid[DSN_ENVID_MAX + 1];
+    struct smtp_rcpt_dsn pend_rdsn;
     /* what next() hands out before reading more input, in this order */
     bool pend_abort, pend_helo, pend_begin, pend_close, pend_starttls;
     bool tls;

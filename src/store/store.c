@@ -54,8 +54,10 @@ store_msg_free(struct store_msg *msg)
     for (size_t i = 0; i < msg->nrcpts && msg->rcpts != NULL; i++) {
         free(msg->rcpts[i].address);
         free(msg->rcpts[i].domain);
+        free(msg->rcpts[i].orcpt);
     }
     free(msg->rcpts);
+    free(msg->envid);
     free(msg->client_addr);
     free(msg->helo);
     free(msg->sender);
@@ -75,9 +77,11 @@ store_dmsg_free_list(struct store_dmsg *list)
         for (size_t i = 0; i < list->nrcpts; i++) {
             free(list->rcpts[i].address);
             free(list->rcpts[i].domain);
+            free(list->rcpts[i].orcpt);
         }
         free(list->rcpts);
         free(list->sender);
+        free(list->envid);
         free(list);
         list = next;
     }
@@ -376,12 +380,35 @@ writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t i
     else
         sqlite3_bind_int64(s, 4, m->received);
     for (size_t i = 0; i < m->nrcpts; i++) {
-        sqlite3_bind_text(s, 2, m->rcpts[i].address, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, m->rcpts[i].domain, -1, SQLITE_STATIC);
+        const struct store_rcpt *r = &m->rcpts[i];
+        sqlite3_stmt *d = w->c.stmt[STORE_W_INSERT_RCPT_DSN];
+
+        sqlite3_bind_text(s, 2, r->address, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, r->domain, -1, SQLITE_STATIC);
         if ((rc = store__writer_exec(w, k)) != 0)
+            return rc;
+        if (r->notify == 0 && r->orcpt == NULL)
+            continue; /* the default: no row */
+        sqlite3_bind_int64(d, 1, sqlite3_last_insert_rowid(w->c.db));
+        sqlite3_bind_int(d, 2, (int)r->notify);
+        sqlite3_bind_text(d, 3, r->orcpt, -1, SQLITE_STATIC); /* NULL binds NULL */
+        if ((rc = store__writer_exec(w, STORE_W_INSERT_RCPT_DSN)) != 0)
             return rc;
     }
     return 0;
+}
+
+/* The message_dsn row (schema 007). */
+static int
+writer_msg_dsn(struct store_writer *w, const struct store_msg *m, int64_t id)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_DSN];
+
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int(s, 2, (int)m->ret);
+    sqlite3_bind_text(s, 3, m->envid, -1, SQLITE_STATIC); /* NULL binds NULL */
+    sqlite3_bind_int(s, 4, m->return_auth);
+    return store__writer_exec(w, STORE_W_INSERT_DSN);
 }
 
 int
@@ -404,6 +431,8 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
     if ((rc = writer_insert_row(w, m, &total, id)) != 0)
         return rc;
     if ((rc = store__writer_facts(w, *id, m->smtputf8 && m->utf8_needed, m->hops)) != 0)
+        return rc;
+    if ((rc = writer_msg_dsn(w, m, *id)) != 0)
         return rc;
     if (total > 0 && (rc = writer_blob_body(w, m, *id)) != 0)
         return rc;
@@ -562,6 +591,7 @@ writer_main(void *arg)
     while ((jobs = queue_take(&st->wq)) != NULL) {
         uv_mutex_lock(&st->wq.mu);
         memcpy(st->w.hostname, st->hostname, sizeof(st->w.hostname));
+        st->w.rules = st->rules;
         uv_mutex_unlock(&st->wq.mu);
         writer_batch(&st->w, jobs);
         writer_finish(&st->w, jobs);
@@ -742,6 +772,8 @@ store_open(uv_loop_t *loop, const char *path, struct store **out, char **err)
     st->w.buf = xmalloc(STORE_CHUNK);
     qid_init(&st->w.qids);
     snprintf(st->hostname, sizeof(st->hostname), "localhost");
+    /* until told otherwise, every DSN as before issue 18; no warnings */
+    st->rules = (struct store_dsn_rules){.policy = STORE_BOUNCE_ALWAYS, .delay_warning_s = 0};
     if ((rc = conn_open(&st->w.c, path, STORE_W_BEGIN, STORE_R_LOOKUP, STORE_WRITER_PRAGMAS,
                         err)) != 0 ||
         (rc = conn_open(&st->r, path, STORE_R_LOOKUP, STORE_NSTMT, NULL, err)) != 0)
@@ -825,6 +857,14 @@ void
 store_get_stats(const struct store *st, struct store_stats *out)
 {
     *out = st->stats;
+}
+
+void
+store_set_dsn_rules(struct store *st, const struct store_dsn_rules *rules)
+{
+    uv_mutex_lock(&st->wq.mu);
+    st->rules = *rules;
+    uv_mutex_unlock(&st->wq.mu);
 }
 
 void

@@ -7,13 +7,16 @@
 #include <stdint.h>
 
 #include "base/util.h"
+#include "msg/dsnparam.h"
 
 struct store;
 struct uv_loop_s;
 
 struct store_rcpt {
-    char *address; /* "local@domain" as received (owned) */
-    char *domain;  /* lower-cased domain, for routing (owned) */
+    char *address;   /* "local@domain" as received (owned) */
+    char *domain;    /* lower-cased domain, for routing (owned) */
+    unsigned notify; /* RCPT ... NOTIFY= bits (DSN_NOTIFY_*), 0 when not given */
+    char *orcpt;     /* RCPT ... ORCPT= "type;address" decoded (owned), or NULL */
 };
 
 /* One accepted message. Every pointer is owned by the struct. */
@@ -39,6 +42,10 @@ struct store_msg {
      * held, with this reason as its last reply, until `mxctl release`;
      * NULL: queued as usual. */
     char *hold_reason;
+    /* RFC 3461 (schema 007) */
+    enum dsn_ret ret; /* MAIL ... RET= */
+    char *envid;      /* MAIL ... ENVID=, decoded (owned), or NULL */
+    bool return_auth; /* SPF pass for the MAIL FROM domain, or an aligned DKIM pass */
 };
 
 /* Frees msg and everything it owns (does not unlink the spool file). NULL ok. */
@@ -107,6 +114,8 @@ struct store_drcpt {
     char *address;
     char *domain;
     unsigned attempts;
+    unsigned notify; /* DSN_NOTIFY_* bits, 0: not given */
+    char *orcpt;     /* "type;address" as the sender gave it, or NULL */
 };
 
 /* A message with (some of) its due recipients; a list, oldest first. */
@@ -120,7 +129,11 @@ struct store_dmsg {
     bool smtputf8;
     bool utf8_needed; /* it cannot go to a next hop without SMTPUTF8 */
     bool body_8bit;
-    unsigned hops; /* Received: fields in the stored message (RFC 5321 6.3) */
+    unsigned hops;    /* Received: fields in the stored message (RFC 5321 6.3) */
+    enum dsn_ret ret; /* RFC 3461 RET= */
+    char *envid;      /* RFC 3461 ENVID=, decoded, or NULL */
+    bool return_auth; /* the return path was authenticated at accept */
+    bool warned;      /* the delay warning went out */
     struct store_drcpt *rcpts;
     size_t nrcpts;
 };
@@ -158,6 +171,14 @@ struct store_outcome {
     int64_t next_attempt;        /* DEFERRED: when to try again */
     char *last_reply;            /* owned: "250 2.0.0 ...", "451 4.4.1 connect failed ..." */
     char *remote_mta;            /* owned, may be NULL: who answered */
+    /* DELIVERED: the success DSN the sender may get (NOTIFY=SUCCESS):
+     * NONE when the next hop took the DSN parameters over (it speaks DSN),
+     * DELIVERED into a mailbox (LMTP), RELAYED to a next hop without DSN */
+    enum store_success {
+        STORE_SUCCESS_NONE,
+        STORE_SUCCESS_DELIVERED,
+        STORE_SUCCESS_RELAYED
+    } success;
 };
 
 /* status: 0 or MXD_E*. */
@@ -312,6 +333,20 @@ void store_verify_get_async(struct store *st, const char *address, int64_t now, 
  * deletes a few rows expired at v->verified. Writer thread; no callback
  * (a failure is logged and loses this answer only). */
 void store_verify_put_async(struct store *st, const char *address, const struct store_verify *v);
+
+/* Who gets the DSNs the store writes (issue 18). */
+enum store_bounce_policy {
+    STORE_BOUNCE_AUTHENTICATED, /* only an authenticated return path (return_auth) */
+    STORE_BOUNCE_ALWAYS,
+    STORE_BOUNCE_NEVER,
+};
+struct store_dsn_rules {
+    enum store_bounce_policy policy;
+    int64_t delay_warning_s; /* a deferred message this old gets one warning; 0: never */
+};
+/* Sets the rules for the DSNs written from the next batch on (start-up
+ * and reload). Copied. Loop thread. */
+void store_set_dsn_rules(struct store *st, const struct store_dsn_rules *rules);
 
 /* Our hostname for the DSNs the store writes (Reporting-MTA, From:
  * MAILER-DAEMON@hostname). Call once after store_open. Copied. */

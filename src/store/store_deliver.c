@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "base/log.h"
+#include "base/metrics.h"
 #include "msg/dsn.h"
 #include "msg/mime7.h"
 #include "store/qid.h"
@@ -37,6 +38,7 @@ struct store_dsn_note {
     char qid[24];
     char dsn_qid[QID_LEN + 1];
     size_t nrcpts;
+    enum dsn_kind kind;
 };
 
 /* Arguments and results of a DUE, BODY, OUTCOMES or OP job (all owned). */
@@ -56,12 +58,21 @@ struct store__djob {
     size_t nnotes;
 };
 
-/* The bounced recipients of one message, for its DSN. */
+/* The recipients of one message that one DSN reports. */
 struct store_bounce {
-    struct dsn_rcpt *r; /* .address owned */
+    struct dsn_rcpt *r; /* .address and .orcpt owned */
     char (*status)[16];
     size_t n, cap;
 };
+
+/* What a recorded outcome's recipient asked for (RFC 3461). */
+struct store_rinfo {
+    char *address; /* owned */
+    unsigned notify;
+    char *orcpt; /* owned, or NULL */
+};
+
+static const char *const dsn_kind_names[] = {"failure", "delay", "success"};
 
 static const char *const store_op_names[] = {"flush", "hold", "release", "delete", "bounce"};
 
@@ -114,6 +125,10 @@ env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
     m->body_8bit = sqlite3_column_int(s, 5) != 0;
     m->utf8_needed = sqlite3_column_int(s, 6) != 0;
     m->hops = (unsigned)sqlite3_column_int(s, 7);
+    m->ret = (enum dsn_ret)sqlite3_column_int(s, 8);
+    m->envid = sqlite3_column_type(s, 9) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 9));
+    m->return_auth = sqlite3_column_int(s, 10) != 0;
+    m->warned = sqlite3_column_int(s, 11) != 0;
 }
 
 static int64_t
@@ -174,6 +189,8 @@ due_add(struct store__djob *d, struct store_dmsg **last, sqlite3_stmt *s)
     r->address = xstrdup(col_text(s, 2));
     r->domain = xstrdup(col_text(s, 3));
     r->attempts = (unsigned)sqlite3_column_int64(s, 4);
+    r->notify = (unsigned)sqlite3_column_int(s, 5); /* NULL reads 0 */
+    r->orcpt = sqlite3_column_type(s, 6) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 6));
 }
 
 /* The due recipients, at most limit after dropping those in skip. */
@@ -348,9 +365,12 @@ reply_status(const char *reply, char out[16])
     snprintf(out, 16, "%s", reply == NULL || reply[0] == '5' ? "5.0.0" : "4.4.7");
 }
 
-/* Takes ownership of address; reply and remote must outlive b. */
+/* Takes ownership of ri's strings; reply and remote must outlive b.
+ * action: "failed" (its status from the reply), "delayed" (class 4),
+ * "delivered" or "relayed" (2.0.0). */
 static void
-bounce_add(struct store_bounce *b, char *address, const char *reply, const char *remote)
+bounce_add(struct store_bounce *b, struct store_rinfo *ri, const char *reply, const char *remote,
+           const char *action)
 {
     if (b->n == b->cap) {
         b->cap = b->cap ? 2 * b->cap : 4;
@@ -358,26 +378,44 @@ bounce_add(struct store_bounce *b, char *address, const char *reply, const char 
         b->status = xrealloc(b->status, b->cap * sizeof(*b->status));
     }
     reply_status(reply, b->status[b->n]);
+    if (strcmp(action, "delayed") == 0) /* never 2.x or 5.x */
+        b->status[b->n][0] = '4';
+    else if (strcmp(action, "failed") != 0) /* delivered, relayed */
+        snprintf(b->status[b->n], sizeof(b->status[b->n]), "2.0.0");
     b->r[b->n] = (struct dsn_rcpt){
-        .address = address,
+        .address = ri->address,
         .diagnostic = reply != NULL ? reply : "no reply recorded",
         .remote_mta = remote,
+        .action = action,
+        .orcpt = ri->orcpt,
     };
+    ri->address = ri->orcpt = NULL;
     b->n++;
 }
 
 static void
 bounce_clear(struct store_bounce *b)
 {
-    for (size_t i = 0; i < b->n; i++)
+    for (size_t i = 0; i < b->n; i++) {
         free((char *)b->r[i].address);
+        free((char *)b->r[i].orcpt);
+    }
     b->n = 0;
 }
 
+static void
+bounce_free(struct store_bounce *b)
+{
+    bounce_clear(b);
+    free(b->r);
+    free(b->status);
+}
+
 /* The original headers: the body up to and including its first empty
- * line, at most STORE_CHUNK octets, into w->buf. */
+ * line, at most STORE_CHUNK octets, into w->buf; with *full, the whole
+ * message when it fits in STORE_CHUNK (else *full becomes false). */
 static int
-writer_headers(struct store_writer *w, int64_t msg_id, size_t *len)
+writer_headers(struct store_writer *w, int64_t msg_id, size_t *len, bool *full)
 {
     const unsigned char *p = w->buf;
     sqlite3_blob *blob = NULL;
@@ -389,12 +427,15 @@ writer_headers(struct store_writer *w, int64_t msg_id, size_t *len)
         goto fail;
     }
     n = (size_t)sqlite3_blob_bytes(blob);
+    *full = *full && n <= STORE_CHUNK;
     n = n < STORE_CHUNK ? n : STORE_CHUNK;
     if (n > 0 && sqlite3_blob_read(blob, w->buf, (int)n, 0) != SQLITE_OK) {
         store__writer_reason(w, "headers read: %s", sqlite3_errmsg(w->c.db));
         goto fail;
     }
     *len = n;
+    if (*full)
+        n = 0; /* the whole message: no search for the header's end */
     if (n >= 2 && p[0] == '\r' && p[1] == '\n')
         *len = 2;
     for (size_t i = 0; *len == n && i + 4 <= n; i++) {
@@ -460,7 +501,8 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
 }
 
 static void
-note_add(struct store__djob *d, const char *qid, const char *dsn_qid, size_t nrcpts)
+note_add(struct store__djob *d, const char *qid, const char *dsn_qid, size_t nrcpts,
+         enum dsn_kind kind)
 {
     struct store_dsn_note *n;
 
@@ -469,20 +511,23 @@ note_add(struct store__djob *d, const char *qid, const char *dsn_qid, size_t nrc
     snprintf(n->qid, sizeof(n->qid), "%s", qid);
     snprintf(n->dsn_qid, sizeof(n->dsn_qid), "%s", dsn_qid);
     n->nrcpts = nrcpts;
+    n->kind = kind;
 }
 
-/* One DSN for the bounced recipients b of message msg_id. */
+/* One DSN of kind for the recipients b of message msg_id. */
 static int
 writer_dsn(struct store_writer *w, struct store__djob *d, int64_t msg_id,
-           const struct store_dmsg *env, struct store_bounce *b, int64_t ms)
+           const struct store_dmsg *env, struct store_bounce *b, int64_t ms, enum dsn_kind kind)
 {
     struct dsn_input in;
     char qid[QID_LEN + 1];
     char *text = NULL;
     size_t hlen = 0, len = 0;
+    /* RFC 3461 4.3: the whole message only in a failure DSN, when asked */
+    bool full = kind == DSN_KIND_FAILURE && env->ret == DSN_RET_FULL;
     int rc;
 
-    if ((rc = writer_headers(w, msg_id, &hlen)) != 0)
+    if ((rc = writer_headers(w, msg_id, &hlen, &full)) != 0)
         return rc;
     for (size_t i = 0; i < b->n; i++)
         b->r[i].status = b->status[i];
@@ -499,6 +544,9 @@ writer_dsn(struct store_writer *w, struct store__djob *d, int64_t msg_id,
         .headers = (const char *)w->buf,
         .headers_len = hlen,
         .smtputf8 = env->smtputf8,
+        .kind = kind,
+        .envid = env->envid,
+        .full = full,
     };
     rc = dsn_compose(&in, &text, &len);
     for (size_t i = 0; rc != 0 && i < b->n; i++)
@@ -509,16 +557,40 @@ writer_dsn(struct store_writer *w, struct store__djob *d, int64_t msg_id,
         return 0;
     }
     if ((rc = writer_insert_dsn(w, qid, env, text, len, ms / 1000)) == 0)
-        note_add(d, env->qid, qid, b->n);
+        note_add(d, env->qid, qid, b->n, kind);
     free(text);
     return rc;
 }
 
-/* After recipients of msg_id changed: a DSN for those in b (if its sender
- * may get one), and the message deleted when no recipient is pending. */
+/* Whether the sender may get a DSN for this message at all: a null
+ * sender never (RFC 3461 6.2); bounce_policy = never: none; authenticated:
+ * only with a return path authenticated at accept (schema 007). */
+static bool
+dsn_allowed(const struct store_writer *w, const struct store_dmsg *env, enum dsn_kind kind,
+            size_t n)
+{
+    const char *why = NULL;
+
+    if (dsn_suppressed(env->sender))
+        return false;
+    if (w->rules.policy == STORE_BOUNCE_NEVER)
+        why = "bounce_policy = never";
+    else if (w->rules.policy == STORE_BOUNCE_AUTHENTICATED && !env->return_auth)
+        why = "return path not authenticated (no SPF pass, no aligned DKIM pass)";
+    if (why == NULL)
+        return true;
+    log_msg(LOG_INFO, env->qid, "store", "dsn suppressed kind=%s rcpts=%zu reason=\"%s\"",
+            dsn_kind_names[kind], n, why);
+    metrics_add(METRICS_BOUNCES_SUPPRESSED, 1);
+    return false;
+}
+
+/* After recipients of msg_id changed: the DSNs for those in b[kind] (if
+ * its sender may get them; the delay warning once, when the message is
+ * old enough), and the message deleted when no recipient is pending. */
 static int
-writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id, struct store_bounce *b,
-              int64_t ms)
+writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id,
+              struct store_bounce b[3], int64_t ms)
 {
     sqlite3_stmt *s = w->c.stmt[STORE_W_ENVELOPE];
     struct store_dmsg env = {.next = NULL};
@@ -529,8 +601,18 @@ writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id, str
         return rc; /* 0: gone already */
     env_from_row(s, &env);
     sqlite3_reset(s);
-    if (b->n > 0 && !dsn_suppressed(env.sender) &&
-        (rc = writer_dsn(w, d, msg_id, &env, b, ms)) != 0)
+    rc = 0;
+    if (b[DSN_KIND_DELAY].n > 0 && (w->rules.delay_warning_s <= 0 || env.warned ||
+                                    ms / 1000 - env.received < w->rules.delay_warning_s))
+        bounce_clear(&b[DSN_KIND_DELAY]); /* not (or no longer) due */
+    if (b[DSN_KIND_DELAY].n > 0) {        /* one warning per message, even a suppressed one */
+        sqlite3_bind_int64(w->c.stmt[STORE_W_WARNED], 1, msg_id);
+        rc = store__writer_exec(w, STORE_W_WARNED);
+    }
+    for (int k = 0; k < 3 && rc == 0; k++)
+        if (b[k].n > 0 && dsn_allowed(w, &env, (enum dsn_kind)k, b[k].n))
+            rc = writer_dsn(w, d, msg_id, &env, &b[k], ms, (enum dsn_kind)k);
+    if (rc != 0)
         goto done;
     s = w->c.stmt[STORE_W_PENDING];
     sqlite3_bind_int64(s, 1, msg_id);
@@ -545,16 +627,43 @@ writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id, str
     }
 done:
     free(env.sender);
+    free(env.envid);
     return rc;
+}
+
+/* A recipient's NOTIFY and ORCPT (schema 007) into ri. */
+static int
+writer_rinfo(struct store_writer *w, int64_t rcpt_id, struct store_rinfo *ri)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_RCPT_DSN];
+    int rc;
+
+    sqlite3_bind_int64(s, 1, rcpt_id);
+    if ((rc = writer_step(w, STORE_W_RCPT_DSN)) != 1)
+        return rc; /* 0: no row, the defaults */
+    ri->notify = (unsigned)sqlite3_column_int(s, 0);
+    if (sqlite3_column_type(s, 1) != SQLITE_NULL)
+        ri->orcpt = xstrdup(col_text(s, 1));
+    sqlite3_reset(s);
+    return 0;
+}
+
+/* RFC 3461 4.1: no NOTIFY means FAILURE and DELAY (our default). */
+static bool
+notify_wants(unsigned notify, unsigned bit)
+{
+    if (notify == 0)
+        return bit != DSN_NOTIFY_SUCCESS;
+    return (notify & bit) != 0;
 }
 
 /* ---- writer thread: outcomes and operator actions ----------------------- */
 
 /* Records one outcome; *msg_id is 0 when the recipient is gone or final
- * already, *address (owned) set for a bounce. */
+ * already; ri gets the recipient (owned) and what it asked of DSNs. */
 static int
 writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *msg_id,
-               char **address)
+               struct store_rinfo *ri)
 {
     sqlite3_stmt *s = w->c.stmt[STORE_W_OUTCOME];
     int rc;
@@ -569,20 +678,44 @@ writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *m
     if ((rc = writer_step(w, STORE_W_OUTCOME)) != 1)
         return rc;
     *msg_id = sqlite3_column_int64(s, 0);
-    if (o->state == STORE_RCPT_BOUNCED)
-        *address = xstrdup(col_text(s, 1));
+    ri->address = xstrdup(col_text(s, 1));
     sqlite3_reset(s); /* RETURNING: the row was updated by the first step */
-    return 0;
+    if (o->state == STORE_RCPT_DELIVERED && o->success == STORE_SUCCESS_NONE)
+        return 0; /* no DSN of ours can be due */
+    return writer_rinfo(w, o->rcpt_id, ri);
 }
 
-/* Settles each message touched, once, with its bounces from this job. */
+/* Which DSN an outcome goes into, if any (-1: none). */
 static int
-writer_settle_all(struct store_writer *w, struct store__djob *d, int64_t *ids, char **addrs,
-                  int64_t ms)
+outcome_kind(const struct store_outcome *o, const struct store_rinfo *ri, const char **action)
 {
-    struct store_bounce b = {.r = NULL};
+    switch (o->state) {
+    case STORE_RCPT_BOUNCED:
+        *action = "failed";
+        return notify_wants(ri->notify, DSN_NOTIFY_FAILURE) ? DSN_KIND_FAILURE : -1;
+    case STORE_RCPT_DELIVERED:
+        *action = o->success == STORE_SUCCESS_RELAYED ? "relayed" : "delivered";
+        return o->success != STORE_SUCCESS_NONE && notify_wants(ri->notify, DSN_NOTIFY_SUCCESS)
+                   ? DSN_KIND_SUCCESS
+                   : -1;
+    case STORE_RCPT_DEFERRED:
+    case STORE_RCPT_HELD:
+        *action = "delayed";
+        return notify_wants(ri->notify, DSN_NOTIFY_DELAY) ? DSN_KIND_DELAY : -1;
+    default:
+        return -1;
+    }
+}
+
+/* Settles each message touched, once, with its DSNs from this job. */
+static int
+writer_settle_all(struct store_writer *w, struct store__djob *d, int64_t *ids,
+                  struct store_rinfo *ri, int64_t ms)
+{
+    struct store_bounce b[3];
     int rc = 0;
 
+    memset(b, 0, sizeof(b));
     for (size_t i = 0; i < d->n && rc == 0; i++) {
         size_t k = 0;
 
@@ -592,17 +725,20 @@ writer_settle_all(struct store_writer *w, struct store__djob *d, int64_t *ids, c
             continue; /* nothing recorded, or settled already */
         for (k = i; k < d->n; k++) {
             const struct store_outcome *o = &d->outcomes[k];
+            const char *action = NULL;
+            int kind;
 
-            if (ids[k] == ids[i] && addrs[k] != NULL) {
-                bounce_add(&b, addrs[k], o->last_reply, o->remote_mta);
-                addrs[k] = NULL;
-            }
+            if (ids[k] != ids[i] || ri[k].address == NULL)
+                continue;
+            if ((kind = outcome_kind(o, &ri[k], &action)) >= 0)
+                bounce_add(&b[kind], &ri[k], o->last_reply, o->remote_mta, action);
         }
-        rc = writer_settle(w, d, ids[i], &b, ms);
-        bounce_clear(&b);
+        rc = writer_settle(w, d, ids[i], b, ms);
+        for (k = 0; k < 3; k++)
+            bounce_clear(&b[k]);
     }
-    free(b.r);
-    free(b.status);
+    for (size_t k = 0; k < 3; k++)
+        bounce_free(&b[k]);
     return rc;
 }
 
@@ -610,7 +746,7 @@ static int
 writer_outcomes(struct store_writer *w, struct store__djob *d)
 {
     int64_t *ids = NULL;
-    char **addrs = NULL;
+    struct store_rinfo *ri = NULL;
     int rc = 0;
 
     for (size_t i = 0; i < d->n; i++) {
@@ -625,14 +761,16 @@ writer_outcomes(struct store_writer *w, struct store__djob *d)
     if (d->n == 0)
         return 0;
     ids = xcalloc(d->n, sizeof(*ids));
-    addrs = xcalloc(d->n, sizeof(*addrs));
+    ri = xcalloc(d->n, sizeof(*ri));
     for (size_t i = 0; i < d->n && rc == 0; i++)
-        rc = writer_outcome(w, &d->outcomes[i], &ids[i], &addrs[i]);
+        rc = writer_outcome(w, &d->outcomes[i], &ids[i], &ri[i]);
     if (rc == 0)
-        rc = writer_settle_all(w, d, ids, addrs, now_ms());
-    for (size_t i = 0; i < d->n; i++)
-        free(addrs[i]);
-    free(addrs);
+        rc = writer_settle_all(w, d, ids, ri, now_ms());
+    for (size_t i = 0; i < d->n; i++) {
+        free(ri[i].address);
+        free(ri[i].orcpt);
+    }
+    free(ri);
     free(ids);
     return rc;
 }
@@ -642,18 +780,36 @@ static int
 writer_bounce(struct store_writer *w, struct store__djob *d, int64_t msg_id, int64_t ms)
 {
     sqlite3_stmt *s = w->c.stmt[STORE_W_BOUNCE];
-    struct store_bounce b = {.r = NULL};
+    struct store_bounce b[3];
+    struct store_rinfo *ri = NULL;
+    int64_t *rid = NULL;
+    size_t n = 0;
     int rc;
 
+    memset(b, 0, sizeof(b));
     sqlite3_bind_int64(s, 1, msg_id);
     sqlite3_bind_text(s, 2, store_op_bounce_reply, -1, SQLITE_STATIC);
-    while ((rc = writer_step(w, STORE_W_BOUNCE)) == 1)
-        bounce_add(&b, xstrdup(col_text(s, 0)), store_op_bounce_reply, NULL);
+    while ((rc = writer_step(w, STORE_W_BOUNCE)) == 1) {
+        ri = xrealloc(ri, (n + 1) * sizeof(*ri));
+        rid = xrealloc(rid, (n + 1) * sizeof(*rid));
+        ri[n] = (struct store_rinfo){.address = xstrdup(col_text(s, 1))};
+        rid[n++] = sqlite3_column_int64(s, 0);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = writer_rinfo(w, rid[i], &ri[i]);
+        if (rc == 0 && notify_wants(ri[i].notify, DSN_NOTIFY_FAILURE))
+            bounce_add(&b[DSN_KIND_FAILURE], &ri[i], store_op_bounce_reply, NULL, "failed");
+    }
     if (rc == 0)
-        rc = writer_settle(w, d, msg_id, &b, ms);
-    bounce_clear(&b);
-    free(b.r);
-    free(b.status);
+        rc = writer_settle(w, d, msg_id, b, ms);
+    for (size_t i = 0; i < n; i++) {
+        free(ri[i].address);
+        free(ri[i].orcpt);
+    }
+    free(ri);
+    free(rid);
+    for (size_t k = 0; k < 3; k++)
+        bounce_free(&b[k]);
     return rc;
 }
 
@@ -722,8 +878,8 @@ store__writer_done(struct store_job *j)
     const struct store__djob *d = j->d;
 
     for (size_t i = 0; j->status == 0 && i < d->nnotes; i++)
-        log_msg(LOG_INFO, d->notes[i].qid, "store", "dsn created dsn=%s rcpts=%zu",
-                d->notes[i].dsn_qid, d->notes[i].nrcpts);
+        log_msg(LOG_INFO, d->notes[i].qid, "store", "dsn created dsn=%s kind=%s rcpts=%zu",
+                d->notes[i].dsn_qid, dsn_kind_names[d->notes[i].kind], d->notes[i].nrcpts);
 }
 
 /* ---- loop thread -------------------------------------------------------- */

@@ -16,8 +16,10 @@
 /* The envelope of a stored message, read by both threads. */
 #define STORE_SQL_ENVELOPE                                                                         \
     "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
-    "CASE WHEN m.smtputf8 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0) "        \
-    "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id WHERE m.id = ?1"
+    "CASE WHEN m.smtputf8 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0), "       \
+    "coalesce(d.ret, 0), d.envid, coalesce(d.return_auth, 1), coalesce(d.warned, 0) "              \
+    "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id "                            \
+    "LEFT JOIN message_dsn d ON d.message_id = m.id WHERE m.id = ?1"
 
 /* A greylisted triplet's row (schema 004), read by both threads. */
 #define STORE_SQL_GREY_GET                                                                         \
@@ -50,6 +52,14 @@
     X(W_INSERT_RCPT_HELD, "insert held recipient",                                                 \
       "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt, "    \
       "last_reply) VALUES (?1, ?2, ?3, 'held', 0, 9223372036854775807, ?4)")                       \
+    X(W_INSERT_DSN, "insert message dsn",                                                          \
+      "INSERT INTO message_dsn (message_id, ret, envid, return_auth) VALUES (?1, ?2, ?3, ?4)")     \
+    X(W_INSERT_RCPT_DSN, "insert recipient dsn",                                                   \
+      "INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) VALUES (?1, ?2, ?3)")                         \
+    X(W_RCPT_DSN, "read recipient dsn", "SELECT notify, orcpt FROM rcpt_dsn WHERE rcpt_id = ?1")   \
+    X(W_WARNED, "record delay warning",                                                            \
+      "INSERT INTO message_dsn (message_id, warned) VALUES (?1, 1) "                               \
+      "ON CONFLICT (message_id) DO UPDATE SET warned = 1")                                         \
     X(W_OUTCOME, "record outcome",                                                                 \
       "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND ?2 = 'deferred' THEN 'held' " \
       "ELSE ?2 END, attempts = attempts + 1, next_attempt = CASE WHEN state = 'held' AND "         \
@@ -75,7 +85,7 @@
       "state = 'held'")                                                                            \
     X(W_BOUNCE, "bounce",                                                                          \
       "UPDATE message_rcpts SET state = 'bounced', last_reply = ?2 WHERE message_id = ?1 AND "     \
-      "state IN ('queued', 'deferred', 'held') RETURNING address")                                 \
+      "state IN ('queued', 'deferred', 'held') RETURNING id, address")                             \
     X(W_SCREEN_PUT, "record screening pass",                                                       \
       "INSERT INTO screen (client, test, passed, expires) VALUES (?1, ?2, ?3, ?4) "                \
       "ON CONFLICT (client, test) DO UPDATE SET passed = max(passed, excluded.passed), "           \
@@ -109,9 +119,10 @@
     X(R_BEGIN, "begin", "BEGIN")                                                                   \
     X(R_COMMIT, "commit", "COMMIT")                                                                \
     X(R_DUE, "due recipients",                                                                     \
-      "SELECT id, message_id, address, domain, attempts FROM message_rcpts "                       \
+      "SELECT r.id, r.message_id, r.address, r.domain, r.attempts, d.notify, d.orcpt "             \
+      "FROM message_rcpts r LEFT JOIN rcpt_dsn d ON d.rcpt_id = r.id "                             \
       "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 "                      \
-      "ORDER BY next_attempt, id LIMIT ?2")                                                        \
+      "ORDER BY next_attempt, r.id LIMIT ?2")                                                      \
     X(R_NEXT_DUE, "next due",                                                                      \
       "SELECT MIN(next_attempt) FROM message_rcpts "                                               \
       "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt > ?1 "                       \
@@ -210,8 +221,9 @@ struct store_writer {
     unsigned char *buf; /* STORE_CHUNK octets */
     char reason[256];   /* first error of the current message or transaction */
     struct store_stats stats;
-    struct qid_gen qids; /* queue ids of the DSNs it inserts */
-    char hostname[256];  /* copy of store.hostname taken with each batch */
+    struct qid_gen qids;          /* queue ids of the DSNs it inserts */
+    char hostname[256];           /* copy of store.hostname taken with each batch */
+    struct store_dsn_rules rules; /* copy of store.rules taken with each batch */
 };
 
 struct store {
@@ -229,7 +241,8 @@ struct store {
     struct store_conn r;
     /* shared, each under its own mutex */
     struct store_queue wq, rq;
-    char hostname[256]; /* under wq.mu: store_set_hostname */
+    char hostname[256];           /* under wq.mu: store_set_hostname */
+    struct store_dsn_rules rules; /* under wq.mu: store_set_dsn_rules */
     uv_mutex_t done_mu;
     struct store_job *done_head, **done_tail;
     struct store_stats done_stats;

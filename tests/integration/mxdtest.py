@@ -149,6 +149,14 @@ def config_text(server, domains, extra=""):
     text = "\n".join(out) + "\n"
     if extra:
         text += "\n" + extra
+    if "bounce_policy" not in extra:
+        # Issue 18: by default only an authenticated return path gets DSNs,
+        # and SPF and DKIM are off below: tests get every DSN unless they
+        # set a policy themselves (test_dsn_params.py).
+        if "[queue]\n" in text:
+            text = text.replace("[queue]\n", "[queue]\nbounce_policy = always\n", 1)
+        else:
+            text += "\n[queue]\nbounce_policy = always\n"
     if "[auth]" not in extra:
         # Sender authentication looks up DNS for every message: off unless
         # a test asks for it (tests/integration/test_auth_*.py).

@@ -565,20 +565,24 @@ class PrimaryRejects(BackupCase):
                 self.assertEqual(m.body, stored_body, "the retry forwarded a different body")
             stored_body = m.body
 
-    def test_550_remote_sender_dsn_discarded(self):
-        """No bounce_relay: the DSN to x@remote.test is logged and dropped."""
+    def test_550_remote_sender_dsn_by_mx(self):
+        """No bounce_relay: the DSN to x@remote.test is queued for
+        remote.test's MX hosts (issue 18; none here), not discarded."""
         tok = self.token()
         qid = self.send("x@remote.test", [BAD], sized_message("x@remote.test", [BAD], tok, 800))
         self.wait_gone(qid, timeout=20)
 
-        def discard_line():
-            return [line for line in self.mxd.all_stderr().splitlines()
-                    if "discard" in line.lower() and (qid in line or "remote.test" in line)]
+        def created():
+            return re.findall(rf"{qid} store dsn created dsn=(\S+)", self.mxd.all_stderr())
 
-        lines = wait_for(discard_line, 10)
-        if not lines:
-            self.fail(f"no log line saying the DSN for {qid} to x@remote.test was discarded"
-                      f"{self.diag()}")
+        dsn = wait_for(created, 10)
+        if not dsn:
+            self.fail(f"no DSN created for {qid}{self.diag()}")
+        tried = wait_for(lambda: [line for line in self.mxd.all_stderr().splitlines()
+                                  if dsn[0] in line and "relay=remote:remote.test" in line], 20)
+        self.assertTrue(tried, f"the DSN {dsn[0]} was not tried by MX{self.diag()}")
+        r = self.mxd.mxctl("delete", dsn[0])
+        self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.arrived(tok), [], "a refused recipient's message reached the primary")
 
     def test_all_refused_null_sender(self):

@@ -3,8 +3,9 @@ list (passwd-file: alice, bob, full) so it refuses nosuch@example.test at
 RCPT with 550 5.1.1 even though mxd itself takes any recipient
 (recipients = any); full@example.test has a 1 KiB quota, so Dovecot says
 552 5.2.2 after DATA. A local sender gets the DSN in its maildir; the null
-sender gets none; a remote sender's DSN is discarded (no bounce_relay) with
-a clear log line."""
+sender gets none; a remote sender's DSN goes to its MX hosts (no
+bounce_relay; issue 18). bounce_policy = always here (tests/integration/
+mxdtest.py): SPF is off, so no return path would count as authenticated."""
 
 import email
 import email.policy
@@ -149,25 +150,30 @@ class Dsn(MxdDovecotCase):
         found = {u: d[token] for u, d in tokens_by_user(self.dov).items() if token in d}
         self.assertEqual(found, {})
 
-    def test_remote_sender_dsn_discarded(self):
-        """No bounce_relay: the DSN for x@remote.test is logged and dropped."""
+    def test_remote_sender_dsn_goes_by_mx(self):
+        """No bounce_relay: the DSN for x@remote.test is no longer discarded
+        (issue 18) but queued for remote.test's MX hosts; remote.test has
+        none here, so it waits, and the test deletes it."""
         token = self.token()
         qid = self.send("x@remote.test", [NOSUCH],
                         self.original("x@remote.test", [NOSUCH], token))
-        self.wait_queue_empty(timeout=30)
 
-        def discard_line():
-            return [line for line in self.mxd.all_stderr().splitlines()
-                    if "discard" in line.lower() and (qid in line or "remote.test" in line)]
+        def created():
+            return re.findall(rf"{qid} store dsn created dsn=(\S+) kind=failure",
+                              self.mxd.all_stderr())
 
-        lines = wait_for(discard_line, 10)
-        if not lines:
-            self.fail(f"no log line saying the DSN for {qid} to x@remote.test was discarded"
-                      f"{self.diag()}")
-        print(f"\ndiscard log line: {lines[0]}", file=sys.stderr)
+        dsn = wait_for(created, 20)
+        if not dsn:
+            self.fail(f"no DSN created for {qid}{self.diag()}")
+        tried = wait_for(lambda: [line for line in self.mxd.all_stderr().splitlines()
+                                  if dsn[0] in line and "to=<x@remote.test>" in line
+                                  and "relay=remote:remote.test" in line], 20)
+        self.assertTrue(tried, f"the DSN {dsn[0]} was not tried by MX{self.diag()}")
+        r = self.mxd.mxctl("delete", dsn[0])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.wait_queue_empty(timeout=20)
         found = {u: d[token] for u, d in tokens_by_user(self.dov).items() if token in d}
         self.assertEqual(found, {})
-
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -665,6 +665,84 @@ test_starttls_opportunistic(void **state)
     tls_ctx_free(&c);
 }
 
+/* Issue 18: what the client sends of the RFC 3461 parameters. Feeds srv
+ * and returns what was sent since (SEND events, concatenated). */
+static void
+dsn_feed(struct lmtp_proto *p, const char *srv, char *out, size_t size)
+{
+    struct lmtp_event ev;
+    size_t len = strlen(out);
+
+    if (srv != NULL)
+        assert_int_equal(lmtp_proto_feed(p, srv, strlen(srv)), strlen(srv));
+    while (lmtp_proto_next(p, &ev) != LMTP_EV_NONE) {
+        if (ev.type == LMTP_EV_SEND) {
+            assert_true(len + ev.len < size);
+            memcpy(out + len, ev.data, ev.len);
+            len += ev.len;
+            out[len] = '\0';
+        }
+    }
+}
+
+static void
+dsn_case(bool smtp, const char *greeting, const char *caps, const char *want_mail,
+         const char *want_rcpts)
+{
+    static const char *const rcpts[] = {"a@example.test", "b@example.test"};
+    static const unsigned notify[] = {DSN_NOTIFY_SUCCESS | DSN_NOTIFY_DELAY, 0};
+    static const char *const orcpt[] = {"rfc822;o+x@example.test", NULL};
+    struct lmtp_txn t = {.sender = "s@x.test",
+                         .rcpts = rcpts,
+                         .nrcpts = 2,
+                         .size = 10,
+                         .dsn = true,
+                         .ret = DSN_RET_HDRS,
+                         .envid = "E+1",
+                         .notify = notify,
+                         .orcpt = orcpt};
+    struct lmtp_proto *p = smtp ? lmtp_proto_new_smtp("mx.test") : lmtp_proto_new("mx.test");
+    char sent[2048] = "";
+
+    dsn_feed(p, greeting, sent, sizeof(sent));
+    dsn_feed(p, caps, sent, sizeof(sent));
+    sent[0] = '\0';
+    lmtp_proto_start(p, &t);
+    dsn_feed(p, NULL, sent, sizeof(sent));
+    if (strstr(sent, "RCPT") == NULL) /* no PIPELINING: after MAIL's reply */
+        dsn_feed(p, "250 2.1.0 Ok\r\n", sent, sizeof(sent));
+    if (strstr(sent, "b@example.test") == NULL)
+        dsn_feed(p, "250 2.1.5 Ok\r\n", sent, sizeof(sent));
+    print_message("sent: %s\n", sent);
+    assert_non_null(strstr(sent, want_mail));
+    assert_non_null(strstr(sent, want_rcpts));
+    lmtp_proto_free(p);
+}
+
+static void
+test_issue18_dsn_params(void **state)
+{
+    (void)state;
+    /* a primary with DSN gets everything; ORCPT built for b */
+    dsn_case(true, GREETING, "250-primary.test\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 DSN\r\n",
+             "MAIL FROM:<s@x.test> RET=HDRS ENVID=E+2B1\r\n",
+             "RCPT TO:<a@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;o+2Bx@example.test\r\n"
+             "RCPT TO:<b@example.test> ORCPT=rfc822;b@example.test\r\n");
+    /* one without DSN: nothing */
+    dsn_case(true, GREETING, "250-primary.test\r\n250-8BITMIME\r\n250 PIPELINING\r\n",
+             "MAIL FROM:<s@x.test>\r\n",
+             "RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n");
+    /* Dovecot's LMTP: ORCPT only (it refuses the others, offers no DSN) */
+    dsn_case(false, "220 mailbox.test Dovecot (Debian) ready.\r\n",
+             "250-mailbox.test\r\n250-8BITMIME\r\n250 PIPELINING\r\n", "MAIL FROM:<s@x.test>\r\n",
+             "RCPT TO:<a@example.test> ORCPT=rfc822;o+2Bx@example.test\r\n"
+             "RCPT TO:<b@example.test> ORCPT=rfc822;b@example.test\r\n");
+    /* another LMTP server without DSN: nothing */
+    dsn_case(false, "220 lmtp.test ready\r\n",
+             "250-lmtp.test\r\n250-8BITMIME\r\n250 PIPELINING\r\n", "MAIL FROM:<s@x.test>\r\n",
+             "RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n");
+}
+
 int
 main(void)
 {
@@ -694,6 +772,7 @@ main(void)
         cmocka_unit_test(test_starttls_offered),
         cmocka_unit_test(test_starttls_required),
         cmocka_unit_test(test_starttls_opportunistic),
+        cmocka_unit_test(test_issue18_dsn_params),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

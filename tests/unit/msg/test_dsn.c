@@ -24,8 +24,8 @@ static const char orig_headers[] = "Received: from client.remote.example (client
 
 static const struct dsn_rcpt two_rcpts[] = {
     {"alice@example.test", "5.1.1", "550 5.1.1 <alice@example.test>: User unknown",
-     "lmtp.example.test"},
-    {"bob@example.test", "4.4.7", "delivery time expired", NULL},
+     "lmtp.example.test", NULL, NULL},
+    {"bob@example.test", "4.4.7", "delivery time expired", NULL, NULL, NULL},
 };
 
 static struct dsn_input
@@ -504,7 +504,7 @@ static char *
 one_diag(const char *diag, bool *ok)
 {
     struct dsn_input in = base_input();
-    struct dsn_rcpt r = {"alice@example.test", "5.0.0", diag, NULL};
+    struct dsn_rcpt r = {"alice@example.test", "5.0.0", diag, NULL, NULL, NULL};
     struct dsn_view v;
     size_t len;
     char *out, *d, *res;
@@ -592,7 +592,8 @@ test_dsn_boundary_collision(void **state)
     static const char hdr[] = "Subject: --=_mxd_" NEW_QID "\r\n"
                               "X-Trap: =_mxd_" NEW_QID "_0_ =_mxd_" NEW_QID "_2_\r\n"
                               "--=_mxd_" NEW_QID "--\r\n";
-    struct dsn_rcpt r = {"alice@example.test", "5.0.0", "550 =_mxd_" NEW_QID "_1_", NULL};
+    struct dsn_rcpt r = {
+        "alice@example.test", "5.0.0", "550 =_mxd_" NEW_QID "_1_", NULL, NULL, NULL};
     struct dsn_input in = base_input();
     struct dsn_view v;
     size_t len;
@@ -615,8 +616,9 @@ static void
 test_dsn_smtputf8(void **state)
 {
     struct dsn_rcpt r[] = {
-        {"\xce\xb4\xce\xbf\xce\xba@example.test", "5.1.1", "550 \xce\xb4 unknown", NULL},
-        {"plain@example.test", "5.1.1", "550 unknown", NULL},
+        {"\xce\xb4\xce\xbf\xce\xba@example.test", "5.1.1", "550 \xce\xb4 unknown", NULL, NULL,
+         NULL},
+        {"plain@example.test", "5.1.1", "550 unknown", NULL, NULL, NULL},
     };
     struct dsn_input in = base_input();
     struct dsn_view v;

@@ -160,8 +160,11 @@ struct proto_case {
 #define MAILOK "MAIL FROM:<a@b.test>\r\n"
 #define RCPTOK "RCPT TO:<c@d.test>\r\n"
 #define TXN    EHLO MAILOK RCPTOK
-#define RELAY  "RCPT TO:<x@relay.test>\r\n"
-#define R10    RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY
+#define X100                                                                                       \
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"                                           \
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+#define RELAY "RCPT TO:<x@relay.test>\r\n"
+#define R10   RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY RELAY
 
 static const struct proto_case proto_cases[] = {
     {"basic", TXN "DATA\r\nhi\r\n.\r\nQUIT\r\n", "220 250 250 250 354 250 221", "hi\r\n", 1, true},
@@ -199,7 +202,68 @@ static const struct proto_case proto_cases[] = {
     {"dup param", EHLO "MAIL FROM:<a@b.test> SIZE=1 SIZE=2\r\n", "220 250 501", NULL, 0, false},
     {"param after helo", "HELO c\r\nMAIL FROM:<a@b.test> SIZE=1\r\n", "220 250 555", NULL, 0,
      false},
-    {"rcpt param", TXN "RCPT TO:<e@d.test> NOTIFY=NEVER\r\n", "220 250 250 250 555", NULL, 0,
+    {"rcpt unknown param", TXN "RCPT TO:<e@d.test> FOO=BAR\r\n", "220 250 250 250 555", NULL, 0,
+     false},
+    /* issue 18: RFC 3461 parameters; every bad one gets 501 5.5.4 */
+    {"dsn params ok",
+     EHLO "MAIL FROM:<a@b.test> RET=HDRS ENVID=QQ+2B1\r\n"
+          "RCPT TO:<e@d.test> NOTIFY=SUCCESS,delay ORCPT=rfc822;e+40d.test\r\n"
+          "RCPT TO:<f@d.test> NOTIFY=NEVER ORCPT=utf-8;f\\x{E9}@d.test\r\n",
+     "220 250 250 250 250", NULL, 0, false},
+    {"notify empty", TXN "RCPT TO:<e@d.test> NOTIFY=\r\n", "220 250 250 250 501", NULL, 0, false},
+    {"notify no value", TXN "RCPT TO:<e@d.test> NOTIFY\r\n", "220 250 250 250 501", NULL, 0, false},
+    {"notify unknown", TXN "RCPT TO:<e@d.test> NOTIFY=ALWAYS\r\n", "220 250 250 250 501", NULL, 0,
+     false},
+    {"notify never in list", TXN "RCPT TO:<e@d.test> NOTIFY=NEVER,SUCCESS\r\n",
+     "220 250 250 250 501", NULL, 0, false},
+    {"notify repeated word", TXN "RCPT TO:<e@d.test> NOTIFY=DELAY,DELAY\r\n", "220 250 250 250 501",
+     NULL, 0, false},
+    {"notify empty item", TXN "RCPT TO:<e@d.test> NOTIFY=SUCCESS,\r\n", "220 250 250 250 501", NULL,
+     0, false},
+    {"notify twice", TXN "RCPT TO:<e@d.test> NOTIFY=DELAY NOTIFY=DELAY\r\n", "220 250 250 250 501",
+     NULL, 0, false},
+    {"orcpt no type", TXN "RCPT TO:<e@d.test> ORCPT=e@d.test\r\n", "220 250 250 250 501", NULL, 0,
+     false},
+    {"orcpt empty address", TXN "RCPT TO:<e@d.test> ORCPT=rfc822;\r\n", "220 250 250 250 501", NULL,
+     0, false},
+    {"orcpt bad type", TXN "RCPT TO:<e@d.test> ORCPT=rfc(822);e@d.test\r\n", "220 250 250 250 501",
+     NULL, 0, false},
+    {"orcpt bad xtext", TXN "RCPT TO:<e@d.test> ORCPT=rfc822;e+4@d.test\r\n", "220 250 250 250 501",
+     NULL, 0, false},
+    {"orcpt lower hex", TXN "RCPT TO:<e@d.test> ORCPT=rfc822;e+2b@d.test\r\n",
+     "220 250 250 250 501", NULL, 0, false},
+    {"orcpt control", TXN "RCPT TO:<e@d.test> ORCPT=rfc822;e+0A@d.test\r\n", "220 250 250 250 501",
+     NULL, 0, false},
+    {"orcpt twice", TXN "RCPT TO:<e@d.test> ORCPT=rfc822;e@d.test ORCPT=rfc822;e@d.test\r\n",
+     "220 250 250 250 501", NULL, 0, false},
+    {"orcpt bad utf-8 escape", TXN "RCPT TO:<e@d.test> ORCPT=utf-8;e\\x{}@d.test\r\n",
+     "220 250 250 250 501", NULL, 0, false},
+    {"ret unknown", EHLO "MAIL FROM:<a@b.test> RET=BODY\r\n", "220 250 501", NULL, 0, false},
+    {"ret no value", EHLO "MAIL FROM:<a@b.test> RET\r\n", "220 250 501", NULL, 0, false},
+    {"ret twice", EHLO "MAIL FROM:<a@b.test> RET=FULL RET=HDRS\r\n", "220 250 501", NULL, 0, false},
+    {"envid empty", EHLO "MAIL FROM:<a@b.test> ENVID=\r\n", "220 250 501", NULL, 0, false},
+    {"envid bad xtext", EHLO "MAIL FROM:<a@b.test> ENVID=a+ZZ\r\n", "220 250 501", NULL, 0, false},
+    {"envid equals sign", EHLO "MAIL FROM:<a@b.test> ENVID=a=b\r\n", "220 250 501", NULL, 0, false},
+    {"envid too long",
+     EHLO "MAIL FROM:<a@b.test> ENVID="
+          "01234567890123456789012345678901234567890123456789"
+          "012345678901234567890123456789012345678901234567890\r\n",
+     "220 250 501", NULL, 0, false},
+    {"envid twice", EHLO "MAIL FROM:<a@b.test> ENVID=a ENVID=b\r\n", "220 250 501", NULL, 0, false},
+    /* RFC 3461: MAIL and RCPT lines may be longer by its parameters */
+    {"long rcpt with orcpt",
+     TXN "RCPT TO:<e@d.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;" X100 X100 X100 X100
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@d.test\r\n",
+     "220 250 250 250 250", NULL, 0, false},
+    {"rcpt line over its limit",
+     TXN "RCPT TO:<e@d.test> NOTIFY=SUCCESS ORCPT=rfc822;" X100 X100 X100 X100 X100 X100 X100 X100
+         X100 X100 X100 "@d.test\r\nNOOP\r\n",
+     "220 250 250 250 500 250", NULL, 0, false},
+    {"long mail with envid", EHLO "MAIL FROM:<a@b.test> SIZE=10 ENVID=" X100 "\r\n", "220 250 250",
+     NULL, 0, false},
+    {"long noop still refused", "NOOP " X100 X100 X100 X100 X100 X100 "\r\nNOOP\r\n", "220 500 250",
+     NULL, 0, false},
+    {"dsn param after helo", "HELO c\r\nMAIL FROM:<a@b.test> RET=FULL\r\n", "220 250 555", NULL, 0,
      false},
     {"utf8 without smtputf8", EHLO "MAIL FROM:<j\xc3\xb6rg@b.test>\r\n", "220 250 553", NULL, 0,
      false},
@@ -403,8 +467,38 @@ test_proto_ehlo_keywords(void **state)
     assert_non_null(strstr(r.replies, "250-ENHANCEDSTATUSCODES\r\n"));
     assert_non_null(strstr(r.replies, "250-SMTPUTF8\r\n"));
     assert_non_null(strstr(r.replies, "250-ETRN\r\n"));
+    assert_non_null(strstr(r.replies, "250-DSN\r\n")); /* issue 18 */
     assert_non_null(strstr(r.replies, "250 CHUNKING\r\n"));
     assert_non_null(strstr(r.replies, "220 mx.test ESMTP"));
+}
+
+/* Issue 18: the RFC 3461 parameters reach the transaction, decoded. */
+static void
+test_proto_issue18_dsn_txn(void **state)
+{
+    static const char in[] =
+        EHLO "MAIL FROM:<a@b.test> RET=FULL ENVID=QQ+2B1+3D\r\n"
+             "RCPT TO:<e@d.test> NOTIFY=FAILURE,SUCCESS ORCPT=RFC822;x+2By@d.test\r\n"
+             "RCPT TO:<f@d.test>\r\n";
+    struct smtp_proto *p = smtp_proto_new(&test_cfg);
+    const struct smtp_txn *t;
+    struct run r;
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    run_drain(p, &r);
+    assert_int_equal(smtp_proto_feed_copy(p, in, strlen(in)), strlen(in));
+    run_drain(p, &r);
+    assert_string_equal(r.codes, "220 250 250 250 250");
+    t = smtp_proto_txn(p);
+    assert_int_equal(t->ret, DSN_RET_FULL);
+    assert_string_equal(t->envid, "QQ+1=");
+    assert_int_equal(t->nrcpts, 2);
+    assert_int_equal(t->rdsn[0].notify, DSN_NOTIFY_FAILURE | DSN_NOTIFY_SUCCESS);
+    assert_string_equal(t->rdsn[0].orcpt, "rfc822;x+y@d.test");
+    assert_int_equal(t->rdsn[1].notify, 0);
+    assert_string_equal(t->rdsn[1].orcpt, "");
+    smtp_proto_free(p);
 }
 
 static void
@@ -657,6 +751,7 @@ main(void)
         cmocka_unit_test(test_proto_starttls),
         cmocka_unit_test(test_proto_after_tls),
         cmocka_unit_test(test_proto_duplicate_rcpt),
+        cmocka_unit_test(test_proto_issue18_dsn_txn),
         cmocka_unit_test(test_proto_wait),
         cmocka_unit_test(test_proto_issue15_helo_answered),
         cmocka_unit_test(test_proto_issue14_answer_one_line),

@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 #include <uv.h>
 
+#include "base/metrics.h"
 #include "base/util.h"
 #include "store/db.h"
 #include "store/store.h"
@@ -650,6 +651,99 @@ test_rcpt_state_names(void **state)
     assert_int_equal(uv_loop_close(&fx->loop), 0);
 }
 
+/* Issue 18: NOTIFY and bounce_policy decide which DSNs the writer adds;
+ * one delay warning per message; ORCPT, ENVID and RET=FULL in the DSNs. */
+static char *
+dsn_body(const struct fx *fx, const char *kind_text)
+{
+    return sql_text(fx,
+                    "SELECT body FROM messages WHERE sender = '' AND instr(body, '%s') > 0 "
+                    "ORDER BY id DESC LIMIT 1",
+                    kind_text);
+}
+
+static void
+test_issue18_dsn_rules(void **state)
+{
+    static const char *const rc[] = {"never@example.com", "fail@example.com", "succ@example.com",
+                                     "late@example.com", "quiet@example.com"};
+    struct store_dsn_rules rules = {.policy = STORE_BOUNCE_AUTHENTICATED, .delay_warning_s = 3600};
+    struct fx *fx = *state;
+    struct store_outcome o[5];
+    int64_t m, id[5];
+    uint64_t suppressed;
+    char *body;
+
+    open_store(fx);
+    store_set_dsn_rules(fx->st, &rules);
+    m = seed_msg(fx, "R1", "s@example.net", rc, 5);
+    for (int i = 0; i < 5; i++)
+        id[i] = rcpt_id(fx, m, i);
+    assert_int_equal(
+        sql_int(fx, "SELECT return_auth FROM message_dsn WHERE message_id = %lld", (long long)m),
+        0);
+    sql_exec(fx,
+             "INSERT INTO rcpt_dsn VALUES (%lld, 1, NULL), (%lld, 4, 'rfc822;old@example.com'), "
+             "(%lld, 2, NULL), (%lld, 0, 'rfc822;l@example.com'), (%lld, 4, NULL)",
+             (long long)id[0], (long long)id[1], (long long)id[2], (long long)id[3],
+             (long long)id[4]);
+    sql_exec(fx, "UPDATE message_dsn SET envid = 'E-1', ret = 1 WHERE message_id = %lld",
+             (long long)m);
+    /* authenticated, and the return path was not: no DSN at all, counted */
+    suppressed = metrics_get(METRICS_BOUNCES_SUPPRESSED);
+    o[0] = outcome(id[1], m, STORE_RCPT_BOUNCED, 0, "550 5.1.1 no", NULL);
+    assert_int_equal(run_outcomes(fx, o, 1), 0);
+    assert_int_equal(count(fx, "messages", "sender = ''"), 0);
+    assert_int_equal(metrics_get(METRICS_BOUNCES_SUPPRESSED), suppressed + 1);
+
+    rules.policy = STORE_BOUNCE_ALWAYS;
+    store_set_dsn_rules(fx->st, &rules);
+    o[0] = outcome(id[0], m, STORE_RCPT_BOUNCED, 0, "550 5.1.1 never", NULL);
+    o[1] = outcome(id[2], m, STORE_RCPT_DELIVERED, 0, "250 ok", NULL);
+    o[1].success = STORE_SUCCESS_DELIVERED;
+    o[2] = outcome(id[3], m, STORE_RCPT_DEFERRED, 1, "451 4.4.1 later", NULL);
+    o[3] = outcome(id[4], m, STORE_RCPT_DEFERRED, 1, "451 4.4.1 later", NULL);
+    assert_int_equal(run_outcomes(fx, o, 4), 0);
+    /* NEVER: no failure DSN; a success DSN; one delay warning (late only) */
+    assert_int_equal(count(fx, "messages", "sender = ''"), 2);
+    assert_null(dsn_body(fx, "Action: failed"));
+    body = dsn_body(fx, "Action: delivered");
+    assert_non_null(body);
+    assert_non_null(strstr(body, "Original-Envelope-Id: E-1\r\n"));
+    assert_non_null(strstr(body, "Final-Recipient: rfc822; succ@example.com"));
+    assert_non_null(strstr(body, "Content-Type: text/rfc822-headers")); /* FULL: failures only */
+    free(body);
+    body = dsn_body(fx, "Action: delayed");
+    assert_non_null(body);
+    assert_non_null(strstr(body, "Original-Recipient: rfc822; l@example.com\r\n"
+                                 "Final-Recipient: rfc822; late@example.com\r\nAction: delayed\r\n"
+                                 "Status: 4.4.1"));
+    assert_null(strstr(body, "quiet@example.com"));
+    free(body);
+    assert_int_equal(
+        sql_int(fx, "SELECT warned FROM message_dsn WHERE message_id = %lld", (long long)m), 1);
+    /* deferred again: no second warning; then bounced with RET=FULL */
+    o[0] = outcome(id[3], m, STORE_RCPT_DEFERRED, 1, "451 4.4.1 later", NULL);
+    assert_int_equal(run_outcomes(fx, o, 1), 0);
+    assert_int_equal(count(fx, "messages", "sender = ''"), 2);
+    o[0] = outcome(id[4], m, STORE_RCPT_BOUNCED, 0, "550 5.2.2 full", NULL);
+    assert_int_equal(run_outcomes(fx, o, 1), 0);
+    body = dsn_body(fx, "Action: failed");
+    assert_non_null(body);
+    assert_non_null(strstr(body, "Content-Type: message/rfc822"));
+    assert_non_null(strstr(body, "\r\nbody\r\n\r\nmore\r\n")); /* the whole message */
+    free(body);
+    /* never: nothing, counted */
+    rules.policy = STORE_BOUNCE_NEVER;
+    store_set_dsn_rules(fx->st, &rules);
+    o[0] = outcome(id[3], m, STORE_RCPT_BOUNCED, 0, "550 5.1.1 no", NULL);
+    assert_int_equal(run_outcomes(fx, o, 1), 0);
+    assert_int_equal(count(fx, "messages", "sender = ''"), 3);
+    assert_int_equal(count(fx, "messages", "qid = 'R1'"), 0); /* all final: gone */
+    assert_int_equal(count(fx, "rcpt_dsn", "1"), 0);          /* with its rows */
+    close_store(fx);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int
@@ -663,6 +757,7 @@ main(void)
         T(test_outcomes_rollback),       T(test_op_flush),
         T(test_op_hold_release_delete),  T(test_op_bounce),
         T(test_closing_refuses),         T(test_rcpt_state_names),
+        T(test_issue18_dsn_rules),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
