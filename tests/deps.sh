@@ -38,6 +38,9 @@ packages=(
     haproxy
     # content filters over milter (issue 17): the libmilter test filter, rspamd
     libmilter-dev rspamd
+    # DANE (issue 19): the root trust anchor; a signed test zone served by a
+    # private validating-capable unbound (test_dane.py)
+    dns-root-data ldnsutils unbound
 )
 
 apt-get update
