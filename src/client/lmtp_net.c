@@ -299,8 +299,8 @@ tls_failed(struct lmtp_conn *c)
 
     snprintf(why, sizeof(why), "4.7.5 TLS handshake with %s failed: %s", c->ep->text,
              tls_conn_error(c->tls));
-    log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s policy=%s reason=\"%s\"%s", c->ep->text,
-            c->tls_policy, tls_conn_error(c->tls), c->tls_required ? "" : " retry=plain");
+    log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\"%s policy=%s", c->ep->text,
+            tls_conn_error(c->tls), c->tls_required ? "" : " retry=plain", c->tls_policy);
     metrics_count(METRICS_F_OUTBOUND_TLS, c->tls_policy, "failed");
     if (c->tls_required) {
         conn_fail(c, why);
@@ -334,9 +334,9 @@ tls_step(struct lmtp_conn *c)
     tls_conn_describe(c->tls, c->tls_desc, sizeof(c->tls_desc));
     verified = c->tls_verify || tls_dane_usable(c->tls_dane) > 0;
     log_msg(LOG_INFO, NULL, "lmtp",
-            "tls established server=%s policy=%s tls=\"%s\" verified=%s resumed=%s", c->ep->text,
-            c->tls_policy, c->tls_desc, verified ? "yes" : "no",
-            tls_conn_resumed(c->tls) ? "yes" : "no");
+            "tls established server=%s tls=\"%s\" verified=%s resumed=%s policy=%s", c->ep->text,
+            c->tls_desc, verified ? "yes" : "no", tls_conn_resumed(c->tls) ? "yes" : "no",
+            c->tls_policy);
     metrics_count(METRICS_F_OUTBOUND_TLS, c->tls_policy, verified ? "verified" : "encrypted");
     lmtp_proto_tls_up(c->proto);
     conn_pump(c);

@@ -113,8 +113,8 @@ class DaneCase(mxdtest.ClassMxd, unittest.TestCase):
             self.fail(f"{domain}: not delivered; queue {self.entry(rcpt)}{self.diag()}")
         m = self.arrived(token)[0]
         self.assertTrue(m.envelope.get("tls"), f"{domain}: delivered without TLS")
-        rx = re.compile(rf"tls established server=mx[-.]\S+ policy={policy} .*"
-                        rf"verified={'yes' if verified else 'no'}")
+        rx = re.compile(rf"tls established server=mx[-.]\S+ .*"
+                        rf"verified={'yes' if verified else 'no'} .*policy={policy}$", re.M)
         self.assertRegex(self.mxd.all_stderr(), rx)
 
     def assert_deferred(self, domain, why):
