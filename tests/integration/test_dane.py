@@ -23,6 +23,7 @@ at _<that port>._tcp.<MX host>.
 
 import os
 import re
+import subprocess
 import sys
 import time
 import unittest
@@ -163,6 +164,21 @@ class DaneCase(mxdtest.ClassMxd, unittest.TestCase):
 
     def test_dane_only_unsigned_defers(self):
         self.assert_deferred("strict.plain.test", r"dane-only")
+
+
+class DaneConfig(unittest.TestCase):
+    def test_unreadable_trust_anchor_refused(self):
+        tmp = mxdtest.make_tmpdir(self.addCleanup, "dane-conf")
+        path = os.path.join(tmp, "mxd.conf")
+        with open(path, "w", encoding="ascii") as f:
+            f.write(f"[server]\nhostname = {mxdtest.HOSTNAME}\n"
+                    f"database = {os.path.join(tmp, 'q.db')}\n"
+                    f"dnssec_trust_anchor = {os.path.join(tmp, 'missing.ds')}\n"
+                    "[domain example.org]\nmode = backup\nprimary = mx\ntls = dane-only\n")
+        p = subprocess.run([mxdtest.mxd_path(), "--check", "-c", path], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertRegex(p.stderr, r"mxd\.conf:4: dnssec_trust_anchor: cannot read .*missing\.ds")
 
 
 if __name__ == "__main__":
