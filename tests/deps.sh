@@ -44,6 +44,9 @@ packages=(
     # the shipped alert rules and fail2ban filter, checked with the real tools
     # (issue 23): promtool, fail2ban-regex
     prometheus fail2ban
+    # DANE (issue 19): the root trust anchor; a signed test zone served by a
+    # private validating-capable unbound (test_dane.py)
+    dns-root-data ldnsutils unbound
 )
 
 apt-get update

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/conf_value.h"
 
@@ -87,6 +88,9 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       S(callahead_max_per_client), .def = "2", .min = 1, .max = 1000)                              \
     X(DNS_SERVERS, SECT_SERVER, "dns_servers", set_list, S(dns_servers), S(ndns_servers),          \
       .arg = &l_dns)                                                                               \
+    X(DNSSEC_TRUST_ANCHOR, SECT_SERVER, "dnssec_trust_anchor", set_str, S(dnssec_trust_anchor))    \
+    X(OUTBOUND_TLS, SECT_SERVER, "outbound_tls", set_enum, S(outbound_tls),                        \
+      .def = "opportunistic", .arg = "opportunistic|required|verify|dane|dane-only")               \
     X(ETRN_CLIENTS, SECT_SERVER, "etrn_clients", set_list, S(etrn_clients), S(netrn_clients),      \
       .arg = &l_cidr)                                                                              \
     X(CONNECTION_RATE_LIMIT, SECT_SERVER, "connection_rate_limit", set_uint,                       \
@@ -182,7 +186,7 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(D_PRIMARY, SECT_DOMAIN, "primary", set_primary, D(primary), D(nprimary), .arg = &l_primary)  \
     X(D_LIFETIME, SECT_DOMAIN, "lifetime", set_time, D(lifetime_s), .arg = &in_s)                  \
     X(D_TLS, SECT_DOMAIN, "tls", set_enum, D(tls), .def = "opportunistic",                         \
-      .arg = "opportunistic|required|verify")                                                      \
+      .arg = "opportunistic|required|verify|dane|dane-only")                                       \
     X(D_CA_FILE, SECT_DOMAIN, "ca_file", set_str, D(ca_file))                                      \
     X(D_GREYLIST, SECT_DOMAIN, "greylist", set_bool, D(greylist), .def = "off")                    \
     X(D_MILTERS, SECT_DOMAIN, "milters", set_milters, 0)                                           \
@@ -797,6 +801,8 @@ check_domain(struct parse *p, struct conf_domain *d, const struct dominfo *di)
     apply_defaults(p, SECT_DOMAIN, d, l);
     if (l[K_D_MODE] < 0)
         return; /* with a bad mode, every check below is noise */
+    if (backup && l[K_D_TLS] == 0)
+        d->tls = p->conf->outbound_tls; /* forwarding follows the global policy */
     if (backup && l[K_D_PRIMARY] == 0)
         perr(p, di->header, "[domain %s]: mode = backup needs primary", d->name);
     if (!backup && l[K_D_PRIMARY] > 0)
@@ -983,6 +989,31 @@ check_milters(struct parse *p)
     free(used);
 }
 
+/* DANE needs a trust anchor it can read (RFC 7672 2.1: only
+ * DNSSEC-validated TLSA records count). */
+static void
+check_dane(struct parse *p)
+{
+    const struct conf *c = p->conf;
+    const char *ta = c->dnssec_trust_anchor ? c->dnssec_trust_anchor : CONF_DNSSEC_ROOT_KEY;
+    int line = p->seen[K_DNSSEC_TRUST_ANCHOR];
+    bool dane = c->outbound_tls >= CONF_TLS_DANE;
+
+    if (line == 0)
+        line = p->seen[K_OUTBOUND_TLS];
+    for (size_t i = 0; i < c->ndomains; i++) {
+        if (c->domains[i].tls >= CONF_TLS_DANE) {
+            dane = true;
+            if (line == 0)
+                line =
+                    p->dinfo[i].seen[K_D_TLS] > 0 ? p->dinfo[i].seen[K_D_TLS] : p->dinfo[i].header;
+        }
+    }
+    if ((dane || p->seen[K_DNSSEC_TRUST_ANCHOR] > 0) && line > 0 && access(ta, R_OK) != 0)
+        perr(p, line, "dnssec_trust_anchor: cannot read %s: %s%s", ta, strerror(errno),
+             c->dnssec_trust_anchor ? "" : " (install dns-root-data, or set dnssec_trust_anchor)");
+}
+
 /* After the last line: defaults, required keys, rules across keys. */
 static void
 check_conf(struct parse *p)
@@ -1012,6 +1043,7 @@ check_conf(struct parse *p)
              "greylist_window: must be longer than greylist_delay");
     for (size_t i = 0; i < c->ndomains; i++)
         check_domain(p, &c->domains[i], &p->dinfo[i]);
+    check_dane(p);
     check_milters(p);
 }
 
@@ -1149,6 +1181,7 @@ conf_free(struct conf *conf)
     free(conf->tls_certificate);
     free(conf->tls_key);
     free(conf->tls_priority);
+    free(conf->dnssec_trust_anchor);
     free(conf->domains);
     free(conf);
 }

@@ -57,7 +57,17 @@ struct conf_rsource {
     enum conf_ldap_scope scope;
     char *filter; /* "(objectClass=*)" when the URL has none */
 };
-enum conf_tls { CONF_TLS_OPPORTUNISTIC, CONF_TLS_REQUIRED, CONF_TLS_VERIFY };
+/* Outbound STARTTLS policy; dane: DANE (RFC 7672) where the next hop has
+ * DNSSEC-secure TLSA records, else opportunistic; dane-only: no delivery
+ * without them. */
+enum conf_tls {
+    CONF_TLS_OPPORTUNISTIC,
+    CONF_TLS_REQUIRED,
+    CONF_TLS_VERIFY,
+    CONF_TLS_DANE,
+    CONF_TLS_DANE_ONLY
+};
+#define CONF_DNSSEC_ROOT_KEY "/usr/share/dns/root.key" /* Debian's dns-root-data */
 enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_TAG, CONF_AUTH_REJECT };
 /* [queue] bounce_policy: who gets DSNs (issue 18) */
 enum conf_bounce_policy { CONF_BOUNCE_AUTHENTICATED, CONF_BOUNCE_ALWAYS, CONF_BOUNCE_NEVER };
@@ -122,7 +132,7 @@ struct conf_domain {
     size_t nprimary;
     bool primary_mx;     /* primary = mx */
     uint64_t lifetime_s; /* 0: use [queue] lifetime */
-    enum conf_tls tls;   /* default opportunistic */
+    enum conf_tls tls;   /* default: [server] outbound_tls (backup), opportunistic (local) */
     char *ca_file;
     bool greylist; /* greylist = on: unknown (client, sender, recipient) triplets get 451 */
     /* milters = ...: this domain's filters for a transaction whose
@@ -165,6 +175,8 @@ struct conf {
     unsigned callahead_max_per_client;  /* ... for one client address */
     struct conf_endpoint *dns_servers;
     size_t ndns_servers;
+    char *dnssec_trust_anchor;  /* DS/DNSKEY file for DANE lookups; NULL: CONF_DNSSEC_ROOT_KEY */
+    enum conf_tls outbound_tls; /* backup domains without tls, and the bounce relay */
     struct conf_cidr *etrn_clients;
     size_t netrn_clients;
     /* per client and minute (Postfix's smtpd_client_*_rate_limit); 0: off */

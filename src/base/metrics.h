@@ -47,6 +47,9 @@ enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
       "Connections, MAIL and RCPT commands refused by a per-client rate limit, by rule")           \
     X(DELIVERY_ATTEMPTS, "mxd_delivery_attempts_total", "outcome", "destination",                  \
       "Delivery attempts per recipient, by outcome and destination")                               \
+    X(OUTBOUND_TLS, "mxd_outbound_tls_total", "policy", "result",                                  \
+      "Outbound STARTTLS outcomes per connection, by the policy that applied (dane, verify, "      \
+      "required, opportunistic) and result (verified, encrypted, plain, failed, deferred)")        \
     X(PROXY_HEADERS, "mxd_proxy_headers_total", "result", "reason",                                \
       "PROXY protocol headers on listeners marked proxy: accepted (by version and command) "       \
       "or refused (by reason)")                                                                    \

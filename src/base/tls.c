@@ -35,7 +35,8 @@ struct tls_conn {
     char *in;
     size_t in_len, in_off, in_cap;
     int last_err;
-    char *verify_err; /* client: why the server's certificate failed */
+    char *verify_err;      /* client: why the server's certificate failed */
+    struct tls_dane *dane; /* client: DANE instead of PKIX (tls_dane.c) */
 };
 
 /* New credentials with the priority cache, no certificate and no trust
@@ -240,6 +241,7 @@ conn_new(struct tls_creds *c, unsigned flags, tls_push_cb push, void *arg)
     gnutls_priority_set(t->s, c->prio);
     gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, c->xcred);
     gnutls_transport_set_ptr(t->s, t);
+    gnutls_session_set_ptr(t->s, t);
     gnutls_transport_set_pull_function(t->s, tls_pull);
     gnutls_transport_set_push_function(t->s, tls_push);
     t->push = push;
@@ -284,6 +286,44 @@ tls_conn_new_client(struct tls_creds *c, const char *name, bool verify, const vo
     return t;
 }
 
+/* GnuTLS's certificate check for a DANE session: 0 to go on. */
+static int
+dane_verify_cb(gnutls_session_t s)
+{
+    struct tls_conn *t = gnutls_session_get_ptr(s);
+    const unsigned char *der[16];
+    size_t len[16];
+    unsigned n = 0;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
+    char *why = NULL;
+
+    if (certs == NULL || gnutls_certificate_type_get(s) != GNUTLS_CRT_X509)
+        n = 0;
+    if (n > 16)
+        n = 16;
+    for (unsigned i = 0; i < n; i++) {
+        der[i] = certs[i].data;
+        len[i] = certs[i].size;
+    }
+    if (tls_dane_verify_der(t->dane, der, len, n, &why) == 0)
+        return 0;
+    free(t->verify_err);
+    t->verify_err = xasprintf("DANE verification failed: %s", why ? why : "no match");
+    free(why);
+    return GNUTLS_E_CERTIFICATE_ERROR;
+}
+
+void
+tls_conn_set_dane(struct tls_conn *t, struct tls_dane *d)
+{
+    if (d == NULL || tls_dane_usable(d) == 0)
+        return;
+    tls_dane_ref(d);
+    tls_dane_free(t->dane);
+    t->dane = d;
+    gnutls_session_set_verify_function(t->s, dane_verify_cb);
+}
+
 bool
 tls_conn_resumed(const struct tls_conn *t)
 {
@@ -318,6 +358,7 @@ tls_conn_free(struct tls_conn *t)
         return;
     gnutls_deinit(t->s);
     tls_creds_free(t->creds);
+    tls_dane_free(t->dane);
     free(t->verify_err);
     free(t->in);
     free(t);
@@ -370,7 +411,7 @@ tls_conn_handshake(struct tls_conn *t)
         (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(rc)))
         return 1;
     t->last_err = rc;
-    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR)
+    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR && t->dane == NULL)
         verify_failed(t);
     return MXD_EIO;
 }

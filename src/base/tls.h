@@ -39,6 +39,27 @@ int tls_creds_check(const char *cert, const char *key, const char *priority, cha
 int tls_client_creds_load(bool trust, const char *ca_file, const char *priority,
                           struct tls_creds **out, char **err) MXD_WUR;
 
+/* DANE for SMTP (RFC 7672): the DNSSEC-secure TLSA records of one next
+ * hop that are usable (DANE-TA(2), DANE-EE(3)), and the names a DANE-TA
+ * chain must carry. Reference-counted; tls_dane_free drops one. */
+struct tls_dane;
+struct tls_dane *tls_dane_new(void);
+void tls_dane_ref(struct tls_dane *d);
+void tls_dane_free(struct tls_dane *d);
+/* Adds one TLSA record's RDATA (copied); false when it is unusable for
+ * SMTP (PKIX-TA/PKIX-EE, unknown selector or matching type, bad length)
+ * and was ignored. */
+bool tls_dane_add_record(struct tls_dane *d, const unsigned char *rdata, size_t len);
+/* A reference identifier for DANE-TA (the MX host name, the next-hop
+ * domain); at most 4 are kept. */
+void tls_dane_add_name(struct tls_dane *d, const char *name);
+/* Usable records held (0: TLS is mandatory but cannot be authenticated). */
+size_t tls_dane_usable(const struct tls_dane *d);
+/* Checks a certificate chain (DER, the server's first) against d: 0, or
+ * MXD_EINVAL with the reason in *why (caller frees). */
+int tls_dane_verify_der(const struct tls_dane *d, const unsigned char *const *der,
+                        const size_t *len, size_t n, char **why) MXD_WUR;
+
 /* Ciphertext the session wants sent; data is only valid during the call. */
 typedef void (*tls_push_cb)(void *arg, const char *data, size_t len);
 
@@ -57,6 +78,12 @@ void tls_conn_free(struct tls_conn *t);
 struct tls_conn *tls_conn_new_client(struct tls_creds *c, const char *name, bool verify,
                                      const void *resume, size_t resume_len, tls_push_cb push,
                                      void *arg);
+
+/* Client, before the handshake: the server's certificate must pass DANE
+ * verification against d (takes a reference) instead of PKIX; a failure
+ * fails the handshake with the reason in tls_conn_error. d without usable
+ * records: no check. */
+void tls_conn_set_dane(struct tls_conn *t, struct tls_dane *d);
 
 /* True once the handshake resumed an earlier session. */
 bool tls_conn_resumed(const struct tls_conn *t);

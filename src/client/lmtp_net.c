@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/metrics.h"
 
 #define LMTP_READ_BUF   16384
 #define LMTP_BODY_CHUNK (64 * 1024)
@@ -43,6 +44,8 @@ struct lmtp_conn {
     void *tls_resume;
     size_t tls_resume_len;
     struct tls_conn *tls;
+    struct tls_dane *tls_dane;
+    const char *tls_policy; /* static: dane, verify, required, opportunistic */
     char tls_desc[96];
     struct store *store;
     const struct conf_endpoint *ep;
@@ -79,6 +82,7 @@ conn_maybe_free(struct lmtp_conn *c)
     lmtp_proto_free(c->proto);
     tls_conn_free(c->tls);
     tls_creds_free(c->tls_creds);
+    tls_dane_free(c->tls_dane);
     free(c->tls_name);
     free(c->tls_resume);
     free(c->hello);
@@ -295,8 +299,9 @@ tls_failed(struct lmtp_conn *c)
 
     snprintf(why, sizeof(why), "4.7.5 TLS handshake with %s failed: %s", c->ep->text,
              tls_conn_error(c->tls));
-    log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\"%s", c->ep->text,
-            tls_conn_error(c->tls), c->tls_required ? "" : " retry=plain");
+    log_msg(LOG_WARN, NULL, "lmtp", "tls failed server=%s reason=\"%s\"%s policy=%s", c->ep->text,
+            tls_conn_error(c->tls), c->tls_required ? "" : " retry=plain", c->tls_policy);
+    metrics_count(METRICS_F_OUTBOUND_TLS, c->tls_policy, "failed");
     if (c->tls_required) {
         conn_fail(c, why);
         return;
@@ -317,6 +322,7 @@ static bool
 tls_step(struct lmtp_conn *c)
 {
     int rc = tls_conn_handshake(c->tls);
+    bool verified;
 
     if (rc == 1)
         return false;
@@ -326,9 +332,12 @@ tls_step(struct lmtp_conn *c)
     }
     c->tls_up = true;
     tls_conn_describe(c->tls, c->tls_desc, sizeof(c->tls_desc));
-    log_msg(LOG_INFO, NULL, "lmtp", "tls established server=%s tls=\"%s\" verified=%s resumed=%s",
-            c->ep->text, c->tls_desc, c->tls_verify ? "yes" : "no",
-            tls_conn_resumed(c->tls) ? "yes" : "no");
+    verified = c->tls_verify || tls_dane_usable(c->tls_dane) > 0;
+    log_msg(LOG_INFO, NULL, "lmtp",
+            "tls established server=%s tls=\"%s\" verified=%s resumed=%s policy=%s", c->ep->text,
+            c->tls_desc, verified ? "yes" : "no", tls_conn_resumed(c->tls) ? "yes" : "no",
+            c->tls_policy);
+    metrics_count(METRICS_F_OUTBOUND_TLS, c->tls_policy, verified ? "verified" : "encrypted");
     lmtp_proto_tls_up(c->proto);
     conn_pump(c);
     return !c->closing;
@@ -339,6 +348,7 @@ tls_begin(struct lmtp_conn *c)
 {
     c->tls = tls_conn_new_client(c->tls_creds, c->tls_name, c->tls_verify, c->tls_resume,
                                  c->tls_resume_len, tls_push, c);
+    tls_conn_set_dane(c->tls, c->tls_dane);
     (void)tls_step(c); /* sends the ClientHello */
 }
 
@@ -372,6 +382,12 @@ conn_event(struct lmtp_conn *c, const struct lmtp_event *ev)
         return false;
     case LMTP_EV_READY:
         tls_save_session(c);
+        if (c->tls_want && c->tls == NULL && !c->ever_ready) {
+            /* opportunistic, and the server offers no STARTTLS */
+            log_msg(LOG_INFO, NULL, "lmtp", "tls none server=%s policy=%s", c->ep->text,
+                    c->tls_policy);
+            metrics_count(METRICS_F_OUTBOUND_TLS, c->tls_policy, "plain");
+        }
 
         c->ever_ready = true;
         c->in_txn = false;
@@ -389,6 +405,8 @@ conn_event(struct lmtp_conn *c, const struct lmtp_event *ev)
         c->cbs->txn_done(c->arg, c);
         return !c->closing;
     case LMTP_EV_FAILED:
+        if (c->tls_want && c->tls == NULL && ev->text != NULL && strncmp(ev->text, "4.7.4", 5) == 0)
+            metrics_count(METRICS_F_OUTBOUND_TLS, c->tls_policy, "failed"); /* no STARTTLS */
         conn_shutdown(c, ev->text ? ev->text : "LMTP session failed");
         return false;
     case LMTP_EV_CLOSED:
@@ -587,6 +605,14 @@ conn_tls_init(struct lmtp_conn *c, const struct lmtp_conn_tls *tls)
     c->tls_verify = tls->verify;
     c->tls_creds = tls->creds;
     tls_creds_ref(tls->creds);
+    if (tls->dane != NULL) {
+        c->tls_dane = tls->dane;
+        tls_dane_ref(tls->dane);
+    }
+    c->tls_policy = tls->policy     ? tls->policy
+                    : tls->verify   ? "verify"
+                    : tls->required ? "required"
+                                    : "opportunistic";
     c->tls_name = tls->name ? xstrdup(tls->name) : NULL;
     if (tls->resume != NULL && tls->resume_len > 0) {
         c->tls_resume = xmalloc(tls->resume_len);

@@ -40,6 +40,9 @@ struct lmtp_conn_tls {
     const char *name;        /* SNI and the name to verify; copied */
     const void *resume;      /* session data to resume, or NULL; copied */
     size_t resume_len;
+    struct tls_dane *dane; /* DANE (RFC 7672) instead of PKIX, or NULL; the connection
+                              keeps a reference */
+    const char *policy;    /* for logs and metrics ("dane"...); static; NULL: from the flags */
 };
 
 struct lmtp_timeouts {

@@ -126,12 +126,12 @@ defer_text(char *buf, size_t size, const char *reason)
 
 /* A connection that never got through: try the next endpoint, or, when
  * every one failed, defer (or hold) what waits and watch the primary. */
-static void
-dest_unreachable(struct dest *dest, struct dconn *dc, const char *reason)
+void
+deliver__dest_unreachable(struct dest *dest, size_t ep, const char *reason)
 {
     char text[400], esc[500];
 
-    if (dc->ep == dest->ep_idx && dest->ep_idx + 1 < dest->neps) {
+    if (ep == dest->ep_idx && dest->ep_idx + 1 < dest->neps) {
         dest->ep_idx++;
         return; /* dest_run connects to the next one */
     }
@@ -171,7 +171,7 @@ conn_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready)
         dest->ep_idx = dest->neps > 0 ? (dc->ep + 1) % dest->neps : 0;
         deliver__watch(dest);
     } else if (!ever_ready && reason != NULL)
-        dest_unreachable(dest, dc, reason);
+        deliver__dest_unreachable(dest, dc->ep, reason);
     free(dc);
     if (d->stopping)
         deliver__stop_check(d);
@@ -212,6 +212,7 @@ conn_tls(struct dest *dest, size_t ep)
     t->name = dest->owned_names != NULL ? dest->owned_names[ep] : dest->eps[ep].host;
     t->resume = dest->tls_sess != NULL && dest->tls_sess_ep == ep ? dest->tls_sess : NULL;
     t->resume_len = t->resume != NULL ? dest->tls_sess_len : 0;
+    deliver__dane_tls(dest, ep, t);
     return t;
 }
 
@@ -247,6 +248,7 @@ dest_free_owned(struct dest *dest)
     free(dest->owned_names);
     dest->owned_eps = NULL;
     dest->owned_names = NULL;
+    deliver__dane_reset(dest);
     free(dest->tls_sess); /* the endpoints change */
     dest->tls_sess = NULL;
 }
@@ -294,6 +296,9 @@ dest_set_targets(struct dest *dest, const struct dns_mx_result *res)
     dest->eps = dest->owned_eps;
     dest->neps = n;
     dest->ep_idx = 0;
+    for (size_t i = 0, k = 0; i < res->ntargets; i++)
+        for (size_t j = 0; j < res->targets[i].naddrs; j++)
+            deliver__dane_mx_set(dest, k++, res->mx_sec, res->targets[i].sec);
 }
 
 void
@@ -398,7 +403,10 @@ dest_resolved(struct dest *dest)
     if (!dest->resolving) {
         dest->resolving = true;
         d->pending_other++;
-        dns_mx_async(d->loop, d->conf, dest->mx_domain, d->conf->hostname, on_mx, dest);
+        if (deliver__dane_policy(dest)) /* RFC 7672 2.2.1: the MX answer must be secure */
+            dns_mx_async_dnssec(d->loop, d->conf, dest->mx_domain, d->conf->hostname, on_mx, dest);
+        else
+            dns_mx_async(d->loop, d->conf, dest->mx_domain, d->conf->hostname, on_mx, dest);
     }
     return false;
 }
@@ -446,6 +454,10 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     }
     if (!dest_resolved(dest))
         return;
+    for (int st; (st = deliver__dane_check(dest)) != 1;) {
+        if (st == 0 || dest->head == NULL)
+            return; /* a TLSA lookup is out, or the policy deferred everything */
+    }
     for (struct djob *j = dest->head; j != NULL; j = j->next)
         waiting++;
     for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
@@ -506,20 +518,23 @@ tls_trust(struct deliver *d, const char *ca_file, char **err)
     return c;
 }
 
-/* The domain's `tls` (opportunistic for the bounce relay, dom NULL). With
+/* The domain's `tls` ([server] outbound_tls for the bounce relay, dom NULL). With
  * verify and no trust anchors, dest->tls_broken: its mail is deferred,
  * never sent without verification. */
 static void
 dest_tls_init(struct dest *dest, const struct conf_domain *dom)
 {
     struct deliver *d = dest->d;
-    enum conf_tls mode = dom != NULL ? dom->tls : CONF_TLS_OPPORTUNISTIC;
+    enum conf_tls mode = dom != NULL ? dom->tls : d->conf->outbound_tls;
     char *err = NULL;
 
     dest->tls_on = true;
-    dest->tls.required = mode != CONF_TLS_OPPORTUNISTIC;
+    dest->tls_mode = mode;
+    /* dane, dane-only: decided per endpoint by deliver__dane_tls */
+    dest->tls.required = mode == CONF_TLS_REQUIRED || mode == CONF_TLS_VERIFY;
     dest->tls.verify = mode == CONF_TLS_VERIFY;
-    dest->tls.creds = dest->tls.verify ? tls_trust(d, dom->ca_file, &err) : d->tls_any;
+    dest->tls.creds =
+        dest->tls.verify ? tls_trust(d, dom != NULL ? dom->ca_file : NULL, &err) : d->tls_any;
     if (dest->tls.creds == NULL) {
         snprintf(dest->tls_broken, sizeof(dest->tls_broken), "451 4.7.5 %s",
                  err ? err : "no TLS credentials");
@@ -606,7 +621,7 @@ dest_relay(struct deliver *d)
 
 /* A DSN to a sender outside our domains, without a bounce_relay: to the
  * MX hosts of the sender's domain, as any MTA would (issue 18), with the
- * opportunistic TLS of the bounce relay. */
+ * [server] outbound_tls policy (as the bounce relay). */
 static struct dest *
 dest_remote(struct deliver *d, const char *domain)
 {
@@ -671,7 +686,7 @@ on_watch(uv_timer_t *t)
 
     if (dest->d->stopping || !dest->watching)
         return;
-    if (!dest_resolved(dest) || dest->neps == 0) {
+    if (!dest_resolved(dest) || dest->neps == 0 || deliver__dane_check(dest) != 1) {
         deliver__watch(dest); /* the lookup's outcome decides; look again later */
         return;
     }
@@ -758,6 +773,7 @@ deliver__dests_free(struct deliver *d)
         struct dest *next = d->dests->next;
 
         dest_free_owned(d->dests);
+        deliver__dane_reset(d->dests);
         free(d->dests->tls_sess);
         free(d->dests->key);
         free(d->dests->mx_domain);

@@ -14,6 +14,25 @@
 
 struct dest;
 
+/* DANE (RFC 7672) for one endpoint of a destination with tls = dane or
+ * dane-only: what its TLSA records say (a dns_dane value once known). */
+enum dest_dane_state {
+    DEST_DANE_NONE = DNS_DANE_NONE,
+    DEST_DANE_RECORDS = DNS_DANE_RECORDS,
+    DEST_DANE_BOGUS = DNS_DANE_BOGUS,
+    DEST_DANE_TEMP = DNS_DANE_TEMP,
+    DEST_DANE_UNKNOWN, /* not looked up yet (or again) */
+    DEST_DANE_LOOKING,
+};
+
+struct dest_dane {
+    enum dest_dane_state state;
+    struct tls_dane *tls; /* RECORDS: the usable records and names */
+    bool from_mx;         /* decided by the MX lookup's DNSSEC verdict */
+    uint64_t at_ms;       /* when decided (loop time) */
+    char why[200];
+};
+
 /* One message's recipients for one destination: one transaction. */
 struct djob {
     struct djob *next;
@@ -79,10 +98,14 @@ struct dest {
     /* the primary watcher (backup domains with held mail) */
     uv_timer_t watch;
     bool watching, watch_inited;
-    char down_text[400];  /* while watching: why the primary is down */
-    uint64_t down_ms;     /* when a delivery connection last failed (loop time) */
-    char tls_broken[400]; /* tls = verify without trust anchors: the reply */
-    uint64_t watch_ms;    /* current probe interval */
+    char down_text[400];    /* while watching: why the primary is down */
+    uint64_t down_ms;       /* when a delivery connection last failed (loop time) */
+    char tls_broken[400];   /* tls = verify without trust anchors: the reply */
+    enum conf_tls tls_mode; /* the policy that applies */
+    struct dest_dane *dane; /* tls = dane, dane-only: per endpoint (ndane == neps) */
+    size_t ndane;
+    unsigned dane_gen; /* bumped when the endpoints change: late answers are dropped */
+    uint64_t watch_ms; /* current probe interval */
 };
 
 struct deliver {
@@ -139,6 +162,23 @@ void deliver__dests_free(struct deliver *d);
 /* Our own addresses from d->conf's listen list, a wildcard expanded to
  * every interface address (getifaddrs: start-up and reload only). */
 void deliver__self_load(struct deliver *d);
+/* Endpoint ep of dest failed (reason, e.g. "4.7.5 ..."): the next one,
+ * or, when every one failed, defer what waits and watch the primary. */
+void deliver__dest_unreachable(struct dest *dest, size_t ep, const char *reason);
+
+/* DANE (deliver_dane.c). True when dest's policy is dane or dane-only. */
+bool deliver__dane_policy(const struct dest *dest);
+/* Forgets every endpoint's DANE state (the endpoints changed). */
+void deliver__dane_reset(struct dest *dest);
+/* For MX target ep: the DNSSEC verdicts of its MX and address answers. */
+void deliver__dane_mx_set(struct dest *dest, size_t ep, enum dns_sec mx_sec, enum dns_sec addr_sec);
+/* Before connecting to dest->eps[ep_idx]: 1 go ahead, 0 wait (a TLSA
+ * lookup is out; deliver__dest_run runs again when it is back), -1 the
+ * endpoint may not be used (done: deliver__dest_unreachable). */
+int deliver__dane_check(struct dest *dest);
+/* Fills t's DANE fields (and required, policy) for endpoint ep. */
+void deliver__dane_tls(struct dest *dest, size_t ep, struct lmtp_conn_tls *t);
+
 /* Loads the STARTTLS client credentials; MXD_ECONFIG (logged) when a
  * domain's ca_file (or the system trust store) cannot be read. */
 int deliver__tls_load(struct deliver *d) MXD_WUR;

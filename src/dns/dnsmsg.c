@@ -161,3 +161,21 @@ dnsmsg_txt(const unsigned char *ans, size_t len, dnsmsg_txt_fn fn, void *arg)
     free(txt);
     return rc;
 }
+
+int
+dnsmsg_rdata(const unsigned char *ans, size_t len, int rrtype, dnsmsg_rdata_fn fn, void *arg)
+{
+    ns_msg msg;
+    ns_rr rr;
+
+    if (len > NS_MAXMSG || ns_initparse(ans, (int)len, &msg) < 0)
+        return MXD_EIO;
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+            return MXD_EIO;
+        if ((int)ns_rr_type(rr) != rrtype || ns_rr_class(rr) != ns_c_in)
+            continue;
+        fn(arg, ns_rr_rdata(rr), ns_rr_rdlen(rr));
+    }
+    return 0;
+}

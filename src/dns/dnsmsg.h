@@ -1,4 +1,4 @@
-/* dnsmsg: reading MX, A, AAAA, PTR and TXT records out of a DNS reply (pure:
+/* dnsmsg: reading MX, A, AAAA, PTR, TXT and raw (TLSA) records out of a DNS reply (pure:
  * bytes in, records out; no sockets, no resolver state). */
 #ifndef MXD_DNSMSG_H
 #define MXD_DNSMSG_H
@@ -52,5 +52,16 @@ typedef void (*dnsmsg_txt_fn)(void *arg, const char *txt, size_t len);
  * run for the records before the damage).
  */
 int dnsmsg_txt(const unsigned char *ans, size_t len, dnsmsg_txt_fn fn, void *arg) MXD_WUR;
+
+/* One record's RDATA, borrowed for the call. */
+typedef void (*dnsmsg_rdata_fn)(void *arg, const unsigned char *rdata, size_t len);
+
+/*
+ * Calls fn with the RDATA of each record of rrtype (class IN) in the
+ * answer section of ans[0..len), in order (TLSA records for DANE); others
+ * are skipped. Returns 0, or MXD_EIO when the reply is malformed.
+ */
+int dnsmsg_rdata(const unsigned char *ans, size_t len, int rrtype, dnsmsg_rdata_fn fn,
+                 void *arg) MXD_WUR;
 
 #endif

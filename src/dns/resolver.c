@@ -20,8 +20,12 @@
  * test., invalid., onion., home.arpa., the loopback and RFC 1918/6303
  * reverse zones) are all turned off so that every name goes to the
  * configured servers (see options[]); no trust anchor, so every answer is
- * "insecure" until one is added (the validator module stays loaded for
- * DANE). The cache is libunbound's (message and RRset caches, by TTL).
+ * "insecure". DANE (issue 19) asks a second context for the same servers
+ * that validates (resolver_get_dnssec): the trust anchor file's DS or
+ * DNSKEY records (Debian's root key by default), so its answers are
+ * secure, insecure or bogus; the other lookups (SPF, DKIM, DNSBL) stay on
+ * the plain one, so a forwarder without DNSSEC breaks nothing but DANE.
+ * The cache is libunbound's (message and RRset caches, by TTL).
  *
  * What it cannot count: libunbound does not say whether an answer came
  * from its cache. mxd_dns_cache_hits_total counts queries for a name and
@@ -66,7 +70,7 @@ struct resolver_poll {
 
 struct resolver {
     /* read-only after resolver_new */
-    char *key;          /* the servers, space-separated; "" for resolv.conf */
+    char *key;          /* the servers, space-separated ("" for resolv.conf), and the anchor */
     struct ub_ctx *ctx; /* NULL: set-up failed, every query is SERVFAIL */
     int fd;             /* ub_fd */
     struct resolver *next;
@@ -144,10 +148,11 @@ resolver_sec_name(enum resolver_sec s)
     return (unsigned)s < sizeof(sec_names) / sizeof(sec_names[0]) ? sec_names[s] : "?";
 }
 
-/* A context forwarding to servers (n == 0: resolv.conf); NULL and *why
- * when libunbound refuses the set-up. */
+/* A context forwarding to servers (n == 0: resolv.conf), validating with
+ * the trust anchor file anchor (NULL: none); NULL and *why when libunbound
+ * refuses the set-up. */
 static struct ub_ctx *
-ctx_new(const char *const *servers, size_t n, const char **why)
+ctx_new(const char *const *servers, size_t n, const char *anchor, const char **why)
 {
     struct ub_ctx *ctx = ub_ctx_create();
     int rc = 0;
@@ -166,6 +171,8 @@ ctx_new(const char *const *servers, size_t n, const char **why)
         if (rc == UB_READFILE) /* no resolv.conf: a local server, as glibc assumes */
             rc = ub_ctx_set_fwd(ctx, "127.0.0.1");
     }
+    if (rc == 0 && anchor != NULL)
+        rc = ub_ctx_add_ta_file(ctx, anchor);
     if (rc == 0 && ub_fd(ctx) < 0)
         rc = UB_PIPE;
     if (rc != 0) {
@@ -177,28 +184,30 @@ ctx_new(const char *const *servers, size_t n, const char **why)
 }
 
 static struct resolver *
-resolver_make(const char *key, const char *const *servers, size_t n)
+resolver_make(const char *key, const char *const *servers, size_t n, const char *anchor)
 {
     struct resolver *r = xcalloc(1, sizeof(*r));
     const char *why = NULL;
 
     r->key = xstrdup(key);
     r->fd = -1;
-    r->ctx = ctx_new(servers, n, &why);
+    r->ctx = ctx_new(servers, n, anchor, &why);
     if (r->ctx != NULL) {
         r->fd = ub_fd(r->ctx);
     } else {
-        log_msg(LOG_ERR, NULL, "dns", "resolver set-up failed forwarders=\"%s\" error=\"%s\"",
-                n > 0 ? key : "/etc/resolv.conf", why);
+        log_msg(LOG_ERR, NULL, "dns",
+                "resolver set-up failed forwarders=\"%s\" trust_anchor=%s error=\"%s\"",
+                n > 0 ? key : "/etc/resolv.conf", anchor ? anchor : "none", why);
     }
     return r;
 }
 
-/* The servers joined by spaces (caller frees). */
+/* The servers joined by spaces, then " ta=FILE" with an anchor (caller
+ * frees). */
 static char *
-servers_key(const char *const *servers, size_t n)
+servers_key(const char *const *servers, size_t n, const char *anchor)
 {
-    size_t len = 1;
+    size_t len = 1 + (anchor ? strlen(anchor) + 4 : 0);
     char *key;
 
     for (size_t i = 0; i < n; i++)
@@ -210,14 +219,18 @@ servers_key(const char *const *servers, size_t n)
             strcat(key, " ");
         strcat(key, servers[i]);
     }
+    if (anchor != NULL) {
+        strcat(key, " ta=");
+        strcat(key, anchor);
+    }
     return key;
 }
 
 struct resolver *
 resolver_new(uv_loop_t *loop, const char *const *servers, size_t n)
 {
-    char *key = servers_key(servers, n);
-    struct resolver *r = resolver_make(key, servers, n);
+    char *key = servers_key(servers, n, NULL);
+    struct resolver *r = resolver_make(key, servers, n, NULL);
 
     free(key);
     r->loop = loop;
@@ -237,26 +250,26 @@ resolver_free(struct resolver *r)
     free(r);
 }
 
-struct resolver *
-resolver_get_servers(uv_loop_t *loop, const char *const *servers, size_t n)
+static struct resolver *
+get_with(uv_loop_t *loop, const char *const *servers, size_t n, const char *anchor)
 {
     struct resolver *r;
     char *key;
 
     if (loop == NULL)
         mxd_panic("resolver_get: NULL loop");
-    key = servers_key(servers, n);
+    key = servers_key(servers, n, anchor);
     for (r = resolvers; r != NULL; r = r->next) {
         if (strcmp(r->key, key) == 0)
             break;
     }
     if (r == NULL) {
-        r = resolver_make(key, servers, n);
+        r = resolver_make(key, servers, n, anchor);
         r->next = resolvers;
         resolvers = r;
         if (r->ctx != NULL)
-            log_msg(LOG_INFO, NULL, "dns", "resolver ready forwarders=\"%s\"",
-                    n > 0 ? key : "/etc/resolv.conf");
+            log_msg(LOG_INFO, NULL, "dns", "resolver ready forwarders=\"%s\" trust_anchor=%s",
+                    n > 0 ? key : "/etc/resolv.conf", anchor ? anchor : "none");
     }
     free(key);
     if (r->loop != loop) {
@@ -268,7 +281,13 @@ resolver_get_servers(uv_loop_t *loop, const char *const *servers, size_t n)
 }
 
 struct resolver *
-resolver_get(uv_loop_t *loop, const struct conf *conf)
+resolver_get_servers(uv_loop_t *loop, const char *const *servers, size_t n)
+{
+    return get_with(loop, servers, n, NULL);
+}
+
+static struct resolver *
+get_conf(uv_loop_t *loop, const struct conf *conf, const char *anchor)
 {
     char bufs[8][RESOLVER_SERVER_MAX];
     const char *servers[8];
@@ -283,7 +302,20 @@ resolver_get(uv_loop_t *loop, const struct conf *conf)
         servers[n] = bufs[n];
         n++;
     }
-    return resolver_get_servers(loop, servers, n);
+    return get_with(loop, servers, n, anchor);
+}
+
+struct resolver *
+resolver_get(uv_loop_t *loop, const struct conf *conf)
+{
+    return get_conf(loop, conf, NULL);
+}
+
+struct resolver *
+resolver_get_dnssec(uv_loop_t *loop, const struct conf *conf)
+{
+    return get_conf(loop, conf,
+                    conf->dnssec_trust_anchor ? conf->dnssec_trust_anchor : CONF_DNSSEC_ROOT_KEY);
 }
 
 size_t

@@ -22,6 +22,7 @@
 #define RESOLVER_TYPE_MX    15
 #define RESOLVER_TYPE_TXT   16
 #define RESOLVER_TYPE_AAAA  28
+#define RESOLVER_TYPE_TLSA  52
 #define RESOLVER_NAME_MAX   1025 /* a presentation-format name, escapes included */
 #define RESOLVER_SERVER_MAX 64   /* "addr@port" of one forwarder */
 
@@ -72,6 +73,12 @@ struct resolver_query;
  * set up answers SERVFAIL to every query (logged once).
  */
 struct resolver *resolver_get(uv_loop_t *loop, const struct conf *conf);
+
+/* As resolver_get, but validating with conf's dnssec_trust_anchor (DS or
+ * DNSKEY records; Debian's root key when unset): answers are secure,
+ * insecure or bogus (a bogus one comes as SERVFAIL with sec BOGUS). A
+ * context of its own, for DANE: the others never validate. */
+struct resolver *resolver_get_dnssec(uv_loop_t *loop, const struct conf *conf);
 
 /* The same for an explicit list of forwarders, each "addr" or "addr@port"
  * (servers[0..n)); n == 0: /etc/resolv.conf. For tools and tests. */
