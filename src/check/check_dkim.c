@@ -10,6 +10,7 @@
  * lookups have not come back by then. The results go into the facts for
  * the header fields; with dmarc = reject a p=reject failure refuses the
  * message (RFC 7489 10.3: at the end of data, nothing stored). */
+#define _DEFAULT_SOURCE /* arc4random_uniform */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,7 @@ dkim_end(void *arg, struct check_ticket t)
     j->din.from_bad = f->nfrom_fields != 1 || f->nfrom == 0 || f->from_malformed != NULL;
     j->din.spf = f->spf_done ? f->spf.res : SPF_RES_NONE;
     j->din.spf_helo = f->spf.helo_identity;
+    j->din.sample = arc4random_uniform(100); /* RFC 7489 6.6.4: pct= sampling */
     if (f->spf_done)
         snprintf(j->din.spf_domain, sizeof(j->din.spf_domain), "%s", f->spf.domain);
     /* The answer if the timer has to give it. */

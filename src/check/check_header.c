@@ -180,7 +180,13 @@ add_dkim(const struct dkim_result *d, struct authres *ar)
     }
 }
 
-/* dmarc=... per author domain (RFC 7489 6.6.1), or one for the message. */
+/* dmarc=... per author domain (RFC 7489 6.6.1), or one for the message:
+ * header.from (RFC 7489 11.1), policy.dmarc, the policy evaluated after
+ * sp= and pct= (the IANA Email Authentication Methods registry's entry of
+ * RFC 7489), and in the comment the record's p= and the disposition
+ * (RFC 7489 appendix C's DispositionType: what mxd did; a message that
+ * carries this field was delivered, so "none": mxd refuses a p=reject
+ * failure only with dmarc = reject, and then nothing is stored). */
 static void
 add_dmarc(const struct dmarc_result *m, struct authres *ar)
 {
@@ -188,15 +194,17 @@ add_dmarc(const struct dmarc_result *m, struct authres *ar)
 
     for (size_t i = 0; i < n; i++) {
         const struct dmarc_author *w = m->nauthors > 0 ? &m->authors[i] : NULL;
-        struct authres_prop p = {"header.from", w != NULL ? w->domain : NULL};
         const char *policy = w != NULL ? w->policy : m->policy, *why = w != NULL ? w->why : m->why;
+        const char *applied = w != NULL ? w->applied : m->applied;
+        struct authres_prop p[] = {{"header.from", w != NULL ? w->domain : NULL},
+                                   {"policy.dmarc", applied[0] ? applied : NULL}};
         char comment[160] = "";
 
         if (policy[0] != '\0')
-            snprintf(comment, sizeof(comment), "p=%s", policy);
+            snprintf(comment, sizeof(comment), "p=%s dis=none", policy);
         else if (why[0] != '\0')
             snprintf(comment, sizeof(comment), "%s", why);
-        authres_add(ar, "dmarc", dmarc_res_name(w != NULL ? w->res : m->res), comment, &p, 1);
+        authres_add(ar, "dmarc", dmarc_res_name(w != NULL ? w->res : m->res), comment, p, 2);
     }
 }
 
