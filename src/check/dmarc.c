@@ -175,7 +175,8 @@ identifiers(const struct dmarc_input *in, const char *from, const struct dmarc_r
 
 /* One author domain's outcome, once its lookups are over: rc is 0 (rec
  * holds the record, found at the From domain or, when org is not "", at
- * the organizational domain), MXD_ENOENT (no record) or MXD_EIO. */
+ * the organizational domain), MXD_ENOENT (no record), MXD_ETOOBIG
+ * (several), MXD_EINVAL (one too long to read) or MXD_EIO. */
 static void
 evaluate(const struct dmarc_input *in, const char *from, int rc, const struct rec_find *found,
          const char *org, struct dmarc_author *out)
@@ -189,24 +190,27 @@ evaluate(const struct dmarc_input *in, const char *from, int rc, const struct re
         snprintf(out->why, sizeof(out->why), "DNS failure");
         return;
     }
-    if (rc == MXD_ENOENT) {
+    if (rc == MXD_ENOENT || rc == MXD_ETOOBIG) {
         out->res = DMARC_RES_NONE;
+        if (rc == MXD_ETOOBIG) /* RFC 7489 6.6.3 step 5 */
+            snprintf(out->why, sizeof(out->why), "several DMARC records");
         return;
     }
-    if (dmarc_record_parse(found->rec, found->len, &rec, &why) != 0) {
+    if (rc == MXD_EINVAL || dmarc_record_parse(found->rec, found->len, &rec, &why) != 0) {
         /* RFC 7489 6.6.3 step 6: no DMARC processing; 11.2: permerror
          * for a record that is not correct */
         out->res = DMARC_RES_PERMERROR;
-        snprintf(out->why, sizeof(out->why), "%s", why);
+        snprintf(out->why, sizeof(out->why), "%s", why != NULL ? why : "record too long");
         return;
     }
     snprintf(out->policy, sizeof(out->policy), "%s", dmarc_policy_name(rec.p));
     out->res = identifiers(in, from, &rec);
     /* policy.dmarc: sp= when the record is the organizational domain's
      * (6.3: sp= is for subdomains), pct= applied to a failure (6.6.4) */
+    if (out->res != DMARC_RES_FAIL)
+        rec.pct = 100; /* the sample is of failures only */
     snprintf(out->applied, sizeof(out->applied), "%s",
-             dmarc_policy_name(dmarc_record_policy(&rec, org[0] != '\0',
-                                                   out->res == DMARC_RES_FAIL ? in->sample : 0)));
+             dmarc_policy_name(dmarc_record_policy(&rec, org[0] != '\0', in->sample)));
     out->reject = out->res == DMARC_RES_FAIL && strcmp(out->applied, "reject") == 0;
 }
 
@@ -339,10 +343,11 @@ on_record(void *arg, const struct resolver_answer *ans)
     if (ans->status == RESOLVER_SERVFAIL || ans->status == RESOLVER_TIMEOUT ||
         (ans->status == RESOLVER_OK && dnsmsg_txt(ans->packet, ans->len, rec_txt, &a->r) != 0))
         rc = MXD_EIO;
-    else if (a->r.n == 1 && a->r.rec[0] != '\0')
-        rc = 0;
-    /* RFC 7489 6.6.3: none, or several (all ignored): the organizational
-     * domain's record, once */
+    else if (a->r.n > 1)
+        rc = MXD_ETOOBIG; /* RFC 7489 6.6.3 step 5: no DMARC processing */
+    else if (a->r.n == 1)
+        rc = a->r.rec[0] != '\0' ? 0 : MXD_EINVAL; /* over 1023 octets */
+    /* RFC 7489 6.6.3 step 3: no record: the organizational domain's, once */
     if (rc == MXD_ENOENT && a->org[0] == '\0' &&
         dmarc_org_domain(from, a->org, sizeof(a->org)) == 0 && strcasecmp(a->org, from) != 0 &&
         ask_record(a, a->org, &rc))
