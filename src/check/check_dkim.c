@@ -154,6 +154,11 @@ end_answer(struct end_job *j)
     uv_close((uv_handle_t *)&j->timer, end_closed);
     check_txn_facts(j->cs)->verified = true;
     log_results(in, f);
+    /* RFC 7489 6.6.4 and 6.7: the domain asks for reject (p= or sp=,
+     * after pct=) and no aligned identifier passed: refused at the end of
+     * data (10.3: the SMTP reply, nothing stored). quarantine is tagged
+     * only; temperror and permerror are never refused (6.6.2: no policy
+     * is known). */
     if (in->conf->dmarc == CONF_AUTH_REJECT && f->dmarc.reject) {
         snprintf(text, sizeof(text), "5.7.1 Rejected by DMARC policy for %.255s", f->dmarc.domain);
         check_answer(j->t, CHECK_REJECT, 550, text);

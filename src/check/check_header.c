@@ -122,6 +122,11 @@ header_end(void *arg, struct check_ticket t)
         check_answer(t, CHECK_REJECT, 554, text);
         return;
     }
+    /* RFC 7489 6.6.1: DMARC evaluates the author domains of the one
+     * RFC5322.From field; a message with several From: fields (a form RFC
+     * 5322 3.6 forbids) or none, or one whose authors cannot be read,
+     * cannot be evaluated and is typically rejected. With dmarc = reject
+     * it is refused (permerror, 550 5.6.0). */
     if (facts->from_malformed != NULL && c->dmarc == CONF_AUTH_REJECT) {
         log_msg(LOG_INFO, in->qid, "auth", "dmarc result=permerror reason=\"%s\"",
                 facts->from_malformed);
