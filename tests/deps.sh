@@ -30,7 +30,9 @@ packages=(
     # list, and for the tests scripted DNS, the RFC 7208 suite, a DKIM signer,
     # pyspf (its RFC 4408 suite and the cross-check in test_spf_suite.py)
     python3-dnslib python3-yaml python3-dkim python3-spf openssl
-    libopendkim-dev libopendmarc-dev publicsuffix
+    libopendkim-dev publicsuffix
+    # the public suffix list's IDN rules (issue 20: A-labels to U-labels)
+    libidn2-dev
     # fuzzing (libFuzzer, tests/fuzz) and memcheck
     clang libclang-rt-14-dev valgrind
     # disk-full test on a loop-mounted ext4 image (test_faults.py)

@@ -1,5 +1,5 @@
 /* check_dkim: DKIM (RFC 6376) and DMARC (RFC 7489) as a check of the
- * pipeline, through dkim.c (libopendkim) and dmarc.c (libopendmarc).
+ * pipeline, through dkim.c (libopendkim) and dmarc.c (RFC 7489, our own).
  *
  * The content is hashed as it arrives (an observer: the message as
  * received, on the loop, no I/O). At the end of data, after the header
@@ -10,6 +10,7 @@
  * lookups have not come back by then. The results go into the facts for
  * the header fields; with dmarc = reject a p=reject failure refuses the
  * message (RFC 7489 10.3: at the end of data, nothing stored). */
+#define _DEFAULT_SOURCE /* arc4random_uniform */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +154,11 @@ end_answer(struct end_job *j)
     uv_close((uv_handle_t *)&j->timer, end_closed);
     check_txn_facts(j->cs)->verified = true;
     log_results(in, f);
+    /* RFC 7489 6.6.4 and 6.7: the domain asks for reject (p= or sp=,
+     * after pct=) and no aligned identifier passed: refused at the end of
+     * data (10.3: the SMTP reply, nothing stored). quarantine is tagged
+     * only; temperror and permerror are never refused (6.6.2: no policy
+     * is known). */
     if (in->conf->dmarc == CONF_AUTH_REJECT && f->dmarc.reject) {
         snprintf(text, sizeof(text), "5.7.1 Rejected by DMARC policy for %.255s", f->dmarc.domain);
         check_answer(j->t, CHECK_REJECT, 550, text);
@@ -255,6 +261,7 @@ dkim_end(void *arg, struct check_ticket t)
     j->din.from_bad = f->nfrom_fields != 1 || f->nfrom == 0 || f->from_malformed != NULL;
     j->din.spf = f->spf_done ? f->spf.res : SPF_RES_NONE;
     j->din.spf_helo = f->spf.helo_identity;
+    j->din.sample = arc4random_uniform(100); /* RFC 7489 6.6.4: pct= sampling */
     if (f->spf_done)
         snprintf(j->din.spf_domain, sizeof(j->din.spf_domain), "%s", f->spf.domain);
     /* The answer if the timer has to give it. */

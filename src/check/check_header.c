@@ -122,6 +122,11 @@ header_end(void *arg, struct check_ticket t)
         check_answer(t, CHECK_REJECT, 554, text);
         return;
     }
+    /* RFC 7489 6.6.1: DMARC evaluates the author domains of the one
+     * RFC5322.From field; a message with several From: fields (a form RFC
+     * 5322 3.6 forbids) or none, or one whose authors cannot be read,
+     * cannot be evaluated and is typically rejected. With dmarc = reject
+     * it is refused (permerror, 550 5.6.0). */
     if (facts->from_malformed != NULL && c->dmarc == CONF_AUTH_REJECT) {
         log_msg(LOG_INFO, in->qid, "auth", "dmarc result=permerror reason=\"%s\"",
                 facts->from_malformed);
@@ -180,7 +185,13 @@ add_dkim(const struct dkim_result *d, struct authres *ar)
     }
 }
 
-/* dmarc=... per author domain (RFC 7489 6.6.1), or one for the message. */
+/* dmarc=... per author domain (RFC 7489 6.6.1), or one for the message:
+ * header.from (RFC 7489 11.1), policy.dmarc, the policy evaluated after
+ * sp= and pct= (the IANA Email Authentication Methods registry's entry of
+ * RFC 7489), and in the comment the record's p= and the disposition
+ * (RFC 7489 appendix C's DispositionType: what mxd did; a message that
+ * carries this field was delivered, so "none": mxd refuses a p=reject
+ * failure only with dmarc = reject, and then nothing is stored). */
 static void
 add_dmarc(const struct dmarc_result *m, struct authres *ar)
 {
@@ -188,15 +199,17 @@ add_dmarc(const struct dmarc_result *m, struct authres *ar)
 
     for (size_t i = 0; i < n; i++) {
         const struct dmarc_author *w = m->nauthors > 0 ? &m->authors[i] : NULL;
-        struct authres_prop p = {"header.from", w != NULL ? w->domain : NULL};
         const char *policy = w != NULL ? w->policy : m->policy, *why = w != NULL ? w->why : m->why;
+        const char *applied = w != NULL ? w->applied : m->applied;
+        struct authres_prop p[] = {{"header.from", w != NULL ? w->domain : NULL},
+                                   {"policy.dmarc", applied[0] ? applied : NULL}};
         char comment[160] = "";
 
         if (policy[0] != '\0')
-            snprintf(comment, sizeof(comment), "p=%s", policy);
+            snprintf(comment, sizeof(comment), "p=%s dis=none", policy);
         else if (why[0] != '\0')
             snprintf(comment, sizeof(comment), "%s", why);
-        authres_add(ar, "dmarc", dmarc_res_name(w != NULL ? w->res : m->res), comment, &p, 1);
+        authres_add(ar, "dmarc", dmarc_res_name(w != NULL ? w->res : m->res), comment, p, 2);
     }
 }
 

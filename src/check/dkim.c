@@ -35,6 +35,7 @@
 
 #include <uv.h>
 
+#include "check/dkim_body.h"
 #include "dns/dnsmsg.h"
 
 #define DKIM_RES_NAME(e, s) s,
@@ -89,6 +90,7 @@ struct dkim_verifier {
     unsigned queries;
     struct temp_key *temp; /* max_sigs entries while finishing */
     size_t ntemp;
+    struct dkim_body body; /* the canonical body lengths, for l= */
 };
 
 #define WHY_LATE    "time budget spent"
@@ -157,10 +159,14 @@ lib_init(void)
     /* Without DELAYSIGPROC libopendkim looks the keys up at the end of the
      * header, inside dkim_chunk, on the loop thread: keep them for dkim_eom. */
     unsigned int flags = DKIM_LIBFLAGS_DELAYSIGPROC;
+    /* RFC 8301 3.2: keys under 1024 bits are refused (KEYTOOSMALL) */
+    unsigned int minbits = 1024;
 
     lib = dkim_init(NULL, NULL);
     if (lib != NULL && (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) !=
                             DKIM_STAT_OK ||
+                        dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS, &minbits,
+                                     sizeof(minbits)) != DKIM_STAT_OK ||
                         dkim_set_key_lookup(lib, key_lookup) != DKIM_STAT_OK ||
                         dkim_set_prescreen(lib, prescreen) != DKIM_STAT_OK)) {
         dkim_close(lib);
@@ -184,6 +190,7 @@ dkim_verifier_new(unsigned max_sigs)
         return NULL;
     }
     dkim_set_user_context(v->dkim, v);
+    dkim_body_init(&v->body);
     v->max_sigs = max_sigs < 1 ? 1 : max_sigs > DKIM_SIGS_MAX - 1 ? DKIM_SIGS_MAX - 1 : max_sigs;
     return v;
 }
@@ -195,6 +202,7 @@ dkim_verifier_feed(struct dkim_verifier *v, const char *data, size_t len)
 
     if (v == NULL || v->status != DKIM_STAT_OK || len == 0)
         return;
+    dkim_body_feed(&v->body, data, len);
     st = dkim_chunk(v->dkim, (u_char *)(uintptr_t)data, len);
     if (st != DKIM_STAT_OK)
         v->status = st; /* e.g. DKIM_STAT_NOSIG at the end of the header */
@@ -224,10 +232,55 @@ sig_result(const struct dkim_verifier *v, DKIM_SIGINFO *sig)
         return DKIM_RES_PASS;
     if (err == DKIM_SIGERROR_KEYFAIL || key_failed(v, sig) != NULL)
         return DKIM_RES_TEMPERROR;
+    if (err == DKIM_SIGERROR_KEYTOOSMALL)
+        return DKIM_RES_POLICY; /* RFC 8301 3.2, below */
     if (err == DKIM_SIGERROR_OK || err == DKIM_SIGERROR_BADSIG ||
         dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH)
         return DKIM_RES_FAIL;
     return DKIM_RES_PERMERROR; /* no key, bad key, malformed signature */
+}
+
+/*
+ * A signature that verified but that mxd does not take as a pass, or a key
+ * it refuses: the reason (in why), or NULL.
+ * - RFC 8301 3.1: "Verifiers MUST NOT consider signatures using RSA-SHA1
+ *   to be valid".
+ * - RFC 8301 3.2: keys under 1024 bits are not used (libopendkim's
+ *   DKIM_OPTS_MINKEYBITS refuses them before verifying: KEYTOOSMALL).
+ * - RFC 6376 8.2 (l=): content past the signed length is not covered, and
+ *   "Verifiers MAY choose to ... treat as suspect" such messages: such a
+ *   signature is no pass, or an appended text would pass DMARC under the
+ *   sender's name. An l= covering the whole body passes; one past the end
+ *   fails (RFC 6376 3.5: "the signature MUST be treated as invalid").
+ */
+static const char *
+sig_policy(const struct dkim_verifier *v, DKIM_SIGINFO *sig, enum dkim_res res, char *why,
+           size_t size)
+{
+    dkim_alg_t alg;
+    unsigned int bits = 0;
+    ssize_t msglen = -1, canonlen = -1, signlen = -1;
+    dkim_canon_t hc, bc;
+
+    if (dkim_sig_geterror(sig) == DKIM_SIGERROR_KEYTOOSMALL) {
+        (void)dkim_sig_getkeysize(sig, &bits);
+        snprintf(why, size, "key of %u bits, under 1024 (RFC 8301 3.2)", bits);
+        return why;
+    }
+    if (res != DKIM_RES_PASS)
+        return NULL;
+    if (dkim_sig_getsignalg(sig, &alg) == DKIM_STAT_OK && alg == DKIM_SIGN_RSASHA1) {
+        snprintf(why, size, "rsa-sha1 is not accepted (RFC 8301 3.1)");
+        return why;
+    }
+    if (dkim_sig_getcanonlen(v->dkim, sig, &msglen, &canonlen, &signlen) == DKIM_STAT_OK &&
+        signlen >= 0 && dkim_sig_getcanons(sig, &hc, &bc) == DKIM_STAT_OK &&
+        (bc == DKIM_CANON_RELAXED ? dkim_body_relaxed(&v->body) : dkim_body_simple(&v->body)) >
+            (uint64_t)signlen) {
+        snprintf(why, size, "body extends past l=%zd (RFC 6376 8.2)", signlen);
+        return why;
+    }
+    return NULL;
 }
 
 /* d=, s= and the start of b= (header.d, header.s, header.b). */
@@ -251,9 +304,14 @@ sig_names(const struct dkim_verifier *v, DKIM_SIGINFO *sig, struct dkim_sig *o)
 static void
 sig_fill(struct dkim_verifier *v, DKIM_SIGINFO *sig, struct dkim_sig *o)
 {
+    char policy[sizeof(o->why)];
+
     o->res = sig_result(v, sig);
     sig_names(v, sig, o);
-    if (o->res != DKIM_RES_PASS) {
+    if (sig_policy(v, sig, o->res, policy, sizeof(policy)) != NULL) {
+        o->res = DKIM_RES_POLICY;
+        memcpy(o->why, policy, sizeof(o->why));
+    } else if (o->res != DKIM_RES_PASS) {
         const struct temp_key *t = key_failed(v, sig);
         const char *why = o->res == DKIM_RES_TEMPERROR
                               ? (t != NULL && t->late ? WHY_LATE : WHY_KEYFAIL)

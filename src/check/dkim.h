@@ -13,11 +13,15 @@
  * and one for those not verified. */
 #define DKIM_SIGS_MAX (CONF_DKIM_SIGS_MAX + 1)
 
-/* RFC 8601 2.7.1 results. */
+/* RFC 8601 2.7.1 results. policy: a signature that verified but that mxd
+ * does not accept (rsa-sha1, RFC 8301 3.1; a body past l=, RFC 6376 8.2),
+ * or a key under 1024 bits (RFC 8301 3.2). */
 #define DKIM_RESULTS(X)                                                                            \
     X(NONE, "none")                                                                                \
     X(PASS, "pass")                                                                                \
-    X(FAIL, "fail") X(NEUTRAL, "neutral") X(TEMPERROR, "temperror") X(PERMERROR, "permerror")
+    X(FAIL, "fail")                                                                                \
+    X(NEUTRAL, "neutral")                                                                          \
+    X(TEMPERROR, "temperror") X(PERMERROR, "permerror") X(POLICY, "policy")
 #define DKIM_RES_ENUM(e, s) DKIM_RES_##e,
 enum dkim_res { DKIM_RESULTS(DKIM_RES_ENUM) };
 #undef DKIM_RES_ENUM

@@ -1,32 +1,40 @@
-/* dmarc: evaluates DMARC (RFC 7489) for one message with libopendmarc and
- * Debian's public suffix list, its records from the resolver.
+/* dmarc: evaluates DMARC (RFC 7489) for one message, its records from
+ * the resolver and the organizational domain from Debian's public suffix
+ * list.
  *
  * Owns, per check (struct dmarc_job), the state of each author domain: we
  * look the _dmarc records up ourselves (RFC 7489 6.6.3: the From domain,
- * then its organizational domain), for every author at once, and hand the
- * record to libopendmarc, which parses it and decides alignment on the
- * loop thread (computing only); its own resolver is never used. The
- * library (public suffix list) is initialised once (pthread_once), at the
- * first check. Loop thread only. It does not send reports (rua/ruf) and
- * does not log (the caller does). */
+ * then its organizational domain), for every author at once; each record
+ * is checked and read by dmarc_record.c, the organizational domain found
+ * by psl.c, and alignment (3.1) and the policy (6.6.2 to 6.6.4) decided
+ * here, on the loop thread (computing only).
+ *
+ * libopendmarc 1.4 did this before issue 20 and got it wrong where it
+ * counts: its public suffix lookup (opendmarc_get_tld) knows no wildcard,
+ * exception or private-section rule, so relaxed alignment took
+ * a.c.kobe.jp and b.c.kobe.jp for one organization; it took "p=rej" for
+ * reject and ignored pct=. mxd no longer calls it.
+ *
+ * The list is read once (pthread_once), at the first check or
+ * dmarc_org_domain call: about 10 ms. Loop thread only, except
+ * dmarc_org_domain and dmarc_result_unchecked. It does not send reports
+ * (rua/ruf) and does not log (the caller does). */
 #define _DEFAULT_SOURCE
 #include "check/dmarc.h"
 
-#include <sys/types.h>
+#include <sys/stat.h>
 
 #include <arpa/nameser.h>
-#include <netinet/in.h>
-#include <opendmarc/dmarc.h>
+#include <idn2.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "check/dmarc_record.h"
+#include "check/psl.h"
 #include "dns/dnsmsg.h"
-
-/* libopendmarc exports it but its header does not declare it: the
- * organizational domain of domain by the public suffix list. */
-int opendmarc_get_tld(u_char *domain, u_char *tld, size_t tld_len);
 
 #define DMARC_RES_NAME(e, s) s,
 static const char *const res_names[] = {DMARC_RESULTS(DMARC_RES_NAME)};
@@ -39,17 +47,65 @@ dmarc_res_name(enum dmarc_res r)
 }
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-static bool lib_ok; /* written once under lib_once */
+static struct psl *psl; /* written once under lib_once, read-only after */
 
 static void
 lib_init(void)
 {
-    static OPENDMARC_LIB_T init;
+    FILE *f = fopen(DMARC_PSL_PATH, "rb");
+    char *data = NULL;
+    struct stat st;
 
-    memset(&init, 0, sizeof(init));
-    init.tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
-    snprintf((char *)init.tld_source_file, sizeof(init.tld_source_file), "%s", DMARC_PSL_PATH);
-    lib_ok = opendmarc_policy_library_init(&init) == DMARC_PARSE_OKAY;
+    if (f != NULL && fstat(fileno(f), &st) == 0 && st.st_size > 0 && st.st_size < (64 << 20)) {
+        data = xmalloc((size_t)st.st_size);
+        if (fread(data, 1, (size_t)st.st_size, f) == (size_t)st.st_size)
+            psl = psl_new(data, (size_t)st.st_size);
+    }
+    free(data);
+    if (f != NULL)
+        fclose(f);
+}
+
+static size_t
+labels(const char *d)
+{
+    size_t n = 1;
+
+    for (; *d != '\0'; d++)
+        n += *d == '.';
+    return n;
+}
+
+int
+dmarc_org_domain(const char *domain, char *out, size_t size)
+{
+    char low[256], org[256];
+    char *uni = NULL;
+    const char *name = low, *p = low;
+    size_t len = strlen(domain);
+    int rc;
+
+    pthread_once(&lib_once, lib_init);
+    if (psl == NULL || len == 0 || len >= sizeof(low))
+        return MXD_ENOENT;
+    for (size_t i = 0; i <= len; i++)
+        low[i] = domain[i] >= 'A' && domain[i] <= 'Z' ? (char)(domain[i] - 'A' + 'a') : domain[i];
+    /* The list's rules are in U-labels: a name with A-labels is looked up
+     * as its U-labels, and the answer given in the name's own labels. */
+    if (strstr(low, "xn--") != NULL && idn2_to_unicode_8z8z(low, &uni, 0) == IDN2_OK &&
+        labels(uni) == labels(low))
+        name = uni;
+    rc = psl_org_domain(psl, name, org, sizeof(org));
+    if (rc == 0) {
+        while (labels(p) > labels(org))
+            p = strchr(p, '.') + 1;
+        if (strlen(p) >= size)
+            rc = MXD_ENOENT;
+        else
+            memcpy(out, p, strlen(p) + 1);
+    }
+    free(uni);
+    return rc;
 }
 
 bool
@@ -61,18 +117,14 @@ dmarc_relaxed_aligned(const char *a, const char *b)
         return false;
     if (ascii_casecmp(a, b) == 0)
         return true;
-    pthread_once(&lib_once, lib_init);
-    if (!lib_ok || strlen(a) >= sizeof(oa) || strlen(b) >= sizeof(ob))
-        return false;
-    oa[0] = ob[0] = '\0';
-    if (opendmarc_get_tld((u_char *)(uintptr_t)a, (u_char *)oa, sizeof(oa)) != 0 ||
-        opendmarc_get_tld((u_char *)(uintptr_t)b, (u_char *)ob, sizeof(ob)) != 0)
-        return false;
-    return oa[0] != '\0' && ascii_casecmp(oa, ob) == 0;
+    /* RFC 7489 3.2: the same organizational domain */
+    return dmarc_org_domain(a, oa, sizeof(oa)) == 0 && dmarc_org_domain(b, ob, sizeof(ob)) == 0 &&
+           ascii_casecmp(oa, ob) == 0;
 }
 
 struct rec_find {
     char rec[1024];
+    size_t len;
     unsigned n;
 };
 
@@ -81,101 +133,70 @@ rec_txt(void *arg, const char *txt, size_t len)
 {
     struct rec_find *r = arg;
 
-    /* RFC 7489 6.6.3: records not starting with "v=DMARC1" are ignored */
-    if (strncmp(txt, "v=DMARC1", 8) != 0 || (txt[8] != ';' && txt[8] != ' ' && txt[8] != '\0'))
+    /* RFC 7489 6.6.3 step 5: records not starting with v=DMARC1 are
+     * discarded; of those that do, several count as none (step 4) */
+    if (!dmarc_record_is_dmarc(txt, len))
         return;
-    if (r->n++ == 0 && len < sizeof(r->rec))
-        memcpy(r->rec, txt, len + 1);
-}
-
-static int
-spf_outcome(enum spf_res r)
-{
-    switch (r) {
-    case SPF_RES_PASS:
-        return DMARC_POLICY_SPF_OUTCOME_PASS;
-    case SPF_RES_FAIL:
-    case SPF_RES_SOFTFAIL:
-        return DMARC_POLICY_SPF_OUTCOME_FAIL;
-    case SPF_RES_TEMPERROR:
-        return DMARC_POLICY_SPF_OUTCOME_TMPFAIL;
-    default:
-        return DMARC_POLICY_SPF_OUTCOME_NONE;
+    if (r->n++ == 0 && len < sizeof(r->rec)) {
+        memcpy(r->rec, txt, len);
+        r->rec[len] = '\0';
+        r->len = len;
     }
 }
 
-static int
-dkim_outcome(enum dkim_res r)
+/* RFC 7489 3.1.1, 3.1.2: strict, the same domain; relaxed, the same
+ * organizational domain. */
+static bool
+aligned(const char *from, const char *id, bool strict)
 {
-    switch (r) {
-    case DKIM_RES_PASS:
-        return DMARC_POLICY_DKIM_OUTCOME_PASS;
-    case DKIM_RES_TEMPERROR:
-        return DMARC_POLICY_DKIM_OUTCOME_TMPFAIL;
-    case DKIM_RES_NONE:
-        return DMARC_POLICY_DKIM_OUTCOME_NONE;
-    default:
-        return DMARC_POLICY_DKIM_OUTCOME_FAIL;
-    }
+    char a[256], b[256];
+
+    if (strcasecmp(from, id) == 0)
+        return true;
+    if (strict || dmarc_org_domain(from, a, sizeof(a)) != 0 ||
+        dmarc_org_domain(id, b, sizeof(b)) != 0)
+        return false;
+    return strcmp(a, b) == 0;
 }
 
-static void
-store_auth(DMARC_POLICY_T *pctx, const struct dmarc_input *in)
+/* RFC 7489 4.2: a pass when an authenticated identifier aligns: a DKIM
+ * signature that passed (d=), or SPF's pass for the MAIL FROM domain (for
+ * a null MAIL FROM, the HELO identity is the MAIL FROM one: RFC 7489 4.1,
+ * RFC 7208 2.4). No pass but an aligned identifier whose check failed
+ * temporarily: temperror (the verdict may change; mxd refuses nothing on
+ * it). */
+static enum dmarc_res
+identifiers(const struct dmarc_input *in, const char *from, const struct dmarc_record *rec)
 {
-    if (in->spf_domain[0] != '\0')
-        (void)opendmarc_policy_store_spf(
-            pctx, (u_char *)(uintptr_t)in->spf_domain, spf_outcome(in->spf),
-            in->spf_helo ? DMARC_POLICY_SPF_ORIGIN_HELO : DMARC_POLICY_SPF_ORIGIN_MAILFROM, NULL);
+    bool temp = false;
+
+    if (in->spf_domain[0] != '\0' && aligned(from, in->spf_domain, rec->aspf_strict)) {
+        if (in->spf == SPF_RES_PASS)
+            return DMARC_RES_PASS;
+        temp = in->spf == SPF_RES_TEMPERROR;
+    }
     for (size_t i = 0; in->dkim != NULL && i < in->dkim->nsigs; i++) {
         const struct dkim_sig *s = &in->dkim->sigs[i];
 
-        if (s->domain[0] != '\0')
-            (void)opendmarc_policy_store_dkim(pctx, (u_char *)(uintptr_t)s->domain,
-                                              (u_char *)(uintptr_t)s->selector,
-                                              dkim_outcome(s->res), NULL);
+        if (s->domain[0] == '\0' || !aligned(from, s->domain, rec->adkim_strict))
+            continue;
+        if (s->res == DKIM_RES_PASS)
+            return DMARC_RES_PASS;
+        temp = temp || s->res == DKIM_RES_TEMPERROR;
     }
-}
-
-static void
-decide(DMARC_POLICY_T *pctx, struct dmarc_author *out)
-{
-    int p = 0, pol = opendmarc_get_policy_to_enforce(pctx);
-
-    if (opendmarc_policy_fetch_p(pctx, &p) == DMARC_PARSE_OKAY)
-        snprintf(out->policy, sizeof(out->policy), "%s",
-                 p == DMARC_RECORD_P_REJECT       ? "reject"
-                 : p == DMARC_RECORD_P_QUARANTINE ? "quarantine"
-                                                  : "none");
-    switch (pol) {
-    case DMARC_POLICY_PASS:
-        out->res = DMARC_RES_PASS;
-        break;
-    case DMARC_POLICY_REJECT:
-        out->reject = true;
-        out->res = DMARC_RES_FAIL;
-        break;
-    case DMARC_POLICY_QUARANTINE:
-    case DMARC_POLICY_NONE:
-        out->res = DMARC_RES_FAIL;
-        break;
-    case DMARC_POLICY_ABSENT:
-        out->res = DMARC_RES_NONE;
-        break;
-    default:
-        out->res = DMARC_RES_PERMERROR;
-        snprintf(out->why, sizeof(out->why), "%s", opendmarc_policy_status_to_str(pol));
-        break;
-    }
+    return temp ? DMARC_RES_TEMPERROR : DMARC_RES_FAIL;
 }
 
 /* One author domain's outcome, once its lookups are over: rc is 0 (rec
  * holds the record, found at the From domain or, when org is not "", at
- * the organizational domain), MXD_ENOENT (no record) or MXD_EIO. */
+ * the organizational domain), MXD_ENOENT (no record), MXD_ETOOBIG
+ * (several), MXD_EINVAL (one too long to read) or MXD_EIO. */
 static void
-evaluate(const struct dmarc_input *in, const char *from, int rc, const char *rec, const char *org,
-         struct dmarc_author *out)
+evaluate(const struct dmarc_input *in, const char *from, int rc, const struct rec_find *found,
+         const char *org, struct dmarc_author *out)
 {
-    DMARC_POLICY_T *pctx;
+    struct dmarc_record rec;
+    const char *why = NULL;
 
     snprintf(out->domain, sizeof(out->domain), "%s", from);
     if (rc == MXD_EIO) {
@@ -183,26 +204,28 @@ evaluate(const struct dmarc_input *in, const char *from, int rc, const char *rec
         snprintf(out->why, sizeof(out->why), "DNS failure");
         return;
     }
-    if (rc == MXD_ENOENT) {
+    if (rc == MXD_ENOENT || rc == MXD_ETOOBIG) {
         out->res = DMARC_RES_NONE;
+        if (rc == MXD_ETOOBIG) /* RFC 7489 6.6.3 step 5 */
+            snprintf(out->why, sizeof(out->why), "several DMARC records");
         return;
     }
-    pctx = opendmarc_policy_connect_init((u_char *)(uintptr_t)in->ip,
-                                         strchr(in->ip, ':') != NULL ? DMARC_POLICY_IP_TYPE_IPV6
-                                                                     : DMARC_POLICY_IP_TYPE_IPV4);
-    if (pctx == NULL)
-        mxd_panic("dmarc: out of memory");
-    (void)opendmarc_policy_store_from_domain(pctx, (u_char *)(uintptr_t)from);
-    store_auth(pctx, in);
-    if (opendmarc_policy_store_dmarc(pctx, (u_char *)(uintptr_t)rec, (u_char *)(uintptr_t)from,
-                                     org[0] != '\0' ? (u_char *)(uintptr_t)org : NULL) !=
-        DMARC_PARSE_OKAY) {
+    if (rc == MXD_EINVAL || dmarc_record_parse(found->rec, found->len, &rec, &why) != 0) {
+        /* RFC 7489 6.6.3 step 6: no DMARC processing; 11.2: permerror
+         * for a record that is not correct */
         out->res = DMARC_RES_PERMERROR;
-        snprintf(out->why, sizeof(out->why), "malformed DMARC record");
-    } else {
-        decide(pctx, out);
+        snprintf(out->why, sizeof(out->why), "%s", why != NULL ? why : "record too long");
+        return;
     }
-    (void)opendmarc_policy_connect_shutdown(pctx);
+    snprintf(out->policy, sizeof(out->policy), "%s", dmarc_policy_name(rec.p));
+    out->res = identifiers(in, from, &rec);
+    /* policy.dmarc: sp= when the record is the organizational domain's
+     * (6.3: sp= is for subdomains), pct= applied to a failure (6.6.4) */
+    if (out->res != DMARC_RES_FAIL)
+        rec.pct = 100; /* the sample is of failures only */
+    snprintf(out->applied, sizeof(out->applied), "%s",
+             dmarc_policy_name(dmarc_record_policy(&rec, org[0] != '\0', in->sample)));
+    out->reject = out->res == DMARC_RES_FAIL && strcmp(out->applied, "reject") == 0;
 }
 
 /* How strict an outcome is: a failure under p=reject first, then
@@ -212,7 +235,7 @@ static int
 strictness(const struct dmarc_author *a)
 {
     if (a->res == DMARC_RES_FAIL)
-        return a->reject ? 6 : strcmp(a->policy, "quarantine") == 0 ? 5 : 4;
+        return a->reject ? 6 : strcmp(a->applied, "quarantine") == 0 ? 5 : 4;
     return a->res == DMARC_RES_TEMPERROR   ? 3
            : a->res == DMARC_RES_PERMERROR ? 2
            : a->res == DMARC_RES_PASS      ? 1
@@ -283,6 +306,7 @@ job_done(struct dmarc_job *j)
         out->reject = worst->reject;
         memcpy(out->domain, worst->domain, sizeof(out->domain));
         memcpy(out->policy, worst->policy, sizeof(out->policy));
+        memcpy(out->applied, worst->applied, sizeof(out->applied));
         memcpy(out->why, worst->why, sizeof(out->why));
     }
     j->cb(j->arg, out);
@@ -294,7 +318,7 @@ author_done(struct author_job *a, int rc)
 {
     struct dmarc_job *j = a->job;
 
-    evaluate(&j->in, j->in.from_domains[a->i], rc, a->r.rec, a->org, &j->out->authors[a->i]);
+    evaluate(&j->in, j->in.from_domains[a->i], rc, &a->r, a->org, &j->out->authors[a->i]);
     if (--j->pending == 0)
         job_done(j);
 }
@@ -333,13 +357,14 @@ on_record(void *arg, const struct resolver_answer *ans)
     if (ans->status == RESOLVER_SERVFAIL || ans->status == RESOLVER_TIMEOUT ||
         (ans->status == RESOLVER_OK && dnsmsg_txt(ans->packet, ans->len, rec_txt, &a->r) != 0))
         rc = MXD_EIO;
-    else if (a->r.n == 1 && a->r.rec[0] != '\0')
-        rc = 0;
-    /* RFC 7489 6.6.3: none, or several (all ignored): the organizational
-     * domain's record, once */
+    else if (a->r.n > 1)
+        rc = MXD_ETOOBIG; /* RFC 7489 6.6.3 step 5: no DMARC processing */
+    else if (a->r.n == 1)
+        rc = a->r.rec[0] != '\0' ? 0 : MXD_EINVAL; /* over 1023 octets */
+    /* RFC 7489 6.6.3 step 3: no record: the organizational domain's, once */
     if (rc == MXD_ENOENT && a->org[0] == '\0' &&
-        opendmarc_get_tld((u_char *)(uintptr_t)from, (u_char *)a->org, sizeof(a->org)) == 0 &&
-        a->org[0] != '\0' && strcmp(a->org, from) != 0 && ask_record(a, a->org, &rc))
+        dmarc_org_domain(from, a->org, sizeof(a->org)) == 0 && strcasecmp(a->org, from) != 0 &&
+        ask_record(a, a->org, &rc))
         return;
     author_done(a, rc);
 }
@@ -357,9 +382,9 @@ on_kick(uv_timer_t *t)
         job_done(j);
         return;
     }
-    if (!lib_ok) {
+    if (psl == NULL) {
         out->res = DMARC_RES_TEMPERROR;
-        snprintf(out->why, sizeof(out->why), "library");
+        snprintf(out->why, sizeof(out->why), "no public suffix list");
         job_done(j);
         return;
     }

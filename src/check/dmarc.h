@@ -1,4 +1,5 @@
-/* dmarc: DMARC evaluation (RFC 7489) with libopendmarc. */
+/* dmarc: DMARC evaluation (RFC 7489), our own code (dmarc.c says why not
+ * libopendmarc). */
 #ifndef MXD_DMARC_H
 #define MXD_DMARC_H
 
@@ -36,15 +37,17 @@ struct dmarc_input {
     bool spf_helo; /* the SPF result is for the HELO identity */
     char spf_domain[256];
     const struct dkim_result *dkim; /* borrowed; NULL when DKIM is off */
+    unsigned sample;                /* 0 to 99, drawn per message: inside pct= when below it */
 };
 
 /* The outcome for one author domain. */
 struct dmarc_author {
     char domain[256];
     enum dmarc_res res;
-    char policy[16]; /* "none", "quarantine", "reject" or "" (no record) */
-    bool reject;     /* fail and the policy to apply is reject */
-    char why[128];   /* for permerror and temperror */
+    char policy[16];  /* the record's p=: "none", "quarantine", "reject", "" */
+    char applied[16]; /* policy.dmarc: after sp= and pct= (RFC 7489 6.6.4) */
+    bool reject;      /* fail and the policy to apply is reject */
+    char why[128];    /* for permerror and temperror */
 };
 
 struct dmarc_result {
@@ -53,6 +56,7 @@ struct dmarc_result {
     enum dmarc_res res;
     char domain[256];
     char policy[16];
+    char applied[16];
     bool reject;
     char why[128];
     unsigned queries;
@@ -71,6 +75,11 @@ typedef void (*dmarc_cb)(void *arg, struct dmarc_result *out);
  */
 void dmarc_check_async(uv_loop_t *loop, struct resolver *r, const struct dmarc_input *in,
                        uint64_t deadline_ns, struct dmarc_result *out, dmarc_cb cb, void *arg);
+
+/* The organizational domain of domain (RFC 7489 3.2, with Debian's public
+ * suffix list) into out, lower case: 0, or MXD_ENOENT when there is none
+ * (domain is a public suffix, empty or not a domain name). Any thread. */
+int dmarc_org_domain(const char *domain, char *out, size_t size);
 
 /* The result when no check could be made in time: temperror (why) for the
  * message and for each author, so that every header.from is still named.

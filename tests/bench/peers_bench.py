@@ -19,13 +19,16 @@ tree, peak PSS of the tree, final dot to 250 p50/p99 from smtp_load):
   2. the same with STARTTLS on every connection (TLS 1.3, a new handshake
      each time): the rate a real port 25 sees
   4. 10 MB messages, 10 sessions
+  6. idle sessions, plain: PSS of the server's processes with N idle
+     connections (10,000; Postfix and Exim run a process per session:
+     measured with 250 and scaled, as compare.py does)
 
 Each session sends one message (as smtp-source does). Rounds alternate
 the servers (this VM's speed drifts); medians are printed. A peer that
 cannot be started (no network for apt-get download, say) is left out and
 said so. Workloads 3 (the realistic stack), 5 (end to end into Dovecot,
-with mxd and Postfix in compare.py) and 6 (idle sessions, mxd and Postfix
-in compare.py) are not here yet.
+with mxd and Postfix in compare.py) and the TLS half of 6 are not here
+yet.
 """
 
 import argparse
@@ -43,7 +46,7 @@ sys.path.insert(0, HERE)
 import mxdtest  # noqa: E402
 import peers  # noqa: E402
 import tlsutil  # noqa: E402
-from compare import SINK, RssSampler, subdir, tree_cpu  # noqa: E402
+from compare import SINK, RssSampler, idle_memory, pss_kib, subdir, tree, tree_cpu  # noqa: E402
 from dovecot import free_port  # noqa: E402
 from postfix import Postfix  # noqa: E402
 
@@ -197,6 +200,23 @@ def main():
                     if isinstance(s, Pf):
                         s.pf.settle()
                     time.sleep(0.5)
+        idle_n = 500 if args.quick else 10000
+        print(f"\nidle sessions (plain), PSS of the server's processes:")
+        for s in started:
+            if s.name == "smtp-sink":
+                continue
+            n = idle_n if s.name in ("mxd", "opensmtpd") else min(idle_n, 250)
+            try:
+                base, with_idle = idle_memory(s, n, lambda s=s: sum(pss_kib(p)
+                                                                   for p in tree(s.pid)))
+            except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+                print(f"  {s.name}: failed: {e}")
+                failed.append(f"idle {s.name}")
+                continue
+            each = (with_idle - base) / n
+            print(f"  {s.name:10} {base / 1024:7.1f} MiB, with {n:,} idle "
+                  f"{with_idle / 1024:7.1f} MiB: {each:,.1f} KiB each; for {idle_n:,}: "
+                  f"{(base + each * idle_n) / 1024:,.0f} MiB")
         print(f"\nmedians of {rounds} round(s): messages/s / CPU ms per message / peak PSS MiB"
               " / p50 ms / p99 ms")
         for wname, _, _, _ in work:

@@ -136,7 +136,8 @@ class AuthDkimTest(unittest.TestCase):
                                      "\tspf=pass smtp.mailfrom=bounce@good.test;\r\n"
                                      "\tdkim=pass header.d=good.test header.s=sel "
                                      f"header.b={b_tag(signed)};\r\n"
-                                     "\tdmarc=pass (p=reject) header.from=good.test\r\n")
+                                     "\tdmarc=pass (p=reject dis=none) header.from=good.test"
+                                     " policy.dmarc=reject\r\n")
                 self.assertIn(signed, body)  # the message itself is unchanged
 
     def test_dkim_alone_aligns(self):
@@ -145,7 +146,8 @@ class AuthDkimTest(unittest.TestCase):
         ar, _ = self.stored_ar(self.deliver("x@strict.test", signed))
         self.assertIn("\tspf=fail smtp.mailfrom=x@strict.test;\r\n", ar)
         self.assertIn("\tdkim=pass header.d=good.test", ar)
-        self.assertIn("\tdmarc=pass (p=reject) header.from=good.test\r\n", ar)
+        self.assertIn("\tdmarc=pass (p=reject dis=none) header.from=good.test"
+                      " policy.dmarc=reject\r\n", ar)
 
     def test_tampered_and_unsigned(self):
         signed = sign(message("a@relaxed.test", "m-tamper"), "relaxed.test", "sel", self.key2)
@@ -153,7 +155,8 @@ class AuthDkimTest(unittest.TestCase):
         ar, _ = self.stored_ar(self.deliver("b@other.test", tampered))
         self.assertIn(f"\tdkim=fail (body hash did not verify) header.d=relaxed.test "
                       f"header.s=sel header.b={b_tag(signed)};\r\n", ar)
-        self.assertIn("\tdmarc=fail (p=none) header.from=relaxed.test\r\n", ar)
+        self.assertIn("\tdmarc=fail (p=none dis=none) header.from=relaxed.test"
+                      " policy.dmarc=none\r\n", ar)
         ar, _ = self.stored_ar(self.deliver("b@other.test", message("a@other.test", "m-unsig")))
         self.assertEqual(ar, f"Authentication-Results: {HOST};\r\n"
                              "\tspf=pass smtp.mailfrom=b@other.test;\r\n"
@@ -179,7 +182,8 @@ class AuthDkimTest(unittest.TestCase):
     def test_org_domain_policy(self):
         ar, _ = self.stored_ar(self.deliver("x@strict.test",
                                             message("a@mail.example.co.uk", "m-org")))
-        self.assertIn("\tdmarc=fail (p=quarantine) header.from=mail.example.co.uk\r\n", ar)
+        self.assertIn("\tdmarc=fail (p=quarantine dis=none) header.from=mail.example.co.uk"
+                      " policy.dmarc=quarantine\r\n", ar)
 
     def test_two_signatures(self):
         msg = message("a@good.test", "m-two")
@@ -202,7 +206,8 @@ class AuthDkimTest(unittest.TestCase):
         # p=none and passes are stored
         r = self.deliver("b@other.test", message("a@relaxed.test", "m-none"), m=self.rej)
         ar, _ = self.stored_ar(r, m=self.rej)
-        self.assertIn("\tdmarc=fail (p=none) header.from=relaxed.test\r\n", ar)
+        self.assertIn("\tdmarc=fail (p=none dis=none) header.from=relaxed.test"
+                      " policy.dmarc=none\r\n", ar)
         self.assertRegex(self.rej.stderr(), r"auth dmarc result=fail from=strict.test "
                                             r"policy=reject")
 

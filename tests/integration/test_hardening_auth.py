@@ -138,7 +138,8 @@ class AuthDnsTest(unittest.TestCase):
         r, _ = self.deliver("From: A <a@other.test>\r\n")
         self.assertEqual(r.code, 250, str(r))
         body = stored_body(self.mxd, r)
-        self.assertIn(b"\tdmarc=pass (p=none) header.from=other.test\r\n", body)
+        self.assertIn(b"\tdmarc=pass (p=none dis=none) header.from=other.test "
+                      b"policy.dmarc=none\r\n", body)
         r, tok = self.deliver("From: A <a@protected.test>\r\n")
         self.assertRefused(r, tok, 550, "5.7.1")
 
@@ -163,8 +164,10 @@ class AuthDnsTest(unittest.TestCase):
         r, _ = self.deliver("From: a@other.test, b@relaxed.test\r\n")
         self.assertEqual(r.code, 250, str(r))
         body = stored_body(self.mxd, r)
-        self.assertIn(b"\tdmarc=pass (p=none) header.from=other.test;\r\n"
-                      b"\tdmarc=fail (p=none) header.from=relaxed.test\r\n", body)
+        self.assertIn(b"\tdmarc=pass (p=none dis=none) header.from=other.test "
+                      b"policy.dmarc=none;\r\n"
+                      b"\tdmarc=fail (p=none dis=none) header.from=relaxed.test "
+                      b"policy.dmarc=none\r\n", body)
 
     def test_long_from_parsed_whole(self):
         name = "x" * 5000
