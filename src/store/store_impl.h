@@ -141,7 +141,7 @@
       "SELECT s.synced, EXISTS (SELECT 1 FROM rcpt_synced r WHERE r.source = ?1 AND "              \
       "(r.address = ?2 OR r.address = '@' || ?3)) FROM rcpt_sources s WHERE s.source = ?1")        \
     X(R_VERIFY_GET, "read callahead answer",                                                       \
-      "SELECT ok, verified, expires FROM verify_cache WHERE address = ?1 AND expires > ?2")      \
+      "SELECT ok, verified, expires FROM verify_cache WHERE address = ?1 AND expires > ?2")        \
     X(R_STS_GET, "read mta-sts policy",                                                            \
       "SELECT id, policy, fetched, expires FROM mta_sts WHERE domain = ?1 AND expires > ?2")
 
