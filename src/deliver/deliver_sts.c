@@ -199,7 +199,7 @@ fetch_done(struct deliver_sts *s, struct sts_fetch *f, CURLcode rc)
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(f->easy, CURLINFO_CONTENT_TYPE, &ctype);
     why[0] = '\0';
-    if (f->too_big)
+    if (f->too_big || rc == CURLE_FILESIZE_EXCEEDED)
         snprintf(why, sizeof(why), "policy larger than %d octets", STS_POLICY_MAX);
     else if (rc != CURLE_OK)
         snprintf(why, sizeof(why), "%s", f->err[0] ? f->err : curl_easy_strerror(rc));
