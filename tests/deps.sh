@@ -20,6 +20,8 @@ packages=(
     libsystemd-dev scdoc
     # the asynchronous DNS engine (issue 16)
     libunbound-dev
+    # MTA-STS policy fetches over HTTPS (issue 19)
+    libcurl4-gnutls-dev
     # tests and tools
     python3 sqlite3 swaks postfix gnutls-bin clang-format dovecot-core dovecot-lmtpd
     dnsmasq-base python3-aiosmtpd

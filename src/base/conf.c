@@ -91,6 +91,8 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(DNSSEC_TRUST_ANCHOR, SECT_SERVER, "dnssec_trust_anchor", set_str, S(dnssec_trust_anchor))    \
     X(OUTBOUND_TLS, SECT_SERVER, "outbound_tls", set_enum, S(outbound_tls),                        \
       .def = "opportunistic", .arg = "opportunistic|required|verify|dane|dane-only")               \
+    X(MTA_STS, SECT_SERVER, "mta_sts", set_bool, S(mta_sts), .def = "on")                          \
+    X(MTA_STS_CA_FILE, SECT_SERVER, "mta_sts_ca_file", set_str, S(mta_sts_ca_file))                \
     X(ETRN_CLIENTS, SECT_SERVER, "etrn_clients", set_list, S(etrn_clients), S(netrn_clients),      \
       .arg = &l_cidr)                                                                              \
     X(CONNECTION_RATE_LIMIT, SECT_SERVER, "connection_rate_limit", set_uint,                       \
@@ -1182,6 +1184,7 @@ conf_free(struct conf *conf)
     free(conf->tls_key);
     free(conf->tls_priority);
     free(conf->dnssec_trust_anchor);
+    free(conf->mta_sts_ca_file);
     free(conf->domains);
     free(conf);
 }

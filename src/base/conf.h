@@ -177,6 +177,8 @@ struct conf {
     size_t ndns_servers;
     char *dnssec_trust_anchor;  /* DS/DNSKEY file for DANE lookups; NULL: CONF_DNSSEC_ROOT_KEY */
     enum conf_tls outbound_tls; /* backup domains without tls, and the bounce relay */
+    bool mta_sts;               /* MTA-STS (RFC 8461) for MX deliveries (default on) */
+    char *mta_sts_ca_file;      /* trust anchors for MTA-STS (HTTPS and SMTP); NULL: the system's */
     struct conf_cidr *etrn_clients;
     size_t netrn_clients;
     /* per client and minute (Postfix's smtpd_client_*_rate_limit); 0: off */

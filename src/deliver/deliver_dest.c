@@ -213,6 +213,7 @@ conn_tls(struct dest *dest, size_t ep)
     t->resume = dest->tls_sess != NULL && dest->tls_sess_ep == ep ? dest->tls_sess : NULL;
     t->resume_len = t->resume != NULL ? dest->tls_sess_len : 0;
     deliver__dane_tls(dest, ep, t);
+    deliver__sts_tls(dest, ep, t);
     return t;
 }
 
@@ -454,9 +455,11 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     }
     if (!dest_resolved(dest))
         return;
-    for (int st; (st = deliver__dane_check(dest)) != 1;) {
+    for (int st;;) {
+        if ((st = deliver__dane_check(dest)) == 1 && (st = deliver__sts_check(dest)) == 1)
+            break;
         if (st == 0 || dest->head == NULL)
-            return; /* a TLSA lookup is out, or the policy deferred everything */
+            return; /* a TLSA or MTA-STS lookup is out, or a policy deferred everything */
     }
     for (struct djob *j = dest->head; j != NULL; j = j->next)
         waiting++;
@@ -498,8 +501,8 @@ dest_new(struct deliver *d, char *key, enum lmtp_conn_proto proto, unsigned max_
  * read now (start-up and reload read every verify domain's in advance, so
  * this reads a file only for a ca_file it could not read then). NULL with
  * *err (caller frees) when they cannot be read. */
-static struct tls_creds *
-tls_trust(struct deliver *d, const char *ca_file, char **err)
+struct tls_creds *
+deliver__tls_trust(struct deliver *d, const char *ca_file, char **err)
 {
     struct tls_creds *c = NULL;
 
@@ -533,8 +536,9 @@ dest_tls_init(struct dest *dest, const struct conf_domain *dom)
     /* dane, dane-only: decided per endpoint by deliver__dane_tls */
     dest->tls.required = mode == CONF_TLS_REQUIRED || mode == CONF_TLS_VERIFY;
     dest->tls.verify = mode == CONF_TLS_VERIFY;
-    dest->tls.creds =
-        dest->tls.verify ? tls_trust(d, dom != NULL ? dom->ca_file : NULL, &err) : d->tls_any;
+    dest->tls.creds = dest->tls.verify
+                          ? deliver__tls_trust(d, dom != NULL ? dom->ca_file : NULL, &err)
+                          : d->tls_any;
     if (dest->tls.creds == NULL) {
         snprintf(dest->tls_broken, sizeof(dest->tls_broken), "451 4.7.5 %s",
                  err ? err : "no TLS credentials");
@@ -553,7 +557,7 @@ deliver__tls_load(struct deliver *d)
         rc = tls_client_creds_load(false, NULL, conf->tls_priority, &d->tls_any, &err);
     for (size_t i = 0; rc == 0 && i < conf->ndomains; i++) {
         if (conf->domains[i].tls == CONF_TLS_VERIFY &&
-            tls_trust(d, conf->domains[i].ca_file, &err) == NULL)
+            deliver__tls_trust(d, conf->domains[i].ca_file, &err) == NULL)
             rc = MXD_ECONFIG;
     }
     if (rc != 0) {
@@ -686,7 +690,8 @@ on_watch(uv_timer_t *t)
 
     if (dest->d->stopping || !dest->watching)
         return;
-    if (!dest_resolved(dest) || dest->neps == 0 || deliver__dane_check(dest) != 1) {
+    if (!dest_resolved(dest) || dest->neps == 0 || deliver__dane_check(dest) != 1 ||
+        deliver__sts_check(dest) != 1) {
         deliver__watch(dest); /* the lookup's outcome decides; look again later */
         return;
     }
@@ -756,6 +761,7 @@ deliver__dests_stop(struct deliver *d)
             uv_close((uv_handle_t *)&dest->watch, on_watch_closed);
         }
     }
+    deliver__sts_stop(d);
 }
 
 void
@@ -790,4 +796,5 @@ deliver__dests_free(struct deliver *d)
     tls_creds_free(d->tls_any);
     d->tls_any = NULL;
     mx_local_free(&d->self);
+    deliver__sts_free(d);
 }

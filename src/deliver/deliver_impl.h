@@ -134,6 +134,7 @@ struct deliver {
         struct tls_creds *creds;
     } * trust;
     size_t ntrust;
+    struct deliver_sts *sts; /* MTA-STS (deliver_sts.c): NULL until first used */
 };
 
 int64_t deliver__now(void);
@@ -178,6 +179,24 @@ void deliver__dane_mx_set(struct dest *dest, size_t ep, enum dns_sec mx_sec, enu
 int deliver__dane_check(struct dest *dest);
 /* Fills t's DANE fields (and required, policy) for endpoint ep. */
 void deliver__dane_tls(struct dest *dest, size_t ep, struct lmtp_conn_tls *t);
+
+/* MTA-STS (RFC 8461, deliver_sts.c). True when dest is an MX destination
+ * that MTA-STS may upgrade ([server] mta_sts, its tls policy). */
+bool deliver__sts_applies(const struct dest *dest);
+/* After deliver__dane_check, before connecting to dest->eps[ep_idx]: 1 go
+ * ahead, 0 wait (the domain's policy is being looked up; dest runs again
+ * when it is known), -1 the endpoint may not be used (done:
+ * deliver__dest_unreachable). */
+int deliver__sts_check(struct dest *dest);
+/* After deliver__dane_tls: an enforce policy makes t verified TLS. */
+void deliver__sts_tls(struct dest *dest, size_t ep, struct lmtp_conn_tls *t);
+/* Stop: aborts the fetches and closes libcurl's handles. */
+void deliver__sts_stop(struct deliver *d);
+void deliver__sts_free(struct deliver *d);
+
+/* Trust anchors for ca_file (NULL: the system store), cached; NULL with
+ * *err (caller frees) when they cannot be read. */
+struct tls_creds *deliver__tls_trust(struct deliver *d, const char *ca_file, char **err);
 
 /* Loads the STARTTLS client credentials; MXD_ECONFIG (logged) when a
  * domain's ca_file (or the system trust store) cannot be read. */

@@ -466,6 +466,8 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
         rc = store__greylist_write(w, j);
     else if (j->kind == STORE_JOB_RCPT_PUT)
         rc = store__rcpt_write(w, j);
+    else if (j->kind == STORE_JOB_STS_PUT)
+        rc = store__sts_write(w, j);
     else
         rc = store__writer_run(w, j);
     if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
@@ -497,6 +499,9 @@ writer_fail_range(struct store_job *from, struct store_job *to, int status, cons
                     log_esc(esc, sizeof(esc), reason, strlen(reason)));
         else if (j->kind == STORE_JOB_RCPT_PUT)
             store__rcpt_failed(j, reason);
+        else if (j->kind == STORE_JOB_STS_PUT)
+            log_msg(LOG_ERR, NULL, "store", "mta-sts record failed reason=%s",
+                    log_esc(esc, sizeof(esc), reason, strlen(reason)));
         else
             store__writer_failed(j, reason);
     }
@@ -565,7 +570,8 @@ static void
 writer_finish(struct store_writer *w, struct store_job *jobs)
 {
     for (struct store_job *j = jobs; j != NULL; j = j->next) {
-        if (j->kind == STORE_JOB_GREYLIST || j->kind == STORE_JOB_RCPT_PUT)
+        if (j->kind == STORE_JOB_GREYLIST || j->kind == STORE_JOB_RCPT_PUT ||
+            j->kind == STORE_JOB_STS_PUT)
             continue;
         if (j->kind != STORE_JOB_COMMIT) {
             if (j->kind != STORE_JOB_SCREEN_PUT)
@@ -641,6 +647,8 @@ reader_main(void *arg)
                 j->status = store__screen_read(&st->r, j);
             else if (j->kind == STORE_JOB_RCPT_GET)
                 j->status = store__rcpt_read(&st->r, j);
+            else if (j->kind == STORE_JOB_STS_GET)
+                j->status = store__sts_read(&st->r, j);
             else if (j->kind != STORE_JOB_GREYLIST)
                 j->status = store__reader_run(&st->r, j);
             j->next = NULL;
@@ -693,6 +701,8 @@ store_run_done(struct store *st)
             store__greylist_complete(jobs);
         } else if (jobs->kind == STORE_JOB_RCPT_GET || jobs->kind == STORE_JOB_RCPT_PUT) {
             store__rcpt_complete(jobs);
+        } else if (jobs->kind == STORE_JOB_STS_GET || jobs->kind == STORE_JOB_STS_PUT) {
+            store__sts_complete(jobs);
         } else {
             store__complete(jobs);
         }

@@ -240,6 +240,32 @@ void store_screen_lookup_async(struct store *st, const char *client, int64_t now
 void store_screen_record_async(struct store *st, struct store_screen_pass *passes, size_t n,
                                int64_t now, store_done_cb cb, void *arg);
 
+/* ---- MTA-STS policies (schema 009) ------------------------------------ */
+
+/* One domain's cached MTA-STS (RFC 8461) policy. */
+struct store_sts_row {
+    char domain[254]; /* lower case, no trailing dot */
+    char id[33];      /* the TXT record's id it was fetched for */
+    char *policy;     /* the body as fetched, NUL-terminated (len octets) */
+    size_t len;
+    int64_t fetched, expires; /* unix seconds */
+};
+
+/* status 0: row (valid during the call only) is domain's policy, not
+ * expired; MXD_ENOENT: none; MXD_ESTORE or MXD_ECLOSING. */
+typedef void (*store_sts_cb)(void *arg, int status, const struct store_sts_row *row);
+
+/* domain's policy (domain copied) that expires after now. Reader thread;
+ * cb on the loop thread. */
+void store_sts_lookup_async(struct store *st, const char *domain, int64_t now, store_sts_cb cb,
+                            void *arg);
+
+/* Records row (copied; replaces the domain's row) and deletes a few rows
+ * expired at now. One writer job in its own savepoint: a failure loses
+ * this row only. cb (may be NULL) on the loop thread. */
+void store_sts_record_async(struct store *st, const struct store_sts_row *row, int64_t now,
+                            store_done_cb cb, void *arg);
+
 /* ---- greylisting (schema 004) ---------------------------------------- */
 
 /* What a greylisted triplet's attempt was: the first (or the first since

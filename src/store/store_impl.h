@@ -114,6 +114,12 @@
     X(W_VERIFY_EXPIRE, "expire callahead answers",                                                 \
       "DELETE FROM verify_cache WHERE address IN (SELECT address FROM verify_cache "               \
       "WHERE expires <= ?1 LIMIT ?2)")                                                             \
+    X(W_STS_PUT, "record mta-sts policy",                                                          \
+      "INSERT OR REPLACE INTO mta_sts (domain, id, policy, fetched, expires) "                     \
+      "VALUES (?1, ?2, ?3, ?4, ?5)")                                                               \
+    X(W_STS_EXPIRE, "expire mta-sts policies",                                                     \
+      "DELETE FROM mta_sts WHERE domain IN (SELECT domain FROM mta_sts "                           \
+      "WHERE expires <= ?1 LIMIT ?2)")                                                             \
     X(R_LOOKUP, "lookup",                                                                          \
       "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1")                \
     X(R_BEGIN, "begin", "BEGIN")                                                                   \
@@ -135,7 +141,9 @@
       "SELECT s.synced, EXISTS (SELECT 1 FROM rcpt_synced r WHERE r.source = ?1 AND "              \
       "(r.address = ?2 OR r.address = '@' || ?3)) FROM rcpt_sources s WHERE s.source = ?1")        \
     X(R_VERIFY_GET, "read callahead answer",                                                       \
-      "SELECT ok, verified, expires FROM verify_cache WHERE address = ?1 AND expires > ?2")
+      "SELECT ok, verified, expires FROM verify_cache WHERE address = ?1 AND expires > ?2")        \
+    X(R_STS_GET, "read mta-sts policy",                                                            \
+      "SELECT id, policy, fetched, expires FROM mta_sts WHERE domain = ?1 AND expires > ?2")
 
 #define STORE_STMT_ENUM(id, label, sql) STORE_##id,
 
@@ -170,6 +178,8 @@ enum store_job_kind {
     STORE_JOB_GREYLIST,   /* reader, then the writer when it has to write */
     STORE_JOB_RCPT_GET,   /* reader: a synced list's lookup, a callahead answer */
     STORE_JOB_RCPT_PUT,   /* writer: a synced list, a callahead answer */
+    STORE_JOB_STS_GET,    /* reader: an MTA-STS policy */
+    STORE_JOB_STS_PUT,    /* writer: an MTA-STS policy */
 };
 
 /* store_deliver.c's part of a job: arguments and results (opaque here). */
@@ -180,6 +190,8 @@ struct store__sjob;
 struct store__gjob;
 /* store_rcpt.c's part of a job. */
 struct store__rjob;
+/* store_sts.c's part of a job. */
+struct store__tjob;
 
 /* One request. Belongs to the loop until pushed, then to the worker thread,
  * then to the loop again from the done list until its callback ran. */
@@ -196,6 +208,7 @@ struct store_job {
         store_done_cb done;
         store_screen_cb screen;
         store_greylist_cb greylist;
+        store_sts_cb sts;
     } cb;
     void *arg;
     struct store_msg *msg;  /* commit: owned until the batch is done */
@@ -203,6 +216,7 @@ struct store_job {
     struct store__sjob *s;  /* SCREEN_*: owned, freed by store__screen_complete */
     struct store__gjob *g;  /* GREYLIST: owned, freed by store__greylist_complete */
     struct store__rjob *rj; /* RCPT_*: owned, freed by store__rcpt_complete */
+    struct store__tjob *t;  /* STS_*: owned, freed by store__sts_complete */
     size_t domain_off;      /* lookup: the domain is at text + domain_off */
     char text[];            /* lookup: address NUL domain NUL */
 };
@@ -326,5 +340,16 @@ void store__rcpt_failed(const struct store_job *j, const char *reason);
 
 /* Loop thread: runs a RCPT_* job's callback and frees j->rj (not j). */
 void store__rcpt_complete(struct store_job *j);
+
+/* ---- store_sts.c, for store.c ------------------------------------------ */
+
+/* Reader thread: runs a STS_GET job; returns its status. */
+int store__sts_read(struct store_conn *c, struct store_job *j) MXD_WUR;
+
+/* Writer thread, inside the job's savepoint: runs a STS_PUT job. */
+int store__sts_write(struct store_writer *w, struct store_job *j) MXD_WUR;
+
+/* Loop thread: runs a STS_* job's callback and frees j->t (not j). */
+void store__sts_complete(struct store_job *j);
 
 #endif
