@@ -590,7 +590,7 @@ test_starttls_offered(void **state)
     assert_int_equal(used, strlen("220 2.0.0 Ready\r\n"));
     drain(&c);
     expect_ev(&c, "STARTTLS\n");
-    lmtp_proto_tls_up(c.p);
+    lmtp_proto_tls_up(c.p, false);
     drain(&c);
     expect_sent(&c, "EHLO mx.test\r\n");
     srv(&c, "250-primary.test\r\n250 SIZE 1000\r\n");
