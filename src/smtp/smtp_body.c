@@ -179,10 +179,11 @@ on_committed(void *arg, int status, int64_t msg_id)
         if (s->tls)
             metrics_add(METRICS_MESSAGES_ACCEPTED_TLS, 1);
         log_msg(LOG_INFO, s->qid, "smtp",
-                "queued from=%s size=%llu nrcpt=%zu client=%s tls=%s%s%s cmd=%s",
+                "queued from=%s size=%llu nrcpt=%zu client=%s tls=%s%s%s cmd=%s%s",
                 log_addr(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size,
                 t->nrcpts, s->ip, s->tls ? "\"" : "no", s->tls ? s->tls_desc : "",
-                s->tls ? "\"" : "", t->bdat ? "BDAT" : "DATA");
+                s->tls ? "\"" : "", t->bdat ? "BDAT" : "DATA",
+                t->requiretls ? " requiretls=yes" : "");
         if (s->srv->on_queued != NULL)
             s->srv->on_queued(s->srv->on_queued_arg);
     } else {
