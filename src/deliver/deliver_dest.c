@@ -254,8 +254,8 @@ dest_free_owned(struct dest *dest)
 }
 
 /* Tests cannot bind port 25: MXD_TEST_SMTP_PORT replaces it for MX targets. */
-static uint16_t
-mx_port(void)
+uint16_t
+deliver__mx_port(void)
 {
     const char *p = getenv("MXD_TEST_SMTP_PORT");
     long v = p ? strtol(p, NULL, 10) : 0;
@@ -267,7 +267,7 @@ static void
 dest_set_targets(struct dest *dest, const struct dns_mx_result *res)
 {
     size_t n = 0;
-    uint16_t port = mx_port();
+    uint16_t port = deliver__mx_port();
 
     dest_free_owned(dest);
     for (size_t i = 0; i < res->ntargets; i++)
@@ -342,7 +342,7 @@ mx_cut_local(struct deliver *d, struct dns_mx_result *res)
 {
     unsigned prefs[DNS_MAX_HOSTS];
     bool self[DNS_MAX_HOSTS];
-    uint16_t port = mx_port();
+    uint16_t port = deliver__mx_port();
 
     for (size_t i = 0; i < res->ntargets; i++) {
         const struct dns_target *t = &res->targets[i];

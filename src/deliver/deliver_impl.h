@@ -183,4 +183,7 @@ void deliver__dane_tls(struct dest *dest, size_t ep, struct lmtp_conn_tls *t);
  * domain's ca_file (or the system trust store) cannot be read. */
 int deliver__tls_load(struct deliver *d) MXD_WUR;
 
+/* The port of MX targets: 25, or MXD_TEST_SMTP_PORT in tests. */
+uint16_t deliver__mx_port(void);
+
 #endif

@@ -23,10 +23,15 @@ DSN goes back to the sink, over verified TLS):
   TLSA records, so nothing may go): a message with "TLS-Required: No" is
   delivered anyway (RFC 8689 5), one without it stays deferred (4.7.5).
 
+- mxctl tls-policy DOMAIN (through the control socket): the policy, its
+  source, the next hops and their TLSA state, what a REQUIRETLS message
+  meets, in text and JSON.
+
 MXD_RTLS_BREAK=1 sends every message without REQUIRETLS (the tests of
 the bounces and of the sink's MAIL parameter then fail).
 """
 
+import json
 import os
 import re
 import smtplib
@@ -90,7 +95,7 @@ class RequireTls(mxdtest.ClassMxd, unittest.TestCase):
         extra = ("[queue]\nretry_min = 1s\nretry_max = 2s\n"
                  "[auth]\nspf = off\ndkim = off\ndmarc = off\n"
                  + tlsutil.tls_section(cls.pki.cert, cls.pki.key))
-        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, domains=domains, extra=extra))
+        cls.start_mxd(mxdtest.Mxd(cls.tmpdir, domains=domains, extra=extra, control=True))
 
     # -- helpers
 
@@ -201,6 +206,27 @@ class RequireTls(mxdtest.ClassMxd, unittest.TestCase):
             con.close()
         self.assertTrue(rows and rows[0][0] and re.match(r"4\d\d 4\.7\.5", rows[0][0]),
                         f"{rows}{self.diag()}")
+
+    def tls_policy(self, domain, *opts):
+        p = self.mxd.mxctl("tls-policy", domain, *opts)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return p.stdout.decode()
+
+    def test_mxctl_tls_policy(self):
+        out = self.tls_policy("ver.test")
+        self.assertIn("policy: verify (from [domain ver.test] tls", out)
+        self.assertIn(f"next hop: primary = 127.0.0.1:{self.pf_tls}", out)
+        self.assertIn(f"hop: 127.0.0.1 port {self.pf_tls} tlsa=none", out)
+        self.assertRegex(out, r"requiretls: sent over verified TLS with REQUIRETLS")
+        self.assertIn("mta-sts: not implemented", out)
+        out = self.tls_policy("enc.test")
+        self.assertRegex(out, r"requiretls: bounced 5\.7\.30: no authenticated TLS")
+        doc = json.loads(self.tls_policy("strict.test", "--json"))
+        self.assertEqual((doc["policy"], doc["role"]), ("dane-only", "backup"))
+        self.assertEqual(doc["hops"][0]["tlsa"], "none")
+        self.assertIn("deferred 4.7.5 (dane-only)", doc["applies"])
+        p = self.mxd.mxctl("tls-policy")
+        self.assertEqual(p.returncode, 2, p.stderr.decode())
 
 
 if __name__ == "__main__":
