@@ -338,7 +338,9 @@ tls_step(struct lmtp_conn *c)
             c->tls_desc, verified ? "yes" : "no", tls_conn_resumed(c->tls) ? "yes" : "no",
             c->tls_policy);
     metrics_count(METRICS_F_OUTBOUND_TLS, c->tls_policy, verified ? "verified" : "encrypted");
-    lmtp_proto_tls_up(c->proto);
+    /* an enforced MTA-STS policy's verified certificate counts here too
+     * (deliver__sts_tls sets tls_verify) */
+    lmtp_proto_tls_up(c->proto, verified);
     conn_pump(c);
     return !c->closing;
 }

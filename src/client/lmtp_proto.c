@@ -308,6 +308,8 @@ send_mail(struct lmtp_proto *p, const struct lmtp_txn *t)
      * (lmtp_proto__refusal saw to that) */
     if (t->smtputf8 && p->smtputf8)
         lmtp_proto__out_put(p, " SMTPUTF8");
+    if (p->smtp && t->requiretls) /* RFC 8689 4.2.1 (lmtp_proto__refusal checked the rest) */
+        lmtp_proto__out_put(p, " REQUIRETLS");
     if (p->dsn && t->dsn && t->ret != DSN_RET_NONE) /* RFC 3461 4.3 */
         lmtp_proto__out_put(p, t->ret == DSN_RET_FULL ? " RET=FULL" : " RET=HDRS");
     if (p->dsn && t->dsn && t->envid != NULL && t->envid[0] != '\0') { /* 4.4 */

@@ -35,6 +35,10 @@ struct lmtp_txn {
     const char *envid;
     const unsigned *notify;   /* nrcpts entries, or NULL */
     const char *const *orcpt; /* nrcpts entries (each may be NULL), or NULL */
+    /* RFC 8689, SMTP only (LMTP is final delivery): sent only over
+     * authenticated TLS to a server offering REQUIRETLS, with MAIL ...
+     * REQUIRETLS; otherwise every recipient gets 550 5.7.30 unsent. */
+    bool requiretls;
 };
 
 #define LMTP_EVENTS(X)                                                                             \
@@ -100,8 +104,9 @@ void lmtp_proto_set_starttls(struct lmtp_proto *p, bool required);
 
 /* The handshake after LMTP_EV_STARTTLS is done: the capabilities learnt
  * in plain text are forgotten and the session greets again (RFC 3207
- * 4.2); then READY as usual. */
-void lmtp_proto_tls_up(struct lmtp_proto *p);
+ * 4.2); then READY as usual. authenticated: the server's certificate was
+ * checked (DANE, MTA-STS or tls = verify): REQUIRETLS needs it. */
+void lmtp_proto_tls_up(struct lmtp_proto *p, bool authenticated);
 
 /* Feeds server bytes; returns how many were taken (all, unless an event
  * must be pulled first). */

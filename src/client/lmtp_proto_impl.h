@@ -66,12 +66,14 @@ struct lmtp_proto {
 
     /* server capabilities (LHLO/EHLO reply; none after HELO) */
     bool pipelining, eightbit, smtputf8, size_offered, dsn;
+    bool requiretls;   /* SMTP: REQUIRETLS (RFC 8689), offered over TLS */
     bool dovecot;      /* LMTP: the greeting names Dovecot (it takes ORCPT without DSN) */
     bool chunking;     /* SMTP mode only: LMTP never uses BDAT */
     uint64_t size_max; /* 0: no limit given */
 
     /* STARTTLS (lmtp_proto_set_starttls) */
     bool tls_want, tls_required, tls_up;
+    bool tls_auth; /* the server's certificate was authenticated (DANE, verify) */
 
     /* open transaction */
     const struct lmtp_txn *txn; /* NULL once TXN_DONE is queued */

@@ -96,6 +96,7 @@ lmtp_proto__on_hello(struct lmtp_proto *p)
     p->eightbit = reply_has_keyword(&p->rep, "8BITMIME", NULL, NULL);
     p->smtputf8 = reply_has_keyword(&p->rep, "SMTPUTF8", NULL, NULL);
     p->dsn = reply_has_keyword(&p->rep, "DSN", NULL, NULL);
+    p->requiretls = p->smtp && reply_has_keyword(&p->rep, "REQUIRETLS", NULL, NULL);
     p->chunking = p->smtp && reply_has_keyword(&p->rep, "CHUNKING", NULL, NULL);
     p->size_offered = reply_has_keyword(&p->rep, "SIZE", &param, &plen);
     p->size_max = p->size_offered ? size_param(param, plen) : 0;
@@ -160,14 +161,16 @@ lmtp_proto_set_starttls(struct lmtp_proto *p, bool required)
 }
 
 void
-lmtp_proto_tls_up(struct lmtp_proto *p)
+lmtp_proto_tls_up(struct lmtp_proto *p, bool authenticated)
 {
     lmtp_proto__out_release(p);
     if (p->st != LMTP_ST_TLS)
         mxd_panic("lmtp_proto_tls_up: no STARTTLS handshake was asked for");
     /* RFC 3207 4.2: discard what was learnt before TLS and greet again */
     p->tls_up = true;
+    p->tls_auth = authenticated;
     p->pipelining = p->eightbit = p->smtputf8 = p->chunking = p->size_offered = p->dsn = false;
+    p->requiretls = false;
     p->size_max = 0;
     send_hello(p);
 }
@@ -198,6 +201,16 @@ smtp_refusal(const struct lmtp_proto *p, const struct lmtp_txn *t, int *code)
     *code = 550;
     if (t->utf8_needed && !p->smtputf8)
         return "550 5.6.7 message needs SMTPUTF8 but the primary does not offer it";
+    /* RFC 8689 4.2.1: only over TLS whose certificate was authenticated
+     * (DANE, MTA-STS or tls = verify), to a server that offers REQUIRETLS;
+     * else the message is returned with 5.7.30 (never sent without) */
+    if (t->requiretls && !p->tls_up)
+        return "550 5.7.30 REQUIRETLS support required: no TLS with the next hop";
+    if (t->requiretls && !p->tls_auth)
+        return "550 5.7.30 REQUIRETLS support required: the next hop's certificate is not "
+               "authenticated (no DANE, MTA-STS or tls = verify)";
+    if (t->requiretls && !p->requiretls)
+        return "550 5.7.30 REQUIRETLS support required: the next hop does not offer REQUIRETLS";
     return NULL;
 }
 

@@ -104,6 +104,7 @@ job_new(struct deliver *d, const struct store_dmsg *m, size_t cap)
     j->txn.envid = j->envid;
     j->txn.notify = j->notify;
     j->txn.orcpt = (const char *const *)j->orcpt;
+    j->txn.requiretls = m->requiretls;
     return j;
 }
 

@@ -46,4 +46,43 @@ struct deliver_stats {
 
 void deliver_get_stats(const struct deliver *s, struct deliver_stats *out);
 
+/* ---- what outbound TLS applies to a domain (mxctl tls-policy) ---------- */
+
+#define DELIVER_TLS_HOPS_MAX 16
+
+struct deliver_tls_hop {
+    char host[256]; /* MX host, configured host, address or socket path */
+    unsigned port;  /* 0: a unix socket */
+    char state[16]; /* TLSA: "secure", "none", "bogus", "error" */
+    size_t records; /* secure: TLSA records, and how many are usable for SMTP */
+    size_t usable;
+    char why[200];
+};
+
+struct deliver_tls_report {
+    char domain[256];
+    char role[16];      /* "backup", "local" (LMTP), "remote" (not ours: DSNs to it) */
+    enum conf_tls mode; /* the policy */
+    char policy[16];    /* its name */
+    char source[300];   /* where it comes from */
+    char ca_file[256];  /* verify: "" for the system store */
+    char next_hop[300]; /* "primary = mx", "lmtp = ..." */
+    char mx[16];        /* the MX answer's DNSSEC verdict, or "-" */
+    size_t nhops;
+    struct deliver_tls_hop hops[DELIVER_TLS_HOPS_MAX];
+    char applies[400];    /* what the policy makes of the records, in words */
+    char requiretls[300]; /* what becomes of a REQUIRETLS message (RFC 8689) */
+    char mta_sts[300];    /* the MTA-STS policy known for the domain now, its age */
+    bool sts_enforce;     /* an enforce policy is in force: MX hosts get verified TLS */
+};
+
+/* r is owned by the callback (free()). */
+typedef void (*deliver_tls_report_cb)(void *arg, struct deliver_tls_report *r);
+
+/* Looks up what applies to domain now (MX, addresses and TLSA through the
+ * validating resolver); cb on the loop thread, maybe from inside this
+ * call (nothing to look up). domain is copied. */
+void deliver_tls_report_async(struct deliver *d, const char *domain, deliver_tls_report_cb cb,
+                              void *arg);
+
 #endif

@@ -255,8 +255,8 @@ dest_free_owned(struct dest *dest)
 }
 
 /* Tests cannot bind port 25: MXD_TEST_SMTP_PORT replaces it for MX targets. */
-static uint16_t
-mx_port(void)
+uint16_t
+deliver__mx_port(void)
 {
     const char *p = getenv("MXD_TEST_SMTP_PORT");
     long v = p ? strtol(p, NULL, 10) : 0;
@@ -268,7 +268,7 @@ static void
 dest_set_targets(struct dest *dest, const struct dns_mx_result *res)
 {
     size_t n = 0;
-    uint16_t port = mx_port();
+    uint16_t port = deliver__mx_port();
 
     dest_free_owned(dest);
     for (size_t i = 0; i < res->ntargets; i++)
@@ -343,7 +343,7 @@ mx_cut_local(struct deliver *d, struct dns_mx_result *res)
 {
     unsigned prefs[DNS_MAX_HOSTS];
     bool self[DNS_MAX_HOSTS];
-    uint16_t port = mx_port();
+    uint16_t port = deliver__mx_port();
 
     for (size_t i = 0; i < res->ntargets; i++) {
         const struct dns_target *t = &res->targets[i];
@@ -521,14 +521,39 @@ deliver__tls_trust(struct deliver *d, const char *ca_file, char **err)
     return c;
 }
 
+/* The policy for mail to dom ([server] outbound_tls for DSNs, dom NULL).
+ * relaxed: a message with "TLS-Required: No" (RFC 8689 5): the recipient
+ * domain's own policy (DANE; MTA-STS when it lands: the same place) does
+ * not stop it, it goes as opportunistic TLS would; required and verify
+ * are the operator's choices for the next hop and stay. */
+static enum conf_tls
+dest_mode(const struct deliver *d, const struct conf_domain *dom, bool relaxed)
+{
+    enum conf_tls mode = dom != NULL ? dom->tls : d->conf->outbound_tls;
+
+    if (relaxed && (mode == CONF_TLS_DANE || mode == CONF_TLS_DANE_ONLY))
+        return CONF_TLS_OPPORTUNISTIC;
+    return mode;
+}
+
+/* Messages with "TLS-Required: No" whose policy that relaxes get
+ * destinations of their own (their connections never carry other mail). */
+static const char *
+dest_key_suffix(const struct deliver *d, const struct conf_domain *dom, bool relaxed)
+{
+    enum conf_tls mode = dom != NULL ? dom->tls : d->conf->outbound_tls;
+
+    return dest_mode(d, dom, relaxed) != mode ? " tls-required=no" : "";
+}
+
 /* The domain's `tls` ([server] outbound_tls for the bounce relay, dom NULL). With
  * verify and no trust anchors, dest->tls_broken: its mail is deferred,
  * never sent without verification. */
 static void
-dest_tls_init(struct dest *dest, const struct conf_domain *dom)
+dest_tls_init(struct dest *dest, const struct conf_domain *dom, bool relaxed)
 {
     struct deliver *d = dest->d;
-    enum conf_tls mode = dom != NULL ? dom->tls : d->conf->outbound_tls;
+    enum conf_tls mode = dest_mode(d, dom, relaxed);
     char *err = NULL;
 
     dest->tls_on = true;
@@ -581,15 +606,15 @@ dest_lmtp(struct deliver *d, const struct conf_domain *dom)
     dest = dest_new(d, key, LMTP_CONN_LMTP, dom->lmtp_concurrency);
     dest->eps = &dom->lmtp;
     dest->neps = 1;
-    dest_tls_init(dest, dom); /* TCP only: lmtp_net ignores it for unix sockets */
+    dest_tls_init(dest, dom, false); /* TCP only: lmtp_net ignores it for unix sockets */
     return dest;
 }
 
 /* Backup: one destination per domain, its primaries in order (or MX). */
 static struct dest *
-dest_backup(struct deliver *d, const struct conf_domain *dom)
+dest_backup(struct deliver *d, const struct conf_domain *dom, bool relaxed)
 {
-    char *key = xasprintf("backup:%s", dom->name);
+    char *key = xasprintf("backup:%s%s", dom->name, dest_key_suffix(d, dom, relaxed));
     struct dest *dest = dest_find(d, key);
 
     if (dest != NULL) {
@@ -602,14 +627,14 @@ dest_backup(struct deliver *d, const struct conf_domain *dom)
     dest->mx_domain = xstrdup(dom->name);
     dest->eps = dom->primary;
     dest->neps = dom->nprimary;
-    dest_tls_init(dest, dom);
+    dest_tls_init(dest, dom, relaxed);
     return dest;
 }
 
 static struct dest *
-dest_relay(struct deliver *d)
+dest_relay(struct deliver *d, bool relaxed)
 {
-    char *key = xstrdup("relay:bounce");
+    char *key = xasprintf("relay:bounce%s", dest_key_suffix(d, NULL, relaxed));
     struct dest *dest = dest_find(d, key);
 
     if (dest != NULL) {
@@ -619,7 +644,7 @@ dest_relay(struct deliver *d)
     dest = dest_new(d, key, LMTP_CONN_SMTP, 2);
     dest->eps = &d->conf->bounce_relay;
     dest->neps = 1;
-    dest_tls_init(dest, NULL);
+    dest_tls_init(dest, NULL, relaxed);
     return dest;
 }
 
@@ -627,9 +652,9 @@ dest_relay(struct deliver *d)
  * MX hosts of the sender's domain, as any MTA would (issue 18), with the
  * [server] outbound_tls policy (as the bounce relay). */
 static struct dest *
-dest_remote(struct deliver *d, const char *domain)
+dest_remote(struct deliver *d, const char *domain, bool relaxed)
 {
-    char *key = xasprintf("remote:%s", domain);
+    char *key = xasprintf("remote:%s%s", domain, dest_key_suffix(d, NULL, relaxed));
     struct dest *dest = dest_find(d, key);
 
     if (dest != NULL) {
@@ -641,7 +666,7 @@ dest_remote(struct deliver *d, const char *domain)
     dest->mx_domain = xstrdup(domain);
     dest->eps = NULL;
     dest->neps = 0;
-    dest_tls_init(dest, NULL);
+    dest_tls_init(dest, NULL, relaxed);
     return dest;
 }
 
@@ -650,13 +675,14 @@ deliver__route(struct deliver *d, const struct store_dmsg *m, const struct store
                const struct conf_domain **domp, int *code, const char **text)
 {
     const struct conf_domain *dom = conf_domain_find(d->conf, r->domain, strlen(r->domain));
+    bool relaxed = m->tls_optional && !m->requiretls; /* RFC 8689 4.1: REQUIRETLS wins */
 
     *domp = dom;
     if (dom == NULL && dsn_suppressed(m->sender)) {
         if (d->conf->bounce_relay.text != NULL)
-            return dest_relay(d); /* a DSN to a remote sender */
+            return dest_relay(d, relaxed); /* a DSN to a remote sender */
         if (r->domain[0] != '\0' && r->domain[0] != '[')
-            return dest_remote(d, r->domain);
+            return dest_remote(d, r->domain, relaxed);
         *code = 550;
         *text = "550 5.4.4 DSN not deliverable: the sender's domain is an address literal";
         return NULL;
@@ -672,7 +698,7 @@ deliver__route(struct deliver *d, const struct store_dmsg *m, const struct store
         return NULL;
     }
     if (dom->mode == CONF_MODE_BACKUP)
-        return dest_backup(d, dom);
+        return dest_backup(d, dom, relaxed);
     if (dom->lmtp.text == NULL) {
         *code = 451;
         *text = "451 4.3.5 no lmtp server configured for the domain";

@@ -180,6 +180,9 @@ int deliver__dane_check(struct dest *dest);
 /* Fills t's DANE fields (and required, policy) for endpoint ep. */
 void deliver__dane_tls(struct dest *dest, size_t ep, struct lmtp_conn_tls *t);
 
+/* What is known of domain's MTA-STS policy now (mxctl tls-policy), in
+ * words into buf; true when an enforce policy is in force. */
+bool deliver__sts_describe(struct deliver *d, const char *domain, char *buf, size_t size);
 /* MTA-STS (RFC 8461, deliver_sts.c). True when dest is an MX destination
  * that MTA-STS may upgrade ([server] mta_sts, its tls policy). */
 bool deliver__sts_applies(const struct dest *dest);
@@ -201,5 +204,8 @@ struct tls_creds *deliver__tls_trust(struct deliver *d, const char *ca_file, cha
 /* Loads the STARTTLS client credentials; MXD_ECONFIG (logged) when a
  * domain's ca_file (or the system trust store) cannot be read. */
 int deliver__tls_load(struct deliver *d) MXD_WUR;
+
+/* The port of MX targets: 25, or MXD_TEST_SMTP_PORT in tests. */
+uint16_t deliver__mx_port(void);
 
 #endif

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/log.h"
 #include "base/metrics.h"
@@ -104,6 +105,34 @@ in_force(struct sts_domain *dom)
         return NULL;
     }
     return dom->pol.mode == STS_MODE_NONE ? NULL : &dom->pol;
+}
+
+bool
+deliver__sts_describe(struct deliver *d, const char *domain, char *buf, size_t size)
+{
+    struct sts_domain *dom = NULL;
+    const struct sts_policy *p;
+    int64_t now = deliver__now();
+
+    if (!d->conf->mta_sts) {
+        snprintf(buf, size, "off ([server] mta_sts = off)");
+        return false;
+    }
+    for (dom = d->sts != NULL ? d->sts->domains : NULL; dom != NULL; dom = dom->next)
+        if (strcasecmp(dom->name, domain) == 0)
+            break;
+    if (dom == NULL || !dom->ready) {
+        snprintf(buf, size, "not looked up yet (at the first delivery to its MX hosts)");
+        return false;
+    }
+    if ((p = in_force(dom)) == NULL) {
+        snprintf(buf, size, "%s", dom->has ? "mode none" : "no policy");
+        return false;
+    }
+    snprintf(buf, size, "mode %s, id %s, %zu mx patterns, fetched %llds ago, expires in %llds",
+             sts_mode_name(p->mode), dom->id, p->nmx, (long long)(now - dom->fetched),
+             (long long)(dom->expires - now));
+    return p->mode == STS_MODE_ENFORCE;
 }
 
 /* Every destination waiting for dom's decision runs again. */

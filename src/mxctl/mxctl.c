@@ -62,14 +62,15 @@ usage(FILE *f)
           "  bounce QUEUE-ID            fail a message's recipients and bounce it to the sender\n"
           "  stats                      counters of the running mxd and queue totals\n"
           "  reload                     make mxd re-read its configuration (as SIGHUP)\n"
+          "  tls-policy DOMAIN          the outbound TLS that applies to DOMAIN now, and why\n"
           "  recipient add ADDRESS...   accept mail for ADDRESS (local@domain or @domain)\n"
           "  recipient del ADDRESS...   remove ADDRESS from the recipients table\n"
           "  recipient list             print the recipients table\n"
           "options:\n"
           "  -c FILE      configuration file (default " MXCTL_CONF ")\n"
           "  -d DATABASE  use this database instead of the configuration's\n"
-          "  --json       print queue, show, stats and recipient list as JSON\n"
-          "flush to reload go to the running mxd through [server] control_socket.\n",
+          "  --json       print queue, show, stats, tls-policy and recipient list as JSON\n"
+          "flush to tls-policy go to the running mxd through [server] control_socket.\n",
           f);
 }
 
@@ -472,6 +473,16 @@ flush_check(int argc, char **argv)
 }
 
 static int
+domain_check(int argc, char **argv)
+{
+    if (argc != 1)
+        return usage_error("want one domain");
+    if (!word_valid(argv[0]))
+        return usage_error("invalid domain '%s'", argv[0]);
+    return MXCTL_OK;
+}
+
+static int
 qid_check(int argc, char **argv)
 {
     if (argc != 1)
@@ -502,6 +513,13 @@ stats_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
     return mxctl_ctl_stats(ctx->control, db, ctx->json);
 }
 
+static int
+tls_policy_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+{
+    (void)db, (void)argc;
+    return mxctl_ctl_tls_policy(ctx->control, argv[0], ctx->json);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 struct mxctl_cmd {
@@ -523,6 +541,7 @@ static const struct mxctl_cmd mxctl_cmds[] = {
     {"bounce", qid_check, op_run, false, true},
     {"stats", none_check, stats_run, true, true},
     {"reload", none_check, op_run, false, true},
+    {"tls-policy", domain_check, tls_policy_run, false, true},
 };
 
 /* The database path (-d, or the configuration's) and, for daemon commands,

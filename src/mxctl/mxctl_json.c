@@ -544,3 +544,49 @@ mxctl_ctl_stats(const char *path, sqlite3 *db, bool json)
     json_decref(reply);
     return rc;
 }
+
+static const char *
+jstr(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+
+    return s != NULL ? s : "-";
+}
+
+int
+mxctl_ctl_tls_policy(const char *path, const char *domain, bool json)
+{
+    char *line = xasprintf("tls-policy %s\n", domain);
+    json_t *reply = NULL, *p, *hop;
+    size_t i;
+    int rc = ctl_request(path, line, &reply);
+
+    if (rc == MXCTL_OK)
+        rc = ctl_verdict(reply, "tls-policy");
+    free(line);
+    p = json_object_get(reply, "tls_policy");
+    if (rc == MXCTL_OK && !json_is_object(p)) {
+        fprintf(stderr, "mxctl: malformed reply from mxd at %s: no tls_policy\n", path);
+        rc = MXCTL_REFUSED;
+    }
+    if (rc == MXCTL_OK && json) {
+        rc = print_json(json_incref(p));
+    } else if (rc == MXCTL_OK) {
+        printf("domain: %s (%s)\npolicy: %s (from %s)\nnext hop: %s\nmx dnssec: %s\n",
+               jstr(p, "domain"), jstr(p, "role"), jstr(p, "policy"), jstr(p, "source"),
+               jstr(p, "next_hop"), jstr(p, "mx_dnssec"));
+        json_array_foreach(json_object_get(p, "hops"), i, hop)
+        {
+            printf("hop: %s port %lld tlsa=%s records=%lld usable=%lld%s%s\n", jstr(hop, "host"),
+                   (long long)json_integer_value(json_object_get(hop, "port")), jstr(hop, "tlsa"),
+                   (long long)json_integer_value(json_object_get(hop, "records")),
+                   (long long)json_integer_value(json_object_get(hop, "usable")),
+                   jstr(hop, "why")[0] != '-' && jstr(hop, "why")[0] != '\0' ? " why: " : "",
+                   jstr(hop, "why")[0] != '-' ? jstr(hop, "why") : "");
+        }
+        printf("applies: %s\nrequiretls: %s\nmta-sts: %s\n", jstr(p, "applies"),
+               jstr(p, "requiretls"), jstr(p, "mta_sts"));
+    }
+    json_decref(reply);
+    return rc;
+}

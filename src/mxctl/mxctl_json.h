@@ -35,4 +35,8 @@ int mxctl_ctl_op(const char *path, const char *verb, const char *arg);
  * NULL: no totals), as JSON or as "name value" lines. Exit status. */
 int mxctl_ctl_stats(const char *path, sqlite3 *db, bool json);
 
+/* `tls-policy DOMAIN`: what outbound TLS applies to domain now, as text
+ * (or the daemon's JSON object). An exit status. */
+int mxctl_ctl_tls_policy(const char *path, const char *domain, bool json);
+
 #endif

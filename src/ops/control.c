@@ -92,16 +92,18 @@ struct control_verb {
     bool reload;      /* answered at once by the reload callback */
     enum store_op op; /* otherwise */
     bool kick;        /* deliver_kick after success */
+    bool tls_policy;  /* answered by deliver_tls_report_async */
 };
 
 static const struct control_verb control_verbs[] = {
-    {"flush", CONTROL_ARG_DOMAIN, false, false, STORE_OP_FLUSH, true},
-    {"hold", CONTROL_ARG_QID, false, false, STORE_OP_HOLD, false},
-    {"release", CONTROL_ARG_QID, false, false, STORE_OP_RELEASE, true},
-    {"delete", CONTROL_ARG_QID, false, false, STORE_OP_DELETE, false},
-    {"bounce", CONTROL_ARG_QID, false, false, STORE_OP_BOUNCE, true},
-    {"stats", CONTROL_ARG_NONE, true, false, STORE_OP_FLUSH, false},
-    {"reload", CONTROL_ARG_NONE, false, true, STORE_OP_FLUSH, false},
+    {"flush", CONTROL_ARG_DOMAIN, false, false, STORE_OP_FLUSH, true, false},
+    {"hold", CONTROL_ARG_QID, false, false, STORE_OP_HOLD, false, false},
+    {"release", CONTROL_ARG_QID, false, false, STORE_OP_RELEASE, true, false},
+    {"delete", CONTROL_ARG_QID, false, false, STORE_OP_DELETE, false, false},
+    {"bounce", CONTROL_ARG_QID, false, false, STORE_OP_BOUNCE, true, false},
+    {"stats", CONTROL_ARG_NONE, true, false, STORE_OP_FLUSH, false, false},
+    {"reload", CONTROL_ARG_NONE, false, true, STORE_OP_FLUSH, false, false},
+    {"tls-policy", CONTROL_ARG_DOMAIN, false, false, STORE_OP_FLUSH, false, true},
 };
 
 static const char *const control_op_names[] = {
@@ -367,7 +369,8 @@ request_parse(char *line, const struct control_verb **vp, char **arg)
     }
     if (v == NULL)
         return n == 0 ? "empty request" : "unknown command";
-    if (n > 2 || (n == 2 && v->argk == CONTROL_ARG_NONE) || (n == 1 && v->argk == CONTROL_ARG_QID))
+    if (n > 2 || (n == 2 && v->argk == CONTROL_ARG_NONE) ||
+        (n == 1 && (v->argk == CONTROL_ARG_QID || v->tls_policy)))
         return "wrong number of arguments";
     if (n == 2 && !arg_valid(words[1], v->argk))
         return v->argk == CONTROL_ARG_QID ? "invalid queue id" : "invalid domain";
@@ -378,6 +381,34 @@ request_parse(char *line, const struct control_verb **vp, char **arg)
     *vp = v;
     *arg = words[1];
     return NULL;
+}
+
+/* `tls-policy DOMAIN`: the report as JSON. */
+static void
+on_tls_report(void *arg, struct deliver_tls_report *r)
+{
+    struct control_client *c = arg;
+    json_t *hops = json_array();
+
+    for (size_t i = 0; i < r->nhops; i++) {
+        const struct deliver_tls_hop *h = &r->hops[i];
+
+        json_array_append_new(hops, json_pack("{s:s, s:i, s:s, s:I, s:I, s:s}", "host", h->host,
+                                              "port", (int)h->port, "tlsa", h->state, "records",
+                                              (json_int_t)h->records, "usable",
+                                              (json_int_t)h->usable, "why", h->why));
+    }
+    log_msg(LOG_INFO, NULL, "control", "tls-policy domain=%s policy=%s", r->domain, r->policy);
+    if (!c->closing)
+        client_reply(c, json_pack("{s:b, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}}",
+                                  "ok", 1, "tls_policy", "domain", r->domain, "role", r->role,
+                                  "policy", r->policy, "source", r->source, "next_hop", r->next_hop,
+                                  "mx_dnssec", r->mx, "hops", hops, "applies", r->applies,
+                                  "requiretls", r->requiretls, "mta_sts", r->mta_sts));
+    else
+        json_decref(hops);
+    free(r);
+    client_unref(c); /* the lookup's reference */
 }
 
 static void
@@ -395,6 +426,11 @@ client_request(struct control_client *c, char *line)
         client_reply(c, control_stats(ctl));
     } else if (v->reload) {
         control_reload(c);
+    } else if (v->tls_policy && (ctl->deliver == NULL || ctl->stopping)) {
+        client_error(c, CONTROL_REFUSED, "delivery is not running");
+    } else if (v->tls_policy) {
+        c->refs++;
+        deliver_tls_report_async(ctl->deliver, arg, on_tls_report, c);
     } else {
         c->op = v->op;
         c->kick = v->kick;

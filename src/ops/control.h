@@ -17,8 +17,9 @@ struct smtp_server;
  * client sends one request line "VERB [ARG]\n" (at most 1024 octets) and
  * gets one JSON object line back, then the connection closes:
  *   flush [DOMAIN] | hold QID | release QID | delete QID | bounce QID | stats
- *   | reload
+ *   | reload | tls-policy DOMAIN
  *   -> {"ok":true} | {"ok":false,"error":"..."} | {"ok":true,"stats":{...}}
+ *   | {"ok":true,"tls_policy":{...}} (deliver_tls_report_async, as JSON)
  * Unknown qid: {"ok":false,"error":"no such message","code":1}; bad request:
  * "code":2. After flush and release the scheduler is kicked. Borrowed
  * objects must outlive the control. On failure *err (caller frees).

@@ -45,6 +45,7 @@ smtp_session__body_drop(struct smtp_session *s)
     s->spool_len = 0;
     s->spool_failed = false;
     s->hscan = (struct mime7_hscan){0};
+    s->tlsreq = (struct tlsreq_scan){0};
     if (s->spool_path != NULL) {
         unlink_bg(s, s->spool_path);
         free(s->spool_path);
@@ -140,6 +141,8 @@ smtp_session__body_append(void *arg, const char *data, size_t len)
     /* Only an SMTPUTF8 transaction can need to know (utf8_needed). */
     if (smtp_proto_txn(s->proto)->smtputf8)
         mime7_hscan_feed(&s->hscan, data, len);
+    if (!s->tlsreq.done)
+        tlsreq_scan_feed(&s->tlsreq, data, len);
     /* One chunk may arrive in two pieces (the header filter): never start
      * a second spool write while one is running. */
     if (s->body_len + len > BODY_MEM_MAX && s->body_len > 0 && !s->spool_busy)
@@ -176,10 +179,11 @@ on_committed(void *arg, int status, int64_t msg_id)
         if (s->tls)
             metrics_add(METRICS_MESSAGES_ACCEPTED_TLS, 1);
         log_msg(LOG_INFO, s->qid, "smtp",
-                "queued from=%s size=%llu nrcpt=%zu client=%s tls=%s%s%s cmd=%s",
+                "queued from=%s size=%llu nrcpt=%zu client=%s tls=%s%s%s cmd=%s%s",
                 log_addr(from, sizeof(from), t->sender.mailbox), (unsigned long long)t->body_size,
                 t->nrcpts, s->ip, s->tls ? "\"" : "no", s->tls ? s->tls_desc : "",
-                s->tls ? "\"" : "", t->bdat ? "BDAT" : "DATA");
+                s->tls ? "\"" : "", t->bdat ? "BDAT" : "DATA",
+                t->requiretls ? " requiretls=yes" : "");
         if (s->srv->on_queued != NULL)
             s->srv->on_queued(s->srv->on_queued_arg);
     } else {
@@ -207,6 +211,22 @@ utf8_needed(const struct smtp_session *s, const struct smtp_txn *t, const struct
     for (size_t i = 0; i < t->nrcpts && !need; i++)
         need = t->rcpts[i].utf8;
     return t->smtputf8 && need;
+}
+
+/* RFC 8689 5: "TLS-Required: No" in the header as stored (a content
+ * filter's header when it had one, else the header as received). */
+static bool
+tls_optional(struct smtp_session *s, const struct check_edits *e)
+{
+    struct tlsreq_scan h = {0};
+
+    if (e != NULL && e->header != NULL) {
+        tlsreq_scan_feed(&h, e->header, e->header_len);
+        tlsreq_scan_finish(&h);
+        return h.no;
+    }
+    tlsreq_scan_finish(&s->tlsreq);
+    return s->tlsreq.no;
 }
 
 /* Whether a and b are one mailbox: the local parts compared exactly (RFC
@@ -320,6 +340,8 @@ commit_build(struct smtp_session *s, const struct check_verdict *v)
     m->ret = t->ret;
     m->envid = t->envid[0] != '\0' ? xstrdup(t->envid) : NULL;
     m->return_auth = v->return_auth;
+    m->requiretls = t->requiretls;
+    m->tls_optional = tls_optional(s, e);
     m->spool_path = s->spool_path;
     m->spool_len = s->spool_len;
     m->body = s->body;

@@ -77,7 +77,10 @@ smtp_proto__helo_reply(struct smtp_proto *p)
              "%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
              "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-ETRN\r\n250-DSN\r\n%s250 CHUNKING",
              p->cfg.hostname, (unsigned long long)p->cfg.max_message_size,
-             p->cfg.tls_offer && !p->tls ? "250-STARTTLS\r\n" : "");
+             /* RFC 8689 2: REQUIRETLS only where the session itself is TLS */
+             p->tls             ? "250-REQUIRETLS\r\n"
+             : p->cfg.tls_offer ? "250-STARTTLS\r\n"
+                                : "");
     off = p->reply_len;
     R(p, verb, 250, "-%s", buf);
     /* "250 -host" -> "250-host": the first line continues. */
@@ -165,7 +168,7 @@ path_error(struct smtp_proto *p, const char *verb, int rc, bool is_mail)
 }
 
 struct mail_params {
-    bool size_seen, body_seen, utf8_seen, ret_seen, envid_seen;
+    bool size_seen, body_seen, utf8_seen, ret_seen, envid_seen, requiretls;
     uint64_t size;
     bool body_8bit;
     enum dsn_ret ret;
@@ -223,6 +226,16 @@ mail_param(struct smtp_proto *p, const char *k, size_t kl, const char *v, size_t
         if (mp->envid_seen || !hasv || dsn_envid_parse(v, vl, mp->envid, sizeof(mp->envid)) != 0)
             return param_bad(p, "MAIL", k, kl);
         mp->envid_seen = true;
+    } else if (key_is(k, kl, "REQUIRETLS")) { /* RFC 8689 2: no value */
+        if (mp->requiretls || hasv)
+            return param_bad(p, "MAIL", k, kl);
+        /* Only over TLS (RFC 8689 2: the session itself must use TLS);
+         * 5.7.10 "Encryption needed" (RFC 5248). */
+        if (!p->tls) {
+            R(p, "MAIL", 530, "5.7.10 Error: REQUIRETLS needs a TLS session, use STARTTLS first");
+            return false;
+        }
+        mp->requiretls = true;
     } else {
         return param_unknown(p, "MAIL", k, kl);
     }
@@ -323,6 +336,7 @@ cmd_mail(struct smtp_proto *p, const char *arg, size_t len, struct smtp_event *e
     p->pend_size = mp.size;
     p->pend_ret = mp.ret;
     memcpy(p->pend_envid, mp.envid, sizeof(p->pend_envid));
+    p->pend_requiretls = mp.requiretls;
     p->owed = OWE_MAIL;
     ev->type = SMTP_EV_MAIL;
     ev->addr = &p->pend_addr;

@@ -493,6 +493,7 @@ smtp_proto_answer(struct smtp_proto *p, int code, const char *text_in)
             p->txn.size_param = p->pend_size;
             p->txn.ret = p->pend_ret;
             memcpy(p->txn.envid, p->pend_envid, sizeof(p->txn.envid));
+            p->txn.requiretls = p->pend_requiretls;
         }
         break;
     case OWE_RCPT:

@@ -75,6 +75,7 @@ struct smtp_txn {
     uint64_t size_param;           /* MAIL ... SIZE=n, 0 when absent */
     enum dsn_ret ret;              /* MAIL ... RET= (RFC 3461 4.3) */
     char envid[DSN_ENVID_MAX + 1]; /* MAIL ... ENVID=, decoded; "" when not given */
+    bool requiretls;               /* MAIL ... REQUIRETLS (RFC 8689), only over TLS */
     struct addr *rcpts;            /* accepted recipients */
     struct smtp_rcpt_dsn *rdsn;    /* their DSN parameters, one per rcpts[i] */
     size_t nrcpts;

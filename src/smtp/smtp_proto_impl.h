@@ -35,7 +35,7 @@ struct smtp_proto {
     const char *discard_text;
     /* the MAIL or RCPT waiting for its answer */
     struct addr pend_addr;
-    bool pend_utf8, pend_8bit;
+    bool pend_utf8, pend_8bit, pend_requiretls;
     uint64_t pend_size;
     enum dsn_ret pend_ret;
     char pend_envid[DSN_ENVID_MAX + 1];

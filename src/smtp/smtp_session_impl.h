@@ -13,6 +13,7 @@
 
 #include "base/tls.h"
 #include "msg/mime7.h"
+#include "msg/tlsreq.h"
 #include "smtp/smtp_net_impl.h"
 #include "store/qid.h"
 
@@ -78,6 +79,7 @@ struct smtp_session {
     bool end_wait;      /* the verdict waits for the spool write in flight */
     struct check_verdict *end_v; /* that verdict (pointers the pipeline's until the next MAIL) */
     struct mime7_hscan hscan;    /* 8-bit octets in its header? (SMTPUTF8 needed) */
+    struct tlsreq_scan tlsreq;   /* "TLS-Required: No" in its header? (RFC 8689 5) */
     /* counters for the disconnect line */
     unsigned nmsgs, nrejects;
     /* STARTTLS (smtp_tls.c) */

@@ -422,6 +422,19 @@ store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed, un
     return store__writer_exec(w, STORE_W_INSERT_FACTS);
 }
 
+int
+store__writer_tls(struct store_writer *w, int64_t msg_id, bool requiretls, bool tls_optional)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_TLS];
+
+    if (!requiretls && !tls_optional)
+        return 0; /* the default: no row */
+    sqlite3_bind_int64(s, 1, msg_id);
+    sqlite3_bind_int(s, 2, requiretls);
+    sqlite3_bind_int(s, 3, !requiretls && tls_optional); /* RFC 8689 4.1: REQUIRETLS wins */
+    return store__writer_exec(w, STORE_W_INSERT_TLS);
+}
+
 static int
 writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
 {
@@ -433,6 +446,8 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
     if ((rc = store__writer_facts(w, *id, m->smtputf8 && m->utf8_needed, m->hops)) != 0)
         return rc;
     if ((rc = writer_msg_dsn(w, m, *id)) != 0)
+        return rc;
+    if ((rc = store__writer_tls(w, *id, m->requiretls, m->tls_optional)) != 0)
         return rc;
     if (total > 0 && (rc = writer_blob_body(w, m, *id)) != 0)
         return rc;

@@ -46,6 +46,9 @@ struct store_msg {
     enum dsn_ret ret; /* MAIL ... RET= */
     char *envid;      /* MAIL ... ENVID=, decoded (owned), or NULL */
     bool return_auth; /* SPF pass for the MAIL FROM domain, or an aligned DKIM pass */
+    /* RFC 8689 (schema 010) */
+    bool requiretls;   /* MAIL ... REQUIRETLS */
+    bool tls_optional; /* "TLS-Required: No" in the header, without REQUIRETLS */
 };
 
 /* Frees msg and everything it owns (does not unlink the spool file). NULL ok. */
@@ -129,11 +132,13 @@ struct store_dmsg {
     bool smtputf8;
     bool utf8_needed; /* it cannot go to a next hop without SMTPUTF8 */
     bool body_8bit;
-    unsigned hops;    /* Received: fields in the stored message (RFC 5321 6.3) */
-    enum dsn_ret ret; /* RFC 3461 RET= */
-    char *envid;      /* RFC 3461 ENVID=, decoded, or NULL */
-    bool return_auth; /* the return path was authenticated at accept */
-    bool warned;      /* the delay warning went out */
+    unsigned hops;     /* Received: fields in the stored message (RFC 5321 6.3) */
+    enum dsn_ret ret;  /* RFC 3461 RET= */
+    char *envid;       /* RFC 3461 ENVID=, decoded, or NULL */
+    bool return_auth;  /* the return path was authenticated at accept */
+    bool warned;       /* the delay warning went out */
+    bool requiretls;   /* RFC 8689 MAIL ... REQUIRETLS (schema 010) */
+    bool tls_optional; /* RFC 8689 5 "TLS-Required: No", without REQUIRETLS */
     struct store_drcpt *rcpts;
     size_t nrcpts;
 };

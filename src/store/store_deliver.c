@@ -129,6 +129,8 @@ env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
     m->envid = sqlite3_column_type(s, 9) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 9));
     m->return_auth = sqlite3_column_int(s, 10) != 0;
     m->warned = sqlite3_column_int(s, 11) != 0;
+    m->requiretls = sqlite3_column_int(s, 12) != 0;
+    m->tls_optional = sqlite3_column_int(s, 13) != 0;
 }
 
 static int64_t
@@ -488,6 +490,9 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
         }
         rc = store__writer_facts(w, id, need, 0);
     }
+    /* RFC 8689 5: a DSN about a REQUIRETLS message goes with REQUIRETLS */
+    if (rc == 0)
+        rc = store__writer_tls(w, id, env->requiretls, false);
     if (rc == 0) {
         s = w->c.stmt[STORE_W_INSERT_RCPT];
         sqlite3_bind_int64(s, 1, id);

@@ -17,9 +17,11 @@
 #define STORE_SQL_ENVELOPE                                                                         \
     "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
     "CASE WHEN m.smtputf8 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0), "       \
-    "coalesce(d.ret, 0), d.envid, coalesce(d.return_auth, 1), coalesce(d.warned, 0) "              \
+    "coalesce(d.ret, 0), d.envid, coalesce(d.return_auth, 1), coalesce(d.warned, 0), "             \
+    "coalesce(t.requiretls, 0), coalesce(t.tls_optional, 0) "                                      \
     "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id "                            \
-    "LEFT JOIN message_dsn d ON d.message_id = m.id WHERE m.id = ?1"
+    "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
+    "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ?1"
 
 /* A greylisted triplet's row (schema 004), read by both threads. */
 #define STORE_SQL_GREY_GET                                                                         \
@@ -54,6 +56,8 @@
       "last_reply) VALUES (?1, ?2, ?3, 'held', 0, 9223372036854775807, ?4)")                       \
     X(W_INSERT_DSN, "insert message dsn",                                                          \
       "INSERT INTO message_dsn (message_id, ret, envid, return_auth) VALUES (?1, ?2, ?3, ?4)")     \
+    X(W_INSERT_TLS, "insert message tls",                                                          \
+      "INSERT INTO message_tls (message_id, requiretls, tls_optional) VALUES (?1, ?2, ?3)")        \
     X(W_INSERT_RCPT_DSN, "insert recipient dsn",                                                   \
       "INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) VALUES (?1, ?2, ?3)")                         \
     X(W_RCPT_DSN, "read recipient dsn", "SELECT notify, orcpt FROM rcpt_dsn WHERE rcpt_id = ?1")   \
@@ -281,6 +285,8 @@ int store__writer_exec(struct store_writer *w, enum store_stmt i);
  * whether it needs it; 0 or MXD_ESTORE. */
 /* The message_facts row of message msg_id (schema 003). */
 int store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed, unsigned hops);
+/* The message_tls row (schema 010), only when requiretls or tls_optional. */
+int store__writer_tls(struct store_writer *w, int64_t msg_id, bool requiretls, bool tls_optional);
 
 /* ---- store_deliver.c, for store.c -------------------------------------- */
 

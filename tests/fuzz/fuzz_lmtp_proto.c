@@ -69,7 +69,7 @@ on_event(struct lmtp_proto *p, const struct lmtp_event *ev, struct drive *d)
         /* the glue's handshake succeeded; what follows counts as the
          * decrypted stream */
         check(!d->in_txn);
-        lmtp_proto_tls_up(p);
+        lmtp_proto_tls_up(p, false);
         break;
     case LMTP_EV_NONE:
         break;

@@ -113,7 +113,7 @@ class Primary:
 
     def __init__(self, tmpdir=None, name="primary", port=None, reject=None,
                  hostname=PRIMARY_HOSTNAME, size=None, smtputf8=False, host="127.0.0.1",
-                 tls=None, tls_min=None):
+                 tls=None, tls_min=None, requiretls=False):
         self._own_tmp = tmpdir is None
         if tmpdir is None:
             tmpdir = tempfile.mkdtemp(prefix="mxdtest-primary-")
@@ -134,6 +134,7 @@ class Primary:
         self.smtputf8 = smtputf8
         self.tls = tls  # (certificate, key): offer STARTTLS
         self.tls_min = tls_min
+        self.requiretls = requiretls  # offer REQUIRETLS (RFC 8689) over TLS
         self.proc = None
         self._stderr = None
         self._rejects = {}
@@ -197,6 +198,8 @@ class Primary:
             cmd += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         if self.tls_min:
             cmd += ["--tls-min", self.tls_min]
+        if self.requiretls:
+            cmd += ["--requiretls"]
         env = dict(os.environ)
         env["PYTHONPATH"] = HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONDONTWRITEBYTECODE"] = "1"

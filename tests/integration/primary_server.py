@@ -30,6 +30,9 @@ Addresses are compared case-insensitively. The control file wins over
     "tls": {"version": "TLSv1.3", "cipher": "...", "resumed": false}
 (null for a message that came in plain text).
 
+--requiretls offers REQUIRETLS (RFC 8689) after STARTTLS and takes MAIL
+... REQUIRETLS over TLS (it shows in mail_options).
+
 --events FILE appends one JSON line per event (connect, ehlo, mail, rcpt
 with the reply given, data, quit), flushed at once, so a test can count
 how often a recipient was tried.
@@ -68,6 +71,7 @@ class Handler:
         self.dir = args.dir
         self.control = args.control
         self.events_path = args.events
+        self.requiretls = args.requiretls
         self.static = {}
         for item in args.reject or []:
             addr, _, val = item.partition("=")
@@ -117,6 +121,8 @@ class Handler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         self.event("ehlo", session, name=hostname)
+        if self.requiretls and getattr(session, "ssl", None):
+            responses.insert(len(responses) - 1, "250-REQUIRETLS")
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
@@ -202,6 +208,14 @@ def tls_context(args):
 
 
 class LoggingSMTP(SMTP):
+    def _getparams(self, params):
+        # REQUIRETLS (RFC 8689) takes no value; only over TLS when offered
+        out = super()._getparams(params)
+        if (out is not None and out.get("REQUIRETLS") is True and self.event_handler.requiretls
+                and self._tls_protocol is not None):
+            del out["REQUIRETLS"]
+        return out
+
     def connection_made(self, transport):
         super().connection_made(transport)
         try:
@@ -226,6 +240,7 @@ def main(argv=None):
     ap.add_argument("--hostname", default="primary.test.invalid")
     ap.add_argument("--size", type=int, default=None, help="SIZE limit (default aiosmtpd's 32 MiB)")
     ap.add_argument("--smtputf8", action="store_true")
+    ap.add_argument("--requiretls", action="store_true")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-min", choices=["1.2", "1.3"], default="1.2")

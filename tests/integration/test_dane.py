@@ -21,6 +21,7 @@ at _<that port>._tcp.<MX host>.
 - strict.plain.test with tls = dane-only: deferred with 4.7.5.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -164,6 +165,25 @@ class DaneCase(mxdtest.ClassMxd, unittest.TestCase):
 
     def test_dane_only_unsigned_defers(self):
         self.assert_deferred("strict.plain.test", r"dane-only")
+
+    def tls_policy(self, domain):
+        p = self.mxd.mxctl("tls-policy", domain, "--json")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return json.loads(p.stdout)
+
+    def test_mxctl_tls_policy(self):
+        """mxctl tls-policy (issue 19): what the validating lookups say now."""
+        doc = self.tls_policy("ee.dane.example")
+        self.assertEqual((doc["policy"], doc["mx_dnssec"]), (POLICY, "secure"), doc)
+        hop = doc["hops"][0]
+        self.assertEqual((hop["host"], hop["tlsa"], hop["records"], hop["usable"]),
+                         ("mx-ee.dane.example", "secure", 1, 1), doc)
+        if POLICY == "dane":
+            self.assertRegex(doc["requiretls"], r"^sent only to the 1 next hops with usable TLSA")
+        self.assertEqual(self.tls_policy("bogus.dane.example")["hops"][0]["tlsa"], "bogus")
+        doc = self.tls_policy("plain.test")
+        self.assertEqual((doc["mx_dnssec"], doc["hops"][0]["tlsa"]), ("insecure", "none"), doc)
+        self.assertRegex(doc["requiretls"], r"^bounced 5\.7\.30")
 
 
 class DaneConfig(unittest.TestCase):

@@ -140,7 +140,7 @@ class MtaStsCase(mxdtest.ClassMxd, unittest.TestCase):
                   "metrics_listen": f"127.0.0.1:{cls.metrics_port}"}
         domains = {d: {"mode": "backup", "primary": "mx"} for d in POLICIES}
         cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server, domains=domains, extra=QUEUE_FAST,
-                                  env={"MXD_TEST_SMTP_PORT": str(cls.primary.port),
+                                  control=True, env={"MXD_TEST_SMTP_PORT": str(cls.primary.port),
                                        "MXD_TEST_HTTPS_PORT": str(cls.https.server_port)}))
         # a policy cached earlier for cached.test (its fetch now fails)
         now = int(time.time())
@@ -213,6 +213,11 @@ class MtaStsCase(mxdtest.ClassMxd, unittest.TestCase):
                           ("enf.test",)).fetchall()
         db.close()
         self.assertEqual(rows, [("1x", 86400)])
+        # mxctl tls-policy shows the policy in force, and what REQUIRETLS gets
+        p = self.mxd.mxctl("tls-policy", "enf.test")
+        out = p.stdout.decode()
+        self.assertRegex(out, r"mta-sts: mode enforce, id 1x, 2 mx patterns, fetched \d+s ago")
+        self.assertIn("requiretls: sent over TLS verified as the MTA-STS policy demands", out)
 
     def test_enforce_other_mx_deferred(self):
         self.assert_deferred("bad.test", r"4\.7\.5 .*mx\.bad\.test is not in the MTA-STS policy")

@@ -590,7 +590,7 @@ test_starttls_offered(void **state)
     assert_int_equal(used, strlen("220 2.0.0 Ready\r\n"));
     drain(&c);
     expect_ev(&c, "STARTTLS\n");
-    lmtp_proto_tls_up(c.p);
+    lmtp_proto_tls_up(c.p, false);
     drain(&c);
     expect_sent(&c, "EHLO mx.test\r\n");
     srv(&c, "250-primary.test\r\n250 SIZE 1000\r\n");
@@ -602,6 +602,57 @@ test_starttls_offered(void **state)
     lmtp_proto_body(c.p, NOMIME8, strlen(NOMIME8), true);
     drain(&c);
     expect_ev(&c, "RCPT 0 " NO_8BIT "\nRCPT 1 " NO_8BIT "\nRCPT 2 " NO_8BIT "\nTXN_DONE\nREADY\n");
+    tls_ctx_free(&c);
+}
+
+/* REQUIRETLS (RFC 8689 4.2.1): to a server after STARTTLS; caps: its EHLO
+ * reply over TLS; auth: the certificate was authenticated. */
+static struct ctx
+rtls_ctx(const char *caps, bool auth)
+{
+    struct ctx c = tls_ctx(true);
+
+    srv(&c, CAPS_TLS);
+    srv(&c, "220 2.0.0 Ready\r\n");
+    lmtp_proto_tls_up(c.p, auth);
+    drain(&c);
+    srv(&c, caps);
+    c.slen = 0;
+    c.elen = 0;
+    return c;
+}
+
+/* Sent with MAIL ... REQUIRETLS only over authenticated TLS to a server
+ * that offers it; otherwise every recipient gets 5.7.30 and nothing is
+ * sent. */
+static void
+test_requiretls(void **state)
+{
+    struct lmtp_txn t = txns[S1];
+    struct ctx c;
+
+    (void)state;
+    t.requiretls = true;
+    c = rtls_ctx("250-primary.test\r\n250-8BITMIME\r\n250 REQUIRETLS\r\n", true);
+    lmtp_proto_start(c.p, &t);
+    drain(&c);
+    expect_sent(&c, "MAIL FROM:<> REQUIRETLS\r\n");
+    tls_ctx_free(&c);
+
+    c = rtls_ctx("250-primary.test\r\n250 8BITMIME\r\n", true);
+    lmtp_proto_start(c.p, &t);
+    drain(&c);
+    expect_sent(&c, "");
+    expect_ev(&c, "RCPT 0 550 550 5.7.30 REQUIRETLS support required: the next hop does not offer "
+                  "REQUIRETLS\nTXN_DONE\nREADY\n");
+    tls_ctx_free(&c);
+
+    c = rtls_ctx("250-primary.test\r\n250-8BITMIME\r\n250 REQUIRETLS\r\n", false);
+    lmtp_proto_start(c.p, &t);
+    drain(&c);
+    expect_sent(&c, "");
+    expect_ev(&c, "RCPT 0 550 550 5.7.30 REQUIRETLS support required: the next hop's certificate "
+                  "is not authenticated (no DANE, MTA-STS or tls = verify)\nTXN_DONE\nREADY\n");
     tls_ctx_free(&c);
 }
 
@@ -770,6 +821,7 @@ main(void)
         cmocka_unit_test(test_smtp_body_octets),
         cmocka_unit_test(test_smtp_not_ready),
         cmocka_unit_test(test_starttls_offered),
+        cmocka_unit_test(test_requiretls),
         cmocka_unit_test(test_starttls_required),
         cmocka_unit_test(test_starttls_opportunistic),
         cmocka_unit_test(test_issue18_dsn_params),

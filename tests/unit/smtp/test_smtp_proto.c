@@ -452,6 +452,38 @@ test_proto_after_tls(void **state)
     smtp_proto_free(p);
 }
 
+/* RFC 8689: REQUIRETLS in EHLO only over TLS; MAIL ... REQUIRETLS
+ * before STARTTLS is 530 5.7.10, after it accepted and kept. */
+static void
+test_proto_requiretls(void **state)
+{
+    struct smtp_proto_cfg cfg = test_cfg;
+    struct smtp_proto *p;
+    const char *a = EHLO "MAIL FROM:<a@b.test> REQUIRETLS\r\nSTARTTLS\r\n";
+    const char *b = EHLO "MAIL FROM:<a@b.test> REQUIRETLS=1\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\n";
+    struct run r;
+
+    (void)state;
+    cfg.tls_offer = true;
+    p = smtp_proto_new(&cfg);
+    memset(&r, 0, sizeof(r));
+    run_drain(p, &r);
+    smtp_proto_feed_copy(p, a, strlen(a));
+    run_drain(p, &r);
+    r.replies[r.rlen] = '\0';
+    assert_null(strstr(r.replies, "250-REQUIRETLS"));
+    assert_non_null(strstr(r.replies, "530 5.7.10 "));
+    assert_string_equal(r.codes, "220 250 530 220");
+    r.rlen = 0;
+    smtp_proto_feed_copy(p, b, strlen(b));
+    run_drain(p, &r);
+    r.replies[r.rlen] = '\0';
+    assert_non_null(strstr(r.replies, "250-REQUIRETLS\r\n"));
+    assert_string_equal(r.codes, "220 250 530 220 250 501 250");
+    assert_true(smtp_proto_txn(p)->requiretls);
+    smtp_proto_free(p);
+}
+
 static void
 test_proto_ehlo_keywords(void **state)
 {
@@ -750,6 +782,7 @@ main(void)
         cmocka_unit_test(test_proto_ehlo_keywords),
         cmocka_unit_test(test_proto_starttls),
         cmocka_unit_test(test_proto_after_tls),
+        cmocka_unit_test(test_proto_requiretls),
         cmocka_unit_test(test_proto_duplicate_rcpt),
         cmocka_unit_test(test_proto_issue18_dsn_txn),
         cmocka_unit_test(test_proto_wait),
