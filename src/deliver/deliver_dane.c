@@ -174,7 +174,7 @@ lookup_start(struct dest *dest, size_t ep, const char *host)
 static int
 dane_refuse(struct dest *dest, size_t ep, const char *why)
 {
-    char text[300];
+    char text[640]; /* 4.7.5, the endpoint (300), the reason (300) */
 
     snprintf(text, sizeof(text), "4.7.5 %s: %s", dest->eps[ep].text, why);
     log_msg(LOG_WARN, NULL, "deliver", "dane refused relay=%s policy=%s reason=\"%s\"",
