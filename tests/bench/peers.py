@@ -62,8 +62,10 @@ def _users(dirpath):
     os.chmod(empty, 0o755)
     add_pw = ["Debian-exim:x:64990:64990::/nonexistent:/usr/sbin/nologin",
               f"opensmtpd:x:64991:64991::{empty}:/usr/sbin/nologin",
-              f"opensmtpq:x:64992:64992::{empty}:/usr/sbin/nologin"]
-    add_gr = ["Debian-exim:x:64990:", "opensmtpd:x:64991:", "opensmtpq:x:64992:"]
+              f"opensmtpq:x:64992:64992::{empty}:/usr/sbin/nologin",
+              f"opensmtpv:x:64993:64993::{empty}:/usr/sbin/nologin"]
+    add_gr = ["Debian-exim:x:64990:", "opensmtpd:x:64991:", "opensmtpq:x:64992:",
+              "opensmtpv:x:64993:"]
     for name, add in (("passwd", add_pw), ("group", add_gr)):
         with open(f"/etc/{name}", encoding="utf-8") as f:
             lines = [ln for ln in f.read().splitlines()
@@ -214,6 +216,7 @@ lmtp:
   driver = lmtp
   socket = {lmtp or '/nonexistent'}
   batch_max = 1
+  user = Debian-exim
 
 begin retry
 *  *  F,1h,10m
@@ -268,7 +271,7 @@ class OpenSMTPD(_Peer):
             pki = (f"pki bench cert \"{tls[0]}\"\npki bench key \"{tls[1]}\"\n")
             listen += " tls pki bench"
         action = ('action "out" relay host smtp://127.0.0.1:1' if hold
-                  else f'action "out" lmtp "{lmtp}" rcpt-to')
+                  else f'action "out" lmtp "{lmtp}" rcpt-to virtual {{ "@" = "opensmtpv" }}')
         conf = f"""{pki}smtp max-message-size 64M
 queue ttl 1d
 {listen}
@@ -282,7 +285,10 @@ match from any for domain "{domain}" action "out"
         log = os.path.join(self.dir, "stderr.log")
         self._spawn([os.path.join(self.root, "usr/sbin/smtpd"), "-d", "-f",
                      os.path.join(self.dir, "smtpd.conf")], log,
-                    setup=["mkdir -p /etc/mail /var/spool/smtpd /var/lib/opensmtpd/empty",
+                    setup=[  # its compiled-in /usr/libexec/opensmtpd/mail.lmtp (lmtp action)
+                           f"mount -t overlay overlay -o lowerdir='{self.root}/usr/libexec':"
+                           "/usr/libexec /usr/libexec",
+                           "mkdir -p /etc/mail /var/spool/smtpd /var/lib/opensmtpd/empty",
                            f"cp '{self.etcmail}/aliases' '{self.etcmail}/mailname' /etc/mail/",
                            "chmod 711 /var/spool/smtpd"], preload=self.preload)
         _wait_port(self.port, self.proc, log)
