@@ -144,7 +144,8 @@ class _Peer:
 class Exim(_Peer):
     """Exim 4.96 (exim4-daemon-light) with its own config (-C) and spool.
     hold: queue only (queue_only, no queue runner); else each message is
-    delivered at once over LMTP to lmtp (a unix socket path)."""
+    delivered at once over LMTP to lmtp (a unix socket path), its lmtp
+    transport running as Debian-exim (root is a fixed never_user)."""
 
     name = "exim"
     durability = "fsync per message (its default)"
@@ -239,9 +240,12 @@ begin retry
 
 class OpenSMTPD(_Peer):
     """OpenSMTPD 6.8 with its own smtpd.conf (-f), its compiled-in queue
-    (/var/spool/smtpd) and /etc/mail made in the overlays. hold: a relay action to a port where nothing listens (mail
-    stays queued: `smtpctl pause mta` once started, so it makes no
-    attempt); else lmtp delivery to the socket."""
+    (/var/spool/smtpd) and /etc/mail made in the overlays. hold: a relay
+    action to a port where nothing listens (mail stays queued: `smtpctl
+    pause mta` once started, so it makes no attempt); else lmtp delivery to
+    the socket, by its mail.lmtp (exec'd from its compiled-in
+    /usr/libexec/opensmtpd: an overlay there) as the virtual user opensmtpv
+    (every recipient of the domain maps to it; rcpt-to keeps the address)."""
 
     name = "opensmtpd"
     durability = "no fsync (queue files written and renamed)"

@@ -19,16 +19,21 @@ tree, peak PSS of the tree, final dot to 250 p50/p99 from smtp_load):
   2. the same with STARTTLS on every connection (TLS 1.3, a new handshake
      each time): the rate a real port 25 sees
   4. 10 MB messages, 10 sessions
-  6. idle sessions, plain: PSS of the server's processes with N idle
-     connections (10,000; Postfix and Exim run a process per session:
-     measured with 250 and scaled, as compare.py does)
+  5. end to end into one private Dovecot LMTP (its unix socket; mailboxes
+     spread over 100 maildirs, a recipient per message), 50 sessions, 4 KiB
+     and 100 KiB: delivered/s until the last maildir file appears, CPU of
+     the server's tree (Dovecot's apart), peak PSS. Each server runs a
+     second instance for this (mxd: a local domain, lmtp_concurrency 20;
+     Postfix: virtual_transport lmtp, 20 at a time; Exim: its lmtp transport;
+     OpenSMTPD: `action lmtp "SOCKET" rcpt-to`, its mail.lmtp per message)
+  6. idle sessions, plain and after STARTTLS: PSS of the server's processes
+     with N idle connections (10,000; Postfix and Exim run a process per
+     session: measured with 250 and scaled, as compare.py does)
 
 Each session sends one message (as smtp-source does). Rounds alternate
 the servers (this VM's speed drifts); medians are printed. A peer that
 cannot be started (no network for apt-get download, say) is left out and
-said so. Workloads 3 (the realistic stack), 5 (end to end into Dovecot,
-with mxd and Postfix in compare.py) and the TLS half of 6 are not here
-yet.
+said so. Workload 3 (the realistic stack) is not here yet.
 """
 
 import argparse
@@ -47,10 +52,11 @@ import mxdtest  # noqa: E402
 import peers  # noqa: E402
 import tlsutil  # noqa: E402
 from compare import SINK, RssSampler, idle_memory, pss_kib, subdir, tree, tree_cpu  # noqa: E402
-from dovecot import free_port  # noqa: E402
+from dovecot import Dovecot, free_port  # noqa: E402
 from postfix import Postfix  # noqa: E402
 
 HELD = "held.test"
+E2E = "e2e.test"
 LOAD = os.environ.get("SMTP_LOAD") or os.path.join(ROOT, "build", "tests", "smtp_load")
 BACKLOG = os.environ.get("LISTEN_BACKLOG") or os.path.join(ROOT, "build", "tests",
                                                             "liblisten_backlog.so")
@@ -60,13 +66,17 @@ class Mxd:
     name = "mxd"
     durability = "fdatasync per commit (group commit), before every 250"
 
-    def __init__(self, tmp, pki):
+    def __init__(self, tmp, pki, lmtp=None):
         server = {"max_connections": "12000", "max_connections_per_ip": "12000",
                   "max_message_size": "64M"}
         domains = {HELD: {"mode": "backup", "primary": "127.0.0.1:1", "recipients": "any"}}
+        if lmtp:  # end to end: a local domain delivered over LMTP, as compare.py
+            domains = {E2E: {"mode": "local", "lmtp": f"unix:{lmtp}", "recipients": "any",
+                             "lmtp_concurrency": "20"}}
         extra = (f"[tls]\ncertificate = {pki.cert}\nkey = {pki.key}\n"
                  "[queue]\nretry_min = 1h\nretry_max = 2h\n")
-        self.mxd = mxdtest.Mxd(subdir(tmp, "mxd"), server=server, domains=domains, extra=extra)
+        self.mxd = mxdtest.Mxd(subdir(tmp, "mxd-e2e" if lmtp else "mxd"), server=server,
+                               domains=domains, extra=extra)
 
     def start(self):
         self.mxd.start()
@@ -83,11 +93,12 @@ class Pf:
     name = "postfix"
     durability = "fsync per message (its default)"
 
-    def __init__(self, tmp, pki):
+    def __init__(self, tmp, pki, lmtp=None):
         extra = (f"smtpd_tls_cert_file = {pki.cert}\nsmtpd_tls_key_file = {pki.key}\n"
                  "smtpd_tls_security_level = may\nmessage_size_limit = 67108864\n")
-        self.pf = Postfix(subdir(tmp, "postfix"), free_port(), HELD, "/nonexistent/lmtp",
-                          hold=True, extra=extra)
+        self.pf = Postfix(subdir(tmp, "postfix-e2e" if lmtp else "postfix"), free_port(),
+                          E2E if lmtp else HELD, lmtp or "/nonexistent/lmtp",
+                          hold=not lmtp, extra=extra)
 
     def start(self):
         self.pf.start()
@@ -121,9 +132,9 @@ class Sink:
     pid = property(lambda self: self.proc.pid if self.proc else None)
 
 
-def load(port, sessions, n, size, tls):
+def load(port, sessions, n, size, tls, rcpt=f"user@{HELD}", spread=False):
     argv = [LOAD, "-p", str(port), "-c", str(sessions), "-n", str(n), "-s", str(size),
-            "-t", f"user@{HELD}"] + (["-T"] if tls else [])
+            "-t", rcpt] + (["-T"] if tls else []) + (["-N"] if spread else [])
     p = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     if p.returncode != 0:
         raise RuntimeError(p.stderr.strip()[-300:])
@@ -140,6 +151,102 @@ def point(srv, sessions, n, size, tls):
     return r
 
 
+def e2e_point(srv, dov, sessions, n, size):
+    """n messages end to end into dov: delivered/s from the first connect
+    to the last maildir file; CPU of the server's tree and of Dovecot's."""
+    base = dov.count()
+    cpu0, dcpu0 = tree_cpu(srv.pid), dov.cpu_seconds()
+    with RssSampler(srv.pid) as rss:
+        t0 = time.monotonic()
+        r = load(srv.port, sessions, n, size, False, rcpt=f"user@{E2E}", spread=True)
+        deadline = time.monotonic() + 120 + n / 5
+        while dov.count() < base + n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{dov.count() - base} of {n} delivered after "
+                                   f"{deadline - t0:.0f} s")
+            time.sleep(0.02)
+        dt = time.monotonic() - t0
+    r["acc"] = r["rate"]
+    r["rate"] = n / dt
+    r["cpu_ms"] = (tree_cpu(srv.pid) - cpu0) / n * 1000
+    r["dov_cpu_ms"] = (dov.cpu_seconds() - dcpu0) / n * 1000
+    r["pss_mib"] = rss.peak / 1024
+    return r
+
+
+def idle_tls(srv, n):
+    """PSS (KiB) of the server's tree before and with n idle sessions that
+    completed STARTTLS (smtp_load -I -T holds them until its stdin ends)."""
+    measure = lambda: sum(pss_kib(p) for p in tree(srv.pid))  # noqa: E731
+    base = measure()
+    p = subprocess.Popen([LOAD, "-p", str(srv.port), "-n", str(n), "-I", "-T"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        line = p.stdout.readline()
+        if not line.startswith("idle"):
+            p.wait(30)
+            raise RuntimeError(p.stderr.read().strip()[-300:] or f"exit {p.returncode}")
+        time.sleep(1)
+        return base, measure(), float(line.split()[3])
+    finally:
+        if p.poll() is None:
+            p.stdin.close()
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def run_e2e(tmp, pki, rounds, sizes, failed):
+    """Workload 5: every server in a second instance delivering to one
+    private Dovecot; returns {(workload, name): [points]}."""
+    res = {}
+    dov = Dovecot(tmpdir=tmp, mailbox_spread=100)
+    dov.start()
+    e2e = subdir(tmp, "e2e")
+    servers = [Mxd(tmp, pki, lmtp=dov.unix_path), Pf(tmp, pki, lmtp=dov.unix_path)]
+    for cls, kw in ((peers.Exim, {}), (peers.OpenSMTPD, {"preload": BACKLOG})):
+        try:
+            servers.append(cls(e2e, free_port(), E2E, lmtp=dov.unix_path, hold=False, **kw))
+        except Exception as e:  # noqa: BLE001 - a peer that cannot be had is said so
+            print(f"e2e {cls.name}: cannot be set up: {e}", flush=True)
+    started = []
+    try:
+        for s in servers:
+            try:
+                s.start()
+                started.append(s)
+            except Exception as e:  # noqa: BLE001
+                print(f"e2e {s.name}: did not start: {e}", flush=True)
+                failed.append(f"e2e {s.name} did not start")
+        for r in range(rounds):
+            for wname, size in (("e2e-4k", 4096), ("e2e-100k", 102400)):
+                for s in started:
+                    n = sizes[wname][0 if s.name == "mxd" else 1]
+                    try:
+                        p = e2e_point(s, dov, 50, n, size)
+                    except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+                        print(f"round {r + 1} {wname} {s.name}: failed: {e}", flush=True)
+                        failed.append(f"{wname} {s.name}")
+                        continue
+                    res.setdefault((wname, s.name), []).append(p)
+                    print(f"round {r + 1} {wname} {s.name}: {n} messages, accepted "
+                          f"{p['acc']:,.1f}/s, delivered {p['rate']:,.1f}/s, CPU "
+                          f"{p['cpu_ms']:.3f} ms/message (Dovecot {p['dov_cpu_ms']:.3f}), "
+                          f"peak PSS {p['pss_mib']:.1f} MiB", flush=True)
+                    time.sleep(0.5)
+    finally:
+        for s in started:
+            try:
+                s.stop()
+            except Exception as e:  # noqa: BLE001 - a benchmark cleans up what it can
+                print(f"stopping {s.name}: {e}", file=sys.stderr)
+        dov.stop()
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="each workload briefly (CI)")
@@ -149,9 +256,11 @@ def main():
         sys.exit("peers_bench.py: run as root (Postfix, unshare)")
     rounds = 1 if args.quick else args.rounds
     # messages per point: (mxd and smtp-sink, the peers)
-    sizes = {"plain": (3000, 1000), "tls": (1000, 500), "10mb": (40, 30)}
+    sizes = {"plain": (3000, 1000), "tls": (1000, 500), "10mb": (40, 30),
+             "e2e-4k": (2000, 1000), "e2e-100k": (1000, 500)}
     if args.quick:
-        sizes = {"plain": (200, 100), "tls": (100, 50), "10mb": (10, 10)}
+        sizes = {"plain": (200, 100), "tls": (100, 50), "10mb": (10, 10),
+                 "e2e-4k": (100, 100), "e2e-100k": (50, 50)}
     tmp = tempfile.mkdtemp(prefix="mxd-bench-peers-")
     os.chmod(tmp, 0o755)
     pki = tlsutil.make_pki(os.path.join(tmp, "pki"))
@@ -167,6 +276,8 @@ def main():
             print(f"{cls.name}: cannot be set up: {e}", flush=True)
     started = []
     failed = []  # of the servers this machine must have: the run fails
+    res = {}
+    work = []
     try:
         for s in servers:
             try:
@@ -177,7 +288,6 @@ def main():
                 failed.append(f"{s.name} did not start")
         print("durability as configured: " + "; ".join(f"{s.name}: {s.durability}"
                                                        for s in started), flush=True)
-        res = {}
         work = [("plain", 50, 4096, False), ("tls", 50, 4096, True),
                 ("10mb", 10, 10 * 1024 * 1024, False)]
         for r in range(rounds):
@@ -217,27 +327,53 @@ def main():
             print(f"  {s.name:10} {base / 1024:7.1f} MiB, with {n:,} idle "
                   f"{with_idle / 1024:7.1f} MiB: {each:,.1f} KiB each; for {idle_n:,}: "
                   f"{(base + each * idle_n) / 1024:,.0f} MiB")
-        print(f"\nmedians of {rounds} round(s): messages/s / CPU ms per message / peak PSS MiB"
-              " / p50 ms / p99 ms")
-        for wname, _, _, _ in work:
-            for s in started:
-                v = res.get((wname, s.name))
-                if not v:
-                    continue
-                m = {k: statistics.median(x[k] for x in v) for k in v[0]}
-                mx = res.get((wname, "mxd"))
-                ratio = ""
-                if mx and s.name != "mxd":
-                    ratio = (f"  mxd/{s.name} "
-                             f"{statistics.median(x['rate'] for x in mx) / m['rate']:.2f}x")
-                print(f"  {wname:6} {s.name:10} {m['rate']:9,.1f}/s {m['cpu_ms']:8.3f} "
-                      f"{m['pss_mib']:7.1f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f}{ratio}")
+        tls_n = 200 if args.quick else 10000
+        print("\nidle sessions after STARTTLS (TLS 1.3), PSS of the server's processes:")
+        for s in started:
+            if s.name == "smtp-sink":
+                continue
+            n = tls_n if s.name in ("mxd", "opensmtpd") else min(tls_n, 250)
+            try:
+                if isinstance(s, Pf):  # its smtpd processes of the plain idle sessions
+                    s.stop()           # linger (max_idle) and would be reused
+                    s.start()
+                base, with_idle, secs = idle_tls(s, n)
+            except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+                print(f"  {s.name}: failed: {e}")
+                failed.append(f"idle-tls {s.name}")
+                continue
+            each = (with_idle - base) / n
+            print(f"  {s.name:10} {base / 1024:7.1f} MiB, with {n:,} idle TLS "
+                  f"{with_idle / 1024:7.1f} MiB: {each:,.1f} KiB each; for {tls_n:,}: "
+                  f"{(base + each * tls_n) / 1024:,.0f} MiB ({n:,} opened in {secs:.1f} s)",
+                  flush=True)
     finally:
         for s in started:
             try:
                 s.stop()
             except Exception as e:  # noqa: BLE001 - a benchmark cleans up what it can
                 print(f"stopping {s.name}: {e}", file=sys.stderr)
+    print("\nworkload 5, end to end into Dovecot (second instances):", flush=True)
+    try:
+        res.update(run_e2e(tmp, pki, rounds, sizes, failed))
+    except Exception as e:  # noqa: BLE001 - Dovecot failed: so did mxd's workload
+        print(f"e2e: failed: {e}", flush=True)
+        failed.append("e2e mxd")
+    print(f"\nmedians of {rounds} round(s): messages/s / CPU ms per message / peak PSS MiB"
+          " / p50 ms / p99 ms (e2e: delivered/s, the server's CPU without Dovecot's)")
+    for wname in [w[0] for w in work] + ["e2e-4k", "e2e-100k"]:
+        for s in servers:
+            v = res.get((wname, s.name))
+            if not v:
+                continue
+            m = {k: statistics.median(x[k] for x in v) for k in v[0]}
+            mx = res.get((wname, "mxd"))
+            ratio = ""
+            if mx and s.name != "mxd":
+                ratio = (f"  mxd/{s.name} "
+                         f"{statistics.median(x['rate'] for x in mx) / m['rate']:.2f}x")
+            print(f"  {wname:8} {s.name:10} {m['rate']:9,.1f}/s {m['cpu_ms']:8.3f} "
+                  f"{m['pss_mib']:7.1f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f}{ratio}")
     # Exim and OpenSMTPD are fetched at run time (and OpenSMTPD's STARTTLS
     # fails with OpenSSL 3): their failures are reported, not fatal
     fatal = [f for f in failed if f.split()[-1] in ("mxd", "postfix", "smtp-sink")

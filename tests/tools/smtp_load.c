@@ -212,6 +212,7 @@ idle(int n)
     struct rlimit rl;
     char buf[256];
     double t0 = now();
+    int on = 1;
 
     if (c == NULL)
         die("out of memory", NULL);
@@ -224,6 +225,7 @@ idle(int n)
         c[i].fd = socket(AF_INET, SOCK_STREAM, 0);
         if (c[i].fd < 0 || connect(c[i].fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
             die("connect failed", NULL);
+        setsockopt(c[i].fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
         expect(&c[i], NULL, 220);
         expect(&c[i], "EHLO load.invalid\r\n", 250);
         if (use_tls) {
