@@ -2,7 +2,7 @@
  * (tests/bench/peers_bench.py), plain or with STARTTLS on every
  * connection, which smtp-source cannot do.
  *
- *   smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N]
+ *   smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N] [-f FILE]
  *   smtp_load -p PORT -n SESSIONS -I [-T]
  *
  * SESSIONS threads each run sessions of one message (connect, EHLO,
@@ -14,6 +14,9 @@
  * not verified (test certificates). -N prepends the message's number to
  * the recipient's local part (as smtp-source -N: one recipient per
  * message, spread over the mailboxes of an LMTP server).
+ *
+ * -f FILE: sends FILE as the message (From: bench@source.test, CRLF, no
+ * line starting with a dot: a DKIM-signed one), -s is then ignored.
  *
  * -I: idle sessions. Opens SESSIONS sessions one after the other (greeted,
  * EHLO, with -T STARTTLS, the handshake and EHLO again), prints "idle N
@@ -36,7 +39,7 @@
 #include <gnutls/gnutls.h>
 
 static int port, nsessions, nmessages, msg_size, use_tls, spread;
-static const char *rcpt;
+static const char *rcpt, *file;
 static atomic_int next_msg;
 static char *body;
 static size_t body_len;
@@ -263,7 +266,7 @@ main(int argc, char **argv)
     double t0, dt;
     int opt, idle_mode = 0;
 
-    while ((opt = getopt(argc, argv, "p:c:n:s:t:TNI")) != -1) {
+    while ((opt = getopt(argc, argv, "p:c:n:s:t:f:TNI")) != -1) {
         switch (opt) {
         case 'p':
             port = atoi(optarg);
@@ -283,6 +286,9 @@ main(int argc, char **argv)
         case 'T':
             use_tls = 1;
             break;
+        case 'f':
+            file = optarg;
+            break;
         case 'N':
             spread = 1;
             break;
@@ -290,7 +296,8 @@ main(int argc, char **argv)
             idle_mode = 1;
             break;
         default:
-            die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N]\n"
+            die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N] [-f "
+                "FILE]\n"
                 "       smtp_load -p PORT -n SESSIONS -I [-T]",
                 NULL);
         }
@@ -301,7 +308,7 @@ main(int argc, char **argv)
         return idle(nmessages);
     }
     if (port <= 0 || nsessions <= 0 || nmessages <= 0 || msg_size < 0 || rcpt == NULL)
-        die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N]\n"
+        die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N] [-f FILE]\n"
             "       smtp_load -p PORT -n SESSIONS -I [-T]",
             NULL);
     body_len = (size_t)msg_size + 200;
@@ -309,8 +316,19 @@ main(int argc, char **argv)
     lat = calloc((size_t)nmessages, sizeof(*lat));
     if (body == NULL || lat == NULL)
         die("out of memory", NULL);
-    body_len = (size_t)snprintf(
-        body, 200, "From: <bench@source.test>\r\nTo: <%s>\r\nSubject: load\r\n\r\n", rcpt);
+    if (file != NULL) { /* the message as it is (CRLF, no line starting with a dot) */
+        FILE *f = fopen(file, "rb");
+
+        free(body);
+        body = malloc(1 << 24);
+        if (f == NULL || body == NULL)
+            die("cannot read", file);
+        body_len = fread(body, 1, 1 << 24, f);
+        fclose(f);
+        msg_size = 0;
+    } else
+        body_len = (size_t)snprintf(
+            body, 200, "From: <bench@source.test>\r\nTo: <%s>\r\nSubject: load\r\n\r\n", rcpt);
     while (body_len < (size_t)msg_size) {
         memcpy(body + body_len, line, sizeof(line) - 1);
         body_len += sizeof(line) - 1;
