@@ -679,7 +679,8 @@ class RspamdTest(mxdtest.ClassMxd, unittest.TestCase):
         cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server))
 
     @classmethod
-    def start_rspamd(cls, tmpdir, port, dns_port=None, headers=(), more_files=None):
+    def start_rspamd(cls, tmpdir, port, dns_port=None, headers=(), more_files=None,
+                     dns_timeout="0.2s"):
         rdir = os.path.join(tmpdir, "rspamd")
         for d in ("db", "run", "log", "local.d"):
             os.makedirs(os.path.join(rdir, d), exist_ok=True)
@@ -702,7 +703,7 @@ upstream "local" {{ default = yes; self_scan = yes; }}
             "override.d/worker-normal.inc": f'bind_socket = "127.0.0.1:{normal}";\ncount = 1;\n',
             "override.d/worker-controller.inc": f'bind_socket = "127.0.0.1:{ctl}";\ncount = 1;\n',
             "override.d/options.inc": f"""url_tld = "{tld}";
-dns {{ nameserver = ["127.0.0.1:{dns}"]; timeout = 0.2s; retransmits = 1; }}
+dns {{ nameserver = ["127.0.0.1:{dns}"]; timeout = {dns_timeout}; retransmits = 1; }}
 hs_cache_dir = "{rdir}/db";
 """,
             "override.d/logging.inc": f'type = "file";\nfilename = "{rdir}/log/rspamd.log";\n'
