@@ -62,8 +62,10 @@ def _users(dirpath):
     os.chmod(empty, 0o755)
     add_pw = ["Debian-exim:x:64990:64990::/nonexistent:/usr/sbin/nologin",
               f"opensmtpd:x:64991:64991::{empty}:/usr/sbin/nologin",
-              f"opensmtpq:x:64992:64992::{empty}:/usr/sbin/nologin"]
-    add_gr = ["Debian-exim:x:64990:", "opensmtpd:x:64991:", "opensmtpq:x:64992:"]
+              f"opensmtpq:x:64992:64992::{empty}:/usr/sbin/nologin",
+              f"opensmtpv:x:64993:64993::{empty}:/usr/sbin/nologin"]
+    add_gr = ["Debian-exim:x:64990:", "opensmtpd:x:64991:", "opensmtpq:x:64992:",
+              "opensmtpv:x:64993:"]
     for name, add in (("passwd", add_pw), ("group", add_gr)):
         with open(f"/etc/{name}", encoding="utf-8") as f:
             lines = [ln for ln in f.read().splitlines()
@@ -142,7 +144,8 @@ class _Peer:
 class Exim(_Peer):
     """Exim 4.96 (exim4-daemon-light) with its own config (-C) and spool.
     hold: queue only (queue_only, no queue runner); else each message is
-    delivered at once over LMTP to lmtp (a unix socket path)."""
+    delivered at once over LMTP to lmtp (a unix socket path), its lmtp
+    transport running as Debian-exim (root is a fixed never_user)."""
 
     name = "exim"
     durability = "fsync per message (its default)"
@@ -214,6 +217,7 @@ lmtp:
   driver = lmtp
   socket = {lmtp or '/nonexistent'}
   batch_max = 1
+  user = Debian-exim
 
 begin retry
 *  *  F,1h,10m
@@ -236,9 +240,12 @@ begin retry
 
 class OpenSMTPD(_Peer):
     """OpenSMTPD 6.8 with its own smtpd.conf (-f), its compiled-in queue
-    (/var/spool/smtpd) and /etc/mail made in the overlays. hold: a relay action to a port where nothing listens (mail
-    stays queued: `smtpctl pause mta` once started, so it makes no
-    attempt); else lmtp delivery to the socket."""
+    (/var/spool/smtpd) and /etc/mail made in the overlays. hold: a relay
+    action to a port where nothing listens (mail stays queued: `smtpctl
+    pause mta` once started, so it makes no attempt); else lmtp delivery to
+    the socket, by its mail.lmtp (exec'd from its compiled-in
+    /usr/libexec/opensmtpd: an overlay there) as the virtual user opensmtpv
+    (every recipient of the domain maps to it; rcpt-to keeps the address)."""
 
     name = "opensmtpd"
     durability = "no fsync (queue files written and renamed)"
@@ -268,7 +275,7 @@ class OpenSMTPD(_Peer):
             pki = (f"pki bench cert \"{tls[0]}\"\npki bench key \"{tls[1]}\"\n")
             listen += " tls pki bench"
         action = ('action "out" relay host smtp://127.0.0.1:1' if hold
-                  else f'action "out" lmtp "{lmtp}" rcpt-to')
+                  else f'action "out" lmtp "{lmtp}" rcpt-to virtual {{ "@" = "opensmtpv" }}')
         conf = f"""{pki}smtp max-message-size 64M
 queue ttl 1d
 {listen}
@@ -282,7 +289,10 @@ match from any for domain "{domain}" action "out"
         log = os.path.join(self.dir, "stderr.log")
         self._spawn([os.path.join(self.root, "usr/sbin/smtpd"), "-d", "-f",
                      os.path.join(self.dir, "smtpd.conf")], log,
-                    setup=["mkdir -p /etc/mail /var/spool/smtpd /var/lib/opensmtpd/empty",
+                    setup=[  # its compiled-in /usr/libexec/opensmtpd/mail.lmtp (lmtp action)
+                           f"mount -t overlay overlay -o lowerdir='{self.root}/usr/libexec':"
+                           "/usr/libexec /usr/libexec",
+                           "mkdir -p /etc/mail /var/spool/smtpd /var/lib/opensmtpd/empty",
                            f"cp '{self.etcmail}/aliases' '{self.etcmail}/mailname' /etc/mail/",
                            "chmod 711 /var/spool/smtpd"], preload=self.preload)
         _wait_port(self.port, self.proc, log)

@@ -679,7 +679,8 @@ class RspamdTest(mxdtest.ClassMxd, unittest.TestCase):
         cls.start_mxd(mxdtest.Mxd(cls.tmpdir, server=server))
 
     @classmethod
-    def start_rspamd(cls, tmpdir, port):
+    def start_rspamd(cls, tmpdir, port, dns_port=None, headers=(), more_files=None,
+                     dns_timeout="0.2s"):
         rdir = os.path.join(tmpdir, "rspamd")
         for d in ("db", "run", "log", "local.d"):
             os.makedirs(os.path.join(rdir, d), exist_ok=True)
@@ -687,7 +688,9 @@ class RspamdTest(mxdtest.ClassMxd, unittest.TestCase):
         tld = os.path.join(rdir, "tld.dat")
         with open(tld, "w") as f:
             f.write("test\ncom\nnet\norg\n")
-        ctl, normal, dns = mxdtest.free_port(), mxdtest.free_port(), mxdtest.free_port()
+        # dns_port: a name server for rspamd's lookups (tests/bench/stack.py);
+        # by default a port where none listens
+        ctl, normal, dns = mxdtest.free_port(), mxdtest.free_port(), dns_port or mxdtest.free_port()
         # Debian's rspamd.conf with our own LOCAL_CONFDIR: every module as
         # packaged, the sockets, paths and a few settings overridden
         files = {
@@ -700,14 +703,16 @@ upstream "local" {{ default = yes; self_scan = yes; }}
             "override.d/worker-normal.inc": f'bind_socket = "127.0.0.1:{normal}";\ncount = 1;\n',
             "override.d/worker-controller.inc": f'bind_socket = "127.0.0.1:{ctl}";\ncount = 1;\n',
             "override.d/options.inc": f"""url_tld = "{tld}";
-dns {{ nameserver = ["127.0.0.1:{dns}"]; timeout = 0.2s; retransmits = 1; }}
+dns {{ nameserver = ["127.0.0.1:{dns}"]; timeout = {dns_timeout}; retransmits = 1; }}
 hs_cache_dir = "{rdir}/db";
 """,
             "override.d/logging.inc": f'type = "file";\nfilename = "{rdir}/log/rspamd.log";\n'
                                       'level = "info";\n',
-            "local.d/milter_headers.conf": 'use = ["x-spamd-result", "x-spam-status"];\n'
+            "local.d/milter_headers.conf": "use = [" + ", ".join(
+                f'"{h}"' for h in ("x-spamd-result", "x-spam-status", *headers)) + "];\n"
                                            "skip_local = false;\nskip_authenticated = false;\n",
         }
+        files.update(more_files or {})
         os.makedirs(os.path.join(rdir, "override.d"), exist_ok=True)
         for name, text in files.items():
             with open(os.path.join(rdir, name), "w") as f:

@@ -2,7 +2,8 @@
  * (tests/bench/peers_bench.py), plain or with STARTTLS on every
  * connection, which smtp-source cannot do.
  *
- *   smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T]
+ *   smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N] [-f FILE]
+ *   smtp_load -p PORT -n SESSIONS -I [-T]
  *
  * SESSIONS threads each run sessions of one message (connect, EHLO,
  * [STARTTLS, a new TLS 1.3 handshake, EHLO], MAIL, RCPT, DATA, the
@@ -10,7 +11,18 @@
  * line: "messages N seconds S rate R p50_ms X p99_ms Y", the latency from
  * the final dot to the 250. Any reply that is not the expected one ends it
  * with exit status 1 and the reply on stderr. The server's certificate is
- * not verified (test certificates). */
+ * not verified (test certificates). -N prepends the message's number to
+ * the recipient's local part (as smtp-source -N: one recipient per
+ * message, spread over the mailboxes of an LMTP server).
+ *
+ * -f FILE: sends FILE as the message (From: bench@source.test, CRLF, no
+ * line starting with a dot: a DKIM-signed one), -s is then ignored.
+ *
+ * -I: idle sessions. Opens SESSIONS sessions one after the other (greeted,
+ * EHLO, with -T STARTTLS, the handshake and EHLO again), prints "idle N
+ * seconds S" once all are open, keeps them open until its stdin ends, then
+ * closes them. */
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <arpa/inet.h>
@@ -26,8 +38,8 @@
 
 #include <gnutls/gnutls.h>
 
-static int port, nsessions, nmessages, msg_size, use_tls;
-static const char *rcpt;
+static int port, nsessions, nmessages, msg_size, use_tls, spread;
+static const char *rcpt, *file;
 static atomic_int next_msg;
 static char *body;
 static size_t body_len;
@@ -163,7 +175,10 @@ one(size_t i)
         expect(&c, "EHLO load.invalid\r\n", 250);
     }
     expect(&c, "MAIL FROM:<bench@source.test>\r\n", 250);
-    snprintf(cmd, sizeof(cmd), "RCPT TO:<%s>\r\n", rcpt);
+    if (spread)
+        snprintf(cmd, sizeof(cmd), "RCPT TO:<%zu%s>\r\n", i, rcpt);
+    else
+        snprintf(cmd, sizeof(cmd), "RCPT TO:<%s>\r\n", rcpt);
     expect(&c, cmd, 250);
     expect(&c, "DATA\r\n", 354);
     put(&c, body, body_len);
@@ -191,6 +206,49 @@ worker(void *arg)
     return NULL;
 }
 
+/* -I: n sessions opened and held until stdin ends */
+static int
+idle(int n)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct conn *c = calloc((size_t)n, sizeof(*c));
+    struct rlimit rl;
+    char buf[256];
+    double t0 = now();
+    int on = 1;
+
+    if (c == NULL)
+        die("out of memory", NULL);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < n; i++) {
+        c[i].fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (c[i].fd < 0 || connect(c[i].fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+            die("connect failed", NULL);
+        setsockopt(c[i].fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+        expect(&c[i], NULL, 220);
+        expect(&c[i], "EHLO load.invalid\r\n", 250);
+        if (use_tls) {
+            starttls(&c[i]);
+            expect(&c[i], "EHLO load.invalid\r\n", 250);
+        }
+    }
+    printf("idle %d seconds %.3f\n", n, now() - t0);
+    fflush(stdout);
+    while (read(0, buf, sizeof(buf)) > 0)
+        ;
+    for (int i = 0; i < n; i++) {
+        if (c[i].tls)
+            gnutls_deinit(c[i].tls);
+        close(c[i].fd);
+    }
+    free(c);
+    return 0;
+}
+
 static int
 cmp(const void *a, const void *b)
 {
@@ -206,9 +264,9 @@ main(int argc, char **argv)
         "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
     pthread_t *th;
     double t0, dt;
-    int opt;
+    int opt, idle_mode = 0;
 
-    while ((opt = getopt(argc, argv, "p:c:n:s:t:T")) != -1) {
+    while ((opt = getopt(argc, argv, "p:c:n:s:t:f:TNI")) != -1) {
         switch (opt) {
         case 'p':
             port = atoi(optarg);
@@ -228,19 +286,49 @@ main(int argc, char **argv)
         case 'T':
             use_tls = 1;
             break;
+        case 'f':
+            file = optarg;
+            break;
+        case 'N':
+            spread = 1;
+            break;
+        case 'I':
+            idle_mode = 1;
+            break;
         default:
-            die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T]", NULL);
+            die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N] [-f "
+                "FILE]\n"
+                "       smtp_load -p PORT -n SESSIONS -I [-T]",
+                NULL);
         }
     }
+    if (idle_mode && port > 0 && nmessages > 0) {
+        gnutls_global_init();
+        gnutls_certificate_allocate_credentials(&creds);
+        return idle(nmessages);
+    }
     if (port <= 0 || nsessions <= 0 || nmessages <= 0 || msg_size < 0 || rcpt == NULL)
-        die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T]", NULL);
+        die("usage: smtp_load -p PORT -c SESSIONS -n MESSAGES -s SIZE -t RCPT [-T] [-N] [-f FILE]\n"
+            "       smtp_load -p PORT -n SESSIONS -I [-T]",
+            NULL);
     body_len = (size_t)msg_size + 200;
     body = malloc(body_len + sizeof(line));
     lat = calloc((size_t)nmessages, sizeof(*lat));
     if (body == NULL || lat == NULL)
         die("out of memory", NULL);
-    body_len = (size_t)snprintf(
-        body, 200, "From: <bench@source.test>\r\nTo: <%s>\r\nSubject: load\r\n\r\n", rcpt);
+    if (file != NULL) { /* the message as it is (CRLF, no line starting with a dot) */
+        FILE *f = fopen(file, "rb");
+
+        free(body);
+        body = malloc(1 << 24);
+        if (f == NULL || body == NULL)
+            die("cannot read", file);
+        body_len = fread(body, 1, 1 << 24, f);
+        fclose(f);
+        msg_size = 0;
+    } else
+        body_len = (size_t)snprintf(
+            body, 200, "From: <bench@source.test>\r\nTo: <%s>\r\nSubject: load\r\n\r\n", rcpt);
     while (body_len < (size_t)msg_size) {
         memcpy(body + body_len, line, sizeof(line) - 1);
         body_len += sizeof(line) - 1;
