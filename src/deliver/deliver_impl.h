@@ -53,6 +53,9 @@ struct djob {
     char *envid;
     bool next_dsn; /* the next hop offered DSN: it took over the DSN parameters */
     struct lmtp_txn txn;
+    /* XFORWARD (issue 18): the original client, strings owned */
+    struct lmtp_xforward xf;
+    char *xf_addr, *xf_helo, *xf_name, *xf_port, *xf_proto;
     const struct conf_domain *domain;
     char *relay;      /* the endpoint it was handed to */
     uv_timer_t retry; /* recording the outcomes failed: try again */
