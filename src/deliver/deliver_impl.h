@@ -9,6 +9,7 @@
 
 #include "client/lmtp_net.h"
 #include "deliver/deliver.h"
+#include "deliver/deliver_calc.h"
 #include "dns/dns.h"
 #include "dns/mx.h"
 
@@ -109,6 +110,10 @@ struct dest {
     size_t ndane;
     unsigned dane_gen; /* bumped when the endpoints change: late answers are dropped */
     uint64_t watch_ms; /* current probe interval */
+    /* paced release (backup domains, issue 18): slow start, release_rate */
+    struct deliver_pace pace;
+    uv_timer_t pace_timer; /* release_rate: runs the destination when the next may start */
+    bool pace_inited;
 };
 
 struct deliver {
