@@ -110,10 +110,16 @@ pace_outcome(struct dest *dest, const struct djob *j)
         accepted |= j->codes[i] / 100 == 2;
         temp |= j->codes[i] / 100 == 4;
     }
-    if (accepted)
+    if (accepted) {
+        unsigned before = dest_limit(dest);
+
         deliver_pace_accepted(&dest->pace, dest->max_conns);
-    else if (temp)
+        /* the window grew: open the connection it allows if mail waits */
+        if (dest_limit(dest) > before && !dest->d->stopping)
+            deliver__dest_run(dest, dest->d);
+    } else if (temp) {
         deliver_pace_backoff(&dest->pace);
+    }
 }
 
 /* Connections open or being set up, closing ones too (the primary still
