@@ -721,7 +721,7 @@ dest_backup(struct deliver *d, const struct conf_domain *dom, bool relaxed)
         free(key);
         return dest;
     }
-    dest = dest_new(d, key, LMTP_CONN_SMTP, 4);
+    dest = dest_new(d, key, LMTP_CONN_SMTP, dom->primary_concurrency);
     dest->dom = dom;
     deliver_pace_init(&dest->pace);
     dest->mx = dom->primary_mx;

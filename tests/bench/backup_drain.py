@@ -3,7 +3,7 @@
 it comes back (no manual flush: the watcher does it).
 
     MXD=build/src/mxd MXCTL=build/src/mxctl /usr/bin/python3 tests/bench/backup_drain.py [N]
-    ... backup_drain.py --postfix [--full] [--release-rate R] [N]
+    ... backup_drain.py --postfix [--full] [--release-rate R] [--concurrency C] [N]
 
 Prints mxd's RSS while holding, the time from the primary's start to the
 last message received, and the rate. A measurement, not a test.
@@ -14,7 +14,8 @@ gives each message's mxd queue id (orig_queue_id=), so the bench counts
 lost and duplicated messages, and its connect/disconnect lines give the
 peak number of connections mxd had open to it (the watcher's probes
 included). --full: 20,000 messages (default 2,000; N overrides both).
---release-rate R: the backup domain's release_rate."""
+--release-rate R, --concurrency C: the backup domain's release_rate and
+primary_concurrency."""
 
 import argparse
 import os
@@ -99,6 +100,7 @@ def main():
     ap.add_argument("--postfix", action="store_true")
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--release-rate", type=int, default=0)
+    ap.add_argument("--concurrency", type=int, default=0)
     args = ap.parse_args()
     n = args.n or (20000 if args.full else 2000 if args.postfix else 10000)
     tmp = tempfile.mkdtemp(prefix="mxd-drain-")
@@ -107,6 +109,8 @@ def main():
     dom = {"mode": "backup", "primary": primary.target, "recipients": "any"}
     if args.release_rate:
         dom["release_rate"] = str(args.release_rate)
+    if args.concurrency:
+        dom["primary_concurrency"] = str(args.concurrency)
     mxd = mxdtest.Mxd(tmp, server={"max_connections_per_ip": "500"},
                       domains={"example.org": dom}, extra=extra)
     mxd.start()
