@@ -122,18 +122,6 @@ pace_outcome(struct dest *dest, const struct djob *j)
     }
 }
 
-/* Connections open or being set up, closing ones too (the primary still
- * counts them), but not the watcher's probes nor except. */
-static unsigned
-dest_busy(const struct dest *dest, const struct dconn *except)
-{
-    unsigned n = 0;
-
-    for (const struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
-        n += dc != except && !dc->probe;
-    return n;
-}
-
 /* ---- connections ------------------------------------------------------- */
 
 static void
@@ -161,8 +149,10 @@ conn_ready(void *arg, struct lmtp_conn *c)
         lmtp_conn_close(c);
         return;
     }
-    if (dest->dom != NULL && dest_busy(dest, dc) >= dest_limit(dest)) {
-        /* the window shrank (a 4xx, 421, failed connection): one fewer */
+    if (dest->dom != NULL && dest->nconns > dest_limit(dest)) {
+        /* the window shrank (a 4xx, 421, failed connection): one fewer;
+         * nconns counts closing connections and the watcher's probe too,
+         * as the primary does */
         dc->closing = true;
         lmtp_conn_close(c);
         return;
@@ -564,8 +554,7 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
         waiting++;
     for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
         connecting += dc->job == NULL && !dc->idle && !dc->probe && !dc->closing;
-    while (waiting > connecting &&
-           (dest->dom != NULL ? dest_busy(dest, NULL) : dest->nconns) < dest_limit(dest)) {
+    while (waiting > connecting && dest->nconns < dest_limit(dest)) {
         conn_open(dest, false);
         connecting++;
     }
