@@ -187,6 +187,10 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
       D(verify_negative_ttl_s), .def = "3d", .arg = &in_s)                                         \
     X(D_PRIMARY, SECT_DOMAIN, "primary", set_primary, D(primary), D(nprimary), .arg = &l_primary)  \
     X(D_LIFETIME, SECT_DOMAIN, "lifetime", set_time, D(lifetime_s), .arg = &in_s)                  \
+    X(D_RELEASE_RATE, SECT_DOMAIN, "release_rate", set_uint, D(release_rate), .def = "0",          \
+      .min = 0, .max = 100000)                                                                     \
+    X(D_PRIMARY_CONCURRENCY, SECT_DOMAIN, "primary_concurrency", set_uint, D(primary_concurrency), \
+      .def = "4", .min = 1, .max = 1000)                                                           \
     X(D_TLS, SECT_DOMAIN, "tls", set_enum, D(tls), .def = "opportunistic",                         \
       .arg = "opportunistic|required|verify|dane|dane-only")                                       \
     X(D_CA_FILE, SECT_DOMAIN, "ca_file", set_str, D(ca_file))                                      \

@@ -130,9 +130,11 @@ struct conf_domain {
     enum conf_rcpts recipients;    /* default any */
     struct conf_endpoint *primary; /* backup mode; NULL/0 when primary_mx */
     size_t nprimary;
-    bool primary_mx;     /* primary = mx */
-    uint64_t lifetime_s; /* 0: use [queue] lifetime */
-    enum conf_tls tls;   /* default: [server] outbound_tls (backup), opportunistic (local) */
+    bool primary_mx;              /* primary = mx */
+    uint64_t lifetime_s;          /* 0: use [queue] lifetime */
+    unsigned release_rate;        /* backup: messages per second to the primary, 0: no cap */
+    unsigned primary_concurrency; /* backup: connections to the primary at most (default 4) */
+    enum conf_tls tls; /* default: [server] outbound_tls (backup), opportunistic (local) */
     char *ca_file;
     bool greylist; /* greylist = on: unknown (client, sender, recipient) triplets get 451 */
     /* milters = ...: this domain's filters for a transaction whose

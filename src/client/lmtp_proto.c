@@ -367,6 +367,7 @@ lmtp_proto_start(struct lmtp_proto *p, const struct lmtp_txn *t)
     p->txn = t;
     p->nrcpts = t->nrcpts;
     p->naccepted = p->noutcome = p->reply_idx = p->dot_next = 0;
+    p->xf_n = p->xf_sent = p->xf_left = 0;
     p->mail_failed = false;
     p->verify = t->verify_only;
     p->bdat = p->smtp && p->chunking && !p->verify;
@@ -391,6 +392,14 @@ lmtp_proto__txn_send(struct lmtp_proto *p)
     const struct lmtp_txn *t = p->txn;
 
     p->st = LMTP_ST_TXN;
+    p->xf_left = lmtp_proto__xforward_build(p);
+    if (p->xf_left > 0 && !p->pipelining) {
+        /* one XFORWARD at a time; MAIL after the last reply (on_xforward) */
+        lmtp_proto__out_put(p, p->xf_lines[p->xf_sent++]);
+        return;
+    }
+    while (p->xf_sent < p->xf_n)
+        lmtp_proto__out_put(p, p->xf_lines[p->xf_sent++]);
     send_mail(p, t);
     if (!p->pipelining)
         return;
@@ -468,11 +477,42 @@ on_data(struct lmtp_proto *p, int cls)
     send_rset(p);
 }
 
+/* A reply to XFORWARD: a refusal is every recipient's outcome, as a
+ * refused MAIL is (Postfix's smtp client does the same); the rest of a
+ * pipelined group is eaten. */
+static void
+on_xforward(struct lmtp_proto *p, int cls)
+{
+    p->xf_left--;
+    if (cls != 2 && !p->mail_failed) {
+        p->mail_failed = true;
+        broadcast(p, p->rep.code, p->sum);
+        txn_check_done(p);
+        if (!p->pipelining) {
+            p->xf_left = 0;
+            send_rset(p);
+        }
+        return;
+    }
+    if (p->pipelining)
+        return;
+    if (p->xf_sent < p->xf_n)
+        lmtp_proto__out_put(p, p->xf_lines[p->xf_sent++]);
+    else
+        send_mail(p, p->txn);
+}
+
 static void
 on_txn_reply(struct lmtp_proto *p)
 {
-    size_t idx = p->reply_idx++;
+    size_t idx;
     int cls = p->rep.code / 100;
+
+    if (p->xf_left > 0) {
+        on_xforward(p, cls);
+        return;
+    }
+    idx = p->reply_idx++;
 
     if (idx <= p->nrcpts && cls == 3) {
         lmtp_proto__fail_reply(p, "%s gave an impossible reply", lmtp_proto__peer(p));

@@ -13,6 +13,19 @@
 #include "base/util.h"
 #include "msg/dsnparam.h"
 
+/* Postfix XFORWARD (XFORWARD_README): who the message really came from,
+ * for a primary that trusts us with it (smtpd_authorized_xforward_hosts).
+ * A NULL or "" field goes as [UNAVAILABLE]. */
+struct lmtp_xforward {
+    const char *name;  /* the client's verified reverse DNS name */
+    const char *addr;  /* numeric IP address */
+    const char *port;  /* its TCP port */
+    const char *helo;  /* the HELO/EHLO argument */
+    const char *proto; /* "SMTP" or "ESMTP" */
+    const char *ident; /* our queue id */
+    bool local;        /* SOURCE=LOCAL (made here: a DSN), else REMOTE */
+};
+
 /* One message to deliver in one LMTP (or SMTP) transaction. Strings are
  * borrowed until LMTP_EV_TXN_DONE. */
 struct lmtp_txn {
@@ -39,6 +52,10 @@ struct lmtp_txn {
      * authenticated TLS to a server offering REQUIRETLS, with MAIL ...
      * REQUIRETLS; otherwise every recipient gets 550 5.7.30 unsent. */
     bool requiretls;
+    /* SMTP only, not with verify_only: sent before MAIL (as XFORWARD
+     * commands, attributes the server lists) when it offers XFORWARD;
+     * NULL: never sent. */
+    const struct lmtp_xforward *xforward;
 };
 
 #define LMTP_EVENTS(X)                                                                             \

@@ -17,6 +17,8 @@
 #define LMTP_TEXT_MAX  1280             /* event texts: a summary plus a reason */
 #define LMTP_QUEUE_MAX 8                /* events queued by one call */
 #define LMTP_BCAST     SIZE_MAX         /* RCPT queue entry: every marked rcpt */
+#define LMTP_XF_LINE   512              /* XFORWARD_README: a command line, CRLF included */
+#define LMTP_XF_LINES  7                /* one attribute a line at worst */
 
 /* Session states, named by what the session waits for. */
 #define LMTP_STATES(X)                                                                             \
@@ -70,6 +72,13 @@ struct lmtp_proto {
     bool dovecot;      /* LMTP: the greeting names Dovecot (it takes ORCPT without DSN) */
     bool chunking;     /* SMTP mode only: LMTP never uses BDAT */
     uint64_t size_max; /* 0: no limit given */
+    unsigned xf_attrs; /* SMTP: XFORWARD attributes offered (bit per LMTP_XF_*), 0: none */
+
+    /* XFORWARD commands of the open transaction, each NUL-terminated */
+    char xf_lines[LMTP_XF_LINES][LMTP_XF_LINE + 1];
+    size_t xf_n;    /* lines built */
+    size_t xf_sent; /* lines sent */
+    size_t xf_left; /* replies still due before MAIL's */
 
     /* STARTTLS (lmtp_proto_set_starttls) */
     bool tls_want, tls_required, tls_up;
@@ -145,6 +154,9 @@ void lmtp_proto__txn_send(struct lmtp_proto *p);
 void lmtp_proto__on_greeting(struct lmtp_proto *p);
 void lmtp_proto__on_hello(struct lmtp_proto *p);
 void lmtp_proto__on_helo(struct lmtp_proto *p);
+/* Fills p->xf_lines for the open transaction (none when the server lacks
+ * XFORWARD or the txn has no xforward); returns how many. */
+size_t lmtp_proto__xforward_build(struct lmtp_proto *p);
 /* The STARTTLS reply. */
 void lmtp_proto__on_starttls(struct lmtp_proto *p);
 /* Why transaction t cannot be sent at all (text, with *code), or NULL. */

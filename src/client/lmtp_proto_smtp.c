@@ -14,14 +14,21 @@
  * 550 5.6.7; one that carried SMTPUTF8 without needing it goes without
  * (RFC 6531 3.4). Otherwise the body is forwarded byte for byte. It asks
  * for STARTTLS (RFC 3207) when told to; the handshake itself is the
- * glue's, under its byte stream. No AUTH. */
+ * glue's, under its byte stream. No AUTH.
+ *
+ * To a server offering XFORWARD (Postfix's XFORWARD_README) the original
+ * client goes first: "XFORWARD NAME=... ADDR=..." for the attributes the
+ * server lists, values xtext-encoded (or [UNAVAILABLE]), each command line
+ * at most 512 octets, split over several commands. */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "client/lmtp_proto.h"
 #include "client/lmtp_proto_impl.h"
+#include "msg/dsnparam.h"
 
 static void
 send_hello(struct lmtp_proto *p)
@@ -58,6 +65,82 @@ size_param(const char *s, size_t len)
         n = n * 10 + (uint64_t)(s[i] - '0');
     }
     return n;
+}
+
+/* XFORWARD attributes, in the order Postfix's smtp client sends them. */
+static const char *const xf_names[] = {"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"};
+#define XF_COUNT (sizeof(xf_names) / sizeof(xf_names[0]))
+
+/* The attribute names after XFORWARD in the EHLO reply, as bits. */
+static unsigned
+xf_parse(const char *s, size_t len)
+{
+    unsigned bits = 0;
+    size_t i = 0;
+
+    while (i < len) {
+        size_t start, n;
+
+        while (i < len && s[i] == ' ')
+            i++;
+        start = i;
+        while (i < len && s[i] != ' ' && s[i] != '\r' && s[i] != '\n')
+            i++;
+        n = i - start;
+        for (size_t a = 0; a < XF_COUNT && n > 0; a++) {
+            if (strlen(xf_names[a]) == n && strncasecmp(s + start, xf_names[a], n) == 0)
+                bits |= 1u << a;
+        }
+        if (i < len && (s[i] == '\r' || s[i] == '\n'))
+            break;
+    }
+    return bits;
+}
+
+/* XFORWARD_README: a value is xtext; our own cap keeps one attribute
+ * (name, "=", at most 3 * 150 octets) well inside a 512-octet line. */
+#define XF_VALUE_MAX 150
+
+static void
+xf_value(const char *v, char *out, size_t size)
+{
+    size_t n = v != NULL ? strlen(v) : 0;
+
+    if (n > XF_VALUE_MAX)
+        n = XF_VALUE_MAX;
+    if (n == 0 || dsn_xtext_encode(v, n, out, size) == 0)
+        snprintf(out, size, "[UNAVAILABLE]");
+}
+
+size_t
+lmtp_proto__xforward_build(struct lmtp_proto *p)
+{
+    const struct lmtp_xforward *x = p->txn->xforward;
+    char val[3 * XF_VALUE_MAX + 1];
+    char attr[sizeof(val) + 16];
+    char *line = NULL;
+
+    p->xf_n = p->xf_sent = p->xf_left = 0;
+    if (!p->smtp || p->verify || x == NULL || p->xf_attrs == 0)
+        return 0;
+    for (size_t a = 0; a < XF_COUNT; a++) {
+        const char *v[] = {
+            x->name, x->addr, x->port, x->proto, x->helo, x->ident, x->local ? "LOCAL" : "REMOTE"};
+
+        if ((p->xf_attrs & (1u << a)) == 0)
+            continue;
+        xf_value(v[a], val, sizeof(val));
+        snprintf(attr, sizeof(attr), " %s=%s", xf_names[a], val);
+        /* a new command when this one would pass 512 octets with CRLF */
+        if (line == NULL || strlen(line) + strlen(attr) + 2 > LMTP_XF_LINE) {
+            line = p->xf_lines[p->xf_n++];
+            snprintf(line, LMTP_XF_LINE + 1, "XFORWARD");
+        }
+        strcat(line, attr);
+    }
+    for (size_t i = 0; i < p->xf_n; i++)
+        strcat(p->xf_lines[i], "\r\n");
+    return p->xf_n;
 }
 
 /* TLS was required and cannot be had: 451 4.7.4 (RFC 3463: security
@@ -100,6 +183,9 @@ lmtp_proto__on_hello(struct lmtp_proto *p)
     p->chunking = p->smtp && reply_has_keyword(&p->rep, "CHUNKING", NULL, NULL);
     p->size_offered = reply_has_keyword(&p->rep, "SIZE", &param, &plen);
     p->size_max = p->size_offered ? size_param(param, plen) : 0;
+    p->xf_attrs = p->smtp && reply_has_keyword(&p->rep, "XFORWARD", &param, &plen)
+                      ? xf_parse(param, plen)
+                      : 0;
     if (p->tls_want && !p->tls_up) {
         if (reply_has_keyword(&p->rep, "STARTTLS", NULL, NULL)) {
             lmtp_proto__out_put(p, "STARTTLS\r\n");
@@ -172,6 +258,7 @@ lmtp_proto_tls_up(struct lmtp_proto *p, bool authenticated)
     p->pipelining = p->eightbit = p->smtputf8 = p->chunking = p->size_offered = p->dsn = false;
     p->requiretls = false;
     p->size_max = 0;
+    p->xf_attrs = 0;
     send_hello(p);
 }
 

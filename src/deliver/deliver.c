@@ -72,7 +72,38 @@ job_free(struct djob *j)
     free(j->texts);
     free(j->sender);
     free(j->relay);
+    free(j->xf_addr);
+    free(j->xf_helo);
+    free(j->xf_name);
+    free(j->xf_port);
+    free(j->xf_proto);
     free(j);
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s != NULL ? xstrdup(s) : NULL;
+}
+
+/* Postfix XFORWARD: sent to a primary that offers it (lmtp_proto). A
+ * message made here (a DSN: no client row) is SOURCE=LOCAL. */
+static void
+job_xforward(struct djob *j, const struct store_dmsg *m)
+{
+    j->xf_addr = dup_or_null(m->client_addr);
+    j->xf_helo = dup_or_null(m->helo);
+    j->xf_name = dup_or_null(m->client_name);
+    j->xf_port = dup_or_null(m->client_port);
+    j->xf_proto = dup_or_null(m->client_proto);
+    j->xf = (struct lmtp_xforward){.name = j->xf_name,
+                                   .addr = j->xf_addr,
+                                   .port = j->xf_port,
+                                   .helo = j->xf_helo,
+                                   .proto = j->xf_proto,
+                                   .ident = j->qid,
+                                   .local = m->client_port == NULL};
+    j->txn.xforward = &j->xf;
 }
 
 static struct djob *
@@ -105,6 +136,7 @@ job_new(struct deliver *d, const struct store_dmsg *m, size_t cap)
     j->txn.notify = j->notify;
     j->txn.orcpt = (const char *const *)j->orcpt;
     j->txn.requiretls = m->requiretls;
+    job_xforward(j, m);
     return j;
 }
 

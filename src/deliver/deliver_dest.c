@@ -4,7 +4,11 @@
  * and filtered so we never forward to ourselves or a worse MX), and the
  * bounce relay. Also the primary watcher: while a backup domain has held
  * mail, it probes the primary (connect, EHLO, QUIT) at an interval that
- * backs off, and the first success releases the domain's held mail. Loop
+ * backs off, and the first success releases the domain's held mail, paced
+ * (issue 18): slow start from 2 connections, growing by one per message
+ * the primary accepted up to the destination's limit, halved on a 4xx, a
+ * 421 or a failed connection (deliver_calc), and at most the domain's
+ * release_rate messages a second. Loop
  * thread only. It decides nothing about outcomes beyond "unreachable":
  * replies go back to the jobs (deliver.c). */
 #include <ifaddrs.h>
@@ -52,6 +56,72 @@ dest_fail_waiting(struct dest *dest, int code, const char *text)
         deliver__job_fail(j, code, text);
 }
 
+/* ---- pacing (backup domains) ------------------------------------------- */
+
+static void
+on_pace(uv_timer_t *t)
+{
+    struct dest *dest = t->data;
+
+    if (!dest->d->stopping)
+        deliver__dest_run(dest, dest->d);
+}
+
+/* The connections this destination may have now. */
+static unsigned
+dest_limit(const struct dest *dest)
+{
+    return dest->dom != NULL ? deliver_pace_limit(&dest->pace, dest->max_conns) : dest->max_conns;
+}
+
+/* The next waiting job, or NULL: none waits, or release_rate says not yet
+ * (then a timer runs the destination again when one may start). */
+static struct djob *
+dest_take(struct dest *dest)
+{
+    uint64_t wait;
+
+    if (dest->head == NULL)
+        return NULL;
+    if (dest->dom == NULL || dest->dom->release_rate == 0)
+        return deliver__dest_pop(dest);
+    wait = deliver_pace_rate(&dest->pace, dest->dom->release_rate, uv_now(dest->d->loop) * 1000);
+    if (wait == 0)
+        return deliver__dest_pop(dest);
+    if (!dest->pace_inited) {
+        uv_timer_init(dest->d->loop, &dest->pace_timer);
+        dest->pace_timer.data = dest;
+        dest->pace_inited = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&dest->pace_timer))
+        uv_timer_start(&dest->pace_timer, on_pace, (wait + 999) / 1000, 0);
+    return NULL;
+}
+
+/* What a finished transaction says about the primary's load. */
+static void
+pace_outcome(struct dest *dest, const struct djob *j)
+{
+    bool accepted = false, temp = false;
+
+    if (dest->dom == NULL)
+        return;
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        accepted |= j->codes[i] / 100 == 2;
+        temp |= j->codes[i] / 100 == 4;
+    }
+    if (accepted) {
+        unsigned before = dest_limit(dest);
+
+        deliver_pace_accepted(&dest->pace, dest->max_conns);
+        /* the window grew: open the connection it allows if mail waits */
+        if (dest_limit(dest) > before && !dest->d->stopping)
+            deliver__dest_run(dest, dest->d);
+    } else if (temp) {
+        deliver_pace_backoff(&dest->pace);
+    }
+}
+
 /* ---- connections ------------------------------------------------------- */
 
 static void
@@ -68,6 +138,7 @@ conn_ready(void *arg, struct lmtp_conn *c)
         dest->watching = false;
         uv_timer_stop(&dest->watch);
         dest->ep_idx = dc->ep;
+        deliver_pace_init(&dest->pace); /* slow start again */
         lmtp_conn_close(c);
         deliver__kick_domain(dest->d, dest->dom->name);
         return;
@@ -78,7 +149,15 @@ conn_ready(void *arg, struct lmtp_conn *c)
         lmtp_conn_close(c);
         return;
     }
-    j = deliver__dest_pop(dest);
+    if (dest->dom != NULL && dest->nconns > dest_limit(dest)) {
+        /* the window shrank (a 4xx, 421, failed connection): one fewer;
+         * nconns counts closing connections and the watcher's probe too,
+         * as the primary does */
+        dc->closing = true;
+        lmtp_conn_close(c);
+        return;
+    }
+    j = dest_take(dest);
     dc->idle = j == NULL;
     if (j == NULL)
         return; /* idle: the idle timeout closes it, or dest_run gives it a job */
@@ -107,8 +186,10 @@ conn_txn_done(void *arg, struct lmtp_conn *c)
 
     (void)c;
     dc->job = NULL;
-    if (j != NULL)
+    if (j != NULL) {
+        pace_outcome(dc->dest, j);
         deliver__job_finish(j);
+    }
 }
 
 /* The reply recorded for a connection's failure: the reason's own
@@ -164,6 +245,8 @@ conn_closed(void *arg, struct lmtp_conn *c, const char *reason, bool ever_ready)
     *pp = dc->next;
     dest->nconns--;
     defer_text(text, sizeof(text), reason ? reason : "connection closed");
+    if (dest->dom != NULL && !dc->probe && (dc->job != NULL || (!ever_ready && reason != NULL)))
+        deliver_pace_backoff(&dest->pace); /* lost mid-transaction (421), or never got through */
     if (dc->job != NULL)
         deliver__job_fail(dc->job, 451, text);
     if (dc->probe && !ever_ready) {
@@ -431,8 +514,12 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
             dc->closing = true;
         }
         if (dc->idle) {
+            struct djob *j = dest_take(dest);
+
+            if (j == NULL)
+                break; /* release_rate: not yet */
             dc->idle = false;
-            dc->job = deliver__dest_pop(dest);
+            dc->job = j;
             free(dc->job->relay);
             dc->job->relay = xstrdup(dest->eps[dc->ep].text);
             lmtp_conn_deliver(dc->c, &dc->job->txn, dc->job->msg_id);
@@ -440,6 +527,8 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
     }
     if (dest->head == NULL)
         return;
+    if (dest->pace_inited && uv_is_active((uv_handle_t *)&dest->pace_timer))
+        return; /* release_rate: the timer runs us when the next may start */
     if (dest->tls_broken[0] != '\0') {
         dest_fail_waiting(dest, 451, dest->tls_broken);
         return;
@@ -465,7 +554,7 @@ deliver__dest_run(struct dest *dest, struct deliver *d)
         waiting++;
     for (struct dconn *dc = dest->conns; dc != NULL; dc = dc->next)
         connecting += dc->job == NULL && !dc->idle && !dc->probe && !dc->closing;
-    while (waiting > connecting && dest->nconns < dest->max_conns) {
+    while (waiting > connecting && dest->nconns < dest_limit(dest)) {
         conn_open(dest, false);
         connecting++;
     }
@@ -621,8 +710,9 @@ dest_backup(struct deliver *d, const struct conf_domain *dom, bool relaxed)
         free(key);
         return dest;
     }
-    dest = dest_new(d, key, LMTP_CONN_SMTP, 4);
+    dest = dest_new(d, key, LMTP_CONN_SMTP, dom->primary_concurrency);
     dest->dom = dom;
+    deliver_pace_init(&dest->pace);
     dest->mx = dom->primary_mx;
     dest->mx_domain = xstrdup(dom->name);
     dest->eps = dom->primary;
@@ -785,6 +875,10 @@ deliver__dests_stop(struct deliver *d)
         if (dest->watch_inited && !uv_is_closing((uv_handle_t *)&dest->watch)) {
             d->pending_other++;
             uv_close((uv_handle_t *)&dest->watch, on_watch_closed);
+        }
+        if (dest->pace_inited && !uv_is_closing((uv_handle_t *)&dest->pace_timer)) {
+            d->pending_other++;
+            uv_close((uv_handle_t *)&dest->pace_timer, on_watch_closed);
         }
     }
     deliver__sts_stop(d);

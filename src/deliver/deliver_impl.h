@@ -9,6 +9,7 @@
 
 #include "client/lmtp_net.h"
 #include "deliver/deliver.h"
+#include "deliver/deliver_calc.h"
 #include "dns/dns.h"
 #include "dns/mx.h"
 
@@ -53,6 +54,9 @@ struct djob {
     char *envid;
     bool next_dsn; /* the next hop offered DSN: it took over the DSN parameters */
     struct lmtp_txn txn;
+    /* XFORWARD (issue 18): the original client, strings owned */
+    struct lmtp_xforward xf;
+    char *xf_addr, *xf_helo, *xf_name, *xf_port, *xf_proto;
     const struct conf_domain *domain;
     char *relay;      /* the endpoint it was handed to */
     uv_timer_t retry; /* recording the outcomes failed: try again */
@@ -106,6 +110,10 @@ struct dest {
     size_t ndane;
     unsigned dane_gen; /* bumped when the endpoints change: late answers are dropped */
     uint64_t watch_ms; /* current probe interval */
+    /* paced release (backup domains, issue 18): slow start, release_rate */
+    struct deliver_pace pace;
+    uv_timer_t pace_timer; /* release_rate: runs the destination when the next may start */
+    bool pace_inited;
 };
 
 struct deliver {

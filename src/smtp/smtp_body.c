@@ -4,6 +4,8 @@
  * libuv threadpool (one write at a time; the pump waits for it), and at the
  * end of data, when the checks accept it, the store job whose completion
  * sends the 250. Loop thread only. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +315,12 @@ commit_build(struct smtp_session *s, const struct check_verdict *v)
     m->received = (int64_t)time(NULL);
     m->client_addr = xstrdup(s->ip);
     m->helo = xstrdup(smtp_proto_helo(s->proto));
+    /* for XFORWARD to the primary (issue 18) */
+    m->client_name = v->client_name != NULL ? xstrdup(v->client_name) : NULL;
+    m->client_port = s->peer.ss_family == AF_INET6
+                         ? ntohs(((const struct sockaddr_in6 *)&s->peer)->sin6_port)
+                         : ntohs(((const struct sockaddr_in *)&s->peer)->sin_port);
+    m->esmtp = smtp_proto_esmtp(s->proto);
     m->sender = xstrdup(t->sender.mailbox);
     m->smtputf8 = t->smtputf8;
     m->body_8bit = t->body_8bit;

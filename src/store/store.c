@@ -60,6 +60,7 @@ store_msg_free(struct store_msg *msg)
     free(msg->envid);
     free(msg->client_addr);
     free(msg->helo);
+    free(msg->client_name);
     free(msg->sender);
     free(msg->header);
     free(msg->spool_path);
@@ -82,6 +83,11 @@ store_dmsg_free_list(struct store_dmsg *list)
         free(list->rcpts);
         free(list->sender);
         free(list->envid);
+        free(list->client_addr);
+        free(list->helo);
+        free(list->client_name);
+        free(list->client_port);
+        free(list->client_proto);
         free(list);
         list = next;
     }
@@ -435,6 +441,22 @@ store__writer_tls(struct store_writer *w, int64_t msg_id, bool requiretls, bool 
     return store__writer_exec(w, STORE_W_INSERT_TLS);
 }
 
+/* The message_client row (schema 011): what XFORWARD tells a primary. */
+static int
+writer_client(struct store_writer *w, const struct store_msg *m, int64_t msg_id)
+{
+    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_CLIENT];
+
+    sqlite3_bind_int64(s, 1, msg_id);
+    if (m->client_name != NULL && m->client_name[0] != '\0')
+        sqlite3_bind_text(s, 2, m->client_name, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 2);
+    sqlite3_bind_int64(s, 3, m->client_port);
+    sqlite3_bind_text(s, 4, m->esmtp ? "ESMTP" : "SMTP", -1, SQLITE_STATIC);
+    return store__writer_exec(w, STORE_W_INSERT_CLIENT);
+}
+
 static int
 writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
 {
@@ -448,6 +470,8 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
     if ((rc = writer_msg_dsn(w, m, *id)) != 0)
         return rc;
     if ((rc = store__writer_tls(w, *id, m->requiretls, m->tls_optional)) != 0)
+        return rc;
+    if ((rc = writer_client(w, m, *id)) != 0)
         return rc;
     if (total > 0 && (rc = writer_blob_body(w, m, *id)) != 0)
         return rc;

@@ -49,6 +49,10 @@ struct store_msg {
     /* RFC 8689 (schema 010) */
     bool requiretls;   /* MAIL ... REQUIRETLS */
     bool tls_optional; /* "TLS-Required: No" in the header, without REQUIRETLS */
+    /* The client, for XFORWARD (schema 011) */
+    char *client_name;    /* verified reverse DNS name, or NULL */
+    unsigned client_port; /* its TCP port */
+    bool esmtp;           /* it said EHLO, not HELO */
 };
 
 /* Frees msg and everything it owns (does not unlink the spool file). NULL ok. */
@@ -139,6 +143,12 @@ struct store_dmsg {
     bool warned;       /* the delay warning went out */
     bool requiretls;   /* RFC 8689 MAIL ... REQUIRETLS (schema 010) */
     bool tls_optional; /* RFC 8689 5 "TLS-Required: No", without REQUIRETLS */
+    /* where it came from (schema 011), for XFORWARD; all owned */
+    char *client_addr;
+    char *helo;
+    char *client_name;  /* NULL: none verified */
+    char *client_port;  /* decimal, NULL: made here (a DSN) or not recorded */
+    char *client_proto; /* "ESMTP", "SMTP", or NULL as client_port */
     struct store_drcpt *rcpts;
     size_t nrcpts;
 };

@@ -131,6 +131,11 @@ env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
     m->warned = sqlite3_column_int(s, 11) != 0;
     m->requiretls = sqlite3_column_int(s, 12) != 0;
     m->tls_optional = sqlite3_column_int(s, 13) != 0;
+    m->client_addr = xstrdup(col_text(s, 14));
+    m->helo = xstrdup(col_text(s, 15));
+    m->client_name = sqlite3_column_type(s, 16) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 16));
+    m->client_port = sqlite3_column_type(s, 17) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 17));
+    m->client_proto = sqlite3_column_type(s, 18) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 18));
 }
 
 static int64_t

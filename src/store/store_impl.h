@@ -18,8 +18,10 @@
     "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
     "CASE WHEN m.smtputf8 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0), "       \
     "coalesce(d.ret, 0), d.envid, coalesce(d.return_auth, 1), coalesce(d.warned, 0), "             \
-    "coalesce(t.requiretls, 0), coalesce(t.tls_optional, 0) "                                      \
+    "coalesce(t.requiretls, 0), coalesce(t.tls_optional, 0), "                                     \
+    "m.client_addr, m.helo, c.name, c.port, c.proto "                                              \
     "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id "                            \
+    "LEFT JOIN message_client c ON c.message_id = m.id "                                           \
     "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
     "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ?1"
 
@@ -58,6 +60,8 @@
       "INSERT INTO message_dsn (message_id, ret, envid, return_auth) VALUES (?1, ?2, ?3, ?4)")     \
     X(W_INSERT_TLS, "insert message tls",                                                          \
       "INSERT INTO message_tls (message_id, requiretls, tls_optional) VALUES (?1, ?2, ?3)")        \
+    X(W_INSERT_CLIENT, "insert message client",                                                    \
+      "INSERT INTO message_client (message_id, name, port, proto) VALUES (?1, ?2, ?3, ?4)")        \
     X(W_INSERT_RCPT_DSN, "insert recipient dsn",                                                   \
       "INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) VALUES (?1, ?2, ?3)")                         \
     X(W_RCPT_DSN, "read recipient dsn", "SELECT notify, orcpt FROM rcpt_dsn WHERE rcpt_id = ?1")   \

@@ -34,8 +34,9 @@ Addresses are compared case-insensitively. The control file wins over
 ... REQUIRETLS over TLS (it shows in mail_options).
 
 --events FILE appends one JSON line per event (connect, ehlo, mail, rcpt
-with the reply given, data, quit), flushed at once, so a test can count
-how often a recipient was tried.
+with the reply given, data, quit, disconnect), flushed at once, so a test
+can count how often a recipient was tried, or how many connections were
+open at once (connect and disconnect carry the peer's address and port).
 """
 
 import argparse
@@ -219,9 +220,17 @@ class LoggingSMTP(SMTP):
     def connection_made(self, transport):
         super().connection_made(transport)
         try:
-            self.event_handler.event("connect", None, peer=list(transport.get_extra_info("peername"))[:2])
+            self._peer = list(transport.get_extra_info("peername"))[:2]
+            self.event_handler.event("connect", None, peer=self._peer)
         except Exception:  # noqa: BLE001 - logging only
             pass
+
+    def connection_lost(self, exc):
+        try:
+            self.event_handler.event("disconnect", None, peer=getattr(self, "_peer", None))
+        except Exception:  # noqa: BLE001 - logging only
+            pass
+        super().connection_lost(exc)
 
 
 class TestController(Controller):

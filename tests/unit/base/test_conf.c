@@ -602,6 +602,13 @@ static struct err_case err_cases[] = {
      "ipv6_prefix_length: want an integer from 16 to 128"},
     {"concurrency over max", BASE "[domain a.example]\nlmtp_concurrency = 1001\n", 5,
      "lmtp_concurrency: want an integer from 1 to 1000"},
+    /* issue 18: paced release */
+    {"primary_concurrency 0", BASE "[domain a.example]\nprimary_concurrency = 0\n", 5,
+     "primary_concurrency: want an integer from 1 to 1000"},
+    {"release_rate negative", BASE "[domain a.example]\nrelease_rate = -1\n", 5,
+     "release_rate: want an integer from 0 to 100000"},
+    {"release_rate not a number", BASE "[domain a.example]\nrelease_rate = 5/s\n", 5,
+     "release_rate: want an integer from 0 to 100000"},
     {"missing hostname", "[server]\ndatabase = q.db\n", 1,
      "missing required key 'hostname' in [server]"},
     {"missing database", "[server]\nhostname = mx.example.test\n", 1,
@@ -971,6 +978,10 @@ test_full_config(void **state)
     assert_int_equal(c->domains[0].recipients, CONF_RCPTS_LMTP);
     assert_int_equal(c->domains[0].tls, CONF_TLS_REQUIRED);
     assert_int_equal(c->domains[1].nprimary, 3);
+    assert_int_equal(c->domains[1].primary_concurrency, 12);
+    assert_int_equal(c->domains[1].release_rate, 25);
+    assert_int_equal(c->domains[2].primary_concurrency, 4); /* defaults */
+    assert_int_equal(c->domains[2].release_rate, 0);
     assert_string_equal(c->domains[1].ca_file, "/etc/ssl/certs/ca-certificates.crt");
     assert_true(c->domains[2].primary_mx);
     conf_free(c);

@@ -794,6 +794,107 @@ test_issue18_dsn_params(void **state)
              "RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n");
 }
 
+/* Issue 18 section 3: XFORWARD before MAIL, only what the server lists. */
+#define XF_CAPS(pipe)                                                                              \
+    "250-primary.test\r\n250-8BITMIME\r\n" pipe                                                    \
+    "250 XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT\r\n"
+
+static void
+xf_case(const char *caps, const struct lmtp_xforward *x, const char *const *replies,
+        const char *want, bool verify)
+{
+    static const char *const rcpts[] = {"a@example.test"};
+    struct lmtp_txn t = {.sender = "s@x.test",
+                         .rcpts = rcpts,
+                         .nrcpts = 1,
+                         .size = 10,
+                         .verify_only = verify,
+                         .xforward = x};
+    struct lmtp_proto *p = lmtp_proto_new_smtp("mx.test");
+    char sent[4096] = "";
+
+    dsn_feed(p, GREETING, sent, sizeof(sent));
+    dsn_feed(p, caps, sent, sizeof(sent));
+    sent[0] = '\0';
+    lmtp_proto_start(p, &t);
+    dsn_feed(p, NULL, sent, sizeof(sent));
+    for (size_t i = 0; replies != NULL && replies[i] != NULL; i++)
+        dsn_feed(p, replies[i], sent, sizeof(sent));
+    print_message("sent: %s\n", sent);
+    assert_string_equal(sent, want);
+    lmtp_proto_free(p);
+}
+
+static void
+test_issue18_xforward(void **state)
+{
+    static const struct lmtp_xforward x = {.name = NULL,
+                                           .addr = "192.0.2.7",
+                                           .port = "40123",
+                                           .helo = "client+helo.test",
+                                           .proto = "ESMTP",
+                                           .ident = "01QID"};
+    static const char *const ok1[] = {"250 2.0.0 Ok\r\n", NULL};
+    static const char *const ok_plain[] = {"250 2.0.0 Ok\r\n", "250 2.1.0 Ok\r\n", NULL};
+    static const char *const refused[] = {"550 5.7.0 Error: insufficient authorization\r\n", NULL};
+    char hugehelo[400];
+    struct lmtp_xforward big = x;
+
+    (void)state;
+    /* pipelined: XFORWARD, MAIL, RCPT, DATA in one group; xtext; NAME unknown */
+    xf_case(XF_CAPS("250-PIPELINING\r\n"), &x, NULL,
+            "XFORWARD NAME=[UNAVAILABLE] ADDR=192.0.2.7 PORT=40123 PROTO=ESMTP "
+            "HELO=client+2Bhelo.test IDENT=01QID SOURCE=REMOTE\r\n"
+            "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n",
+            false);
+    /* without PIPELINING: MAIL waits for XFORWARD's reply */
+    xf_case(XF_CAPS(""), &x, ok_plain,
+            "XFORWARD NAME=[UNAVAILABLE] ADDR=192.0.2.7 PORT=40123 PROTO=ESMTP "
+            "HELO=client+2Bhelo.test IDENT=01QID SOURCE=REMOTE\r\n"
+            "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.test>\r\n",
+            false);
+    /* only the attributes listed */
+    xf_case("250-primary.test\r\n250-8BITMIME\r\n250 XFORWARD ADDR helo\r\n", &x, ok1,
+            "XFORWARD ADDR=192.0.2.7 HELO=client+2Bhelo.test\r\nMAIL FROM:<s@x.test>\r\n", false);
+    /* no XFORWARD offered, a callahead, or none given: never sent */
+    xf_case("250-primary.test\r\n250-8BITMIME\r\n250 PIPELINING\r\n", &x, NULL,
+            "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n", false);
+    xf_case(XF_CAPS("250-PIPELINING\r\n"), &x, NULL,
+            "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.test>\r\nRSET\r\n", true);
+    xf_case(XF_CAPS("250-PIPELINING\r\n"), NULL, NULL,
+            "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n", false);
+    /* refused without PIPELINING: no MAIL, RSET */
+    xf_case(XF_CAPS(""), &x, refused,
+            "XFORWARD NAME=[UNAVAILABLE] ADDR=192.0.2.7 PORT=40123 PROTO=ESMTP "
+            "HELO=client+2Bhelo.test IDENT=01QID SOURCE=REMOTE\r\nRSET\r\n",
+            false);
+    /* a long HELO (all '+', tripled by xtext) splits the command under 512 octets */
+    memset(hugehelo, '+', sizeof(hugehelo) - 1);
+    hugehelo[sizeof(hugehelo) - 1] = '\0';
+    big.helo = hugehelo;
+    {
+        struct lmtp_proto *p = lmtp_proto_new_smtp("mx.test");
+        static const char *const rcpts[] = {"a@example.test"};
+        struct lmtp_txn t = {
+            .sender = "", .rcpts = rcpts, .nrcpts = 1, .size = 1, .xforward = &big};
+        char sent[4096] = "";
+        const char *l = sent;
+        size_t lines = 0;
+
+        dsn_feed(p, GREETING, sent, sizeof(sent));
+        dsn_feed(p, XF_CAPS("250-PIPELINING\r\n"), sent, sizeof(sent));
+        sent[0] = '\0';
+        lmtp_proto_start(p, &t);
+        dsn_feed(p, NULL, sent, sizeof(sent));
+        for (const char *e; (e = strstr(l, "\r\n")) != NULL && strncmp(l, "XFORWARD", 8) == 0;
+             l = e + 2, lines++)
+            assert_true((size_t)(e + 2 - l) <= 512);
+        assert_int_equal(lines, 2);
+        assert_non_null(strstr(sent, " SOURCE=REMOTE\r\nMAIL FROM:<>"));
+        lmtp_proto_free(p);
+    }
+}
+
 int
 main(void)
 {
@@ -825,6 +926,7 @@ main(void)
         cmocka_unit_test(test_starttls_required),
         cmocka_unit_test(test_starttls_opportunistic),
         cmocka_unit_test(test_issue18_dsn_params),
+        cmocka_unit_test(test_issue18_xforward),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,5 @@
-/* Unit tests for deliver_backoff: the retry arithmetic of the scheduler. */
+/* Unit tests for the scheduler's arithmetic: deliver_backoff (retries) and
+ * deliver_pace_* (issue 18: slow start and release_rate). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -67,12 +68,78 @@ test_backoff_monotonic(void **state)
     }
 }
 
+/* Issue 18: a table of events and the connection limit after each. */
+enum { ACC, BACK, INIT };
+
+static void
+test_issue18_pace_window(void **state)
+{
+    static const struct {
+        int ev;
+        unsigned max, want;
+    } steps[] = {
+        {INIT, 20, 2}, /* at most 2 until the primary accepted a message */
+        {INIT, 1, 1},  /* never past the destination's limit */
+        {ACC, 20, 3},  {ACC, 20, 4},  {ACC, 20, 5}, {ACC, 20, 6},
+        {BACK, 20, 3},                /* a 4xx, 421 or failed connection halves it */
+        {BACK, 20, 1}, {BACK, 20, 1}, /* never below 1 */
+        {ACC, 20, 2},  {ACC, 4, 3},   {ACC, 4, 4},  {ACC, 4, 4}, /* capped at max */
+        {ACC, 3, 3},                                             /* a smaller limit wins at once */
+    };
+    struct deliver_pace p;
+
+    (void)state;
+    deliver_pace_init(&p);
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        if (steps[i].ev == ACC)
+            deliver_pace_accepted(&p, steps[i].max);
+        else if (steps[i].ev == BACK)
+            deliver_pace_backoff(&p);
+        print_message("step %zu: window %u\n", i, p.window);
+        assert_int_equal(deliver_pace_limit(&p, steps[i].max), steps[i].want);
+    }
+    /* the primary comes back: slow start again */
+    deliver_pace_init(&p);
+    assert_int_equal(deliver_pace_limit(&p, 20), 2);
+}
+
+static void
+test_issue18_pace_rate(void **state)
+{
+    struct deliver_pace p;
+    unsigned started = 0;
+
+    (void)state;
+    deliver_pace_init(&p);
+    /* no cap: always now */
+    assert_int_equal(deliver_pace_rate(&p, 0, 5), 0);
+    assert_int_equal(deliver_pace_rate(&p, 0, 5), 0);
+    /* 10/s: one now, the next 100 ms later, not before */
+    assert_int_equal(deliver_pace_rate(&p, 10, 1000000), 0);
+    assert_int_equal(deliver_pace_rate(&p, 10, 1000000), 100000);
+    assert_int_equal(deliver_pace_rate(&p, 10, 1050000), 50000);
+    assert_int_equal(deliver_pace_rate(&p, 10, 1100000), 0);
+    /* a timer 3 ms late keeps the pace: the next is due at 1.2 s */
+    assert_int_equal(deliver_pace_rate(&p, 10, 1203000), 0);
+    assert_int_equal(deliver_pace_rate(&p, 10, 1203000), 97000);
+    /* after an idle minute, no burst: one, then a full gap */
+    assert_int_equal(deliver_pace_rate(&p, 10, 61000000), 0);
+    assert_int_equal(deliver_pace_rate(&p, 10, 61000001), 99999);
+    /* polled every millisecond for 10 s at 50/s: 500 starts */
+    deliver_pace_init(&p);
+    for (uint64_t t = 0; t < 10000000; t += 1000)
+        started += deliver_pace_rate(&p, 50, t) == 0;
+    assert_int_equal(started, 500);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff_table),
         cmocka_unit_test(test_backoff_monotonic),
+        cmocka_unit_test(test_issue18_pace_window),
+        cmocka_unit_test(test_issue18_pace_rate),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
