@@ -138,6 +138,19 @@ env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
     m->client_proto = sqlite3_column_type(s, 18) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 18));
 }
 
+/* Frees what env_from_row allocated (m itself not). */
+static void
+env_clear(struct store_dmsg *m)
+{
+    free(m->sender);
+    free(m->envid);
+    free(m->client_addr);
+    free(m->helo);
+    free(m->client_name);
+    free(m->client_port);
+    free(m->client_proto);
+}
+
 static int64_t
 now_ms(void)
 {
@@ -636,8 +649,7 @@ writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id,
         rc = store__writer_exec(w, STORE_W_DELETE_MSG);
     }
 done:
-    free(env.sender);
-    free(env.envid);
+    env_clear(&env);
     return rc;
 }
 
