@@ -237,6 +237,10 @@ def run_e2e(tmp, pki, rounds, sizes, failed):
                 started.append(s)
             except Exception as e:  # noqa: BLE001
                 print(f"e2e {s.name}: did not start: {e}", flush=True)
+                try:  # a start that failed half-way may have left processes
+                    s.stop()
+                except Exception:  # noqa: BLE001
+                    pass
                 failed.append(f"e2e {s.name} did not start")
         for r in range(rounds):
             for wname, size in (("e2e-4k", 4096), ("e2e-100k", 102400)):
@@ -350,6 +354,10 @@ def main():
                 started.append(s)
             except Exception as e:  # noqa: BLE001
                 print(f"{s.name}: did not start: {e}", flush=True)
+                try:  # a start that failed half-way may have left processes
+                    s.stop()
+                except Exception:  # noqa: BLE001
+                    pass
                 failed.append(f"{s.name} did not start")
         print("durability as configured: " + "; ".join(f"{s.name}: {s.durability}"
                                                        for s in started), flush=True)
