@@ -798,22 +798,18 @@ milter_start(struct check_session *cs)
     return ms;
 }
 
-/* The session is over: with reuse = on, a filter's connection that is
- * between messages (no reply awaited; a transaction it is in aborted
- * first) is parked for the next session, else closed with QUIT. */
+/* The session is over: with reuse = on, a filter's connection with no
+ * reply awaited is parked for the next session, else closed with QUIT.
+ * A transaction it is in needs no ABORT: QUIT_NC ends it (and would drop
+ * an ABORT not yet sent anyway). */
 static void
 park_or_close(struct mf *f)
 {
     if (f->conn == NULL)
         return;
-    if (f->def->reuse && f->negotiated && !f->dead) {
-        bool ok = true;
-
-        if (f->txn_started && !f->eob_sent)
-            ok = milter_proto_abort(mf_proto(f)) >= 0;
-        if (ok && milter_conn_park(f->conn, f->def->socket.text, f->after_message))
-            return;
-    }
+    if (f->def->reuse && f->negotiated && !f->dead &&
+        milter_conn_park(f->conn, f->def->socket.text, f->after_message))
+        return;
     milter_conn_close(f->conn, true);
 }
 
