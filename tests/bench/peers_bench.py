@@ -147,6 +147,22 @@ class Sink:
     pid = property(lambda self: self.proc.pid if self.proc else None)
 
 
+def start_all(servers, started, failed, prefix):
+    """Starts each server: into started, or said so and into failed (a
+    start that failed half-way is stopped: it may have left processes)."""
+    for s in servers:
+        try:
+            s.start()
+            started.append(s)
+        except Exception as e:  # noqa: BLE001 - the run goes on, the failure is counted
+            print(f"{prefix}{s.name}: did not start: {e}", flush=True)
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001
+                pass
+            failed.append(f"{prefix}{s.name} did not start")
+
+
 def load(port, sessions, n, size, tls, rcpt=f"user@{HELD}", spread=False, file=None):
     argv = [LOAD, "-p", str(port), "-c", str(sessions), "-n", str(n), "-s", str(size),
             "-t", rcpt] + (["-T"] if tls else []) + (["-N"] if spread else [])
@@ -231,17 +247,7 @@ def run_e2e(tmp, pki, rounds, sizes, failed):
             print(f"e2e {cls.name}: cannot be set up: {e}", flush=True)
     started = []
     try:
-        for s in servers:
-            try:
-                s.start()
-                started.append(s)
-            except Exception as e:  # noqa: BLE001
-                print(f"e2e {s.name}: did not start: {e}", flush=True)
-                try:  # a start that failed half-way may have left processes
-                    s.stop()
-                except Exception:  # noqa: BLE001
-                    pass
-                failed.append(f"e2e {s.name} did not start")
+        start_all(servers, started, failed, "e2e ")
         for r in range(rounds):
             for wname, size in (("e2e-4k", 4096), ("e2e-100k", 102400)):
                 for s in started:
@@ -348,17 +354,7 @@ def main():
     res = {}
     work = []
     try:
-        for s in servers:
-            try:
-                s.start()
-                started.append(s)
-            except Exception as e:  # noqa: BLE001
-                print(f"{s.name}: did not start: {e}", flush=True)
-                try:  # a start that failed half-way may have left processes
-                    s.stop()
-                except Exception:  # noqa: BLE001
-                    pass
-                failed.append(f"{s.name} did not start")
+        start_all(servers, started, failed, "")
         print("durability as configured: " + "; ".join(f"{s.name}: {s.durability}"
                                                        for s in started), flush=True)
         work = [("plain", 50, 4096, False), ("tls", 50, 4096, True),
