@@ -492,6 +492,7 @@ mxd_start(struct mxd *m)
 {
     char *err = NULL;
     char *spool = NULL;
+    struct store_config scfg;
     int rc;
 
     uv_signal_init(m->loop, &m->sig_term);
@@ -510,7 +511,8 @@ mxd_start(struct mxd *m)
     rc = mxd_prepare(m, &err);
     if (rc != 0)
         goto fail;
-    rc = store_open(m->loop, m->conf->database, &m->store, &err);
+    scfg = STORE_CONFIG_SQLITE(m->conf->database);
+    rc = store_open(m->loop, &scfg, &m->store, &err);
     if (rc != 0)
         goto fail;
     store_set_hostname(m->store, m->conf->hostname);

@@ -806,8 +806,9 @@ store__submit(struct store *st, struct store_job *j, bool to_writer)
 }
 
 int
-store_open(uv_loop_t *loop, const char *path, struct store **out, char **err)
+store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, char **err)
 {
+    const char *path = cfg->db.path;
     struct store *st = xcalloc(1, sizeof(*st));
     int rc;
 

@@ -8,6 +8,7 @@
 
 #include "base/util.h"
 #include "msg/dsnparam.h"
+#include "store/sdb.h"
 
 struct store;
 struct uv_loop_s;
@@ -66,12 +67,24 @@ typedef void (*store_commit_cb)(void *arg, int status, int64_t msg_id);
 typedef void (*store_lookup_cb)(void *arg, int status);
 typedef void (*store_closed_cb)(void *arg);
 
+/* Where the queue is and, in cluster mode, who this node is. Copied. */
+struct store_config {
+    struct sdb_params db;
+    const char *node_name; /* cluster (PostgreSQL): this node's name; NULL: the hostname */
+    int64_t lease_s;       /* cluster: a node's claim on a recipient lasts this long unrenewed */
+};
+
+/* A SQLite store at path, for tests and tools. */
+#define STORE_CONFIG_SQLITE(file_)                                                                 \
+    ((struct store_config){.db = {.engine = SDB_SQLITE, .path = (file_)}})
+
 /*
- * Opens the database (db_open) and starts the writer and reader threads.
+ * Opens the database (sdb_open) and starts the writer and reader threads.
  * Loop thread, at start-up (blocks while the schema is applied). On failure
  * returns MXD_E* and *err (caller frees) says why.
  */
-int store_open(struct uv_loop_s *loop, const char *path, struct store **out, char **err) MXD_WUR;
+int store_open(struct uv_loop_s *loop, const struct store_config *cfg, struct store **out,
+               char **err) MXD_WUR;
 
 /*
  * Queues msg (store takes ownership) for the next group commit. cb runs on

@@ -152,7 +152,7 @@ run(const char *label, size_t n, size_t k)
     if (mkdtemp(dir) == NULL || uv_loop_init(&b.loop) != 0)
         exit(1);
     snprintf(path, sizeof(path), "%s/queue.db", dir);
-    if (store_open(&b.loop, path, &b.st, &err) != 0) {
+    if (store_open(&b.loop, &STORE_CONFIG_SQLITE(path), &b.st, &err) != 0) {
         fprintf(stderr, "store_open: %s\n", err);
         exit(1);
     }

@@ -146,7 +146,7 @@ open_store(struct fx *fx)
 {
     char *err = NULL;
 
-    if (store_open(&fx->loop, fx->db, &fx->st, &err) != 0)
+    if (store_open(&fx->loop, &STORE_CONFIG_SQLITE(fx->db), &fx->st, &err) != 0)
         fail_msg("store_open: %s", err);
     store_set_hostname(fx->st, HOST);
 }

@@ -137,7 +137,7 @@ static void
 open_store(struct fx *fx)
 {
     char *err = NULL;
-    int rc = store_open(&fx->loop, fx->db, &fx->st, &err);
+    int rc = store_open(&fx->loop, &STORE_CONFIG_SQLITE(fx->db), &fx->st, &err);
 
     if (rc != 0)
         fail_msg("store_open: %s", err);
@@ -344,7 +344,8 @@ test_db_newer_refused(void **state)
     free(err);
 
     err = NULL;
-    assert_int_equal(store_open(&fx->loop, fx->db, &fx->st, &err), MXD_ESCHEMA);
+    assert_int_equal(store_open(&fx->loop, &STORE_CONFIG_SQLITE(fx->db), &fx->st, &err),
+                     MXD_ESCHEMA);
     assert_null(fx->st);
     assert_non_null(err);
     free(err);

@@ -69,7 +69,7 @@ fx_setup(void **state)
     snprintf(fx->db, sizeof(fx->db), "%s/queue.db", fx->dir);
     if (uv_loop_init(&fx->loop) != 0)
         return -1;
-    if (store_open(&fx->loop, fx->db, &fx->st, &err) != 0) {
+    if (store_open(&fx->loop, &STORE_CONFIG_SQLITE(fx->db), &fx->st, &err) != 0) {
         fprintf(stderr, "store_open: %s\n", err);
         return -1;
     }
