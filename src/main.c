@@ -511,7 +511,13 @@ mxd_start(struct mxd *m)
     rc = mxd_prepare(m, &err);
     if (rc != 0)
         goto fail;
-    scfg = STORE_CONFIG_SQLITE(m->conf->database);
+    scfg = (struct store_config){
+        .db = {.engine = m->conf->store == CONF_STORE_POSTGRESQL ? SDB_POSTGRESQL : SDB_SQLITE,
+               .path = m->conf->database,
+               .conninfo = m->conf->postgresql},
+        .node_name = m->conf->node_name ? m->conf->node_name : m->conf->hostname,
+        .lease_s = (int64_t)m->conf->cluster_lease_s,
+    };
     rc = store_open(m->loop, &scfg, &m->store, &err);
     if (rc != 0)
         goto fail;

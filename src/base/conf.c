@@ -60,6 +60,12 @@ static const char *const sect_names[SECT_N] = {CONF_SECTS(SECT_NAME)};
     X(LISTEN, SECT_SERVER, "listen", set_list, S(listen), S(nlisten), "0.0.0.0:25, [::]:25",       \
       .arg = &l_listen)                                                                            \
     X(DATABASE, SECT_SERVER, "database", set_str, S(database), .required = true)                   \
+    X(STORE, SECT_SERVER, "store", set_enum, S(store), .def = "sqlite",                            \
+      .arg = "sqlite|postgresql")                                                                  \
+    X(POSTGRESQL, SECT_SERVER, "postgresql", set_str, S(postgresql))                               \
+    X(NODE_NAME, SECT_SERVER, "node_name", set_host, S(node_name))                                 \
+    X(CLUSTER_LEASE, SECT_SERVER, "cluster_lease", set_time, S(cluster_lease_s), .def = "60s",     \
+      .arg = &in_s)                                                                                \
     X(MAX_MESSAGE_SIZE, SECT_SERVER, "max_message_size", set_size, S(max_message_size),            \
       .def = "50m")                                                                                \
     X(MAX_RECIPIENTS, SECT_SERVER, "max_recipients", set_uint, S(max_recipients), .def = "100",    \
@@ -1037,6 +1043,11 @@ check_conf(struct parse *p)
     if ((l[K_CERTIFICATE] != 0) != (l[K_KEY] != 0)) /* one of them is 0 */
         perr(p, abs(l[K_CERTIFICATE] + l[K_KEY]),
              "[tls]: set both certificate and key, or neither");
+    if (c->store == CONF_STORE_POSTGRESQL && c->postgresql == NULL)
+        perr(p, l[K_STORE], "store = postgresql: set postgresql (a libpq connection string)");
+    if (l[K_CLUSTER_LEASE] > 0 && c->cluster_lease_s < 3)
+        perr(p, l[K_CLUSTER_LEASE],
+             "cluster_lease: must be 3s or more (heartbeats go every third)");
     check_proxy(p);
     check_greet(p);
     check_dnsbl(p);
@@ -1183,6 +1194,8 @@ conf_free(struct conf *conf)
     free(conf->hostname);
     free(conf->user);
     free(conf->database);
+    free(conf->postgresql);
+    free(conf->node_name);
     free(conf->control_socket);
     free(conf->tls_certificate);
     free(conf->tls_key);

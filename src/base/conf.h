@@ -60,6 +60,8 @@ struct conf_rsource {
 /* Outbound STARTTLS policy; dane: DANE (RFC 7672) where the next hop has
  * DNSSEC-secure TLSA records, else opportunistic; dane-only: no delivery
  * without them. */
+enum conf_store { CONF_STORE_SQLITE, CONF_STORE_POSTGRESQL };
+
 enum conf_tls {
     CONF_TLS_OPPORTUNISTIC,
     CONF_TLS_REQUIRED,
@@ -161,7 +163,11 @@ struct conf {
     char *user;
     struct conf_listen *listen;
     size_t nlisten;
-    char *database;
+    char *database;            /* SQLite's queue; beside it the spool (both engines) */
+    enum conf_store store;     /* the queue's engine */
+    char *postgresql;          /* store = postgresql: libpq connection string */
+    char *node_name;           /* this cluster node; NULL: the hostname */
+    uint64_t cluster_lease_s;  /* a node's claim on a recipient lasts this long unrenewed */
     uint64_t max_message_size; /* octets */
     unsigned max_recipients;
     unsigned max_hops; /* Received: fields a message may carry (RFC 5321 6.3) */
