@@ -1,11 +1,14 @@
 /*
- * mxctl: the operator's tool. Owns one connection to queue.db (db_open, so it
- * also migrates the database) for the life of one command, and stdout. Only
- * `recipient add` creates a database that does not exist (to list
- * recipients before mxd first starts), and says so; any other command on a
- * path that does not exist is refused, so a typo in -d or `database` does
- * not leave an empty database (and directories) behind. Single-threaded and
- * blocking: it is not part of the daemon.
+ * mxctl: the operator's tool. Owns one connection to the queue's database
+ * (sdb_open on the engine the configuration names, store/dbconf.h, so it
+ * also migrates the database) for the life of one command, and stdout.
+ * Where the two engines' SQL differs, it keeps one text per engine and
+ * picks it with sdb_engine(). SQLite: only `recipient add` creates a
+ * database that does not exist (to list recipients before mxd first
+ * starts), and says so; any other command on a path that does not exist is
+ * refused, so a typo in -d or `database` does not leave an empty database
+ * (and directories) behind. Single-threaded and blocking: it is not part
+ * of the daemon.
  * Read-only commands and the recipients table use the database directly;
  * queue state changes (flush, hold, release, delete, bounce) and stats go to
  * the running mxd over its control socket (mxctl_json.c, as does --json).
@@ -29,13 +32,13 @@
 #include <string.h>
 #include <time.h>
 
-#include <sqlite3.h>
-
 #include "base/conf.h"
 #include "base/util.h"
+#include "mxctl/mxctl_cluster.h"
 #include "mxctl/mxctl_json.h"
 #include "mxctl/mxctl_summary.h"
-#include "store/db.h"
+#include "store/dbconf.h"
+#include "store/sdb.h"
 
 #define MXCTL_CONF  "/etc/mxd/mxd.conf"
 #define MXCTL_CHUNK (64 * 1024)
@@ -45,6 +48,7 @@ struct mxctl_ctx {
     bool json;
     const char *verb;    /* the command's name */
     const char *control; /* the control socket's path (daemon commands) */
+    int64_t lease_s;     /* cluster_lease, from the configuration (0: not read) */
 };
 
 static void
@@ -66,10 +70,12 @@ usage(FILE *f)
           "  recipient add ADDRESS...   accept mail for ADDRESS (local@domain or @domain)\n"
           "  recipient del ADDRESS...   remove ADDRESS from the recipients table\n"
           "  recipient list             print the recipients table\n"
+          "  cluster                    the cluster's nodes: heartbeat, alive or dead, leases\n"
           "options:\n"
           "  -c FILE      configuration file (default " MXCTL_CONF ")\n"
-          "  -d DATABASE  use this database instead of the configuration's\n"
-          "  --json       print queue, show, stats, tls-policy and recipient list as JSON\n"
+          "  -d DATABASE  use this SQLite database instead of the configuration's\n"
+          "  --json       print queue, show, stats, tls-policy, recipient list and cluster\n"
+          "               as JSON\n"
           "flush to tls-policy go to the running mxd through [server] control_socket.\n",
           f);
 }
@@ -127,17 +133,17 @@ fmt_dur(char *buf, size_t size, int64_t secs)
 }
 
 static const char *
-col_text(sqlite3_stmt *s, int i)
+col_text(struct sdb_stmt *s, int i)
 {
-    const unsigned char *t = sqlite3_column_text(s, i);
+    const char *t = sdb_col_text(s, i);
 
-    return t != NULL ? (const char *)t : "";
+    return t != NULL ? t : "";
 }
 
 static int
-db_fail(sqlite3 *db, const char *what)
+db_fail(struct sdb *db, const char *what)
 {
-    fprintf(stderr, "mxctl: %s: %s\n", what, sqlite3_errmsg(db));
+    fprintf(stderr, "mxctl: %s: %s\n", what, sdb_errmsg(db));
     return MXCTL_REFUSED;
 }
 
@@ -177,58 +183,65 @@ recipient_check(int argc, char **argv)
 }
 
 static int
-recipient_list(sqlite3 *db)
+recipient_list(struct sdb *db)
 {
-    sqlite3_stmt *s = NULL;
+    struct sdb_stmt *s = NULL;
     int rc;
 
-    if (sqlite3_prepare_v2(db, "SELECT address FROM recipients ORDER BY address", -1, &s, NULL) !=
-        SQLITE_OK)
+    if (sdb_prepare(db, "SELECT address FROM recipients ORDER BY address", &s) != 0)
         return db_fail(db, "recipient list");
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = sdb_step(s)) == SDB_ROW) {
         put_safe(col_text(s, 0), false);
         putchar('\n');
     }
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? MXCTL_OK : db_fail(db, "recipient list");
+    sdb_finalize(s);
+    return rc == SDB_DONE ? MXCTL_OK : db_fail(db, "recipient list");
 }
 
 /* add or del every address in one transaction; del of an absent address is
- * refused (exit 1) but does not stop the others. */
+ * refused (exit 1) but does not stop the others. Both engines take these
+ * texts (SQLite since 3.35); a row back from DELETE is one deleted. */
 static int
-recipient_change(sqlite3 *db, bool add, int argc, char **argv)
+recipient_change(struct sdb *db, bool add, int argc, char **argv)
 {
-    const char *sql = add ? "INSERT OR IGNORE INTO recipients (address) VALUES (?1)"
-                          : "DELETE FROM recipients WHERE address = ?1";
-    sqlite3_stmt *s = NULL;
-    int rc = MXCTL_OK;
+    const char *sql = add ? "INSERT INTO recipients (address) VALUES (?1) ON CONFLICT DO NOTHING"
+                          : "DELETE FROM recipients WHERE address = ?1 RETURNING address";
+    struct sdb_stmt *s = NULL;
+    int rc = MXCTL_OK, step;
 
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+    /* SQLite: take the write lock now, not half-way (no busy deadlock) */
+    if (sdb_exec(db, sdb_engine(db) == SDB_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN") != 0 ||
+        sdb_prepare(db, sql, &s) != 0)
         goto fail;
     for (int i = 0; i < argc; i++) {
-        sqlite3_bind_text(s, 1, argv[i], -1, SQLITE_STATIC);
-        if (sqlite3_step(s) != SQLITE_DONE)
+        bool deleted;
+
+        sdb_bind_text(s, 1, argv[i]);
+        step = sdb_step(s);
+        deleted = step == SDB_ROW;
+        while (step == SDB_ROW)
+            step = sdb_step(s);
+        if (step != SDB_DONE)
             goto fail;
-        sqlite3_reset(s);
-        if (!add && sqlite3_changes(db) == 0) {
+        sdb_reset(s);
+        if (!add && !deleted) {
             fprintf(stderr, "mxctl: no such recipient: %s\n", argv[i]);
             rc = MXCTL_REFUSED;
         }
     }
-    sqlite3_finalize(s);
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    sdb_finalize(s);
+    if (sdb_exec(db, "COMMIT") != 0)
         return db_fail(db, "recipient");
     return rc;
 fail:
     rc = db_fail(db, add ? "recipient add" : "recipient del");
-    sqlite3_finalize(s);
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sdb_finalize(s);
+    dbconf_snapshot_end(db);
     return rc;
 }
 
 static int
-recipient_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+recipient_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
 {
     if (strcmp(argv[0], "list") == 0)
         return ctx->json ? mxctl_json_recipients(db) : recipient_list(db);
@@ -243,16 +256,16 @@ static const char *const rcpt_sql =
 
 /* One line per recipient of message id, each after prefix. */
 static int
-print_rcpts(sqlite3 *db, sqlite3_stmt *s, int64_t id, int64_t now, const char *prefix)
+print_rcpts(struct sdb *db, struct sdb_stmt *s, int64_t id, int64_t now, const char *prefix)
 {
     char next[32], dur[24];
     int rc;
 
-    sqlite3_bind_int64(s, 1, id);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    sdb_bind_i64(s, 1, id);
+    while ((rc = sdb_step(s)) == SDB_ROW) {
         const char *state = col_text(s, 1);
-        bool pending = mxctl_rcpt_scheduled(state, sqlite3_column_int64(s, 3));
-        int64_t due = sqlite3_column_int64(s, 3) - now;
+        bool pending = mxctl_rcpt_scheduled(state, sdb_col_i64(s, 3));
+        int64_t due = sdb_col_i64(s, 3) - now;
 
         if (!pending)
             snprintf(next, sizeof(next), "-");
@@ -263,15 +276,15 @@ print_rcpts(sqlite3 *db, sqlite3_stmt *s, int64_t id, int64_t now, const char *p
         fputs(prefix, stdout);
         putchar('<');
         put_safe(col_text(s, 0), false);
-        printf("> %s attempts=%d next=%s last=", state, sqlite3_column_int(s, 2), next);
-        if (sqlite3_column_type(s, 4) == SQLITE_NULL)
+        printf("> %s attempts=%d next=%s last=", state, (int)sdb_col_i64(s, 2), next);
+        if (sdb_col_null(s, 4))
             putchar('-');
         else
             put_safe(col_text(s, 4), true);
         putchar('\n');
     }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? MXCTL_OK : db_fail(db, "recipients");
+    sdb_reset(s);
+    return rc == SDB_DONE ? MXCTL_OK : db_fail(db, "recipients");
 }
 
 /* queue [--summary [--top N]] */
@@ -312,12 +325,12 @@ queue_check(int argc, char **argv)
 }
 
 static int
-queue_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+queue_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
 {
     const char *sql = "SELECT id, qid, received, size, sender FROM messages ORDER BY received, id";
-    sqlite3_stmt *m = NULL, *r = NULL;
+    struct sdb_stmt *m = NULL, *r = NULL;
     int64_t now = (int64_t)time(NULL);
-    int n = 0, rc = MXCTL_OK, step = SQLITE_DONE;
+    int n = 0, rc = MXCTL_OK, step = SDB_DONE;
     char age[32];
     bool summary = false;
     size_t top;
@@ -327,30 +340,28 @@ queue_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
     if (ctx->json)
         return mxctl_json_queue(db);
     /* One read transaction: a consistent snapshot while mxd keeps writing. */
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, rcpt_sql, -1, &r, NULL) != SQLITE_OK) {
+    if (dbconf_snapshot(db) != 0 || sdb_prepare(db, sql, &m) != 0 ||
+        sdb_prepare(db, rcpt_sql, &r) != 0) {
         rc = db_fail(db, "queue");
         goto done;
     }
-    while (rc == MXCTL_OK && (step = sqlite3_step(m)) == SQLITE_ROW) {
+    while (rc == MXCTL_OK && (step = sdb_step(m)) == SDB_ROW) {
         if (n++ == 0)
             printf("%-24s %5s %10s  %s\n", "QUEUE-ID", "AGE", "SIZE", "SENDER");
         printf("%-24s %5s %10lld  <", col_text(m, 1),
-               fmt_dur(age, sizeof(age), now - sqlite3_column_int64(m, 2)),
-               (long long)sqlite3_column_int64(m, 3));
+               fmt_dur(age, sizeof(age), now - sdb_col_i64(m, 2)), (long long)sdb_col_i64(m, 3));
         put_safe(col_text(m, 4), false);
         puts(">");
-        rc = print_rcpts(db, r, sqlite3_column_int64(m, 0), now, "    ");
+        rc = print_rcpts(db, r, sdb_col_i64(m, 0), now, "    ");
     }
-    if (rc == MXCTL_OK && step != SQLITE_DONE)
+    if (rc == MXCTL_OK && step != SDB_DONE)
         rc = db_fail(db, "queue");
     if (rc == MXCTL_OK && n == 0)
         puts("queue is empty");
 done:
-    sqlite3_finalize(m);
-    sqlite3_finalize(r);
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sdb_finalize(m);
+    sdb_finalize(r);
+    dbconf_snapshot_end(db);
     return rc;
 }
 
@@ -362,9 +373,9 @@ show_check(int argc, char **argv)
 }
 
 static void
-print_envelope(sqlite3_stmt *s)
+print_envelope(struct sdb_stmt *s)
 {
-    time_t t = (time_t)sqlite3_column_int64(s, 1);
+    time_t t = (time_t)sdb_col_i64(s, 1);
     struct tm tm;
     char when[32] = "?";
 
@@ -378,71 +389,66 @@ print_envelope(sqlite3_stmt *s)
     put_safe(col_text(s, 3), false);
     fputs("\nsender: <", stdout);
     put_safe(col_text(s, 4), false);
-    printf(">\nsize: %lld\n", (long long)sqlite3_column_int64(s, 7));
-    if (sqlite3_column_int(s, 5) || sqlite3_column_int(s, 6))
-        printf("options:%s%s\n", sqlite3_column_int(s, 5) ? " SMTPUTF8" : "",
-               sqlite3_column_int(s, 6) ? " BODY=8BITMIME" : "");
+    printf(">\nsize: %lld\n", (long long)sdb_col_i64(s, 7));
+    if ((int)sdb_col_i64(s, 5) || (int)sdb_col_i64(s, 6))
+        printf("options:%s%s\n", (int)sdb_col_i64(s, 5) ? " SMTPUTF8" : "",
+               (int)sdb_col_i64(s, 6) ? " BODY=8BITMIME" : "");
 }
 
 /* Streams the body in chunks: a message may be far bigger than memory. */
 static int
-print_body(sqlite3 *db, int64_t id)
+print_body(struct sdb *db, int64_t id)
 {
     static unsigned char buf[MXCTL_CHUNK];
-    sqlite3_blob *blob = NULL;
-    int size, off = 0;
+    uint64_t off = 0, total = 0;
 
-    if (sqlite3_blob_open(db, "main", "messages", "body", id, 0, &blob) != SQLITE_OK)
-        return db_fail(db, "show: body");
-    size = sqlite3_blob_bytes(blob);
-    while (off < size) {
-        int n = size - off < MXCTL_CHUNK ? size - off : MXCTL_CHUNK;
+    do {
+        size_t got;
 
-        if (sqlite3_blob_read(blob, buf, n, off) != SQLITE_OK) {
-            sqlite3_blob_close(blob);
+        if (sdb_body_read(db, id, off, buf, sizeof(buf), &got, &total) != 0)
             return db_fail(db, "show: body");
-        }
-        if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n)
+        if (got == 0 || fwrite(buf, 1, got, stdout) != got)
             break;
-        off += n;
-    }
-    sqlite3_blob_close(blob);
+        off += got;
+    } while (off < total);
     return MXCTL_OK;
 }
 
 static int
-show_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+show_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
 {
     const char *sql = "SELECT qid, received, client_addr, helo, sender, smtputf8, body_8bit, "
                       "size, id FROM messages WHERE qid = ?1";
-    sqlite3_stmt *m = NULL, *r = NULL;
+    struct sdb_stmt *m = NULL, *r = NULL;
+    int64_t id;
     int rc = MXCTL_OK, step;
 
     (void)argc;
     if (ctx->json)
         return mxctl_json_show(db, argv[0]);
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, rcpt_sql, -1, &r, NULL) != SQLITE_OK) {
+    if (dbconf_snapshot(db) != 0 || sdb_prepare(db, sql, &m) != 0 ||
+        sdb_prepare(db, rcpt_sql, &r) != 0) {
         rc = db_fail(db, "show");
         goto done;
     }
-    sqlite3_bind_text(m, 1, argv[0], -1, SQLITE_STATIC);
-    if ((step = sqlite3_step(m)) != SQLITE_ROW) {
-        if (step == SQLITE_DONE)
+    sdb_bind_text(m, 1, argv[0]);
+    if ((step = sdb_step(m)) != SDB_ROW) {
+        if (step == SDB_DONE)
             fprintf(stderr, "mxctl: no such message: %s\n", argv[0]);
-        rc = step == SQLITE_DONE ? MXCTL_REFUSED : db_fail(db, "show");
+        rc = step == SDB_DONE ? MXCTL_REFUSED : db_fail(db, "show");
         goto done;
     }
     print_envelope(m);
-    rc = print_rcpts(db, r, sqlite3_column_int64(m, 8), (int64_t)time(NULL), "recipient: ");
+    id = sdb_col_i64(m, 8);
+    sdb_reset(m); /* one statement at a time from here on */
+    rc = print_rcpts(db, r, id, (int64_t)time(NULL), "recipient: ");
     putchar('\n');
     if (rc == MXCTL_OK)
-        rc = print_body(db, sqlite3_column_int64(m, 8));
+        rc = print_body(db, id);
 done:
-    sqlite3_finalize(m);
-    sqlite3_finalize(r);
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sdb_finalize(m);
+    sdb_finalize(r);
+    dbconf_snapshot_end(db);
     return rc;
 }
 
@@ -500,24 +506,31 @@ none_check(int argc, char **argv)
 
 /* flush, hold, release, delete, bounce: the command's name is the verb. */
 static int
-op_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+op_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
 {
     (void)db;
     return mxctl_ctl_op(ctx->control, ctx->verb, argc > 0 ? argv[0] : NULL);
 }
 
 static int
-stats_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+stats_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
 {
     (void)argc, (void)argv;
     return mxctl_ctl_stats(ctx->control, db, ctx->json);
 }
 
 static int
-tls_policy_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
+tls_policy_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
 {
     (void)db, (void)argc;
     return mxctl_ctl_tls_policy(ctx->control, argv[0], ctx->json);
+}
+
+static int
+cluster_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    return mxctl_cluster(db, (int64_t)time(NULL), ctx->lease_s, ctx->json);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -525,51 +538,57 @@ tls_policy_run(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv)
 struct mxctl_cmd {
     const char *name;
     int (*check)(int argc, char **argv); /* arguments, before the database opens */
-    int (*run)(const struct mxctl_ctx *ctx, sqlite3 *db, int argc, char **argv);
-    bool db;     /* opens the database */
-    bool daemon; /* talks to mxd over the control socket */
+    int (*run)(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv);
+    bool db;      /* opens the database */
+    bool daemon;  /* talks to mxd over the control socket */
+    bool cluster; /* store = postgresql only */
 };
 
 static const struct mxctl_cmd mxctl_cmds[] = {
-    {"queue", queue_check, queue_run, true, false},
-    {"show", show_check, show_run, true, false},
-    {"recipient", recipient_check, recipient_run, true, false},
-    {"flush", flush_check, op_run, false, true},
-    {"hold", qid_check, op_run, false, true},
-    {"release", qid_check, op_run, false, true},
-    {"delete", qid_check, op_run, false, true},
-    {"bounce", qid_check, op_run, false, true},
-    {"stats", none_check, stats_run, true, true},
-    {"reload", none_check, op_run, false, true},
-    {"tls-policy", domain_check, tls_policy_run, false, true},
+    {"queue", queue_check, queue_run, true, false, false},
+    {"show", show_check, show_run, true, false, false},
+    {"recipient", recipient_check, recipient_run, true, false, false},
+    {"flush", flush_check, op_run, false, true, false},
+    {"hold", qid_check, op_run, false, true, false},
+    {"release", qid_check, op_run, false, true, false},
+    {"delete", qid_check, op_run, false, true, false},
+    {"bounce", qid_check, op_run, false, true, false},
+    {"stats", none_check, stats_run, true, true, false},
+    {"reload", none_check, op_run, false, true, false},
+    {"tls-policy", domain_check, tls_policy_run, false, true, false},
+    {"cluster", none_check, cluster_run, true, false, true},
 };
 
-/* The database path (-d, or the configuration's) and, for daemon commands,
- * the control socket's. Both owned by the caller. MXCTL_OK or said why. */
+/* Where a command's database and control socket are. */
+struct mxctl_where {
+    struct conf *conf;    /* owned; NULL when not read */
+    struct sdb_params db; /* its strings borrowed from conf or argv */
+};
+
+/* -d names a SQLite file and spares reading the configuration (unless the
+ * command talks to the daemon); otherwise the configuration says which
+ * engine and where (store/dbconf.h). MXCTL_OK or said why. */
 static int
-paths(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, char **db_out,
-      char **ctl_out)
+locate(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path,
+       struct mxctl_where *w)
 {
-    struct conf *conf = NULL;
     char *errors = NULL;
 
-    if (!cmd->daemon && (db_path != NULL || !cmd->db)) {
-        *db_out = db_path != NULL ? xstrdup(db_path) : NULL;
+    w->conf = NULL;
+    w->db = (struct sdb_params){.engine = SDB_SQLITE, .path = db_path};
+    if (!cmd->daemon && (db_path != NULL || !cmd->db))
         return MXCTL_OK;
-    }
-    if (conf_load(conf_path, &conf, &errors) != 0) {
+    if (conf_load(conf_path, &w->conf, &errors) != 0) {
         fprintf(stderr, "%s", errors ? errors : "mxctl: cannot read the configuration\n");
         free(errors);
         return MXCTL_REFUSED;
     }
-    if (cmd->daemon && conf->control_socket == NULL) {
+    if (cmd->daemon && w->conf->control_socket == NULL) {
         fprintf(stderr, "mxctl: control_socket is not set in %s\n", conf_path);
-        conf_free(conf);
         return MXCTL_REFUSED;
     }
-    *db_out = cmd->db ? xstrdup(db_path != NULL ? db_path : conf->database) : NULL;
-    *ctl_out = cmd->daemon ? xstrdup(conf->control_socket) : NULL;
-    conf_free(conf);
+    if (db_path == NULL)
+        w->db = dbconf_params(w->conf);
     return MXCTL_OK;
 }
 
@@ -580,43 +599,59 @@ creates_db(const struct mxctl_cmd *cmd, int argc, char **argv)
     return strcmp(cmd->name, "recipient") == 0 && argc >= 1 && strcmp(argv[0], "add") == 0;
 }
 
+/* Opens the database at p for cmd: MXCTL_OK and *db, or said why. */
+static int
+open_db(const struct mxctl_cmd *cmd, const struct sdb_params *p, int argc, char **argv,
+        struct sdb **db)
+{
+    struct stat st;
+    bool existed = true;
+    char *err = NULL;
+
+    if (cmd->cluster && p->engine != SDB_POSTGRESQL) {
+        fprintf(stderr, "mxctl: not a cluster (store = %s)\n", dbconf_engine_name(p->engine));
+        return MXCTL_REFUSED;
+    }
+    if (p->engine == SDB_SQLITE && p->path != NULL)
+        existed = stat(p->path, &st) == 0 || errno != ENOENT;
+    if (!existed && !creates_db(cmd, argc, argv)) {
+        fprintf(stderr,
+                "mxctl: database %s does not exist (mxd creates it when it starts; "
+                "check -d or `database` in the configuration)\n",
+                p->path);
+        return MXCTL_REFUSED;
+    }
+    if (sdb_open(p, db, &err) != 0) {
+        fprintf(stderr, "mxctl: %s\n", err != NULL ? err : "cannot open the database");
+        free(err);
+        return MXCTL_REFUSED;
+    }
+    if (!existed)
+        fprintf(stderr, "mxctl: created database %s\n", p->path);
+    return MXCTL_OK;
+}
+
 static int
 run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, bool json, int argc,
     char **argv)
 {
-    char *path = NULL, *ctl = NULL, *err = NULL;
     struct mxctl_ctx ctx = {.json = json, .verb = cmd->name};
-    sqlite3 *db = NULL;
+    struct mxctl_where w = {NULL, {SDB_SQLITE, NULL, NULL}};
+    struct sdb *db = NULL;
     int rc = cmd->check(argc, argv);
 
     if (rc == MXCTL_OK)
-        rc = paths(cmd, conf_path, db_path, &path, &ctl);
-    if (rc != MXCTL_OK)
-        return rc;
-    ctx.control = ctl;
-    if (path != NULL) {
-        struct stat st;
-        bool existed = stat(path, &st) == 0 || errno != ENOENT;
-
-        if (!existed && !creates_db(cmd, argc, argv)) {
-            fprintf(stderr,
-                    "mxctl: database %s does not exist (mxd creates it when it starts; "
-                    "check -d or `database` in the configuration)\n",
-                    path);
-            rc = MXCTL_REFUSED;
-        } else if (db_open(path, &db, &err) != 0) {
-            fprintf(stderr, "mxctl: %s\n", err);
-            free(err);
-            rc = MXCTL_REFUSED;
-        } else if (!existed) {
-            fprintf(stderr, "mxctl: created database %s\n", path);
-        }
+        rc = locate(cmd, conf_path, db_path, &w);
+    if (rc == MXCTL_OK && w.conf != NULL) {
+        ctx.control = w.conf->control_socket;
+        ctx.lease_s = (int64_t)w.conf->cluster_lease_s;
     }
+    if (rc == MXCTL_OK && cmd->db)
+        rc = open_db(cmd, &w.db, argc, argv, &db);
     if (rc == MXCTL_OK)
         rc = cmd->run(&ctx, db, argc, argv);
-    sqlite3_close(db);
-    free(path);
-    free(ctl);
+    sdb_close(db);
+    conf_free(w.conf);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         perror("mxctl: stdout");
         rc = MXCTL_REFUSED;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "store/dbconf.h"
 
 #define CTL_TIMEOUT_S 30
 #define CTL_REPLY_MAX (1024 * 1024)
@@ -47,9 +48,9 @@ static const char *const rcpt_json_sql =
     "WHERE message_id = ?1 ORDER BY id";
 
 static int
-db_fail(sqlite3 *db, const char *what)
+db_fail(struct sdb *db, const char *what)
 {
-    fprintf(stderr, "mxctl: %s: %s\n", what, sqlite3_errmsg(db));
+    fprintf(stderr, "mxctl: %s: %s\n", what, sdb_errmsg(db));
     return MXCTL_REFUSED;
 }
 
@@ -94,13 +95,13 @@ str_json(const char *s, size_t len)
 }
 
 static json_t *
-col_json(sqlite3_stmt *s, int i)
+col_json(struct sdb_stmt *s, int i)
 {
-    const char *t = (const char *)sqlite3_column_text(s, i);
+    const char *t = sdb_col_text(s, i);
 
-    if (sqlite3_column_type(s, i) == SQLITE_NULL)
+    if (t == NULL || sdb_col_null(s, i))
         return json_null();
-    return str_json(t != NULL ? t : "", (size_t)sqlite3_column_bytes(s, i));
+    return str_json(t, strlen(t));
 }
 
 static char *
@@ -151,29 +152,29 @@ set(json_t *obj, const char *key, json_t *val)
 
 /* The recipients of message id as a JSON array, or NULL (said why). */
 static json_t *
-rcpts_json(sqlite3 *db, sqlite3_stmt *s, int64_t id)
+rcpts_json(struct sdb *db, struct sdb_stmt *s, int64_t id)
 {
     json_t *arr = json_array();
     int step;
 
     oom(arr);
-    sqlite3_bind_int64(s, 1, id);
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        const char *state = (const char *)sqlite3_column_text(s, 2);
-        bool pending = state != NULL && mxctl_rcpt_scheduled(state, sqlite3_column_int64(s, 4));
+    sdb_bind_i64(s, 1, id);
+    while ((step = sdb_step(s)) == SDB_ROW) {
+        const char *state = sdb_col_text(s, 2);
+        bool pending = state != NULL && mxctl_rcpt_scheduled(state, sdb_col_i64(s, 4));
         json_t *r = json_object();
 
         oom(r);
         set(r, "address", col_json(s, 0));
         set(r, "domain", col_json(s, 1));
         set(r, "state", col_json(s, 2));
-        set(r, "attempts", json_integer(sqlite3_column_int64(s, 3)));
-        set(r, "next_attempt", pending ? json_integer(sqlite3_column_int64(s, 4)) : json_null());
+        set(r, "attempts", json_integer(sdb_col_i64(s, 3)));
+        set(r, "next_attempt", pending ? json_integer(sdb_col_i64(s, 4)) : json_null());
         set(r, "last_reply", col_json(s, 5));
         json_array_append_new(arr, r);
     }
-    sqlite3_reset(s);
-    if (step != SQLITE_DONE) {
+    sdb_reset(s);
+    if (step != SDB_DONE) {
         db_fail(db, "recipients");
         json_decref(arr);
         return NULL;
@@ -182,43 +183,42 @@ rcpts_json(sqlite3 *db, sqlite3_stmt *s, int64_t id)
 }
 
 int
-mxctl_json_queue(sqlite3 *db)
+mxctl_json_queue(struct sdb *db)
 {
     const char *sql = "SELECT id, qid, received, size, sender FROM messages ORDER BY received, id";
-    sqlite3_stmt *m = NULL, *r = NULL;
+    struct sdb_stmt *m = NULL, *r = NULL;
     int64_t now = (int64_t)time(NULL);
     json_t *msgs = json_array(), *rcpts = NULL;
-    int rc = MXCTL_OK, step = SQLITE_DONE;
+    int rc = MXCTL_OK, step = SDB_DONE;
 
     oom(msgs);
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, rcpt_json_sql, -1, &r, NULL) != SQLITE_OK) {
+    if (dbconf_snapshot(db) != 0 || sdb_prepare(db, sql, &m) != 0 ||
+        sdb_prepare(db, rcpt_json_sql, &r) != 0) {
         rc = db_fail(db, "queue");
         goto done;
     }
-    while ((step = sqlite3_step(m)) == SQLITE_ROW) {
+    while ((step = sdb_step(m)) == SDB_ROW) {
         json_t *msg = json_object();
 
         oom(msg);
         json_array_append_new(msgs, msg);
         set(msg, "qid", col_json(m, 1));
-        set(msg, "received", json_integer(sqlite3_column_int64(m, 2)));
-        set(msg, "age", json_integer(now - sqlite3_column_int64(m, 2)));
-        set(msg, "size", json_integer(sqlite3_column_int64(m, 3)));
+        set(msg, "received", json_integer(sdb_col_i64(m, 2)));
+        set(msg, "age", json_integer(now - sdb_col_i64(m, 2)));
+        set(msg, "size", json_integer(sdb_col_i64(m, 3)));
         set(msg, "sender", col_json(m, 4));
-        if ((rcpts = rcpts_json(db, r, sqlite3_column_int64(m, 0))) == NULL) {
+        if ((rcpts = rcpts_json(db, r, sdb_col_i64(m, 0))) == NULL) {
             rc = MXCTL_REFUSED;
             goto done;
         }
         set(msg, "rcpts", rcpts);
     }
-    if (step != SQLITE_DONE)
+    if (step != SDB_DONE)
         rc = db_fail(db, "queue");
 done:
-    sqlite3_finalize(m);
-    sqlite3_finalize(r);
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sdb_finalize(m);
+    sdb_finalize(r);
+    dbconf_snapshot_end(db);
     if (rc != MXCTL_OK) {
         json_decref(msgs);
         return rc;
@@ -226,74 +226,88 @@ done:
     return print_json(json_pack("{s:o}", "messages", msgs));
 }
 
-/* Sets "body" (valid UTF-8) or "body_base64" (anything else). */
-static void
-set_body(json_t *obj, sqlite3_stmt *s, int i)
+/* Sets "body" (valid UTF-8) or "body_base64" (anything else) to message
+ * id's body, read whole (JSON holds it whole anyway). MXCTL_OK or said why. */
+static int
+set_body(struct sdb *db, json_t *obj, int64_t id)
 {
-    const char *body = sqlite3_column_blob(s, i);
-    size_t len = (size_t)sqlite3_column_bytes(s, i);
-    json_t *j = json_stringn(body != NULL ? body : "", len);
-    char *b64;
+    uint64_t total = 0;
+    size_t len = 0, cap = 64 * 1024, got;
+    char *body = xmalloc(cap), *b64;
+    json_t *j;
 
-    if (j != NULL) {
+    do {
+        if (len == cap)
+            body = xrealloc(body, cap *= 2);
+        if (sdb_body_read(db, id, len, body + len, cap - len, &got, &total) != 0) {
+            free(body);
+            return db_fail(db, "show: body");
+        }
+        len += got;
+    } while (got > 0 && len < total);
+    if ((j = json_stringn(body, len)) != NULL) {
         set(obj, "body", j);
-        return;
+    } else {
+        b64 = base64((const unsigned char *)body, len);
+        set(obj, "body_base64", json_string(b64));
+        free(b64);
     }
-    b64 = base64((const unsigned char *)body, len);
-    set(obj, "body_base64", json_string(b64));
-    free(b64);
+    free(body);
+    return MXCTL_OK;
 }
 
 static json_t *
-envelope_json(sqlite3_stmt *m)
+envelope_json(struct sdb_stmt *m)
 {
     json_t *msg = json_object();
 
     oom(msg);
     set(msg, "qid", col_json(m, 0));
-    set(msg, "received", json_integer(sqlite3_column_int64(m, 1)));
+    set(msg, "received", json_integer(sdb_col_i64(m, 1)));
     set(msg, "client", col_json(m, 2));
     set(msg, "helo", col_json(m, 3));
     set(msg, "sender", col_json(m, 4));
-    set(msg, "size", json_integer(sqlite3_column_int64(m, 7)));
-    set(msg, "smtputf8", json_boolean(sqlite3_column_int(m, 5)));
-    set(msg, "body_8bit", json_boolean(sqlite3_column_int(m, 6)));
+    set(msg, "size", json_integer(sdb_col_i64(m, 7)));
+    set(msg, "smtputf8", json_boolean(sdb_col_i64(m, 5)));
+    set(msg, "body_8bit", json_boolean(sdb_col_i64(m, 6)));
     return msg;
 }
 
 int
-mxctl_json_show(sqlite3 *db, const char *qid)
+mxctl_json_show(struct sdb *db, const char *qid)
 {
     const char *sql = "SELECT qid, received, client_addr, helo, sender, smtputf8, body_8bit, "
-                      "size, id, body FROM messages WHERE qid = ?1";
-    sqlite3_stmt *m = NULL, *r = NULL;
+                      "size, id FROM messages WHERE qid = ?1";
+    struct sdb_stmt *m = NULL, *r = NULL;
     json_t *msg = NULL, *rcpts;
+    int64_t id;
     int rc = MXCTL_OK, step;
 
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, sql, -1, &m, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, rcpt_json_sql, -1, &r, NULL) != SQLITE_OK) {
+    if (dbconf_snapshot(db) != 0 || sdb_prepare(db, sql, &m) != 0 ||
+        sdb_prepare(db, rcpt_json_sql, &r) != 0) {
         rc = db_fail(db, "show");
         goto done;
     }
-    sqlite3_bind_text(m, 1, qid, -1, SQLITE_STATIC);
-    if ((step = sqlite3_step(m)) != SQLITE_ROW) {
-        if (step == SQLITE_DONE)
+    sdb_bind_text(m, 1, qid);
+    if ((step = sdb_step(m)) != SDB_ROW) {
+        if (step == SDB_DONE)
             fprintf(stderr, "mxctl: no such message: %s\n", qid);
-        rc = step == SQLITE_DONE ? MXCTL_REFUSED : db_fail(db, "show");
+        rc = step == SDB_DONE ? MXCTL_REFUSED : db_fail(db, "show");
         goto done;
     }
     msg = envelope_json(m);
-    if ((rcpts = rcpts_json(db, r, sqlite3_column_int64(m, 8))) == NULL) {
+    id = sdb_col_i64(m, 8);
+    sdb_reset(m); /* one statement at a time from here on */
+    if ((rcpts = rcpts_json(db, r, id)) == NULL) {
         rc = MXCTL_REFUSED;
         goto done;
     }
     set(msg, "rcpts", rcpts);
-    set_body(msg, m, 9);
+    rc = set_body(db, msg, id);
 done:
-    sqlite3_finalize(m);
-    sqlite3_finalize(r);
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sdb_finalize(m);
+    sdb_finalize(r);
+    dbconf_snapshot_end(db);
     if (rc != MXCTL_OK) {
         json_decref(msg);
         return rc;
@@ -302,22 +316,21 @@ done:
 }
 
 int
-mxctl_json_recipients(sqlite3 *db)
+mxctl_json_recipients(struct sdb *db)
 {
-    sqlite3_stmt *s = NULL;
+    struct sdb_stmt *s = NULL;
     json_t *arr = json_array();
     int step;
 
     oom(arr);
-    if (sqlite3_prepare_v2(db, "SELECT address FROM recipients ORDER BY address", -1, &s, NULL) !=
-        SQLITE_OK) {
+    if (sdb_prepare(db, "SELECT address FROM recipients ORDER BY address", &s) != 0) {
         json_decref(arr);
         return db_fail(db, "recipient list");
     }
-    while ((step = sqlite3_step(s)) == SQLITE_ROW)
+    while ((step = sdb_step(s)) == SDB_ROW)
         json_array_append_new(arr, col_json(s, 0));
-    sqlite3_finalize(s);
-    if (step != SQLITE_DONE) {
+    sdb_finalize(s);
+    if (step != SDB_DONE) {
         json_decref(arr);
         return db_fail(db, "recipient list");
     }
@@ -460,13 +473,13 @@ mxctl_ctl_op(const char *path, const char *verb, const char *arg)
 
 /* Adds "queue": {"messages": N, "<state>": recipients in it, ...}. */
 static int
-queue_totals(sqlite3 *db, json_t *stats)
+queue_totals(struct sdb *db, json_t *stats)
 {
     const char *sql = "SELECT 'messages', count(*) FROM messages UNION ALL "
                       "SELECT state, count(*) FROM message_rcpts GROUP BY state";
     static const char *const states[] = {"queued", "deferred", "held", "delivered", "bounced"};
     json_t *q = json_object();
-    sqlite3_stmt *s = NULL;
+    struct sdb_stmt *s = NULL;
     int step;
 
     oom(q);
@@ -474,12 +487,13 @@ queue_totals(sqlite3 *db, json_t *stats)
     set(q, "messages", json_integer(0));
     for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
         set(q, states[i], json_integer(0));
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+    if (sdb_prepare(db, sql, &s) != 0)
         return db_fail(db, "stats");
-    while ((step = sqlite3_step(s)) == SQLITE_ROW)
-        set(q, (const char *)sqlite3_column_text(s, 0), json_integer(sqlite3_column_int64(s, 1)));
-    sqlite3_finalize(s);
-    return step == SQLITE_DONE ? MXCTL_OK : db_fail(db, "stats");
+    while ((step = sdb_step(s)) == SDB_ROW)
+        set(q, sdb_col_text(s, 0) != NULL ? sdb_col_text(s, 0) : "",
+            json_integer(sdb_col_i64(s, 1)));
+    sdb_finalize(s);
+    return step == SDB_DONE ? MXCTL_OK : db_fail(db, "stats");
 }
 
 /* The daemon's metrics, one "series value" line each, as the metrics
@@ -523,7 +537,7 @@ print_counters(const char *prefix, json_t *obj)
 }
 
 int
-mxctl_ctl_stats(const char *path, sqlite3 *db, bool json)
+mxctl_ctl_stats(const char *path, struct sdb *db, bool json)
 {
     json_t *reply = NULL, *stats;
     int rc = ctl_request(path, "stats\n", &reply);

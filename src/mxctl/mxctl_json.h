@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
+#include "store/sdb.h"
 
 /* Exit statuses. */
 #define MXCTL_OK      0
@@ -17,9 +17,9 @@
 /* Print {"messages":[...]}, {"qid":...} (MXCTL_REFUSED and a message on
  * stderr for an unknown qid) and {"recipients":[...]} as one line on stdout.
  * Each reads in one transaction. Return an exit status. */
-int mxctl_json_queue(sqlite3 *db);
-int mxctl_json_show(sqlite3 *db, const char *qid);
-int mxctl_json_recipients(sqlite3 *db);
+int mxctl_json_queue(struct sdb *db);
+int mxctl_json_show(struct sdb *db, const char *qid);
+int mxctl_json_recipients(struct sdb *db);
 
 /* A recipient in state with next_attempt has a retry scheduled: queued,
  * deferred and held ones do, except an operator's hold (next_attempt is
@@ -33,7 +33,7 @@ int mxctl_ctl_op(const char *path, const char *verb, const char *arg);
 
 /* `stats`: the daemon's counters plus queue totals read from db (may be
  * NULL: no totals), as JSON or as "name value" lines. Exit status. */
-int mxctl_ctl_stats(const char *path, sqlite3 *db, bool json);
+int mxctl_ctl_stats(const char *path, struct sdb *db, bool json);
 
 /* `tls-policy DOMAIN`: what outbound TLS applies to domain now, as text
  * (or the daemon's JSON object). An exit status. */

@@ -6,12 +6,14 @@
  * reads (one entry per domain with waiting mail) and a jansson tree for
  * --json. Blocking, single-threaded: part of mxctl.
  *
- * One aggregate query, grouped in SQLite by (domain, state, bucket): it
- * reads two covering indexes in message order (schema 008), never a row of
- * messages (whose rows hold the bodies) or of message_rcpts, so a queue of
- * a million recipients takes well under a second (docs/performance.md).
- * The domains' ranking, "other" and the total are summed here from its
- * rows.
+ * One aggregate query, grouped in the database by (domain, state,
+ * bucket). On SQLite it reads two covering indexes in message order
+ * (schema 008), never a row of messages (whose rows hold the bodies) or of
+ * message_rcpts, so a queue of a million recipients takes well under a
+ * second (docs/performance.md); PostgreSQL has no INDEXED BY and no ON
+ * for a CROSS JOIN, so it gets the same query as a plain join and plans
+ * it itself. The domains' ranking, "other" and the total are summed here
+ * from its rows.
  *
  * Errors: returns an exit status (mxctl_json.h) and says why on stderr.
  * Does not: change the database; list messages (that is `mxctl queue`).
@@ -25,6 +27,7 @@
 
 #include "base/util.h"
 #include "mxctl/mxctl_json.h"
+#include "store/dbconf.h"
 
 enum { SUM_QUEUED, SUM_DEFERRED, SUM_HELD, SUM_NSTATES };
 
@@ -35,20 +38,27 @@ static const char *const bucket_names[MXCTL_SUMMARY_BUCKETS] = {
     "0-5m", "5-10m", "20m", "40m", "80m", "160m", "320m", "640m", "1280m", "1280m+"};
 
 /* Bucket by age in seconds (a message from the future counts as new): one
- * CASE, so SQLite groups by it. The bounds double from 5 minutes. */
-static const char summary_sql[] =
-    "SELECT r.domain, r.state, CASE"
-    " WHEN ?1 - m.received < 300 THEN 0 WHEN ?1 - m.received < 600 THEN 1"
-    " WHEN ?1 - m.received < 1200 THEN 2 WHEN ?1 - m.received < 2400 THEN 3"
-    " WHEN ?1 - m.received < 4800 THEN 4 WHEN ?1 - m.received < 9600 THEN 5"
-    " WHEN ?1 - m.received < 19200 THEN 6 WHEN ?1 - m.received < 38400 THEN 7"
+ * CASE, so the database groups by it. The bounds double from 5 minutes. */
+#define SUMMARY_SELECT                                                                             \
+    "SELECT r.domain, r.state, CASE"                                                               \
+    " WHEN ?1 - m.received < 300 THEN 0 WHEN ?1 - m.received < 600 THEN 1"                         \
+    " WHEN ?1 - m.received < 1200 THEN 2 WHEN ?1 - m.received < 2400 THEN 3"                       \
+    " WHEN ?1 - m.received < 4800 THEN 4 WHEN ?1 - m.received < 9600 THEN 5"                       \
+    " WHEN ?1 - m.received < 19200 THEN 6 WHEN ?1 - m.received < 38400 THEN 7"                     \
     " WHEN ?1 - m.received < 76800 THEN 8 ELSE 9 END AS bucket, count(*)"
+#define SUMMARY_WHERE                                                                              \
+    " WHERE r.state IN ('queued', 'deferred', 'held')"                                             \
+    " GROUP BY r.domain, r.state, bucket ORDER BY r.domain"
+
+static const char summary_sqlite[] = SUMMARY_SELECT
     /* CROSS JOIN keeps messages outside: both indexes are then read in
      * message id order, a merge rather than a million random lookups. */
     " FROM messages AS m INDEXED BY messages_received"
-    " CROSS JOIN message_rcpts AS r INDEXED BY message_rcpts_shape ON r.message_id = m.id"
-    " WHERE r.state IN ('queued', 'deferred', 'held')"
-    " GROUP BY r.domain, r.state, bucket ORDER BY r.domain";
+    " CROSS JOIN message_rcpts AS r INDEXED BY message_rcpts_shape ON r.message_id = "
+    "m.id" SUMMARY_WHERE;
+
+static const char summary_pg[] = SUMMARY_SELECT
+    " FROM messages AS m JOIN message_rcpts AS r ON r.message_id = m.id" SUMMARY_WHERE;
 
 struct sum_row {
     char *domain; /* owned; NULL for "other" and the total */
@@ -117,22 +127,24 @@ row_cmp(const void *a, const void *b)
 }
 
 static int
-summary_read(sqlite3 *db, int64_t now, struct sum_table *t)
+summary_read(struct sdb *db, int64_t now, struct sum_table *t)
 {
-    sqlite3_stmt *s = NULL;
+    const char *sql = sdb_engine(db) == SDB_SQLITE ? summary_sqlite : summary_pg;
+    struct sdb_stmt *s = NULL;
     int rc;
 
-    if (sqlite3_prepare_v2(db, summary_sql, -1, &s, NULL) != SQLITE_OK) {
-        fprintf(stderr, "mxctl: queue --summary: %s\n", sqlite3_errmsg(db));
+    if (sdb_prepare(db, sql, &s) != 0) {
+        fprintf(stderr, "mxctl: queue --summary: %s\n", sdb_errmsg(db));
         return MXCTL_REFUSED;
     }
-    sqlite3_bind_int64(s, 1, now);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        const unsigned char *dom = sqlite3_column_text(s, 0);
-        const unsigned char *state = sqlite3_column_text(s, 1);
-        int b = sqlite3_column_int(s, 2), si = state ? state_index((const char *)state) : -1;
-        uint64_t n = (uint64_t)sqlite3_column_int64(s, 3);
-        struct sum_row *r = table_row(t, dom ? (const char *)dom : "");
+    sdb_bind_i64(s, 1, now);
+    while ((rc = sdb_step(s)) == SDB_ROW) {
+        const char *dom = sdb_col_text(s, 0);
+        const char *state = sdb_col_text(s, 1);
+        int64_t b = sdb_col_i64(s, 2);
+        int si = state ? state_index(state) : -1;
+        uint64_t n = (uint64_t)sdb_col_i64(s, 3);
+        struct sum_row *r = table_row(t, dom ? dom : "");
 
         if (b < 0 || b >= MXCTL_SUMMARY_BUCKETS || si < 0)
             continue; /* cannot happen: the query's WHERE and CASE */
@@ -140,10 +152,10 @@ summary_read(sqlite3 *db, int64_t now, struct sum_table *t)
         r->ages[b] += n;
         r->states[si] += n;
     }
-    if (rc != SQLITE_DONE)
-        fprintf(stderr, "mxctl: queue --summary: %s\n", sqlite3_errmsg(db));
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? MXCTL_OK : MXCTL_REFUSED;
+    if (rc != SDB_DONE)
+        fprintf(stderr, "mxctl: queue --summary: %s\n", sdb_errmsg(db));
+    sdb_finalize(s);
+    return rc == SDB_DONE ? MXCTL_OK : MXCTL_REFUSED;
 }
 
 /* A domain as mxd stored it, control characters and backslash escaped. */
@@ -259,7 +271,7 @@ print_json(const struct sum_table *t, size_t shown, const struct sum_row *other,
 }
 
 int
-mxctl_summary(sqlite3 *db, int64_t now, size_t top, bool json)
+mxctl_summary(struct sdb *db, int64_t now, size_t top, bool json)
 {
     struct sum_table t = {NULL, 0, 0};
     struct sum_row other, total;
@@ -269,12 +281,12 @@ mxctl_summary(sqlite3 *db, int64_t now, size_t top, bool json)
     memset(&other, 0, sizeof(other));
     memset(&total, 0, sizeof(total));
     /* One read transaction: a consistent snapshot while mxd keeps writing. */
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        fprintf(stderr, "mxctl: queue --summary: %s\n", sqlite3_errmsg(db));
+    if (dbconf_snapshot(db) != 0) {
+        fprintf(stderr, "mxctl: queue --summary: %s\n", sdb_errmsg(db));
         return MXCTL_REFUSED;
     }
     rc = summary_read(db, now, &t);
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    dbconf_snapshot_end(db);
     if (rc != MXCTL_OK)
         goto done;
     if (t.n > 0)

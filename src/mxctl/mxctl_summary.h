@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
+#include "store/sdb.h"
 
 /* The qshape age buckets (minutes): 0-5, 5-10, 10-20, ... 640-1280, 1280+. */
 #define MXCTL_SUMMARY_BUCKETS 10
@@ -20,6 +20,6 @@
  * domains by recipients, then "other" (when more), then the total; as a
  * table or as one JSON object. Reads in one transaction; returns an exit
  * status (mxctl_json.h), having said why on stderr. */
-int mxctl_summary(sqlite3 *db, int64_t now, size_t top, bool json);
+int mxctl_summary(struct sdb *db, int64_t now, size_t top, bool json);
 
 #endif

@@ -52,7 +52,8 @@ struct metrics_http {
     uv_tcp_t tcp;
     bool listening, stopping;
     char *address;
-    char *db_path;
+    struct sdb_params db; /* its strings owned */
+    char *db_path, *db_conninfo;
     struct mh_client *clients; /* newest first; closing ones are not listed */
     size_t nclients;           /* allocated, including closing ones */
     size_t nlisted;
@@ -70,6 +71,7 @@ mh_maybe_done(struct metrics_http *h)
         return;
     free(h->address);
     free(h->db_path);
+    free(h->db_conninfo);
     free(h);
     if (cb != NULL)
         cb(arg);
@@ -217,7 +219,7 @@ client_request(struct mh_client *c, char *line)
     } else {
         client_answering(c);
         c->refs++;
-        qstat_async(c->h->loop, c->h->db_path, on_queue, c);
+        qstat_async_db(c->h->loop, &c->h->db, on_queue, c);
     }
 }
 
@@ -319,6 +321,15 @@ int
 metrics_http_start(uv_loop_t *loop, const struct conf_endpoint *ep, const char *db_path,
                    struct metrics_http **out, char **err)
 {
+    struct sdb_params db = {.engine = SDB_SQLITE, .path = db_path};
+
+    return metrics_http_start_db(loop, ep, &db, out, err);
+}
+
+int
+metrics_http_start_db(uv_loop_t *loop, const struct conf_endpoint *ep, const struct sdb_params *db,
+                      struct metrics_http **out, char **err)
+{
     struct metrics_http *h = xcalloc(1, sizeof(*h));
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
@@ -327,7 +338,10 @@ metrics_http_start(uv_loop_t *loop, const struct conf_endpoint *ep, const char *
 
     h->loop = loop;
     h->address = xstrdup(ep->text);
-    h->db_path = xstrdup(db_path);
+    h->db_path = db->path != NULL ? xstrdup(db->path) : NULL;
+    h->db_conninfo = db->conninfo != NULL ? xstrdup(db->conninfo) : NULL;
+    h->db =
+        (struct sdb_params){.engine = db->engine, .path = h->db_path, .conninfo = h->db_conninfo};
     uv_tcp_init(loop, &h->tcp);
     h->tcp.data = h;
     h->listening = true;
