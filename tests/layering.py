@@ -18,8 +18,7 @@ Every src/**/*.c and *.h belongs to the module named by its folder
   e. pure: the files of the proto_lib static_library in src/meson.build
      never reach <uv.h>, <gnutls/...> or <sqlite3.h>, directly or through
      our headers.
-  f. sqlite: only store/ (and mxctl/, see SQLITE_MODULES) reaches
-     <sqlite3.h>.
+  f. sqlite: only store/ (SQLITE_MODULES) reaches <sqlite3.h>.
   g. gnutls: only the files in GNUTLS_FILES reach <gnutls/...>.
 
 Each violation is printed as `file:line: rule: explanation` (file relative
@@ -50,9 +49,9 @@ SIBLING_BANS = {('deliver', 'check'), ('check', 'deliver')}
 # it uses only these, and no module of mxd includes it.
 MXCTL_USES = {'mxctl', 'store', 'base'}
 
-# Only the store owns SQLite. Named exception: mxctl opens queue.db itself
-# (db_open from store/db.h) for its listings and the recipients table.
-SQLITE_MODULES = {'store', 'mxctl'}
+# Only the store owns SQLite. mxctl opens the queue's database itself, but
+# through sdb (store/sdb.h), which serves SQLite and PostgreSQL alike.
+SQLITE_MODULES = {'store'}
 
 # The files that use GnuTLS today; any other file that reaches
 # <gnutls/...> is a violation (wrap it in base/tls instead).

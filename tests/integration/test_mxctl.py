@@ -334,11 +334,13 @@ class MxctlTest(unittest.TestCase):
 
     # ---- the control socket ------------------------------------------------
 
-    def write_conf(self, control_socket=None):
+    def write_conf(self, control_socket=None, store=None):
         path = os.path.join(self.tmp, "mxd.conf")
         with open(path, "w") as f:
             f.write("[server]\nhostname = mx.test.invalid\nlisten = 127.0.0.1:2525\n"
                     f"database = {self.db}\n")
+            if store:
+                f.write(f"store = {store}\n")
             if control_socket:
                 f.write(f"control_socket = {control_socket}\n")
             f.write("\n[domain example.test]\nmode = local\n")
@@ -372,6 +374,41 @@ class MxctlTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertEqual(p.stderr.decode(), f"mxctl: cannot reach mxd at {sock} "
                          "(is it running?): Connection refused\n")
+
+    # ---- cluster ---------------------------------------------------------
+
+    def test_cluster_not_on_sqlite(self):
+        # SQLite has no cluster: refused (exit 1), whether the database is
+        # -d's or the configuration's, and nothing is created or opened.
+        want = "mxctl: not a cluster (store = sqlite)\n"
+        conf = self.write_conf()
+        for args, db in ((["cluster"], True), (["cluster", "--json"], True),
+                         (["-c", conf, "cluster"], False),
+                         (["-c", conf, "--json", "cluster"], False)):
+            p = self.mxctl(*args, db=db)
+            self.assertEqual((p.returncode, p.stderr.decode(), p.stdout), (1, want, b""), args)
+            self.assertFalse(os.path.exists(os.path.dirname(self.db)), args)
+        self.make_db()
+        p = self.mxctl("cluster")
+        self.assertEqual((p.returncode, p.stderr.decode(), p.stdout), (1, want, b""))
+
+    def test_cluster_usage(self):
+        p = self.mxctl("cluster", "mx1")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"unexpected argument 'mx1'", p.stderr)
+        self.assertIn(b"cluster", self.mxctl("--help").stdout)
+
+    def test_cluster_postgresql_unreachable(self):
+        # store = postgresql goes to PostgreSQL (never "not a cluster"); an
+        # unreachable server is a failure (exit 1) with the reason.
+        conf = self.write_conf(store="postgresql\npostgresql = host=127.0.0.1 port=1 "
+                               "dbname=mxd connect_timeout=5")
+        p = self.mxctl("-c", conf, "cluster", db=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stdout, b"")
+        self.assertNotIn(b"not a cluster", p.stderr)
+        self.assertTrue(p.stderr.startswith(b"mxctl: "), p.stderr)
+        self.assertFalse(os.path.exists(os.path.dirname(self.db)))
 
 
 if __name__ == "__main__":
