@@ -317,12 +317,12 @@ def check(root):
                 err(rel, chain[0][1], 'pure', 'proto_lib file reaches %s: %s'
                     % (what, describe_chain(chain)))
 
-    # f, g. Only the store (and mxctl) reaches SQLite; only GNUTLS_FILES GnuTLS.
+    # f, g. Only the store reaches SQLite; only GNUTLS_FILES GnuTLS.
     for rel in sorted(tree.files):
         mod = module_of(rel)
         chain = tree.reach(rel, is_sqlite)
         if chain and mod not in SQLITE_MODULES:
-            err(rel, chain[0][1], 'sqlite', 'only store/ (and mxctl/) may use SQLite: %s'
+            err(rel, chain[0][1], 'sqlite', 'only store/ may use SQLite: %s'
                 % describe_chain(chain))
         chain = tree.reach(rel, is_gnutls)
         if chain and rel not in GNUTLS_FILES:
