@@ -31,6 +31,7 @@
 #include "ops/metrics_http.h"
 #include "ops/privdrop.h"
 #include "smtp/smtp_net.h"
+#include "store/dbconf.h"
 #include "store/qstat.h"
 #include "store/spool.h"
 #include "store/store.h"
@@ -286,11 +287,13 @@ static void
 on_status_timer(uv_timer_t *t)
 {
     struct mxd *m = t->data;
+    struct sdb_params dbp;
 
     if (m->status_busy || m->stopping)
         return;
     m->status_busy = true;
-    qstat_async(m->loop, m->conf->database, on_status_queue, m);
+    dbp = dbconf_params(m->conf);
+    qstat_async(m->loop, &dbp, on_status_queue, m);
 }
 
 /* metrics_listen changed (or appeared, or went): a new listener. */
@@ -299,6 +302,7 @@ reload_metrics(struct mxd *m, const struct conf *nc)
 {
     const char *old = m->metrics != NULL ? metrics_http_address(m->metrics) : NULL;
     const char *want = nc->metrics_listen.text;
+    struct sdb_params dbp = dbconf_params(m->conf); /* the store is not reloaded */
     char *err = NULL;
 
     if ((old == NULL && want == NULL) || (old != NULL && want != NULL && strcmp(old, want) == 0))
@@ -306,8 +310,8 @@ reload_metrics(struct mxd *m, const struct conf *nc)
     if (m->metrics != NULL)
         metrics_http_stop(m->metrics, NULL, NULL);
     m->metrics = NULL;
-    if (want != NULL && metrics_http_start(m->loop, &nc->metrics_listen, m->conf->database,
-                                           &m->metrics, &err) != 0) {
+    if (want != NULL &&
+        metrics_http_start(m->loop, &nc->metrics_listen, &dbp, &m->metrics, &err) != 0) {
         log_msg(LOG_ERR, NULL, "mxd", "reload: %s", err);
         free(err);
     }
@@ -474,9 +478,11 @@ mxd_start_services(struct mxd *m, char **err)
             return rc;
         control_on_reload(m->control, mxd_reload, m);
     }
-    if (m->conf->metrics_listen.text != NULL)
-        return metrics_http_start(m->loop, &m->conf->metrics_listen, m->conf->database, &m->metrics,
-                                  err);
+    if (m->conf->metrics_listen.text != NULL) {
+        struct sdb_params dbp = dbconf_params(m->conf);
+
+        return metrics_http_start(m->loop, &m->conf->metrics_listen, &dbp, &m->metrics, err);
+    }
     return 0;
 }
 
@@ -512,9 +518,7 @@ mxd_start(struct mxd *m)
     if (rc != 0)
         goto fail;
     scfg = (struct store_config){
-        .db = {.engine = m->conf->store == CONF_STORE_POSTGRESQL ? SDB_POSTGRESQL : SDB_SQLITE,
-               .path = m->conf->database,
-               .conninfo = m->conf->postgresql},
+        .db = dbconf_params(m->conf),
         .node_name = m->conf->node_name ? m->conf->node_name : m->conf->hostname,
         .lease_s = (int64_t)m->conf->cluster_lease_s,
     };

@@ -219,7 +219,7 @@ client_request(struct mh_client *c, char *line)
     } else {
         client_answering(c);
         c->refs++;
-        qstat_async_db(c->h->loop, &c->h->db, on_queue, c);
+        qstat_async(c->h->loop, &c->h->db, on_queue, c);
     }
 }
 
@@ -318,17 +318,8 @@ on_connection(uv_stream_t *server, int status)
 }
 
 int
-metrics_http_start(uv_loop_t *loop, const struct conf_endpoint *ep, const char *db_path,
+metrics_http_start(uv_loop_t *loop, const struct conf_endpoint *ep, const struct sdb_params *db,
                    struct metrics_http **out, char **err)
-{
-    struct sdb_params db = {.engine = SDB_SQLITE, .path = db_path};
-
-    return metrics_http_start_db(loop, ep, &db, out, err);
-}
-
-int
-metrics_http_start_db(uv_loop_t *loop, const struct conf_endpoint *ep, const struct sdb_params *db,
-                      struct metrics_http **out, char **err)
 {
     struct metrics_http *h = xcalloc(1, sizeof(*h));
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};

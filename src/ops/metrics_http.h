@@ -14,13 +14,7 @@ struct metrics_http;
 /* Listens on ep (a numeric host and port; copied). Each scrape reads the
  * queue gauges from the database db names (copied; dbconf_params builds it
  * from the configuration). On failure *err (caller frees). */
-int metrics_http_start_db(uv_loop_t *loop, const struct conf_endpoint *ep,
-                          const struct sdb_params *db, struct metrics_http **out,
-                          char **err) MXD_WUR;
-
-/* The same with the SQLite database at db_path: for a caller that has only
- * the path (main.c until it passes dbconf_params; then this goes). */
-int metrics_http_start(uv_loop_t *loop, const struct conf_endpoint *ep, const char *db_path,
+int metrics_http_start(uv_loop_t *loop, const struct conf_endpoint *ep, const struct sdb_params *db,
                        struct metrics_http **out, char **err) MXD_WUR;
 
 /* The address it listens on, as configured. */

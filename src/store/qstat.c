@@ -132,7 +132,7 @@ qstat_done(uv_work_t *w, int status)
 }
 
 void
-qstat_async_db(uv_loop_t *loop, const struct sdb_params *db, qstat_cb cb, void *arg)
+qstat_async(uv_loop_t *loop, const struct sdb_params *db, qstat_cb cb, void *arg)
 {
     struct qstat_req *r = xcalloc(1, sizeof(*r));
 
@@ -144,12 +144,4 @@ qstat_async_db(uv_loop_t *loop, const struct sdb_params *db, qstat_cb cb, void *
     r->work.data = r;
     if (uv_queue_work(loop, &r->work, qstat_work, qstat_done) != 0)
         mxd_panic("qstat: uv_queue_work failed");
-}
-
-void
-qstat_async(uv_loop_t *loop, const char *db_path, qstat_cb cb, void *arg)
-{
-    struct sdb_params db = {.engine = SDB_SQLITE, .path = db_path};
-
-    qstat_async_db(loop, &db, cb, arg);
 }

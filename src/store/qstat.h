@@ -15,10 +15,6 @@ typedef void (*qstat_cb)(void *arg, const struct metrics_queue *q);
 /* Reads the database db names (copied; dbconf_params builds it from the
  * configuration) with its own connection off the loop, reading only; cb
  * runs on the loop thread, never before this returns. */
-void qstat_async_db(uv_loop_t *loop, const struct sdb_params *db, qstat_cb cb, void *arg);
-
-/* The same on the SQLite database at db_path: for a caller that has only
- * the path (main.c until it passes dbconf_params; then this goes). */
-void qstat_async(uv_loop_t *loop, const char *db_path, qstat_cb cb, void *arg);
+void qstat_async(uv_loop_t *loop, const struct sdb_params *db, qstat_cb cb, void *arg);
 
 #endif
