@@ -86,7 +86,8 @@ struct pg_stmt {
     PGresult *res;
     int row; /* current row; -1 before the first */
     bool ran;
-    unsigned char *unesc; /* col_blob of a text-format bytea */
+    unsigned char **unesc; /* [ncols]: col_blob of text-format bytea columns */
+    int nunesc;
 };
 
 struct pg_body {
@@ -188,10 +189,17 @@ pg_notice(void *arg, const char *message)
 static int
 pg_connect(struct pg *p, char **err)
 {
-    /* Earlier keywords are defaults the expanded conninfo overrides. */
-    const char *const keys[] = {"connect_timeout", "client_encoding", "application_name", "dbname",
-                                NULL};
-    const char *const vals[] = {"5", "UTF8", "mxd", p->conninfo, NULL};
+    /* Earlier keywords are defaults the expanded conninfo overrides. A
+     * server that vanishes without closing (a partition, a host down) is
+     * noticed in about 30 s: TCP keepalives, and tcp_user_timeout for data
+     * sent but not acknowledged. */
+    const char *const keys[] = {"connect_timeout",  "client_encoding",
+                                "application_name", "keepalives",
+                                "keepalives_idle",  "keepalives_interval",
+                                "keepalives_count", "tcp_user_timeout",
+                                "dbname",           NULL};
+    const char *const vals[] = {"5", "UTF8", "mxd",   "1",         "10",
+                                "5", "3",    "30000", p->conninfo, NULL};
 
     if (p->conn != NULL)
         PQfinish(p->conn);
@@ -291,6 +299,17 @@ pg_rewrite(const char *sql, int *nparams, bool **used)
     return out;
 }
 
+/* The current row's unescaped bytea values go (col_blob's pointers). */
+static void
+pg_free_unesc(struct pg_stmt *s)
+{
+    for (int i = 0; i < s->nunesc; i++)
+        PQfreemem(s->unesc[i]);
+    free(s->unesc);
+    s->unesc = NULL;
+    s->nunesc = 0;
+}
+
 static void
 pg_clear_result(struct pg_stmt *s)
 {
@@ -298,8 +317,7 @@ pg_clear_result(struct pg_stmt *s)
     s->res = NULL;
     s->row = -1;
     s->ran = false;
-    PQfreemem(s->unesc);
-    s->unesc = NULL;
+    pg_free_unesc(s);
 }
 
 /* Prepares s on the current connection if it is not yet. */
@@ -392,10 +410,10 @@ pg_finalize(struct sdb_stmt *ss)
     struct pg_stmt *s = pst(ss);
     struct pg *p = pgc(ss->db);
 
-    /* Outside a failed transaction, free it on the server too (else it
-     * goes with the connection). */
+    /* Outside a transaction, free it on the server too (else it goes with
+     * the connection): a failure inside one would abort the caller's. */
     if (s->gen == p->gen && PQstatus(p->conn) == CONNECTION_OK &&
-        PQtransactionStatus(p->conn) != PQTRANS_INERROR) {
+        PQtransactionStatus(p->conn) == PQTRANS_IDLE) {
         char sql[48];
 
         snprintf(sql, sizeof(sql), "DEALLOCATE %s", s->name);
@@ -529,8 +547,7 @@ pg_step(struct sdb_stmt *ss)
     struct pg_stmt *s = pst(ss);
     struct pg *p = pgc(ss->db);
 
-    PQfreemem(s->unesc);
-    s->unesc = NULL;
+    pg_free_unesc(s);
     if (!s->ran) {
         int rc;
 
@@ -631,11 +648,15 @@ pg_col_blob(struct sdb_stmt *ss, int col, size_t *len)
         return NULL;
     v = PQgetvalue(s->res, s->row, col);
     if (PQfformat(s->res, col) == 0 && PQftype(s->res, col) == PG_OID_BYTEA) {
-        PQfreemem(s->unesc);
-        s->unesc = PQunescapeBytea((const unsigned char *)v, len);
-        if (s->unesc == NULL)
+        if (s->unesc == NULL) {
+            s->nunesc = PQnfields(s->res);
+            s->unesc = xcalloc((size_t)s->nunesc, sizeof(*s->unesc));
+        }
+        PQfreemem(s->unesc[col]);
+        s->unesc[col] = PQunescapeBytea((const unsigned char *)v, len);
+        if (s->unesc[col] == NULL)
             *len = 0;
-        return s->unesc;
+        return s->unesc[col];
     }
     *len = (size_t)PQgetlength(s->res, s->row, col);
     return v;

@@ -284,6 +284,27 @@ test_bind_step(void **state)
     assert_int_equal(sdb_step(sel), SDB_ROW);
     assert_int_equal(sdb_col_i64(sel, 0), id2);
     sdb_finalize(sel);
+    /* two blobs of one row stay valid together */
+    assert_int_equal(sdb_prepare(fx->db, "SELECT b, b FROM t WHERE id = ?1", &sel), 0);
+    sdb_bind_i64(sel, 1, id1);
+    assert_int_equal(sdb_step(sel), SDB_ROW);
+    b = sdb_col_blob(sel, 0, &len);
+    assert_int_equal(len, 4);
+    assert_non_null(sdb_col_blob(sel, 1, &len));
+    assert_memory_equal(b, "a\0b\xff", 4);
+    sdb_finalize(sel);
+    /* a number the SQL skips, and a bare ? (the next number) */
+    assert_int_equal(sdb_prepare(fx->db, "SELECT CAST(?1 AS bigint), CAST(?3 AS text), ?", &sel),
+                     0);
+    sdb_bind_i64(sel, 1, 42);
+    sdb_bind_text(sel, 2, "unused");
+    sdb_bind_text(sel, 3, "x -- not a comment");
+    sdb_bind_text(sel, 4, "four");
+    assert_int_equal(sdb_step(sel), SDB_ROW);
+    assert_int_equal(sdb_col_i64(sel, 0), 42);
+    assert_string_equal(sdb_col_text(sel, 1), "x -- not a comment");
+    assert_string_equal(sdb_col_text(sel, 2), "four");
+    sdb_finalize(sel);
     sdb_finalize(ins);
     /* an error is an error, with a message */
     assert_int_not_equal(sdb_prepare(fx->db, "SELECT nonsense FROM nowhere", &sel), 0);
