@@ -534,6 +534,31 @@ test_pg_unreachable(void **state)
     free(err);
 }
 
+/* mxd's defaults (application_name, connect_timeout ...) come before the
+ * operator's conninfo, which overrides them. */
+static void
+test_pg_conninfo_defaults(void **state)
+{
+    struct fx *fx = *state;
+    struct sdb_params p = {.engine = SDB_POSTGRESQL};
+    struct sdb *db = NULL;
+    char *err = NULL;
+    struct sdb_stmt *s = NULL;
+
+    assert_int_equal(sdb_prepare(fx->db, "SELECT current_setting('application_name')", &s), 0);
+    assert_int_equal(sdb_step(s), SDB_ROW);
+    assert_string_equal(sdb_col_text(s, 0), "mxd");
+    sdb_finalize(s);
+    p.conninfo = xasprintf("%s application_name=node7", pg_conninfo);
+    assert_int_equal(sdb_open(&p, &db, &err), 0);
+    assert_int_equal(sdb_prepare(db, "SELECT current_setting('application_name')", &s), 0);
+    assert_int_equal(sdb_step(s), SDB_ROW);
+    assert_string_equal(sdb_col_text(s, 0), "node7");
+    sdb_finalize(s);
+    sdb_close(db);
+    free((char *)p.conninfo);
+}
+
 struct opener {
     const struct sdb_params *params;
     int rc;
@@ -597,6 +622,7 @@ main(int argc, char **argv)
         BOTH_ENGINES(setup_pg),
         cmocka_unit_test_setup_teardown(test_pg_lost, setup_pg, teardown),
         cmocka_unit_test(test_pg_unreachable),
+        cmocka_unit_test_setup_teardown(test_pg_conninfo_defaults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pg_concurrent_migrate, setup_pg, teardown),
     };
     bool pg_only = argc > 1 && strcmp(argv[1], "pg") == 0;
