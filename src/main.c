@@ -247,21 +247,34 @@ reload_load_tls(const struct conf *nc, struct tls_creds **out, char **err)
     return tls_creds_load(nc->tls_certificate, nc->tls_key, nc->tls_priority, out, err);
 }
 
+static bool
+str_changed(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
 /* Keys that only a restart changes: say so rather than pretend. */
 static void
 reload_warn_static(const struct conf *oc, const struct conf *nc)
 {
-    const char *keys[3] = {NULL, NULL, NULL};
+    const char *keys[7];
     size_t n = 0;
 
     if (strcmp(oc->database, nc->database) != 0)
         keys[n++] = "database";
-    if ((oc->user == NULL) != (nc->user == NULL) ||
-        (oc->user != NULL && strcmp(oc->user, nc->user) != 0))
+    if (str_changed(oc->user, nc->user))
         keys[n++] = "user";
-    if ((oc->control_socket == NULL) != (nc->control_socket == NULL) ||
-        (oc->control_socket != NULL && strcmp(oc->control_socket, nc->control_socket) != 0))
+    if (str_changed(oc->control_socket, nc->control_socket))
         keys[n++] = "control_socket";
+    /* the store's connection and this node's name in the cluster (issue 21) */
+    if (oc->store != nc->store)
+        keys[n++] = "store";
+    if (str_changed(oc->postgresql, nc->postgresql))
+        keys[n++] = "postgresql";
+    if (str_changed(oc->node_name, nc->node_name))
+        keys[n++] = "node_name";
+    if (oc->cluster_lease_s != nc->cluster_lease_s) /* given to store_open */
+        keys[n++] = "cluster_lease";
     for (size_t i = 0; i < n; i++)
         log_msg(LOG_WARN, NULL, "mxd", "reload key=%s changed: takes effect after a restart",
                 keys[i]);

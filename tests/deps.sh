@@ -51,6 +51,9 @@ packages=(
     # DANE (issue 19): the root trust anchor; a signed test zone served by a
     # private validating-capable unbound (test_dane.py)
     dns-root-data ldnsutils unbound
+    # cluster mode (issue 21): the store on PostgreSQL (libpq), and private
+    # PostgreSQL 15 primaries and standbys in the tests
+    libpq-dev postgresql-15
 )
 
 apt-get update
