@@ -192,14 +192,18 @@ pg_connect(struct pg *p, char **err)
     /* Earlier keywords are defaults the expanded conninfo overrides. A
      * server that vanishes without closing (a partition, a host down) is
      * noticed in about 30 s: TCP keepalives, and tcp_user_timeout for data
-     * sent but not acknowledged. */
-    const char *const keys[] = {"connect_timeout",  "client_encoding",
-                                "application_name", "keepalives",
-                                "keepalives_idle",  "keepalives_interval",
-                                "keepalives_count", "tcp_user_timeout",
-                                "dbname",           NULL};
-    const char *const vals[] = {"5", "UTF8", "mxd",   "1",         "10",
-                                "5", "3",    "30000", p->conninfo, NULL};
+     * sent but not acknowledged. client_encoding comes after the conninfo:
+     * SQL_ASCII on both sides is what makes PostgreSQL store text octets as
+     * they came (an 8-bit HELO name, a remote reply), as SQLite does,
+     * instead of failing the whole commit on invalid UTF-8. */
+    const char *const keys[] = {"connect_timeout",     "application_name",
+                                "keepalives",          "keepalives_idle",
+                                "keepalives_interval", "keepalives_count",
+                                "tcp_user_timeout",    "dbname",
+                                "client_encoding",     NULL};
+    const char *const vals[] = {"5", "mxd",   "1",         "10",        "5",
+                                "3", "30000", p->conninfo, "SQL_ASCII", NULL};
+    const char *enc;
 
     if (p->conn != NULL)
         PQfinish(p->conn);
@@ -213,6 +217,16 @@ pg_connect(struct pg *p, char **err)
         pg_set_conn_err(p);
     } else {
         PQsetNoticeProcessor(p->conn, pg_notice, NULL);
+        enc = PQparameterStatus(p->conn, "server_encoding");
+        if (enc == NULL || strcmp(enc, "SQL_ASCII") != 0) {
+            *err = xasprintf("database %s has ENCODING '%s'; mxd stores octets as received "
+                             "(8-bit HELO names, remote replies), which needs a database created "
+                             "with ENCODING 'SQL_ASCII' LOCALE 'C' (docs/configuration.md)",
+                             p->name, enc ? enc : "?");
+            PQfinish(p->conn);
+            p->conn = NULL;
+            return MXD_ECONFIG;
+        }
         free(p->err);
         p->err = NULL;
         return 0;

@@ -606,13 +606,38 @@ test_pg_concurrent_migrate(void **state)
     }
 }
 
+/* Text is stored as the octets given, valid UTF-8 or not (an 8-bit HELO
+ * name, a remote reply): on PostgreSQL a UTF8 database would fail the
+ * statement, so the engine insists on SQL_ASCII. */
+static void
+test_text_octets(void **state)
+{
+    struct fx *fx = *state;
+    struct sdb_stmt *ins = NULL, *sel = NULL;
+    const char *odd = "h\xe9lo \xff\xfe caf\xc3\xa9";
+
+    make_t(fx);
+    assert_int_equal(sdb_prepare(fx->db, "INSERT INTO t (s) VALUES (?1) RETURNING id", &ins), 0);
+    sdb_bind_text(ins, 1, odd);
+    assert_int_equal(sdb_step(ins), SDB_ROW);
+    sdb_reset(ins);
+    assert_int_equal(sdb_prepare(fx->db, "SELECT s FROM t WHERE s = ?1", &sel), 0);
+    sdb_bind_text(sel, 1, odd);
+    assert_int_equal(sdb_step(sel), SDB_ROW);
+    assert_string_equal(sdb_col_text(sel, 0), odd);
+    sdb_reset(sel);
+    sdb_finalize(sel);
+    sdb_finalize(ins);
+}
+
 /* The cases of both engines, on the one setup names. */
 #define BOTH_ENGINES(setup)                                                                        \
     cmocka_unit_test_setup_teardown(test_schema_version, setup, teardown),                         \
         cmocka_unit_test_setup_teardown(test_bind_step, setup, teardown),                          \
         cmocka_unit_test_setup_teardown(test_txn, setup, teardown),                                \
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),                             \
-        cmocka_unit_test_setup_teardown(test_body_errors, setup, teardown)
+        cmocka_unit_test_setup_teardown(test_body_errors, setup, teardown),                        \
+        cmocka_unit_test_setup_teardown(test_text_octets, setup, teardown)
 
 int
 main(int argc, char **argv)
