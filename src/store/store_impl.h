@@ -52,7 +52,7 @@
     "FOR UPDATE SKIP LOCKED) c WHERE r.id = c.id RETURNING r.id, r.message_id, r.address::text, "  \
     "r.domain, r.attempts, (SELECT d.notify FROM rcpt_dsn d WHERE d.rcpt_id = r.id), "             \
     "(SELECT d.orcpt FROM rcpt_dsn d WHERE d.rcpt_id = r.id), "                                    \
-    "CASE WHEN c.prev_until IS NOT NULL AND c.prev_owner <> ?3 THEN 1 ELSE 0 END, r.next_attempt"
+    "CASE WHEN c.prev_until IS NOT NULL AND c.prev_owner <> ?3 THEN 1 ELSE 0 END"
 
 #define STORE_SQL_ENVELOPE_PG                                                                      \
     "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
