@@ -12,9 +12,13 @@
  * store_open returns. Shared: the queues and the done list, each under a mutex.
  * Errors: store_open returns 0 or MXD_E*. Every job gets exactly one callback,
  * on the loop thread: 0, MXD_ENOENT (lookup: absent), MXD_EINVAL (malformed
- * message), MXD_ESTORE (SQLite or spool I/O) or MXD_ECLOSING (after
- * store_close). A failed job leaves no row: each has a SAVEPOINT inside
- * the batch's transaction, and a failed COMMIT fails the whole batch.
+ * message), MXD_ESTORE (the database or spool I/O; also at once while a
+ * lost PostgreSQL connection is down: each thread reconnects before its
+ * next job, at most once a second) or MXD_ECLOSING (after store_close). A
+ * failed job leaves no row: each has a SAVEPOINT inside the batch's
+ * transaction, and a failed COMMIT (a lost one included) fails the whole
+ * batch. Cluster (PostgreSQL): a uv timer queues a heartbeat job to the
+ * reader every lease_s / 3 (cluster_nodes, this node's leases renewed).
  * Does not: decide what to deliver or when (the scheduler does), retry
  * (the client does, after our 451), write spool files (spool.c).
  */
@@ -794,6 +798,7 @@ reader_main(void *arg)
                 j->status = MXD_ESTORE;
             } else if (j->kind == STORE_JOB_GREYLIST) {
                 if (!store__greylist_read(&st->r, j)) {
+                    store__conn_check(&st->r);
                     /* The writer decides again and writes. It stops only
                      * after this thread has exited, so it still takes it. */
                     queue_push(&st->wq, j);
@@ -909,7 +914,7 @@ store_async_cb(uv_async_t *h)
         st->writer_told = true;
         queue_push(&st->wq, NULL);
     }
-    if (st->closing && nexited == 2 && !uv_is_closing((uv_handle_t *)&st->async)) {
+    if (st->closing && nexited == 2 && !st->beat_on && !uv_is_closing((uv_handle_t *)&st->async)) {
         /* Both threads have posted their last word: these joins are short. */
         uv_thread_join(&st->writer_tid);
         uv_thread_join(&st->reader_tid);
@@ -944,6 +949,15 @@ store_beat_cb(uv_timer_t *t)
     j = xcalloc(1, sizeof(*j));
     j->kind = STORE_JOB_HEARTBEAT;
     store__submit(st, j, false);
+}
+
+static void
+store_beat_closed_cb(uv_handle_t *h)
+{
+    struct store *st = h->data;
+
+    st->beat_on = false;
+    uv_async_send(&st->async); /* store_async_cb may close the store now */
 }
 
 /* Cluster mode (PostgreSQL): a heartbeat now and every lease_s / 3. */
@@ -1056,8 +1070,8 @@ store_close(struct store *st, store_closed_cb cb, void *arg)
     st->closing = true;
     st->closed_cb = cb;
     st->closed_arg = arg;
-    if (st->beat_on) /* closed before the async handle: its close callback runs first */
-        uv_close((uv_handle_t *)&st->beat, NULL);
+    if (st->beat_on) /* the async handle closes only after it */
+        uv_close((uv_handle_t *)&st->beat, store_beat_closed_cb);
     /* The reader drains and closes, then the writer (store_async_cb tells
      * it); store_async_cb joins both and closes the handle. */
     queue_push(&st->rq, NULL);
