@@ -240,14 +240,14 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
     while ((kept < d->limit || pg) && (rc = sdb_step(s)) == SDB_ROW) {
         int64_t id = sdb_col_i64(s, 0);
 
+        if (pg && sdb_col_i64(s, 7) != 0) { /* ours now, whether kept or not */
+            metrics_add(METRICS_CLUSTER_TAKEOVERS, 1);
+            store__takeover_add(c->tk, id);
+        }
         if (d->nskip > 0 && bsearch(&id, d->skip, d->nskip, sizeof(id), cmp_i64) != NULL)
             continue;
         if (kept >= d->limit)
             continue; /* claimed, kept by our lease: the next pick takes it */
-        if (pg && sdb_col_i64(s, 7) != 0) {
-            metrics_add(METRICS_CLUSTER_TAKEOVERS, 1);
-            store__takeover_add(c->tk, id);
-        }
         due_add(d, &last, s);
         kept++;
     }
