@@ -46,7 +46,9 @@ struct store__djob {
     size_t limit, nskip;
     int64_t *skip;           /* sorted copy */
     struct store_dmsg *list; /* result, handed to the callback */
-    uint64_t offset, total;  /* body */
+    int64_t *taken;          /* cluster: claimed from another node's lease */
+    size_t ntaken;
+    uint64_t offset, total; /* body */
     size_t max, len;
     char *data;
     struct store_outcome *outcomes; /* outcomes */
@@ -84,6 +86,7 @@ djob_free(struct store__djob *d)
     if (d == NULL)
         return;
     free(d->skip);
+    free(d->taken);
     store_dmsg_free_list(d->list);
     free(d->data);
     for (size_t i = 0; i < d->n && d->outcomes != NULL; i++) {
@@ -240,9 +243,9 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
     while ((kept < d->limit || pg) && (rc = sdb_step(s)) == SDB_ROW) {
         int64_t id = sdb_col_i64(s, 0);
 
-        if (pg && sdb_col_i64(s, 7) != 0) { /* ours now, whether kept or not */
-            metrics_add(METRICS_CLUSTER_TAKEOVERS, 1);
-            store__takeover_add(c->tk, id);
+        if (pg && sdb_col_i64(s, 7) != 0) { /* ours once committed, kept or not */
+            d->taken = xrealloc(d->taken, (d->ntaken + 1) * sizeof(*d->taken));
+            d->taken[d->ntaken++] = id;
         }
         if (d->nskip > 0 && bsearch(&id, d->skip, d->nskip, sizeof(id), cmp_i64) != NULL)
             continue;
@@ -326,6 +329,10 @@ reader_due(struct store_conn *c, struct store__djob *d)
         store_dmsg_free_list(d->list);
         d->list = NULL;
         d->next_due = 0;
+    }
+    for (size_t i = 0; rc == 0 && i < d->ntaken; i++) {
+        metrics_add(METRICS_CLUSTER_TAKEOVERS, 1);
+        store__takeover_add(c->tk, d->taken[i]);
     }
     return rc;
 }
