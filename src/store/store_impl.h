@@ -45,14 +45,15 @@
  * bounce ends the lease; hold, release and flush leave it (a delivery in
  * flight keeps its claim). Its integer flags are integers, not booleans. */
 #define STORE_SQL_DUE_PG                                                                           \
-    "UPDATE message_rcpts r SET lease_owner = ?3, lease_until = ?1 + ?4 FROM (SELECT id, "         \
-    "lease_owner AS prev_owner, lease_until AS prev_until FROM message_rcpts "                     \
+    "WITH c AS (UPDATE message_rcpts r SET lease_owner = ?3, lease_until = ?1 + ?4 FROM "          \
+    "(SELECT id, lease_owner AS prev_owner, lease_until AS prev_until FROM message_rcpts "         \
     "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 AND (lease_until IS "    \
     "NULL OR lease_until < ?1 OR lease_owner = ?3) ORDER BY next_attempt, id LIMIT ?2 "            \
-    "FOR UPDATE SKIP LOCKED) c WHERE r.id = c.id RETURNING r.id, r.message_id, r.address::text, "  \
-    "r.domain, r.attempts, (SELECT d.notify FROM rcpt_dsn d WHERE d.rcpt_id = r.id), "             \
-    "(SELECT d.orcpt FROM rcpt_dsn d WHERE d.rcpt_id = r.id), "                                    \
-    "CASE WHEN c.prev_until IS NOT NULL AND c.prev_owner <> ?3 THEN 1 ELSE 0 END"
+    "FOR UPDATE SKIP LOCKED) p WHERE r.id = p.id RETURNING r.id, r.message_id, "                   \
+    "r.address::text AS address, r.domain, r.attempts, r.next_attempt, "                           \
+    "CASE WHEN p.prev_until IS NOT NULL AND p.prev_owner <> ?3 THEN 1 ELSE 0 END AS taken) "       \
+    "SELECT c.id, c.message_id, c.address, c.domain, c.attempts, d.notify, d.orcpt, c.taken "      \
+    "FROM c LEFT JOIN rcpt_dsn d ON d.rcpt_id = c.id ORDER BY c.next_attempt, c.id"
 
 #define STORE_SQL_ENVELOPE_PG                                                                      \
     "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
