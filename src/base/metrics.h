@@ -32,7 +32,11 @@
     X(TLS_CERT_EXPIRY, "mxd_tls_certificate_expiry_timestamp_seconds", "gauge",                    \
       "When the TLS certificate in use expires, unix seconds (0: no certificate)")                 \
     X(BOUNCES_SUPPRESSED, "mxd_bounces_suppressed_total", "counter",                               \
-      "DSNs not sent: bounce_policy (never, or authenticated and the return path was not)")
+      "DSNs not sent: bounce_policy (never, or authenticated and the return path was not)")        \
+    X(CLUSTER_TAKEOVERS, "mxd_cluster_takeovers_total", "counter",                                 \
+      "Recipients claimed from another cluster node's expired lease")                              \
+    X(CLUSTER_DUPLICATES, "mxd_cluster_duplicates_total", "counter",                               \
+      "Recipients taken over and then delivered: possibly delivered twice")
 #define METRICS_C_ENUM(id, ...) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_C_ENUM) METRICS_NCOUNTERS };
 #undef METRICS_C_ENUM

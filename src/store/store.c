@@ -12,9 +12,13 @@
  * store_open returns. Shared: the queues and the done list, each under a mutex.
  * Errors: store_open returns 0 or MXD_E*. Every job gets exactly one callback,
  * on the loop thread: 0, MXD_ENOENT (lookup: absent), MXD_EINVAL (malformed
- * message), MXD_ESTORE (SQLite or spool I/O) or MXD_ECLOSING (after
- * store_close). A failed job leaves no row: each has a SAVEPOINT inside
- * the batch's transaction, and a failed COMMIT fails the whole batch.
+ * message), MXD_ESTORE (the database or spool I/O; also at once while a
+ * lost PostgreSQL connection is down: each thread reconnects before its
+ * next job, at most once a second) or MXD_ECLOSING (after store_close). A
+ * failed job leaves no row: each has a SAVEPOINT inside the batch's
+ * transaction, and a failed COMMIT (a lost one included) fails the whole
+ * batch. Cluster (PostgreSQL): a uv timer queues a heartbeat job to the
+ * reader every lease_s / 3 (cluster_nodes, this node's leases renewed).
  * Does not: decide what to deliver or when (the scheduler does), retry
  * (the client does, after our 451), write spool files (spool.c).
  */
@@ -26,17 +30,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "base/log.h"
 #include "base/metrics.h"
-#include "store/db.h"
+#include "store/sdb.h"
 #include "store/store_impl.h"
 
-#define STORE_STMT_TEXT(id, label, sql) {label, sql},
+#define STORE_STMT_TEXT(id, label, lite, pg) {label, lite, pg},
 
 const struct store__sql store__sql[STORE_NSTMT] = {STORE_SQL(STORE_STMT_TEXT)};
 
@@ -183,34 +187,41 @@ static void
 conn_close(struct store_conn *c)
 {
     for (int i = c->first; i < (int)c->end; i++) {
-        sqlite3_finalize(c->stmt[i]);
+        sdb_finalize(c->stmt[i]);
         c->stmt[i] = NULL;
     }
-    /* The last connection to close checkpoints the WAL into the database. */
-    if (c->db != NULL && sqlite3_close(c->db) != SQLITE_OK)
-        log_msg(LOG_ERR, NULL, "store", "close failed reason=\"%s\"", sqlite3_errmsg(c->db));
+    /* SQLite: the last connection to close checkpoints the WAL. */
+    sdb_close(c->db);
     c->db = NULL;
 }
 
 static int
-conn_open(struct store_conn *c, const char *path, enum store_stmt first, enum store_stmt end,
-          const char *pragmas, char **err)
+conn_open(struct store_conn *c, const struct store_config *cfg, enum store_stmt first,
+          enum store_stmt end, const char *who, char **err)
 {
     int rc;
 
     c->first = first;
     c->end = end;
-    if ((rc = db_open(path, &c->db, err)) != 0)
+    c->who = who;
+    if ((rc = sdb_open(&cfg->db, &c->db, err)) != 0)
         return rc;
-    if (pragmas != NULL && sqlite3_exec(c->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
-        *err = xasprintf("database %s: %s: %s", path, pragmas, sqlite3_errmsg(c->db));
+    if (sdb_engine(c->db) == SDB_SQLITE && end != STORE_NSTMT &&
+        sdb_exec(c->db, STORE_WRITER_PRAGMAS) != 0) {
+        *err = xasprintf("database %s: %s: %s", sdb_name(c->db), STORE_WRITER_PRAGMAS,
+                         sdb_errmsg(c->db));
         goto fail;
     }
     for (int i = first; i < (int)end; i++) {
-        if (sqlite3_prepare_v3(c->db, store__sql[i].sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[i],
-                               NULL) != SQLITE_OK) {
-            *err = xasprintf("database %s: cannot prepare %s: %s", path, store__sql[i].label,
-                             sqlite3_errmsg(c->db));
+        const char *sql = store__sql[i].sql;
+
+        if (sdb_engine(c->db) == SDB_POSTGRESQL && store__sql[i].sql_pg != NULL)
+            sql = store__sql[i].sql_pg;
+        if (sql == NULL)
+            continue; /* not on this engine */
+        if (sdb_prepare(c->db, sql, &c->stmt[i]) != 0) {
+            *err = xasprintf("database %s: cannot prepare %s: %s", sdb_name(c->db),
+                             store__sql[i].label, sdb_errmsg(c->db));
             goto fail;
         }
     }
@@ -218,6 +229,69 @@ conn_open(struct store_conn *c, const char *path, enum store_stmt first, enum st
 fail:
     conn_close(c);
     return MXD_ESTORE;
+}
+
+void
+store__conn_check(struct store_conn *c)
+{
+    if (c->down || c->db == NULL || !sdb_lost(c->db))
+        return;
+    c->down = true;
+    c->last_try = 0; /* the next job tries at once */
+    log_msg(LOG_ERR, NULL, "store",
+            "database connection lost thread=%s database=\"%s\" "
+            "reason=\"%s\"",
+            c->who, sdb_name(c->db), sdb_errmsg(c->db));
+}
+
+bool
+store__conn_ready(struct store_conn *c)
+{
+    uint64_t now = uv_hrtime();
+    char *err = NULL;
+
+    if (!c->down)
+        return true;
+    if (c->last_try != 0 && now - c->last_try < 1000000000u)
+        return false; /* at most once a second */
+    c->last_try = now;
+    if (sdb_reconnect(c->db, &err) != 0) {
+        free(err); /* the loss was logged; so is the recovery */
+        return false;
+    }
+    c->down = false;
+    log_msg(LOG_INFO, NULL, "store", "database connection recovered thread=%s database=\"%s\"",
+            c->who, sdb_name(c->db));
+    return true;
+}
+
+void
+store__takeover_add(struct store_takeovers *tk, int64_t id)
+{
+    uv_mutex_lock(&tk->mu);
+    if (tk->n == tk->cap && tk->cap < 65536) {
+        tk->cap = tk->cap ? 2 * tk->cap : 64;
+        tk->ids = xrealloc(tk->ids, tk->cap * sizeof(*tk->ids));
+    }
+    if (tk->n < tk->cap) /* past 64 Ki pending takeovers, the rest go uncounted */
+        tk->ids[tk->n++] = id;
+    uv_mutex_unlock(&tk->mu);
+}
+
+bool
+store__takeover_take(struct store_takeovers *tk, int64_t id)
+{
+    bool found = false;
+
+    uv_mutex_lock(&tk->mu);
+    for (size_t i = 0; i < tk->n && !found; i++) {
+        if (tk->ids[i] == id) {
+            tk->ids[i] = tk->ids[--tk->n];
+            found = true;
+        }
+    }
+    uv_mutex_unlock(&tk->mu);
+    return found;
 }
 
 /* Records why the current message or transaction failed; the first reason
@@ -238,14 +312,16 @@ store__writer_reason(struct store_writer *w, const char *fmt, ...)
 int
 store__writer_exec(struct store_writer *w, enum store_stmt i)
 {
-    sqlite3_stmt *s = w->c.stmt[i];
+    struct sdb_stmt *s = w->c.stmt[i];
+    int rc = sdb_step(s);
 
-    if (sqlite3_step(s) == SQLITE_DONE) {
-        sqlite3_reset(s);
+    /* a statement with RETURNING has run whole once it gave its row */
+    if (rc == SDB_DONE || rc == SDB_ROW) {
+        sdb_reset(s);
         return 0;
     }
-    store__writer_reason(w, "%s: %s", store__sql[i].label, sqlite3_errmsg(w->c.db));
-    sqlite3_reset(s);
+    store__writer_reason(w, "%s: %s", store__sql[i].label, sdb_errmsg(w->c.db));
+    sdb_reset(s);
     return MXD_ESTORE;
 }
 
@@ -265,27 +341,26 @@ writer_msg_valid(const struct store_msg *m)
 }
 
 static int
-writer_blob_put(struct store_writer *w, sqlite3_blob *blob, int *off, const void *p, size_t n)
+writer_body_put(struct store_writer *w, struct sdb_body *b, const void *p, size_t n)
 {
-    const unsigned char *b = p;
+    const unsigned char *c = p;
 
     while (n > 0) {
-        int len = n < STORE_CHUNK ? (int)n : STORE_CHUNK;
+        size_t len = n < STORE_CHUNK ? n : STORE_CHUNK;
 
-        if (sqlite3_blob_write(blob, b, len, *off) != SQLITE_OK) {
-            store__writer_reason(w, "body write: %s", sqlite3_errmsg(w->c.db));
+        if (sdb_body_write(b, c, len) != 0) {
+            store__writer_reason(w, "body write: %s", sdb_errmsg(w->c.db));
             return MXD_ESTORE;
         }
-        b += len;
-        n -= (size_t)len;
-        *off += len;
+        c += len;
+        n -= len;
     }
     return 0;
 }
 
-/* Copies spool_len octets of the spool file into the blob, a chunk at a time. */
+/* Copies spool_len octets of the spool file into the body, a chunk at a time. */
 static int
-writer_blob_spool(struct store_writer *w, sqlite3_blob *blob, int *off, const struct store_msg *m)
+writer_body_spool(struct store_writer *w, struct sdb_body *b, const struct store_msg *m)
 {
     uint64_t left = m->spool_len;
     int fd, rc = 0;
@@ -307,97 +382,105 @@ writer_blob_spool(struct store_writer *w, sqlite3_blob *blob, int *off, const st
             rc = MXD_ESTORE;
             break;
         }
-        rc = writer_blob_put(w, blob, off, w->buf, (size_t)n);
+        rc = writer_body_put(w, b, w->buf, (size_t)n);
         left -= (uint64_t)n;
     }
     close(fd);
     return rc;
 }
 
-/* The body is streamed into the zeroblob the row was inserted with, never
- * more than STORE_CHUNK octets in memory. */
+/* The body is streamed in after the row (sdb_body_*), never more than
+ * STORE_CHUNK octets in memory. */
 static int
-writer_blob_body(struct store_writer *w, const struct store_msg *m, int64_t id)
+writer_body(struct store_writer *w, const struct store_msg *m, int64_t id, uint64_t total)
 {
-    sqlite3_blob *blob = NULL;
-    int off = 0;
+    struct sdb_body *b = NULL;
     int rc;
 
-    if (sqlite3_blob_open(w->c.db, "main", "messages", "body", id, 1, &blob) != SQLITE_OK) {
-        store__writer_reason(w, "body open: %s", sqlite3_errmsg(w->c.db));
+    if (sdb_body_begin(w->c.db, id, total, &b) != 0) {
+        store__writer_reason(w, "body open: %s", sdb_errmsg(w->c.db));
         return MXD_ESTORE;
     }
-    rc = writer_blob_put(w, blob, &off, m->header, m->header_len);
+    rc = writer_body_put(w, b, m->header, m->header_len);
     if (rc == 0)
-        rc = writer_blob_spool(w, blob, &off, m);
+        rc = writer_body_spool(w, b, m);
     if (rc == 0)
-        rc = writer_blob_put(w, blob, &off, m->body, m->body_len);
-    if (sqlite3_blob_close(blob) != SQLITE_OK && rc == 0) {
-        store__writer_reason(w, "body close: %s", sqlite3_errmsg(w->c.db));
+        rc = writer_body_put(w, b, m->body, m->body_len);
+    if (sdb_body_end(b, rc == 0) != 0 && rc == 0) {
+        store__writer_reason(w, "body close: %s", sdb_errmsg(w->c.db));
         rc = MXD_ESTORE;
     }
     return rc;
 }
 
-/* Inserts the row with a zeroblob body of the final size; refused past
- * SQLite's length limit, which also keeps blob offsets inside an int. */
+int
+store__writer_insert_id(struct store_writer *w, enum store_stmt i, int64_t *id)
+{
+    struct sdb_stmt *s = w->c.stmt[i];
+    int rc = sdb_step(s);
+
+    if (rc == SDB_ROW) {
+        *id = sdb_col_i64(s, 0);
+        sdb_reset(s);
+        return 0;
+    }
+    store__writer_reason(w, "%s: %s", store__sql[i].label,
+                         rc == SDB_DONE ? "no id returned" : sdb_errmsg(w->c.db));
+    sdb_reset(s);
+    return MXD_ESTORE;
+}
+
+/* Inserts the row (SQLite: with a zeroblob body of the final size). */
 static int
 writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *total, int64_t *id)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_MSG];
-    uint64_t limit = (uint64_t)sqlite3_limit(w->c.db, SQLITE_LIMIT_LENGTH, -1);
-    int rc;
+    struct sdb_stmt *s = w->c.stmt[STORE_W_INSERT_MSG];
 
-    if (m->header_len > limit || m->spool_len > limit || m->body_len > limit ||
-        (*total = m->header_len + m->spool_len + m->body_len) > limit) {
-        store__writer_reason(w, "message too big for the database (limit %llu)",
-                             (unsigned long long)limit);
+    /* SQLite's length limit is far below this; the engine refuses past it */
+    if (m->header_len > INT64_MAX / 4 || m->spool_len > INT64_MAX / 4 ||
+        m->body_len > INT64_MAX / 4) {
+        store__writer_reason(w, "message too big for the database");
         return MXD_ESTORE;
     }
-
-    sqlite3_bind_text(s, 1, m->qid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, m->received);
-    sqlite3_bind_text(s, 3, m->client_addr, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, m->helo, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 5, m->sender, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 6, m->smtputf8);
-    sqlite3_bind_int(s, 7, m->body_8bit);
-    sqlite3_bind_int64(s, 8, (sqlite3_int64)*total);
-    if ((rc = sqlite3_bind_zeroblob64(s, 9, *total)) != SQLITE_OK) {
-        store__writer_reason(w, "bind body: %s", sqlite3_errstr(rc));
-        return MXD_ESTORE;
-    }
-    if ((rc = store__writer_exec(w, STORE_W_INSERT_MSG)) != 0)
-        return rc;
-    *id = sqlite3_last_insert_rowid(w->c.db);
-    return 0;
+    *total = m->header_len + m->spool_len + m->body_len;
+    sdb_bind_text(s, 1, m->qid);
+    sdb_bind_i64(s, 2, m->received);
+    sdb_bind_text(s, 3, m->client_addr);
+    sdb_bind_text(s, 4, m->helo);
+    sdb_bind_text(s, 5, m->sender);
+    sdb_bind_i64(s, 6, m->smtputf8);
+    sdb_bind_i64(s, 7, m->body_8bit);
+    sdb_bind_i64(s, 8, (int64_t)*total);
+    sdb_bind_zeroblob(s, 9, *total);
+    return store__writer_insert_id(w, STORE_W_INSERT_MSG, id);
 }
 
 static int
 writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t id)
 {
     enum store_stmt k = m->hold_reason != NULL ? STORE_W_INSERT_RCPT_HELD : STORE_W_INSERT_RCPT;
-    sqlite3_stmt *s = w->c.stmt[k];
+    struct sdb_stmt *s = w->c.stmt[k];
     int rc;
 
-    sqlite3_bind_int64(s, 1, id);
+    sdb_bind_i64(s, 1, id);
     if (m->hold_reason != NULL) /* never due until released (as an operator's hold) */
-        sqlite3_bind_text(s, 4, m->hold_reason, -1, SQLITE_STATIC);
+        sdb_bind_text(s, 4, m->hold_reason);
     else
-        sqlite3_bind_int64(s, 4, m->received);
+        sdb_bind_i64(s, 4, m->received);
     for (size_t i = 0; i < m->nrcpts; i++) {
         const struct store_rcpt *r = &m->rcpts[i];
-        sqlite3_stmt *d = w->c.stmt[STORE_W_INSERT_RCPT_DSN];
+        struct sdb_stmt *d = w->c.stmt[STORE_W_INSERT_RCPT_DSN];
+        int64_t rid = 0;
 
-        sqlite3_bind_text(s, 2, r->address, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, r->domain, -1, SQLITE_STATIC);
-        if ((rc = store__writer_exec(w, k)) != 0)
+        sdb_bind_text(s, 2, r->address);
+        sdb_bind_text(s, 3, r->domain);
+        if ((rc = store__writer_insert_id(w, k, &rid)) != 0)
             return rc;
         if (r->notify == 0 && r->orcpt == NULL)
             continue; /* the default: no row */
-        sqlite3_bind_int64(d, 1, sqlite3_last_insert_rowid(w->c.db));
-        sqlite3_bind_int(d, 2, (int)r->notify);
-        sqlite3_bind_text(d, 3, r->orcpt, -1, SQLITE_STATIC); /* NULL binds NULL */
+        sdb_bind_i64(d, 1, rid);
+        sdb_bind_i64(d, 2, r->notify);
+        sdb_bind_text(d, 3, r->orcpt); /* NULL binds NULL */
         if ((rc = store__writer_exec(w, STORE_W_INSERT_RCPT_DSN)) != 0)
             return rc;
     }
@@ -408,36 +491,36 @@ writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t i
 static int
 writer_msg_dsn(struct store_writer *w, const struct store_msg *m, int64_t id)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_DSN];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_INSERT_DSN];
 
-    sqlite3_bind_int64(s, 1, id);
-    sqlite3_bind_int(s, 2, (int)m->ret);
-    sqlite3_bind_text(s, 3, m->envid, -1, SQLITE_STATIC); /* NULL binds NULL */
-    sqlite3_bind_int(s, 4, m->return_auth);
+    sdb_bind_i64(s, 1, id);
+    sdb_bind_i64(s, 2, (int64_t)m->ret);
+    sdb_bind_text(s, 3, m->envid); /* NULL binds NULL */
+    sdb_bind_i64(s, 4, m->return_auth);
     return store__writer_exec(w, STORE_W_INSERT_DSN);
 }
 
 int
 store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed, unsigned hops)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_FACTS];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_INSERT_FACTS];
 
-    sqlite3_bind_int64(s, 1, msg_id);
-    sqlite3_bind_int(s, 2, utf8_needed);
-    sqlite3_bind_int64(s, 3, hops);
+    sdb_bind_i64(s, 1, msg_id);
+    sdb_bind_i64(s, 2, utf8_needed);
+    sdb_bind_i64(s, 3, hops);
     return store__writer_exec(w, STORE_W_INSERT_FACTS);
 }
 
 int
 store__writer_tls(struct store_writer *w, int64_t msg_id, bool requiretls, bool tls_optional)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_TLS];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_INSERT_TLS];
 
     if (!requiretls && !tls_optional)
         return 0; /* the default: no row */
-    sqlite3_bind_int64(s, 1, msg_id);
-    sqlite3_bind_int(s, 2, requiretls);
-    sqlite3_bind_int(s, 3, !requiretls && tls_optional); /* RFC 8689 4.1: REQUIRETLS wins */
+    sdb_bind_i64(s, 1, msg_id);
+    sdb_bind_i64(s, 2, requiretls);
+    sdb_bind_i64(s, 3, !requiretls && tls_optional); /* RFC 8689 4.1: REQUIRETLS wins */
     return store__writer_exec(w, STORE_W_INSERT_TLS);
 }
 
@@ -445,15 +528,15 @@ store__writer_tls(struct store_writer *w, int64_t msg_id, bool requiretls, bool 
 static int
 writer_client(struct store_writer *w, const struct store_msg *m, int64_t msg_id)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_CLIENT];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_INSERT_CLIENT];
 
-    sqlite3_bind_int64(s, 1, msg_id);
+    sdb_bind_i64(s, 1, msg_id);
     if (m->client_name != NULL && m->client_name[0] != '\0')
-        sqlite3_bind_text(s, 2, m->client_name, -1, SQLITE_STATIC);
+        sdb_bind_text(s, 2, m->client_name);
     else
-        sqlite3_bind_null(s, 2);
-    sqlite3_bind_int64(s, 3, m->client_port);
-    sqlite3_bind_text(s, 4, m->esmtp ? "ESMTP" : "SMTP", -1, SQLITE_STATIC);
+        sdb_bind_null(s, 2);
+    sdb_bind_i64(s, 3, m->client_port);
+    sdb_bind_text(s, 4, m->esmtp ? "ESMTP" : "SMTP");
     return store__writer_exec(w, STORE_W_INSERT_CLIENT);
 }
 
@@ -473,7 +556,7 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
         return rc;
     if ((rc = writer_client(w, m, *id)) != 0)
         return rc;
-    if (total > 0 && (rc = writer_blob_body(w, m, *id)) != 0)
+    if ((rc = writer_body(w, m, *id, total)) != 0)
         return rc;
     return writer_insert_rcpts(w, m, *id);
 }
@@ -511,7 +594,7 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
         rc = store__writer_run(w, j);
     if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
         return 0;
-    if (sqlite3_get_autocommit(w->c.db) || store__writer_exec(w, STORE_W_ROLLBACK_TO) != 0 ||
+    if (!sdb_in_txn(w->c.db) || store__writer_exec(w, STORE_W_ROLLBACK_TO) != 0 ||
         store__writer_exec(w, STORE_W_RELEASE) != 0)
         *broken = true;
     return rc;
@@ -554,7 +637,9 @@ writer_commit(struct store_writer *w, struct store_job *first)
 
     w->reason[0] = '\0';
     if (store__writer_exec(w, STORE_W_COMMIT) != 0) {
-        if (!sqlite3_get_autocommit(w->c.db))
+        /* PostgreSQL: a COMMIT lost with its connection may or may not have
+         * committed; only what is known to be committed is acknowledged */
+        if (sdb_in_txn(w->c.db))
             (void)store__writer_exec(w, STORE_W_ROLLBACK);
         writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
         return;
@@ -582,6 +667,11 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
         bool broken = false;
 
         w->reason[0] = '\0';
+        store__conn_check(&w->c);
+        if (!store__conn_ready(&w->c)) {
+            writer_fail_range(first, NULL, MXD_ESTORE, "database connection lost");
+            return;
+        }
         if (store__writer_exec(w, STORE_W_BEGIN) != 0) {
             writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
             return;
@@ -597,7 +687,7 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
             metrics_observe(METRICS_H_COMMIT_SECONDS, (double)(uv_hrtime() - t0) / 1e9);
             return;
         }
-        if (!sqlite3_get_autocommit(w->c.db))
+        if (sdb_in_txn(w->c.db))
             (void)store__writer_exec(w, STORE_W_ROLLBACK);
         writer_fail_range(first, j, MXD_ESTORE, "transaction rolled back after an earlier error");
         first = j;
@@ -614,7 +704,7 @@ writer_finish(struct store_writer *w, struct store_job *jobs)
             continue;
         if (j->kind != STORE_JOB_COMMIT) {
             if (j->kind != STORE_JOB_SCREEN_PUT)
-                store__writer_done(j);
+                store__writer_done(w, j);
             continue;
         }
         unlink_spool(j);
@@ -639,6 +729,7 @@ writer_main(void *arg)
         st->w.rules = st->rules;
         uv_mutex_unlock(&st->wq.mu);
         writer_batch(&st->w, jobs);
+        store__conn_check(&st->w.c);
         writer_finish(&st->w, jobs);
         store_post(st, jobs, &st->w.stats, false);
     }
@@ -649,18 +740,46 @@ writer_main(void *arg)
 static int
 reader_lookup(struct store_conn *c, const char *address, const char *domain)
 {
-    sqlite3_stmt *s = c->stmt[STORE_R_LOOKUP];
+    struct sdb_stmt *s = c->stmt[STORE_R_LOOKUP];
     char esc[256];
     int rc;
 
-    sqlite3_bind_text(s, 1, address, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, domain, -1, SQLITE_STATIC);
-    rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    sdb_bind_text(s, 1, address);
+    sdb_bind_text(s, 2, domain);
+    rc = sdb_step(s);
+    if (rc != SDB_ROW && rc != SDB_DONE)
         log_msg(LOG_ERR, NULL, "store", "lookup failed address=%s reason=\"%s\"",
-                log_esc(esc, sizeof(esc), address, strlen(address)), sqlite3_errmsg(c->db));
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? MXD_ENOENT : MXD_ESTORE;
+                log_esc(esc, sizeof(esc), address, strlen(address)), sdb_errmsg(c->db));
+    sdb_reset(s);
+    return rc == SDB_ROW ? 0 : rc == SDB_DONE ? MXD_ENOENT : MXD_ESTORE;
+}
+
+/* Cluster: this node is alive (cluster_nodes) and keeps its leases. */
+static int
+reader_heartbeat(struct store *st)
+{
+    struct store_conn *c = &st->r;
+    int64_t now = (int64_t)time(NULL);
+    struct sdb_stmt *s = c->stmt[STORE_R_NODE_BEAT];
+    int rc;
+
+    sdb_bind_text(s, 1, st->node);
+    sdb_bind_i64(s, 2, st->started);
+    sdb_bind_i64(s, 3, now);
+    rc = sdb_step(s);
+    sdb_reset(s);
+    if (rc == SDB_DONE) {
+        s = c->stmt[STORE_R_LEASE_RENEW];
+        sdb_bind_text(s, 1, st->node);
+        sdb_bind_i64(s, 2, now + st->r.lease_s);
+        rc = sdb_step(s);
+        sdb_reset(s);
+    }
+    if (rc == SDB_DONE)
+        return 0;
+    log_msg(LOG_ERR, NULL, "store", "heartbeat failed node=%s reason=\"%s\"", st->node,
+            sdb_errmsg(c->db));
+    return MXD_ESTORE;
 }
 
 static void
@@ -674,22 +793,32 @@ reader_main(void *arg)
 
         for (struct store_job *j = jobs; j != NULL; j = next) {
             next = j->next;
-            if (j->kind == STORE_JOB_GREYLIST && !store__greylist_read(&st->r, j)) {
-                /* The writer decides again and writes. It stops only after
-                 * this thread has exited, so it still takes the job. */
-                queue_push(&st->wq, j);
-                continue;
-            }
-            if (j->kind == STORE_JOB_LOOKUP)
+            if (!store__conn_ready(&st->r)) {
+                /* down: fails now (the session says 451), nothing waits */
+                j->status = MXD_ESTORE;
+            } else if (j->kind == STORE_JOB_GREYLIST) {
+                if (!store__greylist_read(&st->r, j)) {
+                    store__conn_check(&st->r);
+                    /* The writer decides again and writes. It stops only
+                     * after this thread has exited, so it still takes it. */
+                    queue_push(&st->wq, j);
+                    continue;
+                }
+            } else if (j->kind == STORE_JOB_HEARTBEAT) {
+                j->status = reader_heartbeat(st);
+            } else if (j->kind == STORE_JOB_LOOKUP) {
                 j->status = reader_lookup(&st->r, j->text, j->text + j->domain_off);
-            else if (j->kind == STORE_JOB_SCREEN_GET)
+            } else if (j->kind == STORE_JOB_SCREEN_GET) {
                 j->status = store__screen_read(&st->r, j);
-            else if (j->kind == STORE_JOB_RCPT_GET)
+            } else if (j->kind == STORE_JOB_RCPT_GET) {
                 j->status = store__rcpt_read(&st->r, j);
-            else if (j->kind == STORE_JOB_STS_GET)
+            } else if (j->kind == STORE_JOB_STS_GET) {
                 j->status = store__sts_read(&st->r, j);
-            else if (j->kind != STORE_JOB_GREYLIST)
+            } else {
                 j->status = store__reader_run(&st->r, j);
+            }
+            if (j->status == MXD_ESTORE)
+                store__conn_check(&st->r);
             j->next = NULL;
             *tail = j;
             tail = &j->next;
@@ -709,6 +838,8 @@ store_free(struct store *st)
     uv_mutex_destroy(&st->rq.mu);
     uv_cond_destroy(&st->rq.cv);
     uv_mutex_destroy(&st->done_mu);
+    uv_mutex_destroy(&st->tk.mu);
+    free(st->tk.ids);
     free(st->w.buf);
     free(st);
 }
@@ -742,6 +873,8 @@ store_run_done(struct store *st)
             store__rcpt_complete(jobs);
         } else if (jobs->kind == STORE_JOB_STS_GET || jobs->kind == STORE_JOB_STS_PUT) {
             store__sts_complete(jobs);
+        } else if (jobs->kind == STORE_JOB_HEARTBEAT) {
+            /* nothing to call back; a failure was logged */
         } else {
             store__complete(jobs);
         }
@@ -781,7 +914,7 @@ store_async_cb(uv_async_t *h)
         st->writer_told = true;
         queue_push(&st->wq, NULL);
     }
-    if (st->closing && nexited == 2 && !uv_is_closing((uv_handle_t *)&st->async)) {
+    if (st->closing && nexited == 2 && !st->beat_on && !uv_is_closing((uv_handle_t *)&st->async)) {
         /* Both threads have posted their last word: these joins are short. */
         uv_thread_join(&st->writer_tid);
         uv_thread_join(&st->reader_tid);
@@ -805,10 +938,53 @@ store__submit(struct store *st, struct store_job *j, bool to_writer)
     store_post(st, j, NULL, false);
 }
 
+static void
+store_beat_cb(uv_timer_t *t)
+{
+    struct store *st = t->data;
+    struct store_job *j;
+
+    if (st->closing)
+        return;
+    j = xcalloc(1, sizeof(*j));
+    j->kind = STORE_JOB_HEARTBEAT;
+    store__submit(st, j, false);
+}
+
+static void
+store_beat_closed_cb(uv_handle_t *h)
+{
+    struct store *st = h->data;
+
+    st->beat_on = false;
+    uv_async_send(&st->async); /* store_async_cb may close the store now */
+}
+
+/* Cluster mode (PostgreSQL): a heartbeat now and every lease_s / 3. */
+static void
+store_beat_start(struct store *st, uv_loop_t *loop)
+{
+    uint64_t every = (uint64_t)(st->r.lease_s > 3 ? st->r.lease_s : 3) * 1000 / 3;
+
+    if (uv_timer_init(loop, &st->beat) != 0)
+        mxd_panic("store: cannot create a timer");
+    st->beat.data = st;
+    st->beat_on = true;
+    uv_timer_start(&st->beat, store_beat_cb, 0, every);
+    uv_unref((uv_handle_t *)&st->beat); /* the store's async keeps the loop alive */
+}
+
+static void
+conn_cluster(struct store_conn *c, struct store *st)
+{
+    c->node = st->node;
+    c->lease_s = st->r.lease_s;
+    c->tk = &st->tk;
+}
+
 int
 store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, char **err)
 {
-    const char *path = cfg->db.path;
     struct store *st = xcalloc(1, sizeof(*st));
     int rc;
 
@@ -816,23 +992,30 @@ store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, 
     *err = NULL;
     queue_init(&st->wq);
     queue_init(&st->rq);
-    if (uv_mutex_init(&st->done_mu) != 0)
+    if (uv_mutex_init(&st->done_mu) != 0 || uv_mutex_init(&st->tk.mu) != 0)
         mxd_panic("store: cannot create a mutex");
+    snprintf(st->node, sizeof(st->node), "%s",
+             cfg->node_name != NULL && cfg->node_name[0] != '\0' ? cfg->node_name : "localhost");
+    st->started = (int64_t)time(NULL);
+    st->r.lease_s = cfg->lease_s > 0 ? cfg->lease_s : 60;
+    conn_cluster(&st->r, st);
+    conn_cluster(&st->w.c, st);
     st->done_tail = &st->done_head;
     st->w.buf = xmalloc(STORE_CHUNK);
     qid_init(&st->w.qids);
     snprintf(st->hostname, sizeof(st->hostname), "localhost");
     /* until told otherwise, every DSN as before issue 18; no warnings */
     st->rules = (struct store_dsn_rules){.policy = STORE_BOUNCE_ALWAYS, .delay_warning_s = 0};
-    if ((rc = conn_open(&st->w.c, path, STORE_W_BEGIN, STORE_R_LOOKUP, STORE_WRITER_PRAGMAS,
-                        err)) != 0 ||
-        (rc = conn_open(&st->r, path, STORE_R_LOOKUP, STORE_NSTMT, NULL, err)) != 0)
+    if ((rc = conn_open(&st->w.c, cfg, STORE_W_BEGIN, STORE_R_LOOKUP, "writer", err)) != 0 ||
+        (rc = conn_open(&st->r, cfg, STORE_R_LOOKUP, STORE_NSTMT, "reader", err)) != 0)
         goto fail;
     if ((rc = uv_async_init(loop, &st->async, store_async_cb)) != 0) {
         *err = xasprintf("store: uv_async_init: %s", uv_strerror(rc));
         goto fail;
     }
     st->async.data = st;
+    if (sdb_engine(st->r.db) == SDB_POSTGRESQL)
+        store_beat_start(st, loop);
     /* Like OOM: only resource exhaustion makes this fail, and at start-up. */
     if ((rc = uv_thread_create(&st->writer_tid, writer_main, st)) != 0 ||
         (rc = uv_thread_create(&st->reader_tid, reader_main, st)) != 0)
@@ -887,6 +1070,8 @@ store_close(struct store *st, store_closed_cb cb, void *arg)
     st->closing = true;
     st->closed_cb = cb;
     st->closed_arg = arg;
+    if (st->beat_on) /* the async handle closes only after it */
+        uv_close((uv_handle_t *)&st->beat, store_beat_closed_cb);
     /* The reader drains and closes, then the writer (store_async_cb tells
      * it); store_async_cb joins both and closes the handle. */
     queue_push(&st->rq, NULL);

@@ -1,4 +1,5 @@
-/* store: durable queue in SQLite behind a writer thread with group commit. */
+/* store: durable queue (SQLite, or PostgreSQL shared by a cluster of nodes;
+ * store/sdb.h) behind a writer thread with group commit. */
 #ifndef MXD_STORE_H
 #define MXD_STORE_H
 
@@ -177,6 +178,11 @@ typedef void (*store_due_cb)(void *arg, int status, struct store_dmsg *list, int
  * oldest next_attempt first, at most limit of them, leaving out the ids in
  * skip[0..nskip) (deliveries in flight; copied), grouped by message. Uses
  * the message_rcpts_due index. Reader thread; cb on the loop thread.
+ * PostgreSQL (cluster mode): the recipients returned are claimed with this
+ * node's lease (node_name, lease_s), which the store renews every
+ * lease_s / 3 while the node lives and an outcome ends; recipients another
+ * node holds a live lease on are left out, and next_due is never more than
+ * a few seconds away (other nodes queue mail too, or die holding leases).
  */
 void store_due_async(struct store *st, int64_t now, size_t limit, const int64_t *skip, size_t nskip,
                      store_due_cb cb, void *arg);

@@ -22,7 +22,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "base/log.h"
@@ -47,7 +46,9 @@ struct store__djob {
     size_t limit, nskip;
     int64_t *skip;           /* sorted copy */
     struct store_dmsg *list; /* result, handed to the callback */
-    uint64_t offset, total;  /* body */
+    int64_t *taken;          /* cluster: claimed from another node's lease */
+    size_t ntaken;
+    uint64_t offset, total; /* body */
     size_t max, len;
     char *data;
     struct store_outcome *outcomes; /* outcomes */
@@ -85,6 +86,7 @@ djob_free(struct store__djob *d)
     if (d == NULL)
         return;
     free(d->skip);
+    free(d->taken);
     store_dmsg_free_list(d->list);
     free(d->data);
     for (size_t i = 0; i < d->n && d->outcomes != NULL; i++) {
@@ -106,36 +108,43 @@ cmp_i64(const void *a, const void *b)
 }
 
 static const char *
-col_text(sqlite3_stmt *s, int i)
+col_text(struct sdb_stmt *s, int i)
 {
-    const unsigned char *t = sqlite3_column_text(s, i);
+    const char *t = sdb_col_text(s, i);
 
-    return t != NULL ? (const char *)t : "";
+    return t != NULL ? t : "";
+}
+
+/* NULL for SQL NULL, else an owned copy. */
+static char *
+col_dup(struct sdb_stmt *s, int i)
+{
+    return sdb_col_null(s, i) ? NULL : xstrdup(col_text(s, i));
 }
 
 /* Fills m's envelope from a row of STORE_SQL_ENVELOPE. */
 static void
-env_from_row(sqlite3_stmt *s, struct store_dmsg *m)
+env_from_row(struct sdb_stmt *s, struct store_dmsg *m)
 {
     snprintf(m->qid, sizeof(m->qid), "%s", col_text(s, 0));
-    m->received = sqlite3_column_int64(s, 1);
+    m->received = sdb_col_i64(s, 1);
     m->sender = xstrdup(col_text(s, 2));
-    m->size = (uint64_t)sqlite3_column_int64(s, 3);
-    m->smtputf8 = sqlite3_column_int(s, 4) != 0;
-    m->body_8bit = sqlite3_column_int(s, 5) != 0;
-    m->utf8_needed = sqlite3_column_int(s, 6) != 0;
-    m->hops = (unsigned)sqlite3_column_int(s, 7);
-    m->ret = (enum dsn_ret)sqlite3_column_int(s, 8);
-    m->envid = sqlite3_column_type(s, 9) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 9));
-    m->return_auth = sqlite3_column_int(s, 10) != 0;
-    m->warned = sqlite3_column_int(s, 11) != 0;
-    m->requiretls = sqlite3_column_int(s, 12) != 0;
-    m->tls_optional = sqlite3_column_int(s, 13) != 0;
+    m->size = (uint64_t)sdb_col_i64(s, 3);
+    m->smtputf8 = sdb_col_i64(s, 4) != 0;
+    m->body_8bit = sdb_col_i64(s, 5) != 0;
+    m->utf8_needed = sdb_col_i64(s, 6) != 0;
+    m->hops = (unsigned)sdb_col_i64(s, 7);
+    m->ret = (enum dsn_ret)sdb_col_i64(s, 8);
+    m->envid = col_dup(s, 9);
+    m->return_auth = sdb_col_i64(s, 10) != 0;
+    m->warned = sdb_col_i64(s, 11) != 0;
+    m->requiretls = sdb_col_i64(s, 12) != 0;
+    m->tls_optional = sdb_col_i64(s, 13) != 0;
     m->client_addr = xstrdup(col_text(s, 14));
     m->helo = xstrdup(col_text(s, 15));
-    m->client_name = sqlite3_column_type(s, 16) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 16));
-    m->client_port = sqlite3_column_type(s, 17) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 17));
-    m->client_proto = sqlite3_column_type(s, 18) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 18));
+    m->client_name = col_dup(s, 16);
+    m->client_port = col_dup(s, 17);
+    m->client_proto = col_dup(s, 18);
 }
 
 /* Frees what env_from_row allocated (m itself not). */
@@ -166,25 +175,25 @@ static int
 reader_fail(struct store_conn *c, enum store_stmt i)
 {
     log_msg(LOG_ERR, NULL, "store", "%s failed reason=\"%s\"", store__sql[i].label,
-            sqlite3_errmsg(c->db));
-    sqlite3_reset(c->stmt[i]);
+            sdb_errmsg(c->db));
+    sdb_reset(c->stmt[i]);
     return MXD_ESTORE;
 }
 
 static int
 reader_exec(struct store_conn *c, enum store_stmt i)
 {
-    if (sqlite3_step(c->stmt[i]) != SQLITE_DONE)
+    if (sdb_step(c->stmt[i]) != SDB_DONE)
         return reader_fail(c, i);
-    sqlite3_reset(c->stmt[i]);
+    sdb_reset(c->stmt[i]);
     return 0;
 }
 
 /* Appends a due recipient to its message's entry, new at the list's end. */
 static void
-due_add(struct store__djob *d, struct store_dmsg **last, sqlite3_stmt *s)
+due_add(struct store__djob *d, struct store_dmsg **last, struct sdb_stmt *s)
 {
-    int64_t msg_id = sqlite3_column_int64(s, 1);
+    int64_t msg_id = sdb_col_i64(s, 1);
     struct store_dmsg *m = *last;
     struct store_drcpt *r;
 
@@ -205,37 +214,49 @@ due_add(struct store__djob *d, struct store_dmsg **last, sqlite3_stmt *s)
     if ((m->nrcpts & (m->nrcpts - 1)) == 0)
         m->rcpts = xrealloc(m->rcpts, (m->nrcpts ? 2 * m->nrcpts : 1) * sizeof(*m->rcpts));
     r = &m->rcpts[m->nrcpts++];
-    r->id = sqlite3_column_int64(s, 0);
+    r->id = sdb_col_i64(s, 0);
     r->address = xstrdup(col_text(s, 2));
     r->domain = xstrdup(col_text(s, 3));
-    r->attempts = (unsigned)sqlite3_column_int64(s, 4);
-    r->notify = (unsigned)sqlite3_column_int(s, 5); /* NULL reads 0 */
-    r->orcpt = sqlite3_column_type(s, 6) == SQLITE_NULL ? NULL : xstrdup(col_text(s, 6));
+    r->attempts = (unsigned)sdb_col_i64(s, 4);
+    r->notify = (unsigned)sdb_col_i64(s, 5); /* NULL reads 0 */
+    r->orcpt = col_dup(s, 6);
 }
 
-/* The due recipients, at most limit after dropping those in skip. */
+/* The due recipients, at most limit after dropping those in skip.
+ * PostgreSQL: claimed with this node's lease (STORE_SQL_DUE_PG); one taken
+ * over from another node's expired lease is counted, and remembered until
+ * delivered (a possible duplicate). */
 static int
 reader_due_rcpts(struct store_conn *c, struct store__djob *d)
 {
-    sqlite3_stmt *s = c->stmt[STORE_R_DUE];
+    struct sdb_stmt *s = c->stmt[STORE_R_DUE];
+    bool pg = sdb_engine(c->db) == SDB_POSTGRESQL;
     struct store_dmsg *last = NULL;
     size_t kept = 0;
-    int rc = SQLITE_DONE;
+    int rc = SDB_DONE;
 
-    sqlite3_bind_int64(s, 1, d->now);
-    sqlite3_bind_int64(
+    sdb_bind_i64(s, 1, d->now);
+    sdb_bind_i64(
         s, 2, d->limit > (size_t)INT64_MAX - d->nskip ? INT64_MAX : (int64_t)(d->limit + d->nskip));
-    while (kept < d->limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0);
+    sdb_bind_text(s, 3, c->node);
+    sdb_bind_i64(s, 4, c->lease_s);
+    while ((kept < d->limit || pg) && (rc = sdb_step(s)) == SDB_ROW) {
+        int64_t id = sdb_col_i64(s, 0);
 
+        if (pg && sdb_col_i64(s, 7) != 0) { /* ours once committed, kept or not */
+            d->taken = xrealloc(d->taken, (d->ntaken + 1) * sizeof(*d->taken));
+            d->taken[d->ntaken++] = id;
+        }
         if (d->nskip > 0 && bsearch(&id, d->skip, d->nskip, sizeof(id), cmp_i64) != NULL)
             continue;
+        if (kept >= d->limit)
+            continue; /* claimed, kept by our lease: the next pick takes it */
         due_add(d, &last, s);
         kept++;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    if (rc != SDB_ROW && rc != SDB_DONE)
         return reader_fail(c, STORE_R_DUE);
-    sqlite3_reset(s);
+    sdb_reset(s);
     return 0;
 }
 
@@ -243,40 +264,47 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
 static int
 reader_envelopes(struct store_conn *c, struct store__djob *d)
 {
-    sqlite3_stmt *s = c->stmt[STORE_R_ENVELOPE];
+    struct sdb_stmt *s = c->stmt[STORE_R_ENVELOPE];
     struct store_dmsg **pm = &d->list;
 
     while (*pm != NULL) {
         struct store_dmsg *m = *pm;
         int rc;
 
-        sqlite3_bind_int64(s, 1, m->id);
-        if ((rc = sqlite3_step(s)) == SQLITE_DONE) {
+        sdb_bind_i64(s, 1, m->id);
+        if ((rc = sdb_step(s)) == SDB_DONE) {
             *pm = m->next;
             m->next = NULL;
             store_dmsg_free_list(m);
-            sqlite3_reset(s);
+            sdb_reset(s);
             continue;
         }
-        if (rc != SQLITE_ROW)
+        if (rc != SDB_ROW)
             return reader_fail(c, STORE_R_ENVELOPE);
         env_from_row(s, m);
-        sqlite3_reset(s);
+        sdb_reset(s);
         pm = &m->next;
     }
     return 0;
 }
 
+/* PostgreSQL: another node may queue mail this one hears nothing of, or
+ * die holding leases: look again at least this often. */
+#define STORE_CLUSTER_POLL_S 5
+
 static int
 reader_next_due(struct store_conn *c, struct store__djob *d)
 {
-    sqlite3_stmt *s = c->stmt[STORE_R_NEXT_DUE];
+    struct sdb_stmt *s = c->stmt[STORE_R_NEXT_DUE];
 
-    sqlite3_bind_int64(s, 1, d->now);
-    if (sqlite3_step(s) != SQLITE_ROW)
+    sdb_bind_i64(s, 1, d->now);
+    if (sdb_step(s) != SDB_ROW)
         return reader_fail(c, STORE_R_NEXT_DUE);
-    d->next_due = sqlite3_column_type(s, 0) == SQLITE_NULL ? 0 : sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
+    d->next_due = sdb_col_null(s, 0) ? 0 : sdb_col_i64(s, 0);
+    sdb_reset(s);
+    if (sdb_engine(c->db) == SDB_POSTGRESQL &&
+        (d->next_due == 0 || d->next_due > d->now + STORE_CLUSTER_POLL_S))
+        d->next_due = d->now + STORE_CLUSTER_POLL_S;
     return 0;
 }
 
@@ -295,12 +323,16 @@ reader_due(struct store_conn *c, struct store__djob *d)
         rc = reader_next_due(c, d);
     if (reader_exec(c, STORE_R_COMMIT) != 0 && rc == 0)
         rc = MXD_ESTORE;
-    if (!sqlite3_get_autocommit(c->db))
-        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    if (sdb_in_txn(c->db) && sdb_exec(c->db, "ROLLBACK") != 0)
+        rc = MXD_ESTORE; /* reported by the failure before it */
     if (rc != 0) {
         store_dmsg_free_list(d->list);
         d->list = NULL;
         d->next_due = 0;
+    }
+    for (size_t i = 0; rc == 0 && i < d->ntaken; i++) {
+        metrics_add(METRICS_CLUSTER_TAKEOVERS, 1);
+        store__takeover_add(c->tk, d->taken[i]);
     }
     return rc;
 }
@@ -309,30 +341,25 @@ static int
 reader_body(struct store_conn *c, struct store_job *j)
 {
     struct store__djob *d = j->d;
-    sqlite3_blob *blob = NULL;
-    int rc = MXD_ESTORE;
+    size_t first = d->max < STORE_CHUNK ? d->max : STORE_CHUNK, more = 0;
+    uint64_t total = 0;
+    int rc;
 
-    if (sqlite3_blob_open(c->db, "main", "messages", "body", j->msg_id, 0, &blob) != SQLITE_OK) {
-        /* MXD_ENOENT when the row is gone */
-        sqlite3_bind_int64(c->stmt[STORE_R_ENVELOPE], 1, j->msg_id);
-        if (sqlite3_step(c->stmt[STORE_R_ENVELOPE]) == SQLITE_DONE)
-            rc = MXD_ENOENT;
-        sqlite3_reset(c->stmt[STORE_R_ENVELOPE]);
-        goto fail;
+    /* a chunk first; the size it tells says how much more max lets in */
+    d->data = xmalloc(first > 0 ? first : 1);
+    rc = sdb_body_read(c->db, j->msg_id, d->offset, d->data, first, &d->len, &d->total);
+    if (rc == 0 && d->len == first && d->offset + first < d->total && d->max > first) {
+        uint64_t left = d->total - d->offset - first;
+        size_t want = left < (uint64_t)(d->max - first) ? (size_t)left : d->max - first;
+
+        d->data = xrealloc(d->data, first + want);
+        rc = sdb_body_read(c->db, j->msg_id, d->offset + first, d->data + first, want, &more,
+                           &total);
+        d->len += more;
     }
-    d->total = (uint64_t)sqlite3_blob_bytes(blob);
-    d->len = d->offset >= d->total           ? 0
-             : d->total - d->offset < d->max ? (size_t)(d->total - d->offset)
-                                             : d->max;
-    d->data = xmalloc(d->len > 0 ? d->len : 1);
-    /* blob sizes and offsets fit an int: SQLITE_LIMIT_LENGTH */
-    if (d->len == 0 || sqlite3_blob_read(blob, d->data, (int)d->len, (int)d->offset) == SQLITE_OK)
-        rc = 0;
-fail:
     if (rc == MXD_ESTORE)
         log_msg(LOG_ERR, NULL, "store", "body read failed id=%lld reason=\"%s\"",
-                (long long)j->msg_id, sqlite3_errmsg(c->db));
-    sqlite3_blob_close(blob); /* NULL is a no-op */
+                (long long)j->msg_id, sdb_errmsg(c->db));
     return rc;
 }
 
@@ -348,14 +375,14 @@ store__reader_run(struct store_conn *c, struct store_job *j)
 static int
 writer_step(struct store_writer *w, enum store_stmt i)
 {
-    int rc = sqlite3_step(w->c.stmt[i]);
+    int rc = sdb_step(w->c.stmt[i]);
 
-    if (rc == SQLITE_ROW)
+    if (rc == SDB_ROW)
         return 1;
-    if (rc != SQLITE_DONE)
-        store__writer_reason(w, "%s: %s", store__sql[i].label, sqlite3_errmsg(w->c.db));
-    sqlite3_reset(w->c.stmt[i]);
-    return rc == SQLITE_DONE ? 0 : MXD_ESTORE;
+    if (rc != SDB_DONE)
+        store__writer_reason(w, "%s: %s", store__sql[i].label, sdb_errmsg(w->c.db));
+    sdb_reset(w->c.stmt[i]);
+    return rc == SDB_DONE ? 0 : MXD_ESTORE;
 }
 
 /* A DSN's Status for a reply "550 5.1.1 text": its RFC 3463 enhanced code
@@ -438,21 +465,16 @@ static int
 writer_headers(struct store_writer *w, int64_t msg_id, size_t *len, bool *full)
 {
     const unsigned char *p = w->buf;
-    sqlite3_blob *blob = NULL;
+    uint64_t total = 0;
     size_t n = 0;
-    int rc = MXD_ESTORE;
+    int rc;
 
-    if (sqlite3_blob_open(w->c.db, "main", "messages", "body", msg_id, 0, &blob) != SQLITE_OK) {
-        store__writer_reason(w, "headers open: %s", sqlite3_errmsg(w->c.db));
-        goto fail;
+    if ((rc = sdb_body_read(w->c.db, msg_id, 0, w->buf, STORE_CHUNK, &n, &total)) != 0) {
+        store__writer_reason(w, "headers read: %s",
+                             rc == MXD_ENOENT ? "no such message" : sdb_errmsg(w->c.db));
+        return MXD_ESTORE;
     }
-    n = (size_t)sqlite3_blob_bytes(blob);
-    *full = *full && n <= STORE_CHUNK;
-    n = n < STORE_CHUNK ? n : STORE_CHUNK;
-    if (n > 0 && sqlite3_blob_read(blob, w->buf, (int)n, 0) != SQLITE_OK) {
-        store__writer_reason(w, "headers read: %s", sqlite3_errmsg(w->c.db));
-        goto fail;
-    }
+    *full = *full && total <= STORE_CHUNK;
     *len = n;
     if (*full)
         n = 0; /* the whole message: no search for the header's end */
@@ -462,10 +484,26 @@ writer_headers(struct store_writer *w, int64_t msg_id, size_t *len, bool *full)
         if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n')
             *len = i + 4;
     }
-    rc = 0;
-fail:
-    sqlite3_blob_close(blob);
-    return rc;
+    return 0;
+}
+
+/* The DSN's body, right after its row. */
+static int
+writer_dsn_body(struct store_writer *w, int64_t id, const char *text, size_t len)
+{
+    struct sdb_body *b = NULL;
+    int rc;
+
+    if (sdb_body_begin(w->c.db, id, len, &b) != 0) {
+        store__writer_reason(w, "dsn body open: %s", sdb_errmsg(w->c.db));
+        return MXD_ESTORE;
+    }
+    rc = len > 0 ? sdb_body_write(b, text, len) : 0;
+    if (sdb_body_end(b, rc == 0) != 0 || rc != 0) {
+        store__writer_reason(w, "dsn body write: %s", sdb_errmsg(w->c.db));
+        return MXD_ESTORE;
+    }
+    return 0;
 }
 
 /* Inserts the DSN text as a new queued message from <> to sender. */
@@ -473,7 +511,7 @@ static int
 writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dmsg *env,
                   const char *text, size_t len, int64_t now)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_INSERT_MSG];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_INSERT_MSG];
     const char *at = strrchr(env->sender, '@');
     char *domain = xstrdup(at != NULL ? at + 1 : "");
     bool eight = false;
@@ -484,17 +522,18 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
         eight = (unsigned char)text[i] >= 0x80;
     for (char *p = domain; *p != '\0'; p++)
         *p = ascii_lower(*p);
-    sqlite3_bind_text(s, 1, qid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, now);
-    sqlite3_bind_text(s, 3, "127.0.0.1", -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, w->hostname, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 5, "", -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 6, env->smtputf8);
-    sqlite3_bind_int(s, 7, eight);
-    sqlite3_bind_int64(s, 8, (sqlite3_int64)len);
-    sqlite3_bind_blob64(s, 9, text, len, SQLITE_STATIC);
-    rc = store__writer_exec(w, STORE_W_INSERT_MSG);
-    id = sqlite3_last_insert_rowid(w->c.db);
+    sdb_bind_text(s, 1, qid);
+    sdb_bind_i64(s, 2, now);
+    sdb_bind_text(s, 3, "127.0.0.1");
+    sdb_bind_text(s, 4, w->hostname);
+    sdb_bind_text(s, 5, "");
+    sdb_bind_i64(s, 6, env->smtputf8);
+    sdb_bind_i64(s, 7, eight);
+    sdb_bind_i64(s, 8, (int64_t)len);
+    sdb_bind_zeroblob(s, 9, len);
+    rc = store__writer_insert_id(w, STORE_W_INSERT_MSG, &id);
+    if (rc == 0)
+        rc = writer_dsn_body(w, id, text, len);
     /* RFC 6531 3.4: the DSN needs SMTPUTF8 for a UTF-8 sender or header,
      * not for the UTF-8 in its body parts (RFC 6533 message/global-*); a
      * DSN starts afresh: no Received: yet */
@@ -513,10 +552,10 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
         rc = store__writer_tls(w, id, env->requiretls, false);
     if (rc == 0) {
         s = w->c.stmt[STORE_W_INSERT_RCPT];
-        sqlite3_bind_int64(s, 1, id);
-        sqlite3_bind_text(s, 2, env->sender, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, domain, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 4, now);
+        sdb_bind_i64(s, 1, id);
+        sdb_bind_text(s, 2, env->sender);
+        sdb_bind_text(s, 3, domain);
+        sdb_bind_i64(s, 4, now);
         rc = store__writer_exec(w, STORE_W_INSERT_RCPT);
     }
     free(domain);
@@ -615,21 +654,21 @@ static int
 writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id,
               struct store_bounce b[3], int64_t ms)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_ENVELOPE];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_ENVELOPE];
     struct store_dmsg env = {.next = NULL};
     int rc, pending;
 
-    sqlite3_bind_int64(s, 1, msg_id);
+    sdb_bind_i64(s, 1, msg_id);
     if ((rc = writer_step(w, STORE_W_ENVELOPE)) != 1)
         return rc; /* 0: gone already */
     env_from_row(s, &env);
-    sqlite3_reset(s);
+    sdb_reset(s);
     rc = 0;
     if (b[DSN_KIND_DELAY].n > 0 && (w->rules.delay_warning_s <= 0 || env.warned ||
                                     ms / 1000 - env.received < w->rules.delay_warning_s))
         bounce_clear(&b[DSN_KIND_DELAY]); /* not (or no longer) due */
     if (b[DSN_KIND_DELAY].n > 0) {        /* one warning per message, even a suppressed one */
-        sqlite3_bind_int64(w->c.stmt[STORE_W_WARNED], 1, msg_id);
+        sdb_bind_i64(w->c.stmt[STORE_W_WARNED], 1, msg_id);
         rc = store__writer_exec(w, STORE_W_WARNED);
     }
     for (int k = 0; k < 3 && rc == 0; k++)
@@ -638,14 +677,14 @@ writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id,
     if (rc != 0)
         goto done;
     s = w->c.stmt[STORE_W_PENDING];
-    sqlite3_bind_int64(s, 1, msg_id);
+    sdb_bind_i64(s, 1, msg_id);
     if ((rc = writer_step(w, STORE_W_PENDING)) != 1)
         goto done;
-    pending = sqlite3_column_int(s, 0);
-    sqlite3_reset(s);
+    pending = sdb_col_i64(s, 0) != 0;
+    sdb_reset(s);
     rc = 0;
     if (!pending) {
-        sqlite3_bind_int64(w->c.stmt[STORE_W_DELETE_MSG], 1, msg_id);
+        sdb_bind_i64(w->c.stmt[STORE_W_DELETE_MSG], 1, msg_id);
         rc = store__writer_exec(w, STORE_W_DELETE_MSG);
     }
 done:
@@ -657,16 +696,15 @@ done:
 static int
 writer_rinfo(struct store_writer *w, int64_t rcpt_id, struct store_rinfo *ri)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_RCPT_DSN];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_RCPT_DSN];
     int rc;
 
-    sqlite3_bind_int64(s, 1, rcpt_id);
+    sdb_bind_i64(s, 1, rcpt_id);
     if ((rc = writer_step(w, STORE_W_RCPT_DSN)) != 1)
         return rc; /* 0: no row, the defaults */
-    ri->notify = (unsigned)sqlite3_column_int(s, 0);
-    if (sqlite3_column_type(s, 1) != SQLITE_NULL)
-        ri->orcpt = xstrdup(col_text(s, 1));
-    sqlite3_reset(s);
+    ri->notify = (unsigned)sdb_col_i64(s, 0);
+    ri->orcpt = col_dup(s, 1);
+    sdb_reset(s);
     return 0;
 }
 
@@ -687,21 +725,21 @@ static int
 writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *msg_id,
                struct store_rinfo *ri)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_OUTCOME];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_OUTCOME];
     int rc;
 
-    sqlite3_bind_int64(s, 1, o->rcpt_id);
-    sqlite3_bind_text(s, 2, store_rcpt_state_name(o->state), -1, SQLITE_STATIC);
+    sdb_bind_i64(s, 1, o->rcpt_id);
+    sdb_bind_text(s, 2, store_rcpt_state_name(o->state));
     if (o->state == STORE_RCPT_DEFERRED || o->state == STORE_RCPT_HELD)
-        sqlite3_bind_int64(s, 3, o->next_attempt);
+        sdb_bind_i64(s, 3, o->next_attempt);
     else
-        sqlite3_bind_null(s, 3);
-    sqlite3_bind_text(s, 4, o->last_reply, -1, SQLITE_STATIC); /* NULL binds NULL */
+        sdb_bind_null(s, 3);
+    sdb_bind_text(s, 4, o->last_reply); /* NULL binds NULL */
     if ((rc = writer_step(w, STORE_W_OUTCOME)) != 1)
         return rc;
-    *msg_id = sqlite3_column_int64(s, 0);
+    *msg_id = sdb_col_i64(s, 0);
     ri->address = xstrdup(col_text(s, 1));
-    sqlite3_reset(s); /* RETURNING: the row was updated by the first step */
+    sdb_reset(s); /* RETURNING: the row was updated by the first step */
     if (o->state == STORE_RCPT_DELIVERED && o->success == STORE_SUCCESS_NONE)
         return 0; /* no DSN of ours can be due */
     return writer_rinfo(w, o->rcpt_id, ri);
@@ -801,7 +839,7 @@ writer_outcomes(struct store_writer *w, struct store__djob *d)
 static int
 writer_bounce(struct store_writer *w, struct store__djob *d, int64_t msg_id, int64_t ms)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_BOUNCE];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_BOUNCE];
     struct store_bounce b[3];
     struct store_rinfo *ri = NULL;
     int64_t *rid = NULL;
@@ -809,13 +847,13 @@ writer_bounce(struct store_writer *w, struct store__djob *d, int64_t msg_id, int
     int rc;
 
     memset(b, 0, sizeof(b));
-    sqlite3_bind_int64(s, 1, msg_id);
-    sqlite3_bind_text(s, 2, store_op_bounce_reply, -1, SQLITE_STATIC);
+    sdb_bind_i64(s, 1, msg_id);
+    sdb_bind_text(s, 2, store_op_bounce_reply);
     while ((rc = writer_step(w, STORE_W_BOUNCE)) == 1) {
         ri = xrealloc(ri, (n + 1) * sizeof(*ri));
         rid = xrealloc(rid, (n + 1) * sizeof(*rid));
         ri[n] = (struct store_rinfo){.address = xstrdup(col_text(s, 1))};
-        rid[n++] = sqlite3_column_int64(s, 0);
+        rid[n++] = sdb_col_i64(s, 0);
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = writer_rinfo(w, rid[i], &ri[i]);
@@ -844,13 +882,13 @@ writer_op(struct store_writer *w, struct store__djob *d)
         [STORE_OP_DELETE] = STORE_W_DELETE_MSG,
     };
     int64_t ms = now_ms(), id;
-    sqlite3_stmt *s;
+    struct sdb_stmt *s;
     int rc;
 
     if (d->op == STORE_OP_FLUSH) {
         s = w->c.stmt[STORE_W_FLUSH];
-        sqlite3_bind_int64(s, 1, ms / 1000);
-        sqlite3_bind_text(s, 2, d->oparg, -1, SQLITE_STATIC); /* NULL binds NULL */
+        sdb_bind_i64(s, 1, ms / 1000);
+        sdb_bind_text(s, 2, d->oparg); /* NULL binds NULL */
         return store__writer_exec(w, STORE_W_FLUSH);
     }
     if ((unsigned)d->op > STORE_OP_BOUNCE || d->oparg == NULL) {
@@ -858,17 +896,17 @@ writer_op(struct store_writer *w, struct store__djob *d)
         return MXD_EINVAL;
     }
     s = w->c.stmt[STORE_W_MSG_BY_QID];
-    sqlite3_bind_text(s, 1, d->oparg, -1, SQLITE_STATIC);
+    sdb_bind_text(s, 1, d->oparg);
     if ((rc = writer_step(w, STORE_W_MSG_BY_QID)) != 1)
         return rc == 0 ? MXD_ENOENT : rc;
-    id = sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
+    id = sdb_col_i64(s, 0);
+    sdb_reset(s);
     if (d->op == STORE_OP_BOUNCE)
         return writer_bounce(w, d, id, ms);
     s = w->c.stmt[stmts[d->op]];
-    sqlite3_bind_int64(s, 1, id);
+    sdb_bind_i64(s, 1, id);
     if (d->op == STORE_OP_RELEASE)
-        sqlite3_bind_int64(s, 2, ms / 1000);
+        sdb_bind_i64(s, 2, ms / 1000);
     return store__writer_exec(w, stmts[d->op]);
 }
 
@@ -895,9 +933,21 @@ store__writer_failed(const struct store_job *j, const char *reason)
 }
 
 void
-store__writer_done(struct store_job *j)
+store__writer_done(struct store_writer *w, struct store_job *j)
 {
     const struct store__djob *d = j->d;
+
+    /* cluster: a recipient taken over from a dead node's lease and now
+     * delivered may have been delivered by that node too */
+    for (size_t i = 0; j->status == 0 && j->kind == STORE_JOB_OUTCOMES && i < d->n; i++) {
+        const struct store_outcome *o = &d->outcomes[i];
+
+        if (sdb_engine(w->c.db) != SDB_POSTGRESQL ||
+            (o->state != STORE_RCPT_DELIVERED && o->state != STORE_RCPT_BOUNCED))
+            continue;
+        if (store__takeover_take(w->c.tk, o->rcpt_id) && o->state == STORE_RCPT_DELIVERED)
+            metrics_add(METRICS_CLUSTER_DUPLICATES, 1);
+    }
 
     for (size_t i = 0; j->status == 0 && i < d->nnotes; i++)
         log_msg(LOG_INFO, d->notes[i].qid, "store", "dsn created dsn=%s kind=%s rcpts=%zu",

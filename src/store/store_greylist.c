@@ -20,8 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
 #include "base/log.h"
 #include "store/store.h"
 #include "store/store_impl.h"
@@ -92,30 +90,30 @@ grey_decide(const struct store_grey_rules *r, const struct grey_row *row,
 }
 
 static void
-bind_key(sqlite3_stmt *s, const struct store__gjob *g)
+bind_key(struct sdb_stmt *s, const struct store__gjob *g)
 {
-    sqlite3_bind_text(s, 1, g->client, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, g->sender, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, g->rcpt, -1, SQLITE_STATIC);
+    sdb_bind_text(s, 1, g->client);
+    sdb_bind_text(s, 2, g->sender);
+    sdb_bind_text(s, 3, g->rcpt);
 }
 
-/* Reads the triplet's row with statement s: SQLITE_ROW, SQLITE_DONE, or
+/* Reads the triplet's row with statement s: SDB_ROW, SDB_DONE, or
  * an error (s is reset in every case). */
 static int
-grey_get(sqlite3_stmt *s, const struct store__gjob *g, struct grey_row *row)
+grey_get(struct sdb_stmt *s, const struct store__gjob *g, struct grey_row *row)
 {
     int rc;
 
     memset(row, 0, sizeof(*row));
     bind_key(s, g);
-    if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    if ((rc = sdb_step(s)) == SDB_ROW) {
         row->found = true;
-        row->first_seen = sqlite3_column_int64(s, 0);
-        row->last_seen = sqlite3_column_int64(s, 1);
-        row->passed = sqlite3_column_int64(s, 2); /* NULL reads as 0 */
-        row->expires = sqlite3_column_int64(s, 3);
+        row->first_seen = sdb_col_i64(s, 0);
+        row->last_seen = sdb_col_i64(s, 1);
+        row->passed = sdb_col_i64(s, 2); /* NULL reads as 0 */
+        row->expires = sdb_col_i64(s, 3);
     }
-    sqlite3_reset(s);
+    sdb_reset(s);
     return rc;
 }
 
@@ -128,10 +126,9 @@ store__greylist_read(struct store_conn *c, struct store_job *j)
     struct grey_row row, out;
     int rc = grey_get(c->stmt[STORE_R_GREY_GET], g, &row);
 
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    if (rc != SDB_ROW && rc != SDB_DONE) {
         /* the writer may still manage; it reports its own failure */
-        log_msg(LOG_WARN, NULL, "store", "greylist read failed reason=\"%s\"",
-                sqlite3_errmsg(c->db));
+        log_msg(LOG_WARN, NULL, "store", "greylist read failed reason=\"%s\"", sdb_errmsg(c->db));
         return false;
     }
     if (grey_decide(&g->rules, &row, &g->answer, &out))
@@ -146,31 +143,30 @@ int
 store__greylist_write(struct store_writer *w, struct store_job *j)
 {
     struct store__gjob *g = j->g;
-    sqlite3_stmt *s = w->c.stmt[STORE_W_GREY_PUT];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_GREY_PUT];
     struct grey_row row, out;
     int rc = grey_get(w->c.stmt[STORE_W_GREY_GET], g, &row);
 
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        store__writer_reason(w, "%s: %s", store__sql[STORE_W_GREY_GET].label,
-                             sqlite3_errmsg(w->c.db));
+    if (rc != SDB_ROW && rc != SDB_DONE) {
+        store__writer_reason(w, "%s: %s", store__sql[STORE_W_GREY_GET].label, sdb_errmsg(w->c.db));
         return MXD_ESTORE;
     }
     g->answer.written = grey_decide(&g->rules, &row, &g->answer, &out);
     if (g->answer.written) {
         bind_key(s, g);
-        sqlite3_bind_int64(s, 4, out.first_seen);
-        sqlite3_bind_int64(s, 5, out.last_seen);
+        sdb_bind_i64(s, 4, out.first_seen);
+        sdb_bind_i64(s, 5, out.last_seen);
         if (out.passed != 0)
-            sqlite3_bind_int64(s, 6, out.passed);
+            sdb_bind_i64(s, 6, out.passed);
         else
-            sqlite3_bind_null(s, 6);
-        sqlite3_bind_int64(s, 7, out.expires);
+            sdb_bind_null(s, 6);
+        sdb_bind_i64(s, 7, out.expires);
         if ((rc = store__writer_exec(w, STORE_W_GREY_PUT)) != 0)
             return rc;
     }
     s = w->c.stmt[STORE_W_GREY_EXPIRE];
-    sqlite3_bind_int64(s, 1, g->rules.now);
-    sqlite3_bind_int(s, 2, GREY_EXPIRE_BATCH);
+    sdb_bind_i64(s, 1, g->rules.now);
+    sdb_bind_i64(s, 2, GREY_EXPIRE_BATCH);
     return store__writer_exec(w, STORE_W_GREY_EXPIRE);
 }
 

@@ -4,10 +4,10 @@
 #ifndef MXD_STORE_IMPL_H
 #define MXD_STORE_IMPL_H
 
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "store/qid.h"
+#include "store/sdb.h"
 #include "store/store.h"
 
 /* Spool reads, blob writes and the original headers of a DSN go by this much. */
@@ -30,146 +30,256 @@
     "SELECT first_seen, last_seen, passed, expires FROM greylist "                                 \
     "WHERE client = ?1 AND sender = ?2 AND rcpt = ?3"
 
-/* id, label for error messages, SQL: the writer's statements, then the
- * reader's from R_LOOKUP on. recipients.address is COLLATE NOCASE, so the
+/* id, label for error messages, SQLite's SQL, PostgreSQL's (NULL: the
+ * same text): the writer's statements, then the reader's from R_LOOKUP on.
+ * recipients.address is COLLATE NOCASE (PostgreSQL: citext), so the
  * lookup compares case-insensitively and uses the primary key for both
  * terms. Every query on due recipients repeats the partial index's
  * `state IN ('queued', 'deferred', 'held')` word for word so that SQLite
  * uses message_rcpts_due (schema 002); an operator's hold is next_attempt
- * = INT64_MAX, never due, and a flush leaves it alone. An outcome never moves a final recipient,
- * and a deferral leaves a held one held. */
+ * = INT64_MAX, never due, and a flush leaves it alone. An outcome never
+ * moves a final recipient, and a deferral leaves a held one held.
+ * PostgreSQL (cluster mode, schema 012): the due query claims what it
+ * returns with a lease (lease_owner ?3, lease_until ?1 + ?4), skipping
+ * rows another node holds a live lease on or has locked; an outcome or a
+ * bounce ends the lease; hold, release and flush leave it (a delivery in
+ * flight keeps its claim). Its integer flags are integers, not booleans. */
+#define STORE_SQL_DUE_PG                                                                           \
+    "WITH c AS (UPDATE message_rcpts r SET lease_owner = ?3, lease_until = ?1 + ?4 FROM "          \
+    "(SELECT id, lease_owner AS prev_owner, lease_until AS prev_until FROM message_rcpts "         \
+    "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 AND (lease_until IS "    \
+    "NULL OR lease_until < ?1 OR lease_owner = ?3) ORDER BY next_attempt, id LIMIT ?2 "            \
+    "FOR UPDATE SKIP LOCKED) p WHERE r.id = p.id RETURNING r.id, r.message_id, "                   \
+    "r.address::text AS address, r.domain, r.attempts, r.next_attempt, "                           \
+    "CASE WHEN p.prev_until IS NOT NULL AND p.prev_owner <> ?3 THEN 1 ELSE 0 END AS taken) "       \
+    "SELECT c.id, c.message_id, c.address, c.domain, c.attempts, d.notify, d.orcpt, c.taken "      \
+    "FROM c LEFT JOIN rcpt_dsn d ON d.rcpt_id = c.id ORDER BY c.next_attempt, c.id"
+
+#define STORE_SQL_ENVELOPE_PG                                                                      \
+    "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
+    "CASE WHEN m.smtputf8 <> 0 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0), "  \
+    "coalesce(d.ret, 0), d.envid, coalesce(d.return_auth, 1), coalesce(d.warned, 0), "             \
+    "coalesce(t.requiretls, 0), coalesce(t.tls_optional, 0), "                                     \
+    "m.client_addr, m.helo, c.name, c.port::text, c.proto "                                        \
+    "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id "                            \
+    "LEFT JOIN message_client c ON c.message_id = m.id "                                           \
+    "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
+    "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ?1"
+
 #define STORE_SQL(X)                                                                               \
-    X(W_BEGIN, "begin", "BEGIN IMMEDIATE")                                                         \
-    X(W_COMMIT, "commit", "COMMIT")                                                                \
-    X(W_ROLLBACK, "rollback", "ROLLBACK")                                                          \
-    X(W_SAVEPOINT, "savepoint", "SAVEPOINT msg")                                                   \
-    X(W_RELEASE, "release", "RELEASE msg")                                                         \
-    X(W_ROLLBACK_TO, "rollback to savepoint", "ROLLBACK TO msg")                                   \
+    X(W_BEGIN, "begin", "BEGIN IMMEDIATE", "BEGIN")                                                \
+    X(W_COMMIT, "commit", "COMMIT", NULL)                                                          \
+    X(W_ROLLBACK, "rollback", "ROLLBACK", NULL)                                                    \
+    X(W_SAVEPOINT, "savepoint", "SAVEPOINT msg", NULL)                                             \
+    X(W_RELEASE, "release", "RELEASE msg", NULL)                                                   \
+    X(W_ROLLBACK_TO, "rollback to savepoint", "ROLLBACK TO msg", NULL)                             \
     X(W_INSERT_MSG, "insert message",                                                              \
       "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
-      "size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")                                   \
+      "size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",                      \
+      "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
+      "size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id")                                \
     X(W_INSERT_FACTS, "insert message facts",                                                      \
-      "INSERT OR REPLACE INTO message_facts (message_id, utf8_needed, hops) VALUES (?1, ?2, ?3)")  \
+      "INSERT OR REPLACE INTO message_facts (message_id, utf8_needed, hops) VALUES (?1, ?2, ?3)",  \
+      "INSERT INTO message_facts (message_id, utf8_needed, hops) VALUES (?1, ?2, ?3) "             \
+      "ON CONFLICT (message_id) DO UPDATE SET utf8_needed = excluded.utf8_needed, "                \
+      "hops = excluded.hops")                                                                      \
     X(W_INSERT_RCPT, "insert recipient",                                                           \
       "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt) "    \
-      "VALUES (?1, ?2, ?3, 'queued', 0, ?4)")                                                      \
+      "VALUES (?1, ?2, ?3, 'queued', 0, ?4) RETURNING id",                                         \
+      NULL)                                                                                        \
     X(W_INSERT_RCPT_HELD, "insert held recipient",                                                 \
       "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt, "    \
-      "last_reply) VALUES (?1, ?2, ?3, 'held', 0, 9223372036854775807, ?4)")                       \
+      "last_reply) VALUES (?1, ?2, ?3, 'held', 0, 9223372036854775807, ?4) RETURNING id",          \
+      NULL)                                                                                        \
     X(W_INSERT_DSN, "insert message dsn",                                                          \
-      "INSERT INTO message_dsn (message_id, ret, envid, return_auth) VALUES (?1, ?2, ?3, ?4)")     \
+      "INSERT INTO message_dsn (message_id, ret, envid, return_auth) VALUES (?1, ?2, ?3, ?4)",     \
+      NULL)                                                                                        \
     X(W_INSERT_TLS, "insert message tls",                                                          \
-      "INSERT INTO message_tls (message_id, requiretls, tls_optional) VALUES (?1, ?2, ?3)")        \
+      "INSERT INTO message_tls (message_id, requiretls, tls_optional) VALUES (?1, ?2, ?3)", NULL)  \
     X(W_INSERT_CLIENT, "insert message client",                                                    \
-      "INSERT INTO message_client (message_id, name, port, proto) VALUES (?1, ?2, ?3, ?4)")        \
+      "INSERT INTO message_client (message_id, name, port, proto) VALUES (?1, ?2, ?3, ?4)", NULL)  \
     X(W_INSERT_RCPT_DSN, "insert recipient dsn",                                                   \
-      "INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) VALUES (?1, ?2, ?3)")                         \
-    X(W_RCPT_DSN, "read recipient dsn", "SELECT notify, orcpt FROM rcpt_dsn WHERE rcpt_id = ?1")   \
+      "INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) VALUES (?1, ?2, ?3)", NULL)                   \
+    X(W_RCPT_DSN, "read recipient dsn", "SELECT notify, orcpt FROM rcpt_dsn WHERE rcpt_id = ?1",   \
+      NULL)                                                                                        \
     X(W_WARNED, "record delay warning",                                                            \
       "INSERT INTO message_dsn (message_id, warned) VALUES (?1, 1) "                               \
-      "ON CONFLICT (message_id) DO UPDATE SET warned = 1")                                         \
+      "ON CONFLICT (message_id) DO UPDATE SET warned = 1",                                         \
+      NULL)                                                                                        \
     X(W_OUTCOME, "record outcome",                                                                 \
       "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND ?2 = 'deferred' THEN 'held' " \
       "ELSE ?2 END, attempts = attempts + 1, next_attempt = CASE WHEN state = 'held' AND "         \
       "next_attempt = 9223372036854775807 AND ?2 IN ('deferred', 'held') THEN next_attempt "       \
       "ELSE coalesce(?3, next_attempt) END, "                                                      \
       "last_reply = ?4 WHERE id = ?1 AND state IN ('queued', 'deferred', 'held') "                 \
-      "RETURNING message_id, address")                                                             \
-    X(W_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)                                             \
-    X(W_MSG_BY_QID, "find queue id", "SELECT id FROM messages WHERE qid = ?1")                     \
+      "RETURNING message_id, address",                                                             \
+      "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND ?2::text = 'deferred' "       \
+      "THEN 'held' ELSE ?2::text END, attempts = attempts + 1, next_attempt = CASE WHEN "          \
+      "state = 'held' AND next_attempt = 9223372036854775807 AND ?2::text IN ('deferred', "        \
+      "'held') THEN next_attempt ELSE coalesce(?3::bigint, next_attempt) END, "                    \
+      "last_reply = ?4, lease_owner = NULL, lease_until = NULL WHERE id = ?1 "                     \
+      "AND state IN ('queued', 'deferred', 'held') RETURNING message_id, address::text")           \
+    X(W_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG)                      \
+    X(W_MSG_BY_QID, "find queue id", "SELECT id FROM messages WHERE qid = ?1", NULL)               \
     X(W_PENDING, "count pending",                                                                  \
       "SELECT EXISTS (SELECT 1 FROM message_rcpts WHERE message_id = ?1 AND "                      \
-      "state IN ('queued', 'deferred', 'held'))")                                                  \
-    X(W_DELETE_MSG, "delete message", "DELETE FROM messages WHERE id = ?1")                        \
+      "state IN ('queued', 'deferred', 'held'))",                                                  \
+      "SELECT CASE WHEN EXISTS (SELECT 1 FROM message_rcpts WHERE message_id = ?1 AND "            \
+      "state IN ('queued', 'deferred', 'held')) THEN 1 ELSE 0 END")                                \
+    X(W_DELETE_MSG, "delete message", "DELETE FROM messages WHERE id = ?1", NULL)                  \
     X(W_FLUSH, "flush",                                                                            \
       "UPDATE message_rcpts SET next_attempt = ?1 WHERE state IN ('queued', 'deferred', 'held') "  \
       "AND next_attempt > ?1 AND next_attempt < 9223372036854775807 "                              \
-      "AND (?2 IS NULL OR domain = ?2)")                                                           \
+      "AND (?2 IS NULL OR domain = ?2)",                                                           \
+      "UPDATE message_rcpts SET next_attempt = ?1 WHERE state IN ('queued', 'deferred', 'held') "  \
+      "AND next_attempt > ?1 AND next_attempt < 9223372036854775807 "                              \
+      "AND (?2::text IS NULL OR domain = ?2::text)")                                               \
     X(W_HOLD, "hold",                                                                              \
       "UPDATE message_rcpts SET state = 'held', next_attempt = 9223372036854775807 "               \
-      "WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held')")                         \
+      "WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held')",                         \
+      NULL)                                                                                        \
     X(W_UNHOLD, "release",                                                                         \
       "UPDATE message_rcpts SET state = 'queued', next_attempt = ?2 WHERE message_id = ?1 AND "    \
-      "state = 'held'")                                                                            \
+      "state = 'held'",                                                                            \
+      NULL)                                                                                        \
     X(W_BOUNCE, "bounce",                                                                          \
       "UPDATE message_rcpts SET state = 'bounced', last_reply = ?2 WHERE message_id = ?1 AND "     \
-      "state IN ('queued', 'deferred', 'held') RETURNING id, address")                             \
+      "state IN ('queued', 'deferred', 'held') RETURNING id, address",                             \
+      "UPDATE message_rcpts SET state = 'bounced', last_reply = ?2, lease_owner = NULL, "          \
+      "lease_until = NULL WHERE message_id = ?1 AND state IN ('queued', 'deferred', 'held') "      \
+      "RETURNING id, address::text")                                                               \
     X(W_SCREEN_PUT, "record screening pass",                                                       \
       "INSERT INTO screen (client, test, passed, expires) VALUES (?1, ?2, ?3, ?4) "                \
       "ON CONFLICT (client, test) DO UPDATE SET passed = max(passed, excluded.passed), "           \
-      "expires = max(expires, excluded.expires)")                                                  \
+      "expires = max(expires, excluded.expires)",                                                  \
+      "INSERT INTO screen (client, test, passed, expires) VALUES (?1, ?2, ?3, ?4) "                \
+      "ON CONFLICT (client, test) DO UPDATE SET passed = greatest(screen.passed, "                 \
+      "excluded.passed), expires = greatest(screen.expires, excluded.expires)")                    \
     X(W_SCREEN_EXPIRE, "expire screening passes",                                                  \
       "DELETE FROM screen WHERE (client, test) IN (SELECT client, test FROM screen "               \
-      "WHERE expires <= ?1 LIMIT ?2)")                                                             \
-    X(W_GREY_GET, "read greylist", STORE_SQL_GREY_GET)                                             \
+      "WHERE expires <= ?1 LIMIT ?2)",                                                             \
+      NULL)                                                                                        \
+    X(W_GREY_GET, "read greylist", STORE_SQL_GREY_GET, NULL)                                       \
     X(W_GREY_PUT, "write greylist",                                                                \
       "INSERT OR REPLACE INTO greylist (client, sender, rcpt, first_seen, last_seen, passed, "     \
-      "expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                                              \
+      "expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",                                              \
+      "INSERT INTO greylist (client, sender, rcpt, first_seen, last_seen, passed, expires) "       \
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (client, sender, rcpt) DO UPDATE SET "      \
+      "first_seen = excluded.first_seen, last_seen = excluded.last_seen, "                         \
+      "passed = excluded.passed, expires = excluded.expires")                                      \
     X(W_GREY_EXPIRE, "expire greylist",                                                            \
       "DELETE FROM greylist WHERE (client, sender, rcpt) IN (SELECT client, sender, rcpt "         \
-      "FROM greylist WHERE expires <= ?1 LIMIT ?2)")                                               \
+      "FROM greylist WHERE expires <= ?1 LIMIT ?2)",                                               \
+      NULL)                                                                                        \
     X(W_SYNC_DIGEST, "read synced list digest",                                                    \
-      "SELECT digest FROM rcpt_sources WHERE source = ?1")                                         \
-    X(W_SYNC_CLEAR, "clear synced list", "DELETE FROM rcpt_synced WHERE source = ?1")              \
+      "SELECT digest FROM rcpt_sources WHERE source = ?1", NULL)                                   \
+    X(W_SYNC_CLEAR, "clear synced list", "DELETE FROM rcpt_synced WHERE source = ?1", NULL)        \
     X(W_SYNC_ADD, "add synced recipient",                                                          \
-      "INSERT OR IGNORE INTO rcpt_synced (source, address) VALUES (?1, ?2)")                       \
+      "INSERT OR IGNORE INTO rcpt_synced (source, address) VALUES (?1, ?2)",                       \
+      "INSERT INTO rcpt_synced (source, address) VALUES (?1, ?2) ON CONFLICT DO NOTHING")          \
     X(W_SYNC_MARK, "mark synced list",                                                             \
       "INSERT OR REPLACE INTO rcpt_sources (source, synced, digest, count) "                       \
-      "VALUES (?1, ?2, ?3, ?4)")                                                                   \
+      "VALUES (?1, ?2, ?3, ?4)",                                                                   \
+      "INSERT INTO rcpt_sources (source, synced, digest, count) VALUES (?1, ?2, ?3, ?4) "          \
+      "ON CONFLICT (source) DO UPDATE SET synced = excluded.synced, digest = excluded.digest, "    \
+      "count = excluded.count")                                                                    \
     X(W_VERIFY_PUT, "record callahead answer",                                                     \
       "INSERT OR REPLACE INTO verify_cache (address, ok, verified, expires) "                      \
-      "VALUES (?1, ?2, ?3, ?4)")                                                                   \
+      "VALUES (?1, ?2, ?3, ?4)",                                                                   \
+      "INSERT INTO verify_cache (address, ok, verified, expires) VALUES (?1, ?2, ?3, ?4) "         \
+      "ON CONFLICT (address) DO UPDATE SET ok = excluded.ok, verified = excluded.verified, "       \
+      "expires = excluded.expires")                                                                \
     X(W_VERIFY_EXPIRE, "expire callahead answers",                                                 \
       "DELETE FROM verify_cache WHERE address IN (SELECT address FROM verify_cache "               \
-      "WHERE expires <= ?1 LIMIT ?2)")                                                             \
+      "WHERE expires <= ?1 LIMIT ?2)",                                                             \
+      NULL)                                                                                        \
     X(W_STS_PUT, "record mta-sts policy",                                                          \
       "INSERT OR REPLACE INTO mta_sts (domain, id, policy, fetched, expires) "                     \
-      "VALUES (?1, ?2, ?3, ?4, ?5)")                                                               \
+      "VALUES (?1, ?2, ?3, ?4, ?5)",                                                               \
+      "INSERT INTO mta_sts (domain, id, policy, fetched, expires) VALUES (?1, ?2, ?3, ?4, ?5) "    \
+      "ON CONFLICT (domain) DO UPDATE SET id = excluded.id, policy = excluded.policy, "            \
+      "fetched = excluded.fetched, expires = excluded.expires")                                    \
     X(W_STS_EXPIRE, "expire mta-sts policies",                                                     \
       "DELETE FROM mta_sts WHERE domain IN (SELECT domain FROM mta_sts "                           \
-      "WHERE expires <= ?1 LIMIT ?2)")                                                             \
+      "WHERE expires <= ?1 LIMIT ?2)",                                                             \
+      NULL)                                                                                        \
     X(R_LOOKUP, "lookup",                                                                          \
-      "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1")                \
-    X(R_BEGIN, "begin", "BEGIN")                                                                   \
-    X(R_COMMIT, "commit", "COMMIT")                                                                \
+      "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1",                \
+      "SELECT 1 FROM recipients WHERE address = ?1::citext OR "                                    \
+      "address = ('@' || ?2::text)::citext LIMIT 1")                                               \
+    X(R_BEGIN, "begin", "BEGIN", NULL)                                                             \
+    X(R_COMMIT, "commit", "COMMIT", NULL)                                                          \
     X(R_DUE, "due recipients",                                                                     \
       "SELECT r.id, r.message_id, r.address, r.domain, r.attempts, d.notify, d.orcpt "             \
       "FROM message_rcpts r LEFT JOIN rcpt_dsn d ON d.rcpt_id = r.id "                             \
       "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 "                      \
-      "ORDER BY next_attempt, r.id LIMIT ?2")                                                      \
+      "ORDER BY next_attempt, r.id LIMIT ?2",                                                      \
+      STORE_SQL_DUE_PG)                                                                            \
     X(R_NEXT_DUE, "next due",                                                                      \
       "SELECT MIN(next_attempt) FROM message_rcpts "                                               \
       "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt > ?1 "                       \
-      "AND next_attempt < 9223372036854775807")                                                    \
-    X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE)                                             \
+      "AND next_attempt < 9223372036854775807",                                                    \
+      "SELECT MIN(CASE WHEN next_attempt > ?1 THEN next_attempt ELSE lease_until + 1 END) "        \
+      "FROM message_rcpts WHERE state IN ('queued', 'deferred', 'held') "                          \
+      "AND next_attempt < 9223372036854775807 AND (next_attempt > ?1 OR lease_until >= ?1)")       \
+    X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG)                      \
     X(R_SCREEN_GET, "read screening passes",                                                       \
-      "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2")       \
-    X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET)                                             \
+      "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2", NULL) \
+    X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET, NULL)                                       \
     X(R_SYNC_GET, "synced recipient lookup",                                                       \
       "SELECT s.synced, EXISTS (SELECT 1 FROM rcpt_synced r WHERE r.source = ?1 AND "              \
-      "(r.address = ?2 OR r.address = '@' || ?3)) FROM rcpt_sources s WHERE s.source = ?1")        \
+      "(r.address = ?2 OR r.address = '@' || ?3)) FROM rcpt_sources s WHERE s.source = ?1",        \
+      "SELECT s.synced, CASE WHEN EXISTS (SELECT 1 FROM rcpt_synced r WHERE r.source = ?1 AND "    \
+      "(r.address = ?2::citext OR r.address = ('@' || ?3::text)::citext)) THEN 1 ELSE 0 END "      \
+      "FROM rcpt_sources s WHERE s.source = ?1")                                                   \
     X(R_VERIFY_GET, "read callahead answer",                                                       \
-      "SELECT ok, verified, expires FROM verify_cache WHERE address = ?1 AND expires > ?2")        \
+      "SELECT ok, verified, expires FROM verify_cache WHERE address = ?1 AND expires > ?2", NULL)  \
     X(R_STS_GET, "read mta-sts policy",                                                            \
-      "SELECT id, policy, fetched, expires FROM mta_sts WHERE domain = ?1 AND expires > ?2")
+      "SELECT id, policy, fetched, expires FROM mta_sts WHERE domain = ?1 AND expires > ?2", NULL) \
+    X(R_NODE_BEAT, "cluster heartbeat", NULL,                                                      \
+      "INSERT INTO cluster_nodes (name, started, heartbeat) VALUES (?1, ?2, ?3) "                  \
+      "ON CONFLICT (name) DO UPDATE SET started = excluded.started, "                              \
+      "heartbeat = excluded.heartbeat")                                                            \
+    X(R_LEASE_RENEW, "renew leases", NULL,                                                         \
+      "UPDATE message_rcpts SET lease_until = ?2 WHERE lease_owner = ?1 "                          \
+      "AND lease_until IS NOT NULL AND state IN ('queued', 'deferred', 'held')")
 
-#define STORE_STMT_ENUM(id, label, sql) STORE_##id,
+#define STORE_STMT_ENUM(id, label, lite, pg) STORE_##id,
 
 enum store_stmt { STORE_SQL(STORE_STMT_ENUM) STORE_NSTMT };
 
 struct store__sql {
     const char *label;
-    const char *sql;
+    const char *sql;    /* SQLite; NULL: not used on SQLite */
+    const char *sql_pg; /* PostgreSQL; NULL: sql */
 };
 
 /* Indexed by enum store_stmt (defined in store.c). */
 extern const struct store__sql store__sql[STORE_NSTMT];
 
-/* A connection and its prepared statements [first, end), kept till closed. */
+/* Recipients this node claimed from another node's expired lease (cluster
+ * mode), until delivered or bounced: their delivery may be a duplicate. */
+struct store_takeovers {
+    uv_mutex_t mu;
+    int64_t *ids;
+    size_t n, cap;
+};
+
+/* A connection and its prepared statements [first, end), kept till closed
+ * (a statement with no text for the engine stays NULL). down: the
+ * connection was lost (PostgreSQL); the thread reconnects before its next
+ * job, at most once per second, and fails the jobs meanwhile. */
 struct store_conn {
-    sqlite3 *db;
+    struct sdb *db;
     enum store_stmt first, end;
-    sqlite3_stmt *stmt[STORE_NSTMT];
+    struct sdb_stmt *stmt[STORE_NSTMT];
+    bool down;
+    uint64_t last_try; /* uv_hrtime() of the last reconnection attempt */
+    const char *who;   /* "writer" or "reader", for logs */
+    /* cluster (PostgreSQL): the store's, set before the threads start */
+    const char *node;
+    int64_t lease_s;
+    struct store_takeovers *tk;
 };
 
 /* COMMIT and LOOKUP: store.c; SCREEN_*: store_screen.c; GREYLIST:
@@ -188,6 +298,7 @@ enum store_job_kind {
     STORE_JOB_RCPT_PUT,   /* writer: a synced list, a callahead answer */
     STORE_JOB_STS_GET,    /* reader: an MTA-STS policy */
     STORE_JOB_STS_PUT,    /* writer: an MTA-STS policy */
+    STORE_JOB_HEARTBEAT,  /* reader (PostgreSQL): cluster_nodes row, this node's leases */
 };
 
 /* store_deliver.c's part of a job: arguments and results (opaque here). */
@@ -261,6 +372,12 @@ struct store {
     struct store_writer w;
     /* private, reader thread once started */
     struct store_conn r;
+    /* cluster (PostgreSQL) */
+    struct store_takeovers tk;
+    char node[256];
+    int64_t started;
+    uv_timer_t beat; /* every lease_s / 3: a HEARTBEAT job */
+    bool beat_on;
     /* shared, each under its own mutex */
     struct store_queue wq, rq;
     char hostname[256];           /* under wq.mu: store_set_hostname */
@@ -292,6 +409,22 @@ int store__writer_facts(struct store_writer *w, int64_t msg_id, bool utf8_needed
 /* The message_tls row (schema 010), only when requiretls or tls_optional. */
 int store__writer_tls(struct store_writer *w, int64_t msg_id, bool requiretls, bool tls_optional);
 
+/* Either thread, after a job on c failed: notices a lost connection (logs
+ * it once). */
+void store__conn_check(struct store_conn *c);
+
+/* Either thread, before a job on c: false while the connection is down and
+ * could not be made again (the job fails with MXD_ESTORE at once). */
+bool store__conn_ready(struct store_conn *c);
+
+/* Cluster: recipient id was taken over from another node / whether it was
+ * (forgetting it). Either thread. */
+void store__takeover_add(struct store_takeovers *tk, int64_t id);
+bool store__takeover_take(struct store_takeovers *tk, int64_t id);
+
+/* Writer thread: steps statement i, which returns the new row's id. */
+int store__writer_insert_id(struct store_writer *w, enum store_stmt i, int64_t *id);
+
 /* ---- store_deliver.c, for store.c -------------------------------------- */
 
 /* Reader thread: runs a DUE or BODY job; returns its status. */
@@ -305,7 +438,7 @@ int store__writer_run(struct store_writer *w, struct store_job *j) MXD_WUR;
 void store__writer_failed(const struct store_job *j, const char *reason);
 
 /* Writer thread, once j's transaction is over: logs what it committed. */
-void store__writer_done(struct store_job *j);
+void store__writer_done(struct store_writer *w, struct store_job *j);
 
 /* Loop thread: runs the callback of a DUE, BODY, OUTCOMES or OP job and
  * frees j->d (not j). */

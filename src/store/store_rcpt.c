@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "base/log.h"
@@ -51,37 +50,37 @@ struct store__rjob {
 static int
 read_sync(struct store_conn *c, struct store__rjob *d)
 {
-    sqlite3_stmt *s = c->stmt[STORE_R_SYNC_GET];
+    struct sdb_stmt *s = c->stmt[STORE_R_SYNC_GET];
     int rc;
 
-    sqlite3_bind_text(s, 1, d->source, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, d->address, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, d->domain, -1, SQLITE_STATIC);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        d->synced = sqlite3_column_int64(s, 0);
-        d->listed = sqlite3_column_int(s, 1) != 0;
+    sdb_bind_text(s, 1, d->source);
+    sdb_bind_text(s, 2, d->address);
+    sdb_bind_text(s, 3, d->domain);
+    rc = sdb_step(s);
+    if (rc == SDB_ROW) {
+        d->synced = sdb_col_i64(s, 0);
+        d->listed = sdb_col_i64(s, 1) != 0;
     }
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? MXD_ENOENT : MXD_ESTORE;
+    sdb_reset(s);
+    return rc == SDB_ROW ? 0 : rc == SDB_DONE ? MXD_ENOENT : MXD_ESTORE;
 }
 
 static int
 read_verify(struct store_conn *c, struct store__rjob *d)
 {
-    sqlite3_stmt *s = c->stmt[STORE_R_VERIFY_GET];
+    struct sdb_stmt *s = c->stmt[STORE_R_VERIFY_GET];
     int rc;
 
-    sqlite3_bind_text(s, 1, d->address, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, d->now);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        d->v.ok = sqlite3_column_int(s, 0) != 0;
-        d->v.verified = sqlite3_column_int64(s, 1);
-        d->v.expires = sqlite3_column_int64(s, 2);
+    sdb_bind_text(s, 1, d->address);
+    sdb_bind_i64(s, 2, d->now);
+    rc = sdb_step(s);
+    if (rc == SDB_ROW) {
+        d->v.ok = sdb_col_i64(s, 0) != 0;
+        d->v.verified = sdb_col_i64(s, 1);
+        d->v.expires = sdb_col_i64(s, 2);
     }
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? MXD_ENOENT : MXD_ESTORE;
+    sdb_reset(s);
+    return rc == SDB_ROW ? 0 : rc == SDB_DONE ? MXD_ENOENT : MXD_ESTORE;
 }
 
 int
@@ -94,7 +93,7 @@ store__rcpt_read(struct store_conn *c, struct store_job *j)
     if (rc == MXD_ESTORE)
         log_msg(LOG_ERR, NULL, "store", "%s failed address=%s reason=\"%s\"",
                 d->op == RJOB_SYNC_GET ? "synced recipient lookup" : "callahead answer read",
-                log_esc(esc, sizeof(esc), d->address, strlen(d->address)), sqlite3_errmsg(c->db));
+                log_esc(esc, sizeof(esc), d->address, strlen(d->address)), sdb_errmsg(c->db));
     return rc;
 }
 
@@ -102,15 +101,15 @@ store__rcpt_read(struct store_conn *c, struct store_job *j)
 static int
 sync_unchanged(struct store_writer *w, struct store__rjob *d, bool *same)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_SYNC_DIGEST];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_SYNC_DIGEST];
     int rc;
 
-    sqlite3_bind_text(s, 1, d->source, -1, SQLITE_STATIC);
-    rc = sqlite3_step(s);
-    *same = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(s, 0), d->digest) == 0;
-    sqlite3_reset(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        store__writer_reason(w, "%s", sqlite3_errmsg(w->c.db));
+    sdb_bind_text(s, 1, d->source);
+    rc = sdb_step(s);
+    *same = rc == SDB_ROW && strcmp(sdb_col_text(s, 0), d->digest) == 0;
+    sdb_reset(s);
+    if (rc != SDB_ROW && rc != SDB_DONE) {
+        store__writer_reason(w, "%s", sdb_errmsg(w->c.db));
         return MXD_ESTORE;
     }
     return 0;
@@ -119,7 +118,7 @@ sync_unchanged(struct store_writer *w, struct store__rjob *d, bool *same)
 static int
 write_sync(struct store_writer *w, struct store__rjob *d)
 {
-    sqlite3_stmt *s;
+    struct sdb_stmt *s;
     bool same = false;
     const char *a = d->list;
     int rc;
@@ -128,40 +127,40 @@ write_sync(struct store_writer *w, struct store__rjob *d)
         return rc;
     d->changed = !same;
     if (!same) {
-        sqlite3_bind_text(w->c.stmt[STORE_W_SYNC_CLEAR], 1, d->source, -1, SQLITE_STATIC);
+        sdb_bind_text(w->c.stmt[STORE_W_SYNC_CLEAR], 1, d->source);
         if ((rc = store__writer_exec(w, STORE_W_SYNC_CLEAR)) != 0)
             return rc;
         s = w->c.stmt[STORE_W_SYNC_ADD];
         for (size_t i = 0; i < d->n; i++, a += strlen(a) + 1) {
-            sqlite3_bind_text(s, 1, d->source, -1, SQLITE_STATIC);
-            sqlite3_bind_text(s, 2, a, -1, SQLITE_STATIC);
+            sdb_bind_text(s, 1, d->source);
+            sdb_bind_text(s, 2, a);
             if ((rc = store__writer_exec(w, STORE_W_SYNC_ADD)) != 0)
                 return rc;
         }
     }
     s = w->c.stmt[STORE_W_SYNC_MARK];
-    sqlite3_bind_text(s, 1, d->source, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, d->now);
-    sqlite3_bind_text(s, 3, d->digest, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)d->n);
+    sdb_bind_text(s, 1, d->source);
+    sdb_bind_i64(s, 2, d->now);
+    sdb_bind_text(s, 3, d->digest);
+    sdb_bind_i64(s, 4, (int64_t)d->n);
     return store__writer_exec(w, STORE_W_SYNC_MARK);
 }
 
 static int
 write_verify(struct store_writer *w, struct store__rjob *d)
 {
-    sqlite3_stmt *s = w->c.stmt[STORE_W_VERIFY_PUT];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_VERIFY_PUT];
     int rc;
 
-    sqlite3_bind_text(s, 1, d->address, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, d->v.ok);
-    sqlite3_bind_int64(s, 3, d->v.verified);
-    sqlite3_bind_int64(s, 4, d->v.expires);
+    sdb_bind_text(s, 1, d->address);
+    sdb_bind_i64(s, 2, d->v.ok);
+    sdb_bind_i64(s, 3, d->v.verified);
+    sdb_bind_i64(s, 4, d->v.expires);
     if ((rc = store__writer_exec(w, STORE_W_VERIFY_PUT)) != 0)
         return rc;
     s = w->c.stmt[STORE_W_VERIFY_EXPIRE];
-    sqlite3_bind_int64(s, 1, d->v.verified);
-    sqlite3_bind_int(s, 2, VERIFY_EXPIRE_PER_JOB);
+    sdb_bind_i64(s, 1, d->v.verified);
+    sdb_bind_i64(s, 2, VERIFY_EXPIRE_PER_JOB);
     return store__writer_exec(w, STORE_W_VERIFY_EXPIRE);
 }
 

@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "base/log.h"
@@ -41,9 +40,9 @@ struct store__sjob {
 };
 
 static void
-copy_col(char *dst, size_t size, sqlite3_stmt *s, int i)
+copy_col(char *dst, size_t size, struct sdb_stmt *s, int i)
 {
-    const unsigned char *t = sqlite3_column_text(s, i);
+    const char *t = sdb_col_text(s, i);
 
     snprintf(dst, size, "%s", t != NULL ? (const char *)t : "");
 }
@@ -52,48 +51,48 @@ int
 store__screen_read(struct store_conn *c, struct store_job *j)
 {
     struct store__sjob *d = j->s;
-    sqlite3_stmt *s = c->stmt[STORE_R_SCREEN_GET];
+    struct sdb_stmt *s = c->stmt[STORE_R_SCREEN_GET];
     int rc;
 
-    sqlite3_bind_text(s, 1, d->client, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, d->now);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW && d->n < SCREEN_PASSES_MAX) {
+    sdb_bind_text(s, 1, d->client);
+    sdb_bind_i64(s, 2, d->now);
+    while ((rc = sdb_step(s)) == SDB_ROW && d->n < SCREEN_PASSES_MAX) {
         struct store_screen_pass *p = &d->found[d->n++];
 
         copy_col(p->client, sizeof(p->client), s, 0);
         copy_col(p->test, sizeof(p->test), s, 1);
-        p->passed = sqlite3_column_int64(s, 2);
-        p->expires = sqlite3_column_int64(s, 3);
+        p->passed = sdb_col_i64(s, 2);
+        p->expires = sdb_col_i64(s, 3);
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    if (rc != SDB_ROW && rc != SDB_DONE) {
         log_msg(LOG_ERR, NULL, "store", "screen lookup failed client=%s reason=\"%s\"", d->client,
-                sqlite3_errmsg(c->db));
+                sdb_errmsg(c->db));
         d->n = 0;
     }
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : MXD_ESTORE;
+    sdb_reset(s);
+    return rc == SDB_ROW || rc == SDB_DONE ? 0 : MXD_ESTORE;
 }
 
 int
 store__screen_write(struct store_writer *w, struct store_job *j)
 {
     struct store__sjob *d = j->s;
-    sqlite3_stmt *s = w->c.stmt[STORE_W_SCREEN_PUT];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_SCREEN_PUT];
     int rc;
 
     for (size_t i = 0; i < d->n; i++) {
         const struct store_screen_pass *p = &d->passes[i];
 
-        sqlite3_bind_text(s, 1, p->client, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, p->test, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, p->passed);
-        sqlite3_bind_int64(s, 4, p->expires);
+        sdb_bind_text(s, 1, p->client);
+        sdb_bind_text(s, 2, p->test);
+        sdb_bind_i64(s, 3, p->passed);
+        sdb_bind_i64(s, 4, p->expires);
         if ((rc = store__writer_exec(w, STORE_W_SCREEN_PUT)) != 0)
             return rc;
     }
     s = w->c.stmt[STORE_W_SCREEN_EXPIRE];
-    sqlite3_bind_int64(s, 1, d->now);
-    sqlite3_bind_int(s, 2, SCREEN_EXPIRE_PER_JOB);
+    sdb_bind_i64(s, 1, d->now);
+    sdb_bind_i64(s, 2, SCREEN_EXPIRE_PER_JOB);
     return store__writer_exec(w, STORE_W_SCREEN_EXPIRE);
 }
 

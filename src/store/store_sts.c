@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "base/log.h"
@@ -35,29 +34,27 @@ int
 store__sts_read(struct store_conn *c, struct store_job *j)
 {
     struct store__tjob *t = j->t;
-    sqlite3_stmt *s = c->stmt[STORE_R_STS_GET];
+    struct sdb_stmt *s = c->stmt[STORE_R_STS_GET];
     int rc;
 
-    sqlite3_bind_text(s, 1, t->row.domain, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, t->now);
-    if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        const unsigned char *id = sqlite3_column_text(s, 0);
-        const unsigned char *pol = sqlite3_column_text(s, 1);
+    sdb_bind_text(s, 1, t->row.domain);
+    sdb_bind_i64(s, 2, t->now);
+    if ((rc = sdb_step(s)) == SDB_ROW) {
+        const char *id = sdb_col_text(s, 0);
+        const char *pol = sdb_col_text(s, 1);
 
-        snprintf(t->row.id, sizeof(t->row.id), "%s", id != NULL ? (const char *)id : "");
-        t->row.len = (size_t)sqlite3_column_bytes(s, 1);
-        t->row.policy = xmalloc(t->row.len + 1);
-        memcpy(t->row.policy, pol != NULL ? (const char *)pol : "", t->row.len);
-        t->row.policy[t->row.len] = '\0';
-        t->row.fetched = sqlite3_column_int64(s, 2);
-        t->row.expires = sqlite3_column_int64(s, 3);
+        snprintf(t->row.id, sizeof(t->row.id), "%s", id != NULL ? id : "");
+        t->row.policy = xstrdup(pol != NULL ? pol : "");
+        t->row.len = strlen(t->row.policy);
+        t->row.fetched = sdb_col_i64(s, 2);
+        t->row.expires = sdb_col_i64(s, 3);
         t->found = true;
-    } else if (rc != SQLITE_DONE) {
+    } else if (rc != SDB_DONE) {
         log_msg(LOG_ERR, NULL, "store", "mta-sts lookup failed domain=%s reason=\"%s\"",
-                t->row.domain, sqlite3_errmsg(c->db));
+                t->row.domain, sdb_errmsg(c->db));
     }
-    sqlite3_reset(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    sdb_reset(s);
+    if (rc != SDB_ROW && rc != SDB_DONE)
         return MXD_ESTORE;
     return t->found ? 0 : MXD_ENOENT;
 }
@@ -66,19 +63,20 @@ int
 store__sts_write(struct store_writer *w, struct store_job *j)
 {
     struct store__tjob *t = j->t;
-    sqlite3_stmt *s = w->c.stmt[STORE_W_STS_PUT];
+    struct sdb_stmt *s = w->c.stmt[STORE_W_STS_PUT];
     int rc;
 
-    sqlite3_bind_text(s, 1, t->row.domain, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, t->row.id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, t->row.policy, (int)t->row.len, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, t->row.fetched);
-    sqlite3_bind_int64(s, 5, t->row.expires);
+    sdb_bind_text(s, 1, t->row.domain);
+    sdb_bind_text(s, 2, t->row.id);
+    /* a policy is text: one with a NUL in it was refused when fetched */
+    sdb_bind_text(s, 3, t->row.policy);
+    sdb_bind_i64(s, 4, t->row.fetched);
+    sdb_bind_i64(s, 5, t->row.expires);
     if ((rc = store__writer_exec(w, STORE_W_STS_PUT)) != 0)
         return rc;
     s = w->c.stmt[STORE_W_STS_EXPIRE];
-    sqlite3_bind_int64(s, 1, t->now);
-    sqlite3_bind_int(s, 2, STS_EXPIRE_PER_JOB);
+    sdb_bind_i64(s, 1, t->now);
+    sdb_bind_i64(s, 2, STS_EXPIRE_PER_JOB);
     return store__writer_exec(w, STORE_W_STS_EXPIRE);
 }
 

@@ -27,6 +27,7 @@
 #include "base/util.h"
 #include "store/db.h"
 #include "store/store.h"
+#include "store/store_impl.h"
 
 struct fx {
     char dir[512];
@@ -722,6 +723,35 @@ test_close_idle(void **state)
     assert_int_equal(fx->seq, 1);
 }
 
+/* Each statement's PostgreSQL text (its own, or the SQLite one) has none
+ * of SQLite's dialect, and never names messages.body (PostgreSQL keeps
+ * bodies in message_body, behind sdb); SQLite's texts stay as they were,
+ * without the cluster's leases. */
+static void
+test_sql_dialects(void **state)
+{
+    static const char *const lite_only[] = {"INSERT OR ", "IMMEDIATE", " max(",
+                                            "body)",      "body,",     "last_insert_rowid"};
+
+    (void)state;
+    for (int i = 0; i < STORE_NSTMT; i++) {
+        const char *pg = store__sql[i].sql_pg != NULL ? store__sql[i].sql_pg : store__sql[i].sql;
+        const char *lite = store__sql[i].sql;
+
+        assert_non_null(pg);
+        for (size_t k = 0; k < sizeof(lite_only) / sizeof(lite_only[0]); k++) {
+            if (strstr(pg, lite_only[k]) != NULL)
+                fail_msg("%s: PostgreSQL text has \"%s\"", store__sql[i].label, lite_only[k]);
+        }
+        if (lite != NULL && strstr(lite, "lease_") != NULL)
+            fail_msg("%s: SQLite text has a lease", store__sql[i].label);
+    }
+    assert_non_null(strstr(store__sql[STORE_R_DUE].sql_pg, "FOR UPDATE SKIP LOCKED"));
+    assert_non_null(strstr(store__sql[STORE_W_OUTCOME].sql_pg, "lease_owner = NULL"));
+    assert_non_null(strstr(store__sql[STORE_W_INSERT_MSG].sql, "RETURNING id"));
+    assert_non_null(strstr(store__sql[STORE_W_INSERT_RCPT].sql, "RETURNING id"));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int
@@ -739,6 +769,7 @@ main(void)
         T(test_lookup),
         T(test_close_drains),
         T(test_close_idle),
+        cmocka_unit_test(test_sql_dialects),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
