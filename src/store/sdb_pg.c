@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "store/sdb_impl.h"
 
@@ -236,6 +237,8 @@ pg_connect(struct pg *p, char **err)
 }
 
 /* ---- statements ------------------------------------------------------------ */
+
+static bool pg_commit_refused(PGresult *r, const char *sql);
 
 /* The SQL with ?N (and a bare ?, SQLite's next number) as $N outside
  * '...' (E'...' with backslash escapes), "...", -- and block comments.
@@ -537,6 +540,12 @@ pg_run(struct pg *p, struct pg_stmt *s)
     switch (PQresultStatus(s->res)) {
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
+        if (!pg_commit_refused(s->res, s->sql))
+            break;
+        pg_set_err(p, "COMMIT rolled back: the transaction had failed");
+        PQclear(s->res);
+        s->res = NULL;
+        rc = MXD_ESTORE;
         break;
     default:
         pg_set_conn_err(p);
@@ -722,6 +731,17 @@ pg_reconnect(struct sdb *db, char **err)
     return pg_connect(p, err);
 }
 
+/* A COMMIT in a failed transaction "succeeds" with the status ROLLBACK:
+ * for us it failed (a message in it must get 451, never 250). */
+static bool
+pg_commit_refused(PGresult *r, const char *sql)
+{
+    while (*sql == ' ' || *sql == '\n')
+        sql++;
+    return PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0 &&
+           (strncasecmp(sql, "COMMIT", 6) == 0 || strncasecmp(sql, "END", 3) == 0);
+}
+
 static int
 pg_exec(struct sdb *db, const char *sql)
 {
@@ -733,6 +753,10 @@ pg_exec(struct sdb *db, const char *sql)
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
     case PGRES_EMPTY_QUERY:
+        if (!pg_commit_refused(r, sql))
+            break;
+        pg_set_err(p, "COMMIT rolled back: the transaction had failed");
+        rc = MXD_ESTORE;
         break;
     default:
         pg_set_conn_err(p);

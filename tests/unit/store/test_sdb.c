@@ -630,6 +630,38 @@ test_text_octets(void **state)
     sdb_finalize(ins);
 }
 
+/* PostgreSQL: after a failed statement the transaction is aborted and its
+ * COMMIT answers "ROLLBACK" with success; that must be a failure, or a
+ * batch that lost its messages would acknowledge them. */
+static void
+test_pg_commit_after_error(void **state)
+{
+    struct fx *fx = *state;
+    struct sdb_stmt *bad = NULL, *commit = NULL;
+
+    make_t(fx);
+    assert_int_equal(sdb_prepare(fx->db, "INSERT INTO t (a) VALUES (1 / ?1)", &bad), 0);
+    assert_int_equal(sdb_prepare(fx->db, "COMMIT", &commit), 0);
+    for (int prepared = 0; prepared < 2; prepared++) {
+        assert_int_equal(sdb_exec(fx->db, "BEGIN"), 0);
+        sdb_bind_i64(bad, 1, 0);
+        assert_int_equal(sdb_step(bad), MXD_ESTORE);
+        sdb_reset(bad);
+        assert_true(sdb_in_txn(fx->db));
+        if (prepared) {
+            assert_int_equal(sdb_step(commit), MXD_ESTORE);
+            sdb_reset(commit);
+        } else {
+            assert_int_equal(sdb_exec(fx->db, "COMMIT"), MXD_ESTORE);
+        }
+        assert_false(sdb_in_txn(fx->db));
+        assert_false(sdb_lost(fx->db));
+    }
+    assert_int_equal(query_i64(fx->db, "SELECT count(*) FROM t"), 0);
+    sdb_finalize(commit);
+    sdb_finalize(bad);
+}
+
 /* The cases of both engines, on the one setup names. */
 #define BOTH_ENGINES(setup)                                                                        \
     cmocka_unit_test_setup_teardown(test_schema_version, setup, teardown),                         \
@@ -646,6 +678,7 @@ main(int argc, char **argv)
     const struct CMUnitTest pg_tests[] = {
         BOTH_ENGINES(setup_pg),
         cmocka_unit_test_setup_teardown(test_pg_lost, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_commit_after_error, setup_pg, teardown),
         cmocka_unit_test(test_pg_unreachable),
         cmocka_unit_test_setup_teardown(test_pg_conninfo_defaults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pg_concurrent_migrate, setup_pg, teardown),
