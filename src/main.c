@@ -561,8 +561,12 @@ mxd_start(struct mxd *m)
     rc = mxd_start_services(m, &err);
     if (rc != 0)
         goto fail;
-    log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
-            m->conf->hostname, m->conf->database);
+    if (m->conf->store == CONF_STORE_POSTGRESQL)
+        log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s store=postgresql node=%s",
+                MXD_VERSION, m->conf->hostname, scfg.node_name);
+    else
+        log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
+                m->conf->hostname, m->conf->database);
     /* The store is open, the scheduler has resumed the queue and the
      * listeners accept. */
     sd_notify(0, "READY=1\nSTATUS=accepting mail");
