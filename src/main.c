@@ -535,6 +535,7 @@ mxd_start(struct mxd *m)
         .node_name = m->conf->node_name ? m->conf->node_name : m->conf->hostname,
         .lease_s = (int64_t)m->conf->cluster_lease_s,
     };
+    scfg.db.lazy = true; /* PostgreSQL down at start: serve, answer 451, reconnect */
     rc = store_open(m->loop, &scfg, &m->store, &err);
     if (rc != 0)
         goto fail;

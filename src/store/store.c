@@ -1009,6 +1009,10 @@ store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, 
     if ((rc = conn_open(&st->w.c, cfg, STORE_W_BEGIN, STORE_R_LOOKUP, "writer", err)) != 0 ||
         (rc = conn_open(&st->r, cfg, STORE_R_LOOKUP, STORE_NSTMT, "reader", err)) != 0)
         goto fail;
+    /* PostgreSQL down at start (cfg->db.lazy): both start lost, mail gets
+     * 451 until a thread reconnects */
+    store__conn_check(&st->w.c);
+    store__conn_check(&st->r);
     if ((rc = uv_async_init(loop, &st->async, store_async_cb)) != 0) {
         *err = xasprintf("store: uv_async_init: %s", uv_strerror(rc));
         goto fail;
