@@ -649,7 +649,11 @@ dsn_allowed(const struct store_writer *w, const struct store_dmsg *env, enum dsn
 
 /* After recipients of msg_id changed: the DSNs for those in b[kind] (if
  * its sender may get them; the delay warning once, when the message is
- * old enough), and the message deleted when no recipient is pending. */
+ * old enough), and the message deleted when no recipient is pending.
+ * PostgreSQL: the envelope read locks the message row (FOR UPDATE), so two
+ * nodes settling recipients of one message take turns, and the second
+ * sees the first's outcome when it asks what is pending (without the lock
+ * each saw the other's recipient still queued and the message stayed). */
 static int
 writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id,
               struct store_bounce b[3], int64_t ms)
@@ -735,8 +739,15 @@ writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *m
     else
         sdb_bind_null(s, 3);
     sdb_bind_text(s, 4, o->last_reply); /* NULL binds NULL */
-    if ((rc = writer_step(w, STORE_W_OUTCOME)) != 1)
+    if ((rc = writer_step(w, STORE_W_OUTCOME)) != 1) {
+        /* final already (another node's outcome, or ours whose COMMIT
+         * reply was lost): nothing to record, but the message is settled
+         * all the same, so that it cannot stay behind with no recipient
+         * pending */
+        if (rc == 0)
+            *msg_id = o->msg_id;
         return rc;
+    }
     *msg_id = sdb_col_i64(s, 0);
     ri->address = xstrdup(col_text(s, 1));
     sdb_reset(s); /* RETURNING: the row was updated by the first step */

@@ -119,7 +119,7 @@
       "'held') THEN next_attempt ELSE coalesce(?3::bigint, next_attempt) END, "                    \
       "last_reply = ?4, lease_owner = NULL, lease_until = NULL WHERE id = ?1 "                     \
       "AND state IN ('queued', 'deferred', 'held') RETURNING message_id, address::text")           \
-    X(W_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG)                      \
+    X(W_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG " FOR UPDATE OF m")   \
     X(W_MSG_BY_QID, "find queue id", "SELECT id FROM messages WHERE qid = ?1", NULL)               \
     X(W_PENDING, "count pending",                                                                  \
       "SELECT EXISTS (SELECT 1 FROM message_rcpts WHERE message_id = ?1 AND "                      \
