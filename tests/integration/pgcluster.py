@@ -4,7 +4,7 @@
         pg.create_database("mxd_1")            # owned by the role `mxd`
         pg.conninfo("mxd_1")                   # both hosts, read-write target
         pg.query("SELECT 1", db="mxd_1")       # rows (psycopg2, autocommit)
-        pg.kill("primary")                     # SIGKILL the postmaster's group
+        pg.kill("primary")                     # SIGKILL the postmaster and children
         pg.promote("standby")                  # pg_ctl promote -w
 
 Each node is a real postmaster from Debian's postgresql-15
@@ -18,9 +18,9 @@ durability is what the cluster tests are about.
 The primary is made with initdb; the standby with pg_basebackup -R (streaming
 replication), and the primary then names it in synchronous_standby_names, so
 a commit returns only once the standby has flushed it (synchronous_commit =
-on). Every postmaster runs in its own process group (start_new_session):
-kill() SIGKILLs that group, as a machine that dies takes its backends with
-it; stop() asks for a fast shutdown and falls back to SIGKILL. Everything is
+on). kill() SIGKILLs the postmaster and every process under it (by PID,
+from /proc: PostgreSQL puts each child in a process group of its own), as a
+machine that dies takes its backends with it; stop() asks for a fast shutdown and falls back to SIGKILL. Everything is
 bounded in time; close() stops every node we started, by PID.
 
 The role `mxd` (LOGIN CREATEDB, no password: pg_hba trusts loopback) owns the
@@ -63,6 +63,26 @@ def free_port(host="127.0.0.1"):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _tree(pid):
+    """pid and its descendants (from /proc/PID/task/*/children), parents
+    before children."""
+    out = [pid]
+    i = 0
+    while i < len(out):
+        try:
+            tasks = os.listdir(f"/proc/{out[i]}/task")
+        except OSError:
+            tasks = []
+        for tid in tasks:
+            try:
+                with open(f"/proc/{out[i]}/task/{tid}/children", encoding="ascii") as f:
+                    out.extend(int(x) for x in f.read().split() if int(x) not in out)
+            except OSError:
+                pass
+        i += 1
+    return out
 
 
 class PgNode:
@@ -152,36 +172,35 @@ class PgNode:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return self.kill()
-        self._killgroup()
         self._reap()
         return rc
 
     def kill(self):
-        """SIGKILL the postmaster and every process of its group (its
-        backends, walsender, walreceiver...), as when the machine dies."""
+        """SIGKILL the postmaster and every one of its processes (backends,
+        walsender, walwriter...; each sits in a process group of its own),
+        as when the machine dies. Returns the postmaster's status."""
         if self.proc is None:
             return None
-        self._killgroup()
+        self._killtree()
         rc = self.proc.wait(timeout=30)
-        self._wait_group_gone()
         self._reap()
         return rc
 
-    def _killgroup(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def children(self):
+        """PIDs of the postmaster's processes (from /proc), itself excluded."""
+        return _tree(self.proc.pid)[1:] if self.proc else []
 
-    def _wait_group_gone(self, timeout=10):
-        """Waits until no process of the group is left (the port is free)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _killtree(self):
+        pids = _tree(self.proc.pid)
+        for pid in pids:  # the postmaster first: it must not restart anyone
             try:
-                os.killpg(self.proc.pid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.02)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        for pid in pids[1:]:
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def _reap(self):
         self.proc = None
