@@ -20,12 +20,14 @@ replication), and the primary then names it in synchronous_standby_names, so
 a commit returns only once the standby has flushed it (synchronous_commit =
 on). kill() SIGKILLs the postmaster and every process under it (by PID,
 from /proc: PostgreSQL puts each child in a process group of its own), as a
-machine that dies takes its backends with it; stop() asks for a fast shutdown and falls back to SIGKILL. Everything is
-bounded in time; close() stops every node we started, by PID.
+machine that dies takes its backends with it; stop() asks for a fast
+shutdown and falls back to SIGKILL. Everything is bounded in time;
+close() stops every node we started, by PID.
 
 The role `mxd` (LOGIN CREATEDB, no password: pg_hba trusts loopback) owns the
 databases made with create_database(); `postgres` is the superuser.
-python3 dovecot.py-style self-test: python3 pgcluster.py.
+A quick check by hand: /usr/bin/python3 pgcluster.py (the real self-test
+is test_pgcluster_harness.py).
 """
 
 import os

@@ -117,7 +117,8 @@ class DiskFull(FullDisk, MxdTestCase):
             m = re.search(r"^mxd_store_commit_failures_total (\d+)$", r.read().decode(), re.M)
         self.assertIsNotNone(m)
         self.assertTrue(1 <= int(m.group(1)) <= len(refused), m.group(0))
-        print(f"\ndisk full ({mxdtest.store_backend()}): {len(refused)} refused with 451 4.3.0 while full, "
+        print(f"\ndisk full ({mxdtest.store_backend()}): {len(refused)} refused with 451 4.3.0 "
+              f"while full, "
               f"{len(stored)} stored before and after, 0 half-stored", file=sys.stderr)
 
 
