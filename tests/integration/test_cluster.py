@@ -9,7 +9,8 @@ node_name, spool and metrics port) and a private Dovecot they deliver to.
    mailboxes; the dead node's leases are taken over once they expire; the
    duplicates Dovecot saw are at most the survivors' count
    (mxd_cluster_duplicates_total), which is at most the recipients the dead
-   node held leases on when it died. `mxctl cluster` lists the nodes.
+   node held leases on when it died. `mxctl cluster` lists the three
+   nodes, the killed one dead with no leases.
 2. PrimaryFailover: load on two nodes, SIGKILL the PostgreSQL primary (its
    whole process group) mid-load, promote the standby (pg_ctl promote). No
    session is cut: every reply is 250 or 451 4.3.0; both nodes take mail
@@ -371,6 +372,7 @@ class NodeKill(ClusterCase):
         acked_by_victim = load.count("acked", victim)
         load.dead.add(victim)
         self.nodes[victim].kill()
+        killed = time.monotonic()
         # what the dead node held: its leases stay until they expire
         leased = self.sql("SELECT count(*) FROM message_rcpts WHERE lease_owner = %s "
                           "AND state <> 'delivered'", ("node1",))[0][0]
@@ -397,20 +399,32 @@ class NodeKill(ClusterCase):
         # the cluster view: every node, the dead one holding nothing any more
         for n in (self.nodes[0], self.nodes[2]):
             self.assertTrue(n.running(), f"{n.name} died{self.diag()}")
-        doc = dovecot.mxctl_json(self.nodes[0], "cluster")
-        rows = doc.get("nodes", doc) if isinstance(doc, dict) else doc
-        by_name = {r.get("name"): r for r in rows if isinstance(r, dict)}
+        # `mxctl cluster --json`: [{"name", "started", "heartbeat",
+        # "heartbeat_age", "alive", "leases"}]; dead once the heartbeat is
+        # more than twice cluster_lease old
+        deadline = killed + 2 * LEASE + 15
+        while True:
+            doc = dovecot.mxctl_json(self.nodes[0], "cluster")
+            by_name = {r.get("name"): r for r in doc if isinstance(r, dict)}
+            if by_name.get("node1", {}).get("alive") is False or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         self.assertEqual(sorted(by_name), ["node0", "node1", "node2"], f"mxctl cluster: {doc}")
+        self.assertIs(by_name["node1"].get("alive"), False, f"dead node: {doc}")
         self.assertEqual(by_name["node1"].get("leases"), 0, f"dead node's leases: {doc}")
-        self.assertGreaterEqual(by_name["node1"].get("heartbeat_age", -1), LEASE / 3,
-                                f"dead node's heartbeat age: {doc}")
-        self.assertLess(by_name["node0"].get("heartbeat_age", 1e9), LEASE,
-                        f"live node's heartbeat age: {doc}")
+        self.assertGreater(by_name["node1"].get("heartbeat_age", -1), 2 * LEASE,
+                           f"dead node's heartbeat age: {doc}")
+        for live in ("node0", "node2"):
+            self.assertIs(by_name[live].get("alive"), True, f"{live}: {doc}")
+            self.assertLess(by_name[live].get("heartbeat_age", 1e9), LEASE,
+                            f"{live}'s heartbeat age: {doc}")
         text = self.nodes[2].mxctl("cluster")
         self.assertEqual(text.returncode, 0, text.stderr)
-        names = [ln.split()[0] for ln in text.stdout.decode().splitlines()
-                 if ln.strip() and ln.split()[0].startswith("node")]
-        self.assertEqual(sorted(names), ["node0", "node1", "node2"], text.stdout)
+        lines = {ln.split()[0]: ln.split() for ln in text.stdout.decode().splitlines()
+                 if ln.strip() and ln.split()[0].startswith("node")}
+        self.assertEqual(sorted(lines), ["node0", "node1", "node2"], text.stdout)
+        self.assertIn("dead", lines["node1"], text.stdout)
+        self.assertIn("alive", lines["node0"], text.stdout)
         rows = self.sql("SELECT name FROM cluster_nodes ORDER BY name")
         self.assertEqual(rows, [("node0",), ("node1",), ("node2",)])
 
