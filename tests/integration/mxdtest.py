@@ -295,6 +295,8 @@ class Mxd:
                             s.recv(4096)
                         except OSError:
                             pass
+                        if self.db_path in _PG_DBS:
+                            self._check_pg_schema(deadline)
                         return self
                     last_err = f"unexpected greeting {data!r}"
             except OSError as e:
@@ -305,6 +307,22 @@ class Mxd:
             f"mxd did not accept on 127.0.0.1:{self.port} within {timeout}s ({last_err}); "
             f"stderr:\n{self.stderr()}"
         )
+
+    def _check_pg_schema(self, deadline):
+        """On PostgreSQL: mxd made its schema there at start (the queue is
+        not somewhere else)."""
+        dbname = _PG_DBS[self.db_path]
+        while True:
+            rows = shared_pg().query("SELECT to_regclass('messages') IS NOT NULL AND "
+                                     "to_regclass('message_rcpts') IS NOT NULL", db=dbname)
+            if rows[0][0]:
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"mxd answers with store = postgresql but made no schema "
+                                     f"(messages, message_rcpts) in PostgreSQL database "
+                                     f"{dbname}; stderr:\n{self.stderr()}")
+            time.sleep(0.1)
 
     def listen_is_proxy(self, port=None):
         """Whether the listen entry for 127.0.0.1:port (default self.port) is

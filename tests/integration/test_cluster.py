@@ -220,6 +220,24 @@ class ClusterCase(unittest.TestCase):
         for n in self.nodes:
             self.addCleanup(self.stop_node, n)
             n.start(timeout=60)
+        self.wait_registered()
+
+    def wait_registered(self, timeout=LEASE + 10):
+        """Every node made or found the schema and has its row in
+        cluster_nodes (the queue really is in PostgreSQL)."""
+        want = [(n.server["node_name"],) for n in self.nodes]
+        deadline = time.monotonic() + timeout
+        rows = None
+        while time.monotonic() < deadline:
+            try:
+                rows = self.sql("SELECT name FROM cluster_nodes ORDER BY name")
+                if rows == want:
+                    return
+            except Exception as e:  # noqa: BLE001 - no schema yet
+                rows = f"{type(e).__name__}: {str(e).strip()}"
+            time.sleep(0.2)
+        self.fail(f"cluster_nodes in PostgreSQL: {rows}, want {want} ({timeout}s after the "
+                  f"nodes answered){self.diag()}")
 
     def make_node(self, i):
         d = os.path.join(self.tmpdir, f"node{i}")
