@@ -695,9 +695,17 @@ def shared_pg():
         import pgcluster  # noqa: PLC0415
 
         pg = pgcluster.PgCluster(standby=False)
-        shim = os.environ.get("FSFAULT_SHIM")
-        if shim and os.path.exists(shim):
-            pg.server_env = {"LD_PRELOAD": os.path.abspath(shim),
+        if os.environ.get("FSFAULT_SHIM"):
+            # A plain build of the shim: the one meson built carries the
+            # sanitizers of an ASan build, which a plain postgres cannot load.
+            shim = os.path.join(pg.tmpdir, "fsfault.so")
+            src = os.path.join(source_root(), "tests", "shim", "fsfault.c")
+            p = subprocess.run([require_tool("gcc", ["cc"]), "-shared", "-fPIC", "-O2", "-o",
+                                shim, src, "-ldl"], capture_output=True, timeout=120)
+            if p.returncode != 0:
+                raise AssertionError(f"cannot build {src} for PostgreSQL: {p.stderr.decode()}")
+            os.chmod(shim, 0o755)
+            pg.server_env = {"LD_PRELOAD": shim,
                              "FSFAULT_DIR": pg.primary.datadir + "/pg_wal/",
                              "FSFAULT_ENOSPC": os.path.join(pg.tmpdir, "disk-full")}
         atexit.register(pg.close)

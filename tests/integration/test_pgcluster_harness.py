@@ -2,7 +2,9 @@
 does what those tests rely on: a primary and a synchronous standby start on
 loopback, a row committed on the primary is on the standby, SIGKILL of the
 primary takes every one of its processes down, and the promoted standby is
-writable and found through the multi-host conninfo."""
+writable and found through the multi-host conninfo. And mxdtest.py's
+PostgreSQL side (MXD_TEST_STORE=postgresql) reads a queue with the calls the
+suites make against SQLite."""
 
 import os
 import sys
@@ -10,6 +12,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dovecot  # noqa: E402
+import mxdtest  # noqa: E402
 import pgcluster  # noqa: E402
 
 
@@ -80,6 +84,58 @@ class PgClusterHarness(unittest.TestCase):
         pg.primary.start()
         pg.standby.start()
         self.assertEqual(pg.query("SELECT x FROM t", db=db), [(1,)])
+
+
+class MxdtestOnPostgresql(unittest.TestCase):
+    """db_connect() and the helpers on a database that stands for a path,
+    with a stand-in for mxd's schema (what the suites query)."""
+
+    def test_sqlite_shaped_reads(self):
+        path = os.path.join(mxdtest.make_tmpdir(self.addCleanup, "pgdb"), "queue.db")
+        conninfo = mxdtest.pg_database(path)
+        self.assertIn("target_session_attrs=read-write", conninfo)
+        self.assertEqual(mxdtest.pg_database(path), conninfo, "same path, same database")
+        db = mxdtest._PG_DBS[path]
+        pg = mxdtest.shared_pg()
+        for sql in ("CREATE TABLE messages (id bigserial PRIMARY KEY, qid text UNIQUE, "
+                    "body bytea)",
+                    "CREATE TABLE message_rcpts (id bigserial PRIMARY KEY, message_id bigint "
+                    "REFERENCES messages(id) ON DELETE CASCADE, address text, domain text, "
+                    "state text)"):
+            pg.query(sql, db=db, user=pgcluster.APP_USER)
+        body = b"Received: from x\r\n\tby mx; now\r\n\r\n100% marker-1\r\n"
+        pg.query("INSERT INTO messages (qid, body) VALUES ('Q1', %s)", (body,), db=db)
+        pg.query("INSERT INTO message_rcpts (message_id, address, domain, state) "
+                 "VALUES (1, 'a@example.test', 'example.test', 'queued')", db=db)
+        self.assertEqual(mxdtest.messages_containing(path, "marker-1"), ["Q1"])
+        self.assertEqual(mxdtest.messages_containing(path, b"marker-2"), [])
+        self.assertEqual(mxdtest.message_count(path), 1)
+        self.assertEqual(mxdtest.message_count(path, "qid = ?", ("Q2",)), 0)
+        self.assertEqual(mxdtest.integrity_check(path), ["ok"])
+        self.assertEqual(dovecot.queue_counts(path), (1, {"queued": 1}))
+        msg = mxdtest.message_by_qid(path, "Q1")
+        self.assertEqual(msg["rcpts"][0]["address"], "a@example.test")
+        con = mxdtest.db_connect(path)
+        try:
+            rows = con.execute("SELECT r.address, r.domain FROM message_rcpts r JOIN messages m "
+                               "ON m.id = r.message_id WHERE m.qid = ? AND r.state LIKE 'q%'",
+                               ("Q1",)).fetchall()
+            self.assertEqual([tuple(r) for r in rows], [("a@example.test", "example.test")])
+            row = con.execute("SELECT id, body FROM messages WHERE qid = ?", ("Q1",)).fetchone()
+            self.assertEqual(mxdtest.split_received(row["body"])[1], b"\r\n100% marker-1\r\n")
+            self.assertEqual(dict(con.execute("SELECT state, count(*) FROM message_rcpts "
+                                              "GROUP BY state")), {"queued": 1})
+            with self.assertRaises(Exception):  # read-only, as the SQLite side
+                con.execute("DELETE FROM messages")
+        finally:
+            con.close()
+        pg.query("DELETE FROM messages", db=db)
+        pg.query("ALTER TABLE message_rcpts DROP CONSTRAINT message_rcpts_message_id_fkey",
+                 db=db)
+        pg.query("INSERT INTO message_rcpts (message_id, address, domain, state) "
+                 "VALUES (7, 'b@example.test', 'example.test', 'queued')", db=db)
+        self.assertEqual(mxdtest.integrity_check(path),
+                         ["1 recipient rows without their message"])
 
 
 if __name__ == "__main__":
