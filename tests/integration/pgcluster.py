@@ -415,7 +415,10 @@ class PgCluster:
             self.query(f"CREATE TABLESPACE {tsname} OWNER {APP_USER} "
                        f"LOCATION '{tablespace_dir}'")
             ts = f" TABLESPACE {tsname}"
-        self.query(f"CREATE DATABASE {name} OWNER {APP_USER}{ts}")
+        # what docs/configuration.md tells operators: mxd stores text as
+        # the octets received, and refuses a database of another encoding
+        self.query(f"CREATE DATABASE {name} OWNER {APP_USER} TEMPLATE template0 "
+                   f"ENCODING 'SQL_ASCII' LOCALE 'C'{ts}")
         return name
 
     def conninfo(self, dbname, user=APP_USER, connect_timeout=2):
