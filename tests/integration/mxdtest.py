@@ -806,6 +806,19 @@ class PgDb:
         self.dbname = dbname
         self._extras = psycopg2.extras
         self.con = shared_pg().connect(dbname, timeout=15)
+        self.con.autocommit = True
+        with self.con.cursor() as cur:
+            # On PostgreSQL mxd keeps a body in chunks, message_body(
+            # message_id, seq, data): a temporary view (searched before the
+            # table) gives the suites SQLite's messages.body.
+            cur.execute("SELECT to_regclass('public.message_body') IS NOT NULL AND NOT EXISTS "
+                        "(SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                        "'public' AND table_name = 'messages' AND column_name = 'body')")
+            if cur.fetchone()[0]:
+                cur.execute("CREATE TEMP VIEW messages AS SELECT m.*, (SELECT "
+                            "coalesce(string_agg(b.data, ''::bytea ORDER BY b.seq), ''::bytea) "
+                            "FROM public.message_body b WHERE b.message_id = m.id) AS body "
+                            "FROM public.messages m")
         self.con.set_session(readonly=True, autocommit=True)
 
     def execute(self, sql, args=()):
