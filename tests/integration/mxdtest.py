@@ -735,24 +735,48 @@ def store_fault_flag(sqlite_flag):
     return pg.server_env["FSFAULT_ENOSPC"]
 
 
-def store_space_back(timeout=60):
+def store_space_back(mxd=None, timeout=60):
     """After the store's disk had been full: on PostgreSQL, a server that
     went down on it (a failed WAL write is a PANIC) is started again, as an
-    operator or Patroni would. Nothing to do on SQLite."""
+    operator or Patroni would, and then, with mxd, probe messages are sent
+    until one is stored (mxd reconnects by itself, within a second or so;
+    the probes' Subject is "store probe"). Returns how many probes were
+    refused (0 on SQLite, where there is nothing to do)."""
     if store_backend() != "postgresql" or _PG is None:
-        return
+        return 0
     node = _PG.primary
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         if not node.running():
             node.start(timeout=max(5, deadline - time.monotonic()))
-            return
+            break
         try:
             node.query("SELECT 1", timeout=2)
-            return
+            break
         except Exception:  # noqa: BLE001 - restarting after its crash
+            if time.monotonic() > deadline:
+                raise AssertionError(f"PostgreSQL not back within {timeout}s:\n{node.log()}")
             time.sleep(0.2)
-    raise AssertionError(f"PostgreSQL not back within {timeout}s:\n{node.log()}")
+    if mxd is None:
+        return 0
+    rcpt = f"probe@{next(iter(mxd.domains))}"
+    last = None
+    refused = 0
+    while time.monotonic() < deadline:
+        try:
+            with mxd.client(timeout=15) as c:
+                last = c.send_message("probe@client.test", [rcpt],
+                                      b"Subject: store probe\r\n\r\nprobe\r\n")
+                c.cmd("QUIT")
+            if last.code == 250:
+                return refused
+            refused += 1
+        except (OSError, ConnectionClosed, AssertionError) as e:
+            last = e
+            refused += 1
+        time.sleep(0.2)
+    raise AssertionError(f"mxd did not store again within {timeout}s of PostgreSQL's return "
+                         f"(last: {last}); stderr:\n{mxd.stderr()}")
 
 
 def _pg_sql(sql, args):
