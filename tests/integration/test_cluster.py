@@ -329,8 +329,14 @@ class ClusterCase(unittest.TestCase):
             if n == 0:
                 return
             time.sleep(0.5)
-        self.fail(f"{n} messages still in the queue after {timeout}s: {self.queue_state()}"
-                  f"{self.diag()}")
+        try:
+            rows = self.sql("SELECT m.qid, r.address, r.state, r.lease_owner, r.attempts, "
+                            "r.last_reply FROM messages m LEFT JOIN message_rcpts r ON "
+                            "r.message_id = m.id ORDER BY m.id, r.id LIMIT 20")
+        except Exception as e:  # noqa: BLE001 - for the failure message
+            rows = repr(e)
+        self.fail(f"{n} messages still in the queue after {timeout}s: {self.queue_state()}; "
+                  f"{rows}{self.diag()}")
 
     def diag(self, limit=4000):
         out = []
