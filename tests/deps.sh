@@ -54,6 +54,8 @@ packages=(
     # cluster mode (issue 21): the store on PostgreSQL (libpq), and private
     # PostgreSQL 15 primaries and standbys in the tests
     libpq-dev postgresql-15
+    # their client and the Python one the tests read the queue with
+    postgresql-client-15 python3-psycopg2
 )
 
 apt-get update

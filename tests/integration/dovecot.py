@@ -692,10 +692,9 @@ def wait_for(pred, timeout, poll=0.1):
 
 
 def queue_counts(db_path):
-    """(messages, recipient rows by state) read straight from mxd's SQLite."""
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=15)
+    """(messages, recipient rows by state) read straight from mxd's store
+    (SQLite, or PostgreSQL with MXD_TEST_STORE=postgresql)."""
+    con = mxdtest.db_connect(db_path)
     try:
         n = con.execute("SELECT count(*) FROM messages").fetchone()[0]
         states = dict(con.execute("SELECT state, count(*) FROM message_rcpts GROUP BY state"))

@@ -5,11 +5,20 @@ config and database under a temporary directory, talks SMTP to it over raw
 sockets, smtplib or swaks, and reads what it stored straight from SQLite
 (read-only, while mxd runs: the database is in WAL mode).
 
+MXD_TEST_STORE=postgresql runs the same tests on the PostgreSQL store (issue
+21): the first Mxd starts one private PostgreSQL for the test process
+(pgcluster.py, stopped at exit), every new database path gets a fresh
+database in it (the same path again: the same database, as with a SQLite
+file), the config says store = postgresql, and db_connect() and the helpers
+below read that database with the same calls (sqlite3's execute(...)
+.fetchone()/.fetchall(), rows by name and index, ? placeholders).
+
 Everything is bounded in time (socket and subprocess timeouts) and every
 process a test starts is stopped by its PID, even when the test fails.
 Set MXD_KEEP_TMP=1 to keep the temporary directories for inspection.
 """
 
+import atexit
 import email.utils
 import ipaddress
 import os
@@ -77,6 +86,14 @@ def require_tool(name, candidates=()):
         if found:
             return found
     raise AssertionError(f"required tool {name!r} is not installed (run tests/deps.sh)")
+
+
+def store_backend():
+    """The store the tests run mxd on: $MXD_TEST_STORE, sqlite by default."""
+    val = os.environ.get("MXD_TEST_STORE", "sqlite").strip().lower() or "sqlite"
+    if val not in ("sqlite", "postgresql"):
+        raise AssertionError(f"MXD_TEST_STORE={val!r}: sqlite or postgresql")
+    return val
 
 
 def free_port(host="127.0.0.1"):
@@ -207,6 +224,12 @@ class Mxd:
         self.extra = extra
         self.conf_path = os.path.join(tmpdir, f"{name}.conf")
         self.db_path = self.server["database"]
+        if store_backend() == "postgresql" and "store" not in self.server:
+            # The same tests on PostgreSQL: `database` still names where the
+            # spool lives (its directory) and is the key db_connect() knows
+            # this database by.
+            self.server["store"] = "postgresql"
+            self.server["postgresql"] = pg_database(self.db_path)
         self.proc = None
         self.log_path = None
         self._log = None
@@ -272,6 +295,8 @@ class Mxd:
                             s.recv(4096)
                         except OSError:
                             pass
+                        if self.db_path in _PG_DBS:
+                            self._check_pg_schema(deadline)
                         return self
                     last_err = f"unexpected greeting {data!r}"
             except OSError as e:
@@ -282,6 +307,22 @@ class Mxd:
             f"mxd did not accept on 127.0.0.1:{self.port} within {timeout}s ({last_err}); "
             f"stderr:\n{self.stderr()}"
         )
+
+    def _check_pg_schema(self, deadline):
+        """On PostgreSQL: mxd made its schema there at start (the queue is
+        not somewhere else)."""
+        dbname = _PG_DBS[self.db_path]
+        while True:
+            rows = shared_pg().query("SELECT to_regclass('messages') IS NOT NULL AND "
+                                     "to_regclass('message_rcpts') IS NOT NULL", db=dbname)
+            if rows[0][0]:
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"mxd answers with store = postgresql but made no schema "
+                                     f"(messages, message_rcpts) in PostgreSQL database "
+                                     f"{dbname}; stderr:\n{self.stderr()}")
+            time.sleep(0.1)
 
     def listen_is_proxy(self, port=None):
         """Whether the listen entry for 127.0.0.1:port (default self.port) is
@@ -639,8 +680,190 @@ def dot_stuff(content):
 # Database
 
 
+_PG = None  # the test process's shared PostgreSQL (pgcluster.PgCluster)
+_PG_DBS = {}  # database path -> PostgreSQL database name
+
+
+def shared_pg():
+    """The private PostgreSQL of this test process, started on first use and
+    stopped (by PID) at exit. Its data directory sits under the fsfault
+    shim (when $FSFAULT_SHIM is set): writes fail with ENOSPC while
+    store_fault_flag() exists."""
+    global _PG
+    if _PG is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import pgcluster  # noqa: PLC0415
+
+        pg = pgcluster.PgCluster(standby=False)
+        if os.environ.get("FSFAULT_SHIM"):
+            # A plain build of the shim: the one meson built carries the
+            # sanitizers of an ASan build, which a plain postgres cannot load.
+            shim = os.path.join(pg.tmpdir, "fsfault.so")
+            src = os.path.join(source_root(), "tests", "shim", "fsfault.c")
+            p = subprocess.run([require_tool("gcc", ["cc"]), "-shared", "-fPIC", "-O2", "-o",
+                                shim, src, "-ldl"], capture_output=True, timeout=120)
+            if p.returncode != 0:
+                raise AssertionError(f"cannot build {src} for PostgreSQL: {p.stderr.decode()}")
+            os.chmod(shim, 0o755)
+            pg.server_env = {"LD_PRELOAD": shim,
+                             "FSFAULT_DIR": pg.primary.datadir + "/pg_wal/",
+                             "FSFAULT_ENOSPC": os.path.join(pg.tmpdir, "disk-full")}
+        atexit.register(pg.close)
+        pg.start()
+        _PG = pg
+    return _PG
+
+
+def pg_database(path):
+    """The conninfo of the PostgreSQL database that stands for the database
+    file path (created, empty, owned by the role mxd, on first use)."""
+    pg = shared_pg()
+    if path not in _PG_DBS:
+        _PG_DBS[path] = pg.create_database()
+    return pg.conninfo(_PG_DBS[path])
+
+
+def store_fault_flag(sqlite_flag):
+    """The flag file that makes the store's disk full (fsfault enospc=):
+    sqlite_flag on SQLite; on PostgreSQL the shared server's, which covers
+    its WAL (a failed WAL write is a PANIC: the server goes down)."""
+    if store_backend() != "postgresql":
+        return sqlite_flag
+    pg = shared_pg()
+    if not (pg.server_env or {}).get("FSFAULT_ENOSPC"):
+        raise AssertionError("$FSFAULT_SHIM is not set: no disk-full shim under PostgreSQL")
+    return pg.server_env["FSFAULT_ENOSPC"]
+
+
+def store_space_back(mxd=None, timeout=60):
+    """After the store's disk had been full: on PostgreSQL, a server that
+    went down on it (a failed WAL write is a PANIC) is started again, as an
+    operator or Patroni would, and then, with mxd, probe messages are sent
+    until one is stored (mxd reconnects by itself, within a second or so;
+    the probes' Subject is "store probe"). Returns how many probes were
+    refused (0 on SQLite, where there is nothing to do)."""
+    if store_backend() != "postgresql" or _PG is None:
+        return 0
+    node = _PG.primary
+    deadline = time.monotonic() + timeout
+    while True:
+        if not node.running():
+            node.start(timeout=max(5, deadline - time.monotonic()))
+            break
+        try:
+            node.query("SELECT 1", timeout=2)
+            break
+        except Exception:  # noqa: BLE001 - restarting after its crash
+            if time.monotonic() > deadline:
+                raise AssertionError(f"PostgreSQL not back within {timeout}s:\n{node.log()}")
+            time.sleep(0.2)
+    if mxd is None:
+        return 0
+    rcpt = f"probe@{next(iter(mxd.domains))}"
+    last = None
+    refused = 0
+    while time.monotonic() < deadline:
+        try:
+            with mxd.client(timeout=15) as c:
+                last = c.send_message("probe@client.test", [rcpt],
+                                      b"Subject: store probe\r\n\r\nprobe\r\n")
+                c.cmd("QUIT")
+            if last.code == 250:
+                return refused
+            refused += 1
+        except (OSError, ConnectionClosed, AssertionError) as e:
+            last = e
+            refused += 1
+        time.sleep(0.2)
+    raise AssertionError(f"mxd did not store again within {timeout}s of PostgreSQL's return "
+                         f"(last: {last}); stderr:\n{mxd.stderr()}")
+
+
+def _pg_sql(sql, args):
+    """sqlite3's ? placeholders -> psycopg2's %s (outside quotes)."""
+    if not args:
+        return sql
+    out = []
+    quote = None
+    for ch in sql:
+        if quote:
+            out.append("%%" if ch == "%" else ch)
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class PgCursor:
+    def __init__(self, cur):
+        self.cur = cur
+
+    def fetchone(self):
+        return self.cur.fetchone() if self.cur.description else None
+
+    def fetchall(self):
+        return self.cur.fetchall() if self.cur.description else []
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class PgDb:
+    """A read-only PostgreSQL connection with sqlite3's calling shape:
+    execute(sql, args) -> cursor (fetchone, fetchall, iteration), rows by
+    column name and by index (dict(row) and tuple(row) work), ? or %s
+    placeholders. bytea columns come back as memoryview."""
+
+    backend = "postgresql"
+
+    def __init__(self, dbname):
+        import psycopg2.extras  # noqa: PLC0415
+
+        self.dbname = dbname
+        self._extras = psycopg2.extras
+        self.con = shared_pg().connect(dbname, timeout=15)
+        self.con.autocommit = True
+        with self.con.cursor() as cur:
+            # On PostgreSQL mxd keeps a body in chunks, message_body(
+            # message_id, seq, data): a temporary view (searched before the
+            # table) gives the suites SQLite's messages.body.
+            cur.execute("SELECT to_regclass('public.message_body') IS NOT NULL AND NOT EXISTS "
+                        "(SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                        "'public' AND table_name = 'messages' AND column_name = 'body')")
+            if cur.fetchone()[0]:
+                cur.execute("CREATE TEMP VIEW messages AS SELECT m.*, (SELECT "
+                            "coalesce(string_agg(b.data, ''::bytea ORDER BY b.seq), ''::bytea) "
+                            "FROM public.message_body b WHERE b.message_id = m.id) AS body "
+                            "FROM public.messages m")
+        self.con.set_session(readonly=True, autocommit=True)
+
+    def execute(self, sql, args=()):
+        cur = self.con.cursor(cursor_factory=self._extras.DictCursor)
+        cur.execute(_pg_sql(sql, args), tuple(args) if args else None)
+        return PgCursor(cur)
+
+    def close(self):
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def db_connect(path):
     """A read-only connection (mxd may be running and writing)."""
+    if path in _PG_DBS:
+        return PgDb(_PG_DBS[path])
     if not os.path.exists(path):
         raise AssertionError(f"database {path} does not exist")
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=15)
@@ -675,6 +898,10 @@ def messages_containing(path, marker):
     """qids of stored messages whose body contains marker (bytes)."""
     if isinstance(marker, str):
         marker = marker.encode("utf-8")
+    if path in _PG_DBS:
+        return _with_db(path, lambda con: [
+            r[0] for r in con.execute("SELECT qid FROM messages WHERE position(?::bytea in body)"
+                                      " > 0 ORDER BY id", (marker,))])
     return _with_db(
         path,
         lambda con: [
@@ -687,13 +914,38 @@ def messages_containing(path, marker):
 
 
 def message_count(path, where="1", args=()):
+    if where == "1" and path in _PG_DBS:
+        where = "true"
     return _with_db(
         path, lambda con: con.execute(f"SELECT count(*) FROM messages WHERE {where}", args).fetchone()[0]
     )
 
 
 def integrity_check(path):
+    """["ok"] when the store is sound. PostgreSQL: every btree index passes
+    amcheck's bt_index_check and no recipient row lacks its message."""
+    if path in _PG_DBS:
+        return _pg_integrity(_PG_DBS[path])
     return _with_db(path, lambda con: [r[0] for r in con.execute("PRAGMA integrity_check")])
+
+
+def _pg_integrity(dbname):
+    pg = shared_pg()
+    problems = []
+    pg.query("CREATE EXTENSION IF NOT EXISTS amcheck", db=dbname)
+    rows = pg.query("SELECT c.oid::regclass::text, bt_index_check(c.oid, true) IS NULL "
+                    "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON "
+                    "n.oid = c.relnamespace WHERE a.amname = 'btree' AND "
+                    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')",
+                    db=dbname, timeout=60)
+    if not rows:
+        problems.append("no indexes: no mxd schema in this database?")
+    orphans = pg.query("SELECT count(*) FROM message_rcpts r LEFT JOIN messages m ON "
+                       "m.id = r.message_id WHERE m.id IS NULL", db=dbname)[0][0]
+    if orphans:
+        problems.append(f"{orphans} recipient rows without their message")
+    return problems or ["ok"]
 
 
 def split_received(body):

@@ -98,7 +98,9 @@ class DiskFull(FullDisk, MxdTestCase):
         cls.SERVER = {"metrics_listen": f"127.0.0.1:{cls.mport}"}
         super().setUpClass()
         cls.mxd.stop()
-        cls.flag = os.path.join(cls.tmpdir, "disk-full")
+        # On PostgreSQL (MXD_TEST_STORE=postgresql) the flag also fills the
+        # server's data directory: its WAL write fails, the server goes down.
+        cls.flag = mxdtest.store_fault_flag(os.path.join(cls.tmpdir, "disk-full"))
         # queue.db, queue.db-wal, queue.db-shm; the spool is TMP/spool/
         cls.mxd.env = fsfault.env(os.path.dirname(cls.mxd.db_path) + "/",
                                   enospc=cls.flag)
@@ -107,16 +109,23 @@ class DiskFull(FullDisk, MxdTestCase):
     def test_disk_full_then_space_returns(self):
         # small bodies (in memory) and a large one (spooled to disk)
         stored, refused = self.full_then_back(
-            lambda: open(self.flag, "w").close(), lambda: os.unlink(self.flag),
+            lambda: open(self.flag, "w").close(), self.make_room,
             (300, 2000, 400_000, 300), (300_000, 300, 300), "disk full")
         # the commits that failed are counted (alert MxdStoreCommitErrors);
         # a spooled body may fail before its commit, so not all four
         with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=10) as r:
             m = re.search(r"^mxd_store_commit_failures_total (\d+)$", r.read().decode(), re.M)
         self.assertIsNotNone(m)
-        self.assertTrue(1 <= int(m.group(1)) <= len(refused), m.group(0))
-        print(f"\ndisk full: {len(refused)} refused with 451 4.3.0 while full, "
+        self.assertTrue(1 <= int(m.group(1)) <= len(refused) + self.probes_refused, m.group(0))
+        print(f"\ndisk full ({mxdtest.store_backend()}): {len(refused)} refused with 451 4.3.0 "
+              f"while full, "
               f"{len(stored)} stored before and after, 0 half-stored", file=sys.stderr)
+
+
+    def make_room(self):
+        os.unlink(self.flag)
+        # PostgreSQL: restarted, and probes until mxd stores again
+        self.probes_refused = mxdtest.store_space_back(self.mxd)
 
 
 class DiskFullLoop(FullDisk, MxdTestCase):
@@ -124,6 +133,12 @@ class DiskFullLoop(FullDisk, MxdTestCase):
 
     @classmethod
     def setUpClass(cls):
+        if mxdtest.store_backend() == "postgresql":
+            # PostgreSQL writes its commits into WAL segments it allocated
+            # in advance: a full file system fails a commit only when a new
+            # segment is needed, so "every message gets 451 while full" is
+            # not what it promises. DiskFull covers it with the shim.
+            raise unittest.SkipTest("the store is PostgreSQL: see DiskFull")
         cls.tmpdir = mxdtest.make_tmpdir(cls.addClassCleanup, cls.__name__)
         img = os.path.join(cls.tmpdir, "fs.img")
         cls.mnt = os.path.join(cls.tmpdir, "fs")
