@@ -655,7 +655,8 @@ writer_commit(struct store_writer *w, struct store_job *first)
 }
 
 /* Group commit: every job taken runs in one transaction (a new one only
- * when SQLite threw the previous one away), each in its own savepoint. */
+ * when SQLite threw the previous one away), each in its own savepoint;
+ * PostgreSQL: most messages first, all at once (store_pgbatch.c). */
 static void
 writer_batch(struct store_writer *w, struct store_job *jobs)
 {

@@ -362,8 +362,9 @@ pgb_fall_back(struct store_writer *w, struct store_job *first)
     log_msg(LOG_WARN, NULL, "store", "batched insert failed, committing one by one reason=%s",
             log_esc(esc, sizeof(esc), w->reason, strlen(w->reason)));
     for (struct store_job *j = first; j != NULL; j = j->next) {
+        if (j->batched)
+            j->msg_id = 0;
         j->batched = false;
-        j->msg_id = 0;
     }
     w->reason[0] = '\0';
     if (sdb_in_txn(w->c.db) && store__writer_exec(w, STORE_W_ROLLBACK) != 0)
