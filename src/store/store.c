@@ -325,8 +325,8 @@ store__writer_exec(struct store_writer *w, enum store_stmt i)
     return MXD_ESTORE;
 }
 
-static bool
-writer_msg_valid(const struct store_msg *m)
+bool
+store__msg_valid(const struct store_msg *m)
 {
     if (m == NULL || memchr(m->qid, '\0', sizeof(m->qid)) == NULL || m->qid[0] == '\0' ||
         m->client_addr == NULL || m->helo == NULL || m->sender == NULL || m->rcpts == NULL ||
@@ -572,7 +572,7 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
 
     *broken = false;
     w->reason[0] = '\0';
-    if (j->kind == STORE_JOB_COMMIT && !writer_msg_valid(j->msg)) {
+    if (j->kind == STORE_JOB_COMMIT && !store__msg_valid(j->msg)) {
         store__writer_reason(w, "malformed message");
         return MXD_EINVAL;
     }
@@ -655,7 +655,8 @@ writer_commit(struct store_writer *w, struct store_job *first)
 }
 
 /* Group commit: every job taken runs in one transaction (a new one only
- * when SQLite threw the previous one away), each in its own savepoint. */
+ * when SQLite threw the previous one away), each in its own savepoint;
+ * PostgreSQL: most messages first, all at once (store_pgbatch.c). */
 static void
 writer_batch(struct store_writer *w, struct store_job *jobs)
 {
@@ -676,8 +677,12 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
             writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
             return;
         }
+        if (store__pg_batch(w, first) != 0) {
+            writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
+            return;
+        }
         for (j = first; j != NULL && !broken; j = j->next) {
-            int rc = writer_commit_one(w, j, &broken);
+            int rc = j->batched ? 0 : writer_commit_one(w, j, &broken);
 
             if (rc != 0)
                 writer_fail_range(j, j->next, rc, w->reason);

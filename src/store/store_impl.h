@@ -66,6 +66,29 @@
     "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
     "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ?1"
 
+/* store_pgbatch.c: the rows of many messages at once, from arrays (one
+ * element a row; ?1 the message ids, for every per-message table). */
+#define STORE_SQL_PGB_INSERT                                                                       \
+    "WITH m AS (INSERT INTO messages (id, qid, received, client_addr, helo, sender, smtputf8, "    \
+    "body_8bit, size) SELECT * FROM unnest(?1::bigint[], ?2::text[], ?3::bigint[], ?4::text[], "   \
+    "?5::text[], ?6::text[], ?7::int[], ?8::int[], ?9::bigint[])), "                               \
+    "f AS (INSERT INTO message_facts (message_id, utf8_needed, hops) "                             \
+    "SELECT * FROM unnest(?1::bigint[], ?10::int[], ?11::int[])), "                                \
+    "d AS (INSERT INTO message_dsn (message_id, ret, envid, return_auth) "                         \
+    "SELECT * FROM unnest(?1::bigint[], ?12::int[], ?13::text[], ?14::int[])), "                   \
+    "c AS (INSERT INTO message_client (message_id, name, port, proto) "                            \
+    "SELECT * FROM unnest(?1::bigint[], ?15::text[], ?16::int[], ?17::text[])), "                  \
+    "t AS (INSERT INTO message_tls (message_id, requiretls, tls_optional) "                        \
+    "SELECT * FROM unnest(?18::bigint[], ?19::int[], ?20::int[])), "                               \
+    "b AS (INSERT INTO message_body (message_id, seq, data) "                                      \
+    "SELECT u.i, 0, u.d FROM unnest(?21::bigint[], ?22::bytea[]) AS u(i, d)), "                    \
+    "r AS (INSERT INTO message_rcpts (id, message_id, address, domain, state, attempts, "          \
+    "next_attempt, last_reply) SELECT u.i, u.m, u.a, u.d, u.s, 0, u.n, u.l FROM unnest("           \
+    "?23::bigint[], ?24::bigint[], ?25::text[], ?26::text[], ?27::text[], ?28::bigint[], "         \
+    "?29::text[]) AS u(i, m, a, d, s, n, l)), "                                                    \
+    "x AS (INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) "                                         \
+    "SELECT * FROM unnest(?30::bigint[], ?31::int[], ?32::text[])) SELECT 1"
+
 #define STORE_SQL(X)                                                                               \
     X(W_BEGIN, "begin", "BEGIN IMMEDIATE", "BEGIN")                                                \
     X(W_COMMIT, "commit", "COMMIT", NULL)                                                          \
@@ -203,6 +226,12 @@
       "DELETE FROM mta_sts WHERE domain IN (SELECT domain FROM mta_sts "                           \
       "WHERE expires <= ?1 LIMIT ?2)",                                                             \
       NULL)                                                                                        \
+    X(W_PGB_IDS, "allocate ids", NULL,                                                             \
+      "SELECT 0, nextval(pg_get_serial_sequence('messages', 'id')) "                               \
+      "FROM generate_series(1, ?1::int) UNION ALL "                                                \
+      "SELECT 1, nextval(pg_get_serial_sequence('message_rcpts', 'id')) "                          \
+      "FROM generate_series(1, ?2::int)")                                                          \
+    X(W_PGB_INSERT, "batched insert", NULL, STORE_SQL_PGB_INSERT)                                  \
     X(R_LOOKUP, "lookup",                                                                          \
       "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1",                \
       "SELECT 1 FROM recipients WHERE address = ?1::citext OR "                                    \
@@ -319,6 +348,7 @@ struct store_job {
     enum store_job_kind kind;
     int status;
     int64_t msg_id; /* commit: the new row; body read: the row read */
+    bool batched;   /* commit (PostgreSQL): inserted by store__pg_batch */
     union {
         store_commit_cb commit;
         store_lookup_cb lookup;
@@ -424,6 +454,18 @@ bool store__takeover_take(struct store_takeovers *tk, int64_t id);
 
 /* Writer thread: steps statement i, which returns the new row's id. */
 int store__writer_insert_id(struct store_writer *w, enum store_stmt i, int64_t *id);
+
+/* Writer thread: m can be stored (every field the rows need is there). */
+bool store__msg_valid(const struct store_msg *m);
+
+/* ---- store_pgbatch.c, for store.c -------------------------------------- */
+
+/* Writer thread, right after the batch's BEGIN (PostgreSQL; SQLite: nothing):
+ * inserts the messages of [first, NULL) whose body fits one chunk, in a few
+ * statements, marking them batched (msg_id set); on a failure rolls back
+ * and begins again with nothing batched. 0, or MXD_ESTORE when the
+ * transaction could not be begun again (w->reason says why). */
+int store__pg_batch(struct store_writer *w, struct store_job *first) MXD_WUR;
 
 /* ---- store_deliver.c, for store.c -------------------------------------- */
 
