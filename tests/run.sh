@@ -8,7 +8,7 @@
 #      memory) and the issue 16-17 suites (proxy, rate, greylist, dnsbl,
 #      pregreet, milter) with mxd under valgrind (zero errors, zero
 #      definite leaks)
-#   5. the libFuzzer targets, 25 s each (tests/fuzz/run.sh; one test each;
+#   5. the libFuzzer targets, 12 s each (tests/fuzz/run.sh; one test each;
 #      FUZZ_SECONDS=14400 for the long form)
 #   6. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
 #   7. the peer benchmark, tests/bench/peers_bench.py --quick (one test)
@@ -116,12 +116,12 @@ else
     total_fail=$((total_fail + 1))
 fi
 
-# libFuzzer targets (tests/fuzz/run.sh), FUZZ_SECONDS each (default 25):
+# libFuzzer targets (tests/fuzz/run.sh), FUZZ_SECONDS each (default 12):
 # each target counts as one test, passed when it found nothing.
 echo "==== fuzz: tests/fuzz/run.sh"
 rm -rf build-fuzz
 fuzz_results=$(mktemp)
-FUZZ_RESULTS=$fuzz_results FUZZ_SECONDS=${FUZZ_SECONDS:-25} bash tests/fuzz/run.sh
+FUZZ_RESULTS=$fuzz_results FUZZ_SECONDS=${FUZZ_SECONDS:-12} bash tests/fuzz/run.sh
 fuzz_ok=$(grep -c ' ok ' "$fuzz_results")
 fuzz_bad=$(grep -vc ' ok ' "$fuzz_results")
 fuzz_execs=$(awk '{n += $3} END {print n + 0}' "$fuzz_results")

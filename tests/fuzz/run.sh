@@ -21,7 +21,7 @@ cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-2}
 build=${FUZZ_BUILD:-build-fuzz}
-all=(smtp_proto addr dotstuff reply lmtp_proto dnsmsg conf authres mime7 proxy dnsbl milter spf_record dsnparam dmarc_record sts_policy)
+all=(smtp_proto addr dotstuff reply lmtp_proto dnsmsg conf authres mime7 proxy dnsbl milter spf_record dsnparam dmarc_record sts_policy sqlparam)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
