@@ -151,5 +151,58 @@ class CrashBigBody(MxdDovecotCase):
               file=sys.stderr)
 
 
+class BigBodyOps(MxdDovecotCase):
+    """Queued big bodies (Dovecot down: nothing is delivered) through the
+    readers of sdb_body_read: mxctl show, a DSN's copy of the original
+    headers (mxctl bounce), and mxctl delete (the file goes with the row)."""
+    START_DOVECOT = False
+    SERVER = {"max_message_size": "8M"}
+
+    def queue_big(self, n):
+        out = []
+        for k in range(n):
+            token, data = content(9, 0, k * 4 + 2)  # 700,000 octets
+            c = mxdtest.SmtpClient(self.mxd.port, timeout=60)
+            try:
+                c.reply()
+                r = c.send_message(f"ops{k}@example.test", [USER], mxdtest.dot_stuff(data))
+            finally:
+                c.close()
+            self.assertEqual(r.code, 250, str(r))
+            self.assertEqual(mxdtest.stored_content(self.mxd.db_path, r.qid)[1], data)
+            out.append((r.qid, token, data))
+        return out
+
+    def file_of(self, qid):
+        return mxdtest.message_by_qid(self.mxd.db_path, qid)["row"]["body_file"]
+
+    def test_show_bounce_delete(self):
+        (q1, t1, d1), (q2, _, d2), (q3, _, _) = self.queue_big(3)
+        bodies = mxdtest.bodies_dir(self.mxd.db_path)
+        for q in (q1, q2, q3):
+            self.assertIsNotNone(self.file_of(q), f"{q}: body not in a file")
+        # mxctl show prints the whole stored body: our Received:, then the content
+        p = self.mxd.mxctl("show", q2)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(p.stdout.endswith(d2), p.stdout[-300:])
+        # a bounce: the DSN (to ops0@example.test, queued here) carries the
+        # original's headers, read from the row and its file
+        f1 = os.path.join(bodies, self.file_of(q1))
+        p = self.mxd.mxctl("bounce", q1)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        dsn = wait_for(lambda: mxdtest.messages_containing(self.mxd.db_path,
+                                                           f"X-Token: {t1}".encode()), 20)
+        self.assertTrue(dsn, f"no DSN with the original headers{self.diag()}")
+        self.assertNotIn(q1, dsn)
+        self.assertTrue(wait_for(lambda: not os.path.exists(f1), 10), "bounced: file kept")
+        # delete: the row, then its file
+        f3 = os.path.join(bodies, self.file_of(q3))
+        p = self.mxd.mxctl("delete", q3)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIsNone(mxdtest.message_by_qid(self.mxd.db_path, q3))
+        self.assertTrue(wait_for(lambda: not os.path.exists(f3), 10), "deleted: file kept")
+        self.assertTrue(os.path.exists(os.path.join(bodies, self.file_of(q2))))
+
+
 if __name__ == "__main__":
     mxdtest.main()
