@@ -322,11 +322,11 @@ store__writer_reason(struct store_writer *w, const char *fmt, ...)
 }
 
 /* Steps a statement that returns no row: 0, or MXD_ESTORE with the reason. */
-int
-store__writer_exec(struct store_writer *w, enum store_stmt i)
+/* Ends statement i after its first step gave rc: 0, or MXD_ESTORE with the reason. */
+static int
+writer_stepped(struct store_writer *w, enum store_stmt i, int rc)
 {
     struct sdb_stmt *s = w->c.stmt[i];
-    int rc = sdb_step(s);
 
     /* a statement with RETURNING has run whole once it gave its row */
     if (rc == SDB_DONE || rc == SDB_ROW) {
@@ -336,6 +336,12 @@ store__writer_exec(struct store_writer *w, enum store_stmt i)
     store__writer_reason(w, "%s: %s", store__sql[i].label, sdb_errmsg(w->c.db));
     sdb_reset(s);
     return MXD_ESTORE;
+}
+
+int
+store__writer_exec(struct store_writer *w, enum store_stmt i)
+{
+    return writer_stepped(w, i, sdb_step(w->c.stmt[i]));
 }
 
 int
@@ -353,13 +359,7 @@ store__writer_delete_msg(struct store_writer *w, int64_t msg_id)
         }
         w->gone[w->ngone++] = xasprintf("%s/%s", w->bodies, sdb_col_text(s, 0));
     }
-    if (rc == SDB_DONE || rc == SDB_ROW) {
-        sdb_reset(s);
-        return 0;
-    }
-    store__writer_reason(w, "%s: %s", store__sql[STORE_W_DELETE_MSG].label, sdb_errmsg(w->c.db));
-    sdb_reset(s);
-    return MXD_ESTORE;
+    return writer_stepped(w, STORE_W_DELETE_MSG, rc);
 }
 
 /* The body files of the rows deleted since mark: unlinked (their deletion

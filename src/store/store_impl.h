@@ -16,13 +16,15 @@
 /* SQLite: a body of at least this many octets past our header is not copied
  * into the database: its spool file is fdatasynced on the threadpool (in
  * parallel, off the single writer), linked into <database dir>/bodies and
- * named by the row (schema 013). Below it, the copy (one write of the blob,
- * one of the WAL, one of the checkpoint, all sequential in the writer) costs
- * less than a file of its own: an fdatasync, a link, a directory fsync and an
- * unlink per message, each a journal commit of the filesystem. At 256 KiB the
- * copy of one body is ~1 ms of the writer's time, as much as those syncs on
- * an SSD; the session spools anything past its memory buffer, so most bodies
- * below this never reach a file anyway. */
+ * named by the row (schema 013). The copy costs the writer, which serialises
+ * every commit, three writes of the body (blob, WAL, checkpoint); a file
+ * costs an fdatasync, a link, a directory fsync and an unlink per message,
+ * a few filesystem journal commits, but off that thread. 256 KiB: twice the
+ * session's memory buffer (only spooled bodies qualify, and a body just past
+ * 128 KiB is mostly copied from memory anyway), and where the copy's
+ * ~768 KiB of sequential writes in the writer start to outweigh those
+ * fixed per-file syncs. Not measured at its boundary: 10 MB bodies went
+ * from 10-11 to 36-42 msg/s at c=10 (docs/performance.md, issue 22). */
 #define STORE_BODY_FILE_MIN (256 * 1024)
 
 /* The envelope of a stored message, read by both threads. */
