@@ -535,6 +535,7 @@ mxd_start(struct mxd *m)
         .node_name = m->conf->node_name ? m->conf->node_name : m->conf->hostname,
         .lease_s = (int64_t)m->conf->cluster_lease_s,
     };
+    scfg.db.lazy = true; /* PostgreSQL down at start: serve, answer 451, reconnect */
     rc = store_open(m->loop, &scfg, &m->store, &err);
     if (rc != 0)
         goto fail;
@@ -561,8 +562,12 @@ mxd_start(struct mxd *m)
     rc = mxd_start_services(m, &err);
     if (rc != 0)
         goto fail;
-    log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
-            m->conf->hostname, m->conf->database);
+    if (m->conf->store == CONF_STORE_POSTGRESQL)
+        log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s store=postgresql node=%s",
+                MXD_VERSION, m->conf->hostname, scfg.node_name);
+    else
+        log_msg(LOG_INFO, NULL, "mxd", "ready version=%s hostname=%s database=%s", MXD_VERSION,
+                m->conf->hostname, m->conf->database);
     /* The store is open, the scheduler has resumed the queue and the
      * listeners accept. */
     sd_notify(0, "READY=1\nSTATUS=accepting mail");

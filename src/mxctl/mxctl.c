@@ -636,7 +636,7 @@ run(const struct mxctl_cmd *cmd, const char *conf_path, const char *db_path, boo
     char **argv)
 {
     struct mxctl_ctx ctx = {.json = json, .verb = cmd->name};
-    struct mxctl_where w = {NULL, {SDB_SQLITE, NULL, NULL}};
+    struct mxctl_where w = {NULL, {.engine = SDB_SQLITE}};
     struct sdb *db = NULL;
     int rc = cmd->check(argc, argv);
 

@@ -30,6 +30,11 @@ struct sdb_params {
     enum sdb_engine engine;
     const char *path;     /* SQLITE: the database file */
     const char *conninfo; /* POSTGRESQL: a libpq connection string */
+    /* POSTGRESQL: a server that cannot be reached now is no error: the
+     * connection starts lost (sdb_lost) and sdb_reconnect connects and
+     * brings the schema up to date (mxd starts and answers 451 until
+     * then). false: sdb_open fails (mxctl, tests). */
+    bool lazy;
 };
 
 struct sdb;

@@ -63,6 +63,7 @@ struct pg {
     uint64_t next_name;    /* statement names on this connection */
     struct pg_stmt *stmts; /* every statement prepared on db */
     struct pg_stmt *body_insert, *body_read;
+    bool migrated; /* the schema is up to date (lazy: not before the first connect) */
 };
 
 enum pg_kind { PG_NULL, PG_TEXT, PG_BLOB, PG_I64 };
@@ -239,6 +240,7 @@ pg_connect(struct pg *p, char **err)
 /* ---- statements ------------------------------------------------------------ */
 
 static bool pg_commit_refused(PGresult *r, const char *sql);
+static int pg_migrate(struct pg *p, char **err);
 
 /* The SQL with ?N (and a bare ?, SQLite's next number) as $N outside
  * '...' (E'...' with backslash escapes), "...", -- and block comments.
@@ -413,7 +415,8 @@ pg_prepare(struct sdb *db, const char *sql, struct sdb_stmt **out)
 
     if (s == NULL)
         return MXD_ESTORE;
-    if (pg_ensure_prepared(p, s) != 0) {
+    /* a lazy connection not made yet: checked when it is */
+    if (p->migrated && pg_ensure_prepared(p, s) != 0) {
         pg_stmt_free(p, s);
         return MXD_ESTORE;
     }
@@ -726,9 +729,19 @@ pg_reconnect(struct sdb *db, char **err)
 {
     struct pg *p = pgc(db);
 
+    int rc;
+
     for (struct pg_stmt *s = p->stmts; s != NULL; s = s->next)
         pg_clear_result(s);
-    return pg_connect(p, err);
+    if ((rc = pg_connect(p, err)) != 0 || p->migrated)
+        return rc;
+    if ((rc = pg_migrate(p, err)) != 0) {
+        PQfinish(p->conn); /* still lost: try again later */
+        p->conn = NULL;
+        return rc;
+    }
+    p->migrated = true;
+    return 0;
 }
 
 /* A COMMIT in a failed transaction "succeeds" with the status ROLLBACK:
@@ -1070,12 +1083,21 @@ sdb_pg_open(const struct sdb_params *prm, struct sdb **out, char **err)
         }
         PQconninfoFree(o);
     }
-    if ((rc = pg_connect(p, err)) != 0 || (rc = pg_migrate(p, err)) != 0)
-        goto fail;
     p->body_insert = pg_stmt_new(p, "INSERT INTO message_body (message_id, seq, data)"
                                     " VALUES (?1, ?2, ?3)");
     p->body_read = pg_stmt_new(p, PG_SQL_BODY_READ);
     p->body_read->binary = true;
+    rc = pg_connect(p, err);
+    if (rc == MXD_ESTORE && prm->lazy) {
+        /* down for now: statements are prepared when it is back */
+        free(*err);
+        *err = NULL;
+        *out = &p->base;
+        return 0;
+    }
+    if (rc != 0 || (rc = pg_migrate(p, err)) != 0)
+        goto fail;
+    p->migrated = true;
     if (pg_ensure_prepared(p, p->body_insert) != 0 || pg_ensure_prepared(p, p->body_read) != 0) {
         *err = xasprintf("database %s: preparing the body statements failed: %s", p->name,
                          pg_errmsg(&p->base));

@@ -995,6 +995,18 @@ store_async_cb(uv_async_t *h)
     }
 }
 
+/* Fails j on the loop thread, its files unlinked, without a store thread. */
+static void
+job_fail_here(struct store *st, struct store_job *j, int status)
+{
+    j->status = status;
+    unlink_spool(j);
+    store_msg_free(j->msg);
+    j->msg = NULL;
+    j->next = NULL;
+    store_post(st, j, NULL, false);
+}
+
 void
 store__submit(struct store *st, struct store_job *j, bool to_writer)
 {
@@ -1003,12 +1015,7 @@ store__submit(struct store *st, struct store_job *j, bool to_writer)
         return;
     }
     /* No thread will see this job; it fails on the loop. */
-    j->status = MXD_ECLOSING;
-    unlink_spool(j);
-    store_msg_free(j->msg);
-    j->msg = NULL;
-    j->next = NULL;
-    store_post(st, j, NULL, false);
+    job_fail_here(st, j, MXD_ECLOSING);
 }
 
 static void
@@ -1178,7 +1185,11 @@ store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, 
     if ((rc = conn_open(&st->w.c, cfg, STORE_W_BEGIN, STORE_R_LOOKUP, "writer", err)) != 0 ||
         (rc = conn_open(&st->r, cfg, STORE_R_LOOKUP, STORE_NSTMT, "reader", err)) != 0)
         goto fail;
-    if (sdb_engine(st->w.c.db) == SDB_SQLITE && cfg->db.path != NULL) {
+    /* PostgreSQL down at start (cfg->db.lazy): both start lost, mail gets
+     * 451 until a thread reconnects */
+    store__conn_check(&st->w.c);
+    store__conn_check(&st->r);
+    if (cfg->db.engine == SDB_SQLITE && cfg->db.path != NULL) {
         st->w.bodies = sdb_sqlite_body_dir(cfg->db.path);
         if ((rc = bodies_prepare(st, err)) != 0)
             goto fail;
@@ -1303,12 +1314,7 @@ body_prep_done(uv_work_t *req, int status)
         log_msg(LOG_ERR, job_qid(j), "store", "commit failed reason=%s",
                 log_esc(esc, sizeof(esc), bp->reason, strlen(bp->reason)));
         metrics_add(METRICS_STORE_COMMIT_FAILURES, 1);
-        j->status = MXD_ESTORE;
-        unlink_spool(j);
-        store_msg_free(j->msg);
-        j->msg = NULL;
-        j->next = NULL;
-        store_post(st, j, NULL, false);
+        job_fail_here(st, j, MXD_ESTORE);
     } else {
         store__submit(st, j, true);
     }

@@ -536,6 +536,35 @@ test_pg_unreachable(void **state)
     free(err);
 }
 
+/* lazy (mxd itself): a server down at start is a connection that starts
+ * lost; statements can be prepared, fail when run, and reconnecting fails
+ * until the server is there (test_pg_lost covers the way back). */
+static void
+test_pg_lazy_down(void **state)
+{
+    struct sdb_params p = {.engine = SDB_POSTGRESQL,
+                           .conninfo = "host=127.0.0.1 port=1 dbname=nodb user=u",
+                           .lazy = true};
+    struct sdb *db = NULL;
+    struct sdb_stmt *s = NULL;
+    char *err = NULL;
+
+    (void)state;
+    assert_int_equal(sdb_open(&p, &db, &err), 0);
+    assert_non_null(db);
+    assert_true(sdb_lost(db));
+    assert_int_equal(sdb_prepare(db, "SELECT ?1", &s), 0);
+    sdb_bind_i64(s, 1, 1);
+    assert_int_equal(sdb_step(s), MXD_ESTORE);
+    sdb_reset(s);
+    assert_int_equal(sdb_reconnect(db, &err), MXD_ESTORE);
+    assert_non_null(strstr(err, "127.0.0.1:1/nodb"));
+    free(err);
+    assert_true(sdb_lost(db));
+    sdb_finalize(s);
+    sdb_close(db);
+}
+
 /* mxd's defaults (application_name, connect_timeout ...) come before the
  * operator's conninfo, which overrides them. */
 static void
@@ -682,6 +711,7 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_pg_lost, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pg_commit_after_error, setup_pg, teardown),
         cmocka_unit_test(test_pg_unreachable),
+        cmocka_unit_test(test_pg_lazy_down),
         cmocka_unit_test_setup_teardown(test_pg_conninfo_defaults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pg_concurrent_migrate, setup_pg, teardown),
     };
