@@ -29,6 +29,8 @@
       "Screening passes written to the store (clients remembered for screen_ttl)")                 \
     X(STORE_COMMIT_FAILURES, "mxd_store_commit_failures_total", "counter",                         \
       "Messages whose commit to the queue failed (disk full, I/O error): the client got 451")      \
+    X(STORE_BODY_FILES_MISSING, "mxd_store_body_files_missing_total", "counter",                   \
+      "Queued messages whose body file (bodies/ beside the database) was missing at start-up")     \
     X(TLS_CERT_EXPIRY, "mxd_tls_certificate_expiry_timestamp_seconds", "gauge",                    \
       "When the TLS certificate in use expires, unix seconds (0: no certificate)")                 \
     X(BOUNCES_SUPPRESSED, "mxd_bounces_suppressed_total", "counter",                               \

@@ -143,4 +143,9 @@ int sdb_body_end(struct sdb_body *b, bool ok);
 int sdb_body_read(struct sdb *db, int64_t msg_id, uint64_t offset, void *buf, size_t max,
                   size_t *got, uint64_t *total) MXD_WUR;
 
+/* SQLite: the directory of the large bodies kept in files (schema 013):
+ * "<dir of database>/bodies", beside the spool (the same filesystem: a
+ * spool file is linked there). Caller frees. */
+char *sdb_sqlite_body_dir(const char *database);
+
 #endif

@@ -1,15 +1,22 @@
 /*
  * sdb_sqlite: the sdb API on SQLite (the embedded default engine). A thin
  * layer: statements are sqlite3_stmt, bodies are messages.body written and
- * read in place through SQLite's incremental blob I/O.
+ * read in place through SQLite's incremental blob I/O. A large body (schema
+ * 013, store.c) is messages.body (our trace header) followed by the file
+ * messages.body_file names in <database dir>/bodies: read as one.
  *
  * Owns its sqlite3 handle and the statements prepared on it; one thread at
  * a time (opened with SQLITE_OPEN_NOMUTEX by db_open). Blocking.
  */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -20,6 +27,8 @@ struct lite {
     struct sdb base;
     sqlite3 *db;
     char *path;
+    char *bodies;            /* <database dir>/bodies */
+    sqlite3_stmt *body_file; /* prepared on first use; finalized by close */
 };
 
 struct lite_stmt {
@@ -56,6 +65,7 @@ lite_close(struct sdb *db)
         sqlite3_finalize(s);
     sqlite3_close(l->db);
     free(l->path);
+    free(l->bodies);
     free(l);
 }
 
@@ -246,14 +256,81 @@ lite_body_end(struct sdb_body *bb, bool ok)
     return rc;
 }
 
+char *
+sdb_sqlite_body_dir(const char *database)
+{
+    const char *slash = strrchr(database, '/');
+
+    if (slash == NULL)
+        return xstrdup("bodies");
+    return xasprintf("%.*s/bodies", (int)(slash - database), database);
+}
+
+/* The name in messages.body_file of message msg_id: 0 (*name NULL when the
+ * whole body is in messages.body; caller frees), MXD_ENOENT or MXD_ESTORE. */
+static int
+lite_body_file(struct lite *l, int64_t msg_id, char **name)
+{
+    int rc;
+
+    *name = NULL;
+    if (l->body_file == NULL &&
+        sqlite3_prepare_v3(l->db, "SELECT body_file FROM messages WHERE id = ?1", -1,
+                           SQLITE_PREPARE_PERSISTENT, &l->body_file, NULL) != SQLITE_OK)
+        return MXD_ESTORE;
+    sqlite3_bind_int64(l->body_file, 1, msg_id);
+    rc = sqlite3_step(l->body_file);
+    if (rc == SQLITE_ROW && sqlite3_column_type(l->body_file, 0) != SQLITE_NULL)
+        *name = xstrdup((const char *)sqlite3_column_text(l->body_file, 0));
+    sqlite3_reset(l->body_file);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? MXD_ENOENT : MXD_ESTORE;
+}
+
+/* Up to max octets from offset of the file part of a body; *size its size. */
+static int
+lite_file_read(struct lite *l, const char *name, uint64_t offset, void *buf, size_t max,
+               size_t *got, uint64_t *size)
+{
+    char *path = xasprintf("%s/%s", l->bodies, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+    struct stat sb;
+
+    free(path);
+    *got = 0;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return MXD_ESTORE;
+    }
+    *size = (uint64_t)sb.st_size;
+    while (offset + *got < *size && *got < max) {
+        ssize_t n = pread(fd, (char *)buf + *got, max - *got, (off_t)(offset + *got));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = MXD_ESTORE;
+            break;
+        }
+        *got += (size_t)n;
+    }
+    close(fd);
+    return rc;
+}
+
 static int
 lite_body_read(struct sdb *db, int64_t msg_id, uint64_t offset, void *buf, size_t max, size_t *got,
                uint64_t *total)
 {
+    struct lite *l = lite(db);
     sqlite3_blob *blob = NULL;
+    char *name = NULL;
+    uint64_t head, fsize = 0;
+    size_t fgot = 0;
     int rc = 0;
 
-    switch (sqlite3_blob_open(lite(db)->db, "main", "messages", "body", msg_id, 0, &blob)) {
+    *got = 0;
+    switch (sqlite3_blob_open(l->db, "main", "messages", "body", msg_id, 0, &blob)) {
     case SQLITE_OK:
         break;
     case SQLITE_ERROR: /* no such row (or the column is NULL) */
@@ -263,9 +340,9 @@ lite_body_read(struct sdb *db, int64_t msg_id, uint64_t offset, void *buf, size_
         sqlite3_blob_close(blob);
         return MXD_ESTORE;
     }
-    *total = (uint64_t)sqlite3_blob_bytes(blob);
-    if (offset < *total) {
-        *got = (size_t)(*total - offset) < max ? (size_t)(*total - offset) : max;
+    *total = head = (uint64_t)sqlite3_blob_bytes(blob);
+    if (offset < head) {
+        *got = (size_t)(head - offset) < max ? (size_t)(head - offset) : max;
         /* blob sizes and offsets fit an int: SQLITE_LIMIT_LENGTH */
         if (*got > 0 && sqlite3_blob_read(blob, buf, (int)*got, (int)offset) != SQLITE_OK) {
             *got = 0;
@@ -273,7 +350,19 @@ lite_body_read(struct sdb *db, int64_t msg_id, uint64_t offset, void *buf, size_
         }
     }
     sqlite3_blob_close(blob);
-    return rc;
+    if (rc != 0 || (rc = lite_body_file(l, msg_id, &name)) != 0 || name == NULL)
+        return rc == MXD_ENOENT ? MXD_ESTORE : rc; /* deleted between the two: a read error */
+    /* the rest of the body follows the header in messages.body */
+    rc = lite_file_read(l, name, offset + *got > head ? offset + *got - head : 0,
+                        (char *)buf + *got, max - *got, &fgot, &fsize);
+    free(name);
+    if (rc != 0) {
+        *got = 0;
+        return rc;
+    }
+    *got += fgot;
+    *total = head + fsize;
+    return 0;
 }
 
 static const struct sdb_ops lite_ops = {
@@ -317,6 +406,7 @@ sdb_sqlite_open(const struct sdb_params *p, struct sdb **out, char **err)
     l->base.engine = SDB_SQLITE;
     l->db = db;
     l->path = xstrdup(p->path);
+    l->bodies = sdb_sqlite_body_dir(p->path);
     *out = &l->base;
     return 0;
 }

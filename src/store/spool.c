@@ -1,8 +1,9 @@
 /* spool: owns the files under <database dir>/spool. The loop thread calls
  * spool_dir_for/spool_dir_prepare at start-up; spool_append runs on the
  * libuv threadpool. A spool file holds part of a body only until the store
- * has committed (or refused) the message; the store unlinks it. Nothing
- * here is durable or fsynced: durability comes from the store's commit. */
+ * has committed (or refused) the message; the store unlinks it, or (a large
+ * body on SQLite) makes it durable and links it into <database dir>/bodies
+ * (store.c). Nothing here is durable or fsynced. */
 #include "store/spool.h"
 
 #include <sys/stat.h>

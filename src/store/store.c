@@ -24,6 +24,9 @@
  */
 #include "store/store.h"
 
+#include <sys/stat.h>
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -68,6 +71,7 @@ store_msg_free(struct store_msg *msg)
     free(msg->sender);
     free(msg->header);
     free(msg->spool_path);
+    free(msg->body_file);
     free(msg->body);
     free(msg->hold_reason);
     free(msg);
@@ -171,16 +175,25 @@ store_post(struct store *st, struct store_job *jobs, const struct store_stats *s
 }
 
 static void
-unlink_spool(const struct store_job *j)
+unlink_path(const struct store_job *j, const char *what, const char *path)
 {
     char esc[256];
 
-    if (j->msg == NULL || j->msg->spool_path == NULL)
+    if (unlink(path) != 0 && errno != ENOENT)
+        log_msg(LOG_WARN, job_qid(j), "store", "%s unlink failed path=%s reason=\"%s\"", what,
+                log_esc(esc, sizeof(esc), path, strlen(path)), strerror(errno));
+}
+
+/* The spool file is done with; a body file too unless its row committed. */
+static void
+unlink_spool(const struct store_job *j)
+{
+    if (j->msg == NULL)
         return;
-    if (unlink(j->msg->spool_path) != 0 && errno != ENOENT)
-        log_msg(LOG_WARN, job_qid(j), "store", "spool unlink failed path=%s reason=\"%s\"",
-                log_esc(esc, sizeof(esc), j->msg->spool_path, strlen(j->msg->spool_path)),
-                strerror(errno));
+    if (j->msg->spool_path != NULL)
+        unlink_path(j, "spool", j->msg->spool_path);
+    if (j->msg->body_file != NULL && j->status != 0)
+        unlink_path(j, "body file", j->msg->body_file);
 }
 
 static void
@@ -308,12 +321,11 @@ store__writer_reason(struct store_writer *w, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Steps a statement that returns no row: 0, or MXD_ESTORE with the reason. */
-int
-store__writer_exec(struct store_writer *w, enum store_stmt i)
+/* Ends statement i after its first step gave rc: 0, or MXD_ESTORE with the reason. */
+static int
+writer_stepped(struct store_writer *w, enum store_stmt i, int rc)
 {
     struct sdb_stmt *s = w->c.stmt[i];
-    int rc = sdb_step(s);
 
     /* a statement with RETURNING has run whole once it gave its row */
     if (rc == SDB_DONE || rc == SDB_ROW) {
@@ -325,13 +337,55 @@ store__writer_exec(struct store_writer *w, enum store_stmt i)
     return MXD_ESTORE;
 }
 
+int
+store__writer_exec(struct store_writer *w, enum store_stmt i)
+{
+    return writer_stepped(w, i, sdb_step(w->c.stmt[i]));
+}
+
+int
+store__writer_delete_msg(struct store_writer *w, int64_t msg_id)
+{
+    struct sdb_stmt *s = w->c.stmt[STORE_W_DELETE_MSG];
+    int rc;
+
+    sdb_bind_i64(s, 1, msg_id);
+    rc = sdb_step(s);
+    if (rc == SDB_ROW && !sdb_col_null(s, 0) && w->bodies != NULL) {
+        if (w->ngone == w->capgone) {
+            w->capgone = w->capgone ? 2 * w->capgone : 16;
+            w->gone = xrealloc(w->gone, w->capgone * sizeof(*w->gone));
+        }
+        w->gone[w->ngone++] = xasprintf("%s/%s", w->bodies, sdb_col_text(s, 0));
+    }
+    return writer_stepped(w, STORE_W_DELETE_MSG, rc);
+}
+
+/* The body files of the rows deleted since mark: unlinked (their deletion
+ * committed) or forgotten (rolled back). */
+static void
+writer_gone(struct store_writer *w, size_t mark, bool committed)
+{
+    char esc[256];
+
+    while (w->ngone > mark) {
+        char *path = w->gone[--w->ngone];
+
+        if (committed && unlink(path) != 0 && errno != ENOENT)
+            log_msg(LOG_WARN, NULL, "store", "body file unlink failed path=%s reason=\"%s\"",
+                    log_esc(esc, sizeof(esc), path, strlen(path)), strerror(errno));
+        free(path);
+    }
+}
+
 bool
 store__msg_valid(const struct store_msg *m)
 {
     if (m == NULL || memchr(m->qid, '\0', sizeof(m->qid)) == NULL || m->qid[0] == '\0' ||
         m->client_addr == NULL || m->helo == NULL || m->sender == NULL || m->rcpts == NULL ||
         m->nrcpts == 0 || (m->header == NULL && m->header_len > 0) ||
-        (m->body == NULL && m->body_len > 0) || (m->spool_path == NULL && m->spool_len > 0))
+        (m->body == NULL && m->body_len > 0) ||
+        (m->spool_path == NULL && m->body_file == NULL && m->spool_len > 0))
         return false;
     for (size_t i = 0; i < m->nrcpts; i++) {
         if (m->rcpts[i].address == NULL || m->rcpts[i].domain == NULL)
@@ -402,7 +456,7 @@ writer_body(struct store_writer *w, const struct store_msg *m, int64_t id, uint6
         return MXD_ESTORE;
     }
     rc = writer_body_put(w, b, m->header, m->header_len);
-    if (rc == 0)
+    if (rc == 0 && m->body_file == NULL) /* else the rest is in the file */
         rc = writer_body_spool(w, b, m);
     if (rc == 0)
         rc = writer_body_put(w, b, m->body, m->body_len);
@@ -430,7 +484,8 @@ store__writer_insert_id(struct store_writer *w, enum store_stmt i, int64_t *id)
     return MXD_ESTORE;
 }
 
-/* Inserts the row (SQLite: with a zeroblob body of the final size). */
+/* Inserts the row (SQLite: with a zeroblob body of the final size, or of
+ * the header's when the rest is in a body file). */
 static int
 writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *total, int64_t *id)
 {
@@ -451,6 +506,14 @@ writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *t
     sdb_bind_i64(s, 6, m->smtputf8);
     sdb_bind_i64(s, 7, m->body_8bit);
     sdb_bind_i64(s, 8, (int64_t)*total);
+    if (m->body_file != NULL) {
+        const char *slash = strrchr(m->body_file, '/');
+
+        *total = m->header_len;
+        sdb_bind_text(s, 10, slash != NULL ? slash + 1 : m->body_file);
+    } else {
+        sdb_bind_null(s, 10);
+    }
     sdb_bind_zeroblob(s, 9, *total);
     return store__writer_insert_id(w, STORE_W_INSERT_MSG, id);
 }
@@ -568,6 +631,7 @@ writer_insert(struct store_writer *w, const struct store_msg *m, int64_t *id)
 static int
 writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
 {
+    size_t mark = w->ngone;
     int rc;
 
     *broken = false;
@@ -594,6 +658,7 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
         rc = store__writer_run(w, j);
     if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
         return 0;
+    writer_gone(w, mark, false);
     if (!sdb_in_txn(w->c.db) || store__writer_exec(w, STORE_W_ROLLBACK_TO) != 0 ||
         store__writer_exec(w, STORE_W_RELEASE) != 0)
         *broken = true;
@@ -629,7 +694,8 @@ writer_fail_range(struct store_job *from, struct store_job *to, int status, cons
     }
 }
 
-/* COMMITs the transaction holding [first, end); fsyncs the WAL. */
+/* COMMITs the transaction holding [first, end); fsyncs the WAL. Then the
+ * body files of the messages it deleted go. */
 static void
 writer_commit(struct store_writer *w, struct store_job *first)
 {
@@ -637,6 +703,7 @@ writer_commit(struct store_writer *w, struct store_job *first)
 
     w->reason[0] = '\0';
     if (store__writer_exec(w, STORE_W_COMMIT) != 0) {
+        writer_gone(w, 0, false);
         /* PostgreSQL: a COMMIT lost with its connection may or may not have
          * committed; only what is known to be committed is acknowledged */
         if (sdb_in_txn(w->c.db))
@@ -644,6 +711,7 @@ writer_commit(struct store_writer *w, struct store_job *first)
         writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
         return;
     }
+    writer_gone(w, 0, true);
     for (struct store_job *j = first; j != NULL; j = j->next)
         n += j->kind == STORE_JOB_COMMIT && j->status == 0;
     if (n > 0) {
@@ -694,6 +762,7 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
         }
         if (sdb_in_txn(w->c.db))
             (void)store__writer_exec(w, STORE_W_ROLLBACK);
+        writer_gone(w, 0, false);
         writer_fail_range(first, j, MXD_ESTORE, "transaction rolled back after an earlier error");
         first = j;
     }
@@ -846,6 +915,8 @@ store_free(struct store *st)
     uv_mutex_destroy(&st->tk.mu);
     free(st->tk.ids);
     free(st->w.buf);
+    free(st->w.bodies);
+    free(st->w.gone);
     free(st);
 }
 
@@ -919,12 +990,25 @@ store_async_cb(uv_async_t *h)
         st->writer_told = true;
         queue_push(&st->wq, NULL);
     }
-    if (st->closing && nexited == 2 && !st->beat_on && !uv_is_closing((uv_handle_t *)&st->async)) {
+    if (st->closing && nexited == 2 && !st->beat_on && st->npreps == 0 &&
+        !uv_is_closing((uv_handle_t *)&st->async)) {
         /* Both threads have posted their last word: these joins are short. */
         uv_thread_join(&st->writer_tid);
         uv_thread_join(&st->reader_tid);
         uv_close((uv_handle_t *)&st->async, store_handle_closed_cb);
     }
+}
+
+/* Fails j on the loop thread, its files unlinked, without a store thread. */
+static void
+job_fail_here(struct store *st, struct store_job *j, int status)
+{
+    j->status = status;
+    unlink_spool(j);
+    store_msg_free(j->msg);
+    j->msg = NULL;
+    j->next = NULL;
+    store_post(st, j, NULL, false);
 }
 
 void
@@ -935,12 +1019,7 @@ store__submit(struct store *st, struct store_job *j, bool to_writer)
         return;
     }
     /* No thread will see this job; it fails on the loop. */
-    j->status = MXD_ECLOSING;
-    unlink_spool(j);
-    store_msg_free(j->msg);
-    j->msg = NULL;
-    j->next = NULL;
-    store_post(st, j, NULL, false);
+    job_fail_here(st, j, MXD_ECLOSING);
 }
 
 static void
@@ -977,6 +1056,102 @@ store_beat_start(struct store *st, uv_loop_t *loop)
     st->beat_on = true;
     uv_timer_start(&st->beat, store_beat_cb, 0, every);
     uv_unref((uv_handle_t *)&st->beat); /* the store's async keeps the loop alive */
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names of the body files the rows name, sorted (SQLite, at start-up). */
+static int
+bodies_named(struct sdb *db, char ***names, size_t *n)
+{
+    struct sdb_stmt *s = NULL;
+    size_t cap = 0;
+    int rc;
+
+    *names = NULL;
+    *n = 0;
+    if (sdb_prepare(db, "SELECT body_file FROM messages WHERE body_file IS NOT NULL", &s) != 0)
+        return MXD_ESTORE;
+    while ((rc = sdb_step(s)) == SDB_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            *names = xrealloc(*names, cap * sizeof(**names));
+        }
+        (*names)[(*n)++] = xstrdup(sdb_col_text(s, 0));
+    }
+    sdb_finalize(s);
+    if (*n > 0)
+        qsort(*names, *n, sizeof(**names), cmp_str);
+    return rc == SDB_DONE ? 0 : MXD_ESTORE;
+}
+
+/* SQLite, at start-up, before any session: creates <database dir>/bodies;
+ * removes the files no row names (a crash between their link and the
+ * commit, or between a deletion's commit and the unlink); reports each row
+ * whose file is missing (the message cannot be delivered whole). */
+static int
+bodies_prepare(struct store *st, char **err)
+{
+    char **names = NULL, esc[256];
+    size_t n = 0, removed = 0, missing = 0;
+    bool *seen;
+    DIR *d;
+    struct dirent *de;
+    int rc;
+
+    if (mkdir(st->w.bodies, 0700) != 0 && errno != EEXIST) {
+        *err = xasprintf("cannot create body directory %s: %s", st->w.bodies, strerror(errno));
+        return MXD_EIO;
+    }
+    if ((rc = bodies_named(st->w.c.db, &names, &n)) != 0) {
+        *err =
+            xasprintf("database %s: body files: %s", sdb_name(st->w.c.db), sdb_errmsg(st->w.c.db));
+        goto out;
+    }
+    if ((d = opendir(st->w.bodies)) == NULL) {
+        *err = xasprintf("cannot open body directory %s: %s", st->w.bodies, strerror(errno));
+        rc = MXD_EIO;
+        goto out;
+    }
+    seen = xcalloc(n + 1, sizeof(*seen));
+    while ((de = readdir(d)) != NULL) {
+        const char *key = de->d_name;
+        char **hit;
+
+        if (de->d_name[0] == '.')
+            continue;
+        hit = n > 0 ? bsearch(&key, names, n, sizeof(*names), cmp_str) : NULL;
+        if (hit != NULL) {
+            seen[hit - names] = true;
+        } else if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
+            removed++;
+        }
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        if (seen[i])
+            continue;
+        missing++;
+        metrics_add(METRICS_STORE_BODY_FILES_MISSING, 1);
+        log_msg(LOG_ERR, NULL, "store", "body file missing path=%s/%s", st->w.bodies,
+                log_esc(esc, sizeof(esc), names[i], strlen(names[i])));
+    }
+    free(seen);
+    if (removed > 0)
+        log_msg(LOG_INFO, NULL, "store", "body files without a message removed count=%zu", removed);
+    if (missing > 0)
+        log_msg(LOG_ERR, NULL, "store",
+                "messages whose body file is missing count=%zu (they cannot be delivered)",
+                missing);
+out:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
 }
 
 static void
@@ -1018,6 +1193,11 @@ store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, 
      * 451 until a thread reconnects */
     store__conn_check(&st->w.c);
     store__conn_check(&st->r);
+    if (cfg->db.engine == SDB_SQLITE && cfg->db.path != NULL) {
+        st->w.bodies = sdb_sqlite_body_dir(cfg->db.path);
+        if ((rc = bodies_prepare(st, err)) != 0)
+            goto fail;
+    }
     if ((rc = uv_async_init(loop, &st->async, store_async_cb)) != 0) {
         *err = xasprintf("store: uv_async_init: %s", uv_strerror(rc));
         goto fail;
@@ -1038,16 +1218,139 @@ fail:
     return rc;
 }
 
+/* A large body on SQLite, made durable on the threadpool before its job
+ * goes to the writer (whose single thread then writes only the row). */
+struct body_prep {
+    uv_work_t req;
+    struct store *st;
+    struct store_job *j;
+    int rc;          /* 0, or MXD_ESTORE: the message fails (nothing left behind) */
+    char reason[96]; /* rc != 0; or why the body goes into the database after all */
+};
+
+static int
+write_all(int fd, const char *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
+
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return 0;
+}
+
+/* Threadpool. The spool file gets the in-memory tail and is fdatasynced,
+ * then linked into bodies/ (link, not rename: it never replaces another
+ * message's body) and the directory fsynced: when this returns 0 the file
+ * and its name are durable, and the row that names it may commit. A
+ * failure before the link leaves the spool file's first spool_len octets
+ * as they were: the writer copies the body into the database as usual. */
+static void
+body_prep_work(uv_work_t *req)
+{
+    struct body_prep *bp = req->data;
+    struct store_msg *m = bp->j->msg;
+    const char *base = strrchr(m->spool_path, '/');
+    char *path;
+    int fd, dfd;
+
+    base = base != NULL ? base + 1 : m->spool_path;
+    if ((fd = open(m->spool_path, O_WRONLY | O_CLOEXEC)) < 0 ||
+        ftruncate(fd, (off_t)m->spool_len) != 0 ||
+        write_all(fd, m->body, m->body_len, m->spool_len) != 0) {
+        snprintf(bp->reason, sizeof(bp->reason), "spool file write: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    /* after a failed fdatasync the file's pages cannot be trusted: 451 */
+    if (fdatasync(fd) != 0) {
+        snprintf(bp->reason, sizeof(bp->reason), "spool file sync: %s", strerror(errno));
+        bp->rc = MXD_ESTORE;
+        close(fd);
+        return;
+    }
+    close(fd);
+    path = xasprintf("%s/%s", bp->st->w.bodies, base);
+    if (link(m->spool_path, path) != 0) {
+        snprintf(bp->reason, sizeof(bp->reason), "link into bodies: %s", strerror(errno));
+        free(path);
+        return;
+    }
+    (void)unlink(m->spool_path); /* a leftover goes with the spool at start-up */
+    if ((dfd = open(bp->st->w.bodies, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || fsync(dfd) != 0) {
+        snprintf(bp->reason, sizeof(bp->reason), "bodies directory sync: %s", strerror(errno));
+        bp->rc = MXD_ESTORE;
+        (void)unlink(path);
+        free(path);
+    } else {
+        free(m->spool_path);
+        m->spool_path = NULL;
+        m->spool_len += m->body_len;
+        free(m->body);
+        m->body = NULL;
+        m->body_len = 0;
+        m->body_file = path;
+    }
+    if (dfd >= 0)
+        close(dfd);
+}
+
+static void
+body_prep_done(uv_work_t *req, int status)
+{
+    struct body_prep *bp = req->data;
+    struct store *st = bp->st;
+    struct store_job *j = bp->j;
+    char esc[160];
+
+    st->npreps--;
+    if (status == 0 && bp->rc == 0 && bp->reason[0] != '\0')
+        log_msg(LOG_WARN, job_qid(j), "store", "body kept in the database reason=%s",
+                log_esc(esc, sizeof(esc), bp->reason, strlen(bp->reason)));
+    if (status != 0 || bp->rc != 0) {
+        log_msg(LOG_ERR, job_qid(j), "store", "commit failed reason=%s",
+                log_esc(esc, sizeof(esc), bp->reason, strlen(bp->reason)));
+        metrics_add(METRICS_STORE_COMMIT_FAILURES, 1);
+        job_fail_here(st, j, MXD_ESTORE);
+    } else {
+        store__submit(st, j, true);
+    }
+    free(bp);
+}
+
 void
 store_commit_async(struct store *st, struct store_msg *msg, store_commit_cb cb, void *arg)
 {
     struct store_job *j = xcalloc(1, sizeof(*j));
+    struct body_prep *bp;
 
     j->kind = STORE_JOB_COMMIT;
     j->msg = msg;
     j->cb.commit = cb;
     j->arg = arg;
-    store__submit(st, j, true);
+    if (st->closing || st->w.bodies == NULL || msg == NULL || msg->spool_path == NULL ||
+        msg->body_file != NULL || (msg->body == NULL && msg->body_len > 0) ||
+        msg->spool_len + msg->body_len < STORE_BODY_FILE_MIN) {
+        store__submit(st, j, true);
+        return;
+    }
+    bp = xcalloc(1, sizeof(*bp));
+    bp->st = st;
+    bp->j = j;
+    bp->req.data = bp;
+    if (uv_queue_work(st->async.loop, &bp->req, body_prep_work, body_prep_done) != 0) {
+        free(bp);
+        store__submit(st, j, true);
+        return;
+    }
+    st->npreps++;
 }
 
 void

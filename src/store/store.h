@@ -40,6 +40,10 @@ struct store_msg {
     uint64_t spool_len;
     char *body; /* the rest of the body, in memory; may be NULL */
     size_t body_len;
+    /* The store's own (NULL when handed over): a large body on SQLite, made
+     * durable in <database dir>/bodies under this path, holds the spool_len
+     * octets past the header (spool file and memory; spool_path NULL then). */
+    char *body_file;
     /* Quarantined (a content filter said so): every recipient is stored
      * held, with this reason as its last reply, until `mxctl release`;
      * NULL: queued as usual. */

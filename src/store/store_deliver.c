@@ -688,8 +688,7 @@ writer_settle(struct store_writer *w, struct store__djob *d, int64_t msg_id,
     sdb_reset(s);
     rc = 0;
     if (!pending) {
-        sdb_bind_i64(w->c.stmt[STORE_W_DELETE_MSG], 1, msg_id);
-        rc = store__writer_exec(w, STORE_W_DELETE_MSG);
+        rc = store__writer_delete_msg(w, msg_id);
     }
 done:
     env_clear(&env);
@@ -914,6 +913,8 @@ writer_op(struct store_writer *w, struct store__djob *d)
     sdb_reset(s);
     if (d->op == STORE_OP_BOUNCE)
         return writer_bounce(w, d, id, ms);
+    if (d->op == STORE_OP_DELETE)
+        return store__writer_delete_msg(w, id);
     s = w->c.stmt[stmts[d->op]];
     sdb_bind_i64(s, 1, id);
     if (d->op == STORE_OP_RELEASE)

@@ -13,6 +13,20 @@
 /* Spool reads, blob writes and the original headers of a DSN go by this much. */
 #define STORE_CHUNK (64 * 1024)
 
+/* SQLite: a body of at least this many octets past our header is not copied
+ * into the database: its spool file is fdatasynced on the threadpool (in
+ * parallel, off the single writer), linked into <database dir>/bodies and
+ * named by the row (schema 013). The copy costs the writer, which serialises
+ * every commit, three writes of the body (blob, WAL, checkpoint); a file
+ * costs an fdatasync, a link, a directory fsync and an unlink per message,
+ * a few filesystem journal commits, but off that thread. 256 KiB: twice the
+ * session's memory buffer (only spooled bodies qualify, and a body just past
+ * 128 KiB is mostly copied from memory anyway), and where the copy's
+ * ~768 KiB of sequential writes in the writer start to outweigh those
+ * fixed per-file syncs. Not measured at its boundary: 10 MB bodies went
+ * from 10-11 to 36-42 msg/s at c=10 (docs/performance.md, issue 22). */
+#define STORE_BODY_FILE_MIN (256 * 1024)
+
 /* The envelope of a stored message, read by both threads. */
 #define STORE_SQL_ENVELOPE                                                                         \
     "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
@@ -98,7 +112,7 @@
     X(W_ROLLBACK_TO, "rollback to savepoint", "ROLLBACK TO msg", NULL)                             \
     X(W_INSERT_MSG, "insert message",                                                              \
       "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
-      "size, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",                      \
+      "size, body, body_file) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",      \
       "INSERT INTO messages (qid, received, client_addr, helo, sender, smtputf8, body_8bit, "      \
       "size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id")                                \
     X(W_INSERT_FACTS, "insert message facts",                                                      \
@@ -149,7 +163,8 @@
       "state IN ('queued', 'deferred', 'held'))",                                                  \
       "SELECT CASE WHEN EXISTS (SELECT 1 FROM message_rcpts WHERE message_id = ?1 AND "            \
       "state IN ('queued', 'deferred', 'held')) THEN 1 ELSE 0 END")                                \
-    X(W_DELETE_MSG, "delete message", "DELETE FROM messages WHERE id = ?1", NULL)                  \
+    X(W_DELETE_MSG, "delete message", "DELETE FROM messages WHERE id = ?1 RETURNING body_file",    \
+      NULL)                                                                                        \
     X(W_FLUSH, "flush",                                                                            \
       "UPDATE message_rcpts SET next_attempt = ?1 WHERE state IN ('queued', 'deferred', 'held') "  \
       "AND next_attempt > ?1 AND next_attempt < 9223372036854775807 "                              \
@@ -387,6 +402,11 @@ struct store_writer {
     struct qid_gen qids;          /* queue ids of the DSNs it inserts */
     char hostname[256];           /* copy of store.hostname taken with each batch */
     struct store_dsn_rules rules; /* copy of store.rules taken with each batch */
+    /* SQLite: <database dir>/bodies, and the body files of the rows deleted
+     * in the current transaction (unlinked once it committed) */
+    char *bodies;
+    char **gone;
+    size_t ngone, capgone;
 };
 
 struct store {
@@ -398,6 +418,7 @@ struct store {
     store_closed_cb closed_cb;
     void *closed_arg;
     struct store_stats stats; /* as of the last delivery */
+    unsigned npreps;          /* large bodies being made durable on the threadpool */
     /* private, writer thread once started */
     struct store_writer w;
     /* private, reader thread once started */
@@ -431,6 +452,10 @@ void store__writer_reason(struct store_writer *w, const char *fmt, ...)
 /* Writer thread: steps a statement that returns no row and resets it; 0, or
  * MXD_ESTORE with the reason recorded. */
 int store__writer_exec(struct store_writer *w, enum store_stmt i);
+
+/* Writer thread: deletes message msg_id (W_DELETE_MSG); a body file it had
+ * is unlinked once the transaction committed. 0 or MXD_ESTORE. */
+int store__writer_delete_msg(struct store_writer *w, int64_t msg_id);
 
 /* Writer thread: for a message that carried SMTPUTF8 (schema 003), records
  * whether it needs it; 0 or MXD_ESTORE. */

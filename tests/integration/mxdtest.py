@@ -879,8 +879,25 @@ def _with_db(path, fn):
         con.close()
 
 
+def bodies_dir(path):
+    """Where a large body's file lives (schema 013): bodies/ beside the database."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), "bodies")
+
+
+def full_body(path, row):
+    """The stored body of a messages row (with body and body_file): the
+    octets of messages.body, then those of its body file if it has one."""
+    body = bytes(row["body"])
+    name = row["body_file"] if "body_file" in row.keys() else None
+    if name is not None:
+        with open(os.path.join(bodies_dir(path), name), "rb") as f:
+            body += f.read()
+    return body
+
+
 def message_by_qid(path, qid):
-    """{'row': messages row as dict, 'rcpts': [rows as dicts]} or None."""
+    """{'row': messages row as dict, 'rcpts': [rows as dicts]} or None. The
+    row's body is the whole stored body (a body file included)."""
 
     def q(con):
         row = con.execute("SELECT * FROM messages WHERE qid = ?", (qid,)).fetchone()
@@ -889,7 +906,9 @@ def message_by_qid(path, qid):
         rcpts = con.execute(
             "SELECT * FROM message_rcpts WHERE message_id = ? ORDER BY id", (row["id"],)
         ).fetchall()
-        return {"row": dict(row), "rcpts": [dict(r) for r in rcpts]}
+        d = dict(row)
+        d["body"] = full_body(path, row)
+        return {"row": d, "rcpts": [dict(r) for r in rcpts]}
 
     return _with_db(path, q)
 
@@ -909,6 +928,12 @@ def messages_containing(path, marker):
             for r in con.execute(
                 "SELECT qid FROM messages WHERE instr(body, ?) > 0", (sqlite3.Binary(marker),)
             )
+        ] + [
+            r["qid"]
+            for r in con.execute("SELECT qid, body, body_file FROM messages "
+                                 "WHERE body_file IS NOT NULL AND instr(body, ?) = 0",
+                                 (sqlite3.Binary(marker),))
+            if marker in full_body(path, r)
         ],
     )
 

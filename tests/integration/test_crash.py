@@ -110,11 +110,12 @@ class Crash(MxdTestCase):
         con = mxdtest.db_connect(self.mxd.db_path)
         try:
             for qid, content in acked.items():
-                row = con.execute("SELECT id, body FROM messages WHERE qid = ?", (qid,)).fetchone()
+                row = con.execute("SELECT id, body, body_file FROM messages WHERE qid = ?",
+                                  (qid,)).fetchone()
                 if row is None:
                     missing.append(qid)
                     continue
-                _, rest = mxdtest.split_received(row["body"])
+                _, rest = mxdtest.split_received(mxdtest.full_body(self.mxd.db_path, row))
                 if rest != content:
                     self.fail(f"{qid}: stored body differs ({len(rest)} vs {len(content)} octets)")
                 n = con.execute("SELECT count(*) FROM message_rcpts WHERE message_id = ?",

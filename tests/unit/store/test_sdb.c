@@ -185,9 +185,9 @@ test_schema_version(void **state)
     struct sdb *db = NULL;
     const char *ver = pg(fx) ? "SELECT version FROM mxd_schema" : "PRAGMA user_version";
     const char *bump =
-        pg(fx) ? "UPDATE mxd_schema SET version = version + 1" : "PRAGMA user_version = 13";
+        pg(fx) ? "UPDATE mxd_schema SET version = version + 1" : "PRAGMA user_version = 14";
 
-    assert_int_equal(sdb_schema_version(), 12);
+    assert_int_equal(sdb_schema_version(), 13);
     assert_int_equal(query_i64(fx->db, ver), sdb_schema_version());
     assert_int_equal(sdb_engine(fx->db), fx->engine);
     /* the tables of version 12 are there, with their columns */
@@ -195,6 +195,8 @@ test_schema_version(void **state)
     assert_int_equal(query_i64(fx->db, "SELECT count(lease_owner) + count(lease_until)"
                                        " FROM message_rcpts"),
                      0);
+    /* version 13: messages.body_file, on both engines */
+    assert_int_equal(query_i64(fx->db, "SELECT count(body_file) FROM messages"), 0);
     if (pg(fx)) { /* citext: recipients compare without case */
         exec_ok(fx->db, "INSERT INTO recipients (address) VALUES ('Alice@Example.org')");
         assert_int_equal(
@@ -216,7 +218,7 @@ test_schema_version(void **state)
     assert_non_null(strstr(err, "upgrade mxd"));
     free(err);
     exec_ok(fx->db,
-            pg(fx) ? "UPDATE mxd_schema SET version = version - 1" : "PRAGMA user_version = 12");
+            pg(fx) ? "UPDATE mxd_schema SET version = version - 1" : "PRAGMA user_version = 13");
 }
 
 static void

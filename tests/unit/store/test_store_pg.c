@@ -12,6 +12,8 @@
  *
  *   test_store_pg    exit 77 (skipped) without MXD_TEST_PG
  */
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <setjmp.h>
@@ -338,6 +340,27 @@ run_close(struct run *r)
 
         unlink(f);
         free(f);
+    }
+    {
+        /* SQLite keeps bodies past STORE_BODY_FILE_MIN in files of bodies/ */
+        char *bodies = xasprintf("%s/bodies", r->dir);
+        DIR *d = opendir(bodies);
+        struct dirent *e;
+
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            char *f;
+
+            if (e->d_name[0] == '.')
+                continue;
+            f = xasprintf("%s/%s", bodies, e->d_name);
+            assert_int_equal(unlink(f), 0);
+            free(f);
+        }
+        if (d != NULL)
+            closedir(d);
+        if (rmdir(bodies) != 0)
+            assert_int_equal(errno, ENOENT);
+        free(bodies);
     }
     assert_int_equal(rmdir(r->dir), 0); /* every spool file was unlinked */
 }
