@@ -71,6 +71,10 @@ struct store_rinfo {
     char *address; /* owned */
     unsigned notify;
     char *orcpt; /* owned, or NULL */
+    /* writer_outcome: its message's arrival and whether that was warned
+     * of a delay already */
+    int64_t received;
+    bool warned;
 };
 
 static const char *const dsn_kind_names[] = {"failure", "delay", "success"};
@@ -723,7 +727,9 @@ notify_wants(unsigned notify, unsigned bit)
 /* ---- writer thread: outcomes and operator actions ----------------------- */
 
 /* Records one outcome; *msg_id is 0 when the recipient is gone or final
- * already; ri gets the recipient (owned) and what it asked of DSNs. */
+ * already; ri gets the recipient (owned), what it asked of DSNs and its
+ * message's arrival and delay warning (one statement: W_OUTCOME returns
+ * them all). */
 static int
 writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *msg_id,
                struct store_rinfo *ri)
@@ -749,10 +755,12 @@ writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *m
     }
     *msg_id = sdb_col_i64(s, 0);
     ri->address = xstrdup(col_text(s, 1));
+    ri->notify = (unsigned)sdb_col_i64(s, 2);
+    ri->orcpt = col_dup(s, 3);
+    ri->received = sdb_col_i64(s, 4);
+    ri->warned = sdb_col_i64(s, 5) != 0;
     sdb_reset(s); /* RETURNING: the row was updated by the first step */
-    if (o->state == STORE_RCPT_DELIVERED && o->success == STORE_SUCCESS_NONE)
-        return 0; /* no DSN of ours can be due */
-    return writer_rinfo(w, o->rcpt_id, ri);
+    return 0;
 }
 
 /* Which DSN an outcome goes into, if any (-1: none). */
@@ -777,6 +785,31 @@ outcome_kind(const struct store_outcome *o, const struct store_rinfo *ri, const 
     }
 }
 
+/* Whether settling message ids[i] can change anything: not when every
+ * outcome of this job for it was recorded as a deferral (or hold), which
+ * leaves a recipient pending (no delete), and no delay warning is due
+ * (writer_settle's test, on what W_OUTCOME returned; warned only ever goes
+ * from 0 to 1). A final outcome, or one that found its recipient final
+ * already, settles: the lock and the pending check are for those. */
+static bool
+settle_needed(const struct store_writer *w, const struct store__djob *d, const int64_t *ids,
+              const struct store_rinfo *ri, size_t i, int64_t ms)
+{
+    for (size_t k = i; k < d->n; k++) {
+        const struct store_outcome *o = &d->outcomes[k];
+
+        if (ids[k] != ids[i])
+            continue;
+        if (ri[k].address == NULL ||
+            (o->state != STORE_RCPT_DEFERRED && o->state != STORE_RCPT_HELD))
+            return true;
+        if (notify_wants(ri[k].notify, DSN_NOTIFY_DELAY) && w->rules.delay_warning_s > 0 &&
+            !ri[k].warned && ms / 1000 - ri[k].received >= w->rules.delay_warning_s)
+            return true;
+    }
+    return false;
+}
+
 /* Settles each message touched, once, with its DSNs from this job. */
 static int
 writer_settle_all(struct store_writer *w, struct store__djob *d, int64_t *ids,
@@ -793,6 +826,8 @@ writer_settle_all(struct store_writer *w, struct store__djob *d, int64_t *ids,
             k++;
         if (ids[i] == 0 || k < i)
             continue; /* nothing recorded, or settled already */
+        if (!settle_needed(w, d, ids, ri, i, ms))
+            continue; /* deferrals only, no warning due: nothing to do */
         for (k = i; k < d->n; k++) {
             const struct store_outcome *o = &d->outcomes[k];
             const char *action = NULL;

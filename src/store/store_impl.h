@@ -80,6 +80,18 @@
     "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
     "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ?1"
 
+/* What an outcome returns after its recipient's message_id and address
+ * (both engines): the recipient's NOTIFY and ORCPT (schema 007; 0 and NULL
+ * without a row), its message's arrival and whether that was warned of a
+ * delay already (0 without a row), so that a deferral needs no second
+ * statement and no envelope read when no delay warning can be due. */
+#define STORE_SQL_OUTCOME_MORE                                                                     \
+    "coalesce((SELECT d.notify FROM rcpt_dsn d WHERE d.rcpt_id = message_rcpts.id), 0), "          \
+    "(SELECT d.orcpt FROM rcpt_dsn d WHERE d.rcpt_id = message_rcpts.id), "                        \
+    "(SELECT m.received FROM messages m WHERE m.id = message_rcpts.message_id), "                  \
+    "coalesce((SELECT d.warned FROM message_dsn d "                                                \
+    "WHERE d.message_id = message_rcpts.message_id), 0)"
+
 /* store_pgbatch.c: the rows of many messages at once, from arrays (one
  * element a row; ?1 the message ids, for every per-message table). */
 #define STORE_SQL_PGB_INSERT                                                                       \
@@ -149,13 +161,14 @@
       "next_attempt = 9223372036854775807 AND ?2 IN ('deferred', 'held') THEN next_attempt "       \
       "ELSE coalesce(?3, next_attempt) END, "                                                      \
       "last_reply = ?4 WHERE id = ?1 AND state IN ('queued', 'deferred', 'held') "                 \
-      "RETURNING message_id, address",                                                             \
+      "RETURNING message_id, address, " STORE_SQL_OUTCOME_MORE,                                    \
       "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND ?2::text = 'deferred' "       \
       "THEN 'held' ELSE ?2::text END, attempts = attempts + 1, next_attempt = CASE WHEN "          \
       "state = 'held' AND next_attempt = 9223372036854775807 AND ?2::text IN ('deferred', "        \
       "'held') THEN next_attempt ELSE coalesce(?3::bigint, next_attempt) END, "                    \
       "last_reply = ?4, lease_owner = NULL, lease_until = NULL WHERE id = ?1 "                     \
-      "AND state IN ('queued', 'deferred', 'held') RETURNING message_id, address::text")           \
+      "AND state IN ('queued', 'deferred', 'held') RETURNING message_id, "                         \
+      "address::text, " STORE_SQL_OUTCOME_MORE)                                                    \
     X(W_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG " FOR UPDATE OF m")   \
     X(W_MSG_BY_QID, "find queue id", "SELECT id FROM messages WHERE qid = ?1", NULL)               \
     X(W_PENDING, "count pending",                                                                  \

@@ -867,6 +867,15 @@ test_sql_dialects(void **state)
     }
     assert_non_null(strstr(store__sql[STORE_R_DUE].sql_pg, "FOR UPDATE SKIP LOCKED"));
     assert_non_null(strstr(store__sql[STORE_W_OUTCOME].sql_pg, "lease_owner = NULL"));
+    /* an outcome reads its recipient's DSN row and its message's arrival
+     * and warning in the same statement, on both engines */
+    for (int pg = 0; pg < 2; pg++) {
+        const char *t = pg ? store__sql[STORE_W_OUTCOME].sql_pg : store__sql[STORE_W_OUTCOME].sql;
+
+        assert_non_null(strstr(t, "FROM rcpt_dsn d WHERE d.rcpt_id = message_rcpts.id"));
+        assert_non_null(strstr(t, "SELECT m.received FROM messages m"));
+        assert_non_null(strstr(t, "SELECT d.warned FROM message_dsn d"));
+    }
     assert_non_null(strstr(store__sql[STORE_W_INSERT_MSG].sql, "RETURNING id"));
     assert_non_null(strstr(store__sql[STORE_W_INSERT_RCPT].sql, "RETURNING id"));
 }

@@ -744,6 +744,86 @@ test_issue18_dsn_rules(void **state)
     close_store(fx);
 }
 
+/* A job's deferrals skip settling a message only when nothing can change:
+ * a due delay warning still goes out, a final outcome of the same message
+ * in the same job still settles (its DSN, the delete), and a deferral that
+ * found its recipient final already still deletes the message left with
+ * nothing pending. */
+static void
+test_outcomes_deferral_settle(void **state)
+{
+    static const char *const rc[] = {"a@example.com", "b@example.com"};
+    struct store_dsn_rules rules = {.policy = STORE_BOUNCE_ALWAYS, .delay_warning_s = 3600};
+    struct fx *fx = *state;
+    int64_t now = (int64_t)time(NULL), young, old, pair, stale, a[2], b[2], c[2], d[2];
+    struct store_outcome o[4];
+
+    open_store(fx);
+    store_set_dsn_rules(fx->st, &rules);
+    young = seed_msg(fx, "Y1", "s@example.net", rc, 2);
+    old = seed_msg(fx, "D1", "s@example.net", rc, 2);
+    pair = seed_msg(fx, "P1", "s@example.net", rc, 2);
+    stale = seed_msg(fx, "S1", "s@example.net", rc, 2);
+    for (int i = 0; i < 2; i++) {
+        a[i] = rcpt_id(fx, young, i);
+        b[i] = rcpt_id(fx, old, i);
+        c[i] = rcpt_id(fx, pair, i);
+        d[i] = rcpt_id(fx, stale, i);
+    }
+    sql_exec(fx, "UPDATE messages SET received = %lld WHERE id IN (%lld, %lld)",
+             (long long)now - 60, (long long)young, (long long)pair);
+    sql_exec(fx, "INSERT INTO rcpt_dsn VALUES (%lld, 2, 'rfc822;orig@example.com')",
+             (long long)c[1]);
+    sql_exec(fx, "UPDATE message_rcpts SET state = 'delivered' WHERE id = %lld", (long long)d[0]);
+    sql_exec(fx, "UPDATE message_rcpts SET state = 'bounced' WHERE id = %lld", (long long)d[1]);
+
+    /* one job: a young deferral (nothing due), an old one (its warning
+     * due), a young deferral with a delivery asking for SUCCESS */
+    o[0] = outcome(a[0], young, STORE_RCPT_DEFERRED, now + 600, "451 4.4.1 later", NULL);
+    o[1] = outcome(b[0], old, STORE_RCPT_DEFERRED, now + 600, "451 4.4.1 later", NULL);
+    o[2] = outcome(c[0], pair, STORE_RCPT_DEFERRED, now + 600, "451 4.4.1 later", NULL);
+    o[3] = outcome(c[1], pair, STORE_RCPT_DELIVERED, 0, "250 ok", NULL);
+    o[3].success = STORE_SUCCESS_DELIVERED;
+    assert_int_equal(run_outcomes(fx, o, 4), 0);
+
+    assert_int_equal(count(fx, "messages", "sender = ''"), 2);
+    assert_int_equal(count(fx, "messages",
+                           "sender = '' AND instr(body, 'Action: delayed') > 0 "
+                           "AND instr(body, 'a@example.com') > 0"),
+                     1);
+    assert_int_equal(count(fx, "messages",
+                           "sender = '' AND instr(body, 'Action: delivered') > 0 "
+                           "AND instr(body, 'rfc822; orig@example.com') > 0"),
+                     1);
+    assert_int_equal(count(fx, "message_dsn", "warned = 1 AND message_id = %lld", (long long)old),
+                     1);
+    assert_int_equal(count(fx, "message_dsn", "warned = 1"), 1);
+    assert_int_equal(count(fx, "messages", "qid IN ('Y1', 'D1', 'P1')"), 3);
+    assert_true(rcpt_is(fx, a[0], "state = 'deferred' AND attempts = 1"));
+    assert_true(rcpt_is(fx, c[0], "state = 'deferred' AND attempts = 1"));
+
+    /* the young one grown old: its next deferral warns, once */
+    sql_exec(fx, "UPDATE messages SET received = %lld WHERE id = %lld", (long long)now - 3600,
+             (long long)young);
+    o[0] = outcome(a[1], young, STORE_RCPT_HELD, now + 600, "451 4.4.1 later", NULL);
+    assert_int_equal(run_outcomes(fx, o, 1), 0);
+    assert_int_equal(count(fx, "messages", "sender = ''"), 3);
+    o[0] = outcome(a[0], young, STORE_RCPT_DEFERRED, now + 600, "451 4.4.1 later", NULL);
+    assert_int_equal(run_outcomes(fx, o, 1), 0);
+    assert_int_equal(count(fx, "messages", "sender = ''"), 3);
+    assert_int_equal(count(fx, "message_dsn", "warned = 1"), 2);
+
+    /* no warnings at all: a deferral that found its recipient final still
+     * settles, and the message with nothing pending goes */
+    rules.delay_warning_s = 0;
+    store_set_dsn_rules(fx->st, &rules);
+    o[0] = outcome(d[1], stale, STORE_RCPT_DEFERRED, now + 600, "451 4.4.1 later", NULL);
+    assert_int_equal(run_outcomes(fx, o, 1), 0);
+    assert_int_equal(count(fx, "messages", "qid = 'S1'"), 0);
+    assert_int_equal(count(fx, "messages", "qid IN ('Y1', 'D1', 'P1')"), 3);
+    close_store(fx);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int
@@ -757,7 +837,7 @@ main(void)
         T(test_outcomes_rollback),       T(test_op_flush),
         T(test_op_hold_release_delete),  T(test_op_bounce),
         T(test_closing_refuses),         T(test_rcpt_state_names),
-        T(test_issue18_dsn_rules),
+        T(test_issue18_dsn_rules),       T(test_outcomes_deferral_settle),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
