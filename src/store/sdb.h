@@ -35,6 +35,9 @@ struct sdb_params {
      * brings the schema up to date (mxd starts and answers 451 until
      * then). false: sdb_open fails (mxctl, tests). */
     bool lazy;
+    /* POSTGRESQL: statements run after each (re)connect, e.g. a session
+     * setting; NULL: none. A failure is a failed connect. */
+    const char *on_connect;
 };
 
 struct sdb;

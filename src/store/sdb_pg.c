@@ -58,6 +58,7 @@ struct pg {
     struct sdb base;
     PGconn *conn;
     char *conninfo;
+    char *on_connect; /* run after each connect, or NULL */
     char name[256];
     char *err;             /* the last error, one line */
     uint64_t gen;          /* bumped at each (re)connect */
@@ -220,6 +221,19 @@ pg_connect(struct pg *p, char **err)
         pg_set_conn_err(p);
     } else {
         PQsetNoticeProcessor(p->conn, pg_notice, NULL);
+        if (p->on_connect != NULL) {
+            PGresult *r = PQexec(p->conn, p->on_connect);
+            bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+            PQclear(r);
+            if (!ok) {
+                pg_set_conn_err(p);
+                PQfinish(p->conn);
+                p->conn = NULL;
+                *err = xasprintf("database %s: %s", p->name, p->err);
+                return MXD_ESTORE;
+            }
+        }
         enc = PQparameterStatus(p->conn, "server_encoding");
         if (enc == NULL || strcmp(enc, "SQL_ASCII") != 0) {
             *err = xasprintf("database %s has ENCODING '%s'; mxd stores octets as received "
@@ -625,6 +639,7 @@ pg_close(struct sdb *db)
     if (p->conn != NULL)
         PQfinish(p->conn);
     free(p->conninfo);
+    free(p->on_connect);
     free(p->err);
     free(p);
 }
@@ -996,6 +1011,7 @@ sdb_pg_open(const struct sdb_params *prm, struct sdb **out, char **err)
     p->base.ops = &pg_ops;
     p->base.engine = SDB_POSTGRESQL;
     p->conninfo = xstrdup(prm->conninfo);
+    p->on_connect = prm->on_connect != NULL ? xstrdup(prm->on_connect) : NULL;
     {
         char *perr = NULL;
         PQconninfoOption *o = PQconninfoParse(p->conninfo, &perr);

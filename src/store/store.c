@@ -1165,6 +1165,7 @@ conn_cluster(struct store_conn *c, struct store *st)
 int
 store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, char **err)
 {
+    struct store_config rcfg;
     struct store *st = xcalloc(1, sizeof(*st));
     int rc;
 
@@ -1186,8 +1187,14 @@ store_open(uv_loop_t *loop, const struct store_config *cfg, struct store **out, 
     snprintf(st->hostname, sizeof(st->hostname), "localhost");
     /* until told otherwise, every DSN as before issue 18; no warnings */
     st->rules = (struct store_dsn_rules){.policy = STORE_BOUNCE_ALWAYS, .delay_warning_s = 0};
+    /* PostgreSQL: the reader writes only soft state (lease claims, the
+     * heartbeat): its commits need not wait for the disk or a synchronous
+     * standby. A claim lost in a crash is claimed again, as one of a dead
+     * node; every message and outcome goes through the writer, durably. */
+    rcfg = *cfg;
+    rcfg.db.on_connect = "SET synchronous_commit = off";
     if ((rc = conn_open(&st->w.c, cfg, STORE_W_BEGIN, STORE_R_LOOKUP, "writer", err)) != 0 ||
-        (rc = conn_open(&st->r, cfg, STORE_R_LOOKUP, STORE_NSTMT, "reader", err)) != 0)
+        (rc = conn_open(&st->r, &rcfg, STORE_R_LOOKUP, STORE_NSTMT, "reader", err)) != 0)
         goto fail;
     /* PostgreSQL down at start (cfg->db.lazy): both start lost, mail gets
      * 451 until a thread reconnects */
