@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "base/util.h"
+#include "sdb_fixture.h"
 #include "store/sdb.h"
 
 #define CHUNK (256 * 1024)
@@ -65,43 +66,6 @@ open_db(struct fx *fx)
         fail_msg("sdb_open: %d %s", rc, err ? err : "");
     free(err);
     return db;
-}
-
-static void
-exec_ok(struct sdb *db, const char *sql)
-{
-    if (sdb_exec(db, sql) != 0)
-        fail_msg("%s: %s", sql, sdb_errmsg(db));
-}
-
-/* The first column of sql's first row as an integer. */
-static int64_t
-query_i64(struct sdb *db, const char *sql)
-{
-    struct sdb_stmt *s = NULL;
-    int64_t v;
-
-    if (sdb_prepare(db, sql, &s) != 0)
-        fail_msg("prepare %s: %s", sql, sdb_errmsg(db));
-    assert_int_equal(sdb_step(s), SDB_ROW);
-    v = sdb_col_i64(s, 0);
-    sdb_finalize(s);
-    return v;
-}
-
-/* An empty PostgreSQL database (the schema public dropped). */
-static void
-pg_wipe(const char *conninfo)
-{
-    struct sdb_params p = {.engine = SDB_POSTGRESQL, .conninfo = conninfo};
-    struct sdb *db = NULL;
-    char *err = NULL;
-    int rc = sdb_open(&p, &db, &err);
-
-    if (rc != 0)
-        fail_msg("sdb_open: %s", err ? err : "");
-    exec_ok(db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public");
-    sdb_close(db);
 }
 
 static int

@@ -31,6 +31,7 @@
 
 #include "base/util.h"
 #include "msg/dsnparam.h"
+#include "sdb_fixture.h"
 #include "store/sdb.h"
 #include "store/store.h"
 
@@ -106,26 +107,6 @@ run_until(struct run *r, int n)
 {
     while (r->done < n)
         uv_run(&r->loop, UV_RUN_ONCE);
-}
-
-static void
-exec_ok(struct sdb *db, const char *sql)
-{
-    if (sdb_exec(db, sql) != 0)
-        fail_msg("%s: %s", sql, sdb_errmsg(db));
-}
-
-static int64_t
-query_i64(struct sdb *db, const char *sql)
-{
-    struct sdb_stmt *s = NULL;
-    int64_t v;
-
-    assert_int_equal(sdb_prepare(db, sql, &s), 0);
-    assert_int_equal(sdb_step(s), SDB_ROW);
-    v = sdb_col_i64(s, 0);
-    sdb_finalize(s);
-    return v;
 }
 
 /* Every row of sql, columns as text ("NULL" for NULL), one line each. */
@@ -290,19 +271,6 @@ batch_msg(struct run *r, int i)
 }
 
 static void
-pg_wipe(void)
-{
-    struct sdb_params p = {.engine = SDB_POSTGRESQL, .conninfo = pg_conninfo};
-    struct sdb *db = NULL;
-    char *err = NULL;
-
-    if (sdb_open(&p, &db, &err) != 0)
-        fail_msg("sdb_open: %s", err ? err : "");
-    exec_ok(db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public");
-    sdb_close(db);
-}
-
-static void
 run_open(struct run *r, enum sdb_engine engine)
 {
     struct store_config cfg = {.db = {.engine = engine}};
@@ -316,7 +284,7 @@ run_open(struct run *r, enum sdb_engine engine)
     if (engine == SDB_SQLITE) {
         cfg.db.path = r->path;
     } else {
-        pg_wipe();
+        pg_wipe(pg_conninfo);
         cfg.db.conninfo = pg_conninfo;
     }
     assert_int_equal(uv_loop_init(&r->loop), 0);
