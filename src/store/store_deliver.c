@@ -535,6 +535,9 @@ writer_insert_dsn(struct store_writer *w, const char *qid, const struct store_dm
     sdb_bind_i64(s, 7, eight);
     sdb_bind_i64(s, 8, (int64_t)len);
     sdb_bind_zeroblob(s, 9, len);
+    /* every parameter: bindings stay from the last message committed, and
+     * its body file name was freed with it (ASan, test_crash_bigbody) */
+    sdb_bind_null(s, 10);
     rc = store__writer_insert_id(w, STORE_W_INSERT_MSG, &id);
     if (rc == 0)
         rc = writer_dsn_body(w, id, text, len);
