@@ -174,13 +174,14 @@ store_post(struct store *st, struct store_job *jobs, const struct store_stats *s
         uv_async_send(&st->async);
 }
 
+/* Unlinks path (gone already is fine), logging a failure; qid may be NULL. */
 static void
-unlink_path(const struct store_job *j, const char *what, const char *path)
+unlink_path(const char *qid, const char *what, const char *path)
 {
     char esc[256];
 
     if (unlink(path) != 0 && errno != ENOENT)
-        log_msg(LOG_WARN, job_qid(j), "store", "%s unlink failed path=%s reason=\"%s\"", what,
+        log_msg(LOG_WARN, qid, "store", "%s unlink failed path=%s reason=\"%s\"", what,
                 log_esc(esc, sizeof(esc), path, strlen(path)), strerror(errno));
 }
 
@@ -191,9 +192,9 @@ unlink_spool(const struct store_job *j)
     if (j->msg == NULL)
         return;
     if (j->msg->spool_path != NULL)
-        unlink_path(j, "spool", j->msg->spool_path);
+        unlink_path(job_qid(j), "spool", j->msg->spool_path);
     if (j->msg->body_file != NULL && j->status != 0)
-        unlink_path(j, "body file", j->msg->body_file);
+        unlink_path(job_qid(j), "body file", j->msg->body_file);
 }
 
 static void
@@ -366,14 +367,11 @@ store__writer_delete_msg(struct store_writer *w, int64_t msg_id)
 static void
 writer_gone(struct store_writer *w, size_t mark, bool committed)
 {
-    char esc[256];
-
     while (w->ngone > mark) {
         char *path = w->gone[--w->ngone];
 
-        if (committed && unlink(path) != 0 && errno != ENOENT)
-            log_msg(LOG_WARN, NULL, "store", "body file unlink failed path=%s reason=\"%s\"",
-                    log_esc(esc, sizeof(esc), path, strlen(path)), strerror(errno));
+        if (committed)
+            unlink_path(NULL, "body file", path);
         free(path);
     }
 }
@@ -412,9 +410,10 @@ writer_body_put(struct store_writer *w, struct sdb_body *b, const void *p, size_
     return 0;
 }
 
-/* Copies spool_len octets of the spool file into the body, a chunk at a time. */
-static int
-writer_body_spool(struct store_writer *w, struct sdb_body *b, const struct store_msg *m)
+int
+store__spool_each(struct store_writer *w, const struct store_msg *m,
+                  int (*sink)(void *arg, const void *p, size_t n), void *arg, char *why,
+                  size_t whylen)
 {
     uint64_t left = m->spool_len;
     int fd, rc = 0;
@@ -422,7 +421,7 @@ writer_body_spool(struct store_writer *w, struct sdb_body *b, const struct store
     if (left == 0)
         return 0;
     if ((fd = open(m->spool_path, O_RDONLY | O_CLOEXEC)) < 0) {
-        store__writer_reason(w, "spool %s: %s", m->spool_path, strerror(errno));
+        snprintf(why, whylen, "spool %s: %s", m->spool_path, strerror(errno));
         return MXD_ESTORE;
     }
     while (rc == 0 && left > 0) {
@@ -431,15 +430,41 @@ writer_body_spool(struct store_writer *w, struct sdb_body *b, const struct store
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            store__writer_reason(w, "spool %s: %s", m->spool_path,
-                                 n == 0 ? "shorter than announced" : strerror(errno));
+            snprintf(why, whylen, "spool %s: %s", m->spool_path,
+                     n == 0 ? "shorter than announced" : strerror(errno));
             rc = MXD_ESTORE;
             break;
         }
-        rc = writer_body_put(w, b, w->buf, (size_t)n);
+        rc = sink(arg, w->buf, (size_t)n);
         left -= (uint64_t)n;
     }
     close(fd);
+    return rc;
+}
+
+struct body_sink {
+    struct store_writer *w;
+    struct sdb_body *b;
+};
+
+static int
+body_sink(void *arg, const void *p, size_t n)
+{
+    struct body_sink *bs = arg;
+
+    return writer_body_put(bs->w, bs->b, p, n);
+}
+
+/* Copies spool_len octets of the spool file into the body, a chunk at a time. */
+static int
+writer_body_spool(struct store_writer *w, struct sdb_body *b, const struct store_msg *m)
+{
+    struct body_sink bs = {w, b};
+    char why[sizeof(w->reason)] = "";
+    int rc = store__spool_each(w, m, body_sink, &bs, why, sizeof(why));
+
+    if (why[0] != '\0')
+        store__writer_reason(w, "%s", why);
     return rc;
 }
 

@@ -493,6 +493,14 @@ bool store__takeover_take(struct store_takeovers *tk, int64_t id);
 /* Writer thread: steps statement i, which returns the new row's id. */
 int store__writer_insert_id(struct store_writer *w, enum store_stmt i, int64_t *id);
 
+/* Writer thread: reads the first spool_len octets of m's spool file through
+ * w->buf, a STORE_CHUNK at a time, handing each to sink. 0, the sink's
+ * error, or MXD_ESTORE with why[0..whylen) saying what failed (nothing is
+ * recorded: the caller decides). */
+int store__spool_each(struct store_writer *w, const struct store_msg *m,
+                      int (*sink)(void *arg, const void *p, size_t n), void *arg, char *why,
+                      size_t whylen);
+
 /* Writer thread: m can be stored (every field the rows need is there). */
 bool store__msg_valid(const struct store_msg *m);
 

@@ -20,13 +20,10 @@
  * messages and PGB_MAX_OCTETS body octets (hex doubles it); more make more
  * statements in the same transaction.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/log.h"
 #include "store/sdb.h"
@@ -170,31 +167,21 @@ arr_end(struct pgb_arr *a)
     return a->p;
 }
 
-/* Appends the spool file's first spool_len octets as hex. */
+static int
+hex_sink(void *arg, const void *p, size_t n)
+{
+    arr_hex(arg, p, n);
+    return 0;
+}
+
+/* Appends the spool file's first spool_len octets as hex (an error leaves
+ * the reason to the per-message path, which reads the file again). */
 static int
 pgb_spool(struct pgb *b, struct pgb_arr *a, const struct store_msg *m)
 {
-    uint64_t left = m->spool_len;
-    int fd, rc = 0;
+    char why[8];
 
-    if (left == 0)
-        return 0;
-    if ((fd = open(m->spool_path, O_RDONLY | O_CLOEXEC)) < 0)
-        return MXD_ESTORE;
-    while (left > 0) {
-        ssize_t n = read(fd, b->w->buf, left < STORE_CHUNK ? (size_t)left : STORE_CHUNK);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            rc = MXD_ESTORE;
-            break;
-        }
-        arr_hex(a, b->w->buf, (size_t)n);
-        left -= (uint64_t)n;
-    }
-    close(fd);
-    return rc;
+    return store__spool_each(b->w, m, hex_sink, a, why, sizeof(why));
 }
 
 /* Adds m's body chunk (if it has a body); on a spool error the body arrays
