@@ -132,14 +132,6 @@ fmt_dur(char *buf, size_t size, int64_t secs)
     return buf;
 }
 
-static const char *
-col_text(struct sdb_stmt *s, int i)
-{
-    const char *t = sdb_col_text(s, i);
-
-    return t != NULL ? t : "";
-}
-
 static int
 db_fail(struct sdb *db, const char *what)
 {
@@ -191,7 +183,7 @@ recipient_list(struct sdb *db)
     if (sdb_prepare(db, "SELECT address FROM recipients ORDER BY address", &s) != 0)
         return db_fail(db, "recipient list");
     while ((rc = sdb_step(s)) == SDB_ROW) {
-        put_safe(col_text(s, 0), false);
+        put_safe(sdb_col_str(s, 0), false);
         putchar('\n');
     }
     sdb_finalize(s);
@@ -263,7 +255,7 @@ print_rcpts(struct sdb *db, struct sdb_stmt *s, int64_t id, int64_t now, const c
 
     sdb_bind_i64(s, 1, id);
     while ((rc = sdb_step(s)) == SDB_ROW) {
-        const char *state = col_text(s, 1);
+        const char *state = sdb_col_str(s, 1);
         bool pending = mxctl_rcpt_scheduled(state, sdb_col_i64(s, 3));
         int64_t due = sdb_col_i64(s, 3) - now;
 
@@ -275,12 +267,12 @@ print_rcpts(struct sdb *db, struct sdb_stmt *s, int64_t id, int64_t now, const c
             snprintf(next, sizeof(next), "in %s", fmt_dur(dur, sizeof(dur), due));
         fputs(prefix, stdout);
         putchar('<');
-        put_safe(col_text(s, 0), false);
+        put_safe(sdb_col_str(s, 0), false);
         printf("> %s attempts=%d next=%s last=", state, (int)sdb_col_i64(s, 2), next);
         if (sdb_col_null(s, 4))
             putchar('-');
         else
-            put_safe(col_text(s, 4), true);
+            put_safe(sdb_col_str(s, 4), true);
         putchar('\n');
     }
     sdb_reset(s);
@@ -348,9 +340,9 @@ queue_run(const struct mxctl_ctx *ctx, struct sdb *db, int argc, char **argv)
     while (rc == MXCTL_OK && (step = sdb_step(m)) == SDB_ROW) {
         if (n++ == 0)
             printf("%-24s %5s %10s  %s\n", "QUEUE-ID", "AGE", "SIZE", "SENDER");
-        printf("%-24s %5s %10lld  <", col_text(m, 1),
+        printf("%-24s %5s %10lld  <", sdb_col_str(m, 1),
                fmt_dur(age, sizeof(age), now - sdb_col_i64(m, 2)), (long long)sdb_col_i64(m, 3));
-        put_safe(col_text(m, 4), false);
+        put_safe(sdb_col_str(m, 4), false);
         puts(">");
         rc = print_rcpts(db, r, sdb_col_i64(m, 0), now, "    ");
     }
@@ -382,13 +374,13 @@ print_envelope(struct sdb_stmt *s)
     if (gmtime_r(&t, &tm) != NULL)
         strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     fputs("qid: ", stdout);
-    put_safe(col_text(s, 0), false);
+    put_safe(sdb_col_str(s, 0), false);
     printf("\nreceived: %s\nclient: ", when);
-    put_safe(col_text(s, 2), false);
+    put_safe(sdb_col_str(s, 2), false);
     fputs("\nhelo: ", stdout);
-    put_safe(col_text(s, 3), false);
+    put_safe(sdb_col_str(s, 3), false);
     fputs("\nsender: <", stdout);
-    put_safe(col_text(s, 4), false);
+    put_safe(sdb_col_str(s, 4), false);
     printf(">\nsize: %lld\n", (long long)sdb_col_i64(s, 7));
     if ((int)sdb_col_i64(s, 5) || (int)sdb_col_i64(s, 6))
         printf("options:%s%s\n", (int)sdb_col_i64(s, 5) ? " SMTPUTF8" : "",

@@ -96,7 +96,7 @@ mxctl_cluster(struct sdb *db, int64_t now, int64_t lease_s, bool json)
     }
     sdb_bind_i64(s, 1, now);
     while ((step = sdb_step(s)) == SDB_ROW) {
-        const char *name = sdb_col_text(s, 0) != NULL ? sdb_col_text(s, 0) : "";
+        const char *name = sdb_col_str(s, 0);
         int64_t heartbeat = sdb_col_i64(s, 2), age = now - heartbeat;
         bool alive = age <= 2 * lease_s;
 

@@ -490,8 +490,7 @@ queue_totals(struct sdb *db, json_t *stats)
     if (sdb_prepare(db, sql, &s) != 0)
         return db_fail(db, "stats");
     while ((step = sdb_step(s)) == SDB_ROW)
-        set(q, sdb_col_text(s, 0) != NULL ? sdb_col_text(s, 0) : "",
-            json_integer(sdb_col_i64(s, 1)));
+        set(q, sdb_col_str(s, 0), json_integer(sdb_col_i64(s, 1)));
     sdb_finalize(s);
     return step == SDB_DONE ? MXCTL_OK : db_fail(db, "stats");
 }

@@ -154,6 +154,14 @@ sdb_col_text(struct sdb_stmt *s, int col)
     return s->db->ops->col_text(s, col);
 }
 
+const char *
+sdb_col_str(struct sdb_stmt *s, int col)
+{
+    const char *t = s->db->ops->col_text(s, col);
+
+    return t != NULL ? t : "";
+}
+
 const void *
 sdb_col_blob(struct sdb_stmt *s, int col, size_t *len)
 {

@@ -122,6 +122,8 @@ void sdb_reset(struct sdb_stmt *s);
 bool sdb_col_null(struct sdb_stmt *s, int col);
 int64_t sdb_col_i64(struct sdb_stmt *s, int col);
 const char *sdb_col_text(struct sdb_stmt *s, int col);
+/* sdb_col_text, with "" for NULL. */
+const char *sdb_col_str(struct sdb_stmt *s, int col);
 const void *sdb_col_blob(struct sdb_stmt *s, int col, size_t *len);
 
 /* ---- message bodies ------------------------------------------------------

@@ -111,28 +111,20 @@ cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static const char *
-col_text(struct sdb_stmt *s, int i)
-{
-    const char *t = sdb_col_text(s, i);
-
-    return t != NULL ? t : "";
-}
-
 /* NULL for SQL NULL, else an owned copy. */
 static char *
 col_dup(struct sdb_stmt *s, int i)
 {
-    return sdb_col_null(s, i) ? NULL : xstrdup(col_text(s, i));
+    return sdb_col_null(s, i) ? NULL : xstrdup(sdb_col_str(s, i));
 }
 
 /* Fills m's envelope from a row of STORE_SQL_ENVELOPE. */
 static void
 env_from_row(struct sdb_stmt *s, struct store_dmsg *m)
 {
-    snprintf(m->qid, sizeof(m->qid), "%s", col_text(s, 0));
+    snprintf(m->qid, sizeof(m->qid), "%s", sdb_col_str(s, 0));
     m->received = sdb_col_i64(s, 1);
-    m->sender = xstrdup(col_text(s, 2));
+    m->sender = xstrdup(sdb_col_str(s, 2));
     m->size = (uint64_t)sdb_col_i64(s, 3);
     m->smtputf8 = sdb_col_i64(s, 4) != 0;
     m->body_8bit = sdb_col_i64(s, 5) != 0;
@@ -144,8 +136,8 @@ env_from_row(struct sdb_stmt *s, struct store_dmsg *m)
     m->warned = sdb_col_i64(s, 11) != 0;
     m->requiretls = sdb_col_i64(s, 12) != 0;
     m->tls_optional = sdb_col_i64(s, 13) != 0;
-    m->client_addr = xstrdup(col_text(s, 14));
-    m->helo = xstrdup(col_text(s, 15));
+    m->client_addr = xstrdup(sdb_col_str(s, 14));
+    m->helo = xstrdup(sdb_col_str(s, 15));
     m->client_name = col_dup(s, 16);
     m->client_port = col_dup(s, 17);
     m->client_proto = col_dup(s, 18);
@@ -219,8 +211,8 @@ due_add(struct store__djob *d, struct store_dmsg **last, struct sdb_stmt *s)
         m->rcpts = xrealloc(m->rcpts, (m->nrcpts ? 2 * m->nrcpts : 1) * sizeof(*m->rcpts));
     r = &m->rcpts[m->nrcpts++];
     r->id = sdb_col_i64(s, 0);
-    r->address = xstrdup(col_text(s, 2));
-    r->domain = xstrdup(col_text(s, 3));
+    r->address = xstrdup(sdb_col_str(s, 2));
+    r->domain = xstrdup(sdb_col_str(s, 3));
     r->attempts = (unsigned)sdb_col_i64(s, 4);
     r->notify = (unsigned)sdb_col_i64(s, 5); /* NULL reads 0 */
     r->orcpt = col_dup(s, 6);
@@ -757,7 +749,7 @@ writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *m
         return rc;
     }
     *msg_id = sdb_col_i64(s, 0);
-    ri->address = xstrdup(col_text(s, 1));
+    ri->address = xstrdup(sdb_col_str(s, 1));
     ri->notify = (unsigned)sdb_col_i64(s, 2);
     ri->orcpt = col_dup(s, 3);
     ri->received = sdb_col_i64(s, 4);
@@ -900,7 +892,7 @@ writer_bounce(struct store_writer *w, struct store__djob *d, int64_t msg_id, int
     while ((rc = writer_step(w, STORE_W_BOUNCE)) == 1) {
         ri = xrealloc(ri, (n + 1) * sizeof(*ri));
         rid = xrealloc(rid, (n + 1) * sizeof(*rid));
-        ri[n] = (struct store_rinfo){.address = xstrdup(col_text(s, 1))};
+        ri[n] = (struct store_rinfo){.address = xstrdup(sdb_col_str(s, 1))};
         rid[n++] = sdb_col_i64(s, 0);
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {

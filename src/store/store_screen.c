@@ -42,9 +42,7 @@ struct store__sjob {
 static void
 copy_col(char *dst, size_t size, struct sdb_stmt *s, int i)
 {
-    const char *t = sdb_col_text(s, i);
-
-    snprintf(dst, size, "%s", t != NULL ? (const char *)t : "");
+    snprintf(dst, size, "%s", sdb_col_str(s, i));
 }
 
 int
