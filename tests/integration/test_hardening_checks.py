@@ -121,7 +121,9 @@ class AsyncChecks(mxdtest.ClassMxd, unittest.TestCase):
         since = len(self.dns.queries)
         self.hostile(SILENT["one"])
         time.sleep(1.0)
-        asked = {q[0] for q in self.queried(".silent.test", since)}
+        # only this test's names: a check an earlier test started (new0,
+        # big0..) may still be retrying, slowly under valgrind
+        asked = {q[0] for q in self.queried(".silent.test", since)} & set(SILENT["one"])
         self.assertEqual(asked, {SILENT["one"][0]}, "more than one SPF check ran at once")
 
     def test_new_identity_waits_for_the_running_check(self):
