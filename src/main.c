@@ -635,6 +635,17 @@ main(int argc, char **argv)
         free(errors);
         return 1;
     }
+    {
+        char *err = NULL;
+
+        /* libpq judges the conninfo's syntax: src/base cannot call it */
+        if (dbconf_check(m.conf, &err) != 0) {
+            fprintf(stderr, "%s\n", err);
+            free(err);
+            conf_free(m.conf);
+            return 1;
+        }
+    }
     if (check && m.conf->tls_certificate != NULL) {
         char *err = NULL;
         char *warn = NULL;

@@ -1045,6 +1045,8 @@ check_conf(struct parse *p)
              "[tls]: set both certificate and key, or neither");
     if (c->store == CONF_STORE_POSTGRESQL && c->postgresql == NULL)
         perr(p, l[K_STORE], "store = postgresql: set postgresql (a libpq connection string)");
+    /* its syntax is libpq's to judge (store/dbconf.c, below base) */
+    p->conf->postgresql_line = l[K_POSTGRESQL] > 0 ? l[K_POSTGRESQL] : 0;
     if (l[K_CLUSTER_LEASE] > 0 && c->cluster_lease_s < 3)
         perr(p, l[K_CLUSTER_LEASE],
              "cluster_lease: must be 3s or more (heartbeats go every third)");

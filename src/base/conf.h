@@ -166,6 +166,7 @@ struct conf {
     char *database;            /* SQLite's queue; beside it the spool (both engines) */
     enum conf_store store;     /* the queue's engine */
     char *postgresql;          /* store = postgresql: libpq connection string */
+    int postgresql_line;       /* its line in path (0: not set), for --check's FILE:LINE */
     char *node_name;           /* this cluster node; NULL: the hostname */
     uint64_t cluster_lease_s;  /* a node's claim on a recipient lasts this long unrenewed */
     uint64_t max_message_size; /* octets */

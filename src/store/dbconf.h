@@ -14,6 +14,12 @@
  * and live as long as it. */
 struct sdb_params dbconf_params(const struct conf *conf);
 
+/* Offline checks of what conf_load cannot judge below the store: with
+ * store = postgresql, the conninfo's syntax (libpq's parser, no
+ * connection). 0, or MXD_EINVAL with *err (caller frees) one
+ * "FILE:LINE: postgresql: <libpq's reason>" line. */
+int dbconf_check(const struct conf *conf, char **err) MXD_WUR;
+
 /* "sqlite" or "postgresql", as the configuration spells the engine. */
 const char *dbconf_engine_name(enum sdb_engine engine);
 

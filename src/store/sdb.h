@@ -61,6 +61,10 @@ int sdb_schema_version(void);
  */
 int sdb_open(const struct sdb_params *p, struct sdb **out, char **err) MXD_WUR;
 
+/* Parses a libpq connection string (PQconninfoParse) without connecting:
+ * 0, or MXD_EINVAL with libpq's reason in *err (one line, caller frees). */
+int sdb_conninfo_check(const char *conninfo, char **err) MXD_WUR;
+
 /* Finalizes every statement still prepared on db and closes it. NULL ok. */
 void sdb_close(struct sdb *db);
 

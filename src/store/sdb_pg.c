@@ -998,9 +998,29 @@ static const struct sdb_ops pg_ops = {
     " ORDER BY 1"
 
 int
+sdb_conninfo_check(const char *conninfo, char **err)
+{
+    char *perr = NULL;
+    PQconninfoOption *o = PQconninfoParse(conninfo != NULL ? conninfo : "", &perr);
+    size_t n;
+
+    if (o != NULL) {
+        PQconninfoFree(o);
+        return 0;
+    }
+    *err = xstrdup(perr != NULL ? perr : "out of memory");
+    PQfreemem(perr);
+    n = strlen(*err);
+    while (n > 0 && ((*err)[n - 1] == '\n' || (*err)[n - 1] == ' '))
+        (*err)[--n] = '\0'; /* libpq ends its messages with a newline */
+    return MXD_EINVAL;
+}
+
+int
 sdb_pg_open(const struct sdb_params *prm, struct sdb **out, char **err)
 {
     struct pg *p;
+    char *msg = NULL;
     int rc;
 
     if (prm->conninfo == NULL || prm->conninfo[0] == '\0') {
@@ -1012,17 +1032,11 @@ sdb_pg_open(const struct sdb_params *prm, struct sdb **out, char **err)
     p->base.engine = SDB_POSTGRESQL;
     p->conninfo = xstrdup(prm->conninfo);
     p->on_connect = prm->on_connect != NULL ? xstrdup(prm->on_connect) : NULL;
-    {
-        char *perr = NULL;
-        PQconninfoOption *o = PQconninfoParse(p->conninfo, &perr);
-
-        if (o == NULL) {
-            *err = xasprintf("[server] postgresql: %s", perr != NULL ? perr : "out of memory");
-            PQfreemem(perr);
-            pg_close(&p->base);
-            return MXD_EINVAL;
-        }
-        PQconninfoFree(o);
+    if (sdb_conninfo_check(p->conninfo, &msg) != 0) {
+        *err = xasprintf("[server] postgresql: %s", msg);
+        free(msg);
+        pg_close(&p->base);
+        return MXD_EINVAL;
     }
     p->body_insert = pg_stmt_new(p, "INSERT INTO message_body (message_id, seq, data)"
                                     " VALUES (?1, ?2, ?3)");

@@ -138,6 +138,45 @@ class Config(unittest.TestCase):
         text, n = self.replaced("recipients", "everybody")
         self.assert_error_at(text, n, "bad recipients")
 
+    def pg_text(self, conninfo):
+        """Valid config with store = postgresql and postgresql = conninfo
+        (any store/postgresql line the harness wrote replaced); returns
+        (text, 1-based line of the postgresql key)."""
+        lines = [ln for ln in self.valid_text().splitlines()
+                 if ln.split("=")[0].strip() not in ("store", "postgresql")]
+        idx = next(i for i, ln in enumerate(lines) if ln.startswith("hostname"))
+        lines[idx + 1:idx + 1] = ["store = postgresql", f"postgresql = {conninfo}"]
+        return "\n".join(lines) + "\n", idx + 3
+
+    def test_postgresql_conninfo(self):
+        """Issue 21: --check parses the conninfo with libpq (no connection:
+        port 1 answers nobody) and names FILE:LINE with libpq's reason; mxd
+        refuses to start with the same line."""
+        for ok in ("host=127.0.0.1 port=1 dbname=mxd connect_timeout=1",
+                   "host=127.0.0.1,127.0.0.2 port=1,1 target_session_attrs=read-write",
+                   "postgresql://127.0.0.1:1,127.0.0.2:1/mxd?target_session_attrs=read-write",
+                   "dbname='my queue' host=/run/postgresql"):
+            with self.subTest(ok=ok):
+                p = self.check(self.write(self.pg_text(ok)[0]))
+                self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        for bad, want in (("host=127.0.0.1 bogus_key=1", 'invalid connection option "bogus_key"'),
+                          ("host='127.0.0.1 dbname=mxd", "unterminated quoted string"),
+                          ("host=127.0.0.1 dbname", 'missing "=" after "dbname"'),
+                          ("postgresql://127.0.0.1:1/mxd?nosuch=1", "nosuch")):
+            with self.subTest(bad=bad):
+                text, n = self.pg_text(bad)
+                err = self.assert_error_at(text, n, f"postgresql = {bad}")
+                self.assertIn(f":{n}: postgresql: ", err)
+                self.assertIn(want, err)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+        text, n = self.pg_text("host=127.0.0.1 bogus_key=1")
+        path = self.write(text, "start.conf")
+        p = subprocess.run([mxdtest.mxd_path(), "-c", path], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=30, cwd=self.tmpdir)
+        err = p.stderr.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 1, err)
+        self.assertRegex(err, rf"(?m)^{re.escape(path)}:{n}: postgresql: invalid connection", err)
+
     def test_every_error_reported(self):
         lines = self.valid_text().splitlines()
         i1 = next(i for i, ln in enumerate(lines) if ln.startswith("max_recipients"))
