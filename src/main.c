@@ -346,7 +346,8 @@ mxd_reload(void *arg, char **err)
         return MXD_ECLOSING;
     }
     sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
-    if (conf_load(m->conf_path, &nc, &errors) != 0 || reload_load_tls(nc, &tls, &errors) != 0) {
+    if (conf_load(m->conf_path, &nc, &errors) != 0 || dbconf_check(nc, &errors) != 0 ||
+        reload_load_tls(nc, &tls, &errors) != 0) {
         /* One log line per error; errors itself goes back to mxctl whole. */
         for (const char *p = errors; p != NULL && *p != '\0';) {
             size_t n = strcspn(p, "\n");

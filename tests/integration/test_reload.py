@@ -87,6 +87,20 @@ class Reload(unittest.TestCase):
         self.assertEqual(self.rcpt("u@c.test").code, 550)
         self.assertTrue(self.mxd.running())
 
+    def test_bad_conninfo_refused(self):
+        """Issue 21: a PostgreSQL connection string libpq cannot parse is
+        refused by a reload as by --check (FILE:LINE, libpq's reason); the
+        old config stays."""
+        self.mxd.server["store"] = "postgresql"
+        self.mxd.server["postgresql"] = "host=127.0.0.1 bogus_key=1"
+        self.mxd.domains["b.test"] = ANY
+        self.mxd.write_config()
+        self.sighup("reload refused")
+        self.assertRegex(self.mxd.stderr(), r"err - mxd reload refused error=\".*mxd\.conf:\d+: "
+                                            r"postgresql: invalid connection option")
+        self.assertEqual(self.rcpt("u@b.test").code, 550)
+        self.assertTrue(self.mxd.running())
+
     def test_mxctl_reload(self):
         self.mxd.domains["c.test"] = {"mode": "local", "recipients": "table"}
         self.mxd.write_config()
