@@ -310,8 +310,8 @@ def main():
         print(f"exim stack: {args.n} messages at c={args.c}, {p['rate']:,.1f}/s, CPU "
               f"{p['cpu_ms']:.3f} ms/message (rspamd {rspamd_ms:.3f}), peak PSS "
               f"{p['pss_mib']:.1f} MiB, dot-to-250 p50 {p['p50_ms']:.2f} ms p99 "
-              f"{p['p99_ms']:.2f} ms; {srv.exim.queued()} queued; {queries:.1f} DNS queries/message "
-              "(Exim's and rspamd's)", flush=True)
+              f"{p['p99_ms']:.2f} ms; {srv.exim.queued()} queued; {queries:.1f} DNS "
+              "queries/message (Exim's and rspamd's)", flush=True)
         print("    " + "\n    ".join(shown), flush=True)
     finally:
         srv.stop()

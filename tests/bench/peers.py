@@ -44,8 +44,8 @@ def unpack(packages=None, name="root"):
     dl = os.path.join(CACHE, "dl" + suffix)
     os.makedirs(dl, exist_ok=True)
     os.chmod(CACHE, 0o755)
-    p = subprocess.run(["apt-get", "download", *(packages or PACKAGES)], cwd=dl, capture_output=True,
-                       text=True, timeout=600)
+    p = subprocess.run(["apt-get", "download", *(packages or PACKAGES)], cwd=dl,
+                       capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(f"apt-get download failed: {p.stderr[-500:]}")
     shutil.rmtree(root, ignore_errors=True)
