@@ -242,7 +242,8 @@ begin retry
         # still get a delivery attempt (a process, a failed LMTP connect)
         self._spawn([self.exim, "-C", os.path.join(self.dir, "exim.conf"), "-bdf",
                      *([] if self.hold else ["-odf"])],
-                    log, nameserver=self.stack.nameserver if self.stack else "127.0.0.77")
+                    log, nameserver=self.stack.nameserver if self.stack else "127.0.0.77",
+                    preload=self.stack.preload if self.stack else None)
         _wait_port(self.port, self.proc, log)
 
     def queued(self):
