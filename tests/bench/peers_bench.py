@@ -6,7 +6,8 @@ A benchmark, not a test: it fails only when something does not work.
 
     env MXD=build-bench/src/mxd SMTP_LOAD=build/tests/smtp_load \\
         LISTEN_BACKLOG=build/tests/liblisten_backlog.so \\
-        /usr/bin/python3 tests/bench/peers_bench.py [--quick] [--rounds N]
+        /usr/bin/python3 tests/bench/peers_bench.py [--quick] [--rounds N] \\
+        [--only load|idle|e2e|stack]
 
 Run as root. Everything is private on 127.0.0.1 under one temp dir. Every
 server holds what it accepts for one domain (mxd: a backup domain whose
