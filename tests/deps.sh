@@ -43,6 +43,9 @@ packages=(
     haproxy
     # content filters over milter (issue 17): the libmilter test filter, rspamd
     libmilter-dev rspamd
+    # Exim's stack in the peers bench (issue 22, tests/bench/exim_stack.py):
+    # exim4-daemon-heavy is unpacked privately; the libraries it links are not
+    libspf2-2 libmariadb3 libpq5 libperl5.36 libgnutls-dane0 libsasl2-2 libdb5.3
     # recipients = sync from LDAP (issue 18): libldap, and a private slapd in the tests
     libldap-dev slapd ldap-utils
     # the shipped alert rules and fail2ban filter, checked with the real tools

@@ -32,17 +32,20 @@ PACKAGES = ["exim4-daemon-light", "exim4-base", "libidn12", "opensmtpd"]
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 
 
-def unpack():
-    """The private root with both peers unpacked (cached), or raises."""
-    root = os.path.join(CACHE, "root")
-    done = os.path.join(CACHE, "unpacked")
+def unpack(packages=None, name="root"):
+    """The private root with both peers unpacked (cached), or raises;
+    another list of packages goes to another root (name: its directory,
+    e.g. exim_stack.py's exim4-daemon-heavy)."""
+    root = os.path.join(CACHE, name)
+    suffix = "" if name == "root" else "-" + name
+    done = os.path.join(CACHE, "unpacked" + suffix)
     if os.path.exists(done):
         return root
-    dl = os.path.join(CACHE, "dl")
+    dl = os.path.join(CACHE, "dl" + suffix)
     os.makedirs(dl, exist_ok=True)
     os.chmod(CACHE, 0o755)
-    p = subprocess.run(["apt-get", "download", *PACKAGES], cwd=dl, capture_output=True,
-                       text=True, timeout=600)
+    p = subprocess.run(["apt-get", "download", *(packages or PACKAGES)], cwd=dl,
+                       capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(f"apt-get download failed: {p.stderr[-500:]}")
     shutil.rmtree(root, ignore_errors=True)
@@ -104,9 +107,12 @@ class _Peer:
 
     proc = None
 
-    def _spawn(self, argv, log, setup=(), preload=None):
+    def _spawn(self, argv, log, setup=(), preload=None, nameserver="127.0.0.77", nofile=None):
         d = self.dir
         script = ["set -e"]
+        if nofile:  # raise its open-files limit (needs CAP_SYS_RESOURCE past the
+            # hard limit: else up to the hard limit)
+            script.append(f"ulimit -n {nofile} 2>/dev/null || ulimit -n $(ulimit -H -n)")
         for i, target in enumerate(("/etc", "/var", "/run")):
             up, work = os.path.join(d, f"ov{i}-upper"), os.path.join(d, f"ov{i}-work")
             os.makedirs(up, exist_ok=True)
@@ -114,9 +120,10 @@ class _Peer:
             script.append(f"mount -t overlay overlay -o lowerdir={target},upperdir={up},"
                           f"workdir={work} {target}")
         script.append(f"cat '{d}/passwd' > /etc/passwd; cat '{d}/group' > /etc/group")
-        # a loopback address where no name server listens: a lookup fails at
-        # once (the machine's resolver may be unreachable: seconds per session)
-        script.append("rm -f /etc/resolv.conf; echo 'nameserver 127.0.0.77' > /etc/resolv.conf")
+        # by default a loopback address where no name server listens: a lookup
+        # fails at once (the machine's resolver may be unreachable: seconds per
+        # session); exim_stack.py gives its scripted DNS's (port 53)
+        script.append(f"rm -f /etc/resolv.conf; echo 'nameserver {nameserver}' > /etc/resolv.conf")
         script.extend(setup)
         script.append(f"export LD_LIBRARY_PATH='{self.root}/{LIBDIR}'")
         if preload:
@@ -150,10 +157,14 @@ class Exim(_Peer):
     name = "exim"
     durability = "fsync per message (its default)"
 
-    def __init__(self, tmpdir, port, domain, lmtp=None, hold=True, tls=None):
-        self.root = unpack()
+    def __init__(self, tmpdir, port, domain, lmtp=None, hold=True, tls=None, stack=None):
+        # stack: workload 3 (exim_stack.EximStack): exim4-daemon-heavy's root,
+        # its name server and its config text (SPF, DKIM, DMARC, DNSBLs, rspamd)
+        self.stack = stack
+        self.hold = hold
+        self.root = stack.root if stack else unpack()
         self.port = port
-        self.dir = os.path.join(tmpdir, "exim")
+        self.dir = os.path.join(tmpdir, "exim-stack" if stack else "exim")
         self.spool = os.path.join(self.dir, "spool")
         self.logdir = os.path.join(self.dir, "log")
         for d in (self.spool, self.logdir):
@@ -195,17 +206,17 @@ message_size_limit = 64M
 queue_only = {"true" if hold else "false"}
 received_header_text = Received: from ${{sender_rcvhost}} by ${{primary_hostname}} \\
   with ${{received_protocol}} id ${{message_exim_id}}
-{tls_lines}acl_smtp_rcpt = acl_rcpt
+{tls_lines}{stack.main if stack else ""}acl_smtp_rcpt = acl_rcpt
 acl_smtp_data = acl_data
 
 begin acl
 acl_rcpt:
-  accept domains = +local_domains
+{stack.rcpt if stack else ""}  accept domains = +local_domains
   deny message = relay not permitted
 
 acl_data:
-  accept
-
+{stack.data if stack else ""}  accept
+{stack.acls if stack else ""}
 begin routers
 lmtp:
   driver = accept
@@ -227,8 +238,12 @@ begin retry
 
     def start(self):
         log = os.path.join(self.dir, "stderr.log")
-        self._spawn([self.exim, "-C", os.path.join(self.dir, "exim.conf"), "-bdf", "-odf"],
-                    log)
+        # -odf (deliver at once) overrides queue_only: held, each message would
+        # still get a delivery attempt (a process, a failed LMTP connect)
+        self._spawn([self.exim, "-C", os.path.join(self.dir, "exim.conf"), "-bdf",
+                     *([] if self.hold else ["-odf"])],
+                    log, nameserver=self.stack.nameserver if self.stack else "127.0.0.77",
+                    preload=self.stack.preload if self.stack else None)
         _wait_port(self.port, self.proc, log)
 
     def queued(self):
@@ -294,7 +309,8 @@ match from any for domain "{domain}" action "out"
                            "/usr/libexec /usr/libexec",
                            "mkdir -p /etc/mail /var/spool/smtpd /var/lib/opensmtpd/empty",
                            f"cp '{self.etcmail}/aliases' '{self.etcmail}/mailname' /etc/mail/",
-                           "chmod 711 /var/spool/smtpd"], preload=self.preload)
+                           "chmod 711 /var/spool/smtpd"], preload=self.preload,
+                    nofile=65536)
         _wait_port(self.port, self.proc, log)
         if self.hold:  # no delivery attempts while it holds: as the others
             for _ in range(50):  # its control socket comes a moment after the port
@@ -307,6 +323,16 @@ match from any for domain "{domain}" action "out"
                 time.sleep(0.1)
             else:
                 raise RuntimeError(f"smtpctl pause mta: {p.stdout}{p.stderr}")
+
+    def max_sessions(self):
+        """Its session limit, from the open-files limit it runs with: smtp.c
+        takes (limit - fds open) / 2 - 5 at start and stops accepting one
+        short of it ("Disabling incoming SMTP connections: Client limit
+        reached"; 9,994 seen with 20,000, where this machine's processes
+        lack CAP_SYS_RESOURCE to raise it); less a margin."""
+        with open(f"/proc/{self.pid}/limits", encoding="ascii") as f:
+            soft = next(int(ln.split()[3]) for ln in f if ln.startswith("Max open files"))
+        return soft // 2 - 50
 
     def queued(self):
         n = 0
