@@ -115,6 +115,19 @@
     "x AS (INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) "                                         \
     "SELECT * FROM unnest(?30::bigint[], ?31::int[], ?32::text[])) SELECT 1"
 
+/* store_pgbatch.c: W_OUTCOME for many deferrals or holds at once (element i
+ * of ?1..?4 is one outcome's ?1..?4; recipient ids distinct), returning
+ * W_OUTCOME's columns and then the recipient's id. */
+#define STORE_SQL_PGB_OUTCOMES                                                                     \
+    "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND u.s = 'deferred' "              \
+    "THEN 'held' ELSE u.s END, attempts = attempts + 1, next_attempt = CASE WHEN "                 \
+    "state = 'held' AND next_attempt = 9223372036854775807 AND u.s IN ('deferred', "               \
+    "'held') THEN next_attempt ELSE coalesce(u.n, next_attempt) END, "                             \
+    "last_reply = u.l, lease_owner = NULL, lease_until = NULL FROM unnest(?1::bigint[], "          \
+    "?2::text[], ?3::bigint[], ?4::text[]) AS u(i, s, n, l) WHERE message_rcpts.id = u.i "         \
+    "AND state IN ('queued', 'deferred', 'held') RETURNING message_id, "                           \
+    "address::text, " STORE_SQL_OUTCOME_MORE ", message_rcpts.id"
+
 #define STORE_SQL(X)                                                                               \
     X(W_BEGIN, "begin", "BEGIN IMMEDIATE", "BEGIN")                                                \
     X(W_COMMIT, "commit", "COMMIT", NULL)                                                          \
@@ -260,6 +273,7 @@
       "SELECT 1, nextval(pg_get_serial_sequence('message_rcpts', 'id')) "                          \
       "FROM generate_series(1, ?2::int)")                                                          \
     X(W_PGB_INSERT, "batched insert", NULL, STORE_SQL_PGB_INSERT)                                  \
+    X(W_PGB_OUTCOMES, "batched outcomes", NULL, STORE_SQL_PGB_OUTCOMES)                            \
     X(R_LOOKUP, "lookup",                                                                          \
       "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1",                \
       "SELECT 1 FROM recipients WHERE address = ?1::citext OR "                                    \
@@ -501,6 +515,10 @@ int store__spool_each(struct store_writer *w, const struct store_msg *m,
                       int (*sink)(void *arg, const void *p, size_t n), void *arg, char *why,
                       size_t whylen);
 
+/* Writer thread: the body files of the rows deleted since mark (w->ngone)
+ * unlinked (their deletion committed) or forgotten (rolled back). */
+void store__writer_gone(struct store_writer *w, size_t mark, bool committed);
+
 /* Writer thread: m can be stored (every field the rows need is there). */
 bool store__msg_valid(const struct store_msg *m);
 
@@ -512,6 +530,25 @@ bool store__msg_valid(const struct store_msg *m);
  * and begins again with nothing batched. 0, or MXD_ESTORE when the
  * transaction could not be begun again (w->reason says why). */
 int store__pg_batch(struct store_writer *w, struct store_job *first) MXD_WUR;
+
+/* ---- store_deliver.c, for store_pgbatch.c ----------------------------- */
+
+/* Writer thread. An OUTCOMES job that has not failed and whose outcomes are
+ * all deferrals or holds: store_pgbatch.c may record them with other jobs'
+ * in one statement (W_PGB_OUTCOMES). */
+bool store__outcomes_batchable(const struct store_job *j);
+size_t store__outcomes_count(const struct store_job *j);
+const struct store_outcome *store__outcome_at(const struct store_job *j, size_t k);
+/* Before the statement: every outcome as if its recipient were final
+ * already (no row returned); store__outcome_row: outcome k's row (the
+ * columns of W_OUTCOME's RETURNING). */
+void store__outcomes_begin(struct store_job *j);
+void store__outcome_row(struct store_job *j, size_t k, struct sdb_stmt *s);
+/* After it: settles the job's messages as writer_outcomes does (usually
+ * nothing: a deferral without a delay warning due). */
+int store__outcomes_settle(struct store_writer *w, struct store_job *j) MXD_WUR;
+/* The batch fell back: forgets what the batched path recorded (DSN notes). */
+void store__outcomes_unbatch(struct store_job *j);
 
 /* ---- store_deliver.c, for store.c -------------------------------------- */
 

@@ -140,7 +140,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few messages: does every part work")
     ap.add_argument("-n", type=int, default=None, help="messages per held-accept point")
+    ap.add_argument("--points", default="sqlite,pg-local,pg-sync,e2e",
+                    help="comma-separated subset of sqlite,pg-local,pg-sync,e2e to run")
     args = ap.parse_args()
+    points = set(args.points.split(","))
     n = args.n or (400 if args.quick else 20000)
     n_e2e = 200 if args.quick else 10000
     tmpdir = tempfile.mkdtemp(prefix="mxdbench-pg-")
@@ -148,7 +151,8 @@ def main():
     results = {}
     failed = []
     print(f"held-accept, c={SESSIONS}, {SIZE} octets, {n} messages per point", flush=True)
-    plan = [("sqlite", None), ("pg-local", False), ("pg-sync", True)]
+    plan = [(name, standby) for name, standby in
+            [("sqlite", None), ("pg-local", False), ("pg-sync", True)] if name in points]
     for name, standby in plan:
         pg = None
         try:
@@ -170,6 +174,10 @@ def main():
             if name in results:
                 print(f"  {name} / sqlite = {results[name] / base:.2f}"
                       + (" (goal: >= 0.50)" if name == "pg-sync" else ""))
+    if "e2e" not in points:
+        if not os.environ.get("MXD_KEEP_TMP"):
+            subprocess.run(["rm", "-rf", tmpdir], check=False)
+        return 1 if failed else 0
     print(f"end to end, two nodes on pg-sync into Dovecot, {n_e2e} messages, "
           f"c={SESSIONS // 2} per node", flush=True)
     pg = dov = None
