@@ -737,8 +737,11 @@ writer_commit(struct store_writer *w, struct store_job *first)
         return;
     }
     store__writer_gone(w, 0, true);
-    for (struct store_job *j = first; j != NULL; j = j->next)
+    for (struct store_job *j = first; j != NULL; j = j->next) {
         n += j->kind == STORE_JOB_COMMIT && j->status == 0;
+        if (j->kind == STORE_JOB_OUTCOMES && j->batched && j->status == 0)
+            w->stats.batched_outcomes += store__outcomes_count(j);
+    }
     if (n > 0) {
         metrics_observe(METRICS_H_BATCH_SIZE, (double)n);
         w->stats.batches++;

@@ -275,12 +275,64 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
     return 0;
 }
 
+/* PostgreSQL: every envelope in one query (R_ENVELOPES); drops a message
+ * that is gone. */
+static int
+reader_envelopes_pg(struct store_conn *c, struct store__djob *d)
+{
+    struct sdb_stmt *s = c->stmt[STORE_R_ENVELOPES];
+    struct store_dmsg **pm, *m;
+    size_t n = 0, len = 0;
+    char *ids;
+    int rc;
+
+    for (m = d->list; m != NULL; m = m->next)
+        n++;
+    if (n == 0)
+        return 0;
+    ids = xmalloc(n * 22 + 3);
+    ids[len++] = '{';
+    for (m = d->list; m != NULL; m = m->next) {
+        len += (size_t)snprintf(ids + len, 22, "%lld", (long long)m->id);
+        ids[len++] = m->next != NULL ? ',' : '}';
+        m->qid[0] = '\0'; /* no envelope yet */
+    }
+    ids[len] = '\0';
+    sdb_bind_text(s, 1, ids);
+    while ((rc = sdb_step(s)) == SDB_ROW) {
+        int64_t id = sdb_col_i64(s, 19);
+
+        for (m = d->list; m != NULL && m->id != id; m = m->next)
+            continue;
+        if (m != NULL && m->qid[0] == '\0')
+            env_from_row(s, m);
+    }
+    free(ids);
+    if (rc != SDB_DONE)
+        return reader_fail(c, STORE_R_ENVELOPES);
+    sdb_reset(s);
+    for (pm = &d->list; *pm != NULL;) {
+        m = *pm;
+        if (m->qid[0] != '\0') {
+            pm = &m->next;
+            continue;
+        }
+        *pm = m->next;
+        m->next = NULL;
+        store_dmsg_free_list(m);
+    }
+    return 0;
+}
+
 /* Joins each message's envelope; drops a message that is gone. */
 static int
 reader_envelopes(struct store_conn *c, struct store__djob *d)
 {
     struct sdb_stmt *s = c->stmt[STORE_R_ENVELOPE];
     struct store_dmsg **pm = &d->list;
+
+    if (sdb_engine(c->db) == SDB_POSTGRESQL)
+        return reader_envelopes_pg(c, d);
 
     while (*pm != NULL) {
         struct store_dmsg *m = *pm;

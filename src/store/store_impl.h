@@ -39,6 +39,19 @@
     "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
     "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ?1"
 
+/* PostgreSQL: the envelopes of the due messages ?1 (an array) in one query,
+ * the message id after STORE_SQL_ENVELOPE's columns. */
+#define STORE_SQL_ENVELOPES_PG                                                                     \
+    "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
+    "CASE WHEN m.smtputf8 <> 0 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0), "  \
+    "coalesce(d.ret, 0), d.envid, coalesce(d.return_auth, 1), coalesce(d.warned, 0), "             \
+    "coalesce(t.requiretls, 0), coalesce(t.tls_optional, 0), "                                     \
+    "m.client_addr, m.helo, c.name, c.port::text, c.proto, m.id "                                  \
+    "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id "                            \
+    "LEFT JOIN message_client c ON c.message_id = m.id "                                           \
+    "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
+    "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ANY (?1::bigint[])"
+
 /* A greylisted triplet's row (schema 004), read by both threads. */
 #define STORE_SQL_GREY_GET                                                                         \
     "SELECT first_seen, last_seen, passed, expires FROM greylist "                                 \
@@ -294,6 +307,7 @@
       "FROM message_rcpts WHERE state IN ('queued', 'deferred', 'held') "                          \
       "AND next_attempt < 9223372036854775807 AND (next_attempt > ?1 OR lease_until >= ?1)")       \
     X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG)                      \
+    X(R_ENVELOPES, "read envelopes", NULL, STORE_SQL_ENVELOPES_PG)                                 \
     X(R_SCREEN_GET, "read screening passes",                                                       \
       "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2", NULL) \
     X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET, NULL)                                       \

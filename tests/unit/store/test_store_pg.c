@@ -513,27 +513,30 @@ outcomes_job(struct run *r, struct cb *cb, const char *const (*o)[3], size_t n)
     store_outcomes_async(r->st, list, n, done_cb, cb);
 }
 
-/* PostgreSQL: the writer waits on a lock inside the batched outcomes. */
+/* PostgreSQL: the writer waits for the lock on message_rcpts (in Bind:
+ * before pg_stat_activity shows the statement, so pg_locks). */
 static bool
-pg_writer_waits_outcomes(struct sdb *db)
+pg_writer_waits_rcpts(struct sdb *db)
 {
     for (int i = 0; i < 3000; i++) {
-        if (query_i64(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mxd' "
-                          "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE message_rcpts "
-                          "SET state = CASE WHEN state = ''held'' AND u.s%'") > 0)
+        if (query_i64(db, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
+                          "ON a.pid = l.pid WHERE a.application_name = 'mxd' AND NOT l.granted "
+                          "AND l.relation = 'message_rcpts'::regclass") > 0)
             return true;
         sleep_ms(10);
     }
     return false;
 }
 
-/* Deferrals and holds: on PostgreSQL the first job alone (seen waiting in
- * the batched statement), the next four as one batch; a delivery before,
- * so that one deferral finds its recipient final already. */
+/* Deferrals and holds: on PostgreSQL the first job alone (the writer seen
+ * waiting for a lock), the next four as one batch, all nine outcomes the
+ * batched way; a delivery before, so that one deferral finds its
+ * recipient final already. */
 static void
 record_outcomes(struct run *r, enum sdb_engine engine, struct cb *cbs)
 {
     static const char *const first[][3] = {{"Q0empty", "rcpt0@Example.COM", "deferred"}};
+    struct store_stats stats;
     static const char *const done[][3] = {{"Q4big", "rcpt0@Example.COM", "delivered"}};
     static const char *const j1[][3] = {{"Q1dsn", "rcpt0@Example.COM", "deferred"},
                                         {"Q1dsn", "rcpt1@Example.COM", "deferred"}};
@@ -555,7 +558,7 @@ record_outcomes(struct run *r, enum sdb_engine engine, struct cb *cbs)
     cbs[0] = (struct cb){r, 0};
     outcomes_job(r, &cbs[0], first, 1);
     if (engine == SDB_POSTGRESQL)
-        assert_true(pg_writer_waits_outcomes(r->db));
+        assert_true(pg_writer_waits_rcpts(r->db));
     for (int i = 1; i <= 4; i++)
         cbs[i] = (struct cb){r, i};
     outcomes_job(r, &cbs[1], j1, 2);
@@ -569,6 +572,8 @@ record_outcomes(struct run *r, enum sdb_engine engine, struct cb *cbs)
     run_until(r, 5);
     for (int i = 0; i < 5; i++)
         assert_int_equal(r->status[i], 0);
+    store_get_stats(r->st, &stats);
+    assert_int_equal(stats.batched_outcomes, engine == SDB_POSTGRESQL ? 9 : 0);
 }
 
 /* ---- the test ----------------------------------------------------------- */
