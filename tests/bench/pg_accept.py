@@ -21,7 +21,11 @@ each; messages/s from the first connection until the last maildir file.
 
 A benchmark, not a test: it fails (exit status 1) only when something does
 not work, e.g. an mxd without the PostgreSQL store refuses the config.
---quick: few messages, to check that every part works.
+Each held-accept point also prints the CPU time a message cost mxd and
+the PostgreSQL servers (primary, standby and their backends), which the
+other load on a shared machine disturbs much less than the rate.
+--quick: few messages, to check that every part works. --points: only
+some of sqlite, pg-local, pg-sync, e2e.
 """
 
 import argparse
@@ -65,6 +69,45 @@ def smtp_load(port, sessions, count, rcpt, spread=False, timeout=1800):
         float(m.group(5))
 
 
+def cpu_seconds(pids):
+    """CPU seconds (user + system) of pids and of the children they reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone: counted in its parent's reaped children
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
+def cpu_by_title(pids):
+    """{process title: CPU seconds} of pids (the title's words after 'postgres:', with
+    the database and client address dropped: backend kinds are summed)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode("utf-8", "replace").split()
+        except OSError:
+            continue
+        key = " ".join(w for w in title[:4] if not re.match(r"[\d.(]", w))
+        out[key] = out.get(key, 0) + sum(int(x) for x in fields[11:15]) / tick
+    return out
+
+
+def pg_pids(pg):
+    if pg is None:
+        return []
+    nodes = [pg.primary] + ([pg.standby] if pg.standby is not None else [])
+    return [p for node in nodes if node.pid for p in [node.pid] + node.children()]
+
+
 def node_server(tmpdir, name, pg=None, dbname=None):
     d = os.path.join(tmpdir, name)
     os.makedirs(d, exist_ok=True)
@@ -86,10 +129,19 @@ def held_accept(tmpdir, name, n, pg=None):
     mxd.start(timeout=60)
     try:
         smtp_load(mxd.port, SESSIONS, min(200, n), f"warm@{HELD}")  # warm-up
+        time.sleep(1)  # the warm-up's deferrals recorded
+        pids = pg_pids(pg)
+        cpu0 = cpu_seconds([mxd.pid]), cpu_seconds(pids)
+        by0 = cpu_by_title(pids)
         _, secs, rate, p50, p99 = smtp_load(mxd.port, SESSIONS, n, f"user@{HELD}")
+        time.sleep(1)  # and the run's
+        cpu = cpu_seconds([mxd.pid]) - cpu0[0], cpu_seconds(pids) - cpu0[1]
+        if pg is not None and os.environ.get("PG_CPU_DETAIL"):
+            print("    " + ", ".join(f"{k}: {1000 * (v - by0.get(k, 0)) / n:.3f}"
+                                     for k, v in sorted(cpu_by_title(pids).items())), flush=True)
     finally:
         mxd.stop(check=False)
-    return rate, p50, p99, secs
+    return rate, p50, p99, secs, (1000 * cpu[0] / n, 1000 * cpu[1] / n)
 
 
 def two_nodes_e2e(tmpdir, n, pg, dov):
@@ -158,10 +210,11 @@ def main():
         try:
             if standby is not None:
                 pg = pgcluster.PgCluster(standby=standby).start()
-            rate, p50, p99, secs = held_accept(tmpdir, name, n, pg)
+            rate, p50, p99, secs, cpu = held_accept(tmpdir, name, n, pg)
             results[name] = rate
             print(f"  {name:9} {rate:9.0f} msg/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
-                  f"({secs:.1f} s)", flush=True)
+                  f"({secs:.1f} s)  CPU ms/msg: mxd {cpu[0]:.3f} postgres {cpu[1]:.3f}",
+                  flush=True)
         except Exception as e:  # noqa: BLE001 - the next case still runs
             failed.append(name)
             print(f"  {name:9} FAILED: {str(e)[:2000]}", flush=True)
