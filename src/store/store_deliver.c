@@ -249,12 +249,29 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
     struct store_dmsg *last = NULL;
     size_t kept = 0;
     int rc = SDB_DONE;
+    char *skip = NULL;
 
     sdb_bind_i64(s, 1, d->now);
-    sdb_bind_i64(
-        s, 2, d->limit > (size_t)INT64_MAX - d->nskip ? INT64_MAX : (int64_t)(d->limit + d->nskip));
+    if (pg) /* the skipped ones are left out by the query itself */
+        sdb_bind_i64(s, 2, d->limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)d->limit);
+    else
+        sdb_bind_i64(s, 2,
+                     d->limit > (size_t)INT64_MAX - d->nskip ? INT64_MAX
+                                                             : (int64_t)(d->limit + d->nskip));
     sdb_bind_text(s, 3, c->node);
     sdb_bind_i64(s, 4, c->lease_s);
+    if (pg) {
+        size_t len = 0;
+
+        skip = xmalloc(d->nskip * 22 + 3);
+        skip[len++] = '{';
+        for (size_t i = 0; i < d->nskip; i++)
+            len +=
+                (size_t)snprintf(skip + len, 22, "%s%lld", i > 0 ? "," : "", (long long)d->skip[i]);
+        skip[len++] = '}';
+        skip[len] = '\0';
+        sdb_bind_text(s, 5, skip);
+    }
     while ((kept < d->limit || pg) && (rc = sdb_step(s)) == SDB_ROW) {
         int64_t id = sdb_col_i64(s, 0);
 
@@ -269,6 +286,7 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
         due_add(d, &last, s);
         kept++;
     }
+    free(skip);
     if (rc != SDB_ROW && rc != SDB_DONE)
         return reader_fail(c, STORE_R_DUE);
     sdb_reset(s);

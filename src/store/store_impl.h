@@ -68,14 +68,20 @@
  * moves a final recipient, and a deferral leaves a held one held.
  * PostgreSQL (cluster mode, schema 012): the due query claims what it
  * returns with a lease (lease_owner ?3, lease_until ?1 + ?4), skipping
- * rows another node holds a live lease on or has locked; an outcome or a
- * bounce ends the lease; hold, release and flush leave it (a delivery in
- * flight keeps its claim). Its integer flags are integers, not booleans. */
+ * rows another node holds a live lease on or has locked and this node's
+ * own in flight (?5, an array: R_LEASE_RENEW keeps their leases, and
+ * claiming them again on every pick rewrote every row in flight); an
+ * outcome or a bounce ends the lease; hold, release and flush leave it (a
+ * delivery in flight keeps its claim). The next due time is the smaller of
+ * two index scans, the first stopping at its first row (a MIN over a CASE,
+ * or even a plain MIN the planner did not turn into a LIMIT, read every
+ * pending row on every pick). Its integer flags are integers, not booleans. */
 #define STORE_SQL_DUE_PG                                                                           \
     "WITH c AS (UPDATE message_rcpts r SET lease_owner = ?3, lease_until = ?1 + ?4 FROM "          \
     "(SELECT id, lease_owner AS prev_owner, lease_until AS prev_until FROM message_rcpts "         \
     "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 AND (lease_until IS "    \
-    "NULL OR lease_until < ?1 OR lease_owner = ?3) ORDER BY next_attempt, id LIMIT ?2 "            \
+    "NULL OR lease_until < ?1 OR lease_owner = ?3) AND id <> ALL (?5::bigint[]) "                  \
+    "ORDER BY next_attempt, id LIMIT ?2 "                                                          \
     "FOR UPDATE SKIP LOCKED) p WHERE r.id = p.id RETURNING r.id, r.message_id, "                   \
     "r.address::text AS address, r.domain, r.attempts, r.next_attempt, "                           \
     "CASE WHEN p.prev_until IS NOT NULL AND p.prev_owner <> ?3 THEN 1 ELSE 0 END AS taken) "       \
@@ -303,9 +309,11 @@
       "SELECT MIN(next_attempt) FROM message_rcpts "                                               \
       "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt > ?1 "                       \
       "AND next_attempt < 9223372036854775807",                                                    \
-      "SELECT MIN(CASE WHEN next_attempt > ?1 THEN next_attempt ELSE lease_until + 1 END) "        \
-      "FROM message_rcpts WHERE state IN ('queued', 'deferred', 'held') "                          \
-      "AND next_attempt < 9223372036854775807 AND (next_attempt > ?1 OR lease_until >= ?1)")       \
+      "SELECT LEAST((SELECT next_attempt FROM message_rcpts WHERE state IN ('queued', "            \
+      "'deferred', 'held') AND next_attempt > ?1 AND next_attempt < 9223372036854775807 "          \
+      "ORDER BY next_attempt LIMIT 1), (SELECT MIN(lease_until) + 1 FROM message_rcpts "           \
+      "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 "                      \
+      "AND lease_until >= ?1))")                                                                   \
     X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG)                      \
     X(R_ENVELOPES, "read envelopes", NULL, STORE_SQL_ENVELOPES_PG)                                 \
     X(R_SCREEN_GET, "read screening passes",                                                       \

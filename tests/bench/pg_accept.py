@@ -130,12 +130,27 @@ def held_accept(tmpdir, name, n, pg=None):
     try:
         smtp_load(mxd.port, SESSIONS, min(200, n), f"warm@{HELD}")  # warm-up
         time.sleep(1)  # the warm-up's deferrals recorded
+        if pg is not None and os.environ.get("PG_STATEMENTS"):
+            pg.primary.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", db=dbname)
+            pg.primary.query("SELECT pg_stat_statements_reset()", db=dbname)
         pids = pg_pids(pg)
         cpu0 = cpu_seconds([mxd.pid]), cpu_seconds(pids)
         by0 = cpu_by_title(pids)
         _, secs, rate, p50, p99 = smtp_load(mxd.port, SESSIONS, n, f"user@{HELD}")
         time.sleep(1)  # and the run's
         cpu = cpu_seconds([mxd.pid]) - cpu0[0], cpu_seconds(pids) - cpu0[1]
+        if pg is not None and os.environ.get("PG_STATEMENTS"):
+            rows = pg.primary.query(
+                "SELECT round(total_exec_time::numeric, 1), calls, rows, "
+                "left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements "
+                "ORDER BY total_exec_time DESC LIMIT 12", db=dbname)
+            for r in rows:
+                print(f"    {r[0]:>9} ms {r[1]:>7} calls {r[2]:>7} rows  {r[3]}", flush=True)
+            for q in os.environ.get("PG_EXPLAIN", "").split(";"):
+                if q.strip():
+                    q = q.replace("NOW", str(int(time.time())))
+                    for r in pg.primary.query("EXPLAIN (ANALYZE, BUFFERS) " + q, db=dbname):
+                        print("      " + r[0], flush=True)
         if pg is not None and os.environ.get("PG_CPU_DETAIL"):
             print("    " + ", ".join(f"{k}: {1000 * (v - by0.get(k, 0)) / n:.3f}"
                                      for k, v in sorted(cpu_by_title(pids).items())), flush=True)
@@ -209,7 +224,10 @@ def main():
         pg = None
         try:
             if standby is not None:
-                pg = pgcluster.PgCluster(standby=standby).start()
+                conf = (["shared_preload_libraries = 'pg_stat_statements'",
+                         "pg_stat_statements.track_planning = on"]
+                        if os.environ.get("PG_STATEMENTS") else None)
+                pg = pgcluster.PgCluster(standby=standby, conf=conf).start()
             rate, p50, p99, secs, cpu = held_accept(tmpdir, name, n, pg)
             results[name] = rate
             print(f"  {name:9} {rate:9.0f} msg/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
