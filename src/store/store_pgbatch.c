@@ -12,6 +12,11 @@
  * and skipped by the per-message loop; the others (bigger bodies, outcomes,
  * screening ...) run as before, in their savepoints.
  *
+ * Then the OUTCOMES jobs that only defer or hold (a held backup domain's
+ * mail: one a message), up to the first job that changes recipients
+ * otherwise, in one more statement (W_PGB_OUTCOMES: UPDATE from unnest),
+ * each job then settled as store_deliver.c's writer_outcomes does.
+ *
  * If a batched statement fails, the transaction is rolled back, begun
  * again, and the whole batch goes the per-message way: a bad message still
  * fails alone. SQLite: nothing here runs (store__pg_batch returns at once).
