@@ -364,8 +364,8 @@ store__writer_delete_msg(struct store_writer *w, int64_t msg_id)
 
 /* The body files of the rows deleted since mark: unlinked (their deletion
  * committed) or forgotten (rolled back). */
-static void
-writer_gone(struct store_writer *w, size_t mark, bool committed)
+void
+store__writer_gone(struct store_writer *w, size_t mark, bool committed)
 {
     while (w->ngone > mark) {
         char *path = w->gone[--w->ngone];
@@ -683,7 +683,7 @@ writer_commit_one(struct store_writer *w, struct store_job *j, bool *broken)
         rc = store__writer_run(w, j);
     if (rc == 0 && (rc = store__writer_exec(w, STORE_W_RELEASE)) == 0)
         return 0;
-    writer_gone(w, mark, false);
+    store__writer_gone(w, mark, false);
     if (!sdb_in_txn(w->c.db) || store__writer_exec(w, STORE_W_ROLLBACK_TO) != 0 ||
         store__writer_exec(w, STORE_W_RELEASE) != 0)
         *broken = true;
@@ -728,7 +728,7 @@ writer_commit(struct store_writer *w, struct store_job *first)
 
     w->reason[0] = '\0';
     if (store__writer_exec(w, STORE_W_COMMIT) != 0) {
-        writer_gone(w, 0, false);
+        store__writer_gone(w, 0, false);
         /* PostgreSQL: a COMMIT lost with its connection may or may not have
          * committed; only what is known to be committed is acknowledged */
         if (sdb_in_txn(w->c.db))
@@ -736,9 +736,12 @@ writer_commit(struct store_writer *w, struct store_job *first)
         writer_fail_range(first, NULL, MXD_ESTORE, w->reason);
         return;
     }
-    writer_gone(w, 0, true);
-    for (struct store_job *j = first; j != NULL; j = j->next)
+    store__writer_gone(w, 0, true);
+    for (struct store_job *j = first; j != NULL; j = j->next) {
         n += j->kind == STORE_JOB_COMMIT && j->status == 0;
+        if (j->kind == STORE_JOB_OUTCOMES && j->batched && j->status == 0)
+            w->stats.batched_outcomes += store__outcomes_count(j);
+    }
     if (n > 0) {
         metrics_observe(METRICS_H_BATCH_SIZE, (double)n);
         w->stats.batches++;
@@ -787,7 +790,7 @@ writer_batch(struct store_writer *w, struct store_job *jobs)
         }
         if (sdb_in_txn(w->c.db))
             (void)store__writer_exec(w, STORE_W_ROLLBACK);
-        writer_gone(w, 0, false);
+        store__writer_gone(w, 0, false);
         writer_fail_range(first, j, MXD_ESTORE, "transaction rolled back after an earlier error");
         first = j;
     }

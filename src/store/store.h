@@ -117,6 +117,9 @@ struct store_stats {
     uint64_t failures;  /* messages whose commit failed */
     uint64_t batches;   /* transactions committed */
     uint64_t max_batch; /* most messages in one transaction */
+    /* PostgreSQL: deferrals and holds recorded by the batched statement
+     * (store_pgbatch.c), committed */
+    uint64_t batched_outcomes;
 };
 
 /* Counters since store_open (loop thread). */

@@ -57,6 +57,10 @@ struct store__djob {
     char *oparg;                  /* qid, domain (lower case) or NULL */
     struct store_dsn_note *notes; /* outcomes and op: the DSNs created */
     size_t nnotes;
+    /* outcomes recorded by store_pgbatch.c's batched statement: per
+     * outcome what W_OUTCOME returns (writer_outcome's ids and ri) */
+    int64_t *bids;
+    struct store_rinfo *bri;
 };
 
 /* The recipients of one message that one DSN reports. */
@@ -79,6 +83,20 @@ struct store_rinfo {
 
 static const char *const dsn_kind_names[] = {"failure", "delay", "success"};
 
+/* Frees what the batched statement recorded for d's outcomes. */
+static void
+bri_free(struct store__djob *d)
+{
+    for (size_t i = 0; d->bri != NULL && i < d->n; i++) {
+        free(d->bri[i].address);
+        free(d->bri[i].orcpt);
+    }
+    free(d->bri);
+    free(d->bids);
+    d->bri = NULL;
+    d->bids = NULL;
+}
+
 static const char *const store_op_names[] = {"flush", "hold", "release", "delete", "bounce"};
 
 /* last_reply (and so the DSN's Diagnostic-Code) of an operator's bounce */
@@ -100,6 +118,7 @@ djob_free(struct store__djob *d)
     free(d->outcomes);
     free(d->oparg);
     free(d->notes);
+    bri_free(d);
     free(d);
 }
 
@@ -230,12 +249,29 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
     struct store_dmsg *last = NULL;
     size_t kept = 0;
     int rc = SDB_DONE;
+    char *skip = NULL;
 
     sdb_bind_i64(s, 1, d->now);
-    sdb_bind_i64(
-        s, 2, d->limit > (size_t)INT64_MAX - d->nskip ? INT64_MAX : (int64_t)(d->limit + d->nskip));
+    if (pg) /* the skipped ones are left out by the query itself */
+        sdb_bind_i64(s, 2, d->limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)d->limit);
+    else
+        sdb_bind_i64(s, 2,
+                     d->limit > (size_t)INT64_MAX - d->nskip ? INT64_MAX
+                                                             : (int64_t)(d->limit + d->nskip));
     sdb_bind_text(s, 3, c->node);
     sdb_bind_i64(s, 4, c->lease_s);
+    if (pg) {
+        size_t len = 0;
+
+        skip = xmalloc(d->nskip * 22 + 3);
+        skip[len++] = '{';
+        for (size_t i = 0; i < d->nskip; i++)
+            len +=
+                (size_t)snprintf(skip + len, 22, "%s%lld", i > 0 ? "," : "", (long long)d->skip[i]);
+        skip[len++] = '}';
+        skip[len] = '\0';
+        sdb_bind_text(s, 5, skip);
+    }
     while ((kept < d->limit || pg) && (rc = sdb_step(s)) == SDB_ROW) {
         int64_t id = sdb_col_i64(s, 0);
 
@@ -250,9 +286,59 @@ reader_due_rcpts(struct store_conn *c, struct store__djob *d)
         due_add(d, &last, s);
         kept++;
     }
+    free(skip);
     if (rc != SDB_ROW && rc != SDB_DONE)
         return reader_fail(c, STORE_R_DUE);
     sdb_reset(s);
+    return 0;
+}
+
+/* PostgreSQL: every envelope in one query (R_ENVELOPES); drops a message
+ * that is gone. */
+static int
+reader_envelopes_pg(struct store_conn *c, struct store__djob *d)
+{
+    struct sdb_stmt *s = c->stmt[STORE_R_ENVELOPES];
+    struct store_dmsg **pm, *m;
+    size_t n = 0, len = 0;
+    char *ids;
+    int rc;
+
+    for (m = d->list; m != NULL; m = m->next)
+        n++;
+    if (n == 0)
+        return 0;
+    ids = xmalloc(n * 22 + 3);
+    ids[len++] = '{';
+    for (m = d->list; m != NULL; m = m->next) {
+        len += (size_t)snprintf(ids + len, 22, "%lld", (long long)m->id);
+        ids[len++] = m->next != NULL ? ',' : '}';
+        m->qid[0] = '\0'; /* no envelope yet */
+    }
+    ids[len] = '\0';
+    sdb_bind_text(s, 1, ids);
+    while ((rc = sdb_step(s)) == SDB_ROW) {
+        int64_t id = sdb_col_i64(s, 19);
+
+        for (m = d->list; m != NULL && m->id != id; m = m->next)
+            continue;
+        if (m != NULL && m->qid[0] == '\0')
+            env_from_row(s, m);
+    }
+    free(ids);
+    if (rc != SDB_DONE)
+        return reader_fail(c, STORE_R_ENVELOPES);
+    sdb_reset(s);
+    for (pm = &d->list; *pm != NULL;) {
+        m = *pm;
+        if (m->qid[0] != '\0') {
+            pm = &m->next;
+            continue;
+        }
+        *pm = m->next;
+        m->next = NULL;
+        store_dmsg_free_list(m);
+    }
     return 0;
 }
 
@@ -262,6 +348,9 @@ reader_envelopes(struct store_conn *c, struct store__djob *d)
 {
     struct sdb_stmt *s = c->stmt[STORE_R_ENVELOPE];
     struct store_dmsg **pm = &d->list;
+
+    if (sdb_engine(c->db) == SDB_POSTGRESQL)
+        return reader_envelopes_pg(c, d);
 
     while (*pm != NULL) {
         struct store_dmsg *m = *pm;
@@ -721,6 +810,18 @@ notify_wants(unsigned notify, unsigned bit)
 
 /* ---- writer thread: outcomes and operator actions ----------------------- */
 
+/* What W_OUTCOME (and W_PGB_OUTCOMES) returns, columns 0 to 5. */
+static void
+outcome_from_row(struct sdb_stmt *s, int64_t *msg_id, struct store_rinfo *ri)
+{
+    *msg_id = sdb_col_i64(s, 0);
+    ri->address = xstrdup(sdb_col_str(s, 1));
+    ri->notify = (unsigned)sdb_col_i64(s, 2);
+    ri->orcpt = col_dup(s, 3);
+    ri->received = sdb_col_i64(s, 4);
+    ri->warned = sdb_col_i64(s, 5) != 0;
+}
+
 /* Records one outcome; *msg_id is 0 when the recipient is gone or final
  * already; ri gets the recipient (owned), what it asked of DSNs and its
  * message's arrival and delay warning (one statement: W_OUTCOME returns
@@ -748,12 +849,7 @@ writer_outcome(struct store_writer *w, const struct store_outcome *o, int64_t *m
             *msg_id = o->msg_id;
         return rc;
     }
-    *msg_id = sdb_col_i64(s, 0);
-    ri->address = xstrdup(sdb_col_str(s, 1));
-    ri->notify = (unsigned)sdb_col_i64(s, 2);
-    ri->orcpt = col_dup(s, 3);
-    ri->received = sdb_col_i64(s, 4);
-    ri->warned = sdb_col_i64(s, 5) != 0;
+    outcome_from_row(s, msg_id, ri);
     sdb_reset(s); /* RETURNING: the row was updated by the first step */
     return 0;
 }
@@ -873,6 +969,77 @@ writer_outcomes(struct store_writer *w, struct store__djob *d)
     free(ri);
     free(ids);
     return rc;
+}
+
+/* ---- PostgreSQL: many jobs' deferrals in one statement ------------------ */
+
+bool
+store__outcomes_batchable(const struct store_job *j)
+{
+    const struct store__djob *d = j->d;
+
+    if (j->kind != STORE_JOB_OUTCOMES || j->status != 0 || d->n == 0)
+        return false;
+    for (size_t i = 0; i < d->n; i++)
+        if (d->outcomes[i].state != STORE_RCPT_DEFERRED && d->outcomes[i].state != STORE_RCPT_HELD)
+            return false;
+    return true;
+}
+
+size_t
+store__outcomes_count(const struct store_job *j)
+{
+    return j->d->n;
+}
+
+const struct store_outcome *
+store__outcome_at(const struct store_job *j, size_t k)
+{
+    return &j->d->outcomes[k];
+}
+
+void
+store__outcomes_begin(struct store_job *j)
+{
+    struct store__djob *d = j->d;
+
+    bri_free(d);
+    d->bids = xcalloc(d->n, sizeof(*d->bids));
+    d->bri = xcalloc(d->n, sizeof(*d->bri));
+    /* no row returned: final already, settled all the same (writer_outcome) */
+    for (size_t k = 0; k < d->n; k++)
+        d->bids[k] = d->outcomes[k].msg_id;
+}
+
+void
+store__outcome_row(struct store_job *j, size_t k, struct sdb_stmt *s)
+{
+    struct store__djob *d = j->d;
+
+    free(d->bri[k].address);
+    free(d->bri[k].orcpt);
+    outcome_from_row(s, &d->bids[k], &d->bri[k]);
+}
+
+int
+store__outcomes_settle(struct store_writer *w, struct store_job *j)
+{
+    struct store__djob *d = j->d;
+    int rc = writer_settle_all(w, d, d->bids, d->bri, now_ms());
+
+    bri_free(d);
+    return rc;
+}
+
+void
+store__outcomes_unbatch(struct store_job *j)
+{
+    struct store__djob *d = j->d;
+
+    bri_free(d);
+    free(d->notes);
+    d->notes = NULL;
+    d->nnotes = 0;
 }
 
 /* Every pending recipient of msg_id bounced, a DSN, the message deleted. */

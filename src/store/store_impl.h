@@ -39,6 +39,19 @@
     "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
     "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ?1"
 
+/* PostgreSQL: the envelopes of the due messages ?1 (an array) in one query,
+ * the message id after STORE_SQL_ENVELOPE's columns. */
+#define STORE_SQL_ENVELOPES_PG                                                                     \
+    "SELECT m.qid, m.received, m.sender, m.size, m.smtputf8, m.body_8bit, "                        \
+    "CASE WHEN m.smtputf8 <> 0 THEN coalesce(f.utf8_needed, 1) ELSE 0 END, coalesce(f.hops, 0), "  \
+    "coalesce(d.ret, 0), d.envid, coalesce(d.return_auth, 1), coalesce(d.warned, 0), "             \
+    "coalesce(t.requiretls, 0), coalesce(t.tls_optional, 0), "                                     \
+    "m.client_addr, m.helo, c.name, c.port::text, c.proto, m.id "                                  \
+    "FROM messages m LEFT JOIN message_facts f ON f.message_id = m.id "                            \
+    "LEFT JOIN message_client c ON c.message_id = m.id "                                           \
+    "LEFT JOIN message_dsn d ON d.message_id = m.id "                                              \
+    "LEFT JOIN message_tls t ON t.message_id = m.id WHERE m.id = ANY (?1::bigint[])"
+
 /* A greylisted triplet's row (schema 004), read by both threads. */
 #define STORE_SQL_GREY_GET                                                                         \
     "SELECT first_seen, last_seen, passed, expires FROM greylist "                                 \
@@ -55,14 +68,20 @@
  * moves a final recipient, and a deferral leaves a held one held.
  * PostgreSQL (cluster mode, schema 012): the due query claims what it
  * returns with a lease (lease_owner ?3, lease_until ?1 + ?4), skipping
- * rows another node holds a live lease on or has locked; an outcome or a
- * bounce ends the lease; hold, release and flush leave it (a delivery in
- * flight keeps its claim). Its integer flags are integers, not booleans. */
+ * rows another node holds a live lease on or has locked and this node's
+ * own in flight (?5, an array: R_LEASE_RENEW keeps their leases, and
+ * claiming them again on every pick rewrote every row in flight); an
+ * outcome or a bounce ends the lease; hold, release and flush leave it (a
+ * delivery in flight keeps its claim). The next due time is the smaller of
+ * two index scans, the first stopping at its first row (a MIN over a CASE,
+ * or even a plain MIN the planner did not turn into a LIMIT, read every
+ * pending row on every pick). Its integer flags are integers, not booleans. */
 #define STORE_SQL_DUE_PG                                                                           \
     "WITH c AS (UPDATE message_rcpts r SET lease_owner = ?3, lease_until = ?1 + ?4 FROM "          \
     "(SELECT id, lease_owner AS prev_owner, lease_until AS prev_until FROM message_rcpts "         \
     "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 AND (lease_until IS "    \
-    "NULL OR lease_until < ?1 OR lease_owner = ?3) ORDER BY next_attempt, id LIMIT ?2 "            \
+    "NULL OR lease_until < ?1 OR lease_owner = ?3) AND id <> ALL (?5::bigint[]) "                  \
+    "ORDER BY next_attempt, id LIMIT ?2 "                                                          \
     "FOR UPDATE SKIP LOCKED) p WHERE r.id = p.id RETURNING r.id, r.message_id, "                   \
     "r.address::text AS address, r.domain, r.attempts, r.next_attempt, "                           \
     "CASE WHEN p.prev_until IS NOT NULL AND p.prev_owner <> ?3 THEN 1 ELSE 0 END AS taken) "       \
@@ -114,6 +133,19 @@
     "?29::text[]) AS u(i, m, a, d, s, n, l)), "                                                    \
     "x AS (INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) "                                         \
     "SELECT * FROM unnest(?30::bigint[], ?31::int[], ?32::text[])) SELECT 1"
+
+/* store_pgbatch.c: W_OUTCOME for many deferrals or holds at once (element i
+ * of ?1..?4 is one outcome's ?1..?4; recipient ids distinct), returning
+ * W_OUTCOME's columns and then the recipient's id. */
+#define STORE_SQL_PGB_OUTCOMES                                                                     \
+    "UPDATE message_rcpts SET state = CASE WHEN state = 'held' AND u.s = 'deferred' "              \
+    "THEN 'held' ELSE u.s END, attempts = attempts + 1, next_attempt = CASE WHEN "                 \
+    "state = 'held' AND next_attempt = 9223372036854775807 AND u.s IN ('deferred', "               \
+    "'held') THEN next_attempt ELSE coalesce(u.n, next_attempt) END, "                             \
+    "last_reply = u.l, lease_owner = NULL, lease_until = NULL FROM unnest(?1::bigint[], "          \
+    "?2::text[], ?3::bigint[], ?4::text[]) AS u(i, s, n, l) WHERE message_rcpts.id = u.i "         \
+    "AND state IN ('queued', 'deferred', 'held') RETURNING message_id, "                           \
+    "address::text, " STORE_SQL_OUTCOME_MORE ", message_rcpts.id"
 
 #define STORE_SQL(X)                                                                               \
     X(W_BEGIN, "begin", "BEGIN IMMEDIATE", "BEGIN")                                                \
@@ -260,6 +292,7 @@
       "SELECT 1, nextval(pg_get_serial_sequence('message_rcpts', 'id')) "                          \
       "FROM generate_series(1, ?2::int)")                                                          \
     X(W_PGB_INSERT, "batched insert", NULL, STORE_SQL_PGB_INSERT)                                  \
+    X(W_PGB_OUTCOMES, "batched outcomes", NULL, STORE_SQL_PGB_OUTCOMES)                            \
     X(R_LOOKUP, "lookup",                                                                          \
       "SELECT 1 FROM recipients WHERE address = ?1 OR address = '@' || ?2 LIMIT 1",                \
       "SELECT 1 FROM recipients WHERE address = ?1::citext OR "                                    \
@@ -276,10 +309,13 @@
       "SELECT MIN(next_attempt) FROM message_rcpts "                                               \
       "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt > ?1 "                       \
       "AND next_attempt < 9223372036854775807",                                                    \
-      "SELECT MIN(CASE WHEN next_attempt > ?1 THEN next_attempt ELSE lease_until + 1 END) "        \
-      "FROM message_rcpts WHERE state IN ('queued', 'deferred', 'held') "                          \
-      "AND next_attempt < 9223372036854775807 AND (next_attempt > ?1 OR lease_until >= ?1)")       \
+      "SELECT LEAST((SELECT next_attempt FROM message_rcpts WHERE state IN ('queued', "            \
+      "'deferred', 'held') AND next_attempt > ?1 AND next_attempt < 9223372036854775807 "          \
+      "ORDER BY next_attempt LIMIT 1), (SELECT MIN(lease_until) + 1 FROM message_rcpts "           \
+      "WHERE state IN ('queued', 'deferred', 'held') AND next_attempt <= ?1 "                      \
+      "AND lease_until >= ?1))")                                                                   \
     X(R_ENVELOPE, "read envelope", STORE_SQL_ENVELOPE, STORE_SQL_ENVELOPE_PG)                      \
+    X(R_ENVELOPES, "read envelopes", NULL, STORE_SQL_ENVELOPES_PG)                                 \
     X(R_SCREEN_GET, "read screening passes",                                                       \
       "SELECT client, test, passed, expires FROM screen WHERE client = ?1 AND expires > ?2", NULL) \
     X(R_GREY_GET, "read greylist", STORE_SQL_GREY_GET, NULL)                                       \
@@ -501,6 +537,10 @@ int store__spool_each(struct store_writer *w, const struct store_msg *m,
                       int (*sink)(void *arg, const void *p, size_t n), void *arg, char *why,
                       size_t whylen);
 
+/* Writer thread: the body files of the rows deleted since mark (w->ngone)
+ * unlinked (their deletion committed) or forgotten (rolled back). */
+void store__writer_gone(struct store_writer *w, size_t mark, bool committed);
+
 /* Writer thread: m can be stored (every field the rows need is there). */
 bool store__msg_valid(const struct store_msg *m);
 
@@ -512,6 +552,25 @@ bool store__msg_valid(const struct store_msg *m);
  * and begins again with nothing batched. 0, or MXD_ESTORE when the
  * transaction could not be begun again (w->reason says why). */
 int store__pg_batch(struct store_writer *w, struct store_job *first) MXD_WUR;
+
+/* ---- store_deliver.c, for store_pgbatch.c ----------------------------- */
+
+/* Writer thread. An OUTCOMES job that has not failed and whose outcomes are
+ * all deferrals or holds: store_pgbatch.c may record them with other jobs'
+ * in one statement (W_PGB_OUTCOMES). */
+bool store__outcomes_batchable(const struct store_job *j);
+size_t store__outcomes_count(const struct store_job *j);
+const struct store_outcome *store__outcome_at(const struct store_job *j, size_t k);
+/* Before the statement: every outcome as if its recipient were final
+ * already (no row returned); store__outcome_row: outcome k's row (the
+ * columns of W_OUTCOME's RETURNING). */
+void store__outcomes_begin(struct store_job *j);
+void store__outcome_row(struct store_job *j, size_t k, struct sdb_stmt *s);
+/* After it: settles the job's messages as writer_outcomes does (usually
+ * nothing: a deferral without a delay warning due). */
+int store__outcomes_settle(struct store_writer *w, struct store_job *j) MXD_WUR;
+/* The batch fell back: forgets what the batched path recorded (DSN notes). */
+void store__outcomes_unbatch(struct store_job *j);
 
 /* ---- store_deliver.c, for store.c -------------------------------------- */
 

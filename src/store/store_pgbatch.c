@@ -12,6 +12,11 @@
  * and skipped by the per-message loop; the others (bigger bodies, outcomes,
  * screening ...) run as before, in their savepoints.
  *
+ * Then the OUTCOMES jobs that only defer or hold (a held backup domain's
+ * mail: one a message), up to the first job that changes recipients
+ * otherwise, in one more statement (W_PGB_OUTCOMES: UPDATE from unnest),
+ * each job then settled as store_deliver.c's writer_outcomes does.
+ *
  * If a batched statement fails, the transaction is rolled back, begun
  * again, and the whole batch goes the per-message way: a bad message still
  * fails alone. SQLite: nothing here runs (store__pg_batch returns at once).
@@ -33,8 +38,9 @@
  * this size is one row, seq 0; an empty one has no row. */
 #define PGB_CHUNK (256 * 1024)
 
-#define PGB_MAX_MSGS   2000
-#define PGB_MAX_OCTETS (16u * 1024 * 1024)
+#define PGB_MAX_MSGS     2000
+#define PGB_MAX_OCTETS   (16u * 1024 * 1024)
+#define PGB_MAX_OUTCOMES 4000
 
 /* The array parameters of STORE_W_PGB_INSERT, in ?N order from 1. */
 enum pgb_col {
@@ -339,6 +345,101 @@ pgb_group(struct pgb *b, struct store_job *from, struct store_job **next)
     return store__writer_exec(b->w, STORE_W_PGB_INSERT);
 }
 
+/* One outcome of the batched statement, found again by its recipient. */
+struct pgb_out {
+    int64_t rid;
+    struct store_job *j;
+    size_t k;
+};
+
+static int
+cmp_out(const void *a, const void *b)
+{
+    const struct pgb_out *x = a, *y = b;
+
+    return x->rid < y->rid ? -1 : x->rid > y->rid;
+}
+
+/* The OUTCOMES jobs of [first, NULL) that only defer or hold, up to the
+ * first job that changes recipients otherwise (an operator action, other
+ * outcomes: those run in order after the batched ones), recorded in one
+ * statement (W_PGB_OUTCOMES) and settled (usually nothing to do). Nothing
+ * is batched when two outcomes name one recipient. */
+static int
+pgb_outcomes(struct pgb *b, struct store_job *first)
+{
+    struct store_writer *w = b->w;
+    struct sdb_stmt *s = w->c.stmt[STORE_W_PGB_OUTCOMES];
+    struct pgb_arr a[4];
+    struct pgb_out *out;
+    struct store_job *j, *end;
+    size_t n = 0, at = 0;
+    int rc;
+
+    for (j = first; j != NULL; j = j->next) {
+        if (j->kind == STORE_JOB_OP ||
+            (j->kind == STORE_JOB_OUTCOMES && !store__outcomes_batchable(j)))
+            break;
+        if (j->kind != STORE_JOB_OUTCOMES)
+            continue;
+        if (n + store__outcomes_count(j) > PGB_MAX_OUTCOMES)
+            break;
+        n += store__outcomes_count(j);
+    }
+    end = j;
+    if (n == 0)
+        return 0;
+    out = xcalloc(n, sizeof(*out));
+    for (j = first; j != end; j = j->next)
+        for (size_t k = 0; j->kind == STORE_JOB_OUTCOMES && k < store__outcomes_count(j); k++)
+            out[at++] = (struct pgb_out){store__outcome_at(j, k)->rcpt_id, j, k};
+    qsort(out, n, sizeof(*out), cmp_out);
+    for (size_t i = 1; i < n; i++) {
+        if (out[i].rid == out[i - 1].rid) {
+            free(out);
+            return 0; /* one recipient twice: in order, one by one */
+        }
+    }
+    memset(a, 0, sizeof(a));
+    for (size_t i = 0; i < n; i++) {
+        const struct store_outcome *o = store__outcome_at(out[i].j, out[i].k);
+
+        arr_i64(&a[0], o->rcpt_id);
+        arr_text(&a[1], store_rcpt_state_name(o->state));
+        arr_i64(&a[2], o->next_attempt);
+        arr_text(&a[3], o->last_reply);
+    }
+    for (j = first; j != end; j = j->next)
+        if (j->kind == STORE_JOB_OUTCOMES)
+            store__outcomes_begin(j);
+    for (int c = 0; c < 4; c++)
+        sdb_bind_text(s, c + 1, arr_end(&a[c]));
+    while ((rc = sdb_step(s)) == SDB_ROW) {
+        struct pgb_out key = {.rid = sdb_col_i64(s, 6)}, *hit;
+
+        hit = bsearch(&key, out, n, sizeof(*out), cmp_out);
+        if (hit != NULL)
+            store__outcome_row(hit->j, hit->k, s);
+    }
+    if (rc != SDB_DONE)
+        store__writer_reason(w, "%s: %s", store__sql[STORE_W_PGB_OUTCOMES].label,
+                             sdb_errmsg(w->c.db));
+    sdb_reset(s);
+    for (int c = 0; c < 4; c++)
+        free(a[c].p);
+    free(out);
+    if (rc != SDB_DONE)
+        return MXD_ESTORE;
+    for (j = first; j != end; j = j->next) {
+        if (j->kind != STORE_JOB_OUTCOMES)
+            continue;
+        if (store__outcomes_settle(w, j) != 0)
+            return MXD_ESTORE; /* the whole batch again, one by one */
+        j->batched = true;
+    }
+    return 0;
+}
+
 /* The batched part failed: its transaction goes and a new one begins, for
  * the per-message path. 0, or MXD_ESTORE when not even that worked. */
 static int
@@ -349,10 +450,13 @@ pgb_fall_back(struct store_writer *w, struct store_job *first)
     log_msg(LOG_WARN, NULL, "store", "batched insert failed, committing one by one reason=%s",
             log_esc(esc, sizeof(esc), w->reason, strlen(w->reason)));
     for (struct store_job *j = first; j != NULL; j = j->next) {
-        if (j->batched)
+        if (j->batched && j->kind == STORE_JOB_COMMIT)
             j->msg_id = 0;
+        if (j->kind == STORE_JOB_OUTCOMES)
+            store__outcomes_unbatch(j);
         j->batched = false;
     }
+    store__writer_gone(w, 0, false); /* the settled messages' body files stay */
     w->reason[0] = '\0';
     if (sdb_in_txn(w->c.db) && store__writer_exec(w, STORE_W_ROLLBACK) != 0)
         return MXD_ESTORE;
@@ -366,13 +470,18 @@ store__pg_batch(struct store_writer *w, struct store_job *first)
     struct store_job *from = first;
     int rc = 0;
 
-    for (struct store_job *j = first; j != NULL; j = j->next)
+    for (struct store_job *j = first; j != NULL; j = j->next) {
+        if (j->batched && j->kind == STORE_JOB_OUTCOMES)
+            store__outcomes_unbatch(j); /* a retry after a broken transaction */
         j->batched = false;
+    }
     if (sdb_engine(w->c.db) != SDB_POSTGRESQL)
         return 0;
     w->reason[0] = '\0';
     while (from != NULL && rc == 0)
         rc = pgb_group(&b, from, &from);
+    if (rc == 0)
+        rc = pgb_outcomes(&b, first);
     for (int c = 0; c < PGB_NCOLS; c++)
         free(b.col[c].p);
     free(b.ids);

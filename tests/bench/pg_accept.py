@@ -21,7 +21,11 @@ each; messages/s from the first connection until the last maildir file.
 
 A benchmark, not a test: it fails (exit status 1) only when something does
 not work, e.g. an mxd without the PostgreSQL store refuses the config.
---quick: few messages, to check that every part works.
+Each held-accept point also prints the CPU time a message cost mxd and
+the PostgreSQL servers (primary, standby and their backends), which the
+other load on a shared machine disturbs much less than the rate.
+--quick: few messages, to check that every part works. --points: only
+some of sqlite, pg-local, pg-sync, e2e.
 """
 
 import argparse
@@ -65,6 +69,45 @@ def smtp_load(port, sessions, count, rcpt, spread=False, timeout=1800):
         float(m.group(5))
 
 
+def cpu_seconds(pids):
+    """CPU seconds (user + system) of pids and of the children they reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone: counted in its parent's reaped children
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
+def cpu_by_title(pids):
+    """{process title: CPU seconds} of pids (the title's words after 'postgres:', with
+    the database and client address dropped: backend kinds are summed)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode("utf-8", "replace").split()
+        except OSError:
+            continue
+        key = " ".join(w for w in title[:4] if not re.match(r"[\d.(]", w))
+        out[key] = out.get(key, 0) + sum(int(x) for x in fields[11:15]) / tick
+    return out
+
+
+def pg_pids(pg):
+    if pg is None:
+        return []
+    nodes = [pg.primary] + ([pg.standby] if pg.standby is not None else [])
+    return [p for node in nodes if node.pid for p in [node.pid] + node.children()]
+
+
 def node_server(tmpdir, name, pg=None, dbname=None):
     d = os.path.join(tmpdir, name)
     os.makedirs(d, exist_ok=True)
@@ -86,10 +129,34 @@ def held_accept(tmpdir, name, n, pg=None):
     mxd.start(timeout=60)
     try:
         smtp_load(mxd.port, SESSIONS, min(200, n), f"warm@{HELD}")  # warm-up
+        time.sleep(1)  # the warm-up's deferrals recorded
+        if pg is not None and os.environ.get("PG_STATEMENTS"):
+            pg.primary.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", db=dbname)
+            pg.primary.query("SELECT pg_stat_statements_reset()", db=dbname)
+        pids = pg_pids(pg)
+        cpu0 = cpu_seconds([mxd.pid]), cpu_seconds(pids)
+        by0 = cpu_by_title(pids)
         _, secs, rate, p50, p99 = smtp_load(mxd.port, SESSIONS, n, f"user@{HELD}")
+        time.sleep(1)  # and the run's
+        cpu = cpu_seconds([mxd.pid]) - cpu0[0], cpu_seconds(pids) - cpu0[1]
+        if pg is not None and os.environ.get("PG_STATEMENTS"):
+            rows = pg.primary.query(
+                "SELECT round(total_exec_time::numeric, 1), calls, rows, "
+                "left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements "
+                "ORDER BY total_exec_time DESC LIMIT 12", db=dbname)
+            for r in rows:
+                print(f"    {r[0]:>9} ms {r[1]:>7} calls {r[2]:>7} rows  {r[3]}", flush=True)
+            for q in os.environ.get("PG_EXPLAIN", "").split(";"):
+                if q.strip():
+                    q = q.replace("NOW", str(int(time.time())))
+                    for r in pg.primary.query("EXPLAIN (ANALYZE, BUFFERS) " + q, db=dbname):
+                        print("      " + r[0], flush=True)
+        if pg is not None and os.environ.get("PG_CPU_DETAIL"):
+            print("    " + ", ".join(f"{k}: {1000 * (v - by0.get(k, 0)) / n:.3f}"
+                                     for k, v in sorted(cpu_by_title(pids).items())), flush=True)
     finally:
         mxd.stop(check=False)
-    return rate, p50, p99, secs
+    return rate, p50, p99, secs, (1000 * cpu[0] / n, 1000 * cpu[1] / n)
 
 
 def two_nodes_e2e(tmpdir, n, pg, dov):
@@ -140,7 +207,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few messages: does every part work")
     ap.add_argument("-n", type=int, default=None, help="messages per held-accept point")
+    ap.add_argument("--points", default="sqlite,pg-local,pg-sync,e2e",
+                    help="comma-separated subset of sqlite,pg-local,pg-sync,e2e to run")
     args = ap.parse_args()
+    points = set(args.points.split(","))
     n = args.n or (400 if args.quick else 20000)
     n_e2e = 200 if args.quick else 10000
     tmpdir = tempfile.mkdtemp(prefix="mxdbench-pg-")
@@ -148,16 +218,21 @@ def main():
     results = {}
     failed = []
     print(f"held-accept, c={SESSIONS}, {SIZE} octets, {n} messages per point", flush=True)
-    plan = [("sqlite", None), ("pg-local", False), ("pg-sync", True)]
+    plan = [(name, standby) for name, standby in
+            [("sqlite", None), ("pg-local", False), ("pg-sync", True)] if name in points]
     for name, standby in plan:
         pg = None
         try:
             if standby is not None:
-                pg = pgcluster.PgCluster(standby=standby).start()
-            rate, p50, p99, secs = held_accept(tmpdir, name, n, pg)
+                conf = (["shared_preload_libraries = 'pg_stat_statements'",
+                         "pg_stat_statements.track_planning = on"]
+                        if os.environ.get("PG_STATEMENTS") else None)
+                pg = pgcluster.PgCluster(standby=standby, conf=conf).start()
+            rate, p50, p99, secs, cpu = held_accept(tmpdir, name, n, pg)
             results[name] = rate
             print(f"  {name:9} {rate:9.0f} msg/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
-                  f"({secs:.1f} s)", flush=True)
+                  f"({secs:.1f} s)  CPU ms/msg: mxd {cpu[0]:.3f} postgres {cpu[1]:.3f}",
+                  flush=True)
         except Exception as e:  # noqa: BLE001 - the next case still runs
             failed.append(name)
             print(f"  {name:9} FAILED: {str(e)[:2000]}", flush=True)
@@ -170,6 +245,10 @@ def main():
             if name in results:
                 print(f"  {name} / sqlite = {results[name] / base:.2f}"
                       + (" (goal: >= 0.50)" if name == "pg-sync" else ""))
+    if "e2e" not in points:
+        if not os.environ.get("MXD_KEEP_TMP"):
+            subprocess.run(["rm", "-rf", tmpdir], check=False)
+        return 1 if failed else 0
     print(f"end to end, two nodes on pg-sync into Dovecot, {n_e2e} messages, "
           f"c={SESSIONS // 2} per node", flush=True)
     pg = dov = None

@@ -9,6 +9,9 @@
  * quotes and backslashes, an empty body, a body of exactly one chunk and
  * one too big for the batched insert; the next one holds a malformed
  * message and a duplicate queue id among good ones: only those two fail.
+ * Then deferrals and holds (one batched statement on PostgreSQL, W_PGB_
+ * OUTCOMES), one of them for a recipient delivered already: the recipients
+ * compared again.
  *
  *   test_store_pg    exit 77 (skipped) without MXD_TEST_PG
  */
@@ -94,6 +97,15 @@ body_cb(void *arg, int status, const char *data, size_t len, uint64_t total)
     r->body_len = len;
     r->body_total = total;
     r->done++;
+}
+
+static void
+done_cb(void *arg, int status)
+{
+    struct cb *c = arg;
+
+    c->r->status[c->i] = status;
+    c->r->done++;
 }
 
 static void
@@ -460,6 +472,110 @@ read_back(struct run *r)
     return out;
 }
 
+/* The recipient id of qid's address (each engine numbers its own). */
+static int64_t
+rcpt_id(struct run *r, const char *qid, const char *address)
+{
+    char *sql = xasprintf("SELECT r.id FROM message_rcpts r JOIN messages m ON m.id = "
+                          "r.message_id WHERE m.qid = '%s' AND r.address = '%s'",
+                          qid, address);
+    int64_t id = query_i64(r->db, sql);
+
+    free(sql);
+    return id;
+}
+
+/* One job's outcomes: n of (qid, address, state), next_attempt and reply
+ * from the index. */
+static void
+outcomes_job(struct run *r, struct cb *cb, const char *const (*o)[3], size_t n)
+{
+    struct store_outcome *list = xcalloc(n, sizeof(*list));
+
+    for (size_t i = 0; i < n; i++) {
+        const char *st = o[i][2];
+
+        list[i].rcpt_id = rcpt_id(r, o[i][0], o[i][1]);
+        list[i].state = strcmp(st, "delivered") == 0 ? STORE_RCPT_DELIVERED
+                        : strcmp(st, "held") == 0    ? STORE_RCPT_HELD
+                                                     : STORE_RCPT_DEFERRED;
+        list[i].next_attempt = 1700000600 + (int64_t)i;
+        list[i].last_reply = xasprintf("451 4.4.1 \"%s\" \\ {%zu,x}", o[i][1], i);
+    }
+    /* final already: the message settled by its id */
+    for (size_t i = 0; i < n; i++) {
+        char *sql = xasprintf("SELECT message_id FROM message_rcpts WHERE id = %lld",
+                              (long long)list[i].rcpt_id);
+
+        list[i].msg_id = query_i64(r->db, sql);
+        free(sql);
+    }
+    store_outcomes_async(r->st, list, n, done_cb, cb);
+}
+
+/* PostgreSQL: the writer waits for the lock on message_rcpts (in Bind:
+ * before pg_stat_activity shows the statement, so pg_locks). */
+static bool
+pg_writer_waits_rcpts(struct sdb *db)
+{
+    for (int i = 0; i < 3000; i++) {
+        if (query_i64(db, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
+                          "ON a.pid = l.pid WHERE a.application_name = 'mxd' AND NOT l.granted "
+                          "AND l.relation = 'message_rcpts'::regclass") > 0)
+            return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
+/* Deferrals and holds: on PostgreSQL the first job alone (the writer seen
+ * waiting for a lock), the next four as one batch, all nine outcomes the
+ * batched way; a delivery before, so that one deferral finds its
+ * recipient final already. */
+static void
+record_outcomes(struct run *r, enum sdb_engine engine, struct cb *cbs)
+{
+    static const char *const first[][3] = {{"Q0empty", "rcpt0@Example.COM", "deferred"}};
+    struct store_stats stats;
+    static const char *const done[][3] = {{"Q4big", "rcpt0@Example.COM", "delivered"}};
+    static const char *const j1[][3] = {{"Q1dsn", "rcpt0@Example.COM", "deferred"},
+                                        {"Q1dsn", "rcpt1@Example.COM", "deferred"}};
+    static const char *const j2[][3] = {{"Q2held", "rcpt0@Example.COM", "held"},
+                                        {"Q2held", "rcpt1@Example.COM", "deferred"},
+                                        {"Q5good", "rcpt1@Example.COM", "held"}};
+    static const char *const j3[][3] = {{"Q3chunk", "rcpt0@Example.COM", "deferred"}};
+    static const char *const j4[][3] = {{"Q4big", "rcpt0@Example.COM", "deferred"},
+                                        {"Q4big", "rcpt1@Example.COM", "held"}};
+
+    r->done = 0;
+    cbs[0] = (struct cb){r, 0};
+    outcomes_job(r, &cbs[0], done, 1);
+    run_until(r, 1);
+    assert_int_equal(r->status[0], 0);
+    r->done = 0;
+    if (engine == SDB_POSTGRESQL)
+        exec_ok(r->db, "BEGIN; LOCK TABLE message_rcpts IN EXCLUSIVE MODE");
+    cbs[0] = (struct cb){r, 0};
+    outcomes_job(r, &cbs[0], first, 1);
+    if (engine == SDB_POSTGRESQL)
+        assert_true(pg_writer_waits_rcpts(r->db));
+    for (int i = 1; i <= 4; i++)
+        cbs[i] = (struct cb){r, i};
+    outcomes_job(r, &cbs[1], j1, 2);
+    outcomes_job(r, &cbs[2], j2, 3);
+    outcomes_job(r, &cbs[3], j3, 1);
+    outcomes_job(r, &cbs[4], j4, 2);
+    if (engine == SDB_POSTGRESQL) {
+        sleep_ms(50);
+        exec_ok(r->db, "COMMIT");
+    }
+    run_until(r, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(r->status[i], 0);
+    store_get_stats(r->st, &stats);
+    assert_int_equal(stats.batched_outcomes, engine == SDB_POSTGRESQL ? 9 : 0);
+}
+
 /* ---- the test ----------------------------------------------------------- */
 
 static void
@@ -467,7 +583,7 @@ test_batch_same_as_sqlite(void **state)
 {
     struct run lite, pg;
     struct cb cbs[16];
-    char *dl[3], *dp[3];
+    char *dl[4], *dp[4];
 
     (void)state;
     run_open(&lite, SDB_SQLITE);
@@ -476,6 +592,8 @@ test_batch_same_as_sqlite(void **state)
     dl[0] = dump(lite.db, SQL_MSGS, 19);
     dl[1] = dump(lite.db, SQL_RCPTS, 9);
     dl[2] = read_back(&lite);
+    record_outcomes(&lite, SDB_SQLITE, cbs);
+    dl[3] = dump(lite.db, SQL_RCPTS, 9);
 
     run_open(&pg, SDB_POSTGRESQL);
     commit_batch(&pg, SDB_POSTGRESQL, cbs);
@@ -495,7 +613,9 @@ test_batch_same_as_sqlite(void **state)
     dp[0] = dump(pg.db, SQL_MSGS, 19);
     dp[1] = dump(pg.db, SQL_RCPTS, 9);
     dp[2] = read_back(&pg);
-    for (int i = 0; i < 3; i++) {
+    record_outcomes(&pg, SDB_POSTGRESQL, cbs);
+    dp[3] = dump(pg.db, SQL_RCPTS, 9);
+    for (int i = 0; i < 4; i++) {
         if (strcmp(dl[i], dp[i]) != 0)
             fail_msg("SQLite:\n%s\nPostgreSQL:\n%s", dl[i], dp[i]);
         free(dl[i]);
