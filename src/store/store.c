@@ -55,6 +55,10 @@ const struct store__sql store__sql[STORE_NSTMT] = {STORE_SQL(STORE_STMT_TEXT)};
  * it) in memory: on disk it spilled past 64 KiB into a temporary file,
  * opened, written (half of the writer's pwrites at c=50, 4 KiB) and
  * unlinked every few batches. It is not a crash journal: the WAL is. */
+/* The writer checkpoints the WAL once it holds this many frames (SQLite's
+ * own default for its autocheckpoint). */
+#define STORE_CHECKPOINT_PAGES 1000
+
 #define STORE_WRITER_PRAGMAS                                                                       \
     "PRAGMA cache_size = -32768; PRAGMA journal_size_limit = 67108864; "                           \
     "PRAGMA temp_store = MEMORY"
@@ -232,6 +236,8 @@ conn_open(struct store_conn *c, const struct store_config *cfg, enum store_stmt 
                          sdb_errmsg(c->db));
         goto fail;
     }
+    if (end != STORE_NSTMT) /* the writer checkpoints after its 250s went out */
+        sdb_checkpoint_later(c->db);
     for (int i = first; i < (int)end; i++) {
         const char *sql = store__sql[i].sql;
 
@@ -857,6 +863,10 @@ writer_main(void *arg)
         store__conn_check(&st->w.c);
         writer_finish(&st->w, jobs);
         store_post(st, jobs, &st->w.stats, false);
+        /* SQLite's autocheckpoint would have run inside the COMMIT, before
+         * the batch's 250s: now their sessions go on while it runs */
+        if (sdb_checkpoint_due(st->w.c.db, STORE_CHECKPOINT_PAGES) != 0)
+            log_msg(LOG_WARN, NULL, "store", "checkpoint failed reason=%s", sdb_errmsg(st->w.c.db));
     }
     conn_close(&st->w.c);
     store_post(st, NULL, NULL, true);
