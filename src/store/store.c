@@ -50,18 +50,12 @@ const struct store__sql store__sql[STORE_NSTMT] = {STORE_SQL(STORE_STMT_TEXT)};
 /* A batch of hundreds of messages must fit in the writer's page cache:
  * spilling dirty pages mid-transaction cost 2-3x in throughput at 1000
  * concurrent commits in our benchmark. The WAL shrinks back after a batch of
- * big messages grew it. temp_store = MEMORY keeps the statement journal
- * (each message's SAVEPOINT copies the pages the batch already dirtied into
- * it) in memory: on disk it spilled past 64 KiB into a temporary file,
- * opened, written (half of the writer's pwrites at c=50, 4 KiB) and
- * unlinked every few batches. It is not a crash journal: the WAL is. */
+ * big messages grew it. (The statement journal: db.c.) */
+#define STORE_WRITER_PRAGMAS "PRAGMA cache_size = -32768; PRAGMA journal_size_limit = 67108864"
+
 /* The writer checkpoints the WAL once it holds this many frames (SQLite's
  * own default for its autocheckpoint). */
 #define STORE_CHECKPOINT_PAGES 1000
-
-#define STORE_WRITER_PRAGMAS                                                                       \
-    "PRAGMA cache_size = -32768; PRAGMA journal_size_limit = 67108864; "                           \
-    "PRAGMA temp_store = MEMORY"
 
 void
 store_msg_free(struct store_msg *msg)
