@@ -80,6 +80,19 @@ sdb_in_txn(const struct sdb *db)
     return db->ops->in_txn(db);
 }
 
+void
+sdb_checkpoint_later(struct sdb *db)
+{
+    if (db->ops->checkpoint_later != NULL)
+        db->ops->checkpoint_later(db);
+}
+
+int
+sdb_checkpoint_due(struct sdb *db, int pages)
+{
+    return db->ops->checkpoint_due != NULL ? db->ops->checkpoint_due(db, pages) : 0;
+}
+
 int
 sdb_prepare(struct sdb *db, const char *sql, struct sdb_stmt **out)
 {

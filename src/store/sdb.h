@@ -92,6 +92,15 @@ int sdb_exec(struct sdb *db, const char *sql) MXD_WUR;
 /* A transaction is open on db (after BEGIN, before COMMIT or ROLLBACK). */
 bool sdb_in_txn(const struct sdb *db);
 
+/* SQLite: this connection's commits no longer checkpoint the WAL inside
+ * the COMMIT (SQLite's autocheckpoint, before the caller learns that its
+ * transaction is durable); sdb_checkpoint_due does it when the caller is
+ * ready. PostgreSQL: nothing. */
+void sdb_checkpoint_later(struct sdb *db);
+/* After sdb_checkpoint_later: once the WAL holds pages or more frames, a
+ * PASSIVE checkpoint (synced as SQLite's own). 0, or MXD_ESTORE. */
+int sdb_checkpoint_due(struct sdb *db, int pages);
+
 /* Prepares sql for repeated use on db. 0 or MXD_ESTORE (sdb_errmsg). */
 int sdb_prepare(struct sdb *db, const char *sql, struct sdb_stmt **out) MXD_WUR;
 

@@ -13,6 +13,8 @@ struct sdb_ops {
     int (*reconnect)(struct sdb *db, char **err);
     int (*exec)(struct sdb *db, const char *sql);
     bool (*in_txn)(const struct sdb *db);
+    void (*checkpoint_later)(struct sdb *db);         /* NULL: nothing to do */
+    int (*checkpoint_due)(struct sdb *db, int pages); /* NULL: never due */
     int (*prepare)(struct sdb *db, const char *sql, struct sdb_stmt **out);
     void (*finalize)(struct sdb_stmt *s);
     void (*bind_i64)(struct sdb_stmt *s, int idx, int64_t v);

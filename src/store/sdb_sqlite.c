@@ -28,6 +28,7 @@ struct lite {
     sqlite3 *db;
     char *path;
     char *bodies;            /* <database dir>/bodies */
+    int wal_frames;          /* sdb_checkpoint_later: the WAL's frames after the last commit */
     sqlite3_stmt *body_file; /* prepared on first use; finalized by close */
 };
 
@@ -106,6 +107,39 @@ static bool
 lite_in_txn(const struct sdb *db)
 {
     return !sqlite3_get_autocommit(lite(db)->db);
+}
+
+/* Replaces SQLite's autocheckpoint hook (which checkpoints inside COMMIT). */
+static int
+lite_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((struct lite *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
+static void
+lite_checkpoint_later(struct sdb *db)
+{
+    struct lite *l = lite(db);
+
+    sqlite3_wal_hook(l->db, lite_wal_hook, l);
+}
+
+static int
+lite_checkpoint_due(struct sdb *db, int pages)
+{
+    struct lite *l = lite(db);
+    int rc;
+
+    if (l->wal_frames < pages)
+        return 0;
+    l->wal_frames = 0;
+    rc = sqlite3_wal_checkpoint_v2(l->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    /* BUSY: another connection is checkpointing (mxctl); the next commit
+     * that finds the WAL long tries again, as SQLite's own would */
+    return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : MXD_ESTORE;
 }
 
 static int
@@ -373,6 +407,8 @@ static const struct sdb_ops lite_ops = {
     .reconnect = lite_reconnect,
     .exec = lite_exec,
     .in_txn = lite_in_txn,
+    .checkpoint_later = lite_checkpoint_later,
+    .checkpoint_due = lite_checkpoint_due,
     .prepare = lite_prepare,
     .finalize = lite_finalize,
     .bind_i64 = lite_bind_i64,

@@ -643,6 +643,51 @@ test_group_commit(void **state)
 }
 
 /*
+ * The writer checkpoints the WAL itself, after a batch's completions went
+ * out (not inside its COMMIT): 2,000 messages of 4 KiB, 100 at a time,
+ * leave a WAL of about 1,000 frames and a batch, not all of them (about
+ * 13 MiB without the checkpoint), and every message is in the database.
+ */
+static void
+test_wal_checkpointed(void **state)
+{
+    enum { N = 2000, BATCH = 100 };
+    struct fx *fx = *state;
+    static struct res r[N];
+    unsigned char body[4096];
+    char wal[700];
+    struct stat sb;
+
+    fill_random(body, sizeof(body), 7);
+    snprintf(wal, sizeof(wal), "%s-wal", fx->db);
+    open_store(fx);
+    for (int i = 0; i < N; i += BATCH) {
+        for (int k = i; k < i + BATCH; k++) {
+            char qid[16];
+
+            r[k] = (struct res){.fx = fx};
+            snprintf(qid, sizeof(qid), "W%04d", k);
+            store_commit_async(fx->st,
+                               make_msg(qid, 1, "Received: x\r\n", NULL, 0, body, sizeof(body)),
+                               commit_cb, &r[k]);
+        }
+        run_until(fx, i + BATCH);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(r[i].status, 0);
+    assert_int_equal(stat(wal, &sb), 0);
+    print_message("WAL after %d messages of 4 KiB: %lld bytes\n", N, (long long)sb.st_size);
+    assert_true(sb.st_size < 8 * 1024 * 1024);
+    {
+        sqlite3 *db = sql_open(fx);
+
+        assert_int_equal(sql_int(db, "SELECT count(*) FROM messages"), N);
+        sqlite3_close(db);
+    }
+    close_store(fx);
+}
+
+/*
  * A second connection holds the write lock while the first job waits in
  * BEGIN IMMEDIATE, so the next ones pile up and share one transaction: the
  * two bad ones fail alone, nothing of them remains, the others commit.
@@ -893,6 +938,7 @@ main(void)
         T(test_body_file_sweep),
         T(test_commit_small_and_empty_parts),
         T(test_group_commit),
+        T(test_wal_checkpointed),
         T(test_commit_failure_isolated),
         T(test_commit_invalid_and_duplicate),
         T(test_lookup),
