@@ -43,6 +43,8 @@ packages=(
     haproxy
     # content filters over milter (issue 17): the libmilter test filter, rspamd
     libmilter-dev rspamd
+    # workload 3 of tests/bench/peers_bench.py (issue 22): Postfix's SPF policy server
+    postfix-policyd-spf-python
     # recipients = sync from LDAP (issue 18): libldap, and a private slapd in the tests
     libldap-dev slapd ldap-utils
     # the shipped alert rules and fail2ban filter, checked with the real tools
