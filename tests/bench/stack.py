@@ -72,6 +72,8 @@ import dkim  # python3-dkim
 
 import mxdtest
 from authdns import AuthDns
+from compare import tree
+from dovecot import proc_cpu
 from test_milter import RspamdTest
 
 DKIM_DATA = "/usr/lib/python3/dist-packages/dkim/tests/data"
@@ -243,6 +245,21 @@ class Stack:
             f.write("\n".join(out) + "\n")
         pf.prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                      'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv]
+
+
+def cpu_by_name(pid):
+    """{process name: CPU seconds} over pid's whole tree, each live process
+    with its reaped children: Postfix's policyd-spf runs under spawn, a
+    grandchild of master that compare.tree_cpu would not see."""
+    out = {}
+    for p in tree(pid) if pid else ():
+        try:
+            with open(f"/proc/{p}/comm", encoding="utf-8") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + proc_cpu(p, children=True)
+    return out
 
 
 def _unfold(head):
