@@ -46,6 +46,8 @@ packages=(
     # Exim's stack in the peers bench (issue 22, tests/bench/exim_stack.py):
     # exim4-daemon-heavy is unpacked privately; the libraries it links are not
     libspf2-2 libmariadb3 libpq5 libperl5.36 libgnutls-dane0 libsasl2-2 libdb5.3
+    # workload 3 of tests/bench/peers_bench.py (issue 22): Postfix's SPF policy server
+    postfix-policyd-spf-python
     # recipients = sync from LDAP (issue 18): libldap, and a private slapd in the tests
     libldap-dev slapd ldap-utils
     # the shipped alert rules and fail2ban filter, checked with the real tools

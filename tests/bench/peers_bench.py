@@ -36,11 +36,16 @@ the servers (this VM's speed drifts); medians are printed. A peer that
 cannot be started (no network for apt-get download, say) is left out and
 said so.
 
-Workload 3 (the realistic stack), first steps only (stack.py): mxd and
-Postfix, STARTTLS + SPF + DKIM + DMARC against a scripted DNS + the rspamd
-milter, held, 50 sessions, one DKIM-signed 4 KiB message; the run asserts
-from a stored message of each that the checks ran. Not yet: postscreen and
-DNSBL screening, policyd-spf, Exim and OpenSMTPD.
+Workload 3 (the realistic stack, stack.py): mxd and Postfix, STARTTLS +
+screening (pre-greet test, two DNSBLs, passes cached; Postfix: postscreen)
++ SPF + DKIM + DMARC against a scripted DNS (Postfix: policyd-spf and
+rspamd's) + the rspamd milter, held, 50 sessions, one DKIM-signed 4 KiB
+message; the run asserts from a stored message and the log of each that
+every check ran. `--only-stack` runs it alone; `--stack-lean` lets rspamd
+skip SPF/DKIM/DMARC for mxd's mail (an rspamd settings rule, stack.py);
+`--rspamd-workers N` (both servers); `--ecdsa`: a P-256 certificate for
+every server in every workload instead of RSA 2048. Not yet: Exim and
+OpenSMTPD in it.
 """
 
 import argparse
@@ -56,6 +61,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, HERE)
 import mxdtest  # noqa: E402
+import exim_stack  # noqa: E402
 import peers  # noqa: E402
 import stack  # noqa: E402
 import tlsutil  # noqa: E402
@@ -115,6 +121,8 @@ class Pf:
         self.pf = Postfix(subdir(tmp, name), free_port(),
                           E2E if lmtp else HELD, lmtp or "/nonexistent/lmtp",
                           hold=not lmtp, extra=extra)
+        if stack:  # postscreen, policyd-spf, the scripted DNS (stack.py)
+            stack.postfix_setup(self.pf)
 
     def start(self):
         self.pf.start()
@@ -157,6 +165,10 @@ def idle_limit(srv):
     return limit() if limit else 1 << 30
 
 
+class _Skip(Exception):
+    """--only stack or e2e: workloads 1, 2, 4 and 6 are not run."""
+
+
 def start_all(servers, started, failed, prefix):
     """Starts each server: into started, or said so and into failed (a
     start that failed half-way is stopped: it may have left processes)."""
@@ -185,11 +197,11 @@ def load(port, sessions, n, size, tls, rcpt=f"user@{HELD}", spread=False, file=N
     return {f[i]: float(f[i + 1]) for i in range(0, len(f), 2)}
 
 
-def point(srv, sessions, n, size, tls, file=None):
-    cpu0 = tree_cpu(srv.pid)
+def point(srv, sessions, n, size, tls, file=None, cpu=tree_cpu):
+    cpu0 = cpu(srv.pid)
     with RssSampler(srv.pid) as rss:
         r = load(srv.port, sessions, n, size, tls, file=file)
-    r["cpu_ms"] = (tree_cpu(srv.pid) - cpu0) / n * 1000
+    r["cpu_ms"] = (cpu(srv.pid) - cpu0) / n * 1000
     r["pss_mib"] = rss.peak / 1024
     return r
 
@@ -284,12 +296,14 @@ def run_e2e(tmp, pki, rounds, sizes, failed):
     return res
 
 
-def run_stack(tmp, pki, rounds, sizes, failed):
-    """Workload 3's first steps (stack.py): mxd and Postfix, STARTTLS +
-    SPF + DKIM + DMARC + the rspamd milter, held; then asserts from a stored
-    message of each that the checks ran."""
+def run_stack(tmp, pki, rounds, sizes, failed, lean=False, rspamd_workers=1):
+    """Workload 3 (stack.py): mxd and Postfix, STARTTLS + screening (two
+    DNSBLs, pre-greet) + SPF + DKIM + DMARC (+ policyd-spf for Postfix) +
+    the rspamd milter, held; then asserts from a stored message and the log
+    of each that the checks ran. lean: rspamd skips SPF/DKIM/DMARC for
+    mxd's mail (stack.py)."""
     res = {}
-    st = stack.Stack(subdir(tmp, "stack"))
+    st = stack.Stack(subdir(tmp, "stack"), mxd_lean=lean, rspamd_workers=rspamd_workers)
     msg = stack.signed_message(os.path.join(tmp, "stack", "signed.eml"), f"user@{HELD}")
     servers = [Mxd(tmp, pki, stack=st), Pf(tmp, pki, stack=st)]
     started = []
@@ -297,16 +311,42 @@ def run_stack(tmp, pki, rounds, sizes, failed):
         for s in servers:
             s.start()
             started.append(s)
-        for s in started:  # rspamd compiles its regexps, loads its maps: not measured
-            load(s.port, 5, 20, 0, True, file=msg)
+        # Exim (exim_stack.py): its own SPF/DKIM, DMARC in its ACLs, the
+        # same DNSBLs, rspamd over its spamd interface; a failure to start
+        # it is recorded, mxd's and Postfix's points still run
+        ex = exim_stack.EximStackServer(tmp, st, pki, HELD)
+        try:
+            ex.start()
+            started.append(ex)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot be had is said so
+            print(f"stack exim: cannot be started: {e}", flush=True)
+            failed.append("stack exim")
+            try:
+                ex.stop()
+            except Exception:  # noqa: BLE001 - half-started: stop what there is
+                pass
+        # not measured: rspamd compiles its regexps and loads its maps, the
+        # screening's first wait passes the client; 50 sessions at once so
+        # that Postfix has its smtpd processes, each with its policyd-spf
+        # (a Python process: about 0.2 s of CPU to start), as in its steady
+        # state, where one serves 100 sessions (max_use)
+        for s in started:
+            load(s.port, 50, sizes["stack"][2], 0, True, file=msg)
         for r in range(rounds):
             for s in started:
                 n = sizes["stack"][0 if s.name == "mxd" else 1]
-                rcpu0 = tree_cpu(st.rspamd.pid)
+                rcpu0, q0 = tree_cpu(st.rspamd.pid), len(st.dns.queries)
+                names0 = stack.cpu_by_name(s.pid)
                 try:
-                    p = point(s, 50, n, 0, True, file=msg)
+                    p = point(s, 50, n, 0, True, file=msg,
+                              cpu=lambda pid: sum(stack.cpu_by_name(pid).values()))
                     p["rspamd_ms"] = (tree_cpu(st.rspamd.pid) - rcpu0) / n * 1000
-                    shown = (stack.check_mxd(s.mxd.db_path) if s.name == "mxd"
+                    p["dns_q"] = (len(st.dns.queries) - q0) / n
+                    names1 = stack.cpu_by_name(s.pid)
+                    by_name = {k: (v - names0.get(k, 0.0)) / n * 1000
+                               for k, v in names1.items()}
+                    shown = (stack.check_mxd(s.mxd.db_path, s.mxd.all_stderr())
+                             if s.name == "mxd" else s.check() if s.name == "exim"
                              else stack.check_postfix(s.pf))
                 except Exception as e:  # noqa: BLE001 - recorded, the run goes on
                     print(f"round {r + 1} stack {s.name}: failed: {e}", flush=True)
@@ -314,9 +354,13 @@ def run_stack(tmp, pki, rounds, sizes, failed):
                     continue
                 res.setdefault(("stack", s.name), []).append(p)
                 print(f"round {r + 1} stack {s.name}: {n} messages, {p['rate']:,.1f}/s, "
-                      f"CPU {p['cpu_ms']:.3f} ms/message (rspamd {p['rspamd_ms']:.3f}), "
+                      f"CPU {p['cpu_ms']:.3f} ms/message (rspamd {p['rspamd_ms']:.3f}; "
+                      f"{p['dns_q']:.1f} DNS queries/message), "
                       f"peak PSS {p['pss_mib']:.1f} MiB, dot-to-250 p50 {p['p50_ms']:.2f} ms "
                       f"p99 {p['p99_ms']:.2f} ms", flush=True)
+                print("    CPU ms/message by process (live ones; exited ones are in "
+                      "their parent's): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(
+                          by_name.items(), key=lambda kv: -kv[1]) if v >= 0.01), flush=True)
                 if r == 0:
                     print("    " + "\n    ".join(shown), flush=True)
                 if isinstance(s, Pf):
@@ -338,25 +382,37 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", choices=("load", "idle", "e2e", "stack"),
                     help="one part only: load (workloads 1, 2, 4), idle (6), e2e (5), stack (3)")
+    ap.add_argument("--stack-lean", action="store_true",
+                    help="workload 3: rspamd skips SPF/DKIM/DMARC for mxd's mail (stack.py)")
+    ap.add_argument("--rspamd-workers", type=int, default=1,
+                    help="workload 3: rspamd proxy (scanning) workers, for both servers")
+    ap.add_argument("--ecdsa", action="store_true",
+                    help="a P-256 ECDSA server certificate for every server (RSA 2048 if not)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("peers_bench.py: run as root (Postfix, unshare)")
     rounds = 1 if args.quick else args.rounds
     # messages per point: (mxd and smtp-sink, the peers)
     sizes = {"plain": (3000, 1000), "tls": (1000, 500), "10mb": (40, 30),
-             "e2e-4k": (2000, 1000), "e2e-100k": (1000, 500), "stack": (1000, 300)}
+             "e2e-4k": (2000, 1000), "e2e-100k": (1000, 500),
+             "stack": (1000, 500, 500)}  # (mxd, Postfix, the warm-up of each)
     if args.quick:
         sizes = {"plain": (200, 100), "tls": (100, 50), "10mb": (10, 10),
-                 "e2e-4k": (100, 100), "e2e-100k": (50, 50), "stack": (50, 30)}
+                 "e2e-4k": (100, 100), "e2e-100k": (50, 50), "stack": (50, 30, 50)}
     tmp = tempfile.mkdtemp(prefix="mxd-bench-peers-")
     os.chmod(tmp, 0o755)
-    pki = tlsutil.make_pki(os.path.join(tmp, "pki"))
+    pki = tlsutil.make_pki(os.path.join(tmp, "pki"), key="ecdsa" if args.ecdsa else "rsa")
+    print(f"server certificate: {'ECDSA P-256' if args.ecdsa else 'RSA 2048'}, every server",
+          flush=True)
     for f in os.listdir(pki.dir):  # OpenSMTPD refuses a key others may read
         os.chmod(os.path.join(pki.dir, f), 0o600 if f.endswith(".key") else 0o644)
+    first = args.only in (None, "load", "idle")  # the servers of workloads 1, 2, 4, 6
     servers = []
-    for cls in (Mxd, Pf, Sink):
+    for cls in (Mxd, Pf, Sink) if first else ():
         servers.append(cls(tmp, pki))
     for cls, kw in ((peers.Exim, {}), (peers.OpenSMTPD, {"preload": BACKLOG})):
+        if not first:
+            break
         try:
             servers.append(cls(tmp, free_port(), HELD, hold=True, tls=(pki.cert, pki.key), **kw))
         except Exception as e:  # noqa: BLE001 - a peer that cannot be had is said so
@@ -366,6 +422,8 @@ def main():
     res = {}
     work = []
     try:
+        if not first:
+            raise _Skip
         start_all(servers, started, failed, "")
         print("durability as configured: " + "; ".join(f"{s.name}: {s.durability}"
                                                        for s in started), flush=True)
@@ -430,6 +488,8 @@ def main():
                   f"{with_idle / 1024:7.1f} MiB: {each:,.1f} KiB each; for {tls_n:,}: "
                   f"{(base + each * tls_n) / 1024:,.0f} MiB ({n:,} opened in {secs:.1f} s)",
                   flush=True)
+    except _Skip:  # --only stack|e2e
+        pass
     finally:
         for s in started:
             try:
@@ -444,28 +504,32 @@ def main():
             print(f"e2e: failed: {e}", flush=True)
             failed.append("e2e mxd")
     if args.only in (None, "stack"):
-        print("\nworkload 3's first steps: STARTTLS + SPF + DKIM + DMARC + rspamd, held:",
-              flush=True)
+        print("\nworkload 3: STARTTLS + screening + SPF + DKIM + DMARC + rspamd, held"
+              f"{' (rspamd lean for mxd)' if args.stack_lean else ''}, "
+              f"{args.rspamd_workers} rspamd worker(s):", flush=True)
         try:
-            res.update(run_stack(tmp, pki, rounds, sizes, failed))
+            res.update(run_stack(tmp, pki, rounds, sizes, failed, lean=args.stack_lean,
+                                 rspamd_workers=args.rspamd_workers))
         except Exception as e:  # noqa: BLE001 - the DNS or rspamd failed: mxd's workload too
             print(f"stack: failed: {e}", flush=True)
             failed.append("stack mxd")
     print(f"\nmedians of {rounds} round(s): messages/s / CPU ms per message / peak PSS MiB"
           " / p50 ms / p99 ms (e2e: delivered/s, the server's CPU without Dovecot's)")
+    names = ["mxd"] + [n for n in dict.fromkeys(k[1] for k in res) if n != "mxd"]
     for wname in [w[0] for w in work] + ["e2e-4k", "e2e-100k", "stack"]:
-        for s in servers:
-            v = res.get((wname, s.name))
+        for name in names:
+            v = res.get((wname, name))
             if not v:
                 continue
             m = {k: statistics.median(x[k] for x in v) for k in v[0]}
             mx = res.get((wname, "mxd"))
             ratio = ""
-            if mx and s.name != "mxd":
-                ratio = (f"  mxd/{s.name} "
+            if mx and name != "mxd":
+                ratio = (f"  mxd/{name} "
                          f"{statistics.median(x['rate'] for x in mx) / m['rate']:.2f}x")
-            print(f"  {wname:8} {s.name:10} {m['rate']:9,.1f}/s {m['cpu_ms']:8.3f} "
-                  f"{m['pss_mib']:7.1f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f}{ratio}")
+            print(f"  {wname:8} {name:10} {m['rate']:9,.1f}/s {m['cpu_ms']:8.3f} "
+                  f"{m['pss_mib']:7.1f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f}{ratio}"
+                  + (f"  rspamd {m['rspamd_ms']:.3f} ms/msg" if "rspamd_ms" in m else ""))
     # Exim and OpenSMTPD are fetched at run time (and OpenSMTPD's STARTTLS
     # fails with OpenSSL 3): their failures are reported, not fatal
     fatal = [f for f in failed if f.split()[-1] in ("mxd", "postfix", "smtp-sink")

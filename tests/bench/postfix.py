@@ -48,6 +48,9 @@ class Postfix:
             os.makedirs(d, exist_ok=True)
         shutil.chown(self.data, "postfix")
         self.port = port
+        # argv before `postfix`: tests/bench/stack.py starts it inside
+        # `unshare -m` with its own /etc/resolv.conf
+        self.prefix = []
         main = f"""compatibility_level = 3.6
 queue_directory = {self.queue}
 data_directory = {self.data}
@@ -83,8 +86,8 @@ smtputf8_enable = yes
             f.write(_master_cf(port))
 
     def _postfix(self, *args, check=True):
-        p = subprocess.run([POSTFIX, "-c", self.etc, *args], stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=120)
+        p = subprocess.run([*self.prefix, POSTFIX, "-c", self.etc, *args],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
         if check and p.returncode != 0:
             raise RuntimeError(f"postfix {' '.join(args)} failed: "
                                f"{p.stderr.decode('utf-8', 'replace')}")

@@ -63,11 +63,12 @@ class AuthDns:
         self._udp = self._tcp = None
         self._threads = []
         self.port = None
+        self.host = "127.0.0.1"
 
     @property
     def server(self):
         """The mxd `dns_servers =` value."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _records(self, name):
         z = self.zone
@@ -122,8 +123,12 @@ class AuthDns:
             reply.add_auth(RR(zone, QTYPE.SOA, ttl=self.neg_ttl, rdata=soa))
         return reply.pack()
 
-    def start(self):
+    def start(self, host="127.0.0.1", port=0):
+        """Serves on host, a free port unless port is given (53 on an
+        address of 127.0.0.0/8 for resolvers that cannot be told a port:
+        tests/bench/stack.py)."""
         outer = self
+        self.host = host
 
         class Udp(socketserver.BaseRequestHandler):
             def handle(self):
@@ -153,15 +158,15 @@ class AuthDns:
         # The kernel picks a free UDP port; the same TCP port may be taken
         # (a client's ephemeral port): then try another pair.
         for attempt in range(50):
-            self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
+            self._udp = socketserver.ThreadingUDPServer((host, port), Udp)
             self.port = self._udp.server_address[1]
             try:
-                self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+                self._tcp = socketserver.ThreadingTCPServer((host, self.port), Tcp)
                 break
             except OSError:
                 self._udp.server_close()
                 self._udp = None
-                if attempt == 49:
+                if attempt == 49 or port:
                     raise
         for srv in (self._udp, self._tcp):
             t = threading.Thread(target=srv.serve_forever, daemon=True)

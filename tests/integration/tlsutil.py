@@ -101,10 +101,16 @@ def _certtool(*args, timeout=60):
     return p
 
 
+_KEY_ARGS = {"rsa": ("--key-type=rsa", "--bits=2048"),
+             "ecdsa": ("--key-type=ecdsa", "--curve=secp256r1")}
+_key_type = "rsa"
+
+
 def _privkey(path):
     # RSA 2048: every client in the tests (python ssl, swaks/OpenSSL,
-    # gnutls-cli) and every TLS version negotiates it.
-    _certtool("--generate-privkey", "--key-type=rsa", "--bits=2048", "--outfile", path)
+    # gnutls-cli) and every TLS version negotiates it. make_pki(key="ecdsa"):
+    # P-256 (tests/bench/peers_bench.py --ecdsa)
+    _certtool("--generate-privkey", *_KEY_ARGS[_key_type], "--outfile", path)
     os.chmod(path, 0o600)
 
 
@@ -125,9 +131,11 @@ def _server_cert(pki, stem, serial, validity, cn):
               "--template", tmpl, "--outfile", pki.path(f"{stem}.pem"))
 
 
-def make_pki(directory, hostname=mxdtest.HOSTNAME):
+def make_pki(directory, hostname=mxdtest.HOSTNAME, key="rsa"):
     """Generates the test CA and certificates into directory (created if
-    needed); returns a Pki."""
+    needed), their keys RSA 2048 or (key="ecdsa") P-256; returns a Pki."""
+    global _key_type
+    _key_type = key
     os.makedirs(directory, exist_ok=True)
     pki = Pki(directory)
     _privkey(pki.ca_key)
