@@ -88,7 +88,8 @@ class DnsCache:
         log = open(os.path.join(self.logdir, "dnsmasq.log"), "ab")
         self.proc = subprocess.Popen(
             ["dnsmasq", "-k", "--port=53", f"--listen-address={self.addr}", "--bind-interfaces",
-             "--no-resolv", "--no-hosts", f"--server=127.0.0.1#{self.dns.port}",
+             "--no-resolv", "--no-hosts",
+             f"--server={getattr(self.dns, 'host', '127.0.0.1')}#{self.dns.port}",
              "--cache-size=10000", "--dns-forward-max=1000", "--pid-file=", "-u", "nobody"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
