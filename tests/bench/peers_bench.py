@@ -300,8 +300,8 @@ def run_stack(tmp, pki, rounds, sizes, failed, lean=False, rspamd_workers=1):
     """Workload 3 (stack.py; Exim's in exim_stack.py): mxd, Postfix and
     Exim, STARTTLS + screening (two DNSBLs; pre-greet) + SPF + DKIM +
     DMARC (+ policyd-spf for Postfix) + the rspamd milter, held; then
-    asserts from a stored message and the log of each that the checks ran. lean: rspamd skips SPF/DKIM/DMARC for
-    mxd's mail (stack.py)."""
+    asserts from a stored message and the log of each that the checks ran.
+    lean: rspamd skips SPF/DKIM/DMARC for mxd's mail (stack.py)."""
     res = {}
     st = stack.Stack(subdir(tmp, "stack"), mxd_lean=lean, rspamd_workers=rspamd_workers)
     msg = stack.signed_message(os.path.join(tmp, "stack", "signed.eml"), f"user@{HELD}")
