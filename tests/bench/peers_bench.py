@@ -36,16 +36,17 @@ the servers (this VM's speed drifts); medians are printed. A peer that
 cannot be started (no network for apt-get download, say) is left out and
 said so.
 
-Workload 3 (the realistic stack, stack.py): mxd and Postfix, STARTTLS +
-screening (pre-greet test, two DNSBLs, passes cached; Postfix: postscreen)
+Workload 3 (the realistic stack, stack.py; exim_stack.py): mxd, Postfix
+and Exim, STARTTLS + screening (pre-greet test, two DNSBLs, passes
+cached; Postfix: postscreen)
 + SPF + DKIM + DMARC against a scripted DNS (Postfix: policyd-spf and
 rspamd's) + the rspamd milter, held, 50 sessions, one DKIM-signed 4 KiB
 message; the run asserts from a stored message and the log of each that
-every check ran. `--only-stack` runs it alone; `--stack-lean` lets rspamd
+every check ran. `--only stack` runs it alone; `--stack-lean` lets rspamd
 skip SPF/DKIM/DMARC for mxd's mail (an rspamd settings rule, stack.py);
 `--rspamd-workers N` (both servers); `--ecdsa`: a P-256 certificate for
-every server in every workload instead of RSA 2048. Not yet: Exim and
-OpenSMTPD in it.
+every server in every workload instead of RSA 2048. Not yet: OpenSMTPD
+in it.
 """
 
 import argparse
