@@ -246,22 +246,24 @@ class ClusterCase(unittest.TestCase):
         self.fail(f"cluster_nodes in PostgreSQL: {rows}, want {want} ({timeout}s after the "
                   f"nodes answered){self.diag()}")
 
-    def make_node(self, i):
+    def node_server(self, i, **more):
+        """[server] keys of cluster node i on the test's database, its own
+        directory (spool, control socket) under tmpdir; more: added."""
         d = os.path.join(self.tmpdir, f"node{i}")
         os.mkdir(d)
-        n = mxdtest.Mxd(
-            self.tmpdir, name=f"node{i}",
-            server={"database": os.path.join(d, "queue.db"),  # ignored: spool in d/spool
-                    "store": "postgresql",
-                    "postgresql": self.pg.conninfo(self.dbname),
-                    "node_name": f"node{i}",
-                    "cluster_lease": f"{LEASE}s",
-                    "metrics_listen": f"127.0.0.1:{mxdtest.free_port()}",
-                    "control_socket": os.path.join(d, "control.sock"),
-                    "max_connections_per_ip": "200"},
-            domains={"example.test": dovecot.mxd_domain(self.dov.lmtp_tcp)},
-            extra=dovecot.QUEUE_FAST)
-        return n
+        return {"database": os.path.join(d, "queue.db"),  # ignored: spool in d/spool
+                "store": "postgresql",
+                "postgresql": self.pg.conninfo(self.dbname),
+                "node_name": f"node{i}",
+                "cluster_lease": f"{LEASE}s",
+                "metrics_listen": f"127.0.0.1:{mxdtest.free_port()}",
+                "control_socket": os.path.join(d, "control.sock"),
+                "max_connections_per_ip": "200", **more}
+
+    def make_node(self, i):
+        return mxdtest.Mxd(self.tmpdir, name=f"node{i}", server=self.node_server(i),
+                           domains={"example.test": dovecot.mxd_domain(self.dov.lmtp_tcp)},
+                           extra=dovecot.QUEUE_FAST)
 
     @staticmethod
     def stop_node(n):

@@ -78,19 +78,9 @@ class ClusterBackupCase(test_cluster.ClusterCase):
         self.sent = {}  # token -> (node index, qid, recipients)
 
     def make_node(self, i):
-        d = os.path.join(self.tmpdir, f"node{i}")
-        os.mkdir(d)
         return mxdtest.Mxd(
             self.tmpdir, name=f"node{i}",
-            server={"database": os.path.join(d, "queue.db"),  # ignored: spool in d/spool
-                    "store": "postgresql",
-                    "postgresql": self.pg.conninfo(self.dbname),
-                    "node_name": f"node{i}",
-                    "cluster_lease": f"{test_cluster.LEASE}s",
-                    "metrics_listen": f"127.0.0.1:{mxdtest.free_port()}",
-                    "control_socket": os.path.join(d, "control.sock"),
-                    "etrn_clients": "127.0.0.1, ::1",
-                    "max_connections_per_ip": "200"},
+            server=self.node_server(i, etrn_clients="127.0.0.1, ::1"),
             domains={DOMAIN: {"mode": "backup", "primary": self.primary.target,
                               "recipients": "any"}},
             extra=QUEUE_SLOW)
