@@ -50,7 +50,9 @@ in it.
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -401,6 +403,9 @@ def main():
         sizes = {"plain": (200, 100), "tls": (100, 50), "10mb": (10, 10),
                  "e2e-4k": (100, 100), "e2e-100k": (50, 50), "stack": (50, 30, 50)}
     tmp = tempfile.mkdtemp(prefix="mxd-bench-peers-")
+    # removed at exit (every server is stopped by then); BENCH_KEEP=1 keeps it
+    if not os.environ.get("BENCH_KEEP"):
+        atexit.register(shutil.rmtree, tmp, True)
     os.chmod(tmp, 0o755)
     pki = tlsutil.make_pki(os.path.join(tmp, "pki"), key="ecdsa" if args.ecdsa else "rsa")
     print(f"server certificate: {'ECDSA P-256' if args.ecdsa else 'RSA 2048'}, every server",

@@ -32,9 +32,11 @@ dnsbl_threshold 2. Prints, each the median of R runs with a fresh mxd:
 """
 
 import argparse
+import atexit
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -183,6 +185,9 @@ def main():
     ap.add_argument("-r", type=int, default=3, help="repetitions (a fresh mxd each)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="mxd-bench-screen-")
+    # removed at exit (every server is stopped by then); BENCH_KEEP=1 keeps it
+    if not os.environ.get("BENCH_KEEP"):
+        atexit.register(shutil.rmtree, tmp, True)
     res = {k: [] for k in ("off", "dnsbl", "new_off", "new_dnsbl", "silent_trusted")}
     lat, codes, waits = [], {}, []
     # 1: the scripted server, answers cached (TTL and negative TTL 1 h)
