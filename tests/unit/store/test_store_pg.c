@@ -345,17 +345,26 @@ run_close(struct run *r)
     assert_int_equal(rmdir(r->dir), 0); /* every spool file was unlinked */
 }
 
-/* PostgreSQL: the writer waits on a lock inside the batched insert. */
+/* Whether the count sql returns becomes positive within tries x 10 ms. */
 static bool
-pg_writer_waits_batched(struct sdb *db)
+poll_count(struct sdb *db, const char *sql, int tries)
 {
-    for (int i = 0; i < 1000; i++) {
-        if (query_i64(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mxd' "
-                          "AND wait_event_type = 'Lock' AND query LIKE 'WITH m AS (INSERT%'") > 0)
+    for (int i = 0; i < tries; i++) {
+        if (query_i64(db, sql) > 0)
             return true;
         sleep_ms(10);
     }
     return false;
+}
+
+/* PostgreSQL: the writer waits on a lock inside the batched insert. */
+static bool
+pg_writer_waits_batched(struct sdb *db)
+{
+    return poll_count(db,
+                      "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mxd' "
+                      "AND wait_event_type = 'Lock' AND query LIKE 'WITH m AS (INSERT%'",
+                      1000);
 }
 
 /* Commits the first batch (on PostgreSQL its messages 1.. as one batch,
@@ -518,14 +527,11 @@ outcomes_job(struct run *r, struct cb *cb, const char *const (*o)[3], size_t n)
 static bool
 pg_writer_waits_rcpts(struct sdb *db)
 {
-    for (int i = 0; i < 3000; i++) {
-        if (query_i64(db, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
-                          "ON a.pid = l.pid WHERE a.application_name = 'mxd' AND NOT l.granted "
-                          "AND l.relation = 'message_rcpts'::regclass") > 0)
-            return true;
-        sleep_ms(10);
-    }
-    return false;
+    return poll_count(db,
+                      "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
+                      "ON a.pid = l.pid WHERE a.application_name = 'mxd' AND NOT l.granted "
+                      "AND l.relation = 'message_rcpts'::regclass",
+                      3000);
 }
 
 /* Deferrals and holds: on PostgreSQL the first job alone (the writer seen
