@@ -28,6 +28,18 @@ if [ "${MXD_SKIP_DEPS:-0}" != 1 ]; then
 fi
 
 summaries=()
+stage_times=()
+stage_name=deps # since the script started
+stage_start=0
+# stage NAME: ends the running stage (its wall time goes into the summary)
+# and starts NAME; the CI budget is 45 minutes on 2 cores.
+stage() {
+    if [ -n "$stage_name" ]; then
+        stage_times+=("$stage_name $((SECONDS - stage_start))s")
+    fi
+    stage_name=$1
+    stage_start=$SECONDS
+}
 total_pass=0
 total_fail=0
 total_skip=0
@@ -94,6 +106,7 @@ build_and_test() {
     count "$dir" "$label"
 }
 
+stage default
 build_and_test build-test "default build"
 
 # Sanitizer options apply to this build's test runs only. To stay inside
@@ -101,6 +114,7 @@ build_and_test build-test "default build"
 # build), and the suites run a second time on PostgreSQL (crash_pg,
 # faults_pg, hostile_pg: suite pg_suites) run in the default build only;
 # the PostgreSQL engine under the sanitizers is pg_units and cluster.
+stage sanitizers
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     MXD_CRASH_KILLS=10 TEST_ARGS="--no-suite pg_suites" \
@@ -109,6 +123,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 # memcheck: a subset of the integration tests again, with mxd under
 # valgrind (mxdtest.py's MXD_WRAPPER): any memory error or definite leak
 # makes mxd exit 99, which fails the test.
+stage memcheck
 echo "==== memcheck: valgrind"
 if [ -x build-test/src/mxd ]; then
     MXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
@@ -124,6 +139,7 @@ fi
 
 # libFuzzer targets (tests/fuzz/run.sh), FUZZ_SECONDS each (default 10):
 # each target counts as one test, passed when it found nothing.
+stage fuzz
 echo "==== fuzz: tests/fuzz/run.sh"
 rm -rf build-fuzz
 fuzz_results=$(mktemp)
@@ -143,6 +159,7 @@ rm -f "$fuzz_results"
 
 # The benchmark harness (tests/bench) in its quick mode: it must work, its
 # numbers are never judged here. Counted as one test.
+stage bench
 echo "==== benchmark harness: tests/bench/run.sh --quick"
 if bash tests/bench/run.sh --quick --no-docs; then
     summaries+=("benchmark harness (--quick): passed")
@@ -155,6 +172,7 @@ fi
 # The peer benchmark (issue 22) in its quick mode: mxd, Postfix, smtp-sink,
 # and Exim and OpenSMTPD when they can be fetched and started (said so
 # otherwise); it fails when mxd or the load generator does not work.
+stage peers
 echo "==== peer benchmark: tests/bench/peers_bench.py --quick"
 if env MXD="$PWD/build-bench/src/mxd" SMTP_LOAD="$PWD/build-test/tests/smtp_load" \
         LISTEN_BACKLOG="$PWD/build-test/tests/liblisten_backlog.so" PYTHONDONTWRITEBYTECODE=1 \
@@ -166,6 +184,7 @@ else
     total_fail=$((total_fail + 1))
 fi
 
+stage format
 echo "==== clang-format --dry-run -Werror"
 shopt -s nullglob
 fmt_files=(src/*.c src/*/*.c src/*/*.h tests/unit/*/*.c tests/unit/*.h tests/fuzz/*.c)
@@ -189,8 +208,10 @@ reliability=$(grep -hE '^(crash load|power cut|disk full|lmtp faults|primary fla
 echo
 echo "==== reliability counts (default build)"
 echo "${reliability:-none found}"
+stage end
 echo
 echo "==== summary ($root)"
+echo "wall time by stage: ${stage_times[*]} (total ${SECONDS}s)"
 for s in "${summaries[@]}"; do
     echo "$s"
 done
