@@ -39,24 +39,11 @@ for s in servers:
         pb.start_all([s], started, failed, "")
 
 
-def quiesce(servers, limit=60.0):
-    """Waits until no server burns CPU (under 10 ms in 0.5 s): mxd goes on
-    after its point (each held message's delivery attempt, the deferral it
-    records), and that work must not land in the next server's point (it
-    slowed smtp-sink by a quarter when the rounds followed at once)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        before = sum(pb.tree_cpu(s.pid) for s in servers)
-        time.sleep(0.5)
-        if sum(pb.tree_cpu(s.pid) for s in servers) - before < 0.010:
-            return
-
-
 res = {}
 try:
     for r in range(rounds):
         for s in (started if r % 2 == 0 else started[::-1]):
-            quiesce(started)
+            pb.quiesce([x.pid for x in started])
             p = pb.point(s, 50, n, 4096, False)
             res.setdefault(s.name, []).append(p)
             print(f"round {r + 1} plain {s.name}: {n} messages, {p['rate']:,.1f}/s, CPU "
