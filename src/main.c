@@ -196,6 +196,15 @@ on_kick(void *arg)
         deliver_kick(m->deliver);
 }
 
+/* Issue 22: a recipient whose primary is known down is stored held. */
+static bool
+on_hold(void *arg, const struct store_msg *msg, struct store_rcpt *r)
+{
+    struct mxd *m = arg;
+
+    return m->deliver != NULL && deliver_hold_at_accept(m->deliver, msg, r);
+}
+
 /* The gauges that come from the configuration in use: the certificate's
  * expiry and the backup domains' lifetimes (for the alert on held mail,
  * conf/prometheus/mxd-alerts.yml). At start-up and after each reload. */
@@ -480,6 +489,7 @@ mxd_start_services(struct mxd *m, char **err)
     int rc;
 
     smtp_server_on_queued(m->server, on_kick, m);
+    smtp_server_on_hold(m->server, on_hold, m);
     smtp_server_on_etrn(m->server, on_etrn, m);
     m->callahead = callahead_new(m->loop, m->store, m->conf->hostname);
     smtp_server_set_callahead(m->server, m->callahead);

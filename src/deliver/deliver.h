@@ -32,6 +32,14 @@ void deliver_kick(struct deliver *s);
  * primary watcher), then kicks. */
 void deliver_flush_domain(struct deliver *s, const char *domain);
 
+/* Issue 22: whether r, of the message m being accepted now, goes into the
+ * queue held instead of queued: its domain is a backup domain whose
+ * primary the watcher knows is down (the state in which deliver would
+ * fail it at once, without a connection: deliver__dest_run). Then
+ * r->held_reply and r->held_next are what that failed attempt would
+ * record, logged and counted as it would be. Loop thread. */
+bool deliver_hold_at_accept(struct deliver *d, const struct store_msg *m, struct store_rcpt *r);
+
 /* Stops picking, lets deliveries in flight finish or abort them, records
  * their outcomes, then calls cb. */
 void deliver_stop(struct deliver *s, void (*cb)(void *arg), void *arg);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/metrics.h"
 #include "deliver/deliver_impl.h"
 #include "msg/dsn.h"
 
@@ -838,6 +839,53 @@ deliver__watch(struct dest *dest)
         if (dc->probe)
             return; /* its outcome re-arms us */
     uv_timer_start(&dest->watch, on_watch, dest->watch_ms, 0);
+}
+
+/* Whether deliver__dest_run would fail mail for dest at once with its
+ * down_text, without a connection: the watcher probes a primary that is
+ * down, and the last real attempt failed within the probe interval. */
+static bool
+dest_known_down(const struct dest *dest)
+{
+    return dest->watching && dest->down_text[0] != '\0' && dest->tls_broken[0] == '\0' &&
+           !(dest->pace_inited && uv_is_active((const uv_handle_t *)&dest->pace_timer)) &&
+           uv_now(dest->d->loop) - dest->down_ms < dest->watch_ms;
+}
+
+bool
+deliver_hold_at_accept(struct deliver *d, const struct store_msg *m, struct store_rcpt *r)
+{
+    const struct conf *c = d->conf;
+    const struct conf_domain *dom;
+    bool relaxed = m->tls_optional && !m->requiretls; /* as deliver__route */
+    uint64_t lifetime;
+    struct dest *dest;
+    char *key;
+    char esc[600], to[600];
+
+    if (d->stopping || m->hold_reason != NULL || m->hops > c->max_hops)
+        return false; /* quarantined; or a loop, which deliver bounces */
+    dom = conf_domain_find(c, r->domain, strlen(r->domain));
+    if (dom == NULL || dom->mode != CONF_MODE_BACKUP)
+        return false;
+    lifetime = dom->lifetime_s > 0 ? dom->lifetime_s : c->lifetime_s;
+    if (lifetime == 0)
+        return false; /* it would expire at its first attempt */
+    key = xasprintf("backup:%s%s", dom->name, dest_key_suffix(d, dom, relaxed));
+    dest = dest_find(d, key);
+    free(key);
+    if (dest == NULL || !dest_known_down(dest))
+        return false;
+    /* what outcome_fill records for the 451 dest_fail_waiting gives it */
+    r->held_reply = xstrdup(dest->down_text);
+    r->held_next = m->received + (int64_t)deliver_backoff(1, c->retry_min_s, c->retry_max_s,
+                                                          (double)rand() / RAND_MAX);
+    d->stats.deferred++;
+    metrics_count(METRICS_F_DELIVERY_ATTEMPTS, "held", dest->key);
+    log_msg(LOG_INFO, m->qid, "deliver", "held to=%s relay=%s attempts=1 reply=%s at=accept",
+            log_addr(to, sizeof(to), r->address), dest->key,
+            log_esc(esc, sizeof(esc), r->held_reply, strlen(r->held_reply)));
+    return true;
 }
 
 /* ---- stopping ---------------------------------------------------------- */

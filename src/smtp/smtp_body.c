@@ -350,6 +350,9 @@ commit_build(struct smtp_session *s, const struct check_verdict *v)
     m->return_auth = v->return_auth;
     m->requiretls = t->requiretls;
     m->tls_optional = tls_optional(s, e);
+    /* issue 22: a recipient whose primary is known down is stored held */
+    for (size_t i = 0; m->hold_reason == NULL && s->srv->on_hold != NULL && i < m->nrcpts; i++)
+        (void)s->srv->on_hold(s->srv->on_hold_arg, m, &m->rcpts[i]);
     m->spool_path = s->spool_path;
     m->spool_len = s->spool_len;
     m->body = s->body;

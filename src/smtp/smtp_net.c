@@ -346,6 +346,15 @@ smtp_server_on_queued(struct smtp_server *srv, void (*cb)(void *arg), void *arg)
 }
 
 void
+smtp_server_on_hold(struct smtp_server *srv,
+                    bool (*cb)(void *arg, const struct store_msg *m, struct store_rcpt *r),
+                    void *arg)
+{
+    srv->on_hold = cb;
+    srv->on_hold_arg = arg;
+}
+
+void
 smtp_server_set_tls(struct smtp_server *srv, struct tls_creds *creds)
 {
     srv->tls = creds;

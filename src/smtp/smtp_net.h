@@ -53,6 +53,13 @@ void smtp_server_shutdown(struct smtp_server *srv, void (*cb)(void *arg), void *
  * scheduler's kick). */
 void smtp_server_on_queued(struct smtp_server *srv, void (*cb)(void *arg), void *arg);
 
+/* cb runs on the loop thread for each recipient of a message about to be
+ * committed (not a quarantined one): it may mark the recipient held at
+ * accept (store_rcpt's held_reply, issue 22: its primary is known down). */
+void smtp_server_on_hold(struct smtp_server *srv,
+                         bool (*cb)(void *arg, const struct store_msg *m, struct store_rcpt *r),
+                         void *arg);
+
 struct tls_creds;
 /* Offer STARTTLS with these credentials (borrowed) to new sessions. */
 void smtp_server_set_tls(struct smtp_server *srv, struct tls_creds *creds);

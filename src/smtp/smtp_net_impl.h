@@ -43,6 +43,8 @@ struct smtp_server {
     void *on_etrn_arg;
     void (*on_queued)(void *arg);
     void *on_queued_arg;
+    bool (*on_hold)(void *arg, const struct store_msg *m, struct store_rcpt *r);
+    void *on_hold_arg;
 };
 
 /* A new connection is waiting on lstream: accept it and run its session;

@@ -66,6 +66,7 @@ store_msg_free(struct store_msg *msg)
         free(msg->rcpts[i].address);
         free(msg->rcpts[i].domain);
         free(msg->rcpts[i].orcpt);
+        free(msg->rcpts[i].held_reply);
     }
     free(msg->rcpts);
     free(msg->envid);
@@ -572,22 +573,28 @@ writer_insert_row(struct store_writer *w, const struct store_msg *m, uint64_t *t
 static int
 writer_insert_rcpts(struct store_writer *w, const struct store_msg *m, int64_t id)
 {
-    enum store_stmt k = m->hold_reason != NULL ? STORE_W_INSERT_RCPT_HELD : STORE_W_INSERT_RCPT;
-    struct sdb_stmt *s = w->c.stmt[k];
     int rc;
 
-    sdb_bind_i64(s, 1, id);
-    if (m->hold_reason != NULL) /* never due until released (as an operator's hold) */
-        sdb_bind_text(s, 4, m->hold_reason);
-    else
-        sdb_bind_i64(s, 4, m->received);
     for (size_t i = 0; i < m->nrcpts; i++) {
         const struct store_rcpt *r = &m->rcpts[i];
         struct sdb_stmt *d = w->c.stmt[STORE_W_INSERT_RCPT_DSN];
+        enum store_stmt k = m->hold_reason != NULL  ? STORE_W_INSERT_RCPT_HELD
+                            : r->held_reply != NULL ? STORE_W_INSERT_RCPT_WAIT
+                                                    : STORE_W_INSERT_RCPT;
+        struct sdb_stmt *s = w->c.stmt[k];
         int64_t rid = 0;
 
+        sdb_bind_i64(s, 1, id);
         sdb_bind_text(s, 2, r->address);
         sdb_bind_text(s, 3, r->domain);
+        if (k == STORE_W_INSERT_RCPT_HELD) { /* never due until released (as an operator's hold) */
+            sdb_bind_text(s, 4, m->hold_reason);
+        } else if (k == STORE_W_INSERT_RCPT_WAIT) { /* the primary is down: as deferred */
+            sdb_bind_i64(s, 4, r->held_next);
+            sdb_bind_text(s, 5, r->held_reply);
+        } else {
+            sdb_bind_i64(s, 4, m->received);
+        }
         if ((rc = store__writer_insert_id(w, k, &rid)) != 0)
             return rc;
         if (r->notify == 0 && r->orcpt == NULL)
@@ -1405,6 +1412,13 @@ store_commit_async(struct store *st, struct store_msg *msg, store_commit_cb cb, 
         msg->spool_len + msg->body_len < STORE_BODY_FILE_MIN) {
         store__submit(st, j, true);
         return;
+    }
+    /* The body is made durable first, on the threadpool: the primary may be
+     * back (and its held mail released) by the time the rows are written,
+     * so recipients held at accept are queued as usual instead. */
+    for (size_t i = 0; i < msg->nrcpts; i++) {
+        free(msg->rcpts[i].held_reply);
+        msg->rcpts[i].held_reply = NULL;
     }
     bp = xcalloc(1, sizeof(*bp));
     bp->st = st;

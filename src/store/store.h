@@ -19,6 +19,13 @@ struct store_rcpt {
     char *domain;    /* lower-cased domain, for routing (owned) */
     unsigned notify; /* RCPT ... NOTIFY= bits (DSN_NOTIFY_*), 0 when not given */
     char *orcpt;     /* RCPT ... ORCPT= "type;address" decoded (owned), or NULL */
+    /* Held at accept (issue 22): a backup domain whose primary the watcher
+     * knows is down. The row a failed first attempt would leave (held,
+     * attempts 1, next_attempt held_next, held_reply as its last reply),
+     * written at once instead of queued, claimed, tried and deferred. NULL:
+     * queued as usual (and always under the message's hold_reason). */
+    char *held_reply;
+    int64_t held_next;
 };
 
 /* One accepted message. Every pointer is owned by the struct. */

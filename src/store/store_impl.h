@@ -128,9 +128,9 @@
     "b AS (INSERT INTO message_body (message_id, seq, data) "                                      \
     "SELECT u.i, 0, u.d FROM unnest(?21::bigint[], ?22::bytea[]) AS u(i, d)), "                    \
     "r AS (INSERT INTO message_rcpts (id, message_id, address, domain, state, attempts, "          \
-    "next_attempt, last_reply) SELECT u.i, u.m, u.a, u.d, u.s, 0, u.n, u.l FROM unnest("           \
+    "next_attempt, last_reply) SELECT u.i, u.m, u.a, u.d, u.s, u.t, u.n, u.l FROM unnest("         \
     "?23::bigint[], ?24::bigint[], ?25::text[], ?26::text[], ?27::text[], ?28::bigint[], "         \
-    "?29::text[]) AS u(i, m, a, d, s, n, l)), "                                                    \
+    "?29::text[], ?33::int[]) AS u(i, m, a, d, s, n, l, t)), "                                     \
     "x AS (INSERT INTO rcpt_dsn (rcpt_id, notify, orcpt) "                                         \
     "SELECT * FROM unnest(?30::bigint[], ?31::int[], ?32::text[])) SELECT 1"
 
@@ -171,6 +171,10 @@
     X(W_INSERT_RCPT_HELD, "insert held recipient",                                                 \
       "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt, "    \
       "last_reply) VALUES (?1, ?2, ?3, 'held', 0, 9223372036854775807, ?4) RETURNING id",          \
+      NULL)                                                                                        \
+    X(W_INSERT_RCPT_WAIT, "insert recipient held for its primary",                                 \
+      "INSERT INTO message_rcpts (message_id, address, domain, state, attempts, next_attempt, "    \
+      "last_reply) VALUES (?1, ?2, ?3, 'held', 1, ?4, ?5) RETURNING id",                           \
       NULL)                                                                                        \
     X(W_INSERT_DSN, "insert message dsn",                                                          \
       "INSERT INTO message_dsn (message_id, ret, envid, return_auth) VALUES (?1, ?2, ?3, ?4)",     \

@@ -76,6 +76,7 @@ enum pgb_col {
     C_D_ID,
     C_D_NOTIFY,
     C_D_ORCPT,
+    C_R_ATTEMPTS,
     PGB_NCOLS
 };
 
@@ -251,10 +252,24 @@ pgb_msg(struct pgb *b, const struct store_msg *m, int64_t id, const int64_t *rid
         arr_i64(&c[C_R_MSG], id);
         arr_text(&c[C_R_ADDR], r->address);
         arr_text(&c[C_R_DOMAIN], r->domain);
-        /* held (quarantine): never due until released, the reason as reply */
-        arr_text(&c[C_R_STATE], m->hold_reason != NULL ? "held" : "queued");
-        arr_i64(&c[C_R_NEXT], m->hold_reason != NULL ? INT64_MAX : m->received);
-        arr_text(&c[C_R_REPLY], m->hold_reason);
+        /* held (quarantine): never due until released, the reason as reply;
+         * held at accept (the primary is down): as a failed first attempt */
+        if (m->hold_reason != NULL) {
+            arr_text(&c[C_R_STATE], "held");
+            arr_i64(&c[C_R_NEXT], INT64_MAX);
+            arr_text(&c[C_R_REPLY], m->hold_reason);
+            arr_i64(&c[C_R_ATTEMPTS], 0);
+        } else if (r->held_reply != NULL) {
+            arr_text(&c[C_R_STATE], "held");
+            arr_i64(&c[C_R_NEXT], r->held_next);
+            arr_text(&c[C_R_REPLY], r->held_reply);
+            arr_i64(&c[C_R_ATTEMPTS], 1);
+        } else {
+            arr_text(&c[C_R_STATE], "queued");
+            arr_i64(&c[C_R_NEXT], m->received);
+            arr_text(&c[C_R_REPLY], NULL);
+            arr_i64(&c[C_R_ATTEMPTS], 0);
+        }
         if (r->notify == 0 && r->orcpt == NULL)
             continue; /* the default: no row */
         arr_i64(&c[C_D_ID], rid[i]);

@@ -239,7 +239,7 @@ batch_msg(struct run *r, int i)
         m = msg_new("Q0empty", 1);
         m->client_port = 0;
         return m;
-    case 1: /* every DSN and client field, quotes, backslashes, 8-bit */
+    case 1: /* every DSN and client field, quotes, backslashes, 8-bit; a held rcpt */
         m = msg_new("Q1dsn", 2);
         free(m->helo);
         m->helo = xstrdup("h\xe9lo \"quoted\" back\\slash {a,b} NULL");
@@ -255,6 +255,9 @@ batch_msg(struct run *r, int i)
         m->rcpts[0].notify = 3;
         m->rcpts[0].orcpt = xstrdup("rfc822;\"x\\y\"@example.org");
         m->hops = 2;
+        /* held at accept (issue 22), next to a queued one */
+        m->rcpts[1].held_reply = xstrdup("451 4.4.1 connect to \"primary\" failed");
+        m->rcpts[1].held_next = 1999999999;
         msg_body(r, m, 100, 3000, 77);
         return m;
     case 2: /* three recipients, held, null sender, SMTPUTF8, TLS optional */
