@@ -360,14 +360,18 @@ poll_count(struct sdb *db, const char *sql, int tries)
     return false;
 }
 
-/* PostgreSQL: the writer waits on a lock inside the batched insert. */
+/* PostgreSQL: the writer waits for the lock on messages, in the batched
+ * insert (the only statement of its that takes it). pg_locks, not the
+ * query text of pg_stat_activity: a prepared statement may wait in Bind,
+ * before the text is shown (this timed out once under load). */
 static bool
 pg_writer_waits_batched(struct sdb *db)
 {
     return poll_count(db,
-                      "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mxd' "
-                      "AND wait_event_type = 'Lock' AND query LIKE 'WITH m AS (INSERT%'",
-                      1000);
+                      "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
+                      "ON a.pid = l.pid WHERE a.application_name = 'mxd' AND NOT l.granted "
+                      "AND l.relation = 'messages'::regclass",
+                      3000);
 }
 
 /* Commits the first batch (on PostgreSQL its messages 1.. as one batch,
