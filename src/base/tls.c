@@ -6,7 +6,15 @@
  * (GNUTLS_NONBLOCK, EAGAIN from the pull function when the buffer is
  * empty). Errors carry gnutls_strerror's text, or for a client session
  * the certificate verification status. Server sessions do not ask for
- * client certificates. */
+ * client certificates.
+ *
+ * Output is batched per call: GnuTLS pushes each record on its own (a
+ * TLS 1.3 server's first flight is six: ServerHello, ChangeCipherSpec,
+ * EncryptedExtensions, Certificate, CertificateVerify, Finished), and the
+ * owner's push writes each to the socket. Inside tls_conn_handshake,
+ * _read, _write and _bye the records are gathered (up to BATCH_MAX) and
+ * handed to the push callback once at the end: one write, one segment on
+ * the wire and one wake-up of the peer for the flight instead of six. */
 #include "base/tls.h"
 
 #include <arpa/inet.h>
@@ -38,6 +46,58 @@ struct tls_conn {
     char *verify_err;      /* client: why the server's certificate failed */
     struct tls_dane *dane; /* client: DANE instead of PKIX (tls_dane.c) */
 };
+
+/* The records of the call in progress (loop thread only: one call at a
+ * time; a push from another connection meanwhile goes straight out). */
+#define BATCH_MAX (64 * 1024)
+static struct {
+    struct tls_conn *owner;
+    char *p;
+    size_t len, cap;
+} batch;
+
+/* Hands what is gathered to the owner's push; the buffer is set aside
+ * meanwhile, so a push that came back here could not write into it. */
+static void
+batch_flush(void)
+{
+    struct tls_conn *t = batch.owner;
+    char *p = batch.p;
+    size_t n = batch.len, cap = batch.cap;
+
+    if (n == 0)
+        return;
+    batch.p = NULL;
+    batch.len = batch.cap = 0;
+    t->push(t->arg, p, n);
+    if (batch.p == NULL) {
+        batch.p = p;
+        batch.cap = cap;
+    } else {
+        free(p);
+    }
+}
+
+/* True when t's records are gathered from now on (false: another call
+ * gathers already; t's go straight out). */
+static bool
+batch_begin(struct tls_conn *t)
+{
+    if (batch.owner != NULL)
+        return false;
+    batch.owner = t;
+    batch.len = 0;
+    return true;
+}
+
+static void
+batch_end(bool mine)
+{
+    if (!mine)
+        return;
+    batch_flush();
+    batch.owner = NULL;
+}
 
 /* New credentials with the priority cache, no certificate and no trust
  * anchors yet; NULL with *err on failure. */
@@ -227,7 +287,23 @@ tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
 {
     struct tls_conn *t = ptr;
 
-    t->push(t->arg, data, len);
+    if (batch.owner != t) {
+        t->push(t->arg, data, len);
+        return (ssize_t)len;
+    }
+    if (batch.len + len > BATCH_MAX) {
+        batch_flush();
+        if (len > BATCH_MAX) {
+            t->push(t->arg, data, len);
+            return (ssize_t)len;
+        }
+    }
+    if (batch.len + len > batch.cap) {
+        batch.cap = batch.len + len < 4096 ? 4096 : batch.len + len;
+        batch.p = xrealloc(batch.p, batch.cap);
+    }
+    memcpy(batch.p + batch.len, data, len);
+    batch.len += len;
     return (ssize_t)len;
 }
 
@@ -356,6 +432,10 @@ tls_conn_free(struct tls_conn *t)
 {
     if (t == NULL)
         return;
+    if (batch.owner == t) {
+        batch.owner = NULL;
+        batch.len = 0;
+    }
     gnutls_deinit(t->s);
     tls_creds_free(t->creds);
     tls_dane_free(t->dane);
@@ -401,8 +481,10 @@ verify_failed(struct tls_conn *t)
 int
 tls_conn_handshake(struct tls_conn *t)
 {
+    bool mine = batch_begin(t);
     int rc = gnutls_handshake(t->s);
 
+    batch_end(mine);
     if (rc == GNUTLS_E_SUCCESS)
         return 0;
     /* An alert from the client during the handshake ends it, even one sent
@@ -424,8 +506,10 @@ tls_conn_read(struct tls_conn *t, char *buf, size_t len)
      * our buffer: read on while ciphertext is left. GnuTLS pulls a partial
      * record whole into its own buffer, so this ends; bounded anyway. */
     for (unsigned i = 0; i < 64; i++) {
+        bool mine = batch_begin(t);
         ssize_t n = gnutls_record_recv(t->s, buf, len);
 
+        batch_end(mine);
         if (n > 0)
             return n;
         if (n == 0 ||
@@ -451,6 +535,9 @@ tls_conn_pending(const struct tls_conn *t)
 int
 tls_conn_write(struct tls_conn *t, const char *data, size_t len)
 {
+    bool mine = batch_begin(t);
+    int rc = 0;
+
     while (len > 0) {
         ssize_t n = gnutls_record_send(t->s, data, len);
 
@@ -458,12 +545,14 @@ tls_conn_write(struct tls_conn *t, const char *data, size_t len)
             continue; /* our push never blocks; this does not repeat */
         if (n < 0) {
             t->last_err = (int)n;
-            return MXD_EIO;
+            rc = MXD_EIO;
+            break;
         }
         data += n;
         len -= (size_t)n;
     }
-    return 0;
+    batch_end(mine);
+    return rc;
 }
 
 size_t
@@ -475,8 +564,11 @@ tls_conn_buffered(const struct tls_conn *t)
 void
 tls_conn_bye(struct tls_conn *t)
 {
+    bool mine = batch_begin(t);
+
     /* SHUT_WR: send our alert, do not wait for the peer's. */
     (void)gnutls_bye(t->s, GNUTLS_SHUT_WR);
+    batch_end(mine);
 }
 
 const char *

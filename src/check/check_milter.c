@@ -744,6 +744,9 @@ milter_end(void *arg, struct check_ticket t)
 
     check_milter__content_end(ms);
     stage(ms, ASK_END, ms->txn_list != NULL ? ms->txn_list : global_list(ms), t);
+    /* the last body chunk went with the first filter's end of message; the
+     * others' (asked after it answers) go now */
+    check_milter__content_flush(ms);
 }
 
 static void

@@ -261,6 +261,13 @@ check_milter__update_busy(struct mstate *ms)
     check_set_busy(ms->cs, ms->busy);
 }
 
+/* A content command queued (rc: milter_proto's). The header fields go out
+ * with the end of header (one write, not one per field: the content comes
+ * from the filters before this one a line at a time), a full body chunk
+ * at once, the last one with the end of message (milter_end), and
+ * whatever waits once CONTENT_FLUSH octets do. */
+#define CONTENT_FLUSH (64u * 1024u)
+
 static void
 each_rc(struct mf *f, int rc)
 {
@@ -269,7 +276,16 @@ each_rc(struct mf *f, int rc)
                                                 : "cannot send");
         return;
     }
-    check_milter__flush(f);
+    if (milter_proto_pending(mf_proto(f)) >= CONTENT_FLUSH)
+        check_milter__flush(f);
+}
+
+void
+check_milter__content_flush(struct mstate *ms)
+{
+    for (size_t i = 0; i < ms->n; i++)
+        if (ms->f[i].conn != NULL && milter_proto_pending(mf_proto(&ms->f[i])) > 0)
+            check_milter__flush(&ms->f[i]);
 }
 
 static void
@@ -323,10 +339,12 @@ end_of_header(struct mstate *ms)
     for (size_t i = 0; i < ms->n; i++)
         if (in_content(&ms->f[i]))
             each_rc(&ms->f[i], milter_proto_eoh(mf_proto(&ms->f[i])));
+    check_milter__content_flush(ms);
 }
 
+/* The body chunk; flush: written now (else with the end of message). */
 static void
-send_chunk(struct mstate *ms)
+send_chunk(struct mstate *ms, bool flush)
 {
     if (ms->chunk_len == 0)
         return;
@@ -334,6 +352,8 @@ send_chunk(struct mstate *ms)
         if (in_content(&ms->f[i]))
             each_rc(&ms->f[i], milter_proto_body(mf_proto(&ms->f[i]), ms->chunk, ms->chunk_len));
     ms->chunk_len = 0;
+    if (flush)
+        check_milter__content_flush(ms);
 }
 
 static void
@@ -349,7 +369,7 @@ body_bytes(struct mstate *ms, const char *data, size_t len)
         data += n;
         len -= n;
         if (ms->chunk_len == MILTER_CHUNK_MAX)
-            send_chunk(ms);
+            send_chunk(ms, true);
     }
 }
 
@@ -445,11 +465,12 @@ check_milter__data(void *arg, struct check_stream out)
         if (!in_content(f))
             continue;
         ms->content = true;
-        if (milter_proto_macros(mf_proto(f), MILTER_ST_DATA, mac, 1) < 0) {
+        if (milter_proto_macros(mf_proto(f), MILTER_ST_DATA, mac, 1) < 0 ||
+            milter_proto_data(mf_proto(f)) < 0) {
             check_milter__fail(f, "cannot send");
             continue;
         }
-        each_rc(f, milter_proto_data(mf_proto(f)));
+        check_milter__flush(f);
     }
     if (ms->content) {
         ms->in_body = false;
@@ -513,7 +534,7 @@ check_milter__content_end(struct mstate *ms)
         }
         end_of_header(ms);
     }
-    send_chunk(ms);
+    send_chunk(ms, false); /* with the end of message (milter_end flushes) */
     ms->content = false;
     check_milter__update_busy(ms);
 }

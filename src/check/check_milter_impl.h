@@ -176,6 +176,8 @@ void check_milter__data(void *arg, struct check_stream out);
 void check_milter__filter(void *arg, const char *data, size_t len);
 /* The content is over: what is left of the header and body goes out. */
 void check_milter__content_end(struct mstate *ms);
+/* Writes what the content left queued for each filter. */
+void check_milter__content_flush(struct mstate *ms);
 /* What a message left behind. */
 void check_milter__txn_clear(struct mstate *ms);
 

@@ -473,6 +473,7 @@ class BadMilter:
         self.sock.listen(64)
         self.conns = []
         self.bodies = []  # the body each connection was sent, at its end of message
+        self.content_segs = []  # "nr-count": TCP segments from DATA to end of message
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -505,8 +506,15 @@ class BadMilter:
             data += got
         return data[:1], data[1:]
 
+    @staticmethod
+    def segs_in(c):
+        # struct tcp_info's tcpi_segs_in (Linux: offset 140)
+        return struct.unpack_from("<I", c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256),
+                                  140)[0]
+
     def talk(self, c, mode):
         body = bytearray()
+        segs0 = 0
         if mode == "nr-slow":
             c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         try:
@@ -514,9 +522,14 @@ class BadMilter:
                 cmd, data = self.read_packet(c)
                 if cmd is None:
                     return
+                if cmd == b"T" and mode == "nr-count":
+                    segs0 = self.segs_in(c)
+                if cmd == b"E" and mode == "nr-count":
+                    self.content_segs.append(self.segs_in(c) - segs0)
                 if cmd == b"O":
-                    # nr-slow: no reply to header fields and body chunks (NR_HDR, NR_BODY)
-                    steps = 0x80 | 0x80000 if mode == "nr-slow" else 0
+                    # nr-slow, nr-count: no reply to header fields and body chunks
+                    # (NR_HDR, NR_BODY), as rspamd asks
+                    steps = 0x80 | 0x80000 if mode in ("nr-slow", "nr-count") else 0
                     c.sendall(self.packet(b"O", struct.pack(">III", 6, 0x1ff, steps)))
                 elif cmd in (b"D", b"A"):
                     continue
@@ -528,6 +541,9 @@ class BadMilter:
                         time.sleep(0.01)  # reads slower than mxd writes: its socket fills
                         continue
                     c.sendall(self.packet(b"c"))
+                elif cmd in (b"B", b"L") and mode == "nr-count":
+                    body += data if cmd == b"B" else b""
+                    continue
                 elif cmd == b"L" and mode == "nr-slow":
                     continue
                 elif cmd == b"E":
@@ -648,6 +664,26 @@ class MisbehavingMilterTest(mxdtest.ClassMxd, unittest.TestCase):
         self.assertTrue(self.bad.bodies[0] == body, "the filter got another body")
         stored = bytes(mxdtest.message_by_qid(self.mxd.db_path, r.qid)["row"]["body"])
         self.assertTrue(stored.endswith(body))
+
+    def test_content_commands_go_together(self):
+        # header fields, end of header and body chunks the filter does not
+        # answer go out with one write per piece of content, not one per
+        # field (rspamd, issue 22): 12 fields, about two segments from DATA
+        # to end of message (the fields with EOH, the body with EOB), not 14
+        self.bad.mode = "nr-count"
+        del self.bad.content_segs[:]
+        token = self.token()
+        head = "".join(f"X-Field-{i}: value {i}\r\n" for i in range(8))
+        content = (f"From: <a@sender.test>\r\nTo: <u@example.test>\r\nSubject: s\r\n"
+                   f"Message-ID: <{token}@sender.test>\r\n{head}\r\n").encode() + b"Hello.\r\n"
+        c = self.mxd.client(timeout=15)
+        r = c.send_message("a@sender.test", ["u@example.test"], mxdtest.dot_stuff(content))
+        c.close()
+        self.bad.mode = "ok"
+        self.assertEqual(r.code, 250, r)
+        self.assertEqual(len(self.bad.content_segs), 1)
+        self.assertLessEqual(self.bad.content_segs[0], 4, self.bad.content_segs)
+        self.assertEqual(self.bad.bodies[-1], b"Hello.\r\n")
 
     def test_half_new_body_is_not_stored(self):
         r, token = self.deliver("half-body")

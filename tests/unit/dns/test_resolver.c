@@ -52,6 +52,7 @@ static const struct zone_entry {
     {"localhost", B_A},
     {"1.0.0.127.in-addr.arpa", B_PTR},
     {"cancel.test", B_A},
+    {"loopcache.test", B_A},
 };
 #define NZONE (sizeof(zone) / sizeof(zone[0]))
 
@@ -338,6 +339,46 @@ test_cache(void **state)
     assert_int_equal(metrics_get(METRICS_DNS_CACHE_HITS) - hits, 1);
 }
 
+/* A repeat within the TTL is answered from the resolver's own copy: never
+ * given to libunbound (nothing pending after resolver_query), still not
+ * from inside the call, with the same records, rcode and what is left of
+ * the TTL; another type of the same name is not. */
+static void
+test_loop_cache(void **state)
+{
+    uint64_t hits = metrics_get(METRICS_DNS_CACHE_HITS);
+    struct outcome o, o2;
+    uv_loop_t loop;
+    struct resolver *r;
+
+    (void)state;
+    ask("loopcache.test", RESOLVER_TYPE_A, 3000, &o);
+    assert_int_equal(o.status, RESOLVER_OK);
+    assert_int_equal(asked("loopcache.test"), 1);
+    memset(&o, 0, sizeof(o));
+    memset(&o2, 0, sizeof(o2));
+    assert_int_equal(uv_loop_init(&loop), 0);
+    r = test_resolver(&loop);
+    (void)resolver_query(r, "LoopCache.test.", RESOLVER_TYPE_A, 3000, on_answer, &o);
+    assert_int_equal(resolver_pending(r), 0);
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.status, RESOLVER_OK);
+    assert_int_equal(o.sec, RESOLVER_SEC_INSECURE);
+    assert_int_equal(o.naddrs, 1);
+    assert_int_equal(last.rcode, 0);
+    assert_in_range(last.ttl, 1, 300);
+    assert_int_equal(metrics_get(METRICS_DNS_CACHE_HITS) - hits, 1);
+    (void)resolver_query(r, "loopcache.test", RESOLVER_TYPE_TXT, 3000, on_answer, &o2);
+    assert_int_equal(resolver_pending(r), 1);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(o2.calls, 1);
+    assert_int_equal(o2.status, RESOLVER_NODATA);
+    assert_int_equal(asked("loopcache.test"), 2);
+}
+
 /* 50 queries for a silent name, and one beside them: that one is answered
  * at once, the silent ones each after its own timeout. */
 static void
@@ -468,6 +509,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_statuses),
         cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_loop_cache),
         cmocka_unit_test(test_silent_costs_only_itself),
         cmocka_unit_test(test_special_names_forwarded),
         cmocka_unit_test(test_cancel),
