@@ -127,16 +127,18 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 
 # memcheck: a subset of the integration tests again, with mxd under
 # valgrind (mxdtest.py's MXD_WRAPPER): any memory error or definite leak
-# makes mxd exit 99, which fails the test.
+# makes mxd exit 99, which fails the test. meson runs named tests in the
+# order given: the ones that may run side by side (tests/meson.build's
+# integration_parallel) first, longest first, then the ones that run alone.
 stage memcheck
 echo "==== memcheck: valgrind"
 if [ -x build-test/src/mxd ]; then
     MXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
         meson test -C build-test --print-errorlogs --num-processes "${MXD_TEST_JOBS:-2}" \
         --logbase memcheck \
-        roundtrip protocol policy hostile lmtp tls \
-        hardening hardening_auth hardening_mail hardening_checks \
-        proxy rate greylist dnsbl pregreet milter
+        lmtp hardening_auth hostile roundtrip protocol policy \
+        tls milter hardening_checks dnsbl pregreet hardening hardening_mail \
+        greylist proxy rate
     count build-test "memcheck (valgrind)" memcheck
 else
     summaries+=("memcheck: FAILED (no default build)")
