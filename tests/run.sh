@@ -13,6 +13,11 @@
 #   6. the benchmark harness, tests/bench/run.sh --quick (counted as one test)
 #   7. the peer benchmark, tests/bench/peers_bench.py --quick (one test)
 #   8. clang-format --dry-run -Werror over the C sources (counted as one test)
+# Test concurrency: meson runs up to MXD_TEST_JOBS tests at a time (default
+# 2, what CI has and what the suite was proven with). Integration tests run
+# side by side unless listed in tests/meson.build's integration_serial (they
+# measure memory or CPU, or assert tight durations): those run alone, after
+# the rest; each test's ports are its own (tests/integration/ports.py).
 # Prints a summary per build and, last, "N passed, N failed, N skipped"
 # over everything; exits non-zero if any test or any build failed.
 set -uo pipefail
@@ -102,7 +107,7 @@ build_and_test() {
     fi
     echo "==== $label: meson test ${TEST_ARGS:-}"
     # shellcheck disable=SC2086 # TEST_ARGS: words on purpose
-    meson test -C "$dir" --print-errorlogs ${TEST_ARGS:-}
+    meson test -C "$dir" --print-errorlogs --num-processes "${MXD_TEST_JOBS:-2}" ${TEST_ARGS:-}
     count "$dir" "$label"
 }
 
@@ -122,15 +127,18 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 
 # memcheck: a subset of the integration tests again, with mxd under
 # valgrind (mxdtest.py's MXD_WRAPPER): any memory error or definite leak
-# makes mxd exit 99, which fails the test.
+# makes mxd exit 99, which fails the test. meson runs named tests in the
+# order given: the ones that may run side by side (tests/meson.build's
+# integration_parallel) first, longest first, then the ones that run alone.
 stage memcheck
 echo "==== memcheck: valgrind"
 if [ -x build-test/src/mxd ]; then
     MXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
-        meson test -C build-test --print-errorlogs --logbase memcheck \
-        roundtrip protocol policy hostile lmtp tls \
-        hardening hardening_auth hardening_mail hardening_checks \
-        proxy rate greylist dnsbl pregreet milter
+        meson test -C build-test --print-errorlogs --num-processes "${MXD_TEST_JOBS:-2}" \
+        --logbase memcheck \
+        lmtp hardening_auth hostile roundtrip protocol policy \
+        tls milter hardening_checks dnsbl pregreet hardening hardening_mail \
+        greylist proxy rate
     count build-test "memcheck (valgrind)" memcheck
 else
     summaries+=("memcheck: FAILED (no default build)")

@@ -75,9 +75,7 @@ def dovecot_path():
 
 
 def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return mxdtest.free_port(host)
 
 
 def proc_cpu(pid, children=False):

@@ -34,6 +34,8 @@ import tempfile
 import time
 import unittest
 
+import ports
+
 HOSTNAME = "mx.test.invalid"
 CRLF = b"\r\n"
 SANITIZER_MARKERS = (
@@ -97,11 +99,9 @@ def store_backend():
 
 
 def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago on host (bind port 0, read it back)."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago on host, reserved for this process
+    (ports.py: tests may run side by side)."""
+    return ports.free_port(host)
 
 
 # --------------------------------------------------------------------------

@@ -34,11 +34,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+import ports
 
 PG_BIN = os.environ.get("MXD_PG_BIN", "/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
@@ -62,9 +63,7 @@ def psycopg2_module():
 
 
 def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return ports.free_port(host)
 
 
 def _tree(pid):

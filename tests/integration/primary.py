@@ -42,15 +42,14 @@ import sys
 import tempfile
 import time
 
+import ports
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRIMARY_HOSTNAME = "primary.test.invalid"
 
 
 def free_port(host="127.0.0.1"):
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return ports.free_port(host)
 
 
 def free_port_udp_tcp(host="127.0.0.1", tries=50):

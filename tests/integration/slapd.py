@@ -15,13 +15,13 @@ import socket
 import subprocess
 import time
 
+import ports
+
 SCHEMA = "/etc/ldap/schema"
 
 
 def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port("127.0.0.1")
 
 
 def _slapd_path():
