@@ -14,10 +14,11 @@
 #   7. the peer benchmark, tests/bench/peers_bench.py --quick (one test)
 #   8. clang-format --dry-run -Werror over the C sources (counted as one test)
 # Test concurrency: meson runs up to MXD_TEST_JOBS tests at a time (default
-# 2, what CI has and what the suite was proven with). Integration tests run
-# side by side unless listed in tests/meson.build's integration_serial (they
-# measure memory or CPU, or assert tight durations): those run alone, after
-# the rest; each test's ports are its own (tests/integration/ports.py).
+# 2, what CI has and what the suite was proven with). Integration tests
+# listed in tests/meson.build's integration_parallel run side by side; the
+# others (they measure memory or CPU, assert tight durations, or are new and
+# not yet reviewed) run alone, after the rest; each test's ports are its
+# own (tests/integration/ports.py).
 # Prints a summary per build and, last, "N passed, N failed, N skipped"
 # over everything; exits non-zero if any test or any build failed.
 set -uo pipefail
