@@ -71,13 +71,15 @@ fx_setup(void **state)
 static int
 fx_teardown(void **state)
 {
-    static const char *const files[] = {"queue.db", "queue.db-wal", "queue.db-shm", "spool"};
+    static const char *const files[] = {"queue.db", "queue.db-wal", "queue.db-shm", "spool",
+                                        "bodies"};
     struct fx *fx = *state;
     char path[700];
 
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", fx->dir, files[i]);
-        unlink(path);
+        if (unlink(path) != 0)
+            rmdir(path); /* bodies: the large bodies' directory, empty */
     }
     rmdir(fx->dir);
     free(fx);

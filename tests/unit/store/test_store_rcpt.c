@@ -49,7 +49,8 @@ rm_rf(const char *path)
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         sub = xasprintf("%s/%s", path, e->d_name);
-        unlink(sub);
+        if (unlink(sub) != 0)
+            rmdir(sub); /* bodies: the large bodies' directory, empty */
         free(sub);
     }
     if (d != NULL)
