@@ -222,7 +222,7 @@ publish_conf_gauges(const struct conf *c, const struct tls_creds *tls)
         if (d->mode != CONF_MODE_BACKUP)
             continue;
         names[n] = d->name;
-        secs[n++] = d->lifetime_s > 0 ? d->lifetime_s : c->lifetime_s;
+        secs[n++] = conf_domain_lifetime(c, d);
     }
     metrics_set_lifetimes(names, secs, n);
     free(names);

@@ -1221,3 +1221,9 @@ conf_domain_find(const struct conf *conf, const char *domain, size_t len)
     }
     return NULL;
 }
+
+uint64_t
+conf_domain_lifetime(const struct conf *conf, const struct conf_domain *dom)
+{
+    return dom != NULL && dom->lifetime_s > 0 ? dom->lifetime_s : conf->lifetime_s;
+}

@@ -276,6 +276,8 @@ struct conf *conf_ref(const struct conf *conf);
 
 /* The domain section for domain[0..len) (ASCII case-insensitive), or NULL. */
 const struct conf_domain *conf_domain_find(const struct conf *conf, const char *domain, size_t len);
+/* How long mail for dom (NULL: none) may wait: its lifetime, else [queue]'s. */
+uint64_t conf_domain_lifetime(const struct conf *conf, const struct conf_domain *dom);
 
 /* "50m" -> 52428800; suffixes k, m, g (binary multiples). 0 or -MXD_EINVAL. */
 int conf_parse_size(const char *s, uint64_t *out) MXD_WUR;

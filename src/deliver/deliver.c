@@ -221,9 +221,7 @@ on_recorded(void *arg, int status)
 static uint64_t
 job_lifetime(const struct djob *j)
 {
-    const struct conf *c = j->d->conf;
-
-    return j->domain != NULL && j->domain->lifetime_s > 0 ? j->domain->lifetime_s : c->lifetime_s;
+    return conf_domain_lifetime(j->d->conf, j->domain);
 }
 
 /* One recipient's outcome: 2xx delivered, 5xx bounced, 4xx deferred with

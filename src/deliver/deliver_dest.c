@@ -700,11 +700,18 @@ dest_lmtp(struct deliver *d, const struct conf_domain *dom)
     return dest;
 }
 
+/* The key of dom's backup destination (allocated). */
+static char *
+backup_key(const struct deliver *d, const struct conf_domain *dom, bool relaxed)
+{
+    return xasprintf("backup:%s%s", dom->name, dest_key_suffix(d, dom, relaxed));
+}
+
 /* Backup: one destination per domain, its primaries in order (or MX). */
 static struct dest *
 dest_backup(struct deliver *d, const struct conf_domain *dom, bool relaxed)
 {
-    char *key = xasprintf("backup:%s%s", dom->name, dest_key_suffix(d, dom, relaxed));
+    char *key = backup_key(d, dom, relaxed);
     struct dest *dest = dest_find(d, key);
 
     if (dest != NULL) {
@@ -858,7 +865,6 @@ deliver_hold_at_accept(struct deliver *d, const struct store_msg *m, struct stor
     const struct conf *c = d->conf;
     const struct conf_domain *dom;
     bool relaxed = m->tls_optional && !m->requiretls; /* as deliver__route */
-    uint64_t lifetime;
     struct dest *dest;
     char *key;
     char esc[600], to[600];
@@ -868,10 +874,9 @@ deliver_hold_at_accept(struct deliver *d, const struct store_msg *m, struct stor
     dom = conf_domain_find(c, r->domain, strlen(r->domain));
     if (dom == NULL || dom->mode != CONF_MODE_BACKUP)
         return false;
-    lifetime = dom->lifetime_s > 0 ? dom->lifetime_s : c->lifetime_s;
-    if (lifetime == 0)
+    if (conf_domain_lifetime(c, dom) == 0)
         return false; /* it would expire at its first attempt */
-    key = xasprintf("backup:%s%s", dom->name, dest_key_suffix(d, dom, relaxed));
+    key = backup_key(d, dom, relaxed);
     dest = dest_find(d, key);
     free(key);
     if (dest == NULL || !dest_known_down(dest))
